@@ -1,0 +1,361 @@
+"""YAML configuration: ``base:`` inheritance, ``--set`` overrides, schema validation.
+
+``load_config(path, overrides=None)`` returns the resolved configuration as a plain
+``dict``. Every key the project reads is declared in ``SCHEMA`` below, with its type
+and default: an unknown or misspelt key fails with its dotted path and the closest
+valid names, a value of the wrong type fails with the type expected.
+
+Inheritance: a file may name ``base: other.yaml`` (a path relative to the file, or a
+list of them, applied in order); the file's own keys are merged over the base's,
+mappings recursively. Overrides are ``dotted.key=value`` strings whose values are
+parsed as YAML (``train.base_lr=1e-4``, ``model.enc_blk_nums=[1,1,1,1]``).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the file and dotted key."""
+
+
+_MISSING = object()
+
+
+class Field:
+    """One leaf of the schema: accepted type(s), default, optional choices."""
+
+    def __init__(self, kind: str, default: Any = _MISSING, choices: Optional[Sequence[Any]] = None,
+                 nullable: bool = False, doc: str = ""):
+        self.kind = kind  # 'int', 'float', 'bool', 'str', 'list[int]', 'list[float]', 'list[str]'
+        self.default = default
+        self.choices = list(choices) if choices is not None else None
+        self.nullable = nullable or default is None
+        self.doc = doc
+
+    def describe(self) -> str:
+        text = self.kind
+        if self.choices:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value: Any, path: str) -> Any:
+        if value is None:
+            if self.nullable:
+                return None
+            raise ConfigError(f"{path}: expected {self.describe()}, got null")
+        value = _coerce(self.kind, value, path, self.describe())
+        if self.choices is not None and value not in self.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{path}: {value!r} is not one of {self.choices}{hint}")
+        return value
+
+
+def _coerce(kind: str, value: Any, path: str, expected: str) -> Any:
+    def fail():
+        raise ConfigError(f"{path}: expected {expected}, got {type(value).__name__} {value!r}")
+
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        fail()
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        fail()
+    if kind == "float":
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
+        fail()
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+        fail()
+    if kind == "amp":  # YAML reads a bare `off` as False
+        if value is False:
+            return "off"
+        if isinstance(value, str):
+            return value
+        fail()
+    if kind.startswith("list["):
+        inner = kind[5:-1]
+        if not isinstance(value, (list, tuple)):
+            fail()
+        return [_coerce(inner, v, f"{path}[{i}]", inner) for i, v in enumerate(value)]
+    raise AssertionError(f"unknown schema kind {kind}")
+
+
+# ---------------------------------------------------------------------------------------
+# The schema. A dict is a section; a Field is a leaf. ``SPLIT`` sections take any key
+# of ``data.process`` (overriding it for that split) plus the list file.
+# ---------------------------------------------------------------------------------------
+
+PROCESS = {
+    "max_clip": Field("float", 1.0, nullable=True, doc="clip the amplified input above"),
+    "min_clip": Field("float", None, doc="clip the amplified input below"),
+    "transpose": Field("bool", False),
+    "h_flip": Field("bool", True),
+    "v_flip": Field("bool", True),
+    "only_00": Field("bool", False, doc="keep only the first capture (_00_) of each scene"),
+    "patch_size": Field("int", None, doc="training crop in Bayer pixels; null = whole image"),
+    "repeat": Field("int", 1, doc="iterate the list this many times per epoch"),
+    "max_samples": Field("int", None, doc="use only the first N pairs of the list"),
+    "batch_size": Field("int", 1),
+}
+
+SPLIT_EXTRA = {
+    "image_list_file": Field("str", None, doc="list file, relative to data.data_path"),
+}
+
+
+class SplitSection(dict):
+    """Marker: a data split; its keys are validated but not filled with defaults."""
+
+
+SPLIT = SplitSection({**SPLIT_EXTRA, **PROCESS})
+
+SCHEMA: Dict[str, Any] = {
+    "name": Field("str", None, doc="run name; defaults to <model.type>_<config file stem>"),
+    "output_dir": Field("str", None, doc="run folder; defaults to runs/<name>"),
+    "model": {
+        "type": Field("str", "CANS_Plus", choices=["CANS", "CANS_Plus"]),
+        "in_channel": Field("int", 4),
+        "width": Field("int", 32),
+        "middle_blk_num": Field("int", 2),
+        "enc_blk_nums": Field("list[int]", [2, 2, 2, 2]),
+        "dec_blk_nums": Field("list[int]", [2, 2, 2, 2]),
+        "adaptive_size": Field("int", 2),
+        "block_size": Field("int", 2),
+    },
+    "data": {
+        "type": Field("str", "SonyDictSet", choices=["SonyDictSet", "FujiDictSet", "MCRDictSet"]),
+        "camera": Field("str", None, doc="Sony, Fuji or MCR; informative (the type decides)"),
+        "data_path": Field("str", "datasets/SID"),
+        "load_npy": Field("bool", True, doc="read cached .npy packs instead of the RAW files"),
+        "skip_bad_files": Field("bool", False),
+        "num_workers": Field("int", 4),
+        "pin_memory": Field("bool", True),
+        "persistent_workers": Field("bool", True),
+        "prefetch_factor": Field("int", 2),
+        "synthetic": {
+            "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing"),
+            "scenes": Field("int", 8),
+            "seed": Field("int", 0),
+            "camera": Field("str", "Sony", choices=["Sony", "Fuji"]),
+        },
+        "process": PROCESS,
+        "train": SPLIT,
+        "valid": SPLIT,
+        "test": SPLIT,
+    },
+    "loss": {
+        "raw": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0)},
+        "rgb": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0)},
+        "prior": {
+            "weighting": Field("str", "fixed", choices=["fixed", "gradient_agreement"]),
+            "every": Field("int", 1, doc="steps between gamma updates (gradient_agreement)"),
+        },
+    },
+    "train": {
+        "base_lr": Field("float", 2e-4),
+        "min_lr": Field("float", 2e-5),
+        "epochs": Field("int", 1000),
+        "warmup_epochs": Field("int", 0),
+        "early_stop": Field("int", None, doc="stop after N validations without a new best"),
+        "clip_grad": Field("float", 0.1, nullable=True),
+        "valid_per_epoch": Field("int", 1),
+        "save_per_epoch": Field("int", 50),
+        "manual_seed": Field("int", 3407, nullable=True),
+        "deterministic": Field("bool", False),
+        "optimizer": {
+            "type": Field("str", "AdamW", choices=["AdamW", "Adam"]),
+            "betas": Field("list[float]", [0.9, 0.999]),
+            "eps": Field("float", 1e-8),
+            "weight_decay": Field("float", 0.0),
+        },
+        "lr_scheduler": {
+            "type": Field("str", "cosine", choices=["cosine", "constant"]),
+        },
+        "amp": Field("amp", "off", choices=["off", "bf16", "fp16"]),
+        "channels_last": Field("bool", False),
+        "compile": Field("bool", False),
+        "auto_resume": Field("bool", False),
+        "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
+        "log_every": Field("int", 50, doc="steps between text-log lines"),
+        "max_nonfinite": Field("int", 10, doc="consecutive non-finite losses that stop the run"),
+        "test_at_end": Field("bool", False, doc="run the test report after training"),
+    },
+    "test": {
+        "checkpoint": Field("str", None),
+        "save_images": Field("bool", True),
+        "save_16bit": Field("bool", False),
+        "save_grid": Field("bool", False),
+        "compare_paper": Field("bool", False),
+        "throughput_warmup": Field("int", 3),
+        "throughput_iters": Field("int", 10),
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+def _read_yaml(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+    """Return ``base`` updated by ``over``; mappings merge recursively, other values replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _load_with_bases(path: str, chain: List[str]) -> Dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in chain:
+        raise ConfigError("circular base: " + " -> ".join(chain + [path]))
+    data = _read_yaml(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: base: expected a path or a list of paths, got {bases!r}")
+    merged: Dict[str, Any] = {}
+    for b in bases:
+        merged = deep_merge(merged, _load_with_bases(os.path.join(os.path.dirname(path), b), chain + [path]))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple:
+    """``'a.b=1e-4'`` -> (['a', 'b'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+    return key.split("."), value
+
+
+def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, Any]:
+    cfg = copy.deepcopy(cfg)
+    for text in overrides or ():
+        parts, value = parse_override(text)
+        node = cfg
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(parts[:i + 1])} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return cfg
+
+
+def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix: str = "",
+             fill_defaults: bool = True) -> Dict[str, Any]:
+    """Check ``cfg`` against ``schema``; return a new dict with defaults filled in."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(cfg).__name__} {cfg!r}")
+    out: Dict[str, Any] = {}
+    for key, value in cfg.items():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=3, cutoff=0.5)
+            hint = ("; did you mean " + ", ".join(f"{prefix}{c}" for c in close) + "?") if close else \
+                ("; valid keys here: " + ", ".join(sorted(schema)))
+            raise ConfigError(f"unknown config key {path}{hint}")
+        spec = schema[key]
+        if isinstance(spec, Field):
+            out[key] = spec.check(value, path)
+        else:
+            section_value = {} if value is None else value
+            out[key] = validate(section_value, spec, path + ".",
+                                fill_defaults=not isinstance(spec, SplitSection))
+    if fill_defaults:
+        for key, spec in schema.items():
+            if key in out:
+                continue
+            if isinstance(spec, Field):
+                out[key] = copy.deepcopy(spec.default) if spec.default is not _MISSING else None
+            elif isinstance(spec, SplitSection):
+                out[key] = {}
+            else:
+                out[key] = validate({}, spec, f"{prefix}{key}.")
+    return out
+
+
+def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Load ``path`` with its bases, apply ``overrides`` and validate; return a plain dict."""
+    raw = _load_with_bases(path, [])
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        cfg = validate(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not cfg["name"]:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        cfg["name"] = f"{cfg['model']['type']}_{stem}"
+    if not cfg["output_dir"]:
+        cfg["output_dir"] = os.path.join("runs", cfg["name"])
+    return cfg
+
+
+def split_options(cfg: Mapping[str, Any], split: str) -> Dict[str, Any]:
+    """The effective options of one data split: ``data.process`` updated by ``data.<split>``."""
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"unknown split {split!r}")
+    opts = dict(cfg["data"]["process"])
+    opts.update(cfg["data"].get(split) or {})
+    opts.setdefault("image_list_file", None)
+    return opts
+
+
+def dump_config(cfg: Mapping[str, Any], path: str) -> None:
+    """Write ``cfg`` as YAML atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(dict(cfg), fh, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)
+
+
+def to_yaml(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,101 @@
+"""Building blocks of the CANS backbone: LayerNorm2d, RDE, GCP and the CNP block.
+
+All tensors are feature maps of shape (B, C, H, W); values are unbounded floats.
+Attribute names follow the reference implementation so that its ``state_dict``
+loads with ``strict=True`` (see ``../shared/reference/state_dict_keys``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) map, per pixel.
+
+    Mean and *biased* variance over C; ``eps`` is 1e-5 for float32 input and
+    1e-3 for any other dtype (as the reference). Parameters ``g`` and ``b`` have
+    shape (1, C, 1, 1).
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.b = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps = 1e-5 if x.dtype == torch.float32 else 1e-3
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + eps) * self.g + self.b
+
+
+def channel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Channel-affinity attention used by GCP and the CANS++ heads.
+
+    query, key: (B, C, h, w) pooled maps (h * w = s * s); value: (B, C, H, W).
+    Returns ``softmax(q @ k^T, -1) @ v`` reshaped to (B, C, H, W).
+    """
+    b, c, h, w = value.shape
+    q = query.flatten(2)
+    k = key.flatten(2)
+    attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # (B, C, C)
+    return (attn @ value.flatten(2)).view(b, c, h, w)
+
+
+class SGU(nn.Module):
+    """Simple gated unit: 1x1 conv C->2C, product of the two halves, 1x1 conv C->C."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.pconv1 = nn.Conv2d(channels, 2 * channels, 1, bias=True)
+        self.pconv2 = nn.Conv2d(channels, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self.pconv1(x).chunk(2, dim=1)
+        return self.pconv2(x1 * x2)
+
+
+class RDE(nn.Module):
+    """Refined detail extractor (residual): dwconv 7x7 reflect -> LayerNorm2d -> SGU."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.dconv = nn.Conv2d(channels, channels, 7, padding=3, padding_mode="reflect",
+                               groups=channels, bias=True)
+        self.norm = LayerNorm2d(channels)
+        self.SGU = SGU(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.SGU(self.norm(self.dconv(x))) + x
+
+
+class GCP(nn.Module):
+    """Global chromatic perceptor (residual): channel attention from s x s pooled statistics."""
+
+    def __init__(self, channels: int, adaptive_size: int):
+        super().__init__()
+        self.norm = LayerNorm2d(channels)
+        self.pconv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
+        self.dconv = nn.Conv2d(3 * channels, 3 * channels, 3, padding=1,
+                               groups=3 * channels, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(adaptive_size)
+        self.out = nn.Conv2d(channels, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1, c2, c3 = self.dconv(self.pconv(self.norm(x))).chunk(3, dim=1)
+        y = channel_attention(self.pool(c1), self.pool(c2), c3)
+        return self.out(y) + x
+
+
+class CNPBlock(nn.Module):
+    """Chromaticity and noise perception block: optional GCP, then RDE."""
+
+    def __init__(self, channels: int, adaptive_size: int, global_aware: bool):
+        super().__init__()
+        self.GCP = GCP(channels, adaptive_size) if global_aware else nn.Identity()
+        self.RDE = RDE(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.RDE(self.GCP(x))

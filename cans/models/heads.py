@@ -1,0 +1,101 @@
+"""Output heads. RAW heads return (B, b*b, H, W); RGB heads return (B, 3, H*b, W*b).
+
+CANS uses plain convolutional heads; CANS++ adds the dual-head interaction module:
+both heads query the same pooled key and full-resolution value (``SharedKV``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .blocks import LayerNorm2d, channel_attention
+
+
+def _reflect_conv3x3(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect", groups=groups, bias=True)
+
+
+class RawHead(nn.Module):
+    """features (B, w, H, W) -> packed RAW (B, b*b, H, W)."""
+
+    def __init__(self, width: int, block_size: int):
+        super().__init__()
+        self.final = _reflect_conv3x3(width, block_size * block_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final(x)
+
+
+class RGBHead(nn.Module):
+    """features (B, w, H, W) -> sRGB (B, 3, H*b, W*b): conv3x3 -> GELU -> conv1x1 -> PixelShuffle."""
+
+    def __init__(self, width: int, block_size: int):
+        super().__init__()
+        self.final_conv1 = _reflect_conv3x3(width, width)
+        self.final_conv2 = nn.Conv2d(width, 3 * block_size * block_size, 1, bias=True)
+        self.shuffle = nn.PixelShuffle(block_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.final_conv2(F.gelu(self.final_conv1(x))))
+
+
+class SharedKV(nn.Sequential):
+    """Shared key/value of CANS++: LayerNorm2d -> 1x1 conv w->2w -> dwconv 3x3 reflect.
+
+    Returns k pooled to (B, w, s, s) and v at full resolution (B, w, H, W).
+    """
+
+    def __init__(self, width: int, adaptive_size: int):
+        super().__init__(LayerNorm2d(width), nn.Conv2d(width, 2 * width, 1, bias=True),
+                         _reflect_conv3x3(2 * width, 2 * width, groups=2 * width))
+        self.adaptive_size = adaptive_size
+
+    def forward(self, x: torch.Tensor):
+        k, v = super().forward(x).chunk(2, dim=1)
+        return F.adaptive_avg_pool2d(k, self.adaptive_size), v
+
+
+class ComputeAttn(nn.Module):
+    """y = out(softmax(q k^T) v) + features."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.out = nn.Conv2d(width, width, 1, bias=True)
+
+    def forward(self, q, k, v, features):
+        return self.out(channel_attention(q, k, v)) + features
+
+
+class _InteractionMixin:
+    """Adds the per-head query and attention of the dual-head interaction module."""
+
+    def _build_query(self, width: int, adaptive_size: int) -> None:
+        self.get_q = nn.Sequential(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
+                                   nn.AdaptiveAvgPool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
+        self.compute_attn = ComputeAttn(width)
+
+    def interact(self, x, k, v):
+        return self.compute_attn(self.get_q(x), k, v, x)
+
+
+class InteractiveRawHead(RawHead, _InteractionMixin):
+    """CANS++ RAW head: query the shared (k, v), then the RAW head's conv."""
+
+    def __init__(self, width: int, block_size: int, adaptive_size: int):
+        super().__init__(width, block_size)
+        self._build_query(width, adaptive_size)
+
+    def forward(self, x, k, v):
+        return super().forward(self.interact(x, k, v))
+
+
+class InteractiveRGBHead(RGBHead, _InteractionMixin):
+    """CANS++ RGB head: query the shared (k, v), then the RGB head's layers."""
+
+    def __init__(self, width: int, block_size: int, adaptive_size: int):
+        super().__init__(width, block_size)
+        self._build_query(width, adaptive_size)
+
+    def forward(self, x, k, v):
+        return super().forward(self.interact(x, k, v))

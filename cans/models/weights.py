@@ -1,0 +1,78 @@
+"""Loading weights: published checkpoints, our own checkpoints, DDP-saved ones."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+
+WRAPPER_KEYS = ("model", "state_dict", "params", "params_ema")
+
+
+def extract_state_dict(obj, source: str = "checkpoint") -> Mapping[str, torch.Tensor]:
+    """Return the bare state_dict from a checkpoint object.
+
+    Accepts a bare state_dict or one wrapped under ``model``, ``state_dict`` or
+    ``params`` (nested wrappers too), and strips a ``module.`` prefix (DDP) or an
+    ``_orig_mod.`` prefix (torch.compile).
+    """
+    depth = 0
+    while isinstance(obj, Mapping) and depth < 4:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        for key in WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        else:
+            raise ValueError(f"{source}: no state_dict found; expected a mapping of tensors or one "
+                             f"wrapped under one of {list(WRAPPER_KEYS)}, got keys {sorted(obj)[:10]}")
+        depth += 1
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a state_dict (mapping), got {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_weights(model: nn.Module, path: str, map_location="cpu") -> nn.Module:
+    """Load weights from ``path`` into ``model`` with strict key checking.
+
+    A missing or unexpected key raises ``KeyError`` listing the names; a shape
+    mismatch raises ``ValueError`` naming the parameter and both shapes.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or pickled objects
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception:
+            raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+    state = extract_state_dict(obj, source=path)
+    load_state_dict_strict(model, state, source=path)
+    return model
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state_dict") -> None:
+    target = model.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    if missing or unexpected:
+        lines = [f"{source} does not match {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        raise KeyError("\n".join(lines))
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ValueError(f"{source}: parameter {key} has shape {tuple(value.shape)}, "
+                             f"the model expects {tuple(target[key].shape)}")
+    model.load_state_dict(state, strict=True)
