@@ -1,0 +1,112 @@
+"""Config loading: inheritance, overrides, schema errors, round trip."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cans.config import ConfigError, dump_config, load_config, split_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_inheritance_chain_and_merge(tmp_path):
+    write(tmp_path / "a.yaml", "model: {width: 16, enc_blk_nums: [1, 1]}\ntrain: {base_lr: 1.0e-3, epochs: 5}\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\ntrain: {epochs: 7}\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    cfg = load_config(write(sub / "c.yaml", "base: ../b.yaml\nmodel: {type: CANS}\n"))
+    assert cfg["model"]["width"] == 16 and cfg["model"]["enc_blk_nums"] == [1, 1]
+    assert cfg["model"]["type"] == "CANS"
+    assert cfg["train"]["epochs"] == 7 and cfg["train"]["base_lr"] == 1e-3
+    assert cfg["train"]["min_lr"] == 2e-5  # schema default
+    assert "base" not in cfg
+    assert cfg["name"] == "CANS_c" and cfg["output_dir"] == str(Path("runs") / "CANS_c")
+
+
+def test_paper_configs_inherit_camera_bases():
+    sony = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"))
+    fuji = load_config(str(REPO / "configs/CANS/Fuji.yaml"))
+    mcr = load_config(str(REPO / "configs/CANS_Plus/MCR.yaml"))
+    assert (sony["model"]["in_channel"], sony["model"]["block_size"], sony["model"]["adaptive_size"]) == (4, 2, 2)
+    assert (fuji["model"]["in_channel"], fuji["model"]["block_size"], fuji["model"]["adaptive_size"]) == (9, 3, 3)
+    assert sony["train"]["base_lr"] == 2e-4 and sony["train"]["min_lr"] == 2e-5
+    assert fuji["train"]["base_lr"] == 1e-4 and fuji["train"]["min_lr"] == 1e-6
+    assert fuji["data"]["train"]["patch_size"] == 1536 and sony["data"]["train"]["patch_size"] == 1024
+    assert sony["train"]["clip_grad"] == 0.1 and sony["train"]["manual_seed"] == 3407
+    assert sony["train"]["epochs"] == 1000 and sony["train"]["warmup_epochs"] == 0
+    assert mcr["data"]["type"] == "MCRDictSet" and fuji["data"]["type"] == "FujiDictSet"
+    assert split_options(sony, "train")["h_flip"] is True
+    assert split_options(sony, "test")["h_flip"] is False
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    path = write(tmp_path / "c.yaml", "model: {type: CANS}\n")
+    cfg = load_config(path, ["train.base_lr=1e-4", "data.train.patch_size=512",
+                             "model.enc_blk_nums=[1,2,3]", "train.amp=bf16", "data.load_npy=false"])
+    assert cfg["train"]["base_lr"] == 1e-4 and isinstance(cfg["train"]["base_lr"], float)
+    assert cfg["data"]["train"]["patch_size"] == 512
+    assert cfg["model"]["enc_blk_nums"] == [1, 2, 3]
+    assert cfg["train"]["amp"] == "bf16" and cfg["data"]["load_npy"] is False
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load_config(path, ["train.base_lr"])
+
+
+def test_unknown_key_names_path_and_suggestions(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  base_rl: 1.0e-4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "train.base_rl" in msg and "train.base_lr" in msg and str(path) in msg
+    with pytest.raises(ConfigError, match=r"data\.train\.patch_sise.*data\.train\.patch_size"):
+        load_config(write(tmp_path / "d.yaml", "{}\n"), ["data.train.patch_sise=4"])
+    with pytest.raises(ConfigError, match="unknown config key modle"):
+        load_config(write(tmp_path / "e.yaml", "modle: {}\n"))
+
+
+def test_wrong_type_names_expected_type(tmp_path):
+    cases = {
+        "train: {epochs: ten}\n": ("train.epochs", "expected int"),
+        "train: {epochs: 2.5}\n": ("train.epochs", "expected int"),
+        "model: {enc_blk_nums: 2}\n": ("model.enc_blk_nums", "expected list[int]"),
+        "model: {enc_blk_nums: [1, x]}\n": ("model.enc_blk_nums[1]", "expected int"),
+        "data: {load_npy: 1}\n": ("data.load_npy", "expected bool"),
+        "train: {base_lr: fast}\n": ("train.base_lr", "expected float"),
+        "model: {type: CANS_Pls}\n": ("model.type", "CANS_Plus"),
+        "train: {amp: fp8}\n": ("train.amp", "one of"),
+        "train: 3\n": ("train", "expected a mapping"),
+    }
+    for text, (key, expected) in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path / "c.yaml", text))
+        assert key in str(err.value) and expected in str(err.value), (text, str(err.value))
+
+
+def test_yaml_quirks_are_accepted(tmp_path):
+    # PyYAML reads 1e-4 (no dot) as a string and a bare `off` as False.
+    cfg = load_config(write(tmp_path / "c.yaml", "train: {base_lr: 1e-4, amp: off}\n"))
+    assert cfg["train"]["base_lr"] == 1e-4 and cfg["train"]["amp"] == "off"
+
+
+def test_base_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(write(tmp_path / "c.yaml", "base: missing.yaml\n"))
+    write(tmp_path / "x.yaml", "base: y.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(write(tmp_path / "y.yaml", "base: x.yaml\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path / "z.yaml", "model: [unclosed\n"))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        cfg = load_config(str(path), ["train.base_lr=3e-4"])
+        out = tmp_path / (path.stem + "_resolved.yaml")
+        dump_config(cfg, str(out))
+        again = load_config(str(out))
+        assert again == cfg, path
+        assert yaml.safe_load(out.read_text()) == cfg
