@@ -1,0 +1,228 @@
+"""The dataset logic shared by the SID and MCR loaders: list filtering, crops, flips, bad files.
+
+A subclass provides ``_entries()`` (the parsed list), ``_check_entry(entry)`` (a cheap check
+run once per pair at construction) and ``_arrays(entry)`` which returns three array-likes
+(numpy arrays or read-only memory maps; slicing a memory map reads only the slice):
+
+* noisy (C, h, w): the short exposure, packed and normalised to [0, 1] (no ratio yet);
+* clean (C, h, w): the long exposure, packed and normalised (no white balance yet);
+* rgb (H, W, 3) integers, H >= h * b and W >= w * b, divided by ``rgb_scale``.
+
+Sample (dict of tensors / numbers): ``noisy_raw`` (C, h, w) float32 = clip(noisy * ratio,
+min_clip, max_clip); ``clean_raw`` (C, h, w) float32 = clean * white balance per channel (when
+the list gives one); ``clean_rgb`` (3, h*b, w*b) float32 in [0, 1]; ``ratio``,
+``input_exposure``, ``gt_exposure`` (float); ``img_file``, ``lbl_file`` (str, as in the list).
+
+Crops (DESIGN.md section 2): ``patch_size`` is in mosaic pixels and must be a multiple of b.
+train: random packed offset yy in [0, (H - patch) // b) (0 when that range is empty), same for
+xx; the packed crop is patch / b a side at (yy, xx); the RGB crop starts at (yy*b, xx*b);
+random horizontal / vertical flips and transpose (each with probability 1/2 when enabled),
+applied to all three arrays together. valid: the centre crop when patch_size is set, else the
+full image; no flips. test: the full image, no flips. Random numbers come from torch's
+generator, so DataLoader workers draw different crops and a seed reproduces them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError
+from .lists import PairEntry, keep_first_capture
+
+SPLITS = ("train", "valid", "test")
+
+
+class PairDataset(Dataset):
+    block_size = 2
+    channels = 4
+    rgb_scale = 65535.0
+    camera = "Sony"
+
+    def __init__(self, data_path: str, image_list_file: Optional[str], split: str = "train", *,
+                 load_npy: bool = True, max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None,
+                 transpose: bool = False, h_flip: bool = True, v_flip: bool = True, only_00: bool = False,
+                 patch_size: Optional[int] = None, repeat: int = 1, max_samples: Optional[int] = None,
+                 skip_bad_files: bool = False, batch_size: Any = None, log: Callable[[str], None] = print,
+                 config_prefix: str = "data"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.data_path = data_path
+        self.split = split
+        self.load_npy = load_npy
+        self.max_clip, self.min_clip = max_clip, min_clip
+        self.transpose, self.h_flip, self.v_flip = transpose, h_flip, v_flip
+        self.patch_size = patch_size
+        self.repeat = repeat
+        self.skip_bad_files = skip_bad_files
+        self.log = log
+        self.key = f"{config_prefix}.{split}"
+        self.skipped: List[Tuple[str, str]] = []   # (file, reason) dropped at construction
+        self.runtime_skipped = 0                    # bad files met while loading (this process)
+        if repeat < 1:
+            raise DataError(f"{self.key}.repeat must be >= 1, got {repeat}")
+        if patch_size is not None and split != "test":
+            if patch_size <= 0 or patch_size % self.block_size:
+                raise DataError(f"{self.key}.patch_size: {patch_size} must be a positive multiple of "
+                                f"the block size {self.block_size} (mosaic pixels)")
+        if not os.path.isdir(data_path):
+            raise DataError(f"data.data_path: folder not found: {data_path}; {self.prepare_hint()}")
+        if not image_list_file:
+            raise DataError(f"{self.key}.image_list_file is not set (a list file relative to data.data_path)")
+        self.list_file = image_list_file if os.path.isabs(image_list_file) else \
+            os.path.join(data_path, image_list_file)
+        if not os.path.isfile(self.list_file):
+            raise DataError(f"{self.key}.image_list_file: list file not found: {self.list_file}; "
+                            f"{self.prepare_hint()}")
+        entries = self._entries()
+        if only_00:
+            entries = keep_first_capture(entries)
+        if max_samples is not None:
+            entries = entries[:max_samples]
+        self.entries = self._check_all(entries)
+        if not self.entries:
+            raise DataError(f"{self.list_file}: no usable pairs for split {split!r}"
+                            + (" after only_00" if only_00 else ""))
+
+    # -- to be provided by subclasses ----------------------------------------------------
+    def prepare_hint(self) -> str:
+        raise NotImplementedError
+
+    def _entries(self) -> List[PairEntry]:
+        raise NotImplementedError
+
+    def _check_entry(self, entry: PairEntry) -> None:
+        """Raise DataError if a file of ``entry`` is missing or unreadable (cheap checks only)."""
+
+    def _arrays(self, entry: PairEntry):
+        raise NotImplementedError
+
+    def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
+        return None
+
+    def _prefetch(self, arrays, yy: int, ph: int) -> None:
+        """Hint the OS about the rows a crop will read (packed rows yy .. yy + ph); optional."""
+
+    # -- construction --------------------------------------------------------------------
+    def _check_all(self, entries: List[PairEntry]) -> List[PairEntry]:
+        good, bad = [], []
+        for e in entries:
+            try:
+                self._check_entry(e)
+                good.append(e)
+            except DataError as exc:
+                bad.append((e, str(exc)))
+        if bad:
+            listing = "\n  ".join(f"{e.source}: {msg}" for e, msg in bad[:5])
+            more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+            if not self.skip_bad_files:
+                raise DataError(f"{self.list_file}: {len(bad)} of {len(entries)} pairs have missing or "
+                                f"unreadable files:\n  {listing}{more}\n{self.prepare_hint()}; or set "
+                                f"data.skip_bad_files: true to leave them out")
+            self.skipped = [(e.source, msg) for e, msg in bad]
+            self.log(f"[data] {self.key}: skipped {len(bad)} of {len(entries)} pairs with bad files "
+                     f"(data.skip_bad_files: true):\n  {listing}{more}")
+        return good
+
+    # -- sampling ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.entries) * self.repeat
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        n = len(self.entries)
+        start = index % n
+        for attempt in range(n):
+            entry = self.entries[(start + attempt) % n]
+            try:
+                return self.load(entry)
+            except DataError as exc:
+                if not self.skip_bad_files:
+                    raise
+                self.runtime_skipped += 1
+                self.log(f"[data] {self.key}: skipped a bad pair ({self.runtime_skipped} so far in this "
+                         f"process): {exc}")
+        raise DataError(f"{self.list_file}: every pair failed to load")
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(0, max(1, high), (1,)).item())
+
+    def _coin(self) -> bool:
+        return bool(torch.rand(1).item() < 0.5)
+
+    def crop_window(self, h: int, w: int, entry: PairEntry) -> Tuple[int, int, int, int]:
+        """(yy, xx, ph, pw) packed crop for an image whose packed size is (h, w)."""
+        b = self.block_size
+        if self.split == "test" or not self.patch_size:
+            return 0, 0, h, w
+        ps = self.patch_size
+        H, W = h * b, w * b
+        if ps > H or ps > W:
+            raise DataError(f"{self.key}.patch_size {ps} is larger than the image {H}x{W} of "
+                            f"{entry.img_file} ({entry.source})")
+        p = ps // b
+        if self.split == "train":
+            yy = self._randint((H - ps) // b)
+            xx = self._randint((W - ps) // b)
+        else:
+            yy, xx = (h - p) // 2, (w - p) // 2
+        return yy, xx, p, p
+
+    def load(self, entry: PairEntry) -> Dict[str, Any]:
+        """The sample of one list entry (module docstring)."""
+        b = self.block_size
+        noisy, clean, rgb = self._arrays(entry)
+        c, h, w = noisy.shape
+        if c != self.channels or tuple(clean.shape) != (c, h, w):
+            raise DataError(f"{entry.source}: packed shapes {tuple(noisy.shape)} ({entry.img_file}) and "
+                            f"{tuple(clean.shape)} ({entry.lbl_file}) differ or do not have "
+                            f"{self.channels} channels")
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < h * b or rgb.shape[1] < w * b:
+            raise DataError(f"{entry.source}: RGB target {tuple(rgb.shape)} of {entry.lbl_file} does not "
+                            f"cover the packed image {h}x{w} x block {b}")
+        yy, xx, ph, pw = self.crop_window(h, w, entry)
+        self._prefetch((noisy, clean, rgb), yy, ph)
+        flip_h = flip_v = swap = False
+        if self.split == "train":
+            flip_h = self.h_flip and self._coin()
+            flip_v = self.v_flip and self._coin()
+            swap = self.transpose and self._coin()
+        # Flips and transpose are folded into views, so that each output array is made in one
+        # pass of a numpy ufunc (fast with negative strides, unlike a plain copy). The RGB crop
+        # is first copied forward (a memory map reads only the crop's rows), then viewed.
+        sy = slice(yy + ph - 1, yy - 1 if yy > 0 else None, -1) if flip_v else slice(yy, yy + ph)
+        sx = slice(xx + pw - 1, xx - 1 if xx > 0 else None, -1) if flip_h else slice(xx, xx + pw)
+        noisy_v, clean_v = noisy[:, sy, sx], clean[:, sy, sx]
+        rgb_v = np.array(rgb[yy * b:(yy + ph) * b, xx * b:(xx + pw) * b, :])
+        is_int = np.issubdtype(rgb_v.dtype, np.integer)
+        rgb_v = rgb_v[::-1 if flip_v else 1, ::-1 if flip_h else 1].transpose(2, 0, 1)
+        if swap:
+            noisy_v, clean_v, rgb_v = (noisy_v.transpose(0, 2, 1), clean_v.transpose(0, 2, 1),
+                                       rgb_v.transpose(0, 2, 1))
+        ratio = float(entry.ratio)
+        noisy = np.multiply(noisy_v, np.float32(ratio), dtype=np.float32, order="C")
+        if self.max_clip is not None:
+            np.minimum(noisy, np.float32(self.max_clip), out=noisy)
+        if self.min_clip is not None:
+            np.maximum(noisy, np.float32(self.min_clip), out=noisy)
+        wb = self._wb(entry)
+        if wb is not None:
+            clean = np.multiply(clean_v, wb.astype(np.float32)[:, None, None], dtype=np.float32, order="C")
+        else:
+            clean = np.positive(clean_v, dtype=np.float32, order="C")
+        rgb = rgb_v.astype(np.float32, order="C")
+        rgb /= np.float32(self.rgb_scale)
+        if not is_int:
+            np.clip(rgb, 0.0, 1.0, out=rgb)
+        return {
+            "noisy_raw": torch.from_numpy(noisy),
+            "clean_raw": torch.from_numpy(clean),
+            "clean_rgb": torch.from_numpy(rgb),
+            "ratio": ratio,
+            "input_exposure": float(entry.input_exposure),
+            "gt_exposure": float(entry.gt_exposure),
+            "img_file": entry.img_file,
+            "lbl_file": entry.lbl_file,
+        }

@@ -1,0 +1,15 @@
+"""The one exception type of the data pipeline."""
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Data that cannot be used: the message names the file (and line) and what was expected."""
+
+
+def prepare_hint(data_path: str, camera: str = "Sony") -> str:
+    """The command that creates the data a message complains about."""
+    if camera == "MCR":
+        return ("download MCR and write its list files (see datasets/README.md)")
+    return (f"prepare SID with `python scripts/prepare_sid.py --data-path {data_path} --camera {camera}` "
+            f"or make a synthetic set with `python scripts/make_synthetic_sid.py --out {data_path} "
+            f"--camera {camera}` (see datasets/README.md)")

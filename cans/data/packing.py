@@ -1,0 +1,122 @@
+"""Packing a camera mosaic into channels, and the per-channel white-balance order.
+
+All functions are numpy, work on any dtype and return new arrays (no views into the input
+that a caller could modify by accident are promised; use ``np.ascontiguousarray`` if needed).
+
+* Bayer (Sony A7S2, MCR), RGGB phase: ``pack_bayer(raw (H, W)) -> (4, H//2, W//2)`` with the
+  channels R (0,0), G (0,1), B (1,1), G (1,0) of each 2x2 cell (DESIGN.md section 2).
+* X-Trans (Fuji X-T2): ``pack_xtrans(raw (H, W)) -> (9, H6//3, W6//3)`` where
+  ``H6 = H // 6 * 6`` and ``W6 = W // 6 * 6``; the index table is the reference's
+  (``shared/reference/xtrans_pack.md``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: Colours of the 4 Bayer channels, used to expand an (R, G, B) white balance.
+BAYER_WB_INDEX = (0, 1, 2, 1)
+#: Colours of the 9 X-Trans channels (R, G, B, R, B, G, G, G, G).
+XTRANS_WB_INDEX = (0, 1, 2, 0, 2, 1, 1, 1, 1)
+
+#: The 6x6 X-Trans colour layout that ``pack_xtrans`` expects (0 = R, 1 = G, 2 = B).
+XTRANS_PATTERN = np.array([
+    [0, 2, 1, 2, 0, 1],
+    [1, 1, 0, 1, 1, 2],
+    [1, 1, 2, 1, 1, 0],
+    [2, 0, 1, 0, 2, 1],
+    [1, 1, 2, 1, 1, 0],
+    [1, 1, 0, 1, 1, 2],
+], dtype=np.uint8)
+
+# (channel, a, b, r, q): out[channel, a::2, b::2] = im[r::6, q::6]
+_XTRANS_TABLE = (
+    (0, 0, 0, 0, 0), (0, 0, 1, 0, 4), (0, 1, 0, 3, 1), (0, 1, 1, 3, 3),
+    (1, 0, 0, 0, 2), (1, 0, 1, 0, 5), (1, 1, 0, 3, 2), (1, 1, 1, 3, 5),
+    (2, 0, 0, 0, 1), (2, 0, 1, 0, 3), (2, 1, 0, 3, 0), (2, 1, 1, 3, 4),
+    (3, 0, 0, 1, 2), (3, 0, 1, 2, 5), (3, 1, 0, 5, 2), (3, 1, 1, 4, 5),
+    (4, 0, 0, 2, 2), (4, 0, 1, 1, 5), (4, 1, 0, 4, 2), (4, 1, 1, 5, 5),
+)
+# channels 5..8: out[c] = im[r::3, q::3]
+_XTRANS_GREEN = ((5, 1, 0), (6, 1, 1), (7, 2, 0), (8, 2, 1))
+
+
+def _check_2d(raw: np.ndarray, name: str, multiple: int) -> np.ndarray:
+    raw = np.asarray(raw)
+    if raw.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D mosaic (H, W), got shape {raw.shape}")
+    if raw.shape[0] < multiple or raw.shape[1] < multiple:
+        raise ValueError(f"{name}: mosaic {raw.shape} is smaller than one {multiple}x{multiple} cell")
+    return raw
+
+
+def pack_bayer(raw_hw: np.ndarray) -> np.ndarray:
+    """RGGB mosaic (H, W) -> (4, H//2, W//2): R, G(0,1), B, G(1,0). Odd sizes drop the last row/column."""
+    im = _check_2d(raw_hw, "pack_bayer", 2)
+    h, w = im.shape[0] // 2 * 2, im.shape[1] // 2 * 2
+    im = im[:h, :w]
+    return np.stack((im[0::2, 0::2], im[0::2, 1::2], im[1::2, 1::2], im[1::2, 0::2]), axis=0)
+
+
+def unpack_bayer(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_bayer`: (4, h, w) -> RGGB mosaic (2h, 2w)."""
+    packed = np.asarray(packed)
+    if packed.ndim != 3 or packed.shape[0] != 4:
+        raise ValueError(f"unpack_bayer: expected (4, h, w), got {packed.shape}")
+    _, h, w = packed.shape
+    out = np.empty((2 * h, 2 * w), dtype=packed.dtype)
+    out[0::2, 0::2] = packed[0]
+    out[0::2, 1::2] = packed[1]
+    out[1::2, 1::2] = packed[2]
+    out[1::2, 0::2] = packed[3]
+    return out
+
+
+def pack_xtrans(raw_hw: np.ndarray) -> np.ndarray:
+    """X-Trans mosaic (H, W) -> (9, H6//3, W6//3), the reference's table (module docstring)."""
+    im = _check_2d(raw_hw, "pack_xtrans", 6)
+    h6, w6 = im.shape[0] // 6 * 6, im.shape[1] // 6 * 6
+    im = im[:h6, :w6]
+    out = np.empty((9, h6 // 3, w6 // 3), dtype=im.dtype)
+    for c, a, b, r, q in _XTRANS_TABLE:
+        out[c, a::2, b::2] = im[r::6, q::6]
+    for c, r, q in _XTRANS_GREEN:
+        out[c] = im[r::3, q::3]
+    return out
+
+
+def unpack_xtrans(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_xtrans`: (9, h, w) -> mosaic (3h, 3w) (h and w even)."""
+    packed = np.asarray(packed)
+    if packed.ndim != 3 or packed.shape[0] != 9 or packed.shape[1] % 2 or packed.shape[2] % 2:
+        raise ValueError(f"unpack_xtrans: expected (9, h, w) with h, w even, got {packed.shape}")
+    _, h, w = packed.shape
+    out = np.empty((3 * h, 3 * w), dtype=packed.dtype)
+    for c, a, b, r, q in _XTRANS_TABLE:
+        out[r::6, q::6] = packed[c, a::2, b::2]
+    for c, r, q in _XTRANS_GREEN:
+        out[r::3, q::3] = packed[c]
+    return out
+
+
+def mosaic_bayer(rgb_hwc: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> RGGB mosaic (H, W): keep at each pixel the colour its CFA site records."""
+    rgb = np.asarray(rgb_hwc)
+    out = rgb[..., 1].copy()
+    out[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    out[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    return out
+
+
+def mosaic_xtrans(rgb_hwc: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> X-Trans mosaic (H, W) with :data:`XTRANS_PATTERN` tiled from (0, 0)."""
+    rgb = np.asarray(rgb_hwc)
+    h, w = rgb.shape[:2]
+    idx = np.tile(XTRANS_PATTERN, (h // 6 + 1, w // 6 + 1))[:h, :w]
+    return np.take_along_axis(rgb, idx[..., None].astype(np.intp), axis=2)[..., 0]
+
+
+def wb_vector(wb_rgb, block_size: int) -> np.ndarray:
+    """(R, G, B) gains -> per-channel gains (4,) for Bayer (block 2) or (9,) for X-Trans (block 3)."""
+    wb = np.asarray(wb_rgb, dtype=np.float32).reshape(3)
+    index = BAYER_WB_INDEX if block_size == 2 else XTRANS_WB_INDEX
+    return wb[list(index)]

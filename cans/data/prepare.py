@@ -1,0 +1,202 @@
+"""SID preparation: cached packs, RGB targets, white balance and list files.
+
+For every pair of the official lists (``<camera>_{train,val,test}_list.txt``) this writes,
+under ``data_path``:
+
+* ``<camera>/short_pack/<stem>.npy``: packed short RAW, float32 (C, H/b, W/b), normalised
+  ``max(raw - black, 0) / (white - black)`` (no ratio);
+* ``<camera>/long_pack/<stem>.npy``: the packed long RAW, same normalisation (no white balance);
+* ``<camera>/long_post_int/<stem>.npy``: LibRaw's sRGB rendering of the long RAW, uint16 (H, W, 3);
+* ``<camera>_wb.json``: the as-shot white balance (R, G, B, green = 1) of every long RAW;
+* the list files with the three white-balance numbers appended, and for Sony the "new" test
+  list without the misaligned scenes (``Sony_new_test_list.txt``).
+
+Every file goes to a temporary name first and is renamed; files that exist are skipped, so an
+interrupted run resumes. The cache of a file is exactly what the loader computes from the RAW
+file when ``load_npy: false``.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import multiprocessing as mp
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .cameras import CameraSpec, camera_spec
+from .errors import DataError
+from .lists import (MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list)
+from .raw_io import RawFile, normalize_mosaic, read_raw, read_raw_and_render
+
+REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "datasets", "lists")
+
+
+def cache_path(data_path: str, rel: str, kind: str) -> str:
+    """Cache file of list entry ``rel`` (``./Sony/short/x.ARW``): kind 'pack' or 'post_int'.
+
+    ``./Sony/short/x.ARW`` -> ``<data_path>/Sony/short_pack/x.npy``;
+    ``./Sony/long/y.ARW`` -> ``<data_path>/Sony/long_pack/y.npy`` or ``.../long_post_int/y.npy``.
+    """
+    folder, name = os.path.split(os.path.normpath(rel))
+    stem = os.path.splitext(name)[0]
+    return os.path.join(data_path, f"{folder}_{kind}", stem + ".npy")
+
+
+def resolve(data_path: str, rel: str) -> str:
+    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(data_path, rel))
+
+
+def check_cfa(rf: RawFile, spec: CameraSpec) -> None:
+    if spec.cfa is not None and rf.pattern != spec.cfa:
+        raise DataError(f"{rf.path}: CFA pattern {rf.pattern}, the {spec.name} loader expects {spec.cfa}")
+
+
+def pack_raw(rf: RawFile, spec: CameraSpec) -> np.ndarray:
+    """Packed, normalised float32 (C, H/b, W/b) of a RAW file, with the camera's fixed levels."""
+    check_cfa(rf, spec)
+    return spec.pack(normalize_mosaic(rf.mosaic, spec.black, spec.white)).astype(np.float32)
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` to ``path + '.tmp'`` then rename."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+    os.replace(tmp, path)
+
+
+def _job(args) -> Tuple[str, str, str, Optional[List[float]], str]:
+    """Worker: (kind, rel, status, wb, message). status: 'done', 'skipped' or 'failed'."""
+    kind, rel, data_path, camera, need_wb = args
+    spec = camera_spec(camera)
+    src = resolve(data_path, rel)
+    try:
+        if kind == "short":
+            dst = cache_path(data_path, rel, "pack")
+            if os.path.isfile(dst):
+                return kind, rel, "skipped", None, ""
+            save_npy(dst, pack_raw(read_raw(src), spec))
+            return kind, rel, "done", None, ""
+        pack_dst = cache_path(data_path, rel, "pack")
+        rgb_dst = cache_path(data_path, rel, "post_int")
+        if os.path.isfile(pack_dst) and os.path.isfile(rgb_dst) and not need_wb:
+            return kind, rel, "skipped", None, ""
+        rf, rgb = read_raw_and_render(src)
+        save_npy(pack_dst, pack_raw(rf, spec))
+        save_npy(rgb_dst, rgb.astype(np.uint16))
+        return kind, rel, "done", [float(v) for v in rf.wb], ""
+    except DataError as exc:
+        return kind, rel, "failed", None, str(exc)
+    except Exception as exc:  # keep going; reported in the summary
+        return kind, rel, "failed", None, f"{src}: {type(exc).__name__}: {exc}"
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def official_lists(lists_dir: str, camera: str) -> List[str]:
+    paths = sorted(p for p in glob.glob(os.path.join(lists_dir, f"{camera}_*_list.txt"))
+                   if not os.path.basename(p).startswith(f"{camera}_new_"))
+    if not paths:
+        raise DataError(f"no {camera}_*_list.txt in {lists_dir}; copy the official SID lists there "
+                        f"(datasets/lists/ in this repository has them)")
+    return paths
+
+
+def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] = None,
+                workers: Optional[int] = None, log: Callable[[str], None] = print,
+                progress: bool = True, display_path: Optional[str] = None) -> Dict[str, object]:
+    """Build the caches and list files of a SID folder (module docstring); return a summary dict.
+
+    lists_dir: where the official lists are (default: the repository's ``datasets/lists`` when
+    it exists, else ``data_path``). workers: processes (default: CPU count; 0 or 1 = in-process).
+    display_path: the folder name used in the log (default ``data_path``).
+    """
+    from tqdm import tqdm
+
+    spec = camera_spec(camera)
+    if not os.path.isdir(data_path):
+        raise DataError(f"SID folder not found: {data_path} (expected {data_path}/{camera}/short and "
+                        f"{data_path}/{camera}/long; see datasets/README.md)")
+    if lists_dir is None:
+        lists_dir = REPO_LISTS if official_lists_exist(REPO_LISTS, camera) else data_path
+    list_paths = official_lists(lists_dir, camera)
+    lists = {os.path.basename(p): parse_sid_list(p) for p in list_paths}
+    wb_path = os.path.join(data_path, f"{camera}_wb.json")
+    wb_table: Dict[str, List[float]] = {}
+    if os.path.isfile(wb_path):
+        try:
+            with open(wb_path, "r", encoding="utf-8") as fh:
+                wb_table = json.load(fh)
+        except (OSError, ValueError):
+            wb_table = {}
+    shorts = sorted({e.img_file for entries in lists.values() for e in entries})
+    longs = sorted({e.lbl_file for entries in lists.values() for e in entries})
+    jobs = [("long", rel, data_path, camera, rel not in wb_table) for rel in longs] + \
+           [("short", rel, data_path, camera, False) for rel in shorts]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    failed: Dict[str, str] = {}
+    bar = tqdm(total=len(jobs), desc=f"prepare {camera}", unit="file", disable=not progress)
+    try:
+        if workers > 1 and len(jobs) > 1:
+            # spawn, not fork: LibRaw's OpenMP threads in this process would deadlock a forked child
+            with mp.get_context("spawn").Pool(workers) as pool:
+                results = pool.imap_unordered(_job, jobs, chunksize=1)
+                for res in results:
+                    _collect(res, counts, failed, wb_table)
+                    bar.update(1)
+        else:
+            for job in jobs:
+                _collect(_job(job), counts, failed, wb_table)
+                bar.update(1)
+    finally:
+        bar.close()
+        _write_text(wb_path, json.dumps(wb_table, indent=1, sort_keys=True) + "\n")
+
+    written = []
+    dropped = 0
+    for name, entries in lists.items():
+        good = [e for e in entries if e.img_file not in failed and e.lbl_file not in failed]
+        dropped += len(entries) - len(good)
+        text = "\n".join(format_sid_line(e, tuple(wb_table[e.lbl_file])) for e in good) + "\n"
+        _write_text(os.path.join(data_path, name), text)
+        written.append(name)
+        if camera == "Sony" and name == "Sony_test_list.txt":
+            new = drop_scenes(good, MISALIGNED_SONY_SCENES)
+            _write_text(os.path.join(data_path, "Sony_new_test_list.txt"),
+                        "\n".join(format_sid_line(e, tuple(wb_table[e.lbl_file])) for e in new) + "\n")
+            written.append("Sony_new_test_list.txt")
+    summary = {"data_path": data_path, "camera": camera, "files": len(jobs), "written": counts["done"],
+               "skipped_existing": counts["skipped"], "failed": failed, "pairs_dropped": dropped,
+               "lists": written}
+    log(f"prepare {camera} in {display_path or data_path}: {len(jobs)} RAW files, {counts['done']} cached, "
+        f"{counts['skipped']} already cached (skipped), {counts['failed']} failed; "
+        f"lists written: {', '.join(written)}")
+    for rel, msg in sorted(failed.items()):
+        log(f"  FAILED {rel}: {msg}")
+    if dropped:
+        log(f"  {dropped} list pair(s) left out of the written lists because a file failed")
+    return summary
+
+
+def official_lists_exist(folder: str, camera: str) -> bool:
+    return os.path.isdir(folder) and bool(glob.glob(os.path.join(folder, f"{camera}_*_list.txt")))
+
+
+def _collect(res, counts, failed, wb_table) -> None:
+    kind, rel, status, wb, message = res
+    counts[status] += 1
+    if status == "failed":
+        failed[rel] = message
+    elif wb is not None:
+        wb_table[rel] = wb

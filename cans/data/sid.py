@@ -1,0 +1,145 @@
+"""SID loaders (DESIGN.md section 2): ``SonyDictSet`` (Bayer) and ``FujiDictSet`` (X-Trans).
+
+Two reading modes give identical samples:
+
+* ``load_npy: true``: the caches written by ``scripts/prepare_sid.py``
+  (:mod:`cans.data.prepare`), opened with ``np.load(mmap_mode='r')`` so a training crop
+  reads only its own bytes;
+* ``load_npy: false``: the RAW files through rawpy, packed and rendered the same way.
+
+Input normalisation uses the camera's levels (Sony black 512, Fuji 1024, white 16383).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+from typing import List, Optional
+
+import numpy as np
+
+from .base import PairDataset
+from .cameras import FUJI, SONY, CameraSpec
+from .errors import DataError, prepare_hint
+from .lists import PairEntry, parse_sid_list
+from .packing import wb_vector
+from .prepare import cache_path, pack_raw, resolve
+from .raw_io import read_raw, read_raw_and_render
+
+
+def willneed_rows(arr: np.ndarray, axis: int, r0: int, r1: int) -> None:
+    """``madvise(MADV_WILLNEED)`` the rows [r0, r1) along ``axis`` (0 or 1) of a C-ordered memory map.
+
+    One read-ahead request per leading index instead of a page fault per touched page: a crop
+    from a file that is not in the page cache loads faster. Does nothing for other arrays.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not arr.flags.c_contiguous or r1 <= r0:
+        return
+    try:
+        delta = int(arr.offset) % mmap.ALLOCATIONGRANULARITY
+        row = arr.strides[axis]
+        leads = arr.shape[0] if axis == 1 else 1
+        for c in range(leads):
+            start = delta + c * (arr.strides[0] if axis == 1 else 0) + r0 * row
+            end = min(start + (r1 - r0) * row, len(mm))
+            aligned = start - start % mmap.PAGESIZE
+            mm.madvise(mmap.MADV_WILLNEED, aligned, end - aligned)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def open_npy(path: str) -> np.ndarray:
+    """``np.load(path, mmap_mode='r')`` with a :class:`DataError` naming a missing or broken file."""
+    if not os.path.isfile(path):
+        raise DataError(f"cache file not found: {path}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"cannot read cache file {path}: {type(exc).__name__}: {exc} "
+                        f"(truncated or corrupt; delete it and run the preparation again)") from None
+
+
+class SIDDictSet(PairDataset):
+    spec: CameraSpec = SONY
+    #: memory maps kept open per process (page tables survive between samples of the same file)
+    mmap_cache_size = 24
+
+    def __init__(self, *args, **kwargs):
+        self.block_size = self.spec.block_size
+        self.channels = self.spec.channels
+        self.camera = self.spec.name
+        self._mmaps: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        super().__init__(*args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mmaps"] = OrderedDict()   # DataLoader workers open their own maps
+        return state
+
+    def _open_cached(self, path: str) -> np.ndarray:
+        arr = self._mmaps.get(path)
+        if arr is None:
+            arr = open_npy(path)
+            self._mmaps[path] = arr
+            while len(self._mmaps) > self.mmap_cache_size:
+                self._mmaps.popitem(last=False)
+        else:
+            self._mmaps.move_to_end(path)
+        return arr
+
+    def prepare_hint(self) -> str:
+        return prepare_hint(self.data_path, self.spec.name)
+
+    def _entries(self) -> List[PairEntry]:
+        return parse_sid_list(self.list_file)
+
+    def _paths(self, entry: PairEntry):
+        if self.load_npy:
+            return (cache_path(self.data_path, entry.img_file, "pack"),
+                    cache_path(self.data_path, entry.lbl_file, "pack"),
+                    cache_path(self.data_path, entry.lbl_file, "post_int"))
+        return resolve(self.data_path, entry.img_file), resolve(self.data_path, entry.lbl_file)
+
+    def _check_entry(self, entry: PairEntry) -> None:
+        for path in self._paths(entry):
+            if self.load_npy:
+                open_npy(path)   # header and size: a truncated cache fails here
+            elif not os.path.isfile(path):
+                raise DataError(f"RAW file not found: {path}")
+            elif os.path.getsize(path) == 0:
+                raise DataError(f"RAW file is empty: {path}")
+
+    def _arrays(self, entry: PairEntry):
+        if self.load_npy:
+            short_p, long_p, rgb_p = self._paths(entry)
+            noisy, clean, rgb = (self._open_cached(short_p), self._open_cached(long_p),
+                                 self._open_cached(rgb_p))
+            for arr, path, ndim in ((noisy, short_p, 3), (clean, long_p, 3), (rgb, rgb_p, 3)):
+                if arr.ndim != ndim:
+                    raise DataError(f"cache file {path}: expected {ndim} dimensions, got shape {arr.shape}")
+            return noisy, clean, rgb
+        short_p, long_p = self._paths(entry)
+        noisy = pack_raw(read_raw(short_p), self.spec)
+        rf, rgb = read_raw_and_render(long_p)
+        return noisy, pack_raw(rf, self.spec), rgb
+
+    def _prefetch(self, arrays, yy: int, ph: int) -> None:
+        if self.load_npy and self.split != "test":
+            b = self.block_size
+            willneed_rows(arrays[0], 1, yy, yy + ph)
+            willneed_rows(arrays[1], 1, yy, yy + ph)
+            willneed_rows(arrays[2], 0, yy * b, (yy + ph) * b)
+
+    def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
+        return None if entry.wb is None else wb_vector(entry.wb, self.block_size)
+
+
+class SonyDictSet(SIDDictSet):
+    """SID Sony A7S2, Bayer RGGB packed to 4 channels (block 2)."""
+    spec = SONY
+
+
+class FujiDictSet(SIDDictSet):
+    """SID Fuji X-T2, X-Trans packed to 9 channels (block 3)."""
+    spec = FUJI

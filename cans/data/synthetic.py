@@ -1,0 +1,350 @@
+"""A small SID look-alike made from scikit-image's colour photographs (no download).
+
+Pipeline for each scene (DESIGN.md section 5):
+
+1. clean sRGB photograph (H, W, 3) in [0, 1], resized and cropped from one of
+   :data:`SOURCE_IMAGES`;
+2. inverse ISP: sRGB curve undone -> linear sRGB -> camera RGB with LibRaw's own camera
+   matrix (``cam_rgb = XYZ_to_cam @ sRGB_to_XYZ``, rows normalised to sum 1, exactly what
+   LibRaw inverts) -> divided by the as-shot white-balance gains -> CFA mosaic (RGGB, or
+   X-Trans for the Fuji look-alike) -> scaled to digital numbers above black with headroom;
+3. long exposure (10 s): the clean signal with the noise model at the lowest system gain;
+4. short exposures at ratios 100, 250, 300 (0.1 s, 0.04 s, 0.033 s): signal / ratio with the
+   low-light noise model below, as a real short exposure sees it (the loader multiplies by
+   the ratio again);
+5. written as real DNG files (:func:`write_dng`) under SID's names (``.ARW`` / ``.RAF``; LibRaw
+   identifies DNG by content), plus list files; then the caches are built by
+   :func:`cans.data.prepare.prepare_sid`, so both reading modes work.
+
+Noise model (ELD, Wei et al. CVPR 2020, Sony A7S2 calibration; digital numbers of the 14-bit
+raw after black subtraction), parameters in :data:`NOISE`:
+system gain K log-uniform in [0.0939, 6.0106]; shot noise ``K * Poisson(signal / K)``;
+Gaussian read noise, ``log(sigma) = 0.5407 log(K) + 1.2182 + N(0, 0.2675)``; row noise (one
+Gaussian value per row), ``log(sigma_r) = 0.5275 log(K) - 0.5917 + N(0, 0.2943)``;
+quantisation noise uniform in [-0.5, 0.5]; the result is rounded, offset by the black level
+and clipped to [0, white]. The long exposure uses K = 0.0939 without jitter.
+
+Everything is deterministic for a seed: scene ``i`` draws from ``np.random.default_rng([seed, i])``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .packing import XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans
+
+SOURCE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "colorwheel")
+
+#: XYZ -> camera matrices (D65) as LibRaw has them, times 1/10000.
+CAMERA_MATRICES = {
+    "Sony": [[5838, -1430, -246], [-3497, 11477, 2297], [-748, 1885, 5778]],      # ILCE-7SM2
+    "Fuji": [[11434, -4948, -1210], [-3746, 12042, 1903], [-666, 1479, 5235]],    # X-T2 / X-Pro2
+}
+#: LibRaw's linear sRGB (D65) -> XYZ matrix.
+SRGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
+                        [0.212671, 0.715160, 0.072169],
+                        [0.019334, 0.119193, 0.950227]])
+
+CAMERAS = {
+    # black, white, CFA folder/extension, typical as-shot neutral (1 / WB gains)
+    "Sony": dict(black=512, white=16383, ext=".ARW", neutral=(0.45, 1.0, 0.62), multiple=2),
+    "Fuji": dict(black=1024, white=16383, ext=".RAF", neutral=(0.50, 1.0, 0.60), multiple=6),
+}
+
+NOISE = dict(k_min=0.0939, k_max=6.0106,
+             read_slope=0.5407, read_bias=1.2182, read_jitter=0.2675,
+             row_slope=0.5275, row_bias=-0.5917, row_jitter=0.2943)
+
+LONG_EXPOSURE = 10.0
+#: (exposure in s, nominal ratio) of the three short captures of a scene.
+SHORT_EXPOSURES = ((0.1, 100), (0.04, 250), (0.033, 300))
+
+CFA_CODES = {"R": 0, "G": 1, "B": 2}
+
+
+# ---------------------------------------------------------------------------------------
+# DNG writing
+# ---------------------------------------------------------------------------------------
+
+def _rational(x: float, signed: bool) -> List[int]:
+    f = Fraction(float(x)).limit_denominator(1_000_000)
+    if not signed and f < 0:
+        raise ValueError(f"unsigned rational cannot be negative: {x}")
+    return [f.numerator, f.denominator]
+
+
+def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512, white: int = 16383,
+              as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
+              color_matrix: Optional[Sequence[Sequence[float]]] = None,
+              make: str = "CANS", model: str = "Synthetic SID") -> None:
+    """Write a mosaic as an uncompressed DNG that rawpy / LibRaw opens.
+
+    mosaic_uint16: (H, W) integer array, digital numbers including the black level
+        (values are clipped to [0, white] and stored as uint16).
+    cfa: the colour of each site of the repeating cell, row by row: a 4-letter Bayer string
+        ('RGGB', 'GRBG', 'GBRG', 'BGGR'), or a (p, p) array of colour codes 0 R / 1 G / 2 B
+        (e.g. :data:`cans.data.packing.XTRANS_PATTERN`, p = 6).
+    black, white: BlackLevel and WhiteLevel tags.
+    as_shot_neutral: (R, G, B) AsShotNeutral; rawpy's ``camera_whitebalance`` is its inverse.
+    color_matrix: 3x3 XYZ -> camera matrix (ColorMatrix1, D65 = CalibrationIlluminant1 21);
+        default the Sony A7S2 matrix of :data:`CAMERA_MATRICES`.
+    The file is written to a temporary name and renamed. LibRaw refuses images smaller than
+    22 pixels a side, so smaller mosaics raise ValueError here.
+    """
+    import tifffile
+
+    mosaic = np.asarray(mosaic_uint16)
+    if mosaic.ndim != 2:
+        raise ValueError(f"write_dng: expected a (H, W) mosaic, got shape {mosaic.shape}")
+    if min(mosaic.shape) < 22:
+        raise ValueError(f"write_dng: mosaic {mosaic.shape} is too small; LibRaw needs at least 22 pixels a side")
+    if isinstance(cfa, str):
+        letters = cfa.upper()
+        if len(letters) != 4 or sorted(letters) != ["B", "G", "G", "R"]:
+            raise ValueError(f"write_dng: cfa {cfa!r} is not a Bayer pattern (RGGB, GRBG, GBRG, BGGR)")
+        cell = np.array([CFA_CODES[c] for c in letters], dtype=np.uint8).reshape(2, 2)
+    else:
+        cell = np.asarray(cfa, dtype=np.uint8)
+        if cell.ndim != 2 or cell.shape[0] != cell.shape[1] or cell.max() > 2:
+            raise ValueError(f"write_dng: cfa must be a square array of 0/1/2, got {cell!r}")
+    if color_matrix is None:
+        color_matrix = np.array(CAMERA_MATRICES["Sony"], dtype=np.float64) / 10000.0
+    cm = np.asarray(color_matrix, dtype=np.float64).reshape(9)
+    neutral = np.asarray(as_shot_neutral, dtype=np.float64).reshape(3)
+    data = np.clip(mosaic, 0, white).astype(np.uint16)
+    srat: List[int] = []
+    for v in cm:
+        srat += _rational(v, True)
+    urat: List[int] = []
+    for v in neutral:
+        urat += _rational(v, False)
+    p = cell.shape[0]
+    tags = [
+        (271, "s", 0, make, True),                              # Make
+        (272, "s", 0, model, True),                             # Model
+        (33421, "H", 2, (p, p), True),                          # CFARepeatPatternDim
+        (33422, "B", p * p, tuple(int(v) for v in cell.reshape(-1)), True),  # CFAPattern
+        (50706, "B", 4, (1, 4, 0, 0), True),                    # DNGVersion
+        (50707, "B", 4, (1, 1, 0, 0), True),                    # DNGBackwardVersion
+        (50708, "s", 0, f"{make} {model}", True),               # UniqueCameraModel
+        (50710, "B", 3, (0, 1, 2), True),                       # CFAPlaneColor
+        (50711, "H", 1, (1,), True),                            # CFALayout rectangular
+        (50714, "H", 1, (int(black),), True),                   # BlackLevel
+        (50717, "H", 1, (int(white),), True),                   # WhiteLevel
+        (50721, "2i", 9, tuple(srat), True),                    # ColorMatrix1
+        (50778, "H", 1, (21,), True),                           # CalibrationIlluminant1 = D65
+        (50728, "2I", 3, tuple(urat), True),                    # AsShotNeutral
+    ]
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".dng", dir=folder)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, photometric=32803, subfiletype=0, extratags=tags)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ---------------------------------------------------------------------------------------
+# Inverse ISP and noise
+# ---------------------------------------------------------------------------------------
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """Inverse sRGB curve, values in [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def camera_from_srgb_matrix(xyz_to_cam) -> np.ndarray:
+    """3x3 linear sRGB -> camera RGB, LibRaw's construction (rows sum to 1: white stays white)."""
+    cam_rgb = np.asarray(xyz_to_cam, dtype=np.float64) @ SRGB_TO_XYZ
+    return cam_rgb / cam_rgb.sum(axis=1, keepdims=True)
+
+
+def inverse_isp(srgb: np.ndarray, camera: str, wb_gains: Sequence[float], level: float) -> np.ndarray:
+    """sRGB (H, W, 3) in [0, 1] -> clean mosaic (H, W) in digital numbers above black (float64).
+
+    ``wb_gains`` are the (R, G, B) gains the camera will report (1 / AsShotNeutral);
+    ``level`` is the fraction of (white - black) that a white pixel reaches.
+    """
+    spec = CAMERAS[camera]
+    m = camera_from_srgb_matrix(np.array(CAMERA_MATRICES[camera]) / 10000.0)
+    cam = np.clip(srgb_to_linear(srgb) @ m.T, 0.0, None) / np.asarray(wb_gains, dtype=np.float64)
+    mosaic = mosaic_bayer(cam) if camera == "Sony" else mosaic_xtrans(cam)
+    return mosaic * (spec["white"] - spec["black"]) * level
+
+
+def add_noise(signal: np.ndarray, k: float, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
+    """ELD low-light noise (module docstring) on a clean signal in DN above black (float64)."""
+    n = NOISE
+    logk = np.log(k)
+    shot = k * rng.poisson(np.maximum(signal, 0.0) / k)
+    log_read = n["read_slope"] * logk + n["read_bias"] + (rng.normal(0, n["read_jitter"]) if jitter else 0.0)
+    log_row = n["row_slope"] * logk + n["row_bias"] + (rng.normal(0, n["row_jitter"]) if jitter else 0.0)
+    read = rng.normal(0.0, np.exp(log_read), signal.shape)
+    row = rng.normal(0.0, np.exp(log_row), (signal.shape[0], 1))
+    quant = rng.uniform(-0.5, 0.5, signal.shape)
+    return shot + read + row + quant
+
+
+def to_digital(noisy: np.ndarray, black: int, white: int) -> np.ndarray:
+    """Noisy DN above black -> stored uint16 values (rounded, + black, clipped to [0, white])."""
+    return np.clip(np.round(noisy + black), 0, white).astype(np.uint16)
+
+
+def _source_image(name: str) -> np.ndarray:
+    import skimage.data
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img[..., :3].astype(np.float64) / 255.0
+
+
+def make_scene(index: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Clean sRGB scene ``index`` (H, W, 3) in [0, 1]: a random zoom / crop / flip of a source image."""
+    from skimage.transform import resize
+    rng = np.random.default_rng([seed, index, 1])
+    src = _source_image(SOURCE_IMAGES[index % len(SOURCE_IMAGES)])
+    zoom = 1.0 if index < len(SOURCE_IMAGES) else rng.uniform(1.0, 1.6)
+    scale = max(height / src.shape[0], width / src.shape[1]) * zoom
+    rh, rw = max(height, int(round(src.shape[0] * scale))), max(width, int(round(src.shape[1] * scale)))
+    img = resize(src, (rh, rw), order=1, anti_aliasing=scale < 1, mode="reflect")
+    y0 = int(rng.integers(0, rh - height + 1))
+    x0 = int(rng.integers(0, rw - width + 1))
+    img = img[y0:y0 + height, x0:x0 + width]
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    return np.clip(img, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# The data set
+# ---------------------------------------------------------------------------------------
+
+def split_of(n_scenes: int) -> List[str]:
+    """Split of each scene: about 1/4 test, 1/8 validation (at least one each), the rest train."""
+    if n_scenes < 3:
+        raise DataError(f"synthetic SID: need at least 3 scenes (train, validation, test), got {n_scenes}")
+    n_test = max(1, int(round(n_scenes / 4)))
+    n_val = max(1, int(round(n_scenes / 8)))
+    return ["train"] * (n_scenes - n_test - n_val) + ["test"] * n_test + ["val"] * n_val
+
+
+def _long_file(camera: str, scene_id: str) -> str:
+    return f"./{camera}/long/{scene_id}_00_{LONG_EXPOSURE:g}s{CAMERAS[camera]['ext']}"
+
+
+def write_scene(out_dir: str, camera: str, index: int, scene_id: str, height: int, width: int,
+                seed: int) -> List[str]:
+    """Write the long and the three short DNGs of one scene; return the list lines (no white balance)."""
+    spec = CAMERAS[camera]
+    rng = np.random.default_rng([seed, index, 2])
+    srgb = make_scene(index, height, width, seed)
+    neutral = np.array(spec["neutral"]) * np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.85, 1.15)])
+    gains = 1.0 / neutral
+    level = rng.uniform(0.6, 0.9)
+    clean = inverse_isp(srgb, camera, gains, level)
+    black, white = spec["black"], spec["white"]
+    cfa = "RGGB" if camera == "Sony" else XTRANS_PATTERN
+    cm = np.array(CAMERA_MATRICES[camera]) / 10000.0
+    long_rel = _long_file(camera, scene_id)
+    long_dn = to_digital(add_noise(clean, NOISE["k_min"], rng, jitter=False), black, white)
+    common = dict(cfa=cfa, black=black, white=white, as_shot_neutral=neutral, color_matrix=cm,
+                  model=f"Synthetic {camera}")
+    write_dng(os.path.join(out_dir, long_rel), long_dn, **common)
+    lines = []
+    # rotate the ratios so that the first capture (_00_) of the scenes covers all three
+    order = [(index + k) % len(SHORT_EXPOSURES) for k in range(len(SHORT_EXPOSURES))]
+    iso = {100: 800, 250: 3200, 300: 6400}
+    for k, j in enumerate(order):
+        exposure, nominal = SHORT_EXPOSURES[j]
+        short_rel = f"./{camera}/short/{scene_id}_{k:02d}_{exposure:g}s{spec['ext']}"
+        ratio = LONG_EXPOSURE / exposure
+        k_gain = float(np.exp(rng.uniform(np.log(NOISE["k_min"]), np.log(NOISE["k_max"]))))
+        short_dn = to_digital(add_noise(clean / ratio, k_gain, rng), black, white)
+        write_dng(os.path.join(out_dir, short_rel), short_dn, **common)
+        lines.append(f"{short_rel} {long_rel} ISO{iso[nominal]} F8")
+    return lines
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: int = 0,
+                       height: int = 384, width: int = 576, workers: int = 0,
+                       log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
+    """Create a synthetic SID at ``out`` (DNG files, list files, caches); return a summary dict.
+
+    The set is built in a temporary folder next to ``out`` and renamed into place at the end,
+    so an interrupted run leaves nothing half-made; ``out`` must not exist yet (or be empty).
+    height, width: Bayer pixels (rounded down to multiples of 6 for the Fuji look-alike);
+    the packed images (h/2 or h/3 a side) must be at least 49 pixels for the model.
+    """
+    from tqdm import tqdm
+    from .prepare import prepare_sid
+
+    if camera not in CAMERAS:
+        raise DataError(f"synthetic SID: camera {camera!r} is not one of {sorted(CAMERAS)}")
+    mult = CAMERAS[camera]["multiple"]
+    height, width = height // mult * mult, width // mult * mult
+    block = 2 if camera == "Sony" else 3
+    if min(height, width) // block < 49:
+        raise DataError(f"synthetic SID: {height}x{width} is too small; the packed image must be at "
+                        f"least 49 pixels a side ({49 * block} Bayer pixels)")
+    if os.path.isdir(out) and os.listdir(out):
+        raise DataError(f"synthetic SID: {out} exists and is not empty; remove it or choose another --out")
+    splits = split_of(scenes)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_synthetic_", dir=parent)
+    try:
+        counters = {"train": 0, "test": 0, "val": 0}
+        prefix = {"train": 0, "test": 1, "val": 2}
+        jobs = []
+        for i, split in enumerate(splits):
+            counters[split] += 1
+            jobs.append((i, split, f"{prefix[split]}{counters[split]:04d}"))
+        lists: Dict[str, List[str]] = {"train": [], "test": [], "val": []}
+        it = tqdm(jobs, desc=f"synthetic {camera} scenes", disable=not progress)
+        for i, split, sid in it:
+            lists[split] += write_scene(tmp, camera, i, sid, height, width, seed)
+        for split, lines in lists.items():
+            _write_text(os.path.join(tmp, f"{camera}_{split}_list.txt"), "\n".join(lines) + "\n")
+        summary = prepare_sid(tmp, camera, lists_dir=tmp, workers=workers, log=log, progress=progress,
+                              display_path=out)
+        if summary["failed"]:
+            raise DataError(f"synthetic SID: {len(summary['failed'])} file(s) could not be prepared: "
+                            + "; ".join(f"{k}: {v}" for k, v in sorted(summary["failed"].items())[:3]))
+        info = {"synthetic": True, "camera": camera, "scenes": scenes, "seed": seed, "height": height,
+                "width": width, "splits": {k: len(v) for k, v in lists.items()},
+                "sources": list(SOURCE_IMAGES), "noise": NOISE, "long_exposure": LONG_EXPOSURE,
+                "short_exposures": [list(x) for x in SHORT_EXPOSURES]}
+        _write_text(os.path.join(tmp, "synthetic_sid.json"), json.dumps(info, indent=2) + "\n")
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty (checked above)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not os.path.isfile(os.path.join(out, "synthetic_sid.json")):
+                raise
+            # another process (e.g. another DDP rank) finished first: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        info["prepare"] = summary
+        return info
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

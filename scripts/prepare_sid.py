@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Prepare SID for training: cached packs, RGB targets, white-balance list files.
+
+    python scripts/prepare_sid.py --data-path datasets/SID --camera Sony [--workers 8]
+
+Expects <data-path>/<camera>/short and <data-path>/<camera>/long (the SID download) and the
+official lists in datasets/lists/ (or --lists-dir). Resumable: finished files are skipped.
+Details: cans/data/prepare.py and datasets/README.md.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cans.data.errors import DataError  # noqa: E402
+from cans.data.prepare import prepare_sid  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-path", required=True, help="SID folder holding <camera>/short and <camera>/long")
+    p.add_argument("--camera", required=True, choices=["Sony", "Fuji"])
+    p.add_argument("--lists-dir", default=None,
+                   help="folder with the official <camera>_*_list.txt (default: datasets/lists of this repository)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    p.add_argument("--summary-json", default=None, help="also write the summary to this JSON file")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    try:
+        summary = prepare_sid(args.data_path, args.camera, lists_dir=args.lists_dir, workers=args.workers)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done in {time.time() - t0:.1f} s")
+    if args.summary_json:
+        tmp = args.summary_json + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+        os.replace(tmp, args.summary_json)
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Bad input: every problem gives a DataError naming the file / line / key; skip_bad_files counts."""
+import os
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from cans.config import load_config
+from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset
+from cans.data.prepare import cache_path, prepare_sid
+from cans.data.synthetic import make_synthetic_sid, write_dng
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = dict(log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def base_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bad") / "sony"
+    make_synthetic_sid(str(out), camera="Sony", seed=7, scenes=3, height=192, width=288, progress=False, **QUIET)
+    return out
+
+
+@pytest.fixture()
+def sony_copy(base_set, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(base_set, dst)
+    return dst
+
+
+def _truncate(path, keep=0.5):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: int(len(data) * keep)])
+
+
+def test_missing_data_path_names_path_and_command(tmp_path):
+    cfg = load_config(str(REPO / "configs" / "CANS_Plus" / "Sony.yaml"), [f"data.data_path={tmp_path}/nowhere"])
+    with pytest.raises(DataError) as info:
+        build_dataset(cfg, "train")
+    msg = str(info.value)
+    assert f"{tmp_path}/nowhere" in msg and "prepare_sid.py" in msg and "make_synthetic_sid.py" in msg
+
+
+def test_missing_list_file(sony_copy):
+    with pytest.raises(DataError) as info:
+        SonyDictSet(str(sony_copy), "Sony_nope_list.txt", "train", patch_size=64, **QUIET)
+    assert "Sony_nope_list.txt" in str(info.value) and "prepare_sid.py" in str(info.value)
+    with pytest.raises(DataError, match="data.valid.image_list_file is not set"):
+        SonyDictSet(str(sony_copy), None, "valid", **QUIET)
+
+
+def test_unparsable_list_line(sony_copy):
+    lst = sony_copy / "Sony_train_list.txt"
+    lines = lst.read_text().splitlines()
+    lines.insert(1, "./Sony/short/garbage.ARW")
+    lst.write_text("\n".join(lines))
+    with pytest.raises(DataError, match=r"Sony_train_list.txt:2"):
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, **QUIET)
+
+
+def test_truncated_cache_error_and_skip(sony_copy):
+    bad = cache_path(str(sony_copy), "./Sony/short/00001_01_0.04s.ARW", "pack")
+    _truncate(bad)
+    with pytest.raises(DataError) as info:
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, **QUIET)
+    assert bad in str(info.value) and "skip_bad_files" in str(info.value)
+    messages = []
+    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, skip_bad_files=True,
+                     log=messages.append)
+    assert len(ds) == 2 and len(ds.skipped) == 1 and bad in ds.skipped[0][1]
+    assert any("skipped 1 of 3" in m for m in messages)
+    assert all("00001_01" not in ds[i]["img_file"] for i in range(len(ds)))
+
+
+def test_missing_cache_file(sony_copy):
+    os.remove(cache_path(str(sony_copy), "./Sony/long/00001_00_10s.ARW", "post_int"))
+    with pytest.raises(DataError, match="cache file not found: .*long_post_int"):
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, **QUIET)
+
+
+def test_truncated_raw_error_and_skip(sony_copy):
+    bad = str(sony_copy / "Sony" / "short" / "00001_00_0.1s.ARW")
+    _truncate(bad, 0.3)
+    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False, **QUIET)
+    with pytest.raises(DataError) as info:
+        ds[0]
+    assert bad in str(info.value)
+    messages = []
+    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False,
+                     skip_bad_files=True, log=messages.append)
+    s = ds[0]
+    assert s["img_file"] != "./Sony/short/00001_00_0.1s.ARW"
+    assert ds.runtime_skipped == 1 and any(bad in m and "1 so far" in m for m in messages)
+
+
+def test_empty_raw_file(sony_copy):
+    Path(sony_copy / "Sony" / "long" / "00001_00_10s.ARW").write_bytes(b"")
+    with pytest.raises(DataError, match="RAW file is empty: .*00001_00_10s.ARW"):
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False, **QUIET)
+
+
+def test_wrong_cfa_for_sony(sony_copy):
+    path = sony_copy / "Sony" / "short" / "00001_00_0.1s.ARW"
+    write_dng(str(path), np.full((192, 288), 600, np.uint16), cfa="GRBG")
+    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False, **QUIET)
+    with pytest.raises(DataError, match="CFA pattern GRBG"):
+        ds[0]
+
+
+def test_patch_larger_than_image_and_not_multiple(sony_copy):
+    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=512, **QUIET)
+    with pytest.raises(DataError, match=r"patch_size 512 is larger than the image 192x288"):
+        ds[0]
+    with pytest.raises(DataError, match="multiple of the block size"):
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=63, **QUIET)
+
+
+def test_prepare_reports_bad_raw_and_resumes(sony_copy):
+    for sub in ("short_pack", "long_pack", "long_post_int"):
+        shutil.rmtree(sony_copy / "Sony" / sub)
+    _truncate(sony_copy / "Sony" / "short" / "00001_02_0.033s.ARW", 0.2)
+    messages = []
+    summary = prepare_sid(str(sony_copy), "Sony", lists_dir=str(sony_copy), workers=2, log=messages.append,
+                          progress=False)
+    assert list(summary["failed"]) == ["./Sony/short/00001_02_0.033s.ARW"]
+    assert summary["pairs_dropped"] == 1 and any("FAILED" in m for m in messages)
+    assert "00001_02" not in (sony_copy / "Sony_train_list.txt").read_text()
+    again = prepare_sid(str(sony_copy), "Sony", lists_dir=str(sony_copy), workers=0, **QUIET, progress=False)
+    assert again["written"] == 0 and again["skipped_existing"] == again["files"]
+    assert not list(sony_copy.rglob("*.tmp"))
+
+
+def test_mcr_loader(tmp_path):
+    rng = np.random.default_rng(0)
+    names = []
+    for scene, hexexp in ((1, "00ff"), (612, "0a00")):
+        stem = f"C{scene:05d}_48mp_0x8_0x{hexexp}"
+        inp, gt, rgb = f"Color_RAW_Input/{stem}.png", f"Color_RAW_GT/{stem}.png", f"RGB_GT/{stem}.png"
+        for rel, arr in ((inp, rng.integers(0, 20, (128, 160), dtype=np.uint8)),
+                         (gt, rng.integers(0, 255, (128, 160), dtype=np.uint8)),
+                         (rgb, rng.integers(0, 255, (128, 160, 3), dtype=np.uint8))):
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(tmp_path / rel, arr)
+        names.append(f"{inp} {gt} {rgb}")
+    (tmp_path / "MCR_test_list.txt").write_text("\n".join(names) + "\n")
+    ds = MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", max_clip=None, **QUIET)
+    s0, s1 = ds[0], ds[1]
+    assert s0["ratio"] == pytest.approx(12287 / 255) and s1["ratio"] == pytest.approx(1023 / 2560)
+    raw_in = iio.imread(tmp_path / names[0].split()[0]).astype(np.float32) / 255
+    np.testing.assert_allclose(s0["noisy_raw"][0].numpy(), raw_in[0::2, 0::2] * s0["ratio"], rtol=1e-6)
+    rgb = iio.imread(tmp_path / names[0].split()[2]).astype(np.float32) / 255
+    np.testing.assert_allclose(s0["clean_rgb"].numpy(), rgb.transpose(2, 0, 1), rtol=1e-6)
+    assert s0["clean_raw"].shape == (4, 64, 80)
+    torch.manual_seed(0)
+    train = MCRDictSet(str(tmp_path), "MCR_test_list.txt", "train", patch_size=64, **QUIET)[0]
+    assert train["noisy_raw"].shape == (4, 32, 32) and train["clean_rgb"].shape == (3, 64, 64)
+    os.remove(tmp_path / names[1].split()[1])
+    with pytest.raises(DataError, match="image file not found: .*Color_RAW_GT"):
+        MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", **QUIET)
