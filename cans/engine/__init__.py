@@ -1,0 +1,1 @@
+"""Engines: training, evaluation and the paper reference numbers."""

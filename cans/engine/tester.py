@@ -1,0 +1,196 @@
+"""``test.py``: the paper's two reports for a checkpoint, and the throughput mode.
+
+``run_test(cfg, checkpoint, ...)`` builds the config's model, loads the weights, runs
+:func:`cans.engine.evaluate.evaluate` over the test split at full resolution and writes, in
+``<output_dir>/test/`` (or ``out_dir``):
+
+* ``metrics.json``: the report plus ``config`` (the resolved config) and ``checkpoint``;
+* ``metrics.csv``: one row per image;
+* ``tables.md``: the two Markdown tables (also printed);
+* ``images/<input stem>_<PSNR>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
+  ``test.save_grid``, ``images/grid/<stem>_grid.png``: input | output | target.
+
+``run_throughput(cfg, checkpoint, ...)``: milliseconds per full-resolution image (the first
+test image, or a random input of a given packed size) after ``test.throughput_warmup``
+warm-up passes, averaged over ``test.throughput_iters`` passes, each timed with CUDA
+synchronisation; written to ``throughput.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import torch
+
+from .evaluate import (_atomic_write_text, _sync, autocast_context, evaluate, format_tables, write_metrics_csv,
+                       write_metrics_json)
+from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
+
+CAMERA_OF_TYPE = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji", "MCRDictSet": "MCR"}
+
+
+class TestSetupError(RuntimeError):
+    """A test run that cannot start (missing checkpoint, data); the message says what to do."""
+
+
+def camera_name(cfg: Mapping[str, Any]) -> str:
+    return cfg["data"].get("camera") or CAMERA_OF_TYPE.get(cfg["data"]["type"], "Sony")
+
+
+def default_checkpoint(cfg: Mapping[str, Any]) -> str:
+    """``test.checkpoint``, else where the README puts the authors' weights:
+    ``pretrained_weights/<model.type>/<camera>.pth``."""
+    return cfg["test"].get("checkpoint") or os.path.join("pretrained_weights", cfg["model"]["type"],
+                                                         f"{camera_name(cfg)}.pth")
+
+
+def pick_device(name: Optional[str] = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
+    from ..models import build_model, load_weights
+
+    if not os.path.isfile(checkpoint):
+        raise TestSetupError(
+            f"checkpoint not found: {checkpoint}. Pass --checkpoint PATH (a run's checkpoints/best.pth), or put the "
+            f"authors' published weights there (see the README, 'Reproducing the paper's tables').")
+    model = build_model(cfg)
+    try:
+        load_weights(model, checkpoint)
+    except (KeyError, ValueError) as exc:
+        raise TestSetupError(f"{exc}\n(does the config {cfg.get('name')} describe the model that was saved?)") from None
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _loader(cfg: Mapping[str, Any]):
+    from ..data import build_dataloader, ensure_synthetic
+
+    ensure_synthetic(cfg)
+    return build_dataloader(cfg, "test")
+
+
+def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
+             out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
+             max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print) -> Dict[str, Any]:
+    """Score ``checkpoint`` on the test split; returns the report (see the module docstring)."""
+    test = cfg["test"]
+    checkpoint = checkpoint or default_checkpoint(cfg)
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
+    model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
+    loader = loader if loader is not None else _loader(cfg)
+    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    save_images = test["save_images"] if save_images is None else save_images
+    compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
+    max_images = test.get("max_images") if max_images is None else max_images
+    report = evaluate(model, loader, dev, amp=test.get("amp", "off"), channels_last=test.get("channels_last", False),
+                      save_dir=os.path.join(out_dir, "images"), save_images=save_images,
+                      save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
+                      max_images=max_images)
+    paper, paper_label = None, "paper"
+    if compare_paper:
+        paper = paper_numbers(cfg["model"]["type"])
+        paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
+        if paper is None:
+            print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
+        elif camera_name(cfg) != "Sony":
+            print_fn(f"note: the paper's numbers are for {PAPER_DATASET}; this config tests {camera_name(cfg)}")
+    tables = format_tables(report, paper, paper_label)
+    header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
+              f"checkpoint: `{checkpoint}`\n\n")
+    os.makedirs(out_dir, exist_ok=True)
+    write_metrics_json(os.path.join(out_dir, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
+                       **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
+                          if paper else {}))
+    write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
+    _atomic_write_text(os.path.join(out_dir, "tables.md"), header + tables)
+    print_fn(header + tables)
+    print_fn(f"written: {os.path.join(out_dir, 'metrics.json')}, metrics.csv, tables.md"
+             + (", images/" if save_images or test["save_grid"] else ""))
+    report["config"] = dict(cfg)
+    report["checkpoint"] = checkpoint
+    return report
+
+
+@torch.no_grad()
+def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
+                   size: Optional[Sequence[int]] = None, warmup: Optional[int] = None, iters: Optional[int] = None,
+                   out_dir: Optional[str] = None, random_weights: bool = False, print_fn=print) -> Dict[str, Any]:
+    """Milliseconds per full-resolution image (see the module docstring).
+
+    ``size`` (packed h, w) times a random input of that size instead of the first test image;
+    ``random_weights`` skips loading a checkpoint (timing does not depend on the weights).
+    """
+    test = cfg["test"]
+    dev = pick_device(device)
+    warmup = test["throughput_warmup"] if warmup is None else warmup
+    iters = test["throughput_iters"] if iters is None else iters
+    if iters < 1:
+        raise ValueError(f"throughput iterations must be >= 1, got {iters}")
+    channels_last = test.get("channels_last", False)
+    if random_weights:
+        from ..models import build_model
+        model = build_model(cfg).to(dev).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        checkpoint = None
+    else:
+        checkpoint = checkpoint or default_checkpoint(cfg)
+        model = load_model(cfg, checkpoint, dev, channels_last)
+    if size:
+        x = torch.rand(1, cfg["model"]["in_channel"], int(size[0]), int(size[1]))
+        source = f"random input {int(size[0])}x{int(size[1])} (packed)"
+    else:
+        batch = next(iter(_loader(cfg)))
+        x = batch["noisy_raw"][:1]
+        source = str(batch["img_file"][0])
+    x = x.to(dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = test.get("amp", "off")
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(warmup):
+        with autocast_context(dev, amp):
+            model(x)
+    _sync(dev)
+    times = []
+    for _ in range(iters):
+        _sync(dev)
+        start = time.perf_counter()
+        with autocast_context(dev, amp):
+            model(x)
+        _sync(dev)
+        times.append((time.perf_counter() - start) * 1000.0)
+    result = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "model": cfg["model"]["type"], "config": cfg.get("name"), "checkpoint": checkpoint,
+        "input": source, "packed_size": list(x.shape[-2:]),
+        "rgb_size": [int(s) * int(cfg["model"]["block_size"]) for s in x.shape[-2:]],
+        "amp": amp, "channels_last": channels_last, "warmup": warmup, "iters": iters,
+        "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times), "ms_min": min(times),
+        "images_per_s": 1000.0 / statistics.fmean(times),
+        "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
+        "torch": torch.__version__,
+    }
+    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    _atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
+    print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}): "
+             f"{result['ms_mean']:.1f} ms/image mean, {result['ms_median']:.1f} median, {result['ms_min']:.1f} min "
+             f"over {iters} runs after {warmup} warm-up; {result['images_per_s']:.2f} images/s"
+             + (f"; peak memory {result['peak_memory_gb']:.2f} GB" if result["peak_memory_gb"] is not None else ""))
+    return result
+
+
+__all__ = ["run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device", "TestSetupError"]

@@ -1,0 +1,335 @@
+"""Enhancing your own RAW photos: the logic behind ``scripts/infer.py``.
+
+A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): the visible mosaic, the black
+level of each CFA site, the white level and the colour filter layout all come from the
+file. Then:
+
+1. **Normalise**: ``max(raw - black, 0) / (white - black)`` (black per CFA site).
+2. **Gain**: times the exposure ratio, clipped as the test split of the config says
+   (``data.process.max_clip``, 1.0 in the paper configs). ``--ratio auto`` chooses
+   ``ratio = target_mean / mean(normalised mosaic)``, clamped to ``[1, max_ratio]``
+   (defaults: target 0.1 and max 300, the largest ratio of SID), so that the amplified
+   mosaic's mean is 0.1 of the white level, roughly the brightness of SID's long
+   exposures; pass ``--target-mean`` for a brighter or darker result.
+3. **Phase**: the model was trained on RGGB mosaics (X-Trans: the Fuji X-T2 layout
+   ``cans.data.packing.XTRANS_PATTERN``). A mosaic whose cell starts elsewhere (GRBG,
+   GBRG, BGGR) is brought to that phase by adding ``dy`` rows above and ``dx`` columns to
+   the left (dy, dx in {0, 1} for Bayer, 0..5 for X-Trans) copied from one CFA period
+   further in (for Bayer this is reflect padding: row -1 is row 1), so every site keeps
+   its colour. The bottom and right are padded the same way to whole cells.
+4. **Run** the model (it reflect-pads to its own multiple internally) and **crop** the
+   RGB output back to the input's visible area: the output has exactly the input mosaic's
+   height and width (the orientation stored in the file is not applied).
+
+Non-mosaic sensors (Foveon, linear DNG) and filters other than R/G/B fail with a clear
+error; a Bayer file with a Fuji (9-channel) config or an X-Trans file with a Bayer config
+too.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .data.errors import DataError
+from .data.packing import XTRANS_PATTERN, pack_bayer, pack_xtrans
+from .data.raw_io import normalize_mosaic, open_raw
+
+BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
+RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
+                  ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
+                  ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
+DEFAULT_TARGET_MEAN = 0.1
+DEFAULT_MAX_RATIO = 300.0
+
+
+class InferenceError(ValueError):
+    """A file that cannot be enhanced; the message names it."""
+
+
+@dataclass
+class Mosaic:
+    """A RAW file ready for the model.
+
+    data: (H, W) float32 normalised mosaic in [0, ~1] (black removed, no gain).
+    cfa: (p, p) colour of each site of the repeating cell, counted from the top-left of
+         the visible area (0 R, 1 G, 2 B); p = 2 (Bayer) or 6 (X-Trans).
+    wb: (3,) as-shot white balance (G = 1).
+    """
+    data: np.ndarray
+    cfa: np.ndarray
+    wb: np.ndarray
+    path: str
+
+    @property
+    def period(self) -> int:
+        return self.cfa.shape[0]
+
+    @property
+    def pattern(self) -> str:
+        return "".join("RGB"[c] for c in self.cfa.reshape(-1))
+
+
+def read_mosaic(path: str) -> Mosaic:
+    """Read a Bayer or X-Trans RAW with its levels and CFA layout; InferenceError otherwise."""
+    try:
+        with open_raw(path) as rp:
+            try:
+                pattern = rp.raw_pattern
+                mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
+                if pattern is None or mosaic.ndim != 2:
+                    raise InferenceError(f"{path}: not a colour-filter-array sensor (no Bayer or X-Trans "
+                                         f"pattern, e.g. Foveon or a linear DNG); CANS needs a Bayer or "
+                                         f"X-Trans mosaic")
+                colours = rp.raw_colors_visible
+                desc = rp.color_desc.decode("ascii", "replace")
+                per_channel = np.asarray(rp.black_level_per_channel, dtype=np.float32)
+                white = float(rp.white_level)
+                wb = np.asarray(rp.camera_whitebalance, dtype=np.float64)[:3]
+            except InferenceError:
+                raise
+            except Exception as exc:
+                raise InferenceError(f"{path}: cannot read the RAW data: {type(exc).__name__}: {exc} "
+                                     f"(truncated or corrupt file?)") from None
+    except DataError as exc:
+        raise InferenceError(str(exc)) from None
+    p = np.asarray(pattern).shape[0]
+    if p not in (2, 6) or np.asarray(pattern).shape != (p, p):
+        raise InferenceError(f"{path}: unsupported colour filter layout of shape {np.asarray(pattern).shape} "
+                             f"(expected a 2x2 Bayer or 6x6 X-Trans cell)")
+    if mosaic.shape[0] < p or mosaic.shape[1] < p:
+        raise InferenceError(f"{path}: image of {mosaic.shape} is smaller than one CFA cell")
+    # The layout of the visible area itself (robust to odd margins).
+    cell = np.asarray(colours)[:p, :p].astype(np.intp)
+    letters = np.array([desc[i] if i < len(desc) else "?" for i in cell.reshape(-1)]).reshape(p, p)
+    if not set(letters.reshape(-1)) <= set("RGB"):
+        raise InferenceError(f"{path}: unsupported colour filter {''.join(letters.reshape(-1))!r} from "
+                             f"colours {desc!r} (expected red, green and blue sites)")
+    cfa = np.zeros((p, p), dtype=np.uint8)
+    for code, letter in enumerate("RGB"):
+        cfa[letters == letter] = code
+    black = per_channel[cell] if per_channel.size > cell.max() else np.zeros((p, p), np.float32)
+    if not np.isfinite(white) or white <= float(black.max()):
+        raise InferenceError(f"{path}: white level {white} is not above the black level {float(black.max())}")
+    if not np.all(np.isfinite(wb)) or np.any(wb <= 0):
+        wb = np.ones(3)
+    return Mosaic(data=normalize_mosaic(mosaic, black, white), cfa=cfa, wb=(wb / wb[1]).astype(np.float32),
+                  path=path)
+
+
+def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(dy, dx) such that padding dy rows on top and dx columns on the left turns ``cfa`` into
+    ``reference``: ``cfa[(i - dy) % p, (j - dx) % p] == reference[i, j]``. ValueError if none."""
+    p = reference.shape[0]
+    if cfa.shape != reference.shape:
+        raise ValueError(f"CFA cell {cfa.shape} does not match the expected {reference.shape}")
+    for dy in range(p):
+        for dx in range(p):
+            if np.array_equal(np.roll(cfa, (dy, dx), axis=(0, 1)), reference):
+                return dy, dx
+    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
+
+
+def periodic_pad(mosaic: np.ndarray, top: int, left: int, period: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Pad ``top`` rows / ``left`` columns, then bottom / right up to whole cells, each pad copied
+    from one CFA ``period`` further in, so every site keeps its colour. Returns (padded, (top, left))."""
+    h, w = mosaic.shape
+    bottom = (-(h + top)) % period
+    right = (-(w + left)) % period
+    if h < period or w < period:
+        raise ValueError(f"image of {h}x{w} is too small to pad by a CFA period of {period}")
+    rows = np.arange(-top, h + bottom)
+    rows = np.where(rows < 0, rows + period, rows)
+    rows = np.where(rows >= h, rows - period, rows)
+    cols = np.arange(-left, w + right)
+    cols = np.where(cols < 0, cols + period, cols)
+    cols = np.where(cols >= w, cols - period, cols)
+    return mosaic[np.ix_(rows, cols)], (top, left)
+
+
+def auto_ratio(data: np.ndarray, target_mean: float = DEFAULT_TARGET_MEAN,
+               max_ratio: float = DEFAULT_MAX_RATIO) -> float:
+    """The gain that brings the normalised mosaic's mean to ``target_mean``, clamped to [1, max_ratio]."""
+    if not target_mean > 0:
+        raise ValueError(f"target mean must be positive, got {target_mean}")
+    mean = float(np.mean(data, dtype=np.float64))
+    if not np.isfinite(mean) or mean <= 0:
+        return float(max_ratio)
+    return float(min(max(target_mean / mean, 1.0), max_ratio))
+
+
+def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int,
+                  max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None):
+    """Mosaic -> (packed (1, C, h, w) float32 tensor, (top, left) offset, (H, W) input size)."""
+    if block_size == 2 and in_channel == 4:
+        if mosaic.period != 2:
+            raise InferenceError(f"{mosaic.path}: an X-Trans file ({mosaic.pattern[:6]}...); "
+                                 f"X-Trans files need the Fuji configs (configs/*/Fuji.yaml)")
+        reference, pack = BAYER_RGGB, pack_bayer
+    elif block_size == 3 and in_channel == 9:
+        if mosaic.period != 6:
+            raise InferenceError(f"{mosaic.path}: a Bayer file ({mosaic.pattern}) cannot go through an X-Trans "
+                                 f"(Fuji) model; use a Sony config")
+        reference, pack = XTRANS_PATTERN, pack_xtrans
+    else:
+        raise InferenceError(f"model with in_channel {in_channel} and block_size {block_size}: expected 4/2 "
+                             f"(Bayer) or 9/3 (X-Trans)")
+    try:
+        dy, dx = phase_offset(mosaic.cfa, reference)
+    except ValueError as exc:
+        raise InferenceError(f"{mosaic.path}: {exc}") from None
+    p = mosaic.period
+    data = mosaic.data * np.float32(ratio)
+    if max_clip is not None:
+        data = np.minimum(data, np.float32(max_clip))
+    if min_clip is not None:
+        data = np.maximum(data, np.float32(min_clip))
+    try:
+        padded, offset = periodic_pad(data, dy, dx, p)
+    except ValueError as exc:
+        raise InferenceError(f"{mosaic.path}: {exc}") from None
+    packed = pack(padded)
+    return torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None], offset, data.shape
+
+
+def find_inputs(inputs: Sequence[str]) -> List[str]:
+    """Files as given, plus the RAW files (by extension) directly inside any folder given."""
+    files: List[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, n) for n in os.listdir(item)
+                           if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS
+                           and os.path.isfile(os.path.join(item, n)))
+            if not found:
+                raise InferenceError(f"{item}: no RAW files in this folder (extensions "
+                                     f"{', '.join(sorted(RAW_EXTENSIONS))})")
+            files.extend(found)
+        else:
+            files.append(item)
+    return files
+
+
+@torch.no_grad()
+def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off",
+            target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
+            max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None) -> Dict[str, object]:
+    """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
+    "pattern": str, "raw": (C, h, w) denoised packed RAW}``; H, W = the input mosaic's size."""
+    from .engine.evaluate import autocast_context
+
+    mosaic = read_mosaic(path)
+    if isinstance(ratio, str):
+        if ratio != "auto":
+            raise InferenceError(f"ratio: expected a number or 'auto', got {ratio!r}")
+        ratio = auto_ratio(mosaic.data, target_mean, max_ratio)
+    ratio = float(ratio)
+    if not ratio > 0:
+        raise InferenceError(f"ratio must be positive, got {ratio}")
+    net = getattr(model, "module", model)
+    b = int(net.block_size)
+    packed, (top, left), (h, w) = prepare_input(mosaic, ratio, b, int(net.in_channel), max_clip, min_clip)
+    if min(packed.shape[-2:]) < net.min_input_size:
+        raise InferenceError(f"{path}: image of {h}x{w} pixels is too small; the model needs at least "
+                             f"{net.min_input_size * b}x{net.min_input_size * b}")
+    device = torch.device(device)
+    with autocast_context(device, amp):
+        rgb, raw = model(packed.to(device))
+    rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
+    return {"rgb": rgb, "ratio": ratio, "pattern": mosaic.pattern if mosaic.period == 2 else "X-Trans",
+            "raw": raw[0].float().cpu()}
+
+
+def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, ratio, device, *,
+                  amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
+                  max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
+                  min_clip: Optional[float] = None, progress: bool = True) -> Dict[str, list]:
+    """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
+
+    Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)]}``.
+    """
+    from tqdm import tqdm
+
+    from .engine.images import write_png
+
+    files = list(inputs)
+    model.eval()
+    done, failed, used = [], [], set()
+    bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
+    for path in bar:
+        bar.set_postfix_str(os.path.basename(path))
+        try:
+            result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
+                             max_clip=max_clip, min_clip=min_clip)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            name, k = stem, 1
+            while name in used:
+                name, k = f"{stem}_{k}", k + 1
+            used.add(name)
+            out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
+            done.append((path, out, result["ratio"]))
+        except (InferenceError, DataError, ValueError, OSError, RuntimeError) as exc:
+            message = str(exc) if path in str(exc) else f"{path}: {exc}"
+            failed.append((path, message))
+            tqdm.write(f"FAILED {message}")
+    return {"done": done, "failed": failed}
+
+
+def pick_device(name: Optional[str] = None) -> torch.device:
+    """``name`` as given, else CUDA when available, else the CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(cfg, checkpoint: str, device) -> torch.nn.Module:
+    """Build the config's model, load ``checkpoint`` (strict) and move it to ``device`` in eval mode."""
+    from .models import build_model, load_weights
+
+    model = build_model(cfg)
+    load_weights(model, checkpoint)
+    return model.to(device).eval()
+
+
+def cli_main(args) -> int:
+    """``scripts/infer.py``: returns 0 when every file was enhanced, 1 when some failed, 2 on bad usage."""
+    from .config import ConfigError, load_config, split_options
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
+    if not checkpoint:
+        print("error: no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)", file=sys.stderr)
+        return 2
+    try:
+        files = find_inputs(args.inputs)
+        device = pick_device(args.device)
+        model = load_model(cfg, checkpoint, device)
+    except (InferenceError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opts = split_options(cfg, "test")
+    amp = args.amp or cfg["test"].get("amp", "off")
+    result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
+                           target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
+                           min_clip=opts.get("min_clip"), progress=not args.no_progress)
+    for src, out, ratio in result["done"]:
+        print(f"{src} -> {out} (ratio {ratio:.1f})")
+    print(f"{len(result['done'])} of {len(files)} file(s) enhanced into {args.out}")
+    if result["failed"]:
+        print(f"{len(result['failed'])} file(s) failed:", file=sys.stderr)
+        for _, message in result["failed"]:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["Mosaic", "InferenceError", "read_mosaic", "phase_offset", "periodic_pad", "auto_ratio",
+           "prepare_input", "find_inputs", "enhance", "run_inference", "RAW_EXTENSIONS",
+           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "pick_device", "load_model", "cli_main"]

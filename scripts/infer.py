@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+r"""Enhance your own dark RAW photos with a trained CANS / CANS++ model.
+
+    python scripts/infer.py -c configs/CANS_Plus/Sony.yaml \
+        --checkpoint pretrained_weights/CANS_Plus/Sony.pth --ratio auto photo.ARW folder/ --out results/
+
+Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X-Trans
+(Fuji RAF) files with the Fuji configs. Writes <out>/<file stem>.png with the input's size.
+The details (phase alignment, --ratio auto) are in cans/inference.py.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="RAW files and/or folders of RAW files")
+    p.add_argument("-c", "--config", required=True, help="model config, e.g. configs/CANS_Plus/Sony.yaml")
+    p.add_argument("--checkpoint", default=None, help="weights (.pth); default: test.checkpoint of the config")
+    p.add_argument("--ratio", default="auto",
+                   help="exposure ratio (amplification) as a number, or 'auto' (default): the gain that "
+                        "brings the mean of the black-subtracted, normalised RAW to --target-mean")
+    p.add_argument("--target-mean", type=float, default=DEFAULT_TARGET_MEAN,
+                   help=f"brightness target of --ratio auto, fraction of the white level (default {DEFAULT_TARGET_MEAN})")
+    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
+                   help=f"upper bound of --ratio auto (default {DEFAULT_MAX_RATIO:g}, SID's largest)")
+    p.add_argument("--out", default="results/infer", help="output folder (default results/infer)")
+    p.add_argument("--16bit", dest="bits16", action="store_true", help="write 16-bit PNG")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
+                   help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.ratio != "auto":
+        try:
+            args.ratio = float(args.ratio)
+        except ValueError:
+            p.error(f"--ratio: expected a number or 'auto', got {args.ratio!r}")
+        if args.ratio <= 0:
+            p.error("--ratio must be positive")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from cans.inference import cli_main
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

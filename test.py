@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Test a CANS / CANS++ checkpoint: the paper's reconstruction and denoising tables.
+
+    python test.py -c configs/CANS_Plus/Sony.yaml --checkpoint pretrained_weights/CANS_Plus/Sony.pth
+    python test.py -c configs/demo.yaml --checkpoint runs/demo/checkpoints/best.pth --compare-paper
+    python test.py -c configs/CANS_Plus/Sony.yaml --throughput
+
+Writes <output_dir>/test/{metrics.json, metrics.csv, tables.md, images/}; see cans/engine/tester.py.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights; default test.checkpoint, else pretrained_weights/<model.type>/<camera>.pth")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. test.save_grid=true")
+    p.add_argument("--out", default=None, help="result folder (default <output_dir>/test)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.add_argument("--compare-paper", action="store_true", help="show the paper's numbers and the difference")
+    p.add_argument("--no-images", action="store_true", help="do not save the output images")
+    p.add_argument("--max-images", type=int, default=None, help="score only the first N test images")
+    p.add_argument("--throughput", action="store_true", help="time the model per full-resolution image instead")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="throughput on a random packed input of this size instead of the first test image")
+    p.add_argument("--random-weights", action="store_true", help="throughput without loading a checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from cans.config import ConfigError, load_config
+    from cans.engine.tester import TestSetupError, run_test, run_throughput
+
+    try:
+        from cans.data import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ValueError
+    try:
+        cfg = load_config(args.config, args.set)
+        if args.throughput:
+            run_throughput(cfg, args.checkpoint, device=args.device, size=args.size, out_dir=args.out,
+                           random_weights=args.random_weights)
+        else:
+            run_test(cfg, args.checkpoint, device=args.device, out_dir=args.out,
+                     compare_paper=True if args.compare_paper else None,
+                     save_images=False if args.no_images else None, max_images=args.max_images,
+                     progress=not args.no_progress)
+    except (ConfigError, TestSetupError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

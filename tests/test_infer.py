@@ -1,0 +1,169 @@
+"""scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rawpy")
+pytest.importorskip("tifffile")
+
+from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, phase_offset,  # noqa: E402
+                            read_mosaic, run_inference)
+
+synthetic = pytest.importorskip("cans.data.synthetic")
+packing = pytest.importorskip("cans.data.packing")
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+H, W = 101, 131  # odd on purpose: the output must keep this size
+CODES = {"R": 0, "G": 1, "B": 2}
+BLACK, WHITE = 512, 16383
+
+
+def scene():
+    """Grey background, a red, a green and a blue patch: (H, W, 3) in [0, 1]."""
+    img = np.full((H, W, 3), 0.3)
+    img[10:40, 10:50] = (0.9, 0.1, 0.1)
+    img[55:90, 20:60] = (0.1, 0.8, 0.1)
+    img[30:80, 80:120] = (0.1, 0.1, 0.9)
+    return img
+
+
+PATCHES = {"red": (slice(14, 36), slice(14, 46), 0), "green": (slice(59, 86), slice(24, 56), 1),
+           "blue": (slice(34, 76), slice(84, 116), 2)}
+
+
+def mosaic_of(img, cell):
+    p = cell.shape[0]
+    idx = np.tile(cell, (H // p + 1, W // p + 1))[:H, :W]
+    values = np.take_along_axis(img, idx[..., None].astype(np.intp), axis=2)[..., 0]
+    return np.round(BLACK + values * (WHITE - BLACK)).astype(np.uint16)
+
+
+def bayer_cell(pattern):
+    return np.array([CODES[c] for c in pattern], dtype=np.uint8).reshape(2, 2)
+
+
+class Demosaic(torch.nn.Module):
+    """Stand-in model: each packed pixel's colour average, repeated b x b (no learning).
+
+    Its output is right only if the pipeline packed the mosaic in the model's phase."""
+
+    def __init__(self, block_size=2):
+        super().__init__()
+        self.block_size = block_size
+        self.in_channel = 4 if block_size == 2 else 9
+        self.min_input_size = 1
+        self.colours = (0, 1, 2, 1) if block_size == 2 else (0, 1, 2, 0, 2, 1, 1, 1, 1)
+
+    def forward(self, x):
+        planes = [x[:, [i for i, c in enumerate(self.colours) if c == k]].mean(1) for k in range(3)]
+        rgb = torch.stack(planes, 1)
+        b = self.block_size
+        return rgb.repeat_interleave(b, 2).repeat_interleave(b, 3), x
+
+
+@pytest.fixture(scope="module")
+def bayer_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dng")
+    img = scene()
+    for pattern in ("RGGB", "GRBG", "GBRG", "BGGR"):
+        synthetic.write_dng(str(folder / f"scene_{pattern}.dng"), mosaic_of(img, bayer_cell(pattern)), cfa=pattern,
+                            black=BLACK, white=WHITE)
+    return folder
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "GBRG", "BGGR"])
+def test_four_bayer_phases_keep_size_and_colours(bayer_files, pattern):
+    path = str(bayer_files / f"scene_{pattern}.dng")
+    m = read_mosaic(path)
+    assert m.pattern == pattern and m.data.shape == (H, W)
+    out = enhance(Demosaic(), path, 1.0, "cpu")
+    rgb = out["rgb"].numpy()
+    assert rgb.shape == (3, H, W)
+    for name, (ys, xs, channel) in PATCHES.items():
+        mean = rgb[:, ys, xs].mean(axis=(1, 2))
+        others = [c for c in range(3) if c != channel]
+        assert mean[channel] > 0.6 and mean[others].max() < 0.2, (pattern, name, mean)
+    # grey stays grey
+    assert np.allclose(rgb[:, 95:100, 65:75].mean(axis=(1, 2)), 0.3, atol=0.02)
+
+
+def test_xtrans_phase(tmp_path):
+    cell = np.roll(packing.XTRANS_PATTERN, (2, 3), axis=(0, 1))  # a shifted X-Trans layout
+    path = str(tmp_path / "xtrans.dng")
+    synthetic.write_dng(path, mosaic_of(scene(), cell), cfa=cell, black=BLACK, white=WHITE)
+    out = enhance(Demosaic(3), path, 1.0, "cpu")
+    rgb = out["rgb"].numpy()
+    assert rgb.shape == (3, H, W) and out["pattern"] == "X-Trans"
+    for name, (ys, xs, channel) in PATCHES.items():
+        mean = rgb[:, ys, xs].mean(axis=(1, 2))
+        assert mean[channel] > 0.6 and np.delete(mean, channel).max() < 0.2, (name, mean)
+    with pytest.raises(InferenceError, match="Fuji"):
+        enhance(Demosaic(2), path, 1.0, "cpu")
+
+
+def test_helpers():
+    cell = bayer_cell("GBRG")
+    dy, dx = phase_offset(cell, bayer_cell("RGGB"))
+    padded, _ = periodic_pad(np.arange(20.0).reshape(4, 5), dy, dx, 2)
+    assert (dy, dx) == (1, 0) and padded.shape == (6, 6)
+    assert np.array_equal(padded[0, :5], np.arange(5, 10))  # row -1 copies row 1
+    data = np.full((10, 10), 0.002)
+    assert auto_ratio(data, 0.1) == pytest.approx(50.0)
+    assert auto_ratio(data, 0.1, max_ratio=20) == 20.0
+    assert auto_ratio(np.full((4, 4), 0.5), 0.1) == 1.0
+
+
+def test_cli_with_tiny_model_and_corrupt_file(bayer_files, tmp_path):
+    from cans.models import build_model
+    torch.manual_seed(0)
+    tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1],
+            "dec_blk_nums": [1, 1, 1]}
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": build_model(tiny).state_dict()}, ckpt)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("base: %s\nmodel:\n  type: CANS_Plus\n  width: 8\n  middle_blk_num: 1\n"
+                   "  enc_blk_nums: [1, 1, 1]\n  dec_blk_nums: [1, 1, 1]\n" % (ROOT / "configs/base/Sony.yaml"))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("scene_RGGB.dng", "scene_BGGR.dng"):
+        (inputs / name).write_bytes((bayer_files / name).read_bytes())
+    (inputs / "broken.ARW").write_bytes(b"not a raw file" * 100)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/infer.py"), "-c", str(cfg), "--checkpoint", str(ckpt),
+                           "--ratio", "auto", str(inputs), "--out", str(out), "--no-progress", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "broken.ARW" in proc.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["scene_BGGR.png", "scene_RGGB.png"]
+    from PIL import Image
+    assert Image.open(out / "scene_BGGR.png").size == (W, H)
+
+
+def test_real_camera_file():
+    path = REF / "real_raw" / "kodak_dc50.kdc"
+    if not path.exists():
+        pytest.skip(f"reference data not found: {path}")
+    m = read_mosaic(str(path))
+    assert m.pattern == "GRBG" and m.data.shape == (512, 768)
+    out = enhance(Demosaic(), str(path), "auto", "cpu")
+    assert out["rgb"].shape == (3, 512, 768) and 1.0 <= out["ratio"] <= 300.0
+    with pytest.raises(InferenceError, match="not found|cannot read"):
+        read_mosaic(str(REF / "real_raw" / "missing.kdc"))
+
+
+def test_non_mosaic_sensor_is_a_clear_error(tmp_path):
+    import tifffile
+    data = (np.random.default_rng(0).random((64, 64, 3)) * 4000).astype(np.uint16)
+    tags = [(271, "s", 0, "X", True), (272, "s", 0, "Y", True), (50706, "B", 4, (1, 4, 0, 0), True),
+            (50708, "s", 0, "X Y", True), (50714, "H", 1, (0,), True), (50717, "H", 1, (4095,), True),
+            (50721, "2i", 9, (1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1), True),
+            (50778, "H", 1, (21,), True)]
+    path = tmp_path / "linear.dng"
+    tifffile.imwrite(str(path), data, photometric=34892, subfiletype=0, extratags=tags)
+    with pytest.raises(InferenceError, match="not a colour-filter-array sensor"):
+        read_mosaic(str(path))
