@@ -155,6 +155,9 @@ SCHEMA: Dict[str, Any] = {
             "scenes": Field("int", 8),
             "seed": Field("int", 0),
             "camera": Field("str", "Sony", choices=["Sony", "Fuji"]),
+            "height": Field("int", 384, doc="mosaic height of the synthetic images (Bayer pixels)"),
+            "width": Field("int", 576, doc="mosaic width of the synthetic images (Bayer pixels)"),
+            "workers": Field("int", 0, doc="processes that build the caches (0 = in-process)"),
         },
         "process": PROCESS,
         "train": SPLIT,
@@ -197,6 +200,8 @@ SCHEMA: Dict[str, Any] = {
         "log_every": Field("int", 50, doc="steps between text-log lines"),
         "max_nonfinite": Field("int", 10, doc="consecutive non-finite losses that stop the run"),
         "test_at_end": Field("bool", False, doc="run the test report after training"),
+        "validate_at_start": Field("bool", False, doc="validate the untrained model before epoch 1"),
+        "num_threads": Field("int", None, doc="torch CPU threads (null: torch's default); 1 keeps a busy CPU demo fast"),
     },
     "test": {
         "checkpoint": Field("str", None),
@@ -206,6 +211,9 @@ SCHEMA: Dict[str, Any] = {
         "compare_paper": Field("bool", False),
         "throughput_warmup": Field("int", 3),
         "throughput_iters": Field("int", 10),
+        "amp": Field("amp", "off", choices=["off", "bf16", "fp16"], doc="autocast for test.py / infer"),
+        "channels_last": Field("bool", False),
+        "max_images": Field("int", None, doc="score only the first N test images"),
     },
 }
 

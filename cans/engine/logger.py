@@ -1,0 +1,86 @@
+"""Run logging: a text log, TensorBoard scalars and images; only rank 0 writes.
+
+Files in the run folder: ``train.log`` (the text log, appended across resumes) and
+``tensorboard/`` (event files: ``tensorboard --logdir <output_dir>/tensorboard``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Mapping, Optional
+
+import torch
+
+_FMT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class RunLogger:
+    """Text + TensorBoard logger. On ranks other than 0 every method is a no-op.
+
+    ``info(msg)`` / ``warning(msg)``: to the console and ``train.log``.
+    ``scalars(values, step, prefix)``: TensorBoard scalars ``prefix/name``.
+    ``image(tag, img, step)``: an image tensor (3, H, W) in [0, 1].
+    """
+
+    def __init__(self, output_dir: Optional[str], enabled: bool = True, tensorboard: bool = True,
+                 name: str = "cans.train"):
+        self.enabled = enabled
+        self.output_dir = output_dir
+        self.writer = None
+        self.log = logging.getLogger(f"{name}.{id(self)}")
+        self.log.setLevel(logging.INFO)
+        self.log.propagate = False
+        if not enabled:
+            self.log.addHandler(logging.NullHandler())
+            return
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        self.log.addHandler(console)
+        if output_dir:
+            os.makedirs(output_dir, exist_ok=True)
+            fh = logging.FileHandler(os.path.join(output_dir, "train.log"), encoding="utf-8")
+            fh.setFormatter(logging.Formatter(_FMT))
+            self.log.addHandler(fh)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                    self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+                except Exception as exc:  # tensorboard missing or broken: keep training
+                    self.log.warning(f"TensorBoard disabled ({exc})")
+
+    def info(self, msg: str) -> None:
+        if self.enabled:
+            self.log.info(msg)
+
+    def warning(self, msg: str) -> None:
+        if self.enabled:
+            self.log.warning("WARNING: " + msg)
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if value is None:
+                continue
+            self.writer.add_scalar(f"{prefix}/{key}" if prefix else key, float(value), step)
+
+    def image(self, tag: str, img: torch.Tensor, step: int) -> None:
+        if self.writer is None:
+            return
+        self.writer.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        for h in list(self.log.handlers):
+            h.close()
+            self.log.removeHandler(h)
+
+
+__all__ = ["RunLogger"]

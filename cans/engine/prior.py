@@ -1,0 +1,140 @@
+"""The adaptive denoising prior: how much the RAW (denoising) term weighs against the RGB term.
+
+The RAW head is supervised by the colour-balanced clean RAW (DESIGN.md section 2). The
+weight of that term is chosen by ``loss.prior.weighting``:
+
+* ``fixed``: the YAML weights ``loss.raw.weight`` and ``loss.rgb.weight`` (the paper
+  configs: 1 and 1);
+* ``gradient_agreement``: every ``loss.prior.every`` steps, ``g1`` and ``g2`` are the
+  gradients of the (YAML-weighted) RAW term and RGB term with respect to the parameters of
+  the shared backbone, and
+
+      gamma = clip((|g2|^2 - g1.g2) / |g1 - g2|^2, 0, 1)      (0.5 when g1 == g2)
+
+  is the minimum-norm point ``gamma g1 + (1 - gamma) g2`` of the segment between the two
+  gradients (the two-task MGDA solution). The RAW term is weighted by ``2 gamma`` and the
+  RGB term by ``2 (1 - gamma)`` (times their YAML weights), so that gamma = 0.5 gives the
+  scale of the fixed mode. Between updates the last gamma holds; it starts at 0.5 and is
+  saved in the checkpoints.
+
+Under DistributedDataParallel the two gradients are averaged over the ranks before gamma
+is computed, so that every rank applies the same weights.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+MODES = ("fixed", "gradient_agreement")
+
+
+def mgda_gamma(g1: torch.Tensor, g2: torch.Tensor) -> float:
+    """The two-task MGDA weight of ``g1``: argmin over gamma in [0, 1] of |gamma g1 + (1-gamma) g2|.
+
+    ``g1`` and ``g2`` are gradients of any (equal) shape; computed in float64.
+    Returns 0.5 when the two gradients are identical (every gamma gives the same point).
+    """
+    a = g1.detach().reshape(-1).double()
+    b = g2.detach().reshape(-1).double()
+    if a.shape != b.shape:
+        raise ValueError(f"mgda_gamma: gradients of different sizes {a.numel()} and {b.numel()}")
+    diff = torch.dot(a - b, a - b).item()
+    if diff <= 0.0:
+        return 0.5
+    gamma = (torch.dot(b, b).item() - torch.dot(a, b).item()) / diff
+    if not math.isfinite(gamma):
+        return 0.5
+    return min(max(gamma, 0.0), 1.0)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network under DistributedDataParallel and/or torch.compile wrappers."""
+    for _ in range(4):
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    return model
+
+
+def shared_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The trainable parameters of the shared backbone (all trainable parameters if none)."""
+    bare = unwrap_model(model)
+    source = bare.backbone if hasattr(bare, "backbone") else bare
+    return [p for p in source.parameters() if p.requires_grad]
+
+
+def _flat_grad(loss: torch.Tensor, params: List[nn.Parameter]) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float()
+                      for p, g in zip(params, grads)])
+
+
+class AdaptivePrior:
+    """Holds the loss weights of the RAW and RGB terms and, in ``gradient_agreement`` mode, gamma.
+
+    ``weights()`` -> ``{"raw": w1, "rgb": w2}`` to apply now.
+    ``maybe_update(step, terms, model, scale)`` recomputes gamma when ``step % every == 0``
+    (``terms`` are the unweighted loss terms of this step, still attached to the graph;
+    ``scale`` multiplies both terms before differentiation, e.g. the fp16 grad-scaler
+    factor, which gamma does not depend on). Returns the new gamma or None.
+    """
+
+    def __init__(self, mode: str = "fixed", every: int = 1, raw_weight: float = 1.0, rgb_weight: float = 1.0):
+        if mode not in MODES:
+            raise ValueError(f"loss.prior.weighting: unknown mode {mode!r}; expected one of {list(MODES)}")
+        if every < 1:
+            raise ValueError(f"loss.prior.every: expected an integer >= 1, got {every}")
+        self.mode = mode
+        self.every = int(every)
+        self.base = {"raw": float(raw_weight), "rgb": float(rgb_weight)}
+        self.gamma = 0.5
+
+    @property
+    def adaptive(self) -> bool:
+        return self.mode == "gradient_agreement"
+
+    def weights(self) -> Dict[str, float]:
+        if not self.adaptive:
+            return dict(self.base)
+        return {"raw": 2.0 * self.gamma * self.base["raw"], "rgb": 2.0 * (1.0 - self.gamma) * self.base["rgb"]}
+
+    def maybe_update(self, step: int, terms: Mapping[str, torch.Tensor], model: nn.Module,
+                     scale: float = 1.0) -> Optional[float]:
+        if not self.adaptive or step % self.every != 0:
+            return None
+        params = shared_parameters(model)
+        g1 = _flat_grad(terms["raw"] * (self.base["raw"] * scale), params)
+        g2 = _flat_grad(terms["rgb"] * (self.base["rgb"] * scale), params)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            both = torch.stack([g1, g2])
+            dist.all_reduce(both)
+            both /= dist.get_world_size()
+            g1, g2 = both[0], both[1]
+        if not (torch.isfinite(g1).all() and torch.isfinite(g2).all()):
+            return None  # keep the last gamma; the step itself is judged by the trainer
+        self.gamma = mgda_gamma(g1, g2)
+        return self.gamma
+
+    def state_dict(self) -> Dict[str, float]:
+        return {"mode": self.mode, "gamma": self.gamma}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.gamma = float(state.get("gamma", 0.5))
+
+
+def build_prior(cfg: Mapping) -> AdaptivePrior:
+    """From a whole config (its ``loss:`` section)."""
+    loss = cfg["loss"] if "loss" in cfg else cfg
+    prior = loss.get("prior") or {}
+    return AdaptivePrior(prior.get("weighting", "fixed"), prior.get("every", 1),
+                         (loss.get("raw") or {}).get("weight", 1.0), (loss.get("rgb") or {}).get("weight", 1.0))
+
+
+__all__ = ["AdaptivePrior", "build_prior", "mgda_gamma", "shared_parameters", "unwrap_model"]

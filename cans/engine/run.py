@@ -1,0 +1,71 @@
+"""What ``train.py`` does: data check, training, the before/after summary, the final test report."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Mapping, Optional
+
+from . import distributed as du
+
+
+def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str:
+    if not metrics or metrics.get(key) is None:
+        return "n/a"
+    return f"{metrics[key]:.{digits}f}"
+
+
+def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: bool = True) -> int:
+    """Train with ``cfg`` (resolved config); returns a process exit code.
+
+    Rank 0 creates the synthetic data set first when the config asks for it
+    (``data.synthetic.auto_create``); with ``train.test_at_end`` the best checkpoint (else
+    the last) is scored on the test split and the paper's two tables are printed.
+    """
+    from .trainer import NonFiniteLossError, Trainer
+
+    t0 = time.time()
+    device = du.init_distributed()
+    if du.is_main_process():
+        from ..data import ensure_synthetic
+        ensure_synthetic(cfg)
+    du.barrier()
+
+    trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+    try:
+        summary = trainer.fit()
+    except NonFiniteLossError as exc:
+        trainer.logger.info(f"error: {exc}")
+        trainer.close()
+        print(f"error: {exc}", file=sys.stderr)
+        du.cleanup_distributed()
+        return 1
+    log = trainer.logger.info
+    initial, final = summary.get("initial"), summary.get("final")
+    log(f"done: {summary['epochs_done']} epoch(s), {summary['steps']} step(s), "
+        f"{summary['nonfinite_steps']} skipped non-finite step(s), training {summary['wall_s']:.0f} s")
+    best = (f"; best {summary['best_psnr']:.3f} dB at epoch {summary['best_epoch']}"
+            if summary.get("best_epoch") else "")
+    if initial and final:
+        log(f"validation PSNR: untrained {_fmt(initial, 'psnr')} dB -> final {_fmt(final, 'psnr')} dB "
+            f"({final['psnr'] - initial['psnr']:+.3f} dB); SSIM {_fmt(initial, 'ssim', 4)} -> "
+            f"{_fmt(final, 'ssim', 4)}; RAW PSNR {_fmt(initial, 'raw_psnr')} -> {_fmt(final, 'raw_psnr')} dB" + best)
+    elif final:
+        log(f"validation: PSNR {_fmt(final, 'psnr')} dB, SSIM {_fmt(final, 'ssim', 4)}, "
+            f"RAW PSNR {_fmt(final, 'raw_psnr')} dB (epoch {final.get('epoch')})" + best)
+    ckpt_dir = trainer.ckpt_dir
+    trainer.close()
+    du.cleanup_distributed()
+
+    if cfg["train"].get("test_at_end") and du.get_rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
+        from .tester import run_test
+        best = os.path.join(ckpt_dir, "best.pth")
+        checkpoint = best if os.path.isfile(best) else os.path.join(ckpt_dir, "last.pth")
+        print(f"\ntesting {checkpoint} on the test split ...", flush=True)
+        run_test(cfg, checkpoint, device=str(device), progress=progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"total wall time {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+__all__ = ["train_main"]

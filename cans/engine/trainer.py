@@ -1,0 +1,591 @@
+"""The training loop of CANS (DESIGN.md section 3), single process or DistributedDataParallel.
+
+``Trainer(cfg, ...)`` builds everything from a resolved config (``cans.config.load_config``):
+the model (``model:``), the loss (``loss:``), AdamW with gradient clipping and a per-epoch
+cosine schedule (``train:``), the data loaders (``data:``), the run folder
+(``output_dir``: ``config.yaml``, ``train.log``, ``tensorboard/``, ``checkpoints/``), and
+``fit()`` trains, validates, saves and returns a summary dict.
+
+Batches are sample dicts of ``cans.data``: ``noisy_raw`` (B, C, h, w) float32, the
+ratio-amplified packed input; ``clean_raw`` (B, C, h, w), the colour-balanced clean packed
+RAW; ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1]. The model returns ``(rgb, raw)`` of the
+targets' shapes.
+
+Epoch ``e`` (0-based) trains at ``lr(e) = min_lr + 0.5 (base_lr - min_lr)(1 + cos(pi e / E))``
+(with ``warmup_epochs`` W > 0: ``base_lr (e + 1) / W`` for e < W, then the cosine over the
+remaining E - W epochs). Checkpoints record the number of completed epochs; a run
+interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..config import dump_config, split_options
+from ..losses import build_loss
+from . import distributed as du
+from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
+from .logger import RunLogger
+from .prior import build_prior, unwrap_model
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row; the message names the step."""
+
+
+# ---------------------------------------------------------------------------------------
+# Schedule, optimiser, device
+# ---------------------------------------------------------------------------------------
+
+def cosine_lr(epoch: int, epochs: int, base_lr: float, min_lr: float, warmup_epochs: int = 0) -> float:
+    """Learning rate of (0-based) ``epoch``: linear warm-up, then per-epoch cosine decay to ``min_lr``."""
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        return base_lr * (epoch + 1) / warmup_epochs
+    span = max(1, epochs - warmup_epochs)
+    t = min(max(epoch - warmup_epochs, 0), span)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / span))
+
+
+def build_optimizer(params, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    opt = train_cfg.get("optimizer") or {}
+    kind = opt.get("type", "AdamW")
+    classes = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
+    if kind not in classes:
+        raise ValueError(f"train.optimizer.type: unknown optimizer {kind!r}; expected one of {sorted(classes)}")
+    return classes[kind](params, lr=float(train_cfg["base_lr"]), betas=tuple(opt.get("betas", (0.9, 0.999))),
+                         eps=float(opt.get("eps", 1e-8)), weight_decay=float(opt.get("weight_decay", 0.0)))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, Any]):
+    """A ``LambdaLR`` stepped once per epoch (``cosine`` or ``constant``)."""
+    base = float(train_cfg["base_lr"])
+    if base <= 0:
+        raise ValueError(f"train.base_lr: expected a positive learning rate, got {base}")
+    kind = (train_cfg.get("lr_scheduler") or {}).get("type", "cosine")
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+    if kind != "cosine":
+        raise ValueError(f"train.lr_scheduler.type: unknown schedule {kind!r}; expected cosine or constant")
+    epochs, min_lr, warm = int(train_cfg["epochs"]), float(train_cfg["min_lr"]), int(train_cfg.get("warmup_epochs") or 0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_lr(e, epochs, base, min_lr, warm) / base)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    # torch seeds `random` and torch in each worker from the loader's base seed; numpy too
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _loader_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + rank) % (2 ** 63)
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------
+
+class Trainer:
+    """Train a CANS model from a resolved config.
+
+    Keyword arguments (all optional, for tests and custom use): ``model`` (an nn.Module
+    returning ``(rgb, raw)``; default ``cans.models.build_model(cfg)``), ``train_set`` /
+    ``valid_set`` (datasets of sample dicts; default ``cans.data.build_dataset(cfg, split)``;
+    ``valid_set=False`` disables validation), ``resume`` (a checkpoint path), ``progress``
+    (tqdm bars), ``device``.
+    """
+
+    def __init__(self, cfg: Mapping[str, Any], *, model: Optional[nn.Module] = None,
+                 train_set: Optional[Dataset] = None, valid_set=None, resume: Optional[str] = None,
+                 progress: bool = True, device: Optional[torch.device] = None):
+        self.cfg = cfg
+        self.tcfg = cfg["train"]
+        self.progress = progress
+        self.output_dir = cfg.get("output_dir") or os.path.join("runs", cfg.get("name") or "run")
+        self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
+
+        # device and processes
+        if device is None:
+            device = du.init_distributed()
+        else:
+            du.init_distributed(device.type)  # starts the process group when launched by torchrun
+        self.device = device
+        self.rank, self.world_size = du.get_rank(), du.get_world_size()
+        self.is_main = self.rank == 0
+        self.logger = RunLogger(self.output_dir, enabled=self.is_main)
+        if device.type == "cpu":
+            self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
+
+        if self.tcfg.get("num_threads"):
+            torch.set_num_threads(int(self.tcfg["num_threads"]))
+        self.seed = self.tcfg.get("manual_seed")
+        if self.seed is None:
+            self.seed = int(torch.empty((), dtype=torch.int64).random_(0, 2 ** 31 - 1).item())
+            self.seed = du.broadcast_object(self.seed)
+        self._setup_determinism()
+        seed_everything(self.seed)  # same initial weights on every rank
+
+        # model
+        if model is None:
+            from ..models import build_model
+            model = build_model(cfg)
+        if self.tcfg.get("pretrained"):
+            from ..models import load_weights
+            load_weights(model, self.tcfg["pretrained"])
+            self.logger.info(f"loaded pretrained weights {self.tcfg['pretrained']}")
+        self.block_size = getattr(model, "block_size", 2)
+        self.channels_last = bool(self.tcfg.get("channels_last"))
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model  # the bare network (checkpoints, evaluation)
+
+        # precision
+        self.amp = self.tcfg.get("amp") or "off"
+        if self.amp == "fp16" and device.type != "cuda":
+            raise ValueError("train.amp: fp16 needs a CUDA device (use 'bf16' or 'off' on the CPU)")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
+
+        # optimisation
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, self.tcfg)
+        self.scheduler = build_scheduler(self.optimizer, self.tcfg)
+        self.criterion = build_loss(cfg)
+        self.prior = build_prior(cfg)
+
+        # wrappers
+        train_model = model
+        if self.world_size > 1:
+            train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.tcfg.get("compile"):
+            train_model = torch.compile(train_model)
+        self.train_model = train_model
+
+        # data
+        if train_set is None:
+            from ..data import build_dataset
+            train_set = build_dataset(cfg, "train")
+        if valid_set is None:
+            from ..data import build_dataset
+            valid_set = build_dataset(cfg, "valid")
+        self.train_set = train_set
+        self.valid_set = valid_set or None
+        self.train_loader = self._train_loader(train_set)
+        self.valid_loader = self._valid_loader(self.valid_set) if self.valid_set is not None else None
+
+        # state
+        self.epoch = 0  # completed epochs
+        self.step = 0
+        self.best_metric = -math.inf
+        self.best_epoch = None
+        self.bad_validations = 0
+        self.nonfinite_total = 0
+        self.nonfinite_streak = 0
+        self.history: Dict[str, Any] = {"initial": None, "last": None}
+
+        if self.is_main:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            dump_config(cfg, os.path.join(self.output_dir, "config.yaml"))
+        if resume is None and self.tcfg.get("auto_resume"):
+            last = os.path.join(self.ckpt_dir, "last.pth")
+            if os.path.isfile(last):
+                resume = last
+        if resume:
+            self.load(resume)
+        else:
+            seed_everything(self.seed + self.rank)  # per-rank streams for augmentations
+
+    # ----------------------------------------------------------------- setup helpers
+    def _setup_determinism(self) -> None:
+        if self.tcfg.get("deterministic"):
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # warn_only: a few CUDA kernels (adaptive pooling backward) have no deterministic version
+            torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _loader_kwargs(self, train: bool) -> Dict[str, Any]:
+        data = self.cfg.get("data") or {}
+        workers = int(data.get("num_workers", 0))
+        kw: Dict[str, Any] = {"num_workers": workers, "pin_memory": bool(data.get("pin_memory")) and self.device.type == "cuda"}
+        if workers > 0:
+            # persistent workers keep the first epoch's seeds; a deterministic run reseeds them per epoch
+            kw["persistent_workers"] = bool(data.get("persistent_workers")) and not self.tcfg.get("deterministic")
+            kw["prefetch_factor"] = int(data.get("prefetch_factor") or 2)
+            kw["worker_init_fn"] = _worker_init
+        return kw
+
+    def _train_loader(self, dataset: Dataset) -> DataLoader:
+        opts = split_options(self.cfg, "train") if "data" in self.cfg else {"batch_size": 1}
+        batch = int(opts.get("batch_size") or 1)
+        self.train_sampler = None
+        self.loader_generator = torch.Generator()
+        self.loader_generator.manual_seed(_loader_seed(self.seed, 0, self.rank))
+        if self.world_size > 1:
+            self.train_sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
+                                                    shuffle=True, seed=self.seed, drop_last=False)
+            return DataLoader(dataset, batch_size=batch, sampler=self.train_sampler, drop_last=False,
+                              generator=self.loader_generator, **self._loader_kwargs(True))
+        return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=False,
+                          generator=self.loader_generator, **self._loader_kwargs(True))
+
+    def _valid_loader(self, dataset: Dataset) -> DataLoader:
+        opts = split_options(self.cfg, "valid") if "data" in self.cfg else {"batch_size": 1}
+        sampler = du.ShardSampler(len(dataset), self.rank, self.world_size)
+        kw = self._loader_kwargs(False)
+        kw["num_workers"] = min(kw["num_workers"], 2)
+        if kw["num_workers"] == 0:
+            kw = {"pin_memory": kw["pin_memory"]}
+        return DataLoader(dataset, batch_size=int(opts.get("batch_size") or 1), sampler=sampler, **kw)
+
+    def _set_epoch(self, epoch: int) -> None:
+        """Per-epoch seeds of the sampler and of the loader workers (resume-exact)."""
+        self.loader_generator.manual_seed(_loader_seed(self.seed, epoch, self.rank))
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        rng = capture_rng_state()
+        rng_ranks = None
+        if self.world_size > 1:
+            rng_ranks = [None] * self.world_size
+            torch.distributed.all_gather_object(rng_ranks, rng)
+        return {
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "bad_validations": self.bad_validations,
+            "rng": rng,
+            "rng_ranks": rng_ranks,
+            "world_size": self.world_size,
+            "config": dict(self.cfg),
+            "prior": self.prior.state_dict(),
+            "nonfinite": self.nonfinite_total,
+            "history": self.history,
+        }
+
+    def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
+        """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP)."""
+        state = self.state_dict() if state is None else state
+        if not self.is_main:
+            return None
+        path = os.path.join(self.ckpt_dir, name)
+        atomic_torch_save(state, path)
+        return path
+
+    def load(self, path: str) -> None:
+        """Restore everything saved by ``save`` (resume)."""
+        ckpt = load_checkpoint(path, map_location="cpu")
+        from ..models import load_state_dict_strict, extract_state_dict
+        load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: the optimizer state does not fit this model/optimizer: {exc}") from None
+        if ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.step = int(ckpt["step"])
+        self.best_metric = float(ckpt.get("best_metric", -math.inf))
+        self.best_epoch = ckpt.get("best_epoch")
+        self.bad_validations = int(ckpt.get("bad_validations", 0))
+        self.nonfinite_total = int(ckpt.get("nonfinite", 0))
+        self.history = ckpt.get("history") or self.history
+        if ckpt.get("prior"):
+            self.prior.load_state_dict(ckpt["prior"])
+        ranks = ckpt.get("rng_ranks")
+        if ranks and ckpt.get("world_size") == self.world_size:
+            restore_rng_state(ranks[self.rank])
+        elif self.world_size == 1:
+            restore_rng_state(ckpt.get("rng"))
+        else:  # a different number of processes: fresh per-rank streams
+            seed_everything(self.seed + self.rank + 7919 * self.epoch)
+        self.logger.info(f"resumed from {path}: {self.epoch} epoch(s), {self.step} step(s) done, "
+                         f"best PSNR {self.best_metric:.3f} dB")
+
+    # ----------------------------------------------------------------- training
+    def _nonfinite(self, reason: str) -> None:
+        self.nonfinite_total += 1
+        self.nonfinite_streak += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        limit = int(self.tcfg.get("max_nonfinite") or 10)
+        self.logger.warning(f"step {self.step}: {reason}; step skipped "
+                            f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
+        if self.nonfinite_streak >= limit:
+            raise NonFiniteLossError(
+                f"{limit} non-finite losses in a row, the last at step {self.step} (epoch {self.epoch + 1}); "
+                f"stopping. The last checkpoint in {self.ckpt_dir} was left as it was. Lower train.base_lr, "
+                "keep train.clip_grad on or switch train.amp off.")
+
+    def train_step(self, batch: Mapping[str, Any]) -> Optional[Dict[str, float]]:
+        """One optimiser step on ``batch``; returns the logged values, or None when skipped."""
+        x = self._to_device(batch["noisy_raw"])
+        targets = {k: self._to_device(batch[k]) for k in ("clean_raw", "clean_rgb")}
+        with self._autocast():
+            outputs = self.train_model(x)
+        terms = self.criterion(outputs, targets)
+        finite = torch.stack([t.detach() for t in terms.values()]).isfinite().all().float().reshape(1)
+        if self.world_size > 1:  # every rank must skip together, or the all-reduce hangs
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() < 1:
+            self._nonfinite("non-finite loss " + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items()))
+            return None
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.prior.maybe_update(self.step, terms, self.train_model, scale=scale)
+        weights = self.prior.weights()
+        total = self.criterion.weighted_sum(terms, weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.tcfg.get("clip_grad")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float(clip) if clip else float("inf"))
+        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
+            self._nonfinite(f"non-finite gradient norm {grad_norm.item()}")
+            return None
+        self.scaler.step(self.optimizer)  # the fp16 scaler skips inf/nan gradients itself
+        self.scaler.update()
+        self.step += 1
+        self.nonfinite_streak = 0
+        values = {k: v.item() for k, v in terms.items()}
+        values.update({"total": total.item(), "grad_norm": grad_norm.item(),
+                       "w_raw": weights["raw"], "w_rgb": weights["rgb"]})
+        if self.prior.adaptive:
+            values["gamma"] = self.prior.gamma
+        return values
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One pass over the training loader; returns the mean of the logged values."""
+        from tqdm import tqdm
+
+        self.train_model.train()
+        self._set_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        epochs = int(self.tcfg["epochs"])
+        log_every = max(1, int(self.tcfg.get("log_every") or 50))
+        tb_every = max(1, log_every // 10)
+        sums: Dict[str, float] = {}
+        count = 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (self.progress and self.is_main))
+        t_data = time.perf_counter()
+        for batch in bar:
+            t_start = time.perf_counter()
+            values = self.train_step(batch)
+            t_end = time.perf_counter()
+            if values is None:
+                t_data = time.perf_counter()
+                continue
+            values["data_time"] = t_start - t_data
+            values["step_time"] = t_end - t_start
+            values["lr"] = lr
+            if self.device.type == "cuda":
+                values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
+            if self.step % tb_every == 0:
+                self.logger.scalars(values, self.step, prefix="train")
+            if self.step % log_every == 0:
+                self.logger.info(f"epoch {epoch + 1} step {self.step} " +
+                                 " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            t_data = time.perf_counter()
+        bar.close()
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        means["lr"] = lr
+        return means
+
+    # ----------------------------------------------------------------- validation
+    def validate(self, epoch: int) -> Optional[Dict[str, float]]:
+        """Full-image validation with ``cans.engine.evaluate``; averaged over all ranks' images."""
+        if self.valid_loader is None:
+            return None
+        from .evaluate import evaluate
+
+        model = self.model
+        was_training = model.training
+        model.eval()
+        report = evaluate(model, self.valid_loader, self.device, amp=self.amp, channels_last=self.channels_last,
+                          progress=self.progress and self.is_main)
+        model.train(was_training)
+        metrics = {"psnr": report["reconstruction"]["psnr"], "ssim": report["reconstruction"]["ssim"],
+                   "raw_psnr": report["denoising"]["average"]["psnr"],
+                   "raw_ssim": report["denoising"]["average"]["ssim"]}
+        self.logger.scalars(metrics, self.step, prefix="valid")
+        if self.is_main:
+            self._log_images(self.step)
+        return metrics
+
+    @torch.no_grad()
+    def _log_images(self, step: int, max_side: int = 256) -> None:
+        """TensorBoard: input (brightened) | RGB output | RGB target, and RAW output | RAW target."""
+        if self.logger.writer is None or self.valid_set is None or len(self.valid_set) == 0:
+            return
+        from .images import raw_preview
+
+        sample = self.valid_set[0]
+        b = self.block_size
+        x = sample["noisy_raw"]
+        x = torch.as_tensor(x)
+        h, w = x.shape[-2:]
+        ch, cw = min(h, max_side), min(w, max_side)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = lambda t, s: torch.as_tensor(t)[..., top * s:(top + ch) * s, left * s:(left + cw) * s]
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with self._autocast():
+                rgb, raw = model(self._to_device(crop(x, 1)[None]))
+        except ValueError:  # crop smaller than the model accepts
+            model.train(was_training)
+            return
+        model.train(was_training)
+        rgb, raw = rgb[0].float().clamp(0, 1).cpu(), raw[0].float().cpu()
+        bright = crop(x, 1).float()
+        bright = bright / bright.mean().clamp_min(1e-6) * 0.18  # mid-grey exposure
+        panel = torch.cat([raw_preview(bright, b), rgb, crop(sample["clean_rgb"], b).float()], dim=2)
+        self.logger.image("valid/input_output_target", panel, step)
+        raw_panel = torch.cat([raw_preview(raw, b), raw_preview(crop(sample["clean_raw"], 1).float(), b)], dim=2)
+        self.logger.image("valid/raw_output_target", raw_panel, step)
+
+    # ----------------------------------------------------------------- main loop
+    def fit(self, max_epochs: Optional[int] = None) -> Dict[str, Any]:
+        """Train from ``self.epoch`` to ``train.epochs`` (or only ``max_epochs`` more); return a summary.
+
+        Saves ``last.pth`` every epoch, ``best.pth`` on a new best validation PSNR,
+        ``epoch_XXXX.pth`` every ``save_per_epoch``; Ctrl-C saves ``last.pth`` and re-raises.
+        """
+        epochs = int(self.tcfg["epochs"])
+        stop = epochs if max_epochs is None else min(epochs, self.epoch + max_epochs)
+        valid_every = max(1, int(self.tcfg.get("valid_per_epoch") or 1))
+        save_every = int(self.tcfg.get("save_per_epoch") or 0)
+        early = self.tcfg.get("early_stop")
+        started = time.time()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.logger.info(f"run {self.output_dir}: {type(unwrap_model(self.model)).__name__} {n_params:,} parameters, "
+                         f"{len(self.train_set)} training samples/epoch, "
+                         f"{len(self.valid_set) if self.valid_set is not None else 0} validation images, "
+                         f"device {self.device}, {self.world_size} process(es), amp {self.amp}, "
+                         f"epochs {self.epoch + 1}..{stop} of {epochs}")
+        if self.epoch == 0 and self.history.get("initial") is None and self.tcfg.get("validate_at_start") \
+                and self.valid_loader is not None:
+            metrics = self.validate(0)
+            self.history["initial"] = metrics
+            self.logger.info(f"untrained model: validation PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}, "
+                             f"RAW PSNR {metrics['raw_psnr']:.3f} dB")
+        stopped_early = False
+        try:
+            for epoch in range(self.epoch, stop):
+                t0 = time.time()
+                means = self.train_epoch(epoch)
+                self.scheduler.step()
+                self.epoch = epoch + 1
+                self.logger.scalars({"epoch_loss": means.get("total"), "lr": means["lr"]}, self.step, prefix="epoch")
+                msg = (f"epoch {self.epoch}/{epochs} loss {means.get('total', float('nan')):.4f} "
+                       f"(raw {means.get('raw', float('nan')):.4f}, rgb {means.get('rgb', float('nan')):.4f}) "
+                       f"lr {means['lr']:.3e} {time.time() - t0:.1f}s")
+                if self.prior.adaptive:
+                    msg += f" gamma {self.prior.gamma:.3f}"
+                is_best = False
+                if self.valid_loader is not None and (self.epoch % valid_every == 0 or self.epoch == epochs):
+                    metrics = self.validate(epoch)
+                    self.history["last"] = dict(metrics, epoch=self.epoch)
+                    msg += f" | valid PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} RAW {metrics['raw_psnr']:.3f} dB"
+                    if metrics["psnr"] > self.best_metric:
+                        self.best_metric, self.best_epoch, is_best = metrics["psnr"], self.epoch, True
+                        self.bad_validations = 0
+                        msg += " (best)"
+                    else:
+                        self.bad_validations += 1
+                self.logger.info(msg)
+                state = self.state_dict()
+                self.save("last.pth", state)
+                if is_best:
+                    self.save("best.pth", state)
+                if save_every and self.epoch % save_every == 0:
+                    self.save(f"epoch_{self.epoch:04d}.pth", state)
+                self.logger.flush()
+                if early and self.bad_validations >= int(early):
+                    self.logger.info(f"early stop: {self.bad_validations} validations without a new best")
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            if self.is_main:
+                path = os.path.join(self.ckpt_dir, "last.pth")
+                atomic_torch_save(self._interrupt_state(), path)
+                self.logger.info(f"interrupted: saved {path} ({self.epoch} complete epoch(s), step {self.step}); "
+                                 "continue with --resume or train.auto_resume=true")
+            raise
+        summary = {
+            "output_dir": self.output_dir, "epochs_done": self.epoch, "steps": self.step,
+            "best_psnr": None if self.best_epoch is None else self.best_metric, "best_epoch": self.best_epoch,
+            "initial": self.history.get("initial"), "final": self.history.get("last"),
+            "nonfinite_steps": self.nonfinite_total, "stopped_early": stopped_early,
+            "wall_s": round(time.time() - started, 1),
+        }
+        if self.is_main:
+            tmp = os.path.join(self.output_dir, "train_summary.json.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(summary, fh, indent=2)
+            os.replace(tmp, os.path.join(self.output_dir, "train_summary.json"))
+        self.logger.flush()
+        return summary
+
+    def _interrupt_state(self) -> Dict[str, Any]:
+        # no collective calls here: other ranks may already be gone
+        state = {
+            "model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch, "step": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+            "bad_validations": self.bad_validations, "rng": capture_rng_state(), "rng_ranks": None,
+            "world_size": self.world_size, "config": dict(self.cfg), "prior": self.prior.state_dict(),
+            "nonfinite": self.nonfinite_total, "history": self.history, "interrupted": True,
+        }
+        return state
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+__all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything"]

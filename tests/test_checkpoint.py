@@ -1,0 +1,75 @@
+"""Atomic checkpoint writes and RNG state round trips."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cans.engine import checkpoint as ck
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _state(v):
+    return {"model": {"w": torch.full((64, 64), float(v))}, "optimizer": {}, "epoch": v, "step": 10 * v}
+
+
+def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoints" / "last.pth")
+    ck.atomic_torch_save(_state(1), path)
+    real_save = torch.save
+
+    def half_save(obj, f, *a, **k):
+        import io
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        data = buf.getvalue()
+        f.write(data[: len(data) // 2])  # half the bytes, then the "crash"
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(KeyboardInterrupt):
+        ck.atomic_torch_save(_state(2), path)
+    monkeypatch.setattr(torch, "save", real_save)
+    loaded = ck.load_checkpoint(path)
+    assert loaded["epoch"] == 1 and torch.equal(loaded["model"]["w"], torch.ones(64, 64))
+    assert not (tmp_path / "checkpoints" / "last.pth.tmp").exists()
+
+
+def test_truncated_file_gives_a_clear_error(tmp_path):
+    path = tmp_path / "last.pth"
+    ck.atomic_torch_save(_state(1), str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        ck.load_checkpoint(str(path))
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        ck.load_checkpoint(str(tmp_path / "nothere.pth"))
+
+
+def test_weights_only_file_is_refused_for_resume(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"params": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="train.pretrained"):
+        ck.load_checkpoint(str(path))
+
+
+def test_rng_round_trip(tmp_path):
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    state = ck.capture_rng_state()
+    path = str(tmp_path / "rng.pth")
+    ck.atomic_torch_save({"model": {}, "optimizer": {}, "epoch": 0, "step": 0, "rng": state}, path)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)
+    ck.restore_rng_state(ck.load_checkpoint(path)["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]

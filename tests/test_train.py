@@ -1,0 +1,237 @@
+"""Training loop on tiny in-memory data: loss goes down, exact resume, lr schedule, non-finite rule."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from cans.config import validate
+from cans.engine.checkpoint import load_checkpoint
+from cans.engine.trainer import NonFiniteLossError, Trainer, cosine_lr
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+TINY_MODEL = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1,
+              "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1], "adaptive_size": 2, "block_size": 2}
+
+
+class TinyPairs(Dataset):
+    """Hand-made pairs: a smooth clean packed RAW, its 'RGB' (a fixed linear map, upsampled x2),
+    and a noisy input; random crops of ``patch`` packed pixels drawn from the global torch and
+    numpy generators (so resume must restore them). ``nan_every``: every k-th sample's input is NaN."""
+
+    def __init__(self, n=4, size=24, patch=16, seed=0, nan_every=0, all_nan=False):
+        g = torch.Generator().manual_seed(seed)
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+        self.clean = []
+        for i in range(n):
+            c = torch.rand(4, 1, 1, generator=g)
+            self.clean.append((0.2 + 0.6 * c * (0.5 + 0.5 * torch.sin(3 * (xx + i) + 2 * yy))).float())
+        self.noise = [0.05 * torch.randn(4, size, size, generator=g) for _ in range(n)]
+        self.n, self.size, self.patch = n, size, patch
+        self.nan_every, self.all_nan = nan_every, all_nan
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        clean = self.clean[i]
+        noisy = clean + self.noise[i]
+        y = int(torch.randint(0, self.size - self.patch + 1, (1,)).item())
+        x = int(np.random.randint(0, self.size - self.patch + 1))
+        sl = (slice(None), slice(y, y + self.patch), slice(x, x + self.patch))
+        c, nz = clean[sl], noisy[sl].clone()
+        if self.all_nan or (self.nan_every and i % self.nan_every == 0):
+            nz[:] = float("nan")
+        rgb = torch.stack([c[0], 0.5 * (c[1] + c[3]), c[2]])
+        rgb = rgb.repeat_interleave(2, 1).repeat_interleave(2, 2).clamp(0, 1)
+        return {"noisy_raw": nz, "clean_raw": c, "clean_rgb": rgb, "ratio": 100.0,
+                "input_exposure": 0.1, "gt_exposure": 10.0, "img_file": f"in{i}", "lbl_file": f"gt{i}"}
+
+
+def make_cfg(tmp_path, **train):
+    tcfg = {"base_lr": 2e-3, "min_lr": 2e-4, "epochs": 2, "clip_grad": 1.0, "save_per_epoch": 1,
+            "manual_seed": 7, "deterministic": True, "log_every": 1}
+    tcfg.update(train)
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": TINY_MODEL,
+                    "data": {"num_workers": 0, "train": {"batch_size": 2}}, "train": tcfg})
+    return cfg
+
+
+def weights(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=25, base_lr=3e-3, min_lr=3e-3, save_per_epoch=0, log_every=1000)
+    data = TinyPairs(n=2, size=16, patch=16)
+    tr = Trainer(cfg, train_set=data, valid_set=False, progress=False, device=torch.device("cpu"))
+    batch = {k: torch.stack([data[i][k] for i in range(2)]) for k in ("noisy_raw", "clean_raw", "clean_rgb")}
+
+    def loss_now():
+        with torch.no_grad():
+            terms = tr.criterion(tr.model(batch["noisy_raw"]), batch)
+        return sum(terms.values()).item()
+
+    before = loss_now()
+    summary = tr.fit()
+    after = loss_now()
+    tr.close()
+    assert summary["steps"] == 25
+    assert after < 0.5 * before, (before, after)
+
+
+def test_resume_is_exact(tmp_path):
+    data_kw = dict(n=5, size=24, patch=16)
+    straight = Trainer(make_cfg(tmp_path / "a"), train_set=TinyPairs(**data_kw), valid_set=False,
+                       progress=False, device=torch.device("cpu"))
+    straight.fit()
+    w_straight = weights(straight)
+    straight.close()
+
+    first = Trainer(make_cfg(tmp_path / "b"), train_set=TinyPairs(**data_kw), valid_set=False,
+                    progress=False, device=torch.device("cpu"))
+    first.fit(max_epochs=1)
+    w_half = weights(first)
+    first.close()
+    last = tmp_path / "b" / "run" / "checkpoints" / "last.pth"
+    assert last.is_file()
+    # touch every RNG in between: the resumed run must not depend on it
+    torch.rand(100), np.random.rand(10)
+    second = Trainer(make_cfg(tmp_path / "b"), train_set=TinyPairs(**data_kw), valid_set=False,
+                     resume=str(last), progress=False, device=torch.device("cpu"))
+    assert second.epoch == 1 and second.step == first.step
+    second.fit()
+    w_resumed = weights(second)
+    second.close()
+    assert any(not torch.equal(w_half[k], w_straight[k]) for k in w_straight)
+    for k in w_straight:
+        assert torch.equal(w_straight[k], w_resumed[k]), k
+    ckpt = load_checkpoint(str(last))
+    assert ckpt["epoch"] == 2 and {"python", "numpy", "torch"} <= set(ckpt["rng"])
+    assert (tmp_path / "b" / "run" / "checkpoints" / "epoch_0001.pth").is_file()
+
+
+def test_auto_resume_continues_from_last(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=3, auto_resume=True)
+    tr = Trainer(cfg, train_set=TinyPairs(n=2), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit(max_epochs=2)
+    steps = tr.step
+    tr.close()
+    tr2 = Trainer(cfg, train_set=TinyPairs(n=2), valid_set=False, progress=False, device=torch.device("cpu"))
+    assert tr2.epoch == 2 and tr2.step == steps
+    s = tr2.fit()
+    tr2.close()
+    assert s["epochs_done"] == 3
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_lr_follows_the_cosine_formula(tmp_path, warmup):
+    base, low, epochs = 2e-4, 2e-5, 6
+    cfg = make_cfg(tmp_path, epochs=epochs, base_lr=base, min_lr=low, warmup_epochs=warmup,
+                   save_per_epoch=0, deterministic=False)
+    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    seen = []
+    orig = tr.train_epoch
+
+    def spy(epoch):
+        seen.append((epoch, tr.optimizer.param_groups[0]["lr"]))
+        return orig(epoch)
+
+    tr.train_epoch = spy
+    tr.fit()
+    tr.close()
+    assert [e for e, _ in seen] == list(range(epochs))
+    for e, lr in seen:
+        if e < warmup:
+            expected = base * (e + 1) / warmup
+        else:
+            t, span = e - warmup, epochs - warmup
+            expected = low + 0.5 * (base - low) * (1 + math.cos(math.pi * t / span))
+        assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15), (e, lr, expected)
+    assert seen[0][1] == pytest.approx(base if warmup == 0 else base / warmup)
+    assert cosine_lr(epochs, epochs, base, low) == pytest.approx(low)
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=2, save_per_epoch=0, deterministic=False)
+    cfg["data"]["train"]["batch_size"] = 1
+    data = TinyPairs(n=6, size=16, nan_every=3)  # samples 0 and 3 are NaN
+    tr = Trainer(cfg, train_set=data, valid_set=False, progress=False, device=torch.device("cpu"))
+    s = tr.fit()
+    tr.close()
+    assert s["nonfinite_steps"] == 4 and s["steps"] == 8
+    assert all(torch.isfinite(v).all() for v in tr.model.state_dict().values())
+
+
+def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=3, save_per_epoch=0, deterministic=False, max_nonfinite=4)
+    cfg["data"]["train"]["batch_size"] = 1
+    good = Trainer(cfg, train_set=TinyPairs(n=3, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    good.fit(max_epochs=1)
+    good.close()
+    last = tmp_path / "run" / "checkpoints" / "last.pth"
+    before = last.read_bytes()
+    bad = Trainer(cfg, train_set=TinyPairs(n=6, size=16, all_nan=True), valid_set=False, resume=str(last),
+                  progress=False, device=torch.device("cpu"))
+    with pytest.raises(NonFiniteLossError, match=r"4 non-finite losses in a row, the last at step 3"):
+        bad.fit()
+    bad.close()
+    assert last.read_bytes() == before
+    assert load_checkpoint(str(last))["epoch"] == 1
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=1, amp="bf16", channels_last=True, save_per_epoch=0, deterministic=False)
+    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    w0 = weights(tr)
+    s = tr.fit()
+    tr.close()
+    assert s["steps"] == 1
+    w1 = weights(tr)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    assert all(torch.isfinite(v).all() for v in w1.values())
+
+
+def test_fp16_on_cpu_is_refused_clearly(tmp_path):
+    cfg = make_cfg(tmp_path, amp="fp16")
+    with pytest.raises(ValueError, match="train.amp"):
+        Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+
+
+def test_gradient_agreement_prior_trains_and_logs_gamma(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=2, save_per_epoch=0, deterministic=False)
+    cfg["loss"]["prior"] = {"weighting": "gradient_agreement", "every": 1}
+    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit()
+    tr.close()
+    assert 0.0 <= tr.prior.gamma <= 1.0 and tr.prior.gamma != 0.5
+    ckpt = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pth"))
+    assert ckpt["prior"]["gamma"] == tr.prior.gamma
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "gamma" in log
+
+
+def test_pretrained_loads_weights_only(tmp_path):
+    cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
+    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit()
+    tr.close()
+    path = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
+    cfg2 = make_cfg(tmp_path / "b", epochs=1, pretrained=str(path), manual_seed=99)
+    tr2 = Trainer(cfg2, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    assert tr2.epoch == 0 and tr2.step == 0
+    for k, v in weights(tr).items():
+        assert torch.equal(v, tr2.model.state_dict()[k])
+    tr2.close()

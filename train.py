@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Train CANS / CANS++ (the paper's recipe, or any config).
+
+    python train.py -c configs/CANS_Plus/Sony.yaml
+    python train.py -c configs/demo.yaml --set train.epochs=2 data.train.patch_size=256
+    python train.py -c configs/CANS_Plus/Sony.yaml --resume runs/CANS_Plus_Sony/checkpoints/last.pth
+    torchrun --nproc_per_node 4 train.py -c configs/CANS_Plus/Sony.yaml      # several GPUs (DDP)
+
+The run folder (output_dir, default runs/<name>) gets config.yaml, train.log, tensorboard/,
+checkpoints/{last,best,epoch_XXXX}.pth and train_summary.json; see cans/engine/trainer.py.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, values parsed as YAML, e.g. train.base_lr=1e-4 train.amp=bf16")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from a training checkpoint (model, optimizer, schedule, epoch, RNG)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from cans.config import ConfigError, load_config
+    from cans.engine.run import train_main
+
+    try:
+        from cans.data import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ValueError
+    try:
+        cfg = load_config(args.config, args.set)
+        return train_main(cfg, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
