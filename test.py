@@ -35,14 +35,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from cans.config import ConfigError, load_config
-    from cans.engine.tester import TestSetupError, run_test, run_throughput
+    from cans.cli import run_cli
+    from cans.config import load_config
+    from cans.engine.tester import run_test, run_throughput
 
-    try:
-        from cans.data import DataError
-    except ImportError:  # pragma: no cover
-        DataError = ValueError
-    try:
+    def run() -> int:
         cfg = load_config(args.config, args.set)
         if args.throughput:
             run_throughput(cfg, args.checkpoint, device=args.device, size=args.size, out_dir=args.out,
@@ -52,10 +49,9 @@ def main(argv=None) -> int:
                      compare_paper=True if args.compare_paper else None,
                      save_images=False if args.no_images else None, max_images=args.max_images,
                      progress=not args.no_progress)
-    except (ConfigError, TestSetupError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

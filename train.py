@@ -29,23 +29,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from cans.config import ConfigError, load_config
+    from cans.cli import run_cli
+    from cans.config import load_config
     from cans.engine.run import train_main
 
-    try:
-        from cans.data import DataError
-    except ImportError:  # pragma: no cover
-        DataError = ValueError
-    try:
-        cfg = load_config(args.config, args.set)
-        return train_main(cfg, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
+    return run_cli(lambda: train_main(load_config(args.config, args.set), resume=args.resume,
+                                      progress=not args.no_progress))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,15 +10,6 @@ import torch
 from cans.engine import checkpoint as ck
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _state(v):
     return {"model": {"w": torch.full((64, 64), float(v))}, "optimizer": {}, "epoch": v, "step": 10 * v}
 

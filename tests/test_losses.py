@@ -8,15 +8,6 @@ from cans.config import validate
 from cans.losses import build_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_terms_and_weights_follow_the_config():
     cfg = validate({"loss": {"raw": {"type": "MSE", "weight": 0.5}, "rgb": {"type": "L1", "weight": 2.0}}})
     loss = build_loss(cfg)

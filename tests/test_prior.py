@@ -8,15 +8,6 @@ from cans.engine.prior import AdaptivePrior, mgda_gamma, shared_parameters
 from cans.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def brute_force_gamma(g1, g2, n=20001):
     """Grid search of |gamma g1 + (1 - gamma) g2|^2 = |g2 + gamma (g1 - g2)|^2 over [0, 1]."""
     a, b = g1.double().reshape(-1), g2.double().reshape(-1)

@@ -14,14 +14,6 @@ from cans.engine.checkpoint import load_checkpoint
 from cans.engine.trainer import NonFiniteLossError, Trainer, cosine_lr
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a busy machine 2 threads stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 TINY_MODEL = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1,
               "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1], "adaptive_size": 2, "block_size": 2}
 

@@ -1,0 +1,25 @@
+"""Shared handling for the command-line entry points: user errors become one line and exit 2."""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from .config import ConfigError
+from .data import DataError
+from .engine.tester import TestSetupError
+from .inference import InferenceError
+
+# Errors caused by the user's input (config, data, files): print the message, no traceback.
+USER_ERRORS = (ConfigError, DataError, TestSetupError, InferenceError, FileNotFoundError)
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Run ``main()``; a user error prints ``error: <message>`` and returns 2, Ctrl-C returns 130."""
+    try:
+        return int(main() or 0)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
