@@ -110,3 +110,23 @@ def test_resolved_config_round_trips(tmp_path):
         again = load_config(str(out))
         assert again == cfg, path
         assert yaml.safe_load(out.read_text()) == cfg
+
+
+def test_cli_turns_user_errors_into_one_line(capsys):
+    from cans.cli import run_cli
+    from cans.data import DataError
+
+    def bad_config():
+        load_config("nowhere.yaml")
+
+    def worker_error():  # as torch re-raises an error from a DataLoader worker
+        raise DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                        "call last):\n  File \"x.py\", line 1\ncans.data.errors.DataError: data.train.patch_size "
+                        "4096 is larger than the image\n")
+
+    assert run_cli(bad_config) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config file not found: ") and err.endswith("nowhere.yaml")
+    assert run_cli(worker_error) == 2
+    assert capsys.readouterr().err.strip() == "error: data.train.patch_size 4096 is larger than the image"
+    assert run_cli(lambda: 0) == 0
