@@ -14,6 +14,7 @@ Samples are dicts, see :mod:`cans.data.base`.
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -61,7 +62,29 @@ def build_dataset(cfg: Mapping[str, Any], split: str, log: Callable[[str], None]
 
 
 def _worker_init(worker_id: int) -> None:
-    np.random.seed(torch.initial_seed() % 2 ** 32)
+    # torch seeds `random` and torch in each worker from the loader's base seed; numpy too
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def loader_kwargs(cfg: Mapping[str, Any], pin_memory: Optional[bool] = None) -> Dict[str, Any]:
+    """The DataLoader options every loader of the project shares, from ``data``: num_workers,
+    pin_memory (default: when CUDA is available), persistent_workers, prefetch_factor and the
+    worker seeding; workers that read RAW files (``load_npy: false``) are spawned, not forked
+    (LibRaw's OpenMP threads do not survive a fork: a forked worker would hang)."""
+    data = cfg["data"]
+    workers = int(data.get("num_workers", 0))
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    kwargs: Dict[str, Any] = dict(num_workers=workers, pin_memory=bool(data.get("pin_memory", False)) and pin_memory)
+    if workers > 0:
+        kwargs["persistent_workers"] = bool(data.get("persistent_workers", False))
+        kwargs["prefetch_factor"] = int(data.get("prefetch_factor") or 2)
+        kwargs["worker_init_fn"] = _worker_init
+        if not data.get("load_npy", True) and data.get("type") != "MCRDictSet":
+            kwargs["multiprocessing_context"] = "spawn"
+    return kwargs
 
 
 def build_dataloader(cfg: Mapping[str, Any], split: str, distributed: bool = False,
@@ -89,18 +112,8 @@ def build_dataloader(cfg: Mapping[str, Any], split: str, distributed: bool = Fal
     if seed is not None:
         generator = torch.Generator()
         generator.manual_seed(seed)
-    workers = int(data.get("num_workers", 0))
-    kwargs: Dict[str, Any] = dict(batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                                  num_workers=workers, drop_last=train, generator=generator,
-                                  pin_memory=bool(data.get("pin_memory", False)) and torch.cuda.is_available())
-    if workers > 0:
-        kwargs["persistent_workers"] = bool(data.get("persistent_workers", False))
-        kwargs["prefetch_factor"] = int(data.get("prefetch_factor", 2))
-        kwargs["worker_init_fn"] = _worker_init
-        if not data.get("load_npy", True) and data["type"] != "MCRDictSet":
-            # rawpy mode: LibRaw's OpenMP threads do not survive fork (a worker would hang)
-            kwargs["multiprocessing_context"] = "spawn"
-    return DataLoader(dataset, **kwargs)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=train, generator=generator, **loader_kwargs(cfg))
 
 
 def synthetic_exists(path: str) -> bool:
@@ -128,6 +141,6 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     return True
 
 
-__all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "ensure_synthetic", "DataError",
+__all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "loader_kwargs", "ensure_synthetic", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "pack_bayer", "pack_xtrans",
            "read_bayer"]

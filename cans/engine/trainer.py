@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import dump_config, split_options
+from ..data import loader_kwargs
 from ..losses import build_loss
 from . import distributed as du
 from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
@@ -84,13 +85,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def _worker_init(worker_id: int) -> None:
-    # torch seeds `random` and torch in each worker from the loader's base seed; numpy too
-    seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def _loader_seed(seed: int, epoch: int, rank: int) -> int:
@@ -225,14 +219,12 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     def _loader_kwargs(self, train: bool) -> Dict[str, Any]:
-        data = self.cfg.get("data") or {}
-        workers = int(data.get("num_workers", 0))
-        kw: Dict[str, Any] = {"num_workers": workers, "pin_memory": bool(data.get("pin_memory")) and self.device.type == "cuda"}
-        if workers > 0:
+        if "data" not in self.cfg:  # in-memory datasets (tests)
+            return {"num_workers": 0}
+        kw = loader_kwargs(self.cfg, pin_memory=self.device.type == "cuda")
+        if "persistent_workers" in kw and self.tcfg.get("deterministic"):
             # persistent workers keep the first epoch's seeds; a deterministic run reseeds them per epoch
-            kw["persistent_workers"] = bool(data.get("persistent_workers")) and not self.tcfg.get("deterministic")
-            kw["prefetch_factor"] = int(data.get("prefetch_factor") or 2)
-            kw["worker_init_fn"] = _worker_init
+            kw["persistent_workers"] = False
         return kw
 
     def _train_loader(self, dataset: Dataset) -> DataLoader:
@@ -255,7 +247,7 @@ class Trainer:
         kw = self._loader_kwargs(False)
         kw["num_workers"] = min(kw["num_workers"], 2)
         if kw["num_workers"] == 0:
-            kw = {"pin_memory": kw["pin_memory"]}
+            kw = {"pin_memory": kw.get("pin_memory", False)}
         return DataLoader(dataset, batch_size=int(opts.get("batch_size") or 1), sampler=sampler, **kw)
 
     def _set_epoch(self, epoch: int) -> None:
