@@ -96,3 +96,12 @@ def test_build_model_rejects_unknown_type_and_argument():
         build_model({"type": "CANS_Pls"})
     with pytest.raises(ValueError, match="widht"):
         build_model({"type": "CANS", "widht": 8})
+
+
+def test_load_weights_junk_file_is_a_clear_error(tmp_path):
+    cfg = dict(type="CANS", in_channel=4, width=8, middle_blk_num=1, enc_blk_nums=[1, 1],
+               dec_blk_nums=[1, 1], adaptive_size=2, block_size=2)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(ValueError, match=r"junk\.pth: not a PyTorch checkpoint"):
+        load_weights(build_model(cfg), str(junk))

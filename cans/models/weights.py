@@ -54,7 +54,8 @@ def load_weights(model: nn.Module, path: str, map_location="cpu") -> nn.Module:
         try:
             obj = torch.load(path, map_location=map_location, weights_only=False)
         except Exception:
-            raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+            raise ValueError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a truncated "
+                             f"one ({type(exc).__name__}: {exc})") from None
     state = extract_state_dict(obj, source=path)
     load_state_dict_strict(model, state, source=path)
     return model
