@@ -197,12 +197,13 @@ def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int
 
 
 def find_inputs(inputs: Sequence[str]) -> List[str]:
-    """Files as given, plus the RAW files (by extension) directly inside any folder given."""
+    """Files as given, plus the RAW files (by extension) directly inside any folder given
+    (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out)."""
     files: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, n) for n in os.listdir(item)
-                           if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS
+                           if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS and not n.startswith(".")
                            and os.path.isfile(os.path.join(item, n)))
             if not found:
                 raise InferenceError(f"{item}: no RAW files in this folder (extensions "

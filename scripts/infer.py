@@ -44,6 +44,10 @@ def parse_args(argv=None):
             p.error(f"--ratio: expected a number or 'auto', got {args.ratio!r}")
         if args.ratio <= 0:
             p.error("--ratio must be positive")
+    if not args.target_mean > 0:
+        p.error(f"--target-mean must be positive, got {args.target_mean}")
+    if not args.max_ratio >= 1:
+        p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
     return args
 
 

@@ -160,3 +160,82 @@ def test_mcr_loader(tmp_path):
     os.remove(tmp_path / names[1].split()[1])
     with pytest.raises(DataError, match="image file not found: .*Color_RAW_GT"):
         MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", **QUIET)
+
+
+def test_prepare_again_on_synthetic_set_keeps_its_lists(base_set, sony_copy):
+    """Re-running the preparation on a synthetic set (no --lists-dir) uses the set's own lists:
+    deleted caches come back byte for byte and the list files stay as they were (it used to read
+    the official SID lists and overwrite the set's lists with the few coincidental pairs)."""
+    lists = {p.name: p.read_text() for p in sony_copy.glob("Sony_*list.txt")}
+    gone = [cache_path(str(sony_copy), "./Sony/short/00001_01_0.04s.ARW", "pack"),
+            cache_path(str(sony_copy), "./Sony/long/10001_00_10s.ARW", "post_int")]
+    for path in gone:
+        os.remove(path)
+    summary = prepare_sid(str(sony_copy), "Sony", workers=0, progress=False, **QUIET)
+    assert summary["lists_dir"] == str(sony_copy) and not summary["failed"]
+    for path in gone:
+        assert Path(path).read_bytes() == Path(path.replace(str(sony_copy), str(base_set))).read_bytes()
+    assert {p.name: p.read_text() for p in sony_copy.glob("Sony_*list.txt")} == lists
+
+
+def test_prepare_with_foreign_lists_does_not_empty_a_list(sony_copy, tmp_path):
+    """Lists naming files that are not there: capped failure listing with a hint, and a list whose
+    every pair failed is not replaced by an empty one; no RAW folder at all is one clear error."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "Sony_test_list.txt").write_text(
+        "".join(f"./Sony/short/1{i:04d}_00_0.1s.ARW ./Sony/long/1{i:04d}_00_10s.ARW ISO200 F8\n"
+                for i in range(500, 530)))
+    before = (sony_copy / "Sony_test_list.txt").read_text()
+    messages = []
+    summary = prepare_sid(str(sony_copy), "Sony", lists_dir=str(foreign), workers=0, progress=False,
+                          log=messages.append)
+    assert len(summary["failed"]) == 60 and summary["lists_not_written"] == ["Sony_test_list.txt"]
+    assert (sony_copy / "Sony_test_list.txt").read_text() == before
+    assert sum("FAILED" in m for m in messages) <= 21 and any("40 more" in m for m in messages)
+    assert any("60 RAW file(s)" in m and "--lists-dir" in m for m in messages)
+    empty = tmp_path / "empty_sid"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"none of the RAW folders .*Sony/short"):
+        prepare_sid(str(empty), "Sony", lists_dir=str(foreign), workers=0, progress=False, **QUIET)
+
+
+def test_fuji_loader_refuses_a_bayer_file(sony_copy):
+    from cans.data import FujiDictSet
+    lst = (sony_copy / "Sony_train_list.txt").read_text()
+    (sony_copy / "Fuji_train_list.txt").write_text(lst)
+    ds = FujiDictSet(str(sony_copy), "Fuji_train_list.txt", "test", load_npy=False, **QUIET)
+    with pytest.raises(DataError, match=r"2x2 colour filter .*expects a 6x6 X-Trans"):
+        ds[0]
+
+
+def test_mcr_ratio_not_capped_and_16bit_png_refused(tmp_path):
+    """DESIGN.md section 2: MCR ratio = gt / input exposure (no cap at 300, unlike SID)."""
+    stem = "C00001_48mp_0x8_0x0010"    # input exposure 16, gt 12287: ratio 767.9
+    inp, gt, rgb = f"in/{stem}.png", f"gt/{stem}.png", f"rgb/{stem}.png"
+    rng = np.random.default_rng(1)
+    for rel, arr in ((inp, rng.integers(0, 3, (112, 112), dtype=np.uint8)),
+                     (gt, rng.integers(0, 255, (112, 112), dtype=np.uint8)),
+                     (rgb, rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(tmp_path / rel, arr)
+    (tmp_path / "MCR_test_list.txt").write_text(f"{inp} {gt} {rgb}\n")
+    s = MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", max_clip=None, **QUIET)[0]
+    assert s["ratio"] == pytest.approx(12287 / 16)
+    raw_in = iio.imread(tmp_path / inp).astype(np.float32) / 255
+    np.testing.assert_allclose(s["noisy_raw"][0].numpy(), raw_in[0::2, 0::2] * (12287 / 16), rtol=1e-6)
+    iio.imwrite(tmp_path / gt, rng.integers(0, 4096, (112, 112), dtype=np.uint16))
+    with pytest.raises(DataError, match=r"gt/C00001.*8-bit"):
+        MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", **QUIET)[0]
+
+
+def test_skipped_test_pair_names_its_stand_in(sony_copy):
+    """valid/test with skip_bad_files: the pair scored in place of a bad one is named in the log."""
+    messages = []
+    ds = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", load_npy=False, skip_bad_files=True,
+                     log=messages.append)
+    first = ds.entries[0]
+    _truncate(os.path.join(str(sony_copy), first.img_file), 0.3)
+    s = ds[0]
+    assert s["img_file"] == ds.entries[1].img_file and ds.runtime_skipped == 1
+    assert any("stands in for the bad pair " + first.source in m and "counted twice" in m for m in messages)

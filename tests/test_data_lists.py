@@ -103,3 +103,18 @@ def test_mcr_exposures(tmp_path):
     lst.write_text("in/C00001_48mp_0x8_0xzzzz.png gt.png rgb.png\n")
     with pytest.raises(DataError, match="hexadecimal"):
         parse_mcr_list(str(lst))
+
+
+def test_byte_order_mark_and_non_utf8_line(tmp_path):
+    line = "./Sony/short/10003_00_0.04s.ARW ./Sony/long/10003_00_10s.ARW ISO200 F9\n"
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + line.encode())
+    assert parse_sid_list(str(bom))[0].img_file == "./Sony/short/10003_00_0.04s.ARW"
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(line.encode() + b"./Sony/short/10003_01_0.04s.ARW ./Sony/long/caf\xe9_10s.ARW\n")
+    with pytest.raises(DataError, match=r"latin1.txt:2: not UTF-8"):
+        parse_sid_list(str(bad))
+    inf = tmp_path / "inf.txt"
+    inf.write_text(line.strip() + " 2.0 1.0 inf\n")
+    with pytest.raises(DataError, match=r"inf.txt:1: white balance"):
+        parse_sid_list(str(inf))

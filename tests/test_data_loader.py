@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.data import (DATASET_REGISTRY, FujiDictSet, SonyDictSet, build_dataloader, build_dataset,
+from cans.data import (DATASET_REGISTRY, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset,
                        ensure_synthetic)
 from cans.data.prepare import cache_path, save_npy
 from cans.data.synthetic import make_synthetic_sid
@@ -189,6 +189,22 @@ def test_demo_config_ensure_synthetic_and_build(tmp_path):
     assert build_dataset(cfg, "train")[0]["noisy_raw"].shape == (4, 32, 32)
     off = _demo_cfg(tmp_path / "absent", "data.synthetic.auto_create=false")
     assert ensure_synthetic(off) is False and not (tmp_path / "absent").exists()
+
+
+def test_ensure_synthetic_follows_the_data_type(tmp_path):
+    """A Fuji config with auto_create used to get a Sony set (synthetic.camera defaults to Sony)."""
+    path = tmp_path / "fuji_made"
+    cfg = load_config(str(REPO / "configs" / "CANS" / "Fuji.yaml"),
+                      [f"data.data_path={path}", "data.synthetic.auto_create=true", "data.synthetic.scenes=3",
+                       "data.synthetic.height=150", "data.synthetic.width=156", "data.train.patch_size=144"])
+    messages = []
+    assert ensure_synthetic(cfg, log=messages.append) is True
+    assert any("making a Fuji set" in m for m in messages)
+    assert build_dataset(cfg, "train", log=messages.append)[0]["noisy_raw"].shape == (9, 48, 48)
+    mcr = load_config(str(REPO / "configs" / "CANS" / "MCR.yaml"),
+                      [f"data.data_path={tmp_path / 'mcr'}", "data.synthetic.auto_create=true"])
+    with pytest.raises(DataError, match="cannot stand in for data.type MCRDictSet"):
+        ensure_synthetic(mcr, log=messages.append)
 
 
 def test_dataloader_two_workers_and_seed(sony_set):

@@ -167,3 +167,24 @@ def test_non_mosaic_sensor_is_a_clear_error(tmp_path):
     tifffile.imwrite(str(path), data, photometric=34892, subfiletype=0, extratags=tags)
     with pytest.raises(InferenceError, match="not a colour-filter-array sensor"):
         read_mosaic(str(path))
+
+
+def test_folder_scan_skips_hidden_files(tmp_path):
+    """macOS copies leave ``._NAME.ARW`` resource forks next to the photos: not RAW files."""
+    from cans.inference import find_inputs
+    (tmp_path / "IMG_0001.ARW").write_bytes(b"x")
+    (tmp_path / "._IMG_0001.ARW").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert find_inputs([str(tmp_path)]) == [str(tmp_path / "IMG_0001.ARW")]
+
+
+def test_cli_rejects_bad_auto_ratio_options(capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("infer_script", ROOT / "scripts" / "infer.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for bad in (["--target-mean", "0"], ["--max-ratio", "0.5"], ["--ratio", "-3"]):
+        with pytest.raises(SystemExit) as info:
+            script.parse_args(["-c", "x.yaml", "photo.ARW", *bad])
+        assert info.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert script.parse_args(["-c", "x.yaml", "photo.ARW", "--ratio", "250"]).ratio == 250.0

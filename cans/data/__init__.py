@@ -131,6 +131,13 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     if not syn.get("auto_create", False) or synthetic_exists(path):
         return False
     camera = syn.get("camera", "Sony")
+    fits = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji"}.get(data["type"])
+    if fits is None:
+        raise DataError(f"data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
+                        f"{data['type']} (only SonyDictSet and FujiDictSet); {path} is missing")
+    if camera != fits:
+        log(f"[data] data.synthetic.camera {camera} does not fit data.type {data['type']}: making a {fits} set")
+        camera = fits
     log(f"[data] {path} is missing: creating the synthetic SID there (data.synthetic.auto_create: true; "
         f"camera {camera}, {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
     t0 = time.time()

@@ -137,13 +137,19 @@ class PairDataset(Dataset):
         for attempt in range(n):
             entry = self.entries[(start + attempt) % n]
             try:
-                return self.load(entry)
+                sample = self.load(entry)
             except DataError as exc:
                 if not self.skip_bad_files:
                     raise
                 self.runtime_skipped += 1
                 self.log(f"[data] {self.key}: skipped a bad pair ({self.runtime_skipped} so far in this "
                          f"process): {exc}")
+                continue
+            if attempt and self.split != "train":
+                # a Dataset cannot shrink: say which image is scored in its place (so counted twice)
+                self.log(f"[data] {self.key}: {entry.source} ({entry.img_file}) stands in for the bad pair "
+                         f"{self.entries[start].source}, so it is counted twice in this split's results")
+            return sample
         raise DataError(f"{self.list_file}: every pair failed to load")
 
     def _randint(self, high: int) -> int:

@@ -7,6 +7,7 @@ Blank lines and lines starting with ``#`` are ignored. Errors name the file and 
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,10 +33,12 @@ class PairEntry:
     input_exposure: float = 0.0
     gt_exposure: float = 0.0
     source: str = ""                 # "file:line"
+    max_ratio: Optional[float] = MAX_RATIO   # SID caps the ratio at 300; MCR does not (None)
 
     @property
     def ratio(self) -> float:
-        return min(self.gt_exposure / self.input_exposure, MAX_RATIO)
+        ratio = self.gt_exposure / self.input_exposure
+        return ratio if self.max_ratio is None else min(ratio, self.max_ratio)
 
 
 def sid_name_parts(path: str) -> Tuple[str, str, float]:
@@ -58,8 +61,14 @@ def sid_ratio(short_path: str, long_path: str) -> float:
 def _read_lines(path: str):
     if not os.path.isfile(path):
         raise DataError(f"list file not found: {path}")
-    with open(path, "r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                # utf-8-sig on the first line: a byte-order mark (Windows editors) is not part of a path
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                                f"{raw[:120]!r}") from None
             text = line.strip()
             if text and not text.startswith("#"):
                 yield number, text
@@ -89,8 +98,8 @@ def parse_sid_list(path: str) -> List[PairEntry]:
         if numeric_tail == 3:
             wb = tuple(float(v) for v in rest[-3:])
             rest = rest[:-3]
-            if not all(v > 0 for v in wb):
-                raise DataError(f"{where}: white balance {wb} must be three positive numbers")
+            if not all(math.isfinite(v) and v > 0 for v in wb):
+                raise DataError(f"{where}: white balance {wb} must be three positive finite numbers")
         elif numeric_tail:
             raise DataError(f"{where}: expected three white-balance numbers R G B at the end, "
                             f"got {numeric_tail}: {text!r}")
@@ -124,7 +133,9 @@ def mcr_exposures(raw_input: str, raw_gt: str) -> Tuple[float, float]:
 
 
 def parse_mcr_list(path: str) -> List[PairEntry]:
-    """Parse an MCR list file (``raw_input raw_gt rgb_gt`` per line)."""
+    """Parse an MCR list file (``raw_input raw_gt rgb_gt`` per line).
+
+    The ratio is ``gt_exposure / input_exposure`` (DESIGN.md section 2), without SID's cap at 300."""
     entries = []
     for number, text in _read_lines(path):
         where = f"{path}:{number}"
@@ -136,7 +147,7 @@ def parse_mcr_list(path: str) -> List[PairEntry]:
         except ValueError as exc:
             raise DataError(f"{where}: {exc}") from None
         entries.append(PairEntry(tokens[0], tokens[1], rgb_file=tokens[2], input_exposure=in_exp,
-                                 gt_exposure=gt_exp, source=where))
+                                 gt_exposure=gt_exp, source=where, max_ratio=None))
     return entries
 
 

@@ -2,7 +2,8 @@
 
 List lines ``raw_input raw_gt rgb_gt`` (PNG files, relative to data.data_path): the input and
 ground-truth mosaics (Bayer RGGB, black 0, white 255) are packed to 4 channels; the RGB target
-is the PNG / 255. Exposures: see :func:`cans.data.lists.mcr_exposures`. There is no cache mode
+is the PNG / 255. Exposures: see :func:`cans.data.lists.mcr_exposures`; ratio = gt / input
+exposure, not capped at 300 as SID's is (DESIGN.md section 2). There is no cache mode
 (``load_npy`` is ignored): the PNGs are small and read whole. No white balance.
 """
 from __future__ import annotations
@@ -28,6 +29,13 @@ def read_png(path: str) -> np.ndarray:
         return np.asarray(iio.imread(path))
     except Exception as exc:
         raise DataError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _check_8bit(img: np.ndarray, path: str) -> None:
+    """MCR's levels are black 0, white 255: refuse values above 255 (e.g. a 16-bit PNG)."""
+    if img.dtype != np.uint8 and img.size and float(img.max()) > 255:
+        raise DataError(f"{path}: values up to {float(img.max()):g} ({img.dtype}); MCR images are 8-bit "
+                        f"(black 0, white 255)")
 
 
 class MCRDictSet(PairDataset):
@@ -56,6 +64,7 @@ class MCRDictSet(PairDataset):
             img = img[..., 0]
         if img.ndim != 2:
             raise DataError(f"{path}: expected a single-channel mosaic PNG, got shape {img.shape}")
+        _check_8bit(img, path)
         return pack_bayer(img.astype(np.float32) / np.float32(self.level))
 
     def _arrays(self, entry: PairEntry):
@@ -65,4 +74,5 @@ class MCRDictSet(PairDataset):
         rgb = read_png(rgb_path)
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise DataError(f"{rgb_path}: expected an RGB PNG, got shape {rgb.shape}")
+        _check_8bit(rgb[..., :3], rgb_path)
         return noisy, clean, rgb[..., :3]

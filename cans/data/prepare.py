@@ -30,6 +30,8 @@ from .errors import DataError
 from .lists import (MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list)
 from .raw_io import RawFile, normalize_mosaic, read_raw, read_raw_and_render
 
+#: failures printed one per line in the summary (all of them are in the returned dict)
+MAX_LISTED_FAILURES = 20
 REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "datasets", "lists")
 
@@ -50,6 +52,10 @@ def resolve(data_path: str, rel: str) -> str:
 
 
 def check_cfa(rf: RawFile, spec: CameraSpec) -> None:
+    period = 6 if spec.block_size == 3 else 2
+    if rf.cfa.shape != (period, period):
+        raise DataError(f"{rf.path}: a {rf.cfa.shape[0]}x{rf.cfa.shape[1]} colour filter ('{rf.pattern}'); the "
+                        f"{spec.name} loader expects a {'6x6 X-Trans' if period == 6 else '2x2 Bayer'} mosaic")
     if spec.cfa is not None and rf.pattern != spec.cfa:
         raise DataError(f"{rf.path}: CFA pattern {rf.pattern}, the {spec.name} loader expects {spec.cfa}")
 
@@ -116,8 +122,10 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
                 progress: bool = True, display_path: Optional[str] = None) -> Dict[str, object]:
     """Build the caches and list files of a SID folder (module docstring); return a summary dict.
 
-    lists_dir: where the official lists are (default: the repository's ``datasets/lists`` when
-    it exists, else ``data_path``). workers: processes (default: CPU count; 0 or 1 = in-process).
+    lists_dir: where the official lists are (default: :func:`default_lists_dir`: the set's own
+    lists for a synthetic set, else the repository's ``datasets/lists`` when it exists, else
+    ``data_path``). A list whose every pair failed is not written (an existing file is kept).
+    workers: processes (default: CPU count; 0 or 1 = in-process).
     display_path: the folder name used in the log (default ``data_path``).
     """
     from tqdm import tqdm
@@ -127,9 +135,16 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
         raise DataError(f"SID folder not found: {data_path} (expected {data_path}/{camera}/short and "
                         f"{data_path}/{camera}/long; see datasets/README.md)")
     if lists_dir is None:
-        lists_dir = REPO_LISTS if official_lists_exist(REPO_LISTS, camera) else data_path
+        lists_dir = default_lists_dir(data_path, camera)
     list_paths = official_lists(lists_dir, camera)
     lists = {os.path.basename(p): parse_sid_list(p) for p in list_paths}
+    folders = sorted({os.path.dirname(resolve(data_path, e.img_file)) for es in lists.values() for e in es} |
+                     {os.path.dirname(resolve(data_path, e.lbl_file)) for es in lists.values() for e in es})
+    if folders and not any(os.path.isdir(f) for f in folders):
+        raise DataError(f"none of the RAW folders named by the lists in {lists_dir} exists: "
+                        f"{', '.join(folders[:4])}{' ...' if len(folders) > 4 else ''} "
+                        f"(expected {data_path}/{camera}/short and {data_path}/{camera}/long; wrong --data-path "
+                        f"or --lists-dir? see datasets/README.md)")
     wb_path = os.path.join(data_path, f"{camera}_wb.json")
     wb_table: Dict[str, List[float]] = {}
     if os.path.isfile(wb_path):
@@ -163,11 +178,15 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
         bar.close()
         _write_text(wb_path, json.dumps(wb_table, indent=1, sort_keys=True) + "\n")
 
-    written = []
+    written, not_written = [], []
     dropped = 0
     for name, entries in lists.items():
         good = [e for e in entries if e.img_file not in failed and e.lbl_file not in failed]
         dropped += len(entries) - len(good)
+        if entries and not good:
+            # never replace a list with an empty one (e.g. lists of another data set)
+            not_written.append(name)
+            continue
         text = "\n".join(format_sid_line(e, tuple(wb_table[e.lbl_file])) for e in good) + "\n"
         _write_text(os.path.join(data_path, name), text)
         written.append(name)
@@ -178,15 +197,33 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
             written.append("Sony_new_test_list.txt")
     summary = {"data_path": data_path, "camera": camera, "files": len(jobs), "written": counts["done"],
                "skipped_existing": counts["skipped"], "failed": failed, "pairs_dropped": dropped,
-               "lists": written}
+               "lists": written, "lists_not_written": not_written, "lists_dir": lists_dir}
+    shown_lists = (display_path or data_path) if lists_dir == data_path else lists_dir
     log(f"prepare {camera} in {display_path or data_path}: {len(jobs)} RAW files, {counts['done']} cached, "
         f"{counts['skipped']} already cached (skipped), {counts['failed']} failed; "
-        f"lists written: {', '.join(written)}")
-    for rel, msg in sorted(failed.items()):
+        f"lists (from {shown_lists}) written: {', '.join(written) or 'none'}")
+    for rel, msg in sorted(failed.items())[:MAX_LISTED_FAILURES]:
         log(f"  FAILED {rel}: {msg}")
+    if len(failed) > MAX_LISTED_FAILURES:
+        log(f"  ... and {len(failed) - MAX_LISTED_FAILURES} more failures (all of them: --summary-json)")
+    missing = sum(1 for msg in failed.values() if msg.startswith("RAW file not found"))
+    if missing:
+        log(f"  {missing} RAW file(s) named by the lists are not in {display_path or data_path}: an incomplete "
+            f"download, or a wrong --data-path / --lists-dir?")
     if dropped:
         log(f"  {dropped} list pair(s) left out of the written lists because a file failed")
+    if not_written:
+        log(f"  NOT written (every pair failed; an existing file is left as it was): {', '.join(not_written)}")
     return summary
+
+
+def default_lists_dir(data_path: str, camera: str) -> str:
+    """Where ``prepare_sid`` finds the lists when none is given: a synthetic set
+    (``synthetic_sid.json``) carries its own lists; otherwise the repository's official lists
+    (``datasets/lists``) when they exist, else ``data_path``."""
+    if os.path.isfile(os.path.join(data_path, "synthetic_sid.json")) and official_lists_exist(data_path, camera):
+        return data_path
+    return REPO_LISTS if official_lists_exist(REPO_LISTS, camera) else data_path
 
 
 def official_lists_exist(folder: str, camera: str) -> bool:
