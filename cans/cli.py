@@ -6,11 +6,12 @@ from typing import Callable
 
 from .config import ConfigError
 from .data import DataError
+from .engine.checkpoint import CheckpointError
 from .engine.tester import TestSetupError
 from .inference import InferenceError
 
 # Errors caused by the user's input (config, data, files): print the message, no traceback.
-USER_ERRORS = (ConfigError, DataError, TestSetupError, InferenceError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError, TestSetupError, InferenceError, FileNotFoundError)
 
 
 def user_message(exc: BaseException) -> str:

@@ -261,3 +261,46 @@ def test_png_writer_8_and_16_bit(tmp_path):
         assert (rows[:, 0] == 0).all()
         pixels = rows[:, 1:].copy().view(dtype).reshape(7, 9, 3).astype(np.float64) / peak
         assert np.abs(pixels - img.permute(1, 2, 0).numpy()).max() <= 0.5 / peak + 1e-6
+
+
+def test_tester_errors_are_clear(tmp_path):
+    from cans.config import validate
+    from cans.engine.tester import TestSetupError, load_model, run_test, run_throughput
+
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY)})
+    with pytest.raises(TestSetupError, match="at least 49 x 49"):
+        run_throughput(cfg, size=(30, 64), random_weights=True, device="cpu", warmup=0, iters=1, print_fn=lambda s: None)
+    # a checkpoint whose recorded config has another depth: the message is readable and says what to --set
+    path = tmp_path / "other.pth"
+    other = dict(TINY, middle_blk_num=2)
+    torch.save({"model": build_model(other).state_dict(), "config": {"model": other}}, path)
+    with pytest.raises(TestSetupError) as info:
+        load_model(cfg, str(path), torch.device("cpu"))
+    text = str(info.value)
+    assert "does not match" in text and "\\n" not in text and not text.startswith("'"), text
+    assert "--set model.middle_blk_num=2" in text, text
+    with pytest.raises(TestSetupError, match="max-images"):
+        run_test(cfg, str(path), device="cpu", max_images=0, loader=[], print_fn=lambda s: None)
+    from cans.engine.tester import pick_device
+    with pytest.raises(TestSetupError, match="not a device name"):
+        pick_device("gpu")
+    with pytest.raises(TestSetupError, match="CUDA device"):
+        pick_device(f"cuda:{torch.cuda.device_count()}")
+    assert pick_device("cpu") == torch.device("cpu")
+    fp16 = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY), "test": {"amp": "fp16"}})
+    with pytest.raises(TestSetupError, match="fp16 needs a CUDA device"):
+        run_throughput(fp16, size=(64, 64), random_weights=True, device="cpu", print_fn=lambda s: None)
+
+
+def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    # an option in the checkpoint's place is passed on to test.py, not taken as the checkpoint
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml"), "--throughput",
+                           "--random-weights", "--size", "30", "30"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--size 30 30" in proc.stderr, proc.stderr[-2000:]
+    # no checkpoint: the config's own default (CANS weights for a CANS config), not CANS++'s
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml")], cwd=str(root),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "pretrained_weights/CANS/Sony.pth" in proc.stderr, proc.stderr[-2000:]

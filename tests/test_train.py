@@ -227,3 +227,115 @@ def test_pretrained_loads_weights_only(tmp_path):
     for k, v in weights(tr).items():
         assert torch.equal(v, tr2.model.state_dict()[k])
     tr2.close()
+
+
+def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
+    # train 2 epochs of a 2-epoch cosine, then extend the run to 4: epoch 3 must train at the
+    # 4-epoch cosine's value, not at the min_lr the optimiser state was left with
+    base, low = 2e-3, 2e-4
+    cfg = make_cfg(tmp_path, epochs=2, base_lr=base, min_lr=low, save_per_epoch=0, deterministic=False)
+    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit()
+    tr.close()
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(low)
+    cfg4 = make_cfg(tmp_path, epochs=4, base_lr=base, min_lr=low, save_per_epoch=0, deterministic=False,
+                    auto_resume=True, optimizer={"weight_decay": 0.05})
+    tr4 = Trainer(cfg4, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
+                  device=torch.device("cpu"))
+    assert tr4.step == tr.step and tr4.optimizer.param_groups[0]["weight_decay"] == 0.05
+    assert tr4.optimizer.state_dict()["state"], "the Adam moments come from the checkpoint"
+    seen = []
+    orig = tr4.train_epoch
+    tr4.train_epoch = lambda e: (seen.append((e, tr4.optimizer.param_groups[0]["lr"])), orig(e))[1]
+    tr4.fit()
+    tr4.close()
+    assert [e for e, _ in seen] == [2, 3]
+    for e, lr in seen:
+        assert lr == pytest.approx(low + 0.5 * (base - low) * (1 + math.cos(math.pi * e / 4)), rel=1e-12), (e, lr)
+
+
+def test_bad_checkpoints_give_a_checkpoint_error_with_the_fix(tmp_path):
+    from cans.engine.checkpoint import CheckpointError
+    cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
+    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit()
+    tr.close()
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
+    wide = make_cfg(tmp_path / "b", epochs=1)
+    wide["model"]["middle_blk_num"] = 2  # one more block: unexpected keys (a KeyError inside)
+    for kw in ({"resume": str(last)}, {}):
+        c = dict(wide, train=dict(wide["train"], pretrained=None if kw else str(last)))
+        with pytest.raises(CheckpointError) as info:
+            Trainer(c, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
+                    device=torch.device("cpu"), **kw)
+        text = str(info.value)
+        assert "does not match" in text and "\\n" not in text and "--set model.middle_blk_num=1" in text, text
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(last.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="corrupt.pth"):
+        Trainer(make_cfg(tmp_path / "c"), train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
+                resume=str(corrupt), device=torch.device("cpu"))
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    from cans.config import ConfigError
+    cfg = make_cfg(tmp_path)
+    open(cfg["output_dir"], "w").close()
+    with pytest.raises(ConfigError, match="output_dir"):
+        Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+
+
+def test_ctrl_c_during_validation_repeats_that_epoch_on_resume(tmp_path):
+    cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
+    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=TinyPairs(n=1, size=64, seed=3),
+                 progress=False, device=torch.device("cpu"))
+
+    def interrupted(epoch):
+        raise KeyboardInterrupt
+
+    tr.validate = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    tr.close()
+    last = tmp_path / "run" / "checkpoints" / "last.pth"
+    ckpt = load_checkpoint(str(last))
+    assert ckpt["epoch"] == 0 and ckpt["interrupted"] and ckpt["best_epoch"] is None
+    assert not (tmp_path / "run" / "checkpoints" / "best.pth").exists()
+    again = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=TinyPairs(n=1, size=64, seed=3),
+                    resume=str(last), progress=False, device=torch.device("cpu"))
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(cfg["train"]["base_lr"])
+    s = again.fit()
+    again.close()
+    assert s["epochs_done"] == 1 and s["best_epoch"] == 1 and s["final"]["epoch"] == 1
+    assert (tmp_path / "run" / "checkpoints" / "best.pth").is_file()
+
+
+def test_sigterm_saves_last_like_ctrl_c_and_cannot_break_that_save(tmp_path, monkeypatch):
+    import signal
+    from cans.engine import trainer as trainer_mod
+    from cans.engine.trainer import sigterm_as_interrupt
+
+    cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
+    cfg["data"]["train"]["batch_size"] = 1
+    tr = Trainer(cfg, train_set=TinyPairs(n=3, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    real_step, real_save = tr.train_step, trainer_mod.atomic_torch_save
+
+    def step_then_sigterm(batch):
+        if tr.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # torchrun stopping the workers / a pre-emption
+        return real_step(batch)
+
+    def save_under_fire(state, path):
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's SIGTERM arriving while rank 0 saves
+        real_save(state, path)
+
+    tr.train_step = step_then_sigterm
+    monkeypatch.setattr(trainer_mod, "atomic_torch_save", save_under_fire)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            tr.fit()
+    tr.close()
+    assert signal.getsignal(signal.SIGTERM) == before
+    last = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pth"))
+    assert last["interrupted"] and last["step"] == 2 and last["epoch"] == 0

@@ -93,3 +93,21 @@ def test_bad_config_key_gives_a_clear_error(capsys):
     code = _train_module().main(["-c", str(REPO / "configs" / "demo.yaml"), "--set", "train.base_lrr=1e-3"])
     assert code == 2
     assert "train.base_lr" in capsys.readouterr().err
+
+
+def test_corrupt_resume_file_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "last.pth"
+    bad.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    code = _train_module().main(["-c", str(REPO / "configs" / "demo.yaml"), "--no-progress", "--resume", str(bad),
+                                 "--set", f"output_dir={tmp_path / 'run'}", "data.synthetic.auto_create=false",
+                                 *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read checkpoint" in err and "Traceback" not in err, err
+
+
+def test_train_sh_passes_options_on_when_no_config_is_given():
+    import subprocess
+    proc = subprocess.run(["sh", str(REPO / "train.sh"), "--set", "train.epochs=ten"], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "configs/CANS_Plus/Sony.yaml: train.epochs: expected int" in proc.stderr, proc.stderr[-2000:]

@@ -22,6 +22,45 @@ import numpy as np
 import torch
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model / optimiser of the config.
+
+    The message names the file and says what to do; the command-line entry points print it
+    as one line (``cans.cli``)."""
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` (a ``KeyError``'s without the quotes and escaped newlines of its str())."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def model_config_hint(obj: Any, cfg: Mapping[str, Any]) -> str:
+    """When ``obj`` (a loaded checkpoint) records the config it was trained with, the ``model.*``
+    keys whose values differ from ``cfg``'s, as ``--set`` overrides; else an empty string."""
+    saved = obj.get("config") if isinstance(obj, Mapping) else None
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("model"), Mapping) or "model" not in cfg:
+        return ""
+    old, new = _flatten(saved["model"], "model"), _flatten(cfg["model"], "model")
+    diff = [k for k in sorted(old) if k in new and old[k] != new[k]]
+    if not diff:
+        return ""
+    fmt = lambda v: str(v).replace(" ", "")
+    return ("the checkpoint was trained with " + ", ".join(f"{k}={fmt(old[k])}" for k in diff)
+            + " (this config: " + ", ".join(f"{fmt(new[k])}" for k in diff) + "); add --set "
+            + " ".join(f"{k}={fmt(old[k])}" for k in diff))
+
+
 def capture_rng_state() -> Dict[str, Any]:
     """States of python's, numpy's and torch's (CPU and every CUDA device) generators."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
@@ -84,15 +123,16 @@ def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
         # our checkpoints hold RNG states (numpy arrays, tuples): not a weights-only file
         obj = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file?): {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): {exc}") from None
     if not isinstance(obj, dict) or "model" not in obj:
-        raise ValueError(f"{path} is not a training checkpoint (no 'model' entry); "
+        raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry); "
                          "use train.pretrained to start from bare weights")
     missing = [k for k in ("optimizer", "epoch", "step") if k not in obj]
     if missing:
-        raise ValueError(f"{path}: cannot resume from it, it lacks {missing}; "
+        raise CheckpointError(f"{path}: cannot resume from it, it lacks {missing}; "
                          "use train.pretrained to load its weights only")
     return obj
 
 
-__all__ = ["atomic_torch_save", "capture_rng_state", "load_checkpoint", "restore_rng_state"]
+__all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
+           "model_config_hint", "restore_rng_state"]

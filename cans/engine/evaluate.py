@@ -182,7 +182,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
         from tqdm import tqdm
         total = None
         with contextlib.suppress(TypeError):
-            total = len(loader.dataset) if hasattr(loader, "dataset") else len(loader)
+            # this process's images (a sharded validation sampler gives each rank a part)
+            total = len(loader.sampler) if hasattr(loader, "sampler") else len(loader)
         if max_images is not None and total is not None:
             total = min(total, max_images)
         bar = tqdm(total=total, desc="test", unit="img", dynamic_ncols=True)

@@ -22,7 +22,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     (``data.synthetic.auto_create``); with ``train.test_at_end`` the best checkpoint (else
     the last) is scored on the test split and the paper's two tables are printed.
     """
-    from .trainer import NonFiniteLossError, Trainer
+    from .trainer import NonFiniteLossError, Trainer, sigterm_as_interrupt
 
     t0 = time.time()
     device = du.init_distributed()
@@ -33,7 +33,8 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
 
     trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
     try:
-        summary = trainer.fit()
+        with sigterm_as_interrupt():  # a SIGTERM (torchrun on Ctrl-C, pre-emption) saves last.pth too
+            summary = trainer.fit()
     except NonFiniteLossError as exc:
         trainer.logger.info(f"error: {exc}")
         trainer.close()

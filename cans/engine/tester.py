@@ -49,9 +49,24 @@ def default_checkpoint(cfg: Mapping[str, Any]) -> str:
 
 
 def pick_device(name: Optional[str] = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``name`` ('cpu', 'cuda', 'cuda:1', ...), else CUDA when available; a clear error for a bad name."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TestSetupError(f"--device {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise TestSetupError(f"--device {name}: {count} CUDA device(s) visible; use "
+                                 + ("cpu" if count == 0 else f"cuda:0..cuda:{count - 1} or cpu"))
+    return device
+
+
+def check_amp(amp: Optional[str], device: torch.device) -> None:
+    if amp == "fp16" and device.type != "cuda":
+        raise TestSetupError(f"test.amp: fp16 needs a CUDA device (this run uses {device}); use bf16 or off")
 
 
 def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
@@ -65,7 +80,14 @@ def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, ch
     try:
         load_weights(model, checkpoint)
     except (KeyError, ValueError) as exc:
-        raise TestSetupError(f"{exc}\n(does the config {cfg.get('name')} describe the model that was saved?)") from None
+        from .checkpoint import error_text, model_config_hint
+        hint = ""
+        try:
+            hint = model_config_hint(torch.load(checkpoint, map_location="cpu", weights_only=False), cfg)
+        except Exception:
+            pass
+        raise TestSetupError(f"{error_text(exc)}\n" + (hint or f"(does the config {cfg.get('name')} describe the "
+                                                         "model that was saved?)")) from None
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -85,7 +107,11 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     """Score ``checkpoint`` on the test split; returns the report (see the module docstring)."""
     test = cfg["test"]
     checkpoint = checkpoint or default_checkpoint(cfg)
+    limit = test.get("max_images") if max_images is None else max_images
+    if limit is not None and limit < 1:
+        raise TestSetupError(f"--max-images / test.max_images: expected a number >= 1, got {limit}")
     dev = pick_device(device)
+    check_amp(test.get("amp"), dev)
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
@@ -134,6 +160,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     """
     test = cfg["test"]
     dev = pick_device(device)
+    check_amp(test.get("amp"), dev)
     warmup = test["throughput_warmup"] if warmup is None else warmup
     iters = test["throughput_iters"] if iters is None else iters
     if iters < 1:
@@ -149,6 +176,10 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         checkpoint = checkpoint or default_checkpoint(cfg)
         model = load_model(cfg, checkpoint, dev, channels_last)
     if size:
+        smallest = int(getattr(model, "min_input_size", 1))
+        if min(int(size[0]), int(size[1])) < smallest:
+            raise TestSetupError(f"--size {int(size[0])} {int(size[1])}: the model needs a packed input of at least "
+                                 f"{smallest} x {smallest} (a full Sony frame is 1424 x 2128)")
         x = torch.rand(1, cfg["model"]["in_channel"], int(size[0]), int(size[1]))
         source = f"random input {int(size[0])}x{int(size[1])} (packed)"
     else:

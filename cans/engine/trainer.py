@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from typing import Any, Dict, Mapping, Optional
 
@@ -31,11 +32,12 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..config import dump_config, split_options
+from ..config import ConfigError, dump_config, split_options
 from ..data import loader_kwargs
 from ..losses import build_loss
 from . import distributed as du
-from .checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
+from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
+                         model_config_hint, restore_rng_state)
 from .logger import RunLogger
 from .prior import build_prior, unwrap_model
 
@@ -87,6 +89,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored inside (main thread only; elsewhere a no-op)."""
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside, SIGTERM (torchrun stopping its workers, a cluster pre-empting a job) raises
+    KeyboardInterrupt, so that training saves ``last.pth`` as on Ctrl-C (main thread only)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _loader_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % (2 ** 63)
 
@@ -122,6 +157,8 @@ class Trainer:
         self.device = device
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ConfigError(f"output_dir: {self.output_dir} exists and is not a folder; choose another output_dir")
         self.logger = RunLogger(self.output_dir, enabled=self.is_main)
         if device.type == "cpu":
             self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
@@ -140,8 +177,7 @@ class Trainer:
             from ..models import build_model
             model = build_model(cfg)
         if self.tcfg.get("pretrained"):
-            from ..models import load_weights
-            load_weights(model, self.tcfg["pretrained"])
+            self._load_pretrained(model, self.tcfg["pretrained"])
             self.logger.info(f"loaded pretrained weights {self.tcfg['pretrained']}")
         self.block_size = getattr(model, "block_size", 2)
         self.channels_last = bool(self.tcfg.get("channels_last"))
@@ -153,7 +189,7 @@ class Trainer:
         # precision
         self.amp = self.tcfg.get("amp") or "off"
         if self.amp == "fp16" and device.type != "cuda":
-            raise ValueError("train.amp: fp16 needs a CUDA device (use 'bf16' or 'off' on the CPU)")
+            raise ConfigError("train.amp: fp16 needs a CUDA device (use 'bf16' or 'off' on the CPU)")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
@@ -217,6 +253,40 @@ class Trainer:
             torch.backends.cudnn.deterministic = True
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _load_pretrained(self, model: nn.Module, path: str) -> None:
+        from ..models import load_weights
+        try:
+            load_weights(model, path)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"train.pretrained: {self._mismatch_message(exc, path)}") from None
+
+    def _mismatch_message(self, exc: BaseException, path: str, ckpt: Any = None) -> str:
+        """The error of a checkpoint that does not fit, plus the model keys to --set when it says."""
+        text = error_text(exc)
+        if ckpt is None and os.path.isfile(path):
+            with contextlib.suppress(Exception):
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        hint = model_config_hint(ckpt, self.cfg) if ckpt is not None else ""
+        return text + (f"\n{hint}" if hint else "")
+
+    def _sync_schedule(self) -> None:
+        """After a resume: the lr of the next epoch from this config's schedule.
+
+        The optimiser state holds the lr the checkpoint's run set for that epoch; a run resumed
+        with a changed ``train.epochs`` / ``base_lr`` / ``min_lr`` / ``warmup_epochs`` (e.g. to train
+        longer) must follow the new schedule from its first epoch, not only from the second."""
+        base = float(self.tcfg["base_lr"])
+        saved = [g["lr"] for g in self.optimizer.param_groups]
+        self.scheduler.last_epoch = self.epoch
+        self.scheduler.base_lrs = [base] * len(self.optimizer.param_groups)
+        for group, fn in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * fn(self.epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        if any(abs(a - g["lr"]) > 1e-12 * max(abs(a), 1e-30) for a, g in zip(saved, self.optimizer.param_groups)):
+            self.logger.info(f"learning rate of epoch {self.epoch + 1}: {self.optimizer.param_groups[0]['lr']:.4g} "
+                             f"from this config's schedule (the checkpoint had {saved[0]:.4g})")
 
     def _loader_kwargs(self, train: bool) -> Dict[str, Any]:
         if "data" not in self.cfg:  # in-memory datasets (tests)
@@ -306,11 +376,20 @@ class Trainer:
         """Restore everything saved by ``save`` (resume)."""
         ckpt = load_checkpoint(path, map_location="cpu")
         from ..models import load_state_dict_strict, extract_state_dict
-        load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
+        try:
+            load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot resume: {self._mismatch_message(exc, path, ckpt)}") from None
+        # the moments come from the checkpoint, the hyper-parameters (betas, eps, weight decay)
+        # from this config, as the learning rate (_sync_schedule)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: the optimizer state does not fit this model/optimizer: {exc}") from None
+            raise CheckpointError(f"{path}: the optimizer state does not fit this model/optimizer: "
+                                  f"{error_text(exc)}") from None
+        for group, hyper in zip(self.optimizer.param_groups, fresh):
+            group.update(hyper)
         if ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") and self.scaler.is_enabled():
@@ -322,6 +401,7 @@ class Trainer:
         self.bad_validations = int(ckpt.get("bad_validations", 0))
         self.nonfinite_total = int(ckpt.get("nonfinite", 0))
         self.history = ckpt.get("history") or self.history
+        self._sync_schedule()
         if ckpt.get("prior"):
             self.prior.load_state_dict(ckpt["prior"])
         ranks = ckpt.get("rng_ranks")
@@ -498,7 +578,8 @@ class Trainer:
                          f"{len(self.train_set)} training samples/epoch, "
                          f"{len(self.valid_set) if self.valid_set is not None else 0} validation images, "
                          f"device {self.device}, {self.world_size} process(es), amp {self.amp}, "
-                         f"epochs {self.epoch + 1}..{stop} of {epochs}")
+                         + (f"epochs {self.epoch + 1}..{stop} of {epochs}" if self.epoch < stop
+                            else f"nothing to train: {self.epoch} of {epochs} epochs already done"))
         if self.epoch == 0 and self.history.get("initial") is None and self.tcfg.get("validate_at_start") \
                 and self.valid_loader is not None:
             metrics = self.validate(0)
@@ -506,6 +587,7 @@ class Trainer:
             self.logger.info(f"untrained model: validation PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}, "
                              f"RAW PSNR {metrics['raw_psnr']:.3f} dB")
         stopped_early = False
+        self._commit()  # the state of the last epoch whose end (validation, last.pth) was written
         try:
             for epoch in range(self.epoch, stop):
                 t0 = time.time()
@@ -532,6 +614,7 @@ class Trainer:
                 self.logger.info(msg)
                 state = self.state_dict()
                 self.save("last.pth", state)
+                self._commit()
                 if is_best:
                     self.save("best.pth", state)
                 if save_every and self.epoch % save_every == 0:
@@ -543,10 +626,13 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             if self.is_main:
-                path = os.path.join(self.ckpt_dir, "last.pth")
-                atomic_torch_save(self._interrupt_state(), path)
-                self.logger.info(f"interrupted: saved {path} ({self.epoch} complete epoch(s), step {self.step}); "
-                                 "continue with --resume or train.auto_resume=true")
+                # torchrun answers Ctrl-C by sending SIGTERM to the workers: let this save finish
+                with _signals_ignored():
+                    path = os.path.join(self.ckpt_dir, "last.pth")
+                    state = self._interrupt_state()
+                    atomic_torch_save(state, path)
+                    self.logger.info(f"interrupted: saved {path} ({state['epoch']} complete epoch(s), "
+                                     f"step {self.step}); continue with --resume or train.auto_resume=true")
             raise
         summary = {
             "output_dir": self.output_dir, "epochs_done": self.epoch, "steps": self.step,
@@ -563,8 +649,18 @@ class Trainer:
         self.logger.flush()
         return summary
 
+    def _commit(self) -> None:
+        self._committed = {"epoch": self.epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
+                           "bad_validations": self.bad_validations, "history": dict(self.history)}
+
     def _interrupt_state(self) -> Dict[str, Any]:
-        # no collective calls here: other ranks may already be gone
+        # no collective calls here: other ranks may already be gone.
+        # An epoch interrupted during its validation or before its last.pth was written counts as
+        # not done, like one interrupted mid-training: the resumed run repeats it and validates it
+        # (else that validation, and a possible best.pth, would be skipped for good).
+        done = dict(getattr(self, "_committed", None) or {})
+        if done.get("epoch", self.epoch) >= self.epoch:
+            done = {}
         state = {
             "model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -574,10 +670,12 @@ class Trainer:
             "world_size": self.world_size, "config": dict(self.cfg), "prior": self.prior.state_dict(),
             "nonfinite": self.nonfinite_total, "history": self.history, "interrupted": True,
         }
+        state.update(done)
         return state
 
     def close(self) -> None:
         self.logger.close()
 
 
-__all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything"]
+__all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything",
+           "sigterm_as_interrupt"]
