@@ -95,12 +95,11 @@ def test_bad_config_key_gives_a_clear_error(capsys):
     assert "train.base_lr" in capsys.readouterr().err
 
 
-def test_corrupt_resume_file_is_a_one_line_error(tmp_path, capsys):
+def test_corrupt_resume_file_is_a_one_line_error(tmp_path, synthetic, capsys):
     bad = tmp_path / "last.pth"
     bad.write_bytes(b"PK\x03\x04 not a whole checkpoint")
     code = _train_module().main(["-c", str(REPO / "configs" / "demo.yaml"), "--no-progress", "--resume", str(bad),
-                                 "--set", f"output_dir={tmp_path / 'run'}", "data.synthetic.auto_create=false",
-                                 *TINY])
+                                 "--set", f"output_dir={tmp_path / 'run'}", *synthetic, *TINY])
     err = capsys.readouterr().err
     assert code == 2 and "cannot read checkpoint" in err and "Traceback" not in err, err
 
