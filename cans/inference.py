@@ -279,42 +279,19 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
     return {"done": done, "failed": failed}
 
 
-def pick_device(name: Optional[str] = None) -> torch.device:
-    """``name`` as given, else CUDA when available, else the CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_model(cfg, checkpoint: str, device) -> torch.nn.Module:
-    """Build the config's model, load ``checkpoint`` (strict) and move it to ``device`` in eval mode."""
-    from .models import build_model, load_weights
-
-    model = build_model(cfg)
-    load_weights(model, checkpoint)
-    return model.to(device).eval()
-
-
 def cli_main(args) -> int:
-    """``scripts/infer.py``: returns 0 when every file was enhanced, 1 when some failed, 2 on bad usage."""
-    from .config import ConfigError, load_config, split_options
+    """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
+    enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
+    from .config import load_config, split_options
+    from .engine.tester import load_model, pick_device
 
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.set)
     checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
     if not checkpoint:
-        print("error: no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)", file=sys.stderr)
-        return 2
-    try:
-        files = find_inputs(args.inputs)
-        device = pick_device(args.device)
-        model = load_model(cfg, checkpoint, device)
-    except (InferenceError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
+    files = find_inputs(args.inputs)
+    device = pick_device(args.device)
+    model = load_model(cfg, checkpoint, device)
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
     result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
@@ -333,4 +310,4 @@ def cli_main(args) -> int:
 
 __all__ = ["Mosaic", "InferenceError", "read_mosaic", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "find_inputs", "enhance", "run_inference", "RAW_EXTENSIONS",
-           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "pick_device", "load_model", "cli_main"]
+           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main"]

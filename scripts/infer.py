@@ -53,8 +53,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from cans.cli import run_cli
     from cans.inference import cli_main
-    return cli_main(args)
+    return run_cli(lambda: cli_main(args))
 
 
 if __name__ == "__main__":

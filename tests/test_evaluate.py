@@ -179,7 +179,6 @@ def test_distributed_gather(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     import subprocess
-    import sys
     from pathlib import Path
 
     pytest.importorskip("rawpy")

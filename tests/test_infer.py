@@ -11,7 +11,7 @@ pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
 from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, phase_offset,  # noqa: E402
-                            read_mosaic, run_inference)
+                            read_mosaic)
 
 synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")

@@ -52,6 +52,12 @@ class TinyPairs(Dataset):
                 "input_exposure": 0.1, "gt_exposure": 10.0, "img_file": f"in{i}", "lbl_file": f"gt{i}"}
 
 
+def tiny_trainer(cfg, resume=None, **data) -> Trainer:
+    """A CPU Trainer on ``TinyPairs(**data)`` without validation."""
+    return Trainer(cfg, train_set=TinyPairs(**data), valid_set=False, resume=resume, progress=False,
+                   device=torch.device("cpu"))
+
+
 def make_cfg(tmp_path, **train):
     tcfg = {"base_lr": 2e-3, "min_lr": 2e-4, "epochs": 2, "clip_grad": 1.0, "save_per_epoch": 1,
             "manual_seed": 7, "deterministic": True, "log_every": 1}
@@ -86,14 +92,12 @@ def test_a_few_steps_lower_the_loss(tmp_path):
 
 def test_resume_is_exact(tmp_path):
     data_kw = dict(n=5, size=24, patch=16)
-    straight = Trainer(make_cfg(tmp_path / "a"), train_set=TinyPairs(**data_kw), valid_set=False,
-                       progress=False, device=torch.device("cpu"))
+    straight = tiny_trainer(make_cfg(tmp_path / "a"), **data_kw)
     straight.fit()
     w_straight = weights(straight)
     straight.close()
 
-    first = Trainer(make_cfg(tmp_path / "b"), train_set=TinyPairs(**data_kw), valid_set=False,
-                    progress=False, device=torch.device("cpu"))
+    first = tiny_trainer(make_cfg(tmp_path / "b"), **data_kw)
     first.fit(max_epochs=1)
     w_half = weights(first)
     first.close()
@@ -101,8 +105,7 @@ def test_resume_is_exact(tmp_path):
     assert last.is_file()
     # touch every RNG in between: the resumed run must not depend on it
     torch.rand(100), np.random.rand(10)
-    second = Trainer(make_cfg(tmp_path / "b"), train_set=TinyPairs(**data_kw), valid_set=False,
-                     resume=str(last), progress=False, device=torch.device("cpu"))
+    second = tiny_trainer(make_cfg(tmp_path / "b"), resume=str(last), **data_kw)
     assert second.epoch == 1 and second.step == first.step
     second.fit()
     w_resumed = weights(second)
@@ -117,11 +120,11 @@ def test_resume_is_exact(tmp_path):
 
 def test_auto_resume_continues_from_last(tmp_path):
     cfg = make_cfg(tmp_path, epochs=3, auto_resume=True)
-    tr = Trainer(cfg, train_set=TinyPairs(n=2), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=2)
     tr.fit(max_epochs=2)
     steps = tr.step
     tr.close()
-    tr2 = Trainer(cfg, train_set=TinyPairs(n=2), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr2 = tiny_trainer(cfg, n=2)
     assert tr2.epoch == 2 and tr2.step == steps
     s = tr2.fit()
     tr2.close()
@@ -133,7 +136,7 @@ def test_lr_follows_the_cosine_formula(tmp_path, warmup):
     base, low, epochs = 2e-4, 2e-5, 6
     cfg = make_cfg(tmp_path, epochs=epochs, base_lr=base, min_lr=low, warmup_epochs=warmup,
                    save_per_epoch=0, deterministic=False)
-    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=1, size=16)
     seen = []
     orig = tr.train_epoch
 
@@ -170,13 +173,12 @@ def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
 def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path):
     cfg = make_cfg(tmp_path, epochs=3, save_per_epoch=0, deterministic=False, max_nonfinite=4)
     cfg["data"]["train"]["batch_size"] = 1
-    good = Trainer(cfg, train_set=TinyPairs(n=3, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    good = tiny_trainer(cfg, n=3, size=16)
     good.fit(max_epochs=1)
     good.close()
     last = tmp_path / "run" / "checkpoints" / "last.pth"
     before = last.read_bytes()
-    bad = Trainer(cfg, train_set=TinyPairs(n=6, size=16, all_nan=True), valid_set=False, resume=str(last),
-                  progress=False, device=torch.device("cpu"))
+    bad = tiny_trainer(cfg, resume=str(last), n=6, size=16, all_nan=True)
     with pytest.raises(NonFiniteLossError, match=r"4 non-finite losses in a row, the last at step 3"):
         bad.fit()
     bad.close()
@@ -186,7 +188,7 @@ def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path):
 
 def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
     cfg = make_cfg(tmp_path, epochs=1, amp="bf16", channels_last=True, save_per_epoch=0, deterministic=False)
-    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=2, size=16)
     w0 = weights(tr)
     s = tr.fit()
     tr.close()
@@ -199,13 +201,13 @@ def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
 def test_fp16_on_cpu_is_refused_clearly(tmp_path):
     cfg = make_cfg(tmp_path, amp="fp16")
     with pytest.raises(ValueError, match="train.amp"):
-        Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+        tiny_trainer(cfg, n=1, size=16)
 
 
 def test_gradient_agreement_prior_trains_and_logs_gamma(tmp_path):
     cfg = make_cfg(tmp_path, epochs=2, save_per_epoch=0, deterministic=False)
     cfg["loss"]["prior"] = {"weighting": "gradient_agreement", "every": 1}
-    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=2, size=16)
     tr.fit()
     tr.close()
     assert 0.0 <= tr.prior.gamma <= 1.0 and tr.prior.gamma != 0.5
@@ -217,12 +219,12 @@ def test_gradient_agreement_prior_trains_and_logs_gamma(tmp_path):
 
 def test_pretrained_loads_weights_only(tmp_path):
     cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
-    tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=2, size=16)
     tr.fit()
     tr.close()
     path = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
     cfg2 = make_cfg(tmp_path / "b", epochs=1, pretrained=str(path), manual_seed=99)
-    tr2 = Trainer(cfg2, train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr2 = tiny_trainer(cfg2, n=2, size=16)
     assert tr2.epoch == 0 and tr2.step == 0
     for k, v in weights(tr).items():
         assert torch.equal(v, tr2.model.state_dict()[k])
@@ -234,14 +236,13 @@ def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
     # 4-epoch cosine's value, not at the min_lr the optimiser state was left with
     base, low = 2e-3, 2e-4
     cfg = make_cfg(tmp_path, epochs=2, base_lr=base, min_lr=low, save_per_epoch=0, deterministic=False)
-    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=1, size=16)
     tr.fit()
     tr.close()
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(low)
     cfg4 = make_cfg(tmp_path, epochs=4, base_lr=base, min_lr=low, save_per_epoch=0, deterministic=False,
                     auto_resume=True, optimizer={"weight_decay": 0.05})
-    tr4 = Trainer(cfg4, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
-                  device=torch.device("cpu"))
+    tr4 = tiny_trainer(cfg4, n=1, size=16)
     assert tr4.step == tr.step and tr4.optimizer.param_groups[0]["weight_decay"] == 0.05
     assert tr4.optimizer.state_dict()["state"], "the Adam moments come from the checkpoint"
     seen = []
@@ -257,7 +258,7 @@ def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
 def test_bad_checkpoints_give_a_checkpoint_error_with_the_fix(tmp_path):
     from cans.engine.checkpoint import CheckpointError
     cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
-    tr = Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=1, size=16)
     tr.fit()
     tr.close()
     last = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
@@ -266,15 +267,13 @@ def test_bad_checkpoints_give_a_checkpoint_error_with_the_fix(tmp_path):
     for kw in ({"resume": str(last)}, {}):
         c = dict(wide, train=dict(wide["train"], pretrained=None if kw else str(last)))
         with pytest.raises(CheckpointError) as info:
-            Trainer(c, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
-                    device=torch.device("cpu"), **kw)
+            tiny_trainer(c, n=1, size=16, **kw)
         text = str(info.value)
         assert "does not match" in text and "\\n" not in text and "--set model.middle_blk_num=1" in text, text
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(last.read_bytes()[:2000])
     with pytest.raises(CheckpointError, match="corrupt.pth"):
-        Trainer(make_cfg(tmp_path / "c"), train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False,
-                resume=str(corrupt), device=torch.device("cpu"))
+        tiny_trainer(make_cfg(tmp_path / "c"), resume=str(corrupt), n=1, size=16)
 
 
 def test_output_dir_that_is_a_file_is_refused(tmp_path):
@@ -282,7 +281,7 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
     cfg = make_cfg(tmp_path)
     open(cfg["output_dir"], "w").close()
     with pytest.raises(ConfigError, match="output_dir"):
-        Trainer(cfg, train_set=TinyPairs(n=1, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+        tiny_trainer(cfg, n=1, size=16)
 
 
 def test_ctrl_c_during_validation_repeats_that_epoch_on_resume(tmp_path):
@@ -317,7 +316,7 @@ def test_sigterm_saves_last_like_ctrl_c_and_cannot_break_that_save(tmp_path, mon
 
     cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
     cfg["data"]["train"]["batch_size"] = 1
-    tr = Trainer(cfg, train_set=TinyPairs(n=3, size=16), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr = tiny_trainer(cfg, n=3, size=16)
     real_step, real_save = tr.train_step, trainer_mod.atomic_torch_save
 
     def step_then_sigterm(batch):

@@ -98,7 +98,6 @@ def build_dataloader(cfg: Mapping[str, Any], split: str, distributed: bool = Fal
     from ..config import split_options
 
     dataset = build_dataset(cfg, split, log=log)
-    data = cfg["data"]
     opts = split_options(cfg, split)
     train = split == "train"
     batch_size = int(opts.get("batch_size") or 1)

@@ -130,7 +130,7 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
     """
     from tqdm import tqdm
 
-    spec = camera_spec(camera)
+    camera_spec(camera)  # an unknown camera fails here, before any work
     if not os.path.isdir(data_path):
         raise DataError(f"SID folder not found: {data_path} (expected {data_path}/{camera}/short and "
                         f"{data_path}/{camera}/long; see datasets/README.md)")

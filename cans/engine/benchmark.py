@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..losses import build_loss
 from ..models import build_model
-from .evaluate import autocast_context
+from .evaluate import synchronize, autocast_context
 from .trainer import build_optimizer
 
 MODES = ("plain", "tf32", "bf16", "channels_last", "compile")
@@ -41,20 +41,15 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn, device, warmup: int, iters: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -65,7 +65,7 @@ def autocast_context(device: torch.device, amp: str = "off"):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -201,11 +201,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
             img_files = [str(f) for f in _as_list(batch["img_file"], n)]
             lbl_files = [str(f) for f in _as_list(batch.get("lbl_file", [""] * n), n)]
             ratios = [float(r) for r in _as_list(batch["ratio"], n)]
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             with autocast_context(device, amp):
                 rgb, raw = model(noisy)
-            _sync(device)
+            synchronize(device)
             elapsed_ms = (time.perf_counter() - start) * 1000.0 / n
             rgb = rgb.float()
             raw = raw.float()

@@ -26,7 +26,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from .evaluate import (_atomic_write_text, _sync, autocast_context, evaluate, format_tables, write_metrics_csv,
+from .evaluate import (_atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 
@@ -195,14 +195,14 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     for _ in range(warmup):
         with autocast_context(dev, amp):
             model(x)
-    _sync(dev)
+    synchronize(dev)
     times = []
     for _ in range(iters):
-        _sync(dev)
+        synchronize(dev)
         start = time.perf_counter()
         with autocast_context(dev, amp):
             model(x)
-        _sync(dev)
+        synchronize(dev)
         times.append((time.perf_counter() - start) * 1000.0)
     result = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",

@@ -38,6 +38,7 @@ from ..losses import build_loss
 from . import distributed as du
 from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
                          model_config_hint, restore_rng_state)
+from .evaluate import autocast_context
 from .logger import RunLogger
 from .prior import build_prior, unwrap_model
 
@@ -190,7 +191,6 @@ class Trainer:
         self.amp = self.tcfg.get("amp") or "off"
         if self.amp == "fp16" and device.type != "cuda":
             raise ConfigError("train.amp: fp16 needs a CUDA device (use 'bf16' or 'off' on the CPU)")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
         # optimisation
@@ -288,7 +288,7 @@ class Trainer:
             self.logger.info(f"learning rate of epoch {self.epoch + 1}: {self.optimizer.param_groups[0]['lr']:.4g} "
                              f"from this config's schedule (the checkpoint had {saved[0]:.4g})")
 
-    def _loader_kwargs(self, train: bool) -> Dict[str, Any]:
+    def _loader_kwargs(self) -> Dict[str, Any]:
         if "data" not in self.cfg:  # in-memory datasets (tests)
             return {"num_workers": 0}
         kw = loader_kwargs(self.cfg, pin_memory=self.device.type == "cuda")
@@ -306,18 +306,14 @@ class Trainer:
         if self.world_size > 1:
             self.train_sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
                                                     shuffle=True, seed=self.seed, drop_last=False)
-            return DataLoader(dataset, batch_size=batch, sampler=self.train_sampler, drop_last=False,
-                              generator=self.loader_generator, **self._loader_kwargs(True))
-        return DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=False,
-                          generator=self.loader_generator, **self._loader_kwargs(True))
+        return DataLoader(dataset, batch_size=batch, sampler=self.train_sampler, shuffle=self.train_sampler is None,
+                          drop_last=False, generator=self.loader_generator, **self._loader_kwargs())
 
     def _valid_loader(self, dataset: Dataset) -> DataLoader:
         opts = split_options(self.cfg, "valid") if "data" in self.cfg else {"batch_size": 1}
         sampler = du.ShardSampler(len(dataset), self.rank, self.world_size)
-        kw = self._loader_kwargs(False)
+        kw = self._loader_kwargs()
         kw["num_workers"] = min(kw["num_workers"], 2)
-        if kw["num_workers"] == 0:
-            kw = {"pin_memory": kw.get("pin_memory", False)}
         return DataLoader(dataset, batch_size=int(opts.get("batch_size") or 1), sampler=sampler, **kw)
 
     def _set_epoch(self, epoch: int) -> None:
@@ -327,9 +323,7 @@ class Trainer:
             self.train_sampler.set_epoch(epoch)
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast_context(self.device, self.amp)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
