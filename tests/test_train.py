@@ -58,6 +58,14 @@ def tiny_trainer(cfg, resume=None, **data) -> Trainer:
                    device=torch.device("cpu"))
 
 
+def trained_once(folder, n: int):
+    """Train one epoch on ``n`` tiny pairs in ``folder``; return the trainer and its last.pth."""
+    tr = tiny_trainer(make_cfg(folder, epochs=1, save_per_epoch=0), n=n, size=16)
+    tr.fit()
+    tr.close()
+    return tr, folder / "run" / "checkpoints" / "last.pth"
+
+
 def make_cfg(tmp_path, **train):
     tcfg = {"base_lr": 2e-3, "min_lr": 2e-4, "epochs": 2, "clip_grad": 1.0, "save_per_epoch": 1,
             "manual_seed": 7, "deterministic": True, "log_every": 1}
@@ -218,11 +226,7 @@ def test_gradient_agreement_prior_trains_and_logs_gamma(tmp_path):
 
 
 def test_pretrained_loads_weights_only(tmp_path):
-    cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
-    tr = tiny_trainer(cfg, n=2, size=16)
-    tr.fit()
-    tr.close()
-    path = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
+    tr, path = trained_once(tmp_path / "a", n=2)
     cfg2 = make_cfg(tmp_path / "b", epochs=1, pretrained=str(path), manual_seed=99)
     tr2 = tiny_trainer(cfg2, n=2, size=16)
     assert tr2.epoch == 0 and tr2.step == 0
@@ -257,11 +261,7 @@ def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
 
 def test_bad_checkpoints_give_a_checkpoint_error_with_the_fix(tmp_path):
     from cans.engine.checkpoint import CheckpointError
-    cfg = make_cfg(tmp_path / "a", epochs=1, save_per_epoch=0)
-    tr = tiny_trainer(cfg, n=1, size=16)
-    tr.fit()
-    tr.close()
-    last = tmp_path / "a" / "run" / "checkpoints" / "last.pth"
+    _, last = trained_once(tmp_path / "a", n=1)
     wide = make_cfg(tmp_path / "b", epochs=1)
     wide["model"]["middle_blk_num"] = 2  # one more block: unexpected keys (a KeyError inside)
     for kw in ({"resume": str(last)}, {}):
