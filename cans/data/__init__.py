@@ -2,7 +2,8 @@
 
 Public API:
 
-* ``DATASET_REGISTRY``: YAML ``data.type`` -> class (``SonyDictSet``, ``FujiDictSet``, ``MCRDictSet``).
+* ``DATASET_REGISTRY``: YAML ``data.type`` -> class (``SonyDictSet``, ``FujiDictSet``, ``MCRDictSet``,
+  ``RawPairDataset`` / ``XTransPairDataset`` for your own camera).
 * ``build_dataset(cfg, split, log=print)`` -> Dataset for split 'train', 'valid' or 'test'.
 * ``build_dataloader(cfg, split, distributed=False, seed=None, log=print)`` -> DataLoader.
 * ``ensure_synthetic(cfg, log=print)``: create the synthetic SID at ``data.data_path`` when
@@ -28,12 +29,15 @@ from .errors import DataError
 from .mcr import MCRDictSet
 from .packing import pack_bayer, pack_xtrans
 from .raw_io import read_bayer
+from .rawpair import RawPairDataset, XTransPairDataset
 from .sid import FujiDictSet, SonyDictSet
 
 DATASET_REGISTRY: Dict[str, type] = {
     "SonyDictSet": SonyDictSet,
     "FujiDictSet": FujiDictSet,
     "MCRDictSet": MCRDictSet,
+    "RawPairDataset": RawPairDataset,        # your own camera, Bayer (cans/data/rawpair.py)
+    "XTransPairDataset": XTransPairDataset,  # your own camera, X-Trans
 }
 
 _DATASET_KEYS = ("load_npy", "max_clip", "min_clip", "transpose", "h_flip", "v_flip", "only_00",
@@ -57,6 +61,8 @@ def build_dataset(cfg: Mapping[str, Any], split: str, log: Callable[[str], None]
     opts = split_options(cfg, split)
     kwargs = {k: opts[k] for k in _DATASET_KEYS if k in opts}
     kwargs["load_npy"] = data.get("load_npy", True)
+    if hasattr(DATASET_REGISTRY[name], "data_options"):   # data.* keys of that dataset (e.g. ratio_mode)
+        kwargs.update(DATASET_REGISTRY[name].data_options(data))
     return DATASET_REGISTRY[name](data["data_path"], opts.get("image_list_file"), split,
                                   skip_bad_files=data.get("skip_bad_files", False), log=log, **kwargs)
 
@@ -129,11 +135,20 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     path = data["data_path"]
     if not syn.get("auto_create", False) or synthetic_exists(path):
         return False
+    if data["type"] == "RawPairDataset":
+        from .synthetic import make_own_camera_set
+        log(f"[data] {path} is missing: creating the synthetic own-camera set there (data.synthetic.auto_create: "
+            f"true; {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
+        t0 = time.time()
+        make_own_camera_set(path, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
+                            height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False)
+        log(f"[data] own-camera set ready at {path} ({time.time() - t0:.1f} s)")
+        return True
     camera = syn.get("camera", "Sony")
     fits = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji"}.get(data["type"])
     if fits is None:
         raise DataError(f"data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
-                        f"{data['type']} (only SonyDictSet and FujiDictSet); {path} is missing")
+                        f"{data['type']} (only SonyDictSet, FujiDictSet and RawPairDataset); {path} is missing")
     if camera != fits:
         log(f"[data] data.synthetic.camera {camera} does not fit data.type {data['type']}: making a {fits} set")
         camera = fits
@@ -148,5 +163,5 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
 
 
 __all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "loader_kwargs", "ensure_synthetic", "DataError",
-           "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "pack_bayer", "pack_xtrans",
+           "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset", "pack_bayer", "pack_xtrans",
            "read_bayer"]

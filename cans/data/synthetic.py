@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence
@@ -81,10 +82,45 @@ def _rational(x: float, signed: bool) -> List[int]:
     return [f.numerator, f.denominator]
 
 
+_EXIF_PLACEHOLDER = 34666
+
+
+def _append_exif(path: str, exposure_time: Optional[float], iso: Optional[int]) -> None:
+    """Append an EXIF IFD with ExposureTime / ISOSpeedRatings to the classic little-endian TIFF
+    ``path`` and turn the placeholder tag of IFD 0 into the ExifIFD pointer to it."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        if tf.byteorder != "<" or tf.is_bigtiff:
+            raise ValueError(f"write_dng: cannot add EXIF to {path} (not a little-endian classic TIFF)")
+        value_offset = tf.pages[0].tags[_EXIF_PLACEHOLDER].valueoffset
+    entries = []
+    if exposure_time is not None:
+        entries.append((33434, 5, _rational(exposure_time, False)))   # ExposureTime, RATIONAL
+    if iso is not None:
+        entries.append((34855, 3, int(iso)))                           # ISOSpeedRatings, SHORT
+    with open(path, "r+b") as fh:
+        fh.seek(0, 2)
+        end = fh.tell()
+        start = end + end % 2                      # IFDs start on a word boundary
+        extra = start + 2 + 12 * len(entries) + 4  # where out-of-line values go
+        ifd, tail = struct.pack("<H", len(entries)), b""
+        for tag, kind, value in entries:
+            if kind == 5:
+                ifd += struct.pack("<HHII", tag, kind, 1, extra + len(tail))
+                tail += struct.pack("<II", *value)
+            else:
+                ifd += struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        fh.write(b"\0" * (start - end) + ifd + struct.pack("<I", 0) + tail)
+        fh.seek(value_offset - 8)                   # the 12-byte entry: tag, type, count, value
+        fh.write(struct.pack("<HHII", 34665, 4, 1, start))
+
+
 def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512, white: int = 16383,
               as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
               color_matrix: Optional[Sequence[Sequence[float]]] = None,
-              make: str = "CANS", model: str = "Synthetic SID") -> None:
+              make: str = "CANS", model: str = "Synthetic SID",
+              exposure_time: Optional[float] = None, iso: Optional[int] = None) -> None:
     """Write a mosaic as an uncompressed DNG that rawpy / LibRaw opens.
 
     mosaic_uint16: (H, W) integer array, digital numbers including the black level
@@ -92,10 +128,13 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
     cfa: the colour of each site of the repeating cell, row by row: a 4-letter Bayer string
         ('RGGB', 'GRBG', 'GBRG', 'BGGR'), or a (p, p) array of colour codes 0 R / 1 G / 2 B
         (e.g. :data:`cans.data.packing.XTRANS_PATTERN`, p = 6).
-    black, white: BlackLevel and WhiteLevel tags.
+    black, white: BlackLevel and WhiteLevel tags; ``black`` is one number or, for a Bayer cell,
+        four numbers (one per site of the 2x2 cell, row by row: BlackLevelRepeatDim 2x2).
     as_shot_neutral: (R, G, B) AsShotNeutral; rawpy's ``camera_whitebalance`` is its inverse.
     color_matrix: 3x3 XYZ -> camera matrix (ColorMatrix1, D65 = CalibrationIlluminant1 21);
         default the Sony A7S2 matrix of :data:`CAMERA_MATRICES`.
+    exposure_time (seconds), iso: written to an EXIF IFD (ExposureTime, ISOSpeedRatings), where
+        LibRaw reads them (rawpy's ``other.shutter_speed`` and ``other.iso_speed``); omitted if None.
     The file is written to a temporary name and renamed. LibRaw refuses images smaller than
     22 pixels a side, so smaller mosaics raise ValueError here.
     """
@@ -120,6 +159,14 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
     cm = np.asarray(color_matrix, dtype=np.float64).reshape(9)
     neutral = np.asarray(as_shot_neutral, dtype=np.float64).reshape(3)
     data = np.clip(mosaic, 0, white).astype(np.uint16)
+    blacks = [int(v) for v in np.asarray(black).reshape(-1)]
+    if len(blacks) not in (1, 4) or (len(blacks) == 4 and cell.shape != (2, 2)):
+        raise ValueError(f"write_dng: black must be one number, or four (one per site of a 2x2 Bayer cell); "
+                         f"got {black!r}")
+    if exposure_time is not None and not exposure_time > 0:
+        raise ValueError(f"write_dng: exposure_time must be positive seconds, got {exposure_time!r}")
+    if iso is not None and not 0 < int(iso) < 65536:
+        raise ValueError(f"write_dng: iso must be in 1..65535, got {iso!r}")
     srat: List[int] = []
     for v in cm:
         srat += _rational(v, True)
@@ -137,18 +184,27 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
         (50708, "s", 0, f"{make} {model}", True),               # UniqueCameraModel
         (50710, "B", 3, (0, 1, 2), True),                       # CFAPlaneColor
         (50711, "H", 1, (1,), True),                            # CFALayout rectangular
-        (50714, "H", 1, (int(black),), True),                   # BlackLevel
+        (50714, "H", len(blacks), tuple(blacks), True),         # BlackLevel
         (50717, "H", 1, (int(white),), True),                   # WhiteLevel
         (50721, "2i", 9, tuple(srat), True),                    # ColorMatrix1
         (50778, "H", 1, (21,), True),                           # CalibrationIlluminant1 = D65
         (50728, "2I", 3, tuple(urat), True),                    # AsShotNeutral
     ]
+    if len(blacks) == 4:
+        tags.append((50713, "H", 2, (2, 2), True))              # BlackLevelRepeatDim
+    exif = exposure_time is not None or iso is not None
+    if exif:
+        # tifffile does not write the ExifIFD pointer (34665): a placeholder tag takes its place
+        # in the tag order and is patched once the EXIF IFD is appended (_append_exif).
+        tags.append((_EXIF_PLACEHOLDER, "I", 1, (0,), True))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".dng", dir=folder)
     os.close(fd)
     try:
         tifffile.imwrite(tmp, data, photometric=32803, subfiletype=0, extratags=tags)
+        if exif:
+            _append_exif(tmp, exposure_time, iso)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -344,6 +400,120 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
             # another process (e.g. another DDP rank) finished first: keep its copy
             shutil.rmtree(tmp, ignore_errors=True)
         info["prepare"] = summary
+        return info
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# A synthetic "own camera" set for RawPairDataset (docs/own_camera.md)
+# ---------------------------------------------------------------------------------------
+
+#: The made-up camera of the own-camera example: GRBG phase, 12-bit, black level per site.
+OWN_CAMERA = dict(cfa="GRBG", black=(254, 256, 258, 256), white=4095, neutral=(0.48, 1.0, 0.66),
+                  # an XYZ -> camera matrix of another maker's sensor (x 1/10000), not the Sony one
+                  matrix=[[10405, -3755, -1270], [-5461, 13787, 1793], [-1040, 2015, 6785]],
+                  make="Example", model="Own Camera")
+#: (exposure s, ISO) of the long capture and of the three short captures of a scene:
+#: ratios (t_long * ISO_long) / (t_short * ISO_short) = 100, 200, 300.
+OWN_LONG = (10.0, 100)
+OWN_SHORTS = ((0.1, 100), (0.025, 200), (1.0 / 60.0, 200))
+
+
+def mosaic_cell(rgb_hwc: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) mosaic with the (p, p) colour cell ``cell`` tiled from the top-left."""
+    h, w = rgb_hwc.shape[:2]
+    p = cell.shape[0]
+    idx = np.tile(cell, (h // p + 1, w // p + 1))[:h, :w]
+    return np.take_along_axis(rgb_hwc, idx[..., None].astype(np.intp), axis=2)[..., 0]
+
+
+def write_own_camera_scene(out_dir: str, index: int, folder: str, first_number: int, height: int, width: int,
+                           seed: int) -> List[str]:
+    """One scene of the own-camera set: a long DNG and three short DNGs named like a camera names
+    them (``IMG_0001.DNG``...), exposure time and ISO in the metadata; returns the list lines
+    ``short long`` (no ratio: the loader takes it from the metadata)."""
+    cam = OWN_CAMERA
+    rng = np.random.default_rng([seed, index, 3])
+    srgb = make_scene(index + 3, height, width, seed + 1000)   # other crops than the synthetic SID
+    neutral = np.array(cam["neutral"]) * np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.85, 1.15)])
+    cm = np.array(cam["matrix"]) / 10000.0
+    linear = np.clip(srgb_to_linear(srgb) @ camera_from_srgb_matrix(cm).T, 0.0, None) * neutral
+    cell = np.array([CFA_CODES[c] for c in cam["cfa"]], dtype=np.uint8).reshape(2, 2)
+    black_cell = np.array(cam["black"], dtype=np.float64).reshape(2, 2)
+    black = np.tile(black_cell, (height // 2 + 1, width // 2 + 1))[:height, :width]
+    white = cam["white"]
+    clean = mosaic_cell(linear, cell) * (white - black_cell.max()) * rng.uniform(0.6, 0.9)
+    # the ELD noise model is in 14-bit digital numbers: scale the signal there and back
+    to14 = 16383.0 / white
+    common = dict(cfa=cam["cfa"], black=cam["black"], white=white, as_shot_neutral=neutral, color_matrix=cm,
+                  make=cam["make"], model=cam["model"])
+
+    def digital(noisy: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(noisy + black), 0, white).astype(np.uint16)
+
+    t_long, iso_long = OWN_LONG
+    long_rel = f"{folder}/IMG_{first_number:04d}.DNG"
+    long_dn = digital(add_noise(clean * to14, NOISE["k_min"], rng, jitter=False) / to14)
+    write_dng(os.path.join(out_dir, long_rel), long_dn, exposure_time=t_long, iso=iso_long, **common)
+    lines = []
+    for k, (t, iso) in enumerate(OWN_SHORTS):
+        ratio = (t_long * iso_long) / (t * iso)
+        k_gain = float(np.exp(rng.uniform(np.log(NOISE["k_min"]), np.log(NOISE["k_max"]))))
+        short_dn = digital(add_noise(clean * to14 / ratio, k_gain, rng) / to14)
+        short_rel = f"{folder}/IMG_{first_number + 1 + k:04d}.DNG"
+        write_dng(os.path.join(out_dir, short_rel), short_dn, exposure_time=t, iso=iso, **common)
+        lines.append(f"{short_rel} {long_rel}")
+    return lines
+
+
+def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 256, width: int = 384,
+                        log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
+    """Create a synthetic "own camera" set at ``out`` for ``RawPairDataset`` and cache it.
+
+    A Bayer sensor unlike SID's Sony: GRBG phase, 12-bit (white 4095), black level per CFA site
+    (254/256/258/256), another colour matrix; DNG files named ``scene_XX/IMG_NNNN.DNG`` with exposure
+    time and ISO in the EXIF metadata (:data:`OWN_LONG`, :data:`OWN_SHORTS`: ratios 100, 200 and 300
+    only when the ISO is counted, so ``data.ratio_mode: exposure_iso``); list files
+    ``train_list.txt``, ``val_list.txt`` and ``test_list.txt`` (``short long`` lines, no ratio),
+    split as :func:`split_of`; caches and ``raw_pairs.json`` written by
+    :func:`cans.data.rawpair.prepare_pairs`. Built in a temporary folder and renamed into place.
+    """
+    from tqdm import tqdm
+    from .rawpair import prepare_pairs
+
+    height, width = height // 2 * 2, width // 2 * 2
+    if min(height, width) // 2 < 49:
+        raise DataError(f"own-camera set: {height}x{width} is too small; the packed image must be at least "
+                        f"49 pixels a side (98 Bayer pixels)")
+    if os.path.isdir(out) and os.listdir(out):
+        raise DataError(f"own-camera set: {out} exists and is not empty; remove it or choose another --out")
+    splits = split_of(scenes)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_own_camera_", dir=parent)
+    try:
+        lists: Dict[str, List[str]] = {"train": [], "val": [], "test": []}
+        for i, split in enumerate(tqdm(splits, desc="own-camera scenes", disable=not progress)):
+            lists[split] += write_own_camera_scene(tmp, i, f"scene_{i + 1:02d}", 1 + 4 * i, height, width, seed)
+        names = []
+        for split, lines in lists.items():
+            names.append(f"{split}_list.txt")
+            _write_text(os.path.join(tmp, names[-1]), "\n".join(lines) + "\n")
+        summary = prepare_pairs(tmp, names, block_size=2, log=lambda m: None, progress=progress)
+        if summary["failed"] or summary["bad_pairs"]:
+            raise DataError(f"own-camera set: preparation failed: {summary['failed'] or summary['bad_pairs']}")
+        info = {"synthetic": True, "own_camera": True, "scenes": scenes, "seed": seed, "height": height,
+                "width": width, "splits": {k: len(v) for k, v in lists.items()},
+                "camera": {k: v for k, v in OWN_CAMERA.items()}, "long": list(OWN_LONG),
+                "shorts": [list(x) for x in OWN_SHORTS]}
+        _write_text(os.path.join(tmp, "own_camera.json"), json.dumps(info, indent=2) + "\n")
+        if os.path.isdir(out):
+            os.rmdir(out)
+        os.replace(tmp, out)
+        log(f"own-camera set at {out}: {sum(len(v) for v in lists.values())} pairs "
+            f"({', '.join(f'{k} {len(v)}' for k, v in lists.items())}), {height}x{width} GRBG DNG files")
         return info
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

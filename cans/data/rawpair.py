@@ -1,0 +1,528 @@
+"""``RawPairDataset``: paired short / long captures from any camera LibRaw reads (your own sensor).
+
+List file (``data.<split>.image_list_file``, relative to ``data.data_path``), one pair a line::
+
+    short_file long_file [ratio]
+
+paths relative to ``data.data_path`` (or absolute); blank lines and ``#`` comments are ignored.
+Without a ratio the exposure ratio comes from the files' metadata: ``long exposure time / short
+exposure time`` (rawpy ``other.shutter_speed``), times ``long ISO / short ISO`` with
+``data.ratio_mode: exposure_iso``, capped at ``data.max_ratio`` (default 300, as SID; null: no cap).
+A ratio written in the list is used as it is.
+
+Everything else comes from each file: black level per CFA site, white level, CFA layout and the
+as-shot white balance. The mosaics are brought to the phase the model was trained on (RGGB for
+Bayer, the X-T2 layout for X-Trans) by dropping the first ``cy`` rows and ``cx`` columns (0 or 1
+for Bayer, 0..5 for X-Trans) of both images and of the RGB target, so that every pixel keeps its
+colour and the target stays aligned (``scripts/infer.py`` pads instead, to keep the photo's size).
+The RGB target is LibRaw's 16-bit rendering of the long file, exactly as for SID; the RAW target
+is the long file's packed RAW times its own as-shot white balance per channel.
+
+A pair whose sizes, colour filter layout or camera (colour matrix and white level) differ is an
+error naming both files. Bayer files go through ``RawPairDataset`` (4 channels); X-Trans files
+through ``XTransPairDataset`` (9 channels); a file of the other kind is an error naming it.
+
+Sample values (as the SID loaders): ``noisy_raw = min((float32(raw) - black) / (white - black)
+* ratio, max_clip)`` with black per packed channel (values below black stay negative),
+``clean_raw = (float32(raw) - black) / (white - black) * wb``, ``clean_rgb`` in [0, 1].
+
+Two reading modes, identical samples:
+
+* ``data.load_npy: false``: the RAW files through rawpy (metadata read once, at start);
+* ``data.load_npy: true``: caches written by :func:`prepare_pairs` (``scripts/prepare_pairs.py``)
+  in the SID cache format: ``<folder>_pack/<file name>.npy`` (packed uint16 RAW after the phase
+  crop, black not subtracted) for every file, ``<folder>_post_int/<file name>.npy`` (uint16
+  (3, H, W) rendering) for every long file, where ``<folder>`` is the file's folder in the list
+  (files at the top of ``data_path`` get ``_pack/`` and ``_post_int/``); plus one JSON,
+  ``<data_path>/raw_pairs.json``, with each file's metadata (black per packed channel, white,
+  CFA, white balance, exposure, ISO, camera, phase crop), so normalisation happens at load time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .base import PairDataset
+from .errors import DataError
+from .lists import PairEntry, _read_lines
+from .packing import XTRANS_PATTERN, pack_bayer, pack_xtrans, wb_vector
+from .raw_io import _raw_from_handle, open_raw, rawpy
+
+META_FILE = "raw_pairs.json"
+META_VERSION = 1
+DEFAULT_MAX_RATIO = 300.0
+RATIO_MODES = ("exposure", "exposure_iso")
+BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
+
+
+@dataclass
+class FileMeta:
+    """What the loader needs to know about one RAW file of a pair (JSON-serialisable).
+
+    shape: (H, W) of the visible mosaic; pattern: CFA letters of the cell row by row ('GRBG',
+    36 letters for X-Trans); crop: (cy, cx) rows / columns dropped to reach the model's phase;
+    black: per packed channel (C values) after the crop; white: saturation level; wb: as-shot
+    (R, G, B) gains, G = 1; exposure: seconds (0 = unknown); iso (0 = unknown); camera: the
+    colour matrix and white level as text, to tell cameras apart.
+    """
+    shape: Tuple[int, int]
+    pattern: str
+    crop: Tuple[int, int]
+    black: List[float]
+    white: float
+    wb: List[float]
+    exposure: float
+    iso: float
+    camera: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "FileMeta":
+        return cls(shape=tuple(d["shape"]), pattern=d["pattern"], crop=tuple(d["crop"]),
+                   black=[float(v) for v in d["black"]], white=float(d["white"]),
+                   wb=[float(v) for v in d["wb"]], exposure=float(d["exposure"]), iso=float(d["iso"]),
+                   camera=str(d["camera"]))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"shape": list(self.shape), "pattern": self.pattern, "crop": list(self.crop),
+                "black": self.black, "white": self.white, "wb": self.wb, "exposure": self.exposure,
+                "iso": self.iso, "camera": self.camera}
+
+
+@dataclass
+class RawPairEntry(PairEntry):
+    """A list line; ``fixed_ratio`` is the ratio written in the list (None: from the metadata)."""
+    fixed_ratio: Optional[float] = None
+    meta_ratio: Optional[float] = None
+
+    @property
+    def ratio(self) -> float:
+        if self.fixed_ratio is not None:
+            return self.fixed_ratio
+        if self.meta_ratio is None:
+            raise DataError(f"{self.source}: ratio not resolved yet")
+        return self.meta_ratio
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading one file
+# ---------------------------------------------------------------------------------------------
+
+def _kind(block_size: int) -> Tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], str]:
+    if block_size == 2:
+        return BAYER_RGGB, pack_bayer, "Bayer"
+    return XTRANS_PATTERN, pack_xtrans, "X-Trans"
+
+
+def phase_crop(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(cy, cx): dropping cy rows and cx columns turns ``cfa`` into ``reference`` (ValueError if none)."""
+    p = reference.shape[0]
+    for cy in range(p):
+        for cx in range(p):
+            if np.array_equal(np.roll(cfa, (-cy, -cx), axis=(0, 1)), reference):
+                return cy, cx
+    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
+
+
+def _packed_black(black_cell: np.ndarray, crop: Tuple[int, int], pack) -> List[float]:
+    """Black level of each packed channel, from the (p, p) per-site cell, after the phase crop."""
+    packed = pack(np.roll(black_cell.astype(np.float64), (-crop[0], -crop[1]), axis=(0, 1)))
+    return [float(v) for v in packed.reshape(packed.shape[0], -1).mean(axis=1)]
+
+
+def render_unrotated(rp, path: str) -> np.ndarray:
+    """LibRaw's 16-bit sRGB rendering as for SID (``use_camera_wb, no_auto_bright, output_bps=16``)
+    but with the orientation flag ignored (``user_flip=0``), so that it stays aligned with the
+    mosaic of a portrait photo; an X-Trans file LibRaw's default demosaic fails on gets LINEAR."""
+    kwargs = dict(use_camera_wb=True, half_size=False, no_auto_bright=True, output_bps=16, user_flip=0)
+    try:
+        return rp.postprocess(**kwargs)
+    except Exception as first:
+        try:
+            with rawpy.imread(path) as again:
+                return again.postprocess(demosaic_algorithm=rawpy.DemosaicAlgorithm.LINEAR, **kwargs)
+        except Exception:
+            raise DataError(f"LibRaw cannot post-process {path}: {type(first).__name__}: {first}") from None
+
+
+def read_pair_file(path: str, block_size: int, render: bool = False, pixels: bool = True):
+    """Read one RAW file of a pair: ``(FileMeta, packed uint16 (C, h, w) or None, rendering uint16
+    (3, h*b, w*b) or None)``; the packed image and the rendering are phase-cropped. DataError names
+    the file for anything unreadable or of the wrong CFA kind."""
+    reference, pack, kind = _kind(block_size)
+    with open_raw(path) as rp:
+        rf = _raw_from_handle(rp, path)
+        try:
+            exposure = float(rp.other.shutter_speed)
+            iso = float(rp.other.iso_speed)
+        except Exception:
+            exposure, iso = 0.0, 0.0
+        try:
+            cm = np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3]
+        except Exception:
+            cm = np.zeros((3, 3))
+        rgb = render_unrotated(rp, path) if render else None
+    p = reference.shape[0]
+    if rf.cfa.shape != (p, p):
+        other = "XTransPairDataset" if block_size == 2 else "RawPairDataset"
+        raise DataError(f"{path}: a {rf.cfa.shape[0]}x{rf.cfa.shape[1]} colour filter ('{rf.pattern[:8]}'); "
+                        f"this data.type reads {kind} files (use data.type: {other} and a model with "
+                        f"in_channel {9 if block_size == 2 else 4}, block_size {3 if block_size == 2 else 2})")
+    try:
+        crop = phase_crop(rf.cfa, reference)
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    if not np.isfinite(rf.white) or rf.white <= float(rf.black.max()):
+        raise DataError(f"{path}: white level {rf.white} is not above the black level {float(rf.black.max())}")
+    h, w = rf.mosaic.shape
+    if h - crop[0] < 2 * p or w - crop[1] < 2 * p:
+        raise DataError(f"{path}: image of {h}x{w} is too small")
+    camera = json.dumps({"matrix": np.round(cm, 4).tolist(), "white": rf.white})
+    meta = FileMeta(shape=(h, w), pattern=rf.pattern, crop=crop, black=_packed_black(rf.black, crop, pack),
+                    white=rf.white, wb=[float(v) for v in rf.wb],
+                    exposure=exposure if math.isfinite(exposure) and exposure > 0 else 0.0,
+                    iso=iso if math.isfinite(iso) and iso > 0 else 0.0, camera=camera)
+    packed = None
+    if pixels:
+        packed = np.ascontiguousarray(pack(rf.mosaic[crop[0]:, crop[1]:]), dtype=np.uint16)
+    if rgb is not None:
+        ph, pw = (packed.shape[1:] if packed is not None else
+                  packed_size((h - crop[0], w - crop[1]), block_size))
+        rgb = np.asarray(rgb)[crop[0]:crop[0] + ph * block_size, crop[1]:crop[1] + pw * block_size]
+        rgb = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.uint16)
+    return meta, packed, rgb
+
+
+def packed_size(hw: Sequence[int], block_size: int) -> Tuple[int, int]:
+    h, w = hw
+    if block_size == 2:
+        return h // 2, w // 2
+    return h // 6 * 2, w // 6 * 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Lists, ratios and pair checks
+# ---------------------------------------------------------------------------------------------
+
+def parse_pair_list(path: str) -> List[RawPairEntry]:
+    """``short long [ratio]`` lines -> entries; DataError with ``file:line`` for a bad line."""
+    entries = []
+    for number, text in _read_lines(path):
+        where = f"{path}:{number}"
+        tokens = text.split()
+        if len(tokens) not in (2, 3):
+            raise DataError(f"{where}: expected '<short RAW> <long RAW> [ratio]', got {text!r}")
+        ratio = None
+        if len(tokens) == 3:
+            try:
+                ratio = float(tokens[2])
+            except ValueError:
+                raise DataError(f"{where}: the third column must be the exposure ratio (a number), "
+                                f"got {tokens[2]!r}") from None
+            if not (math.isfinite(ratio) and ratio > 0):
+                raise DataError(f"{where}: ratio {tokens[2]} must be a positive number")
+        entries.append(RawPairEntry(tokens[0], tokens[1], source=where, fixed_ratio=ratio, max_ratio=None))
+    return entries
+
+
+def metadata_ratio(short: FileMeta, long: FileMeta, mode: str = "exposure",
+                   max_ratio: Optional[float] = DEFAULT_MAX_RATIO, names: Tuple[str, str] = ("short", "long")) -> float:
+    """The exposure ratio of a pair from its metadata (module docstring); DataError when unknown."""
+    if mode not in RATIO_MODES:
+        raise DataError(f"data.ratio_mode: {mode!r} is not one of {list(RATIO_MODES)}")
+    for meta, name in ((short, names[0]), (long, names[1])):
+        if not meta.exposure > 0:
+            raise DataError(f"{name}: no exposure time in the file's metadata; write the ratio as the "
+                            f"third column of the list line")
+    ratio = long.exposure / short.exposure
+    if mode == "exposure_iso":
+        for meta, name in ((short, names[0]), (long, names[1])):
+            if not meta.iso > 0:
+                raise DataError(f"{name}: no ISO in the file's metadata (data.ratio_mode: exposure_iso); "
+                                f"use ratio_mode: exposure or write the ratio in the list")
+        ratio *= long.iso / short.iso
+    ratio = float(f"{ratio:.6g}")   # exposure times are stored as float32: 0.1 s reads 0.10000000149
+    return ratio if max_ratio is None else min(ratio, float(max_ratio))
+
+
+def check_pair(short: FileMeta, long: FileMeta, names: Tuple[str, str]) -> None:
+    """DataError naming both files when the two captures cannot be a pair."""
+    a, b = names
+    if tuple(short.shape) != tuple(long.shape):
+        raise DataError(f"{a} ({short.shape[0]}x{short.shape[1]}) and {b} ({long.shape[0]}x{long.shape[1]}): "
+                        f"the two files of a pair must have the same size")
+    if short.pattern != long.pattern:
+        raise DataError(f"{a} (CFA {short.pattern[:8]}) and {b} (CFA {long.pattern[:8]}): the two files of a "
+                        f"pair must have the same colour filter layout")
+    if short.camera != long.camera:
+        raise DataError(f"{a} and {b}: different cameras (colour matrix or white level differ); a pair must "
+                        f"come from one camera")
+
+
+# ---------------------------------------------------------------------------------------------
+# Caches (the prepare step)
+# ---------------------------------------------------------------------------------------------
+
+def cache_path(data_path: str, rel: str, kind: str) -> str:
+    """``<data_path>/<folder>_<kind>/<file name>.npy`` for list path ``rel`` (kind 'pack' or 'post_int')."""
+    folder, name = os.path.split(os.path.normpath(rel))
+    if os.path.isabs(rel):
+        folder = os.path.relpath(folder, data_path)
+    return os.path.join(data_path, f"{folder}_{kind}", name + ".npy")
+
+
+def resolve(data_path: str, rel: str) -> str:
+    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(data_path, rel))
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+    os.replace(tmp, path)
+
+
+def load_meta_table(data_path: str) -> Dict[str, Any]:
+    path = os.path.join(data_path, META_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            table = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc}); delete it and run scripts/prepare_pairs.py again") from None
+    if not isinstance(table, dict) or table.get("version") != META_VERSION or not isinstance(table.get("files"), dict):
+        raise DataError(f"{path}: not a metadata file of this version; delete it and run scripts/prepare_pairs.py again")
+    return table
+
+
+def _prepare_job(args):
+    data_path, rel, block_size, is_long = args
+    try:
+        pack_dst = cache_path(data_path, rel, "pack")
+        rgb_dst = cache_path(data_path, rel, "post_int")
+        meta, packed, rgb = read_pair_file(resolve(data_path, rel), block_size, render=is_long)
+        _save_npy(pack_dst, packed)
+        if is_long:
+            _save_npy(rgb_dst, rgb)
+        return rel, meta.to_json(), ""
+    except DataError as exc:
+        return rel, None, str(exc)
+    except Exception as exc:  # reported in the summary, the other files go on
+        return rel, None, f"{rel}: {type(exc).__name__}: {exc}"
+
+
+def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: int = 2, workers: int = 0,
+                  log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, Any]:
+    """Write the caches and ``raw_pairs.json`` for every file named by ``list_files`` (module docstring).
+
+    Files already cached (cache present and listed in the JSON) are skipped. Pairs are checked
+    (sizes, CFA, camera) and their metadata ratio computed where the list gives none, so a bad
+    pair fails here, before training. Returns ``{"files", "written", "skipped", "failed": {rel: msg}}``.
+    """
+    from tqdm import tqdm
+
+    if not os.path.isdir(data_path):
+        raise DataError(f"data path not found: {data_path}")
+    lists = []
+    for lf in list_files:
+        path = lf if os.path.isabs(lf) else os.path.join(data_path, lf)
+        lists.append(parse_pair_list(path))
+    table = load_meta_table(data_path) or {"version": META_VERSION, "block_size": block_size, "files": {}}
+    if table.get("block_size") != block_size:
+        raise DataError(f"{os.path.join(data_path, META_FILE)} was written for block size {table.get('block_size')}, "
+                        f"not {block_size}; delete it to prepare again")
+    longs = {e.lbl_file for es in lists for e in es}
+    shorts = {e.img_file for es in lists for e in es} - longs
+    jobs = []
+    skipped = 0
+    for rel in sorted(longs) + sorted(shorts):
+        is_long = rel in longs
+        done = rel in table["files"] and os.path.isfile(cache_path(data_path, rel, "pack")) and \
+            (not is_long or os.path.isfile(cache_path(data_path, rel, "post_int")))
+        if done:
+            skipped += 1
+        else:
+            jobs.append((data_path, rel, block_size, is_long))
+    failed: Dict[str, str] = {}
+    bar = tqdm(total=len(jobs), desc="prepare pairs", unit="file", disable=not progress)
+    try:
+        if workers > 1 and len(jobs) > 1:
+            with mp.get_context("spawn").Pool(workers) as pool:   # LibRaw's OpenMP does not survive fork
+                results = list(_tick(pool.imap_unordered(_prepare_job, jobs), bar))
+        else:
+            results = list(_tick(map(_prepare_job, jobs), bar))
+    finally:
+        bar.close()
+    for rel, meta, message in results:
+        if meta is None:
+            failed[rel] = message
+        else:
+            table["files"][rel] = meta
+    tmp = os.path.join(data_path, META_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(table, fh, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(data_path, META_FILE))
+    bad_pairs = []
+    for entries in lists:
+        for e in entries:
+            if e.img_file in failed or e.lbl_file in failed:
+                continue
+            s, l_ = FileMeta.from_json(table["files"][e.img_file]), FileMeta.from_json(table["files"][e.lbl_file])
+            try:
+                check_pair(s, l_, (e.img_file, e.lbl_file))
+                if e.fixed_ratio is None:
+                    metadata_ratio(s, l_, "exposure", None, (e.img_file, e.lbl_file))
+            except DataError as exc:
+                bad_pairs.append(f"{e.source}: {exc}")
+    log(f"prepare pairs in {data_path}: {len(jobs) + skipped} RAW files, {len(jobs) - len(failed)} cached, "
+        f"{skipped} already cached, {len(failed)} failed")
+    for rel, msg in sorted(failed.items())[:20]:
+        log(f"  FAILED {msg if rel in msg else rel + ': ' + msg}")
+    for msg in bad_pairs[:20]:
+        log(f"  BAD PAIR {msg}")
+    return {"files": len(jobs) + skipped, "written": len(jobs) - len(failed), "skipped": skipped,
+            "failed": failed, "bad_pairs": bad_pairs}
+
+
+def _tick(results, bar):
+    for r in results:
+        bar.update(1)
+        yield r
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset
+# ---------------------------------------------------------------------------------------------
+
+class _Normalised:
+    """A packed uint16 array seen as ``(float32(raw) - black[c]) / (white - black[c])``: slicing
+    normalises only the slice (a training crop of a memory map reads and converts only its bytes)."""
+
+    def __init__(self, arr, black: Sequence[float], white: float):
+        self.arr = arr
+        self.black = np.asarray(black, dtype=np.float32).reshape(-1, 1, 1)
+        self.scale = np.float32(white) - self.black
+        self.shape = arr.shape
+        self.ndim = arr.ndim
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        out = np.subtract(self.arr[key], self.black[key[:1]], dtype=np.float32)
+        out /= self.scale[key[:1]]
+        return out
+
+
+class RawPairDataset(PairDataset):
+    """Pairs of Bayer RAW files from any camera (module docstring); packed to 4 channels."""
+    block_size = 2
+    channels = 4
+    camera = "own"
+
+    def __init__(self, data_path: str, image_list_file: Optional[str], split: str = "train", *,
+                 ratio_mode: str = "exposure", max_ratio: Optional[float] = DEFAULT_MAX_RATIO, **kwargs):
+        if ratio_mode not in RATIO_MODES:
+            raise DataError(f"data.ratio_mode: {ratio_mode!r} is not one of {list(RATIO_MODES)}")
+        if max_ratio is not None and not max_ratio >= 1:
+            raise DataError(f"data.max_ratio: expected a number >= 1 or null, got {max_ratio}")
+        self.ratio_mode, self.max_ratio = ratio_mode, max_ratio
+        self._meta: Dict[str, FileMeta] = {}
+        self._table: Optional[Dict[str, Any]] = None
+        super().__init__(data_path, image_list_file, split, **kwargs)
+
+    @staticmethod
+    def data_options(data: Mapping[str, Any]) -> Dict[str, Any]:
+        """The ``data.*`` keys this dataset takes besides the split options."""
+        return {"ratio_mode": data.get("ratio_mode") or "exposure",
+                "max_ratio": data.get("max_ratio", DEFAULT_MAX_RATIO)}
+
+    def prepare_hint(self) -> str:
+        return (f"write the list file(s) and, with data.load_npy: true, cache the files with `python "
+                f"scripts/prepare_pairs.py --data-path {self.data_path} --lists LIST...` (see docs/own_camera.md)")
+
+    def _entries(self) -> List[PairEntry]:
+        return parse_pair_list(self.list_file)
+
+    def _file_meta(self, rel: str) -> FileMeta:
+        meta = self._meta.get(rel)
+        if meta is not None:
+            return meta
+        if self.load_npy:
+            if self._table is None:
+                self._table = load_meta_table(self.data_path)
+                if self._table and self._table.get("block_size") != self.block_size:
+                    raise DataError(f"{os.path.join(self.data_path, META_FILE)}: prepared for block size "
+                                    f"{self._table.get('block_size')}, data.type {type(self).__name__} needs "
+                                    f"{self.block_size}; prepare again")
+            d = (self._table.get("files") or {}).get(rel)
+            if d is None:
+                raise DataError(f"{rel}: not in {os.path.join(self.data_path, META_FILE)} (not prepared); run "
+                                f"`python scripts/prepare_pairs.py --data-path {self.data_path} --lists "
+                                f"{os.path.relpath(self.list_file, self.data_path)}`")
+            for kind in ("pack",):
+                path = cache_path(self.data_path, rel, kind)
+                if not os.path.isfile(path):
+                    raise DataError(f"cache file not found: {path}; run scripts/prepare_pairs.py again")
+            meta = FileMeta.from_json(d)
+        else:
+            path = resolve(self.data_path, rel)
+            if not os.path.isfile(path):
+                raise DataError(f"RAW file not found: {path}")
+            meta = read_pair_file(path, self.block_size, pixels=False)[0]
+        self._meta[rel] = meta
+        return meta
+
+    def _check_entry(self, entry: PairEntry) -> None:
+        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
+        names = (resolve(self.data_path, entry.img_file), resolve(self.data_path, entry.lbl_file))
+        check_pair(short, long, names)
+        if self.load_npy and not os.path.isfile(cache_path(self.data_path, entry.lbl_file, "post_int")):
+            raise DataError(f"cache file not found: {cache_path(self.data_path, entry.lbl_file, 'post_int')}; "
+                            f"run scripts/prepare_pairs.py again")
+        if entry.fixed_ratio is None:
+            entry.meta_ratio = metadata_ratio(short, long, self.ratio_mode, self.max_ratio, names)
+        entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
+
+    def _levels(self, entry: PairEntry):
+        """(0, 1): ``_arrays`` already normalises each file with its own black / white levels
+        (a camera's black level can depend on the ISO, so the two files of a pair may differ)."""
+        return 0.0, 1.0
+
+    def _raw_arrays(self, entry: PairEntry):
+        """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""
+        if self.load_npy:
+            from .sid import open_npy
+            return (open_npy(cache_path(self.data_path, entry.img_file, "pack")),
+                    open_npy(cache_path(self.data_path, entry.lbl_file, "pack")),
+                    open_npy(cache_path(self.data_path, entry.lbl_file, "post_int")))
+        _, noisy, _ = read_pair_file(resolve(self.data_path, entry.img_file), self.block_size)
+        _, clean, rgb = read_pair_file(resolve(self.data_path, entry.lbl_file), self.block_size, render=True)
+        return noisy, clean, rgb
+
+    def _arrays(self, entry: PairEntry):
+        noisy, clean, rgb = self._raw_arrays(entry)
+        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
+        if noisy.ndim != 3 or rgb.ndim != 3 or rgb.shape[0] != 3:
+            raise DataError(f"{entry.source}: cache shapes {noisy.shape} / {rgb.shape} are not packed (C, h, w) "
+                            f"and (3, H, W); prepare again")
+        return (_Normalised(noisy, short.black, short.white), _Normalised(clean, long.black, long.white),
+                rgb.transpose(1, 2, 0))
+
+    def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
+        return wb_vector(self._file_meta(entry.lbl_file).wb, self.block_size)
+
+
+class XTransPairDataset(RawPairDataset):
+    """Pairs of X-Trans RAW files (Fuji) from any camera; packed to 9 channels (block 3)."""
+    block_size = 3
+    channels = 9
+
+
+__all__ = ["RawPairDataset", "XTransPairDataset", "FileMeta", "RawPairEntry", "parse_pair_list", "metadata_ratio",
+           "check_pair", "read_pair_file", "prepare_pairs", "phase_crop", "cache_path", "META_FILE"]

@@ -1,0 +1,44 @@
+#!/usr/bin/env python
+r"""Cache your own camera's RAW pairs for RawPairDataset (data.load_npy: true).
+
+    python scripts/prepare_pairs.py --data-path datasets/my_camera --lists train_list.txt val_list.txt
+
+Each list line is `short_file long_file [ratio]`, paths relative to --data-path. Writes, next to
+the files, `<folder>_pack/<file>.npy` (packed uint16 RAW) and `<folder>_post_int/<file>.npy`
+(LibRaw's 16-bit rendering of the long files), plus `<data-path>/raw_pairs.json` with every file's
+black / white levels, CFA, white balance, exposure and ISO. Files already cached are skipped; pairs
+whose sizes, CFA or camera differ, or without a ratio in the list nor exposure times in the
+metadata, are reported. See docs/own_camera.md and cans/data/rawpair.py.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-path", required=True, help="folder the list paths are relative to")
+    p.add_argument("--lists", nargs="+", required=True, help="list files (relative to --data-path or absolute)")
+    p.add_argument("--xtrans", action="store_true", help="X-Trans files (XTransPairDataset; 9-channel packing)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from cans.cli import run_cli
+    from cans.data.rawpair import prepare_pairs
+
+    def run() -> int:
+        summary = prepare_pairs(args.data_path, args.lists, block_size=3 if args.xtrans else 2,
+                                workers=args.workers, progress=not args.no_progress)
+        return 1 if summary["failed"] or summary["bad_pairs"] else 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

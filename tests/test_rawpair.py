@@ -1,0 +1,202 @@
+"""RawPairDataset (your own camera): metadata ratio, the four Bayer phases, per-site black levels,
+both reading modes, mismatched pairs, X-Trans, and write_dng's exposure / ISO metadata."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+rawpy = pytest.importorskip("rawpy")
+pytest.importorskip("tifffile")
+
+from cans.data import DataError, build_dataset  # noqa: E402
+from cans.data.packing import XTRANS_PATTERN  # noqa: E402
+from cans.data.rawpair import (RawPairDataset, XTransPairDataset, metadata_ratio, parse_pair_list,  # noqa: E402
+                               prepare_pairs, read_pair_file)
+from cans.data.synthetic import write_dng  # noqa: E402
+
+H, W = 64, 96
+WHITE = 4095
+CODES = {"R": 0, "G": 1, "B": 2}
+SITE_BLACK = (250, 260, 270, 280)   # per site of the 2x2 cell, row by row (as stored in the file)
+
+
+def scene() -> np.ndarray:
+    """(H, W, 3) in [0, 1]: grey with a red patch (top left) and a blue patch (bottom right)."""
+    img = np.full((H, W, 3), 0.2)
+    img[8:28, 8:40] = (0.9, 0.05, 0.05)
+    img[36:60, 56:90] = (0.05, 0.05, 0.9)
+    return img
+
+
+def mosaic(img: np.ndarray, pattern: str, gain: float, black=SITE_BLACK) -> np.ndarray:
+    """The DN a sensor with this CFA ``pattern`` and per-site ``black`` records (no noise)."""
+    cell = np.array([CODES[c] for c in pattern]).reshape(2, 2)
+    idx = np.tile(cell, (H // 2, W // 2))
+    values = np.take_along_axis(img, idx[..., None], axis=2)[..., 0]
+    blk = np.tile(np.asarray(black, dtype=np.float64).reshape(2, 2), (H // 2, W // 2))
+    return np.round(blk + values * gain * (WHITE - 300)).astype(np.uint16)
+
+
+def write_pair(folder, pattern="GRBG", short=0.05, long=5.0, iso_short=100, iso_long=100, line_ratio=None,
+               name="pair", **long_kwargs):
+    img = scene()
+    ratio = (long * iso_long) / (short * iso_short)
+    common = dict(cfa=pattern, black=SITE_BLACK, white=WHITE, as_shot_neutral=(0.5, 1.0, 0.7))
+    s_rel, l_rel = f"{name}/short.dng", f"{name}/long.dng"
+    write_dng(str(folder / s_rel), mosaic(img, pattern, 1.0 / ratio), exposure_time=short, iso=iso_short, **common)
+    write_dng(str(folder / l_rel), mosaic(img, pattern, 1.0, long_kwargs.pop("black", SITE_BLACK)),
+              exposure_time=long, iso=iso_long, **{**common, **long_kwargs})
+    return f"{s_rel} {l_rel}" + (f" {line_ratio}" if line_ratio else "")
+
+
+def make_set(folder, lines, list_name="list.txt"):
+    (folder / list_name).write_text("\n".join(lines) + "\n")
+    return list_name
+
+
+def test_write_dng_metadata_round_trip(tmp_path):
+    path = tmp_path / "x.dng"
+    write_dng(str(path), mosaic(scene(), "GBRG", 0.5), cfa="GBRG", black=SITE_BLACK, white=WHITE,
+              exposure_time=1 / 60, iso=3200)
+    with rawpy.imread(str(path)) as rp:
+        assert rp.other.shutter_speed == pytest.approx(1 / 60, rel=1e-6)
+        assert rp.other.iso_speed == 3200
+        assert rp.white_level == WHITE
+        # black per site, read back through the CFA layout: site (0,0) is G, (0,1) B, (1,0) R, (1,1) G
+        per_site = np.asarray(rp.black_level_per_channel)[rp.raw_pattern]
+        assert per_site.reshape(-1).tolist() == list(SITE_BLACK)
+    with pytest.raises(ValueError, match="exposure_time"):
+        write_dng(str(tmp_path / "y.dng"), np.zeros((32, 32), np.uint16), exposure_time=-1)
+
+
+def test_metadata_ratio_modes_cap_and_list_ratio(tmp_path):
+    lines = [write_pair(tmp_path, short=0.04, long=4.0, iso_short=400, iso_long=100, name="a"),
+             write_pair(tmp_path, short=0.01, long=10.0, name="b"),
+             write_pair(tmp_path, short=0.04, long=4.0, line_ratio=123.5, name="c")]
+    lst = make_set(tmp_path, lines)
+    ds = RawPairDataset(str(tmp_path), lst, "test", load_npy=False, ratio_mode="exposure")
+    assert [e.ratio for e in ds.entries] == [pytest.approx(100.0), 300.0, 123.5]   # 1000 capped at 300
+    ds = RawPairDataset(str(tmp_path), lst, "test", load_npy=False, ratio_mode="exposure_iso", max_ratio=None)
+    assert [e.ratio for e in ds.entries] == [pytest.approx(25.0), pytest.approx(1000.0), 123.5]
+    assert ds[0]["ratio"] == pytest.approx(25.0)
+    assert ds[0]["input_exposure"] == pytest.approx(0.04) and ds[0]["gt_exposure"] == pytest.approx(4.0)
+
+
+def test_missing_exposure_is_a_clear_error(tmp_path):
+    img = scene()
+    (tmp_path / "p").mkdir()
+    write_dng(str(tmp_path / "p/s.dng"), mosaic(img, "RGGB", 0.01), cfa="RGGB", black=SITE_BLACK, white=WHITE)
+    write_dng(str(tmp_path / "p/l.dng"), mosaic(img, "RGGB", 1.0), cfa="RGGB", black=SITE_BLACK, white=WHITE)
+    lst = make_set(tmp_path, ["p/s.dng p/l.dng"])
+    with pytest.raises(DataError, match=r"s\.dng.*no exposure time.*third column"):
+        RawPairDataset(str(tmp_path), lst, "test", load_npy=False)
+    (tmp_path / "ok.txt").write_text("p/s.dng p/l.dng 100\n")
+    assert RawPairDataset(str(tmp_path), "ok.txt", "test", load_npy=False)[0]["ratio"] == 100.0
+
+
+def test_bad_list_line_names_file_and_line(tmp_path):
+    (tmp_path / "l.txt").write_text("# comment\na.dng b.dng\na.dng b.dng fast\n")
+    with pytest.raises(DataError, match=r"l\.txt:3: the third column must be the exposure ratio"):
+        parse_pair_list(str(tmp_path / "l.txt"))
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "GBRG", "BGGR"])
+def test_each_bayer_phase_both_modes(tmp_path, pattern):
+    lst = make_set(tmp_path, [write_pair(tmp_path, pattern=pattern)])
+    raw_mode = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
+    summary = prepare_pairs(str(tmp_path), [lst], progress=False, log=lambda m: None)
+    assert summary["failed"] == {} and summary["bad_pairs"] == []
+    npy_mode = RawPairDataset(str(tmp_path), lst, "test", load_npy=True)[0]
+    for key in ("noisy_raw", "clean_raw", "clean_rgb"):
+        assert np.array_equal(raw_mode[key].numpy(), npy_mode[key].numpy()), key
+    noisy, clean, rgb = npy_mode["noisy_raw"].numpy(), npy_mode["clean_raw"].numpy(), npy_mode["clean_rgb"].numpy()
+    cy, cx = {"RGGB": (0, 0), "GRBG": (0, 1), "GBRG": (1, 0), "BGGR": (1, 1)}[pattern]
+    assert noisy.shape == (4, (H - cy) // 2, (W - cx) // 2)
+    assert rgb.shape == (3, noisy.shape[1] * 2, noisy.shape[2] * 2)
+    # channels R, G, B, G after the phase crop: the red patch is bright in R only, the blue one in B only
+    red = (slice(5, 13), slice(5, 18))       # packed pixels inside the patches for any crop
+    blue = (slice(19, 29), slice(29, 44))
+    assert noisy[0][red].mean() > 0.5 and noisy[2][red].mean() < 0.1
+    assert noisy[2][blue].mean() > 0.5 and noisy[0][blue].mean() < 0.1
+    assert noisy[1][red].mean() < 0.1 and noisy[3][blue].mean() < 0.1
+    # the RGB target stays aligned with the crop: red where the red patch is
+    r_rgb = rgb[:, 12:24, 20:34].mean(axis=(1, 2))
+    assert r_rgb[0] > 2 * r_rgb[2]
+    # RAW target: the long exposure times the white balance LibRaw reports for the long file
+    with rawpy.imread(str(tmp_path / "pair/long.dng")) as rp:
+        wb = np.asarray(rp.camera_whitebalance[:3], dtype=np.float64)
+    black_r = SITE_BLACK[pattern.index("R")]
+    assert clean[0][red].mean() == pytest.approx(wb[0] / wb[1] * 0.9 * (WHITE - 300) / (WHITE - black_r), rel=1e-3)
+
+
+def test_normalisation_per_site_black_values_below_black_stay_negative(tmp_path):
+    line = write_pair(tmp_path, pattern="GRBG", short=0.05, long=5.0)
+    lst = make_set(tmp_path, [line])
+    # make some short-exposure values fall below their site's black level
+    s_path = tmp_path / "pair/short.dng"
+    with rawpy.imread(str(s_path)) as rp:
+        raw = rp.raw_image_visible.copy()
+    raw[0, 1] = 200                  # site (0,1) = R in GRBG, black 260
+    write_dng(str(s_path), raw, cfa="GRBG", black=SITE_BLACK, white=WHITE, exposure_time=0.05, iso=100,
+              as_shot_neutral=(0.5, 1.0, 0.7))
+    sample = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
+    noisy = sample["noisy_raw"].numpy()
+    # independent computation: after dropping column 0 the cell is RGGB = sites (0,1), (0,0), (1,0), (1,1)
+    black = {0: 260.0, 1: 250.0, 2: 270.0, 3: 280.0}
+    site = {0: (0, 1), 1: (0, 2), 2: (1, 2), 3: (1, 1)}   # first pixel of each channel in the original mosaic
+    for c in range(4):
+        y, x = site[c]
+        expected = np.float32(np.float32(raw[y, x]) - np.float32(black[c])) / np.float32(WHITE - black[c])
+        expected = min(expected * np.float32(100.0), 1.0)
+        assert noisy[c, 0, 0] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert noisy[0, 0, 0] < 0
+
+
+@pytest.mark.parametrize("what", ["size", "cfa", "camera"])
+def test_mismatched_pair_names_both_files(tmp_path, what):
+    img = scene()
+    (tmp_path / "m").mkdir()
+    common = dict(black=SITE_BLACK, white=WHITE, exposure_time=0.05, iso=100)
+    write_dng(str(tmp_path / "m/s.dng"), mosaic(img, "RGGB", 0.01), cfa="RGGB", **common)
+    long = mosaic(img, "RGGB", 1.0)
+    kwargs = dict(cfa="RGGB", **{**common, "exposure_time": 5.0})
+    if what == "size":
+        long = long[:, :W - 2]
+    elif what == "cfa":
+        kwargs["cfa"] = "BGGR"
+    else:
+        kwargs["color_matrix"] = np.eye(3)
+    write_dng(str(tmp_path / "m/l.dng"), long, **kwargs)
+    lst = make_set(tmp_path, ["m/s.dng m/l.dng"])
+    message = {"size": "same size", "cfa": "same colour filter", "camera": "different cameras"}[what]
+    with pytest.raises(DataError, match=rf"m/s\.dng.*m/l\.dng.*{message}") as info:
+        RawPairDataset(str(tmp_path), lst, "test", load_npy=False)
+    assert "list.txt:1" in str(info.value)
+
+
+def test_xtrans_needs_its_own_type(tmp_path):
+    img = np.tile(scene(), (1, 1, 1))[:60, :90]
+    idx = np.tile(XTRANS_PATTERN, (10, 15))
+    dn = np.round(1024 + np.take_along_axis(img, idx[..., None].astype(np.intp), axis=2)[..., 0] * 3000)
+    (tmp_path / "x").mkdir()
+    for name, t, g in (("s", 0.05, 0.01), ("l", 5.0, 1.0)):
+        write_dng(str(tmp_path / f"x/{name}.dng"), (1024 + (dn - 1024) * g).astype(np.uint16), cfa=XTRANS_PATTERN,
+                  black=1024, white=16383, exposure_time=t, iso=200)
+    lst = make_set(tmp_path, ["x/s.dng x/l.dng"])
+    with pytest.raises(DataError, match="XTransPairDataset"):
+        RawPairDataset(str(tmp_path), lst, "test", load_npy=False)
+    meta, packed, _ = read_pair_file(str(tmp_path / "x/s.dng"), 3)
+    assert packed.shape == (9, 20, 30) and meta.crop == (0, 0)
+    sample = XTransPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
+    assert sample["noisy_raw"].shape == (9, 20, 30) and sample["clean_rgb"].shape == (3, 60, 90)
+
+
+def test_build_dataset_passes_ratio_options_and_unprepared_cache_is_clear(tmp_path):
+    lst = make_set(tmp_path, [write_pair(tmp_path, iso_short=200, iso_long=100)])
+    cfg = {"data": {"type": "RawPairDataset", "data_path": str(tmp_path), "load_npy": False,
+                    "ratio_mode": "exposure_iso", "max_ratio": None, "process": {"max_clip": 1.0},
+                    "test": {"image_list_file": lst}}}
+    assert build_dataset(cfg, "test").entries[0].ratio == pytest.approx(50.0)
+    cfg["data"]["load_npy"] = True
+    with pytest.raises(DataError, match="prepare_pairs.py"):
+        build_dataset(cfg, "test")
