@@ -29,8 +29,23 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="throughput on a random packed input of this size instead of the first test image")
     p.add_argument("--random-weights", action="store_true", help="throughput without loading a checkpoint")
+    p.add_argument("--tile", default=None, metavar="SIZE|auto",
+                   help="tiled inference: tiles of SIZE packed pixels, or 'auto' (largest that fits the free GPU "
+                        "memory); default whole frames, retried in tiles on a GPU out-of-memory")
+    p.add_argument("--overlap", type=int, default=32, metavar="PIXELS", help="tile overlap in packed pixels (default 32)")
+    p.add_argument("--two-pass", action="store_true", help="tiles use the whole frame's colour statistics")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tile not in (None, "auto"):
+        try:
+            args.tile = int(args.tile)
+        except ValueError:
+            p.error(f"--tile: expected a number of packed pixels or 'auto', got {args.tile!r}")
+        if args.tile <= 0:
+            p.error(f"--tile must be positive, got {args.tile}")
+    if args.overlap < 0:
+        p.error(f"--overlap must be >= 0, got {args.overlap}")
+    return args
 
 
 def main(argv=None) -> int:
@@ -48,7 +63,7 @@ def main(argv=None) -> int:
             run_test(cfg, args.checkpoint, device=args.device, out_dir=args.out,
                      compare_paper=True if args.compare_paper else None,
                      save_images=False if args.no_images else None, max_images=args.max_images,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=args.two_pass)
         return 0
 
     return run_cli(run)

@@ -4,7 +4,8 @@ A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): the visible mosaic, 
 level of each CFA site, the white level and the colour filter layout all come from the
 file. Then:
 
-1. **Normalise**: ``max(raw - black, 0) / (white - black)`` (black per CFA site).
+1. **Normalise**: ``(float32(raw) - black) / (white - black)`` (black per CFA site); values
+   below the black level stay negative, as the network saw them in training.
 2. **Gain**: times the exposure ratio, clipped as the test split of the config says
    (``data.process.max_clip``, 1.0 in the paper configs). ``--ratio auto`` chooses
    ``ratio = target_mean / mean(normalised mosaic)``, clamped to ``[1, max_ratio]``
@@ -19,7 +20,15 @@ file. Then:
    its colour. The bottom and right are padded the same way to whole cells.
 4. **Run** the model (it reflect-pads to its own multiple internally) and **crop** the
    RGB output back to the input's visible area: the output has exactly the input mosaic's
-   height and width (the orientation stored in the file is not applied).
+   height and width. ``--rotate`` then applies the orientation stored in the file (LibRaw's
+   ``sizes.flip``: 3 = 180 degrees, 5 = 90 counter-clockwise, 6 = 90 clockwise), as a photo viewer
+   would; without it the output keeps the sensor's orientation.
+
+Large photos: ``--tile SIZE --overlap PIXELS`` (packed pixels) runs the network on overlapping
+tiles (:mod:`cans.tiling`), so the memory it needs no longer grows with the frame; ``--tile auto``
+picks the largest tile that fits the free GPU memory; a whole frame that runs out of GPU memory
+is retried in tiles, with a message. ``--two-pass`` gives the tiles the frame's global colour
+statistics (docs/tiling.md says how close each setting gets to the whole-frame result).
 
 Non-mosaic sensors (Foveon, linear DNG) and filters other than R/G/B fail with a clear
 error; a Bayer file with a Fuji (9-channel) config or an X-Trans file with a Bayer config
@@ -59,11 +68,14 @@ class Mosaic:
     cfa: (p, p) colour of each site of the repeating cell, counted from the top-left of
          the visible area (0 R, 1 G, 2 B); p = 2 (Bayer) or 6 (X-Trans).
     wb: (3,) as-shot white balance (G = 1).
+    flip: the orientation the file asks for (see :func:`apply_orientation`).
     """
     data: np.ndarray
     cfa: np.ndarray
     wb: np.ndarray
     path: str
+    flip: int = 0        # LibRaw's orientation flag (sizes.flip): 0, 3, 5 or 6
+
 
     @property
     def period(self) -> int:
@@ -90,6 +102,10 @@ def read_mosaic(path: str) -> Mosaic:
                 per_channel = np.asarray(rp.black_level_per_channel, dtype=np.float32)
                 white = float(rp.white_level)
                 wb = np.asarray(rp.camera_whitebalance, dtype=np.float64)[:3]
+                try:
+                    flip = int(rp.sizes.flip)
+                except Exception:
+                    flip = 0
             except InferenceError:
                 raise
             except Exception as exc:
@@ -118,7 +134,21 @@ def read_mosaic(path: str) -> Mosaic:
     if not np.all(np.isfinite(wb)) or np.any(wb <= 0):
         wb = np.ones(3)
     return Mosaic(data=normalize_mosaic(mosaic, black, white), cfa=cfa, wb=(wb / wb[1]).astype(np.float32),
-                  path=path)
+                  path=path, flip=flip)
+
+
+def apply_orientation(image: torch.Tensor, flip: int) -> torch.Tensor:
+    """Apply LibRaw's orientation flag to a (..., H, W) image, as LibRaw's own rendering does:
+    bit 2 flips rows, bit 1 flips columns, bit 4 then transposes (3 = 180 degrees, 5 = 90
+    counter-clockwise, 6 = 90 clockwise)."""
+    out = image
+    if flip & 2:
+        out = out.flip(-2)
+    if flip & 1:
+        out = out.flip(-1)
+    if flip & 4:
+        out = out.transpose(-2, -1)
+    return out.contiguous()
 
 
 def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
@@ -217,10 +247,14 @@ def find_inputs(inputs: Sequence[str]) -> List[str]:
 @torch.no_grad()
 def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off",
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
-            max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None) -> Dict[str, object]:
+            max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
+            overlap: int = 32, two_pass: bool = False, rotate: bool = False,
+            log=print) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
-    "pattern": str, "raw": (C, h, w) denoised packed RAW}``; H, W = the input mosaic's size."""
-    from .engine.evaluate import autocast_context
+    "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
+    input mosaic's size (swapped when ``rotate`` applies a 90-degree orientation).
+    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`)."""
+    from .tiling import run_with_fallback
 
     mosaic = read_mosaic(path)
     if isinstance(ratio, str):
@@ -237,34 +271,43 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
         raise InferenceError(f"{path}: image of {h}x{w} pixels is too small; the model needs at least "
                              f"{net.min_input_size * b}x{net.min_input_size * b}")
     device = torch.device(device)
-    with autocast_context(device, amp):
-        rgb, raw = model(packed.to(device))
+    rgb, raw, used = run_with_fallback(model, packed.to(device), tile=tile, overlap=overlap, two_pass=two_pass,
+                                       amp=amp, log=log, name=path)
     rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
+    if rotate and mosaic.flip:
+        rgb = apply_orientation(rgb, mosaic.flip)
     return {"rgb": rgb, "ratio": ratio, "pattern": mosaic.pattern if mosaic.period == 2 else "X-Trans",
-            "raw": raw[0].float().cpu()}
+            "raw": raw[0].float().cpu(), "tile": used}
 
 
 def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, ratio, device, *,
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
-                  min_clip: Optional[float] = None, progress: bool = True) -> Dict[str, list]:
+                  min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = 32,
+                  two_pass: bool = False, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
 
-    Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)]}``.
+    Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
+    "tiles": {input: tile used or None}}``.
     """
+    import time
+
     from tqdm import tqdm
 
     from .engine.images import write_png
 
     files = list(inputs)
     model.eval()
-    done, failed, used = [], [], set()
+    done, failed, used, tiles = [], [], set(), {}
+    start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
         bar.set_postfix_str(os.path.basename(path))
         try:
             result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
-                             max_clip=max_clip, min_clip=min_clip)
+                             max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
+                             rotate=rotate, log=tqdm.write)
+            tiles[path] = result["tile"]
             stem = os.path.splitext(os.path.basename(path))[0]
             name, k = stem, 1
             while name in used:
@@ -276,7 +319,21 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             failed.append((path, message))
             tqdm.write(f"FAILED {message}")
-    return {"done": done, "failed": failed}
+    return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles}
+
+
+def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
+    """InferenceError for a --tile / --overlap the model cannot use, before any file is read."""
+    from .tiling import TiledModel
+
+    if tile is None or tile == "auto":
+        if overlap < 0:
+            raise InferenceError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+        return
+    try:
+        TiledModel(model, int(tile), overlap)
+    except ValueError as exc:
+        raise InferenceError(str(exc)) from None
 
 
 def cli_main(args) -> int:
@@ -294,12 +351,19 @@ def cli_main(args) -> int:
     model = load_model(cfg, checkpoint, device)
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
+    check_tiling(model, getattr(args, "tile", None), getattr(args, "overlap", 32))
     result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
                            target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
-                           min_clip=opts.get("min_clip"), progress=not args.no_progress)
+                           min_clip=opts.get("min_clip"), progress=not args.no_progress,
+                           tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", 32),
+                           two_pass=getattr(args, "two_pass", False), rotate=getattr(args, "rotate", False))
     for src, out, ratio in result["done"]:
-        print(f"{src} -> {out} (ratio {ratio:.1f})")
-    print(f"{len(result['done'])} of {len(files)} file(s) enhanced into {args.out}")
+        tile = result["tiles"].get(src)
+        print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
+    n = len(result["done"])
+    per_file = f", {result['seconds'] / n:.2f} s per file" if n else ""
+    print(f"summary: {n} of {len(files)} file(s) enhanced into {args.out} in {result['seconds']:.1f} s{per_file}"
+          + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
     if result["failed"]:
         print(f"{len(result['failed'])} file(s) failed:", file=sys.stderr)
         for _, message in result["failed"]:
@@ -308,6 +372,6 @@ def cli_main(args) -> int:
     return 0
 
 
-__all__ = ["Mosaic", "InferenceError", "read_mosaic", "phase_offset", "periodic_pad", "auto_ratio",
-           "prepare_input", "find_inputs", "enhance", "run_inference", "RAW_EXTENSIONS",
+__all__ = ["Mosaic", "InferenceError", "read_mosaic", "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
+           "prepare_input", "find_inputs", "enhance", "check_tiling", "run_inference", "RAW_EXTENSIONS",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main"]

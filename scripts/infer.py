@@ -5,8 +5,14 @@ r"""Enhance your own dark RAW photos with a trained CANS / CANS++ model.
         --checkpoint pretrained_weights/CANS_Plus/Sony.pth --ratio auto photo.ARW folder/ --out results/
 
 Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X-Trans
-(Fuji RAF) files with the Fuji configs. Writes <out>/<file stem>.png with the input's size.
-The details (phase alignment, --ratio auto) are in cans/inference.py.
+(Fuji RAF) files with the Fuji configs. Writes <out>/<file stem>.png with the input's size
+(--rotate: turned as the file's orientation flag says). Large photos on a small GPU:
+
+    python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --tile auto photo.ARW
+    python scripts/infer.py ... --tile 512 --overlap 64 --two-pass photo.ARW   # packed pixels
+
+The details (phase alignment, --ratio auto, tiling) are in cans/inference.py and cans/tiling.py;
+docs/tiling.md measures how close tiles come to the whole-frame result.
 """
 import argparse
 import os
@@ -35,8 +41,20 @@ def parse_args(argv=None):
     p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--tile", default=None, metavar="SIZE|auto",
+                   help="run the network on tiles of SIZE x SIZE packed pixels (a Bayer tile of 512 covers "
+                        "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
+                        "Default: the whole frame, retried in tiles if the GPU runs out of memory")
+    p.add_argument("--overlap", type=int, default=32, metavar="PIXELS",
+                   help="packed pixels shared by neighbouring tiles, blended linearly (default 32)")
+    p.add_argument("--two-pass", action="store_true",
+                   help="tiles use the whole frame's colour statistics (a first pass collects them; twice the time)")
+    p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    args.tile = parse_tile(p, args.tile)
+    if args.overlap < 0:
+        p.error(f"--overlap must be >= 0, got {args.overlap}")
     if args.ratio != "auto":
         try:
             args.ratio = float(args.ratio)
@@ -49,6 +67,19 @@ def parse_args(argv=None):
     if not args.max_ratio >= 1:
         p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
     return args
+
+
+def parse_tile(parser, value):
+    """--tile: None, 'auto' or a positive int (packed pixels)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        tile = int(value)
+    except ValueError:
+        parser.error(f"--tile: expected a number of packed pixels or 'auto', got {value!r}")
+    if tile <= 0:
+        parser.error(f"--tile must be positive, got {tile}")
+    return tile
 
 
 def main(argv=None) -> int:

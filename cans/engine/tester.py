@@ -103,8 +103,13 @@ def _loader(cfg: Mapping[str, Any]):
 
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
-             max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print) -> Dict[str, Any]:
-    """Score ``checkpoint`` on the test split; returns the report (see the module docstring)."""
+             max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
+             tile=None, overlap: int = 32, two_pass: bool = False) -> Dict[str, Any]:
+    """Score ``checkpoint`` on the test split; returns the report (see the module docstring).
+
+    ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
+    (:mod:`cans.tiling`); without ``tile`` whole frames, retried in tiles on a GPU out-of-memory.
+    """
     test = cfg["test"]
     checkpoint = checkpoint or default_checkpoint(cfg)
     limit = test.get("max_images") if max_images is None else max_images
@@ -115,6 +120,11 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
+    from ..tiling import FallbackModel
+    try:
+        model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
+    except ValueError as exc:
+        raise TestSetupError(str(exc)) from None
     loader = loader if loader is not None else _loader(cfg)
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     save_images = test["save_images"] if save_images is None else save_images
@@ -136,7 +146,12 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
               f"checkpoint: `{checkpoint}`\n\n")
     os.makedirs(out_dir, exist_ok=True)
+    tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
+    if tiling:
+        header += f"tiled inference: tiles of {tile} packed pixels, overlap {overlap}" + \
+            (", two-pass global statistics" if two_pass else "") + "\n\n"
     write_metrics_json(os.path.join(out_dir, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
+                       **({"tiling": tiling} if tiling else {}),
                        **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
                           if paper else {}))
     write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
@@ -146,6 +161,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
              + (", images/" if save_images or test["save_grid"] else ""))
     report["config"] = dict(cfg)
     report["checkpoint"] = checkpoint
+    if tiling:
+        report["tiling"] = tiling
     return report
 
 

@@ -1,0 +1,476 @@
+"""Tiled inference: any photo size on any GPU (``--tile SIZE --overlap PIXELS``).
+
+:class:`TiledModel` wraps a CANS / CANS++ model and has the same ``forward(x) -> (rgb, raw)``,
+but runs the network on overlapping tiles of ``tile`` x ``tile`` packed pixels, so the memory the
+network needs no longer grows with the frame (only the input and the two outputs are whole-frame
+tensors). Sizes are in *packed* pixels (a Bayer tile of 512 covers 1024 x 1024 sensor pixels).
+
+Layout: the input is first reflect-padded to the model's multiple (16), exactly as the model
+pads a whole frame; the tile size is rounded down to that multiple; tile origins are multiples
+of it, spaced ``tile - overlap`` apart (rounded down to the multiple, so the real overlap is at
+least ``overlap``), the last tile flush with the frame's end. Outputs are blended with linear
+ramps across each overlap (weights sum to 1), then cropped back like the model's output. When
+one tile covers the frame the wrapped model runs on the whole frame: the result is identical.
+
+Global statistics (``two_pass=True``): the chromatic attention (every GCP of the decoder, and the
+query / key of the CANS++ heads) average-pools its features to ``s x s`` over the *whole* frame,
+so a tile sees other statistics than the frame. The two-pass scheme runs the tiles twice: the
+first pass records, at every pooling point, the feature sums of each of the frame's ``s x s``
+pooling regions, each tile contributing the part of the frame it owns (overlaps split in the
+middle); the second pass runs the tiles again with those frame-wide pooled values in place of the
+tile's own. The first pass itself uses tile statistics, so this is an approximation of the
+whole-frame result (docs/tiling.md measures it), at twice the cost.
+
+``--tile auto`` (:func:`auto_tile`) picks the largest tile that fits the free GPU memory, and
+:func:`run_with_fallback` retries a whole frame that runs out of GPU memory in tiles.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_OVERLAP = 32
+#: fraction of the free GPU memory ``auto_tile`` plans to use
+MEMORY_FRACTION = 0.7
+PROBE_SIZE = 128
+
+
+def _net(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def _padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
+    """(left, right, top, bottom) reflect padding to multiples of ``m``, as the model pads."""
+    if hasattr(net, "padding"):
+        return net.padding(h, w)
+    dh, dw = (-h) % m, (-w) % m
+    return dw // 2, dw - dw // 2, dh // 2, dh - dh // 2
+
+
+def tile_starts(length: int, tile: int, overlap: int, multiple: int) -> List[int]:
+    """Origins of the tiles along one axis of ``length`` (a multiple of ``multiple``)."""
+    if tile >= length:
+        return [0]
+    step = max(multiple, (tile - overlap) // multiple * multiple)
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def _ramp(n: int, starts: List[int], k: int, tile: int) -> torch.Tensor:
+    """Blending weight (tile,) of tile ``k`` along one axis: linear ramps over the overlaps."""
+    w = torch.ones(tile, dtype=torch.float64)
+    pos = torch.arange(tile, dtype=torch.float64) + 0.5
+    if k > 0:
+        ov = starts[k - 1] + tile - starts[k]
+        if ov > 0:
+            w = torch.minimum(w, (pos / ov).clamp(max=1.0))
+    if k + 1 < len(starts):
+        ov = starts[k] + tile - starts[k + 1]
+        if ov > 0:
+            w = torch.minimum(w, ((tile - pos) / ov).clamp(max=1.0))
+    return w
+
+
+def _owned(starts: List[int], k: int, tile: int, length: int, multiple: int) -> Tuple[int, int]:
+    """The part [a, b) of the frame tile ``k`` owns for the global statistics: overlaps are
+    split in the middle (on the multiple, so the split maps to whole pixels at every level)."""
+    a = 0 if k == 0 else (starts[k] + starts[k - 1] + tile) // 2 // multiple * multiple
+    b = length if k + 1 == len(starts) else (starts[k + 1] + starts[k] + tile) // 2 // multiple * multiple
+    return a, b
+
+
+def _regions(length: int, s: int) -> List[Tuple[int, int]]:
+    """The ``s`` pooling windows of ``nn.AdaptiveAvgPool2d`` along an axis of ``length``."""
+    return [(i * length // s, -(-(i + 1) * length // s)) for i in range(s)]
+
+
+class GlobalPoolStats:
+    """Forward hooks that collect (pass 1) or impose (pass 2) frame-wide pooled statistics.
+
+    Pooling points: every ``nn.AdaptiveAvgPool2d`` (GCP's pool, called twice per forward for
+    c1 and c2; the CANS++ heads' query pool) and the pooled key of ``SharedKV`` (CANS++).
+    """
+
+    def __init__(self, net: nn.Module, frame_hw: Tuple[int, int]):
+        from .models.heads import SharedKV
+
+        self.frame_hw = frame_hw
+        self.mode = "off"
+        self.window: Tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)   # y0, x0, ya, yb, xa, xb
+        self.tile_hw = (0, 0)
+        self.sums: Dict[Tuple[str, int], torch.Tensor] = {}
+        self.counts: Dict[Tuple[str, int], torch.Tensor] = {}
+        self.calls: Dict[str, int] = {}
+        self.handles = []
+        for name, mod in net.named_modules():
+            if isinstance(mod, nn.AdaptiveAvgPool2d):
+                self.handles.append(mod.register_forward_hook(self._pool_hook(name, mod.output_size)))
+            elif isinstance(mod, SharedKV):
+                s = mod.adaptive_size
+                self.handles.append(mod[-1].register_forward_hook(self._kv_collect(name, s)))
+                self.handles.append(mod.register_forward_hook(self._kv_apply(name)))
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def start_tile(self, y0: int, x0: int, tile_hw: Tuple[int, int], owned_y, owned_x) -> None:
+        self.window = (y0, x0, owned_y[0], owned_y[1], owned_x[0], owned_x[1])
+        self.tile_hw = tile_hw
+        self.calls = {}
+
+    def _key(self, name: str) -> Tuple[str, int]:
+        n = self.calls.get(name, 0)
+        self.calls[name] = n + 1
+        return name, n
+
+    def _collect(self, key, feat: torch.Tensor, s: int) -> None:
+        b, c, h, w = feat.shape
+        scale_y, scale_x = self.tile_hw[0] // h, self.tile_hw[1] // w
+        if scale_y * h != self.tile_hw[0] or scale_x * w != self.tile_hw[1]:
+            raise RuntimeError(f"two-pass tiling: feature map {h}x{w} is not a whole fraction of the tile "
+                               f"{self.tile_hw}")
+        y0, x0, ya, yb, xa, xb = self.window
+        fh, fw = self.frame_hw[0] // scale_y, self.frame_hw[1] // scale_x
+        if key not in self.sums:
+            self.sums[key] = torch.zeros(b, c, s, s, dtype=torch.float64, device=feat.device)
+            self.counts[key] = torch.zeros(s, s, dtype=torch.float64, device=feat.device)
+        for i, (ra, rb) in enumerate(_regions(fh, s)):
+            r0, r1 = max(ra, ya // scale_y), min(rb, yb // scale_y)
+            if r1 <= r0:
+                continue
+            for j, (ca, cb) in enumerate(_regions(fw, s)):
+                c0, c1 = max(ca, xa // scale_x), min(cb, xb // scale_x)
+                if c1 <= c0:
+                    continue
+                part = feat[:, :, r0 - y0 // scale_y:r1 - y0 // scale_y, c0 - x0 // scale_x:c1 - x0 // scale_x]
+                self.sums[key][:, :, i, j] += part.double().sum(dim=(2, 3))
+                self.counts[key][i, j] += (r1 - r0) * (c1 - c0)
+
+    def _mean(self, key, like: torch.Tensor) -> torch.Tensor:
+        if key not in self.sums or bool((self.counts[key] == 0).any()):
+            raise RuntimeError(f"two-pass tiling: no statistics collected for {key}")
+        return (self.sums[key] / self.counts[key]).to(dtype=like.dtype, device=like.device)
+
+    def _pool_hook(self, name: str, output_size):
+        s = output_size if isinstance(output_size, int) else output_size[0]
+
+        def hook(mod, inputs, output):
+            if self.mode == "off":
+                return None
+            key = self._key(name)
+            if self.mode == "collect":
+                self._collect(key, inputs[0], s)
+                return None
+            return self._mean(key, output)
+        return hook
+
+    def _kv_collect(self, name: str, s: int):
+        def hook(mod, inputs, output):
+            if self.mode == "collect":
+                self._collect((name, 0), output.chunk(2, dim=1)[0], s)
+            return None
+        return hook
+
+    def _kv_apply(self, name: str):
+        def hook(mod, inputs, output):
+            if self.mode != "apply":
+                return None
+            k, v = output
+            return self._mean((name, 0), k), v
+        return hook
+
+
+class TiledModel(nn.Module):
+    """``model`` run on overlapping tiles (module docstring); ``forward(x) -> (rgb, raw)`` as the model.
+
+    tile: packed pixels a side (rounded down to the model's multiple, at least its smallest input);
+    overlap: packed pixels shared by neighbouring tiles; two_pass: frame-wide pooled statistics.
+    ``calls`` records the (h, w) of every input the wrapped model received (tests, logs).
+    """
+
+    def __init__(self, model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP, two_pass: bool = False,
+                 progress: Optional[Callable[[int, int], None]] = None):
+        super().__init__()
+        net = _net(model)
+        self.net = model
+        self.multiple = int(getattr(net, "multiple", 16))
+        smallest = int(getattr(net, "min_input_size", self.multiple))
+        smallest = -(-smallest // self.multiple) * self.multiple
+        if overlap < 0:
+            raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+        t = int(tile) // self.multiple * self.multiple
+        if t < smallest:
+            raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
+                             f"(a multiple of {self.multiple})")
+        if overlap >= t:
+            raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
+        self.tile, self.overlap, self.two_pass = t, int(overlap), bool(two_pass)
+        self.progress = progress
+        self.calls: List[Tuple[int, int]] = []
+
+    # attributes the rest of the code reads from a model
+    @property
+    def block_size(self) -> int:
+        return int(_net(self.net).block_size)
+
+    @property
+    def in_channel(self) -> int:
+        return int(_net(self.net).in_channel)
+
+    @property
+    def min_input_size(self) -> int:
+        return int(_net(self.net).min_input_size)
+
+    def _run(self, x: torch.Tensor):
+        self.calls.append(tuple(x.shape[-2:]))
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        net = _net(self.net)
+        if hasattr(net, "check_input"):
+            net.check_input(x)
+        h, w = x.shape[-2:]
+        left, right, top, bottom = _padding(net, h, w, self.multiple)
+        hp, wp = h + top + bottom, w + left + right
+        if self.tile >= hp and self.tile >= wp:
+            return self._run(x)          # one tile covers the frame: the model itself
+        xp = F.pad(x, (left, right, top, bottom), mode="reflect") if (left or right or top or bottom) else x
+        th, tw = min(self.tile, hp), min(self.tile, wp)
+        ys = tile_starts(hp, th, self.overlap, self.multiple)
+        xs = tile_starts(wp, tw, self.overlap, self.multiple)
+        stats = GlobalPoolStats(net, (hp, wp)) if self.two_pass else None
+        try:
+            if stats is not None:
+                stats.mode = "collect"
+                for ky, y0 in enumerate(ys):
+                    for kx, x0 in enumerate(xs):
+                        stats.start_tile(y0, x0, (th, tw), _owned(ys, ky, th, hp, self.multiple),
+                                         _owned(xs, kx, tw, wp, self.multiple))
+                        self._run(xp[..., y0:y0 + th, x0:x0 + tw])
+                stats.mode = "apply"
+            rgb, raw = self._blend(xp, ys, xs, th, tw, stats)
+        finally:
+            if stats is not None:
+                stats.close()
+        b = self.block_size
+        raw = raw[..., top:top + h, left:left + w]
+        rgb = rgb[..., top * b:(top + h) * b, left * b:(left + w) * b]
+        return rgb, raw
+
+    def _blend(self, xp, ys, xs, th, tw, stats):
+        b = self.block_size
+        n, _, hp, wp = xp.shape
+        rgb_acc = raw_acc = None
+        weight = torch.zeros(hp, wp, dtype=torch.float32, device=xp.device)
+        total = len(ys) * len(xs)
+        done = 0
+        for ky, y0 in enumerate(ys):
+            wy = _ramp(hp, ys, ky, th)
+            for kx, x0 in enumerate(xs):
+                if stats is not None:
+                    stats.calls = {}
+                rgb, raw = self._run(xp[..., y0:y0 + th, x0:x0 + tw])
+                wgt = torch.outer(wy, _ramp(wp, xs, kx, tw)).to(device=xp.device, dtype=torch.float32)
+                if raw_acc is None:
+                    raw_acc = torch.zeros(n, raw.shape[1], hp, wp, dtype=torch.float32, device=xp.device)
+                    rgb_acc = torch.zeros(n, rgb.shape[1], hp * b, wp * b, dtype=torch.float32, device=xp.device)
+                raw_acc[..., y0:y0 + th, x0:x0 + tw] += raw.float() * wgt
+                wgt_rgb = wgt.repeat_interleave(b, 0).repeat_interleave(b, 1)
+                rgb_acc[..., y0 * b:(y0 + th) * b, x0 * b:(x0 + tw) * b] += rgb.float() * wgt_rgb
+                weight[y0:y0 + th, x0:x0 + tw] += wgt
+                done += 1
+                if self.progress is not None:
+                    self.progress(done, total)
+        raw_acc /= weight
+        rgb_acc /= weight.repeat_interleave(b, 0).repeat_interleave(b, 1)
+        return rgb_acc, raw_acc
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: --tile auto and the out-of-memory fallback
+# ---------------------------------------------------------------------------------------------
+
+def tile_for_memory(free_bytes: float, bytes_per_pixel: float, frame_hw: Sequence[int], multiple: int = 16,
+                    smallest: int = 64, fraction: float = MEMORY_FRACTION) -> Optional[int]:
+    """The largest square tile (packed pixels, a multiple of ``multiple``) whose activations
+    (``bytes_per_pixel`` per packed pixel) fit ``fraction`` of ``free_bytes``; None when the whole
+    frame fits. Never below ``smallest``."""
+    budget = max(0.0, float(free_bytes) * fraction)
+    h, w = frame_hw
+    if bytes_per_pixel * h * w <= budget:
+        return None
+    side = int(math.sqrt(budget / max(bytes_per_pixel, 1e-9))) // multiple * multiple
+    return max(side, -(-smallest // multiple) * multiple)
+
+
+@torch.no_grad()
+def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "off", size: int = PROBE_SIZE) -> float:
+    """Peak CUDA memory of one forward pass per packed pixel, measured on a ``size`` x ``size`` input."""
+    from .engine.evaluate import autocast_context
+
+    net = _net(model)
+    x = torch.zeros(1, int(net.in_channel), size, size, device=device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with autocast_context(device, amp):
+        model(x)
+    torch.cuda.synchronize(device)
+    return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / float(size * size))
+
+
+def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off") -> Optional[int]:
+    """``--tile auto``: the largest tile that fits the free memory of a CUDA ``device`` (None: the
+    whole frame fits, or the device is not a GPU: the CPU has no such limit to plan for)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    net = _net(model)
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # torch's own cache
+    per_pixel = measure_bytes_per_pixel(model, device, amp)
+    return tile_for_memory(free, per_pixel, frame_hw, int(getattr(net, "multiple", 16)),
+                           int(getattr(net, "min_input_size", 64)))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: int = DEFAULT_OVERLAP,
+                      two_pass: bool = False, amp: str = "off", log: Callable[[str], None] = print,
+                      name: str = "") -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
+    """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
+
+    Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
+    halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``.
+    """
+    from .engine.evaluate import autocast_context
+
+    net = _net(model)
+    device = x.device
+    multiple = int(getattr(net, "multiple", 16))
+    smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
+    h, w = x.shape[-2:]
+    if tile == "auto":
+        tile = auto_tile(model, device, (h, w), amp)
+    while True:
+        # a tile the fallback chose may be small: keep the overlap below half of it
+        runner = model if tile is None else TiledModel(model, tile, min(overlap, tile // 2), two_pass)
+        try:
+            with autocast_context(device, amp):
+                rgb, raw = runner(x)
+            return rgb, raw, tile
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            failed = tile
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if failed is None:
+            nxt = auto_tile(model, device, (h, w), amp) if device.type == "cuda" else None
+            if nxt is None or nxt >= max(h, w):
+                nxt = max(h, w) // 2 // multiple * multiple
+        else:
+            nxt = failed // 2 // multiple * multiple
+        if nxt < smallest or (failed is not None and nxt >= failed):
+            raise RuntimeError(f"{name + ': ' if name else ''}out of memory even in tiles of {failed or max(h, w)} "
+                               f"packed pixels; free GPU memory or run on the CPU (--device cpu)")
+        what = f"the whole frame ({h}x{w} packed)" if failed is None else f"tiles of {failed}"
+        log(f"{name + ': ' if name else ''}out of memory on {what}; retrying in tiles of {nxt} packed pixels "
+            f"(overlap {min(overlap, nxt // 2)}; set --tile to choose)")
+        tile = nxt
+
+
+class FallbackModel(nn.Module):
+    """``model`` behind :func:`run_with_fallback`: whole frames (``tile`` None), tiles, or
+    ``tile='auto'``; a whole frame that runs out of GPU memory is retried in tiles, with a message.
+    ``forward(x) -> (rgb, raw)`` as the model; the caller's autocast applies. ``used`` is the tile of
+    the last call (None: whole frame)."""
+
+    def __init__(self, model: nn.Module, tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = False,
+                 log: Callable[[str], None] = print):
+        super().__init__()
+        if tile is not None and tile != "auto":
+            TiledModel(model, int(tile), overlap, two_pass)   # a bad size fails here, before any work
+        self.net, self.tile, self.overlap, self.two_pass, self.log = model, tile, overlap, two_pass, log
+        self.used: Optional[int] = None
+
+    block_size = TiledModel.block_size
+    in_channel = TiledModel.in_channel
+    min_input_size = TiledModel.min_input_size
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        rgb, raw, self.used = run_with_fallback(self.net, x, tile=self.tile, overlap=self.overlap,
+                                                two_pass=self.two_pass, log=self.log)
+        return rgb, raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring what tiles change (scripts/tiling_table.py, docs/tiling.md)
+# ---------------------------------------------------------------------------------------------
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int, bool]], device="cpu",
+                   progress: bool = True) -> List[Dict[str, float]]:
+    """For each (tile, overlap, two_pass) setting: the mean PSNR (dB) of the tiled RGB output
+    against the whole-frame output, the mean PSNR of each against the ground truth, and the time
+    relative to the whole frame. ``samples``: dicts with ``noisy_raw`` (C, h, w) and ``clean_rgb``
+    (3, H, W) tensors (a test dataset). Outputs are clamped to [0, 1] as when saved."""
+    import time
+
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    rows = {s: {"vs_whole": [], "tiled_gt": [], "whole_gt": [], "time": []} for s in settings}
+    for sample in tqdm(list(samples), desc="tiling", unit="img", disable=not progress):
+        x = sample["noisy_raw"][None].to(device)
+        gt = sample["clean_rgb"][None].to(device)
+        t0 = time.perf_counter()
+        whole = model(x)[0].float().clamp(0, 1)
+        t_whole = time.perf_counter() - t0
+        for setting in settings:
+            tile, overlap, two_pass = setting
+            t0 = time.perf_counter()
+            tiled = TiledModel(model, tile, overlap, two_pass)(x)[0].float().clamp(0, 1)
+            rows[setting]["time"].append((time.perf_counter() - t0) / t_whole)
+            rows[setting]["vs_whole"].append(_psnr(tiled, whole))
+            rows[setting]["tiled_gt"].append(_psnr(tiled, gt))
+            rows[setting]["whole_gt"].append(_psnr(whole, gt))
+    out = []
+    for (tile, overlap, two_pass), r in rows.items():
+        out.append({"tile": tile, "overlap": overlap, "two_pass": two_pass,
+                    "psnr_vs_whole": sum(r["vs_whole"]) / len(r["vs_whole"]),
+                    "min_psnr_vs_whole": min(r["vs_whole"]),
+                    "psnr_gt_tiled": sum(r["tiled_gt"]) / len(r["tiled_gt"]),
+                    "psnr_gt_whole": sum(r["whole_gt"]) / len(r["whole_gt"]),
+                    "time_vs_whole": sum(r["time"]) / len(r["time"]), "images": len(r["time"])})
+    return out
+
+
+def format_tiling_table(rows: List[Dict[str, float]]) -> str:
+    lines = ["| tile (packed px) | overlap | two-pass | PSNR vs whole frame (mean / worst, dB) | "
+             "PSNR vs ground truth: tiled / whole (dB) | time vs whole frame |",
+             "|---:|---:|:---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['tile']} | {r['overlap']} | {'yes' if r['two_pass'] else 'no'} | "
+                     f"{r['psnr_vs_whole']:.2f} / {r['min_psnr_vs_whole']:.2f} | "
+                     f"{r['psnr_gt_tiled']:.2f} / {r['psnr_gt_whole']:.2f} | {r['time_vs_whole']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["TiledModel", "FallbackModel", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts", "tile_for_memory", "auto_tile", "run_with_fallback",
+           "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]

@@ -1,0 +1,157 @@
+"""Tiled inference (cans.tiling): one tile = the whole frame, blending, bounded tile size,
+the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from cans.inference import apply_orientation
+from cans.models import build_model
+from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, run_with_fallback, tile_for_memory,
+                         tile_starts)
+
+TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
+
+
+def tiny(kind="CANS_Plus"):
+    torch.manual_seed(0)
+    return build_model({"type": kind, **TINY}).eval()
+
+
+class Pointwise(nn.Module):
+    """Stand-in with no spatial context: tiles can only differ from the frame through blending."""
+    block_size, in_channel, min_input_size, multiple = 2, 4, 16, 16
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape[-2:]))
+        rgb = torch.stack([x[:, 0], x[:, 1:4:2].mean(1), x[:, 2]], 1) * 1.5 + 0.1
+        return rgb.repeat_interleave(2, 2).repeat_interleave(2, 3), x * 0.5
+
+
+@pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
+def test_one_tile_covering_the_frame_is_the_whole_frame(kind):
+    net = tiny(kind)
+    x = torch.rand(1, 4, 70, 90)
+    with torch.no_grad():
+        rgb0, raw0 = net(x)
+        rgb1, raw1 = TiledModel(net, 96, 16)(x)
+        rgb2, raw2 = TiledModel(net, 96, 16, two_pass=True)(x)
+    assert torch.equal(rgb0, rgb1) and torch.equal(raw0, raw1)
+    assert torch.equal(rgb0, rgb2) and torch.equal(raw0, raw2)
+
+
+def test_tiles_are_bounded_and_blend_to_the_frame():
+    model = Pointwise()
+    x = torch.rand(2, 4, 150, 230)
+    with torch.no_grad():
+        rgb0, raw0 = model(x)
+        model.shapes.clear()
+        tiled = TiledModel(model, 64, 24)
+        rgb1, raw1 = tiled(x)
+    # memory no longer grows with the frame: the model never saw more than one tile
+    assert set(model.shapes) == {(64, 64)} and len(model.shapes) > 6
+    assert rgb1.shape == rgb0.shape and raw1.shape == raw0.shape
+    # blending weights sum to one everywhere: a model without spatial context is reproduced
+    assert torch.allclose(rgb1, rgb0, atol=1e-5) and torch.allclose(raw1, raw0, atol=1e-5)
+
+
+def test_tile_starts_cover_and_overlap():
+    starts = tile_starts(240, 64, 16, 16)
+    assert starts[0] == 0 and starts[-1] == 240 - 64
+    assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:]))      # overlap at least 16
+    assert all(s % 16 == 0 for s in starts)
+    assert tile_starts(48, 64, 16, 16) == [0]
+
+
+def test_two_pass_hooks_reproduce_the_models_own_pooling():
+    """Collecting the statistics over a frame and imposing them gives the model's own output:
+    the hooks find every pooling point (GCP c1/c2, the heads' query and the shared key)."""
+    net = tiny("CANS_Plus")
+    x = torch.rand(1, 4, 64, 96)
+    with torch.no_grad():
+        rgb0, raw0 = net(x)
+        stats = GlobalPoolStats(net, (64, 96))
+        stats.mode = "collect"
+        stats.start_tile(0, 0, (64, 96), (0, 64), (0, 96))
+        net(x)
+        n_points = len(stats.sums)
+        stats.mode = "apply"
+        stats.calls = {}
+        rgb1, raw1 = net(x)
+        # the imposed statistics are used: other statistics change the output
+        for key in stats.sums:
+            stats.sums[key] = stats.sums[key] * 3.0
+        stats.calls = {}
+        rgb2, _ = net(x)
+        stats.close()
+        rgb3, _ = net(x)
+    assert n_points == 2 * 4 + 2 + 1       # 4 GCP x (c1, c2), 2 head queries, 1 shared key
+    assert torch.allclose(rgb0, rgb1, atol=1e-5) and torch.allclose(raw0, raw1, atol=1e-5)
+    assert not torch.allclose(rgb0, rgb2, atol=1e-3)
+    assert torch.equal(rgb0, rgb3)         # hooks removed
+
+
+def test_two_pass_runs_tiles_and_keeps_shapes():
+    net = tiny("CANS_Plus")
+    x = torch.rand(1, 4, 100, 140)
+    with torch.no_grad():
+        tiled = TiledModel(net, 64, 16, two_pass=True)
+        rgb, raw = tiled(x)
+    assert rgb.shape == (1, 3, 200, 280) and raw.shape == (1, 4, 100, 140)
+    assert set(tiled.calls) == {(64, 64)}
+    assert torch.isfinite(rgb).all()
+
+
+def test_bad_tile_sizes_are_clear():
+    net = tiny()
+    with pytest.raises(ValueError, match="at least"):
+        TiledModel(net, 32)
+    with pytest.raises(ValueError, match="smaller than the tile"):
+        TiledModel(net, 64, 64)
+
+
+def test_tile_for_memory():
+    assert tile_for_memory(1e9, 100.0, (100, 100)) is None                 # 1 MB of activations fits
+    side = tile_for_memory(1e9, 1e5, (2000, 3000))
+    assert side % 16 == 0 and side * side * 1e5 <= 0.7e9 and (side + 16) ** 2 * 1e5 > 0.7e9
+    assert tile_for_memory(1e3, 1e5, (2000, 3000)) == 64                  # never below the smallest tile
+
+
+class OOMAbove(nn.Module):
+    """Stand-in that 'runs out of memory' on inputs larger than ``limit`` packed pixels."""
+    block_size, in_channel, min_input_size, multiple = 2, 4, 16, 16
+
+    def __init__(self, limit):
+        super().__init__()
+        self.inner, self.limit = Pointwise(), limit
+
+    def forward(self, x):
+        if x.shape[-1] * x.shape[-2] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_retries_in_tiles_with_a_message():
+    model = OOMAbove(64 * 64)
+    x = torch.rand(1, 4, 200, 300)
+    messages = []
+    rgb, raw, used = run_with_fallback(model, x, log=messages.append, name="photo.ARW")
+    assert used is not None and used <= 64
+    assert rgb.shape == (1, 3, 400, 600)
+    assert any("photo.ARW: out of memory on the whole frame" in m for m in messages)
+    wrapped = FallbackModel(OOMAbove(96 * 96), log=messages.append)
+    assert wrapped(x)[1].shape == (1, 4, 200, 300) and wrapped.used is not None
+    with pytest.raises(RuntimeError, match="out of memory even in tiles"):
+        run_with_fallback(OOMAbove(10), x, log=messages.append)
+
+
+@pytest.mark.parametrize("flip,k", [(3, 2), (5, 1), (6, -1)])
+def test_orientation_flags(flip, k):
+    img = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    assert torch.equal(apply_orientation(img, flip), torch.rot90(img, k, dims=(-2, -1)))
+    assert torch.equal(apply_orientation(img, 0), img)
