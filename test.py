@@ -33,7 +33,8 @@ def parse_args(argv=None):
                    help="tiled inference: tiles of SIZE packed pixels, or 'auto' (largest that fits the free GPU "
                         "memory); default whole frames, retried in tiles on a GPU out-of-memory")
     p.add_argument("--overlap", type=int, default=32, metavar="PIXELS", help="tile overlap in packed pixels (default 32)")
-    p.add_argument("--two-pass", action="store_true", help="tiles use the whole frame's colour statistics")
+    p.add_argument("--one-pass", action="store_true",
+                   help="tiles use their own colour statistics, not the whole frame's (half the time; docs/tiling.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.tile not in (None, "auto"):
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
             run_test(cfg, args.checkpoint, device=args.device, out_dir=args.out,
                      compare_paper=True if args.compare_paper else None,
                      save_images=False if args.no_images else None, max_images=args.max_images,
-                     progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=args.two_pass)
+                     progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=not args.one_pass)
         return 0
 
     return run_cli(run)

@@ -27,8 +27,9 @@ file. Then:
 Large photos: ``--tile SIZE --overlap PIXELS`` (packed pixels) runs the network on overlapping
 tiles (:mod:`cans.tiling`), so the memory it needs no longer grows with the frame; ``--tile auto``
 picks the largest tile that fits the free GPU memory; a whole frame that runs out of GPU memory
-is retried in tiles, with a message. ``--two-pass`` gives the tiles the frame's global colour
-statistics (docs/tiling.md says how close each setting gets to the whole-frame result).
+is retried in tiles, with a message. Tiles get the frame's global colour statistics from a first
+pass (``--one-pass`` skips it: half the time, further from the whole-frame result; docs/tiling.md
+measures both).
 
 Non-mosaic sensors (Foveon, linear DNG) and filters other than R/G/B fail with a clear
 error; a Bayer file with a Fuji (9-channel) config or an X-Trans file with a Bayer config
@@ -248,7 +249,7 @@ def find_inputs(inputs: Sequence[str]) -> List[str]:
 def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off",
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
-            overlap: int = 32, two_pass: bool = False, rotate: bool = False,
+            overlap: int = 32, two_pass: bool = True, rotate: bool = False,
             log=print) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
     "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
@@ -284,7 +285,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
                   min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = 32,
-                  two_pass: bool = False, rotate: bool = False) -> Dict[str, list]:
+                  two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
@@ -356,7 +357,7 @@ def cli_main(args) -> int:
                            target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
                            min_clip=opts.get("min_clip"), progress=not args.no_progress,
                            tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", 32),
-                           two_pass=getattr(args, "two_pass", False), rotate=getattr(args, "rotate", False))
+                           two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
     for src, out, ratio in result["done"]:
         tile = result["tiles"].get(src)
         print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")

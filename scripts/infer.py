@@ -9,7 +9,7 @@ Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X
 (--rotate: turned as the file's orientation flag says). Large photos on a small GPU:
 
     python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --tile auto photo.ARW
-    python scripts/infer.py ... --tile 512 --overlap 64 --two-pass photo.ARW   # packed pixels
+    python scripts/infer.py ... --tile 512 --overlap 64 photo.ARW   # packed pixels
 
 The details (phase alignment, --ratio auto, tiling) are in cans/inference.py and cans/tiling.py;
 docs/tiling.md measures how close tiles come to the whole-frame result.
@@ -47,8 +47,9 @@ def parse_args(argv=None):
                         "Default: the whole frame, retried in tiles if the GPU runs out of memory")
     p.add_argument("--overlap", type=int, default=32, metavar="PIXELS",
                    help="packed pixels shared by neighbouring tiles, blended linearly (default 32)")
-    p.add_argument("--two-pass", action="store_true",
-                   help="tiles use the whole frame's colour statistics (a first pass collects them; twice the time)")
+    p.add_argument("--one-pass", action="store_true",
+                   help="tiles use their own colour statistics instead of the whole frame's (collected by a first "
+                        "pass): half the time, further from the whole-frame result (docs/tiling.md)")
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

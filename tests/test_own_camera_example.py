@@ -39,7 +39,7 @@ def test_example_recipe_end_to_end(tmp_path, capsys):
     assert all(meta["pattern"] == "GRBG" and meta["crop"] == [0, 1] for meta in files.values())
     assert not any("_00_" in name for name in files)          # no SID names: the ratio is from metadata
     code = _script("test.py").main(["-c", config, "--checkpoint", str(out / "checkpoints" / "best.pth"),
-                                    "--no-progress", "--no-images", "--tile", "64", "--overlap", "16",
+                                    "--no-progress", "--no-images", "--tile", "64", "--overlap", "16", "--one-pass",
                                     "--device", "cpu", "--set", *overrides])
     assert code == 0
     report = json.loads((out / "test" / "metrics.json").read_text())

@@ -104,7 +104,7 @@ def _loader(cfg: Mapping[str, Any]):
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
-             tile=None, overlap: int = 32, two_pass: bool = False) -> Dict[str, Any]:
+             tile=None, overlap: int = 32, two_pass: bool = True) -> Dict[str, Any]:
     """Score ``checkpoint`` on the test split; returns the report (see the module docstring).
 
     ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
@@ -149,7 +149,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
     if tiling:
         header += f"tiled inference: tiles of {tile} packed pixels, overlap {overlap}" + \
-            (", two-pass global statistics" if two_pass else "") + "\n\n"
+            (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
     write_metrics_json(os.path.join(out_dir, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
                        **({"tiling": tiling} if tiling else {}),
                        **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
