@@ -292,6 +292,8 @@ def cli_main(args) -> int:
     files = find_inputs(args.inputs)
     device = pick_device(args.device)
     model = load_model(cfg, checkpoint, device)
+    from .models.published import weights_line
+    print(f"weights: {weights_line(checkpoint)}")
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
     result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,

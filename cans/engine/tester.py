@@ -118,10 +118,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
-    from ..models.published import describe_weights
+    from ..models.published import describe_weights, weights_line
     weights = describe_weights(checkpoint)
-    print_fn(f"weights: {weights['path']} (git blob {weights['git_blob']}"
-             + (f": {weights['published']})" if weights["published"] else ")"))
+    print_fn(f"weights: {weights_line(checkpoint)}")
     loader = loader if loader is not None else _loader(cfg)
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     save_images = test["save_images"] if save_images is None else save_images

@@ -179,7 +179,8 @@ class Trainer:
             model = build_model(cfg)
         if self.tcfg.get("pretrained"):
             self._load_pretrained(model, self.tcfg["pretrained"])
-            self.logger.info(f"loaded pretrained weights {self.tcfg['pretrained']}")
+            from ..models.published import weights_line
+            self.logger.info(f"loaded pretrained weights {weights_line(self.tcfg['pretrained'])}")
         self.block_size = getattr(model, "block_size", 2)
         self.channels_last = bool(self.tcfg.get("channels_last"))
         model = model.to(device)

@@ -46,4 +46,10 @@ def describe_weights(path: str) -> Dict[str, Optional[str]]:
     return {"path": os.path.abspath(path), "git_blob": blob, "published": published_name(blob)}
 
 
-__all__ = ["AUTHORS_REPOSITORY", "PUBLISHED", "git_blob_id", "published_name", "describe_weights"]
+def weights_line(path: str) -> str:
+    """``'<abs path> (git blob <id>[: the authors' published ... weights])'`` for logs."""
+    info = describe_weights(path)
+    return f"{info['path']} (git blob {info['git_blob']}" + (f": {info['published']})" if info["published"] else ")")
+
+
+__all__ = ["AUTHORS_REPOSITORY", "PUBLISHED", "git_blob_id", "published_name", "describe_weights", "weights_line"]
