@@ -350,6 +350,8 @@ def cli_main(args) -> int:
     files = find_inputs(args.inputs)
     device = pick_device(args.device)
     model = load_model(cfg, checkpoint, device)
+    from .models.published import weights_line
+    print(f"weights: {weights_line(checkpoint)}")
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
     check_tiling(model, getattr(args, "tile", None), getattr(args, "overlap", 32))

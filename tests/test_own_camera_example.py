@@ -45,3 +45,4 @@ def test_example_recipe_end_to_end(tmp_path, capsys):
     report = json.loads((out / "test" / "metrics.json").read_text())
     assert report["tiling"] == {"tile": 64, "overlap": 16, "two_pass": False}
     assert report["reconstruction"]["images"] == 3
+    assert report["protocol"]["dataset"] == "own camera (RawPairDataset)"

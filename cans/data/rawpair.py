@@ -33,7 +33,8 @@ Two reading modes, identical samples:
   in the SID cache format: ``<folder>_pack/<file name>.npy`` (packed uint16 RAW after the phase
   crop, black not subtracted) for every file, ``<folder>_post_int/<file name>.npy`` (uint16
   (3, H, W) rendering) for every long file, where ``<folder>`` is the file's folder in the list
-  (files at the top of ``data_path`` get ``_pack/`` and ``_post_int/``); plus one JSON,
+  (files at the top of ``data_path`` get ``_pack/`` and ``_post_int/``; absolute paths get them
+  beside their own folder; :func:`cans.data.prepare.cache_path`); plus one JSON,
   ``<data_path>/raw_pairs.json``, with each file's metadata (black per packed channel, white,
   CFA, white balance, exposure, ISO, camera, phase crop), so normalisation happens at load time.
 """
@@ -52,6 +53,7 @@ from .base import PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
 from .packing import XTRANS_PATTERN, pack_bayer, pack_xtrans, wb_vector
+from .prepare import cache_path, rendering_chw, resolve, save_npy
 from .raw_io import _raw_from_handle, open_raw, rawpy
 
 META_FILE = "raw_pairs.json"
@@ -191,10 +193,8 @@ def read_pair_file(path: str, block_size: int, render: bool = False, pixels: boo
     if pixels:
         packed = np.ascontiguousarray(pack(rf.mosaic[crop[0]:, crop[1]:]), dtype=np.uint16)
     if rgb is not None:
-        ph, pw = (packed.shape[1:] if packed is not None else
-                  packed_size((h - crop[0], w - crop[1]), block_size))
-        rgb = np.asarray(rgb)[crop[0]:crop[0] + ph * block_size, crop[1]:crop[1] + pw * block_size]
-        rgb = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.uint16)
+        shape = packed.shape if packed is not None else packed_size((h - crop[0], w - crop[1]), block_size)
+        rgb = rendering_chw(np.asarray(rgb)[crop[0]:, crop[1]:], shape, block_size)
     return meta, packed, rgb
 
 
@@ -268,26 +268,6 @@ def check_pair(short: FileMeta, long: FileMeta, names: Tuple[str, str]) -> None:
 # Caches (the prepare step)
 # ---------------------------------------------------------------------------------------------
 
-def cache_path(data_path: str, rel: str, kind: str) -> str:
-    """``<data_path>/<folder>_<kind>/<file name>.npy`` for list path ``rel`` (kind 'pack' or 'post_int')."""
-    folder, name = os.path.split(os.path.normpath(rel))
-    if os.path.isabs(rel):
-        folder = os.path.relpath(folder, data_path)
-    return os.path.join(data_path, f"{folder}_{kind}", name + ".npy")
-
-
-def resolve(data_path: str, rel: str) -> str:
-    return rel if os.path.isabs(rel) else os.path.normpath(os.path.join(data_path, rel))
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
-    os.replace(tmp, path)
-
-
 def load_meta_table(data_path: str) -> Dict[str, Any]:
     path = os.path.join(data_path, META_FILE)
     if not os.path.isfile(path):
@@ -308,9 +288,9 @@ def _prepare_job(args):
         pack_dst = cache_path(data_path, rel, "pack")
         rgb_dst = cache_path(data_path, rel, "post_int")
         meta, packed, rgb = read_pair_file(resolve(data_path, rel), block_size, render=is_long)
-        _save_npy(pack_dst, packed)
+        save_npy(pack_dst, packed)
         if is_long:
-            _save_npy(rgb_dst, rgb)
+            save_npy(rgb_dst, rgb)
         return rel, meta.to_json(), ""
     except DataError as exc:
         return rel, None, str(exc)
@@ -351,7 +331,7 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: int = 2
         else:
             jobs.append((data_path, rel, block_size, is_long))
     failed: Dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc="prepare pairs", unit="file", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="prepare pairs", unit="file", disable=not progress or not jobs)
     try:
         if workers > 1 and len(jobs) > 1:
             with mp.get_context("spawn").Pool(workers) as pool:   # LibRaw's OpenMP does not survive fork
@@ -490,9 +470,10 @@ class RawPairDataset(PairDataset):
         entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
 
     def _levels(self, entry: PairEntry):
-        """(0, 1): ``_arrays`` already normalises each file with its own black / white levels
-        (a camera's black level can depend on the ISO, so the two files of a pair may differ)."""
-        return 0.0, 1.0
+        """(0, 1): ``_arrays`` already normalises each file with its own black / white levels, in
+        the same float32 order as the SID loaders (a camera's black level can depend on the ISO,
+        so the two files of a pair may differ; the base class applies one level to both)."""
+        return np.float32(0.0), np.float32(1.0)
 
     def _raw_arrays(self, entry: PairEntry):
         """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""
@@ -511,8 +492,7 @@ class RawPairDataset(PairDataset):
         if noisy.ndim != 3 or rgb.ndim != 3 or rgb.shape[0] != 3:
             raise DataError(f"{entry.source}: cache shapes {noisy.shape} / {rgb.shape} are not packed (C, h, w) "
                             f"and (3, H, W); prepare again")
-        return (_Normalised(noisy, short.black, short.white), _Normalised(clean, long.black, long.white),
-                rgb.transpose(1, 2, 0))
+        return _Normalised(noisy, short.black, short.white), _Normalised(clean, long.black, long.white), rgb
 
     def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
         return wb_vector(self._file_meta(entry.lbl_file).wb, self.block_size)
@@ -525,4 +505,4 @@ class XTransPairDataset(RawPairDataset):
 
 
 __all__ = ["RawPairDataset", "XTransPairDataset", "FileMeta", "RawPairEntry", "parse_pair_list", "metadata_ratio",
-           "check_pair", "read_pair_file", "prepare_pairs", "phase_crop", "cache_path", "META_FILE"]
+           "check_pair", "read_pair_file", "prepare_pairs", "phase_crop", "META_FILE"]
