@@ -21,7 +21,7 @@ pooling regions, each tile contributing the part of the frame it owns (overlaps 
 middle); the second pass runs the tiles again with those frame-wide pooled values in place of the
 tile's own. The first pass itself uses tile statistics, so this is an approximation of the
 whole-frame result, at twice the cost of the tiles. On the synthetic test images (docs/tiling.md)
-it brings tiles of 64 - 128 packed pixels from 45 - 54 dB (worst image 38 dB) to 57 - 70 dB PSNR
+it brings tiles of 64 - 128 packed pixels from 46 - 52 dB (worst image 42 dB) to 56 - 69 dB PSNR
 against the whole-frame output: hence the default.
 
 ``--tile auto`` (:func:`auto_tile`) picks the largest tile that fits the free GPU memory, and

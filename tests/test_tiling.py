@@ -155,3 +155,32 @@ def test_orientation_flags(flip, k):
     img = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
     assert torch.equal(apply_orientation(img, flip), torch.rot90(img, k, dims=(-2, -1)))
     assert torch.equal(apply_orientation(img, 0), img)
+
+
+def test_infer_cli_tiles_and_rejects_a_bad_tile(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+    pytest.importorskip("rawpy")
+    from cans.data.synthetic import write_dng
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("infer_script", repo / "scripts" / "infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": tiny().state_dict()}, ckpt)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("base: %s\nmodel:\n  type: CANS_Plus\n  width: 8\n  middle_blk_num: 1\n  enc_blk_nums: [1, 1, 1, 1]\n"
+                   "  dec_blk_nums: [1, 1, 1, 1]\n" % (repo / "configs/base/Sony.yaml"))
+    rng = np.random.default_rng(0)
+    write_dng(str(tmp_path / "photo.dng"), rng.integers(512, 2000, (180, 300)).astype(np.uint16), cfa="GRBG")
+    common = ["-c", str(cfg), "--checkpoint", str(ckpt), "--device", "cpu", "--no-progress", str(tmp_path / "photo.dng")]
+    assert infer.main(common + ["--tile", "64", "--overlap", "16", "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    assert "tiles of 64" in text and "summary: 1 of 1 file(s) enhanced" in text
+    from PIL import Image
+    assert Image.open(tmp_path / "out" / "photo.png").size == (300, 180)
+    assert infer.main(common + ["--tile", "40", "--out", str(tmp_path / "out2")]) == 2
+    assert "at least 64 packed pixels" in capsys.readouterr().err
