@@ -475,5 +475,6 @@ def format_tiling_table(rows: List[Dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TiledModel", "FallbackModel", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts", "tile_for_memory", "auto_tile", "run_with_fallback",
+__all__ = ["TiledModel", "FallbackModel", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
+           "tile_for_memory", "auto_tile", "run_with_fallback",
            "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]

@@ -74,7 +74,7 @@ def _assert_aligned(sample, b=2):
 
 
 def test_registry_names():
-    assert set(DATASET_REGISTRY) == {"SonyDictSet", "FujiDictSet", "MCRDictSet"}
+    assert set(DATASET_REGISTRY) == {"SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset"}
 
 
 def test_crop_alignment_with_flips_and_transpose(tmp_path):

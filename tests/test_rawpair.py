@@ -10,7 +10,7 @@ pytest.importorskip("tifffile")
 
 from cans.data import DataError, build_dataset  # noqa: E402
 from cans.data.packing import XTRANS_PATTERN  # noqa: E402
-from cans.data.rawpair import (RawPairDataset, XTransPairDataset, metadata_ratio, parse_pair_list,  # noqa: E402
+from cans.data.rawpair import (FileMeta, RawPairDataset, XTransPairDataset, metadata_ratio, parse_pair_list,  # noqa: E402
                                prepare_pairs, read_pair_file)
 from cans.data.synthetic import write_dng  # noqa: E402
 
@@ -200,3 +200,16 @@ def test_build_dataset_passes_ratio_options_and_unprepared_cache_is_clear(tmp_pa
     cfg["data"]["load_npy"] = True
     with pytest.raises(DataError, match="prepare_pairs.py"):
         build_dataset(cfg, "test")
+
+
+def test_metadata_ratio_function():
+    def meta(t, iso):
+        return FileMeta(shape=(4, 4), pattern="RGGB", crop=(0, 0), black=[0.0] * 4, white=1.0, wb=[1.0] * 3,
+                        exposure=t, iso=iso, camera="c")
+    assert metadata_ratio(meta(0.1, 800), meta(10.0, 100)) == pytest.approx(100.0)
+    assert metadata_ratio(meta(0.1, 800), meta(10.0, 100), "exposure_iso") == pytest.approx(12.5)
+    assert metadata_ratio(meta(0.001, 100), meta(10.0, 100), max_ratio=300) == 300.0
+    with pytest.raises(DataError, match="no ISO"):
+        metadata_ratio(meta(0.1, 0), meta(10.0, 100), "exposure_iso")
+    with pytest.raises(DataError, match="ratio_mode"):
+        metadata_ratio(meta(0.1, 100), meta(10.0, 100), "iso")

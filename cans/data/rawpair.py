@@ -276,9 +276,12 @@ def load_meta_table(data_path: str) -> Dict[str, Any]:
         with open(path, "r", encoding="utf-8") as fh:
             table = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc}); delete it and run scripts/prepare_pairs.py again") from None
-    if not isinstance(table, dict) or table.get("version") != META_VERSION or not isinstance(table.get("files"), dict):
-        raise DataError(f"{path}: not a metadata file of this version; delete it and run scripts/prepare_pairs.py again")
+        raise DataError(f"{path}: not readable JSON ({exc}); delete it and run scripts/prepare_pairs.py "
+                        f"again") from None
+    if not isinstance(table, dict) or table.get("version") != META_VERSION or \
+            not isinstance(table.get("files"), dict):
+        raise DataError(f"{path}: not a metadata file of this version; delete it and run "
+                        f"scripts/prepare_pairs.py again")
     return table
 
 
