@@ -213,3 +213,24 @@ def test_metadata_ratio_function():
         metadata_ratio(meta(0.1, 0), meta(10.0, 100), "exposure_iso")
     with pytest.raises(DataError, match="ratio_mode"):
         metadata_ratio(meta(0.1, 100), meta(10.0, 100), "iso")
+
+
+def test_real_camera_file_metadata(reference_dir, tmp_path):
+    """A real camera RAW (Kodak DC50, G R / B G): exposure from its metadata, GRBG phase cropped."""
+    import shutil
+    src = reference_dir / "real_raw" / "kodak_dc50.kdc"
+    if not src.exists():
+        pytest.skip(f"reference file not found: {src}")
+    shutil.copy(src, tmp_path / "a.kdc")
+    shutil.copy(src, tmp_path / "b.kdc")
+    meta, packed, rgb = read_pair_file(str(tmp_path / "a.kdc"), 2, render=True)
+    assert meta.pattern == "GRBG" and meta.crop == (0, 1)
+    assert meta.exposure > 0 and meta.iso > 0 and meta.white == 16383
+    assert packed.shape == (4, 256, 383) and rgb.shape == (3, 512, 766)
+    lst = make_set(tmp_path, ["a.kdc b.kdc"])
+    sample = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
+    assert sample["ratio"] == pytest.approx(1.0)
+    # same file on both sides, ratio 1: the input is the target without its white balance, clipped at 1
+    wb = np.asarray(meta.wb, dtype=np.float32)[[0, 1, 2, 1], None, None]
+    np.testing.assert_allclose(sample["noisy_raw"].numpy(), np.minimum(sample["clean_raw"].numpy() / wb, 1.0),
+                               rtol=1e-6, atol=1e-7)

@@ -184,3 +184,32 @@ def test_infer_cli_tiles_and_rejects_a_bad_tile(tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "photo.png").size == (300, 180)
     assert infer.main(common + ["--tile", "40", "--out", str(tmp_path / "out2")]) == 2
     assert "at least 64 packed pixels" in capsys.readouterr().err
+
+
+def test_rotate_follows_libraws_own_rendering(tmp_path):
+    """--rotate turns the output as LibRaw's rendering of the same file is turned; the training
+    target of RawPairDataset (user_flip=0) is not turned."""
+    import numpy as np
+    rawpy = pytest.importorskip("rawpy")
+    from cans.data.rawpair import read_pair_file
+    from cans.data.synthetic import write_dng
+    from cans.inference import enhance
+
+    mosaic = np.full((64, 96), 700, np.uint16)
+    mosaic[:16, :24] = 12000                     # a bright block in the stored top-left corner
+    path = str(tmp_path / "portrait.dng")
+    write_dng(path, mosaic, cfa="RGGB", orientation=6)
+    with rawpy.imread(path) as rp:
+        assert rp.sizes.flip == 6
+        ref = rp.postprocess(no_auto_bright=True).mean(axis=2)            # (96, 64): turned by LibRaw
+    out = enhance(Pointwise(), path, 1.0, "cpu", rotate=True)["rgb"].mean(0).numpy()
+    assert out.shape == ref.shape == (96, 64)
+    def centroid(img):
+        ys, xs = np.nonzero(img > (img.max() + img.min()) / 2)
+        return ys.mean(), xs.mean()
+    # 90 degrees clockwise: the stored top-left block ends at the top right (rows 0-23, columns 48-63)
+    assert np.allclose(centroid(out), centroid(ref), atol=2.0)
+    assert np.allclose(centroid(out), (11.5, 55.5), atol=2.0)
+    assert enhance(Pointwise(), path, 1.0, "cpu")["rgb"].shape == (3, 64, 96)
+    _, _, target = read_pair_file(path, 2, render=True)
+    assert target.shape == (3, 64, 96)

@@ -120,7 +120,7 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
               as_shot_neutral: Sequence[float] = (0.5, 1.0, 0.7),
               color_matrix: Optional[Sequence[Sequence[float]]] = None,
               make: str = "CANS", model: str = "Synthetic SID",
-              exposure_time: Optional[float] = None, iso: Optional[int] = None) -> None:
+              exposure_time: Optional[float] = None, iso: Optional[int] = None, orientation: int = 1) -> None:
     """Write a mosaic as an uncompressed DNG that rawpy / LibRaw opens.
 
     mosaic_uint16: (H, W) integer array, digital numbers including the black level
@@ -133,6 +133,8 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
     as_shot_neutral: (R, G, B) AsShotNeutral; rawpy's ``camera_whitebalance`` is its inverse.
     color_matrix: 3x3 XYZ -> camera matrix (ColorMatrix1, D65 = CalibrationIlluminant1 21);
         default the Sony A7S2 matrix of :data:`CAMERA_MATRICES`.
+    orientation: the TIFF Orientation tag (1 = as stored, 3 = 180 degrees, 6 = 90 clockwise, 8 = 90
+        counter-clockwise): what a portrait photo carries (rawpy's ``sizes.flip``).
     exposure_time (seconds), iso: written to an EXIF IFD (ExposureTime, ISOSpeedRatings), where
         LibRaw reads them (rawpy's ``other.shutter_speed`` and ``other.iso_speed``); omitted if None.
     The file is written to a temporary name and renamed. LibRaw refuses images smaller than
@@ -192,6 +194,10 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
     ]
     if len(blacks) == 4:
         tags.append((50713, "H", 2, (2, 2), True))              # BlackLevelRepeatDim
+    if orientation != 1:
+        if orientation not in (3, 6, 8):
+            raise ValueError(f"write_dng: orientation must be 1, 3, 6 or 8, got {orientation!r}")
+        tags.append((274, "H", 1, (int(orientation),), True))   # Orientation
     exif = exposure_time is not None or iso is not None
     if exif:
         # tifffile does not write the ExifIFD pointer (34665): a placeholder tag takes its place
