@@ -213,3 +213,15 @@ def test_rotate_follows_libraws_own_rendering(tmp_path):
     assert enhance(Pointwise(), path, 1.0, "cpu")["rgb"].shape == (3, 64, 96)
     _, _, target = read_pair_file(path, 2, render=True)
     assert target.shape == (3, 64, 96)
+
+
+def test_xtrans_two_pass_and_auto_on_cpu():
+    torch.manual_seed(0)
+    net = build_model({"type": "CANS_Plus", "in_channel": 9, "block_size": 3, "adaptive_size": 3, **TINY}).eval()
+    x = torch.rand(1, 9, 90, 120)
+    with torch.no_grad():
+        rgb0, _ = net(x)
+        rgb1, raw1 = TiledModel(net, 64, 16, two_pass=True)(x)
+        rgb2, _, used = run_with_fallback(net, x, tile="auto")     # the CPU has no memory to plan for
+    assert rgb1.shape == rgb0.shape == (1, 3, 270, 360) and raw1.shape == (1, 9, 90, 120)
+    assert used is None and torch.equal(rgb2, rgb0)
