@@ -210,7 +210,7 @@ def test_fuji_loader_refuses_a_bayer_file(sony_copy):
 
 
 def test_mcr_ratio_not_capped_and_16bit_png_refused(tmp_path):
-    """DESIGN.md section 2: MCR ratio = gt / input exposure (no cap at 300, unlike SID)."""
+    """docs/data.md: MCR ratio = gt / input exposure (no cap at 300, unlike SID)."""
     stem = "C00001_48mp_0x8_0x0010"    # input exposure 16, gt 12287: ratio 767.9
     inp, gt, rgb = f"in/{stem}.png", f"gt/{stem}.png", f"rgb/{stem}.png"
     rng = np.random.default_rng(1)

@@ -13,7 +13,7 @@ min_clip, max_clip); ``clean_raw`` (C, h, w) float32 = clean * white balance per
 the list gives one); ``clean_rgb`` (3, h*b, w*b) float32 in [0, 1]; ``ratio``,
 ``input_exposure``, ``gt_exposure`` (float); ``img_file``, ``lbl_file`` (str, as in the list).
 
-Crops (DESIGN.md section 2): ``patch_size`` is in mosaic pixels and must be a multiple of b.
+Crops (docs/data.md): ``patch_size`` is in mosaic pixels and must be a multiple of b.
 train: random packed offset yy in [0, (H - patch) // b) (0 when that range is empty), same for
 xx; the packed crop is patch / b a side at (yy, xx); the RGB crop starts at (yy*b, xx*b);
 random horizontal / vertical flips and transpose (each with probability 1/2 when enabled),

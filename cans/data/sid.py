@@ -1,4 +1,4 @@
-"""SID loaders (DESIGN.md section 2): ``SonyDictSet`` (Bayer) and ``FujiDictSet`` (X-Trans).
+"""SID loaders (docs/data.md): ``SonyDictSet`` (Bayer) and ``FujiDictSet`` (X-Trans).
 
 Two reading modes give identical samples:
 

@@ -58,6 +58,8 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
             ensure_synthetic(cfg)
         du.barrier()
         trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+        if "data" in cfg:
+            trainer.logger.info(f"data: {os.path.abspath(cfg['data']['data_path'])} ({cfg['data']['type']})")
         with sigterm_as_interrupt():  # a SIGTERM (torchrun on Ctrl-C, pre-emption) saves last.pth too
             summary = trainer.fit()
     except NonFiniteLossError as exc:
