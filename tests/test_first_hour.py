@@ -290,3 +290,18 @@ def test_make_synthetic_sid_script_overwrite(tmp_path, capsys):
     (mine / "photo.txt").write_text("x")
     assert script.main(["--out", str(mine), "--overwrite"]) == 2
     assert "remove it or choose another --out" in capsys.readouterr().err and (mine / "photo.txt").is_file()
+
+
+def test_a_checkpoint_of_the_other_camera_names_the_camera_not_model_keys(tmp_path):
+    from cans.engine.tester import TestSetupError, load_model
+
+    fuji = validate({"name": "tiny_fuji", "model": dict(TINY, in_channel=9, block_size=3, adaptive_size=3),
+                     "data": {"type": "FujiDictSet"}})
+    path = tmp_path / "fuji.pth"
+    torch.save({"model": build_model(fuji).state_dict(), "config": fuji}, path)
+    sony = validate({"name": "tiny", "model": dict(TINY)})
+    with pytest.raises(TestSetupError) as info:
+        load_model(sony, str(path), torch.device("cpu"))
+    text = str(info.value)
+    assert text.endswith("the checkpoint was trained on data.type FujiDictSet (run tiny_fuji); this config reads "
+                         "SonyDictSet: use a config for FujiDictSet data") and "--set" not in text, text

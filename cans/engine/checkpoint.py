@@ -53,6 +53,12 @@ def model_config_hint(obj: Any, cfg: Mapping[str, Any]) -> str:
     saved = obj.get("config") if isinstance(obj, Mapping) else None
     if not isinstance(saved, Mapping) or not isinstance(saved.get("model"), Mapping) or "model" not in cfg:
         return ""
+    saved_type = (saved.get("data") or {}).get("type") if isinstance(saved.get("data"), Mapping) else None
+    this_type = (cfg.get("data") or {}).get("type")
+    if saved_type and this_type and saved_type != this_type:
+        # another camera: --set model.* alone would not fit the data (cans.config_checks)
+        return (f"the checkpoint was trained on data.type {saved_type} (run {saved.get('name')}); this config "
+                f"reads {this_type}: use a config for {saved_type} data")
     old, new = _flatten(saved["model"], "model"), _flatten(cfg["model"], "model")
     diff = [k for k in sorted(old) if k in new and old[k] != new[k]]
     if not diff:

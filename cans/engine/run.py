@@ -94,7 +94,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         from .tester import run_test
         best = os.path.join(ckpt_dir, "best.pth")
         checkpoint = best if os.path.isfile(best) else os.path.join(ckpt_dir, "last.pth")
-        print(f"\ntesting {os.path.abspath(checkpoint)} on the test split ...", flush=True)
+        print("", flush=True)
         run_test(cfg, checkpoint, device=str(device), progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"total wall time {time.time() - t0:.0f} s", flush=True)
