@@ -533,6 +533,8 @@ class Trainer:
         from .images import raw_preview
 
         sample = self.valid_set[0]
+        if "noisy_raw" not in sample:  # a pair left out (data.skip_bad_files)
+            return
         b = self.block_size
         x = sample["noisy_raw"]
         x = torch.as_tensor(x)
