@@ -72,8 +72,8 @@ def _worker_init(worker_id: int) -> None:
 def collate_samples(samples):
     """``default_collate`` of the good samples; the pairs a valid/test dataset left out at load
     time (``data.skip_bad_files``, see ``base.skipped_marker``) go to ``batch["skipped"]``
-    (a list of dicts: img_file, lbl_file, source, reason). A batch of skipped pairs only holds
-    nothing else."""
+    (a list of dicts: img_file, lbl_file, source, reason). A batch made only of skipped pairs
+    holds nothing but ``skipped``."""
     from torch.utils.data import default_collate
 
     good = [s for s in samples if "skipped" not in s]
