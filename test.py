@@ -2,7 +2,8 @@
 """Test a CANS / CANS++ checkpoint: the paper's reconstruction and denoising tables.
 
     python test.py -c configs/CANS_Plus/Sony.yaml --checkpoint pretrained_weights/CANS_Plus/Sony.pth
-    python test.py -c configs/demo.yaml --checkpoint runs/demo/checkpoints/best.pth --compare-paper
+    python test.py -c configs/demo.yaml --checkpoint runs/CANS_Plus_demo/checkpoints/best.pth
+    python test.py -c configs/demo_fuji.yaml --checkpoint runs/CANS_Plus_demo_fuji/checkpoints/best.pth
     python test.py -c configs/CANS_Plus/Sony.yaml --throughput
 
 Writes <output_dir>/test/{metrics.json, metrics.csv, tables.md, images/}; see cans/engine/tester.py.

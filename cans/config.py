@@ -156,10 +156,11 @@ SCHEMA: Dict[str, Any] = {
         "persistent_workers": Field("bool", True),
         "prefetch_factor": Field("int", 2),
         "synthetic": {
-            "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing"),
+            "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing "
+                                 "(see cans.data.ensure_synthetic for where it may)"),
             "scenes": Field("int", 8),
             "seed": Field("int", 0),
-            "camera": Field("str", "Sony", choices=["Sony", "Fuji"]),
+            "camera": Field("str", None, choices=["Sony", "Fuji"], doc="null: the camera of data.type"),
             "height": Field("int", 384, doc="mosaic height of the synthetic images (Bayer pixels)"),
             "width": Field("int", 576, doc="mosaic width of the synthetic images (Bayer pixels)"),
             "workers": Field("int", 0, doc="processes that build the caches (0 = in-process)"),

@@ -1,4 +1,4 @@
-"""Image-quality metrics as the paper computes them (DESIGN.md section 3), in torch.
+"""Image-quality metrics as the paper computes them (docs/testing.md, "Metrics"), in torch.
 
 Both functions take ``output`` and ``target`` of shape (B, C, H, W) with values in
 ``[0, data_range]`` and return one value per image, a float64 tensor of shape (B,), on

@@ -210,7 +210,7 @@ def test_fuji_loader_refuses_a_bayer_file(sony_copy):
 
 
 def test_mcr_ratio_not_capped_and_16bit_png_refused(tmp_path):
-    """DESIGN.md section 2: MCR ratio = gt / input exposure (no cap at 300, unlike SID)."""
+    """docs/data.md: MCR ratio = gt / input exposure (no cap at 300, unlike SID)."""
     stem = "C00001_48mp_0x8_0x0010"    # input exposure 16, gt 12287: ratio 767.9
     inp, gt, rgb = f"in/{stem}.png", f"gt/{stem}.png", f"rgb/{stem}.png"
     rng = np.random.default_rng(1)
@@ -229,13 +229,43 @@ def test_mcr_ratio_not_capped_and_16bit_png_refused(tmp_path):
         MCRDictSet(str(tmp_path), "MCR_test_list.txt", "test", **QUIET)[0]
 
 
-def test_skipped_test_pair_names_its_stand_in(sony_copy):
-    """valid/test with skip_bad_files: the pair scored in place of a bad one is named in the log."""
+def _score_test_split(ds):
+    """evaluate() with an oracle-free stand-in model (identity on RAW, grey RGB) over a real DataLoader."""
+    from torch.utils.data import DataLoader
+    from cans.data import collate_samples
+    from cans.engine.evaluate import evaluate
+
+    class Flat(torch.nn.Module):
+        block_size = 2
+
+        def forward(self, x):
+            n, _, h, w = x.shape
+            return torch.full((n, 3, 2 * h, 2 * w), 0.5), x.clamp(0, 1)
+
+    return evaluate(Flat(), DataLoader(ds, batch_size=1, collate_fn=collate_samples), "cpu", progress=False)
+
+
+@pytest.mark.parametrize("load_npy", [False, True])
+def test_skipped_test_pair_is_left_out_in_both_modes(sony_copy, load_npy):
+    """valid/test with skip_bad_files: a pair with a truncated file is left out of the scores (no stand-in,
+    no duplicate row), in RAW mode (found while loading) as in cache mode (found at construction),
+    and the report lists it under "skipped"."""
+    probe = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", load_npy=False, **QUIET)
+    first = probe.entries[0]
+    n = len(probe.entries)
+    bad = (os.path.normpath(os.path.join(str(sony_copy), first.img_file)) if not load_npy
+           else cache_path(str(sony_copy), first.img_file, "pack"))
+    _truncate(bad, 0.3)
     messages = []
-    ds = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", load_npy=False, skip_bad_files=True,
+    ds = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", load_npy=load_npy, skip_bad_files=True,
                      log=messages.append)
-    first = ds.entries[0]
-    _truncate(os.path.join(str(sony_copy), first.img_file), 0.3)
-    s = ds[0]
-    assert s["img_file"] == ds.entries[1].img_file and ds.runtime_skipped == 1
-    assert any("stands in for the bad pair " + first.source in m and "counted twice" in m for m in messages)
+    report = _score_test_split(ds)
+    files = [r["img_file"] for r in report["per_image"]]
+    assert len(files) == len(set(files)) == n - 1 and first.img_file not in files
+    assert report["reconstruction"]["images"] == n - 1
+    assert sum(report["denoising"][g]["images"] for g in ("x100", "x250", "x300")) == n - 1
+    assert len(report["skipped"]) == 1 and report["skipped"][0]["source"] == first.source
+    assert bad in report["skipped"][0]["reason"]
+    assert not any("stands in" in m for m in messages)
+    from cans.engine.evaluate import format_tables
+    assert f"left out (data.skip_bad_files, unreadable files): 1 pair(s): {first.source}" in format_tables(report)

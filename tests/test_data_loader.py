@@ -202,14 +202,14 @@ def test_demo_config_ensure_synthetic_and_build(tmp_path):
 
 
 def test_ensure_synthetic_follows_the_data_type(tmp_path):
-    """A Fuji config with auto_create used to get a Sony set (synthetic.camera defaults to Sony)."""
+    """A Fuji config with auto_create used to get a Sony set (synthetic.camera now defaults to data.type's)."""
     path = tmp_path / "fuji_made"
     cfg = load_config(str(REPO / "configs" / "CANS" / "Fuji.yaml"),
                       [f"data.data_path={path}", "data.synthetic.auto_create=true", "data.synthetic.scenes=3",
                        "data.synthetic.height=150", "data.synthetic.width=156", "data.train.patch_size=144"])
     messages = []
     assert ensure_synthetic(cfg, log=messages.append) is True
-    assert any("making a Fuji set" in m for m in messages)
+    assert any("creating the synthetic SID" in m and "camera Fuji" in m for m in messages), messages
     assert build_dataset(cfg, "train", log=messages.append)[0]["noisy_raw"].shape == (9, 48, 48)
     mcr = load_config(str(REPO / "configs" / "CANS" / "MCR.yaml"),
                       [f"data.data_path={tmp_path / 'mcr'}", "data.synthetic.auto_create=true"])

@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,8 +53,8 @@ def test_report_schema_and_values(tmp_path):
     ds = PairSet()
     report = evaluate(Oracle(), DataLoader(ds, batch_size=2), "cpu", progress=False, save_dir=str(tmp_path),
                       save_images=True, save_grid=True)
-    assert set(report) == {"reconstruction", "denoising", "per_image"}
-    assert report["reconstruction"]["images"] == 4
+    assert set(report) == {"reconstruction", "denoising", "per_image", "skipped"}
+    assert report["reconstruction"]["images"] == 4 and report["skipped"] == []
     den = report["denoising"]
     assert list(den)[:3] == ["x100", "x250", "x300"] and "average" in den
     assert [den[g]["images"] for g in ("x100", "x250", "x300")] == [1, 1, 2]
@@ -65,9 +66,9 @@ def test_report_schema_and_values(tmp_path):
     assert den["all_images"]["psnr"] == pytest.approx(sum(direct) / 4, abs=1e-9)
     rgb_direct = [psnr(torch.full((1, 3, 104, 120), 0.5), ds[i]["clean_rgb"][None]).item() for i in range(4)]
     assert report["reconstruction"]["psnr"] == pytest.approx(sum(rgb_direct) / 4, abs=1e-9)
-    # file names: input stem + RGB PSNR; grids three images wide
+    # file names: the input stem only (one file per image, the PSNR is in the report); grids three images wide
     names = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert names == sorted(f"1000{i}_00_0.1s_{rgb_direct[i]:.2f}.png" for i in range(4))
+    assert names == sorted(f"1000{i}_00_0.1s.png" for i in range(4))
     grids = sorted(tmp_path.joinpath("grid").glob("*_grid.png"))
     assert len(grids) == 4
     from PIL import Image
@@ -231,7 +232,7 @@ def test_test_sh_prints_tables_and_writes_files(synthetic_run):
     assert len(rows) == 3
     for rec in data["per_image"]:
         stem = rec["img_file"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        png = out / "images" / f"{stem}_{rec['rgb_psnr']:.2f}.png"
+        png = out / "images" / f"{stem}.png"
         assert png.is_file() and rec["output"] == str(png)
         assert (out / "images" / "grid" / f"{stem}_grid.png").is_file()
         from PIL import Image
@@ -245,7 +246,7 @@ def test_test_py_errors_and_throughput(synthetic_run):
     root, cfg = synthetic_run["root"], synthetic_run["cfg"]
     proc = subprocess.run([sys.executable, str(root / "test.py"), "-c", str(cfg), "--checkpoint", "missing.pth"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "checkpoint not found: missing.pth" in proc.stderr
+    assert proc.returncode == 2 and f"checkpoint not found: {Path.cwd() / 'missing.pth'}" in proc.stderr, proc.stderr
     proc = subprocess.run([sys.executable, str(root / "test.py"), "-c", str(cfg), "--checkpoint",
                            str(synthetic_run["ckpt"]), "--throughput", "--set", "test.throughput_iters=2",
                            "test.throughput_warmup=1"], capture_output=True, text=True, timeout=300)

@@ -1,4 +1,4 @@
-"""cans.metrics against scikit-image (the reference of DESIGN.md section 3)."""
+"""cans.metrics against scikit-image (the cross-check named in docs/testing.md, "Metrics")."""
 import numpy as np
 import pytest
 import torch

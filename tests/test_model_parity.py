@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
 PARITY_FILES = sorted((REFERENCE / "parity").glob("*.pt")) if REFERENCE.is_dir() else []
 PAPER_CONFIGS = [(t, c) for t in ("CANS", "CANS_Plus") for c in ("Sony", "Fuji", "MCR")]
-# DESIGN.md section 1
+# docs/models.md (parameter counts of the paper configurations)
 PAPER_PARAMS = {("CANS", 4): 4_921_264, ("CANS", 9): 4_927_204,
                 ("CANS_Plus", 4): 4_929_072, ("CANS_Plus", 9): 4_935_012}
 

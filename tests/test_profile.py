@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_cans_plus_sony_cost_matches_design():
     cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"))
-    # DESIGN.md: about 41.5 GMAC for a 512x512 packed input. The cost is linear in the
+    # docs/models.md: about 41.5 GMAC for a 512x512 packed input. The cost is linear in the
     # pixel count (the pooled attention is s x s), so a 128x128 input costs 1/16 of it.
     result = profile(cfg, 128, 128)
     assert result["parameters"] == 4_929_072

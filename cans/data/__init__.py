@@ -7,13 +7,14 @@ Public API:
 * ``build_dataset(cfg, split, log=print)`` -> Dataset for split 'train', 'valid' or 'test'.
 * ``build_dataloader(cfg, split, distributed=False, seed=None, log=print)`` -> DataLoader.
 * ``ensure_synthetic(cfg, log=print)``: create the synthetic SID at ``data.data_path`` when
-  ``data.synthetic.auto_create`` is true and the folder is missing.
+  ``data.synthetic.auto_create`` is true and the folder is missing (where it may: see there).
 * ``DataError``: every data problem (the message names the file, line or config key).
 
 Samples are dicts, see :mod:`cans.data.base`.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import random
 import time
@@ -74,16 +75,34 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
+def collate_samples(samples):
+    """``default_collate`` of the good samples; the pairs a valid/test dataset left out at load
+    time (``data.skip_bad_files``, see ``base.skipped_marker``) go to ``batch["skipped"]``
+    (a list of dicts: img_file, lbl_file, source, reason). A batch made only of skipped pairs
+    holds nothing but ``skipped``."""
+    from torch.utils.data import default_collate
+
+    good = [s for s in samples if "skipped" not in s]
+    bad = [{"img_file": s["img_file"], "lbl_file": s["lbl_file"], "source": s.get("source", ""),
+            "reason": s["skipped"]} for s in samples if "skipped" in s]
+    batch = default_collate(good) if good else {}
+    if bad:
+        batch["skipped"] = bad
+    return batch
+
+
 def loader_kwargs(cfg: Mapping[str, Any], pin_memory: Optional[bool] = None) -> Dict[str, Any]:
     """The DataLoader options every loader of the project shares, from ``data``: num_workers,
-    pin_memory (default: when CUDA is available), persistent_workers, prefetch_factor and the
-    worker seeding; workers that read RAW files (``load_npy: false``) are spawned, not forked
+    pin_memory (default: when CUDA is available), persistent_workers, prefetch_factor, the
+    worker seeding and ``collate_samples`` (skipped pairs left out of a batch); workers that
+    read RAW files (``load_npy: false``) are spawned, not forked
     (LibRaw's OpenMP threads do not survive a fork: a forked worker would hang)."""
     data = cfg["data"]
     workers = int(data.get("num_workers", 0))
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    kwargs: Dict[str, Any] = dict(num_workers=workers, pin_memory=bool(data.get("pin_memory", False)) and pin_memory)
+    kwargs: Dict[str, Any] = dict(num_workers=workers, pin_memory=bool(data.get("pin_memory", False)) and pin_memory,
+                                  collate_fn=collate_samples)
     if workers > 0:
         kwargs["persistent_workers"] = bool(data.get("persistent_workers", False))
         kwargs["prefetch_factor"] = int(data.get("prefetch_factor") or 2)
@@ -125,43 +144,118 @@ def synthetic_exists(path: str) -> bool:
     return os.path.isdir(path) and bool(os.listdir(path))
 
 
+#: folder names the shipped demo configs use for synthetic sets
+STANDARD_SYNTHETIC_NAMES = ("synthetic_sid", "synthetic_sid_fuji")
+
+
+def _synthetic_camera(path: str) -> Optional[str]:
+    """The camera of the synthetic set at ``path`` (from its ``synthetic_sid.json``), else None."""
+    import json
+    from .synthetic import MARKER
+
+    try:
+        with open(os.path.join(path, MARKER), encoding="utf-8") as fh:
+            return json.load(fh).get("camera")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_create_location(path: str, camera: str) -> None:
+    """Refuse to auto-create a synthetic set where a typo or the wrong working folder would put it:
+    the parent folder must exist, and the folder's name must not look like a misspelling of an
+    existing synthetic set beside it or of the demo configs' standard names."""
+    from .synthetic import MARKER
+
+    where = os.path.abspath(path)
+    parent, name = os.path.dirname(where), os.path.basename(where)
+    by_hand = f"python scripts/make_synthetic_sid.py --out {where} --camera {camera}"
+    if not os.path.isdir(parent):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        hint = (f"; relative paths are read from the current folder {os.getcwd()}: run from the repository "
+                f"root {root}" if not os.path.isabs(path) and os.path.abspath(os.getcwd()) != root else "")
+        raise DataError(f"data.data_path: {where} does not exist, nor does its folder {parent}: not creating a "
+                        f"synthetic set there (data.synthetic.auto_create){hint}, or set data.data_path")
+    if name in STANDARD_SYNTHETIC_NAMES:
+        return
+    siblings = [d for d in os.listdir(parent) if os.path.isfile(os.path.join(parent, d, MARKER))]
+    close = difflib.get_close_matches(name, siblings + list(STANDARD_SYNTHETIC_NAMES), n=1, cutoff=0.8)
+    if close:
+        raise DataError(f"data.data_path: {where} does not exist; did you mean {os.path.join(parent, close[0])}? "
+                        f"Not creating a new synthetic set at a path that looks misspelt; to make one there on "
+                        f"purpose run `{by_hand}`")
+
+
+def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], None]) -> bool:
+    """``data.synthetic.auto_create`` for ``RawPairDataset``: the synthetic own-camera example set
+    (:func:`cans.data.synthetic.make_own_camera_set`) at ``path`` when that folder is missing or empty."""
+    from .synthetic import make_own_camera_set
+
+    if synthetic_exists(path):
+        return False
+    where = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(where)):
+        raise DataError(f"data.data_path: {where} does not exist, nor does its folder {os.path.dirname(where)}: "
+                        f"not creating the own-camera example set there (data.synthetic.auto_create)")
+    log(f"[data] {where} is missing: creating the synthetic own-camera set there (data.synthetic.auto_create: "
+        f"true; {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
+    t0 = time.time()
+    make_own_camera_set(path, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
+                        height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False)
+    log(f"[data] own-camera set ready at {where} ({time.time() - t0:.1f} s)")
+    return True
+
+
 def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
-    """Create the synthetic SID at ``data.data_path`` if ``data.synthetic.auto_create`` is true and
-    the folder is missing or empty. Returns True when it created the set."""
+    """Create the synthetic SID at ``data.data_path`` when ``data.synthetic.auto_create`` is true and
+    the folder is missing or empty, or replace a synthetic set made there for the other camera.
+    Returns True when it created a set.
+
+    It creates a set only where the demo configs put one (``datasets/synthetic_sid``,
+    ``datasets/synthetic_sid_fuji``) or in a new folder whose parent exists and whose name does
+    not look like a misspelling of those or of a synthetic set beside it; anything else is a
+    :class:`DataError` naming the absolute path (``scripts/make_synthetic_sid.py`` makes a set
+    anywhere on purpose). Messages give absolute paths."""
     from .synthetic import make_synthetic_sid
 
     data = cfg["data"]
     syn = data.get("synthetic") or {}
     path = data["data_path"]
-    if not syn.get("auto_create", False) or synthetic_exists(path):
+    if not syn.get("auto_create", False):
         return False
     if data["type"] == "RawPairDataset":
-        from .synthetic import make_own_camera_set
-        log(f"[data] {path} is missing: creating the synthetic own-camera set there (data.synthetic.auto_create: "
-            f"true; {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
-        t0 = time.time()
-        make_own_camera_set(path, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
-                            height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False)
-        log(f"[data] own-camera set ready at {path} ({time.time() - t0:.1f} s)")
-        return True
-    camera = syn.get("camera", "Sony")
+        return _ensure_own_camera(path, syn, log)
+    where = os.path.abspath(path)
     fits = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji"}.get(data["type"])
     if fits is None:
         raise DataError(f"data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
-                        f"{data['type']} (only SonyDictSet, FujiDictSet and RawPairDataset); {path} is missing")
+                        f"{data['type']} (only SonyDictSet, FujiDictSet and RawPairDataset have a synthetic set); "
+                        f"set data.synthetic.auto_create=false")
+    camera = syn.get("camera") or fits
     if camera != fits:
-        log(f"[data] data.synthetic.camera {camera} does not fit data.type {data['type']}: making a {fits} set")
-        camera = fits
-    log(f"[data] {path} is missing: creating the synthetic SID there (data.synthetic.auto_create: true; "
-        f"camera {camera}, {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
+        raise DataError(f"data.synthetic.camera is {camera} but data.type is {data['type']} ({fits}); "
+                        f"set data.synthetic.camera={fits}")
+    overwrite = False
+    if synthetic_exists(path):
+        made_for = _synthetic_camera(path)
+        if made_for is None or made_for == camera:
+            return False
+        log(f"[data] {where} holds a synthetic {made_for} set, but data.type {data['type']} needs {camera}: "
+            f"replacing it with a synthetic {camera} set (data.synthetic.auto_create: true)")
+        overwrite = True
+    else:
+        _check_create_location(path, camera)
+        log(f"[data] {where} is missing: creating the synthetic SID there (data.synthetic.auto_create: true; "
+            f"camera {camera}, {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
     t0 = time.time()
     make_synthetic_sid(path, camera=camera, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
                        height=syn.get("height", 384), width=syn.get("width", 576),
-                       workers=syn.get("workers", 0), log=log, progress=False)
-    log(f"[data] synthetic SID ready at {path} ({time.time() - t0:.1f} s)")
+                       workers=syn.get("workers", 0), log=log, progress=False, overwrite=overwrite)
+    log(f"[data] synthetic {camera} SID ready at {where} ({time.time() - t0:.1f} s)")
     return True
 
 
-__all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "loader_kwargs", "ensure_synthetic", "DataError",
-           "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset", "pack_bayer", "pack_xtrans",
+__all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "collate_samples", "loader_kwargs",
+           "ensure_synthetic", "DataError",
+           "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
+           "pack_bayer", "pack_xtrans",
            "read_bayer"]

@@ -40,6 +40,12 @@ from .lists import PairEntry, keep_first_capture
 SPLITS = ("train", "valid", "test")
 
 
+def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:
+    """What a valid/test sample is replaced by when its files turn out unreadable at load time
+    (``skip_bad_files``): no arrays, only the pair's names and the reason."""
+    return {"skipped": reason, "img_file": entry.img_file, "lbl_file": entry.lbl_file, "source": entry.source}
+
+
 class PairDataset(Dataset):
     block_size = 2
     channels = 4
@@ -145,19 +151,17 @@ class PairDataset(Dataset):
         for attempt in range(n):
             entry = self.entries[(start + attempt) % n]
             try:
-                sample = self.load(entry)
+                return self.load(entry)
             except DataError as exc:
                 if not self.skip_bad_files:
                     raise
                 self.runtime_skipped += 1
                 self.log(f"[data] {self.key}: skipped a bad pair ({self.runtime_skipped} so far in this "
                          f"process): {exc}")
-                continue
-            if attempt and self.split != "train":
-                # a Dataset cannot shrink: say which image is scored in its place (so counted twice)
-                self.log(f"[data] {self.key}: {entry.source} ({entry.img_file}) stands in for the bad pair "
-                         f"{self.entries[start].source}, so it is counted twice in this split's results")
-            return sample
+                if self.split != "train":
+                    # scored splits leave the pair out (no stand-in: the tables count each image once);
+                    # cans.data.collate_samples drops this marker and evaluate() lists it as skipped
+                    return skipped_marker(entry, str(exc))
         raise DataError(f"{self.list_file}: every pair failed to load")
 
     def _randint(self, high: int) -> int:

@@ -1,4 +1,4 @@
-"""Per-camera constants of the SID loaders (DESIGN.md section 2)."""
+"""Per-camera constants of the SID loaders (docs/data.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -135,7 +135,7 @@ def mcr_exposures(raw_input: str, raw_gt: str) -> Tuple[float, float]:
 def parse_mcr_list(path: str) -> List[PairEntry]:
     """Parse an MCR list file (``raw_input raw_gt rgb_gt`` per line).
 
-    The ratio is ``gt_exposure / input_exposure`` (DESIGN.md section 2), without SID's cap at 300."""
+    The ratio is ``gt_exposure / input_exposure`` (docs/data.md), without SID's cap at 300."""
     entries = []
     for number, text in _read_lines(path):
         where = f"{path}:{number}"

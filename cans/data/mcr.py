@@ -1,9 +1,9 @@
-"""MCR loader (Mono-Colored RAW, CVPR 2022; DESIGN.md section 2).
+"""MCR loader (Mono-Colored RAW, CVPR 2022; docs/data.md).
 
 List lines ``raw_input raw_gt rgb_gt`` (PNG files, relative to data.data_path): the input and
 ground-truth mosaics (Bayer RGGB, black 0, white 255) are packed to 4 channels; the RGB target
 is the PNG / 255. Exposures: see :func:`cans.data.lists.mcr_exposures`; ratio = gt / input
-exposure, not capped at 300 as SID's is (DESIGN.md section 2). There is no cache mode
+exposure, not capped at 300 as SID's is (docs/data.md). There is no cache mode
 (``load_npy`` is ignored): the PNGs are small and read whole. No white balance.
 """
 from __future__ import annotations

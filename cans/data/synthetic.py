@@ -1,6 +1,6 @@
 """A small SID look-alike made from scikit-image's colour photographs (no download).
 
-Pipeline for each scene (DESIGN.md section 5):
+Pipeline for each scene (docs/data.md, "Synthetic SID"):
 
 1. clean sRGB photograph (H, W, 3) in [0, 1], resized and cropped from one of
    :data:`SOURCE_IMAGES`;
@@ -346,13 +346,19 @@ def _write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: the file that marks a folder as a synthetic SID (its settings, as JSON)
+MARKER = "synthetic_sid.json"
+
+
 def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: int = 0,
                        height: int = 384, width: int = 576, workers: int = 0,
-                       log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, object]:
+                       log: Callable[[str], None] = print, progress: bool = True,
+                       overwrite: bool = False) -> Dict[str, object]:
     """Create a synthetic SID at ``out`` (DNG files, list files, caches); return a summary dict.
 
     The set is built in a temporary folder next to ``out`` and renamed into place at the end,
-    so an interrupted run leaves nothing half-made; ``out`` must not exist yet (or be empty).
+    so an interrupted run leaves nothing half-made; ``out`` must not exist yet (or be empty),
+    or, with ``overwrite``, hold a synthetic set (``synthetic_sid.json``), which is replaced.
     height, width: Bayer pixels (rounded down to multiples of 6 for the Fuji look-alike);
     the packed images (h/2 or h/3 a side) must be at least 49 pixels for the model.
     """
@@ -367,8 +373,14 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
     if min(height, width) // block < 49:
         raise DataError(f"synthetic SID: {height}x{width} is too small; the packed image must be at "
                         f"least 49 pixels a side ({49 * block} Bayer pixels)")
+    replace = False
     if os.path.isdir(out) and os.listdir(out):
-        raise DataError(f"synthetic SID: {out} exists and is not empty; remove it or choose another --out")
+        made_here = os.path.isfile(os.path.join(out, MARKER))
+        if not (overwrite and made_here):
+            raise DataError(f"synthetic SID: {os.path.abspath(out)} exists and is not empty; "
+                            + ("add --overwrite to replace this synthetic set, " if made_here else "remove it ")
+                            + "or choose another --out")
+        replace = True
     splits = split_of(scenes)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
@@ -395,13 +407,21 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
                 "width": width, "splits": {k: len(v) for k, v in lists.items()},
                 "sources": list(SOURCE_IMAGES), "noise": NOISE, "long_exposure": LONG_EXPOSURE,
                 "short_exposures": [list(x) for x in SHORT_EXPOSURES]}
-        _write_text(os.path.join(tmp, "synthetic_sid.json"), json.dumps(info, indent=2) + "\n")
-        if os.path.isdir(out):
+        _write_text(os.path.join(tmp, MARKER), json.dumps(info, indent=2) + "\n")
+        if replace:  # an older synthetic set (overwrite): out of the way first, deleted once the new one is in
+            old = tempfile.mkdtemp(prefix=".old_synthetic_", dir=parent)
+            os.replace(out, os.path.join(old, "set"))
+            try:
+                os.replace(tmp, out)
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        elif os.path.isdir(out):
             os.rmdir(out)  # empty (checked above)
         try:
-            os.replace(tmp, out)
+            if not replace:
+                os.replace(tmp, out)
         except OSError:
-            if not os.path.isfile(os.path.join(out, "synthetic_sid.json")):
+            if not os.path.isfile(os.path.join(out, MARKER)):
                 raise
             # another process (e.g. another DDP rank) finished first: keep its copy
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
+import zipfile
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -51,6 +53,12 @@ def model_config_hint(obj: Any, cfg: Mapping[str, Any]) -> str:
     saved = obj.get("config") if isinstance(obj, Mapping) else None
     if not isinstance(saved, Mapping) or not isinstance(saved.get("model"), Mapping) or "model" not in cfg:
         return ""
+    saved_type = (saved.get("data") or {}).get("type") if isinstance(saved.get("data"), Mapping) else None
+    this_type = (cfg.get("data") or {}).get("type")
+    if saved_type and this_type and saved_type != this_type:
+        # another camera: --set model.* alone would not fit the data (cans.config_checks)
+        return (f"the checkpoint was trained on data.type {saved_type} (run {saved.get('name')}); this config "
+                f"reads {this_type}: use a config for {saved_type} data")
     old, new = _flatten(saved["model"], "model"), _flatten(cfg["model"], "model")
     diff = [k for k in sorted(old) if k in new and old[k] != new[k]]
     if not diff:
@@ -115,15 +123,41 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         raise
 
 
-def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
-    """Read a training checkpoint written by ``atomic_torch_save``; clear errors for bad files."""
+def read_torch_file(path: str, map_location="cpu") -> Any:
+    """``torch.load`` a checkpoint or weights file; a file that is not one fails with one line.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` naming the path
+    for an empty file, a file that is not a PyTorch checkpoint, or a truncated one (a zip archive
+    whose end is missing). Our checkpoints hold RNG states (numpy arrays, tuples), so a file that
+    is not weights-only is loaded in full (only open checkpoints you trust).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        # our checkpoints hold RNG states (numpy arrays, tuples): not a weights-only file
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a torch file?): {exc}") from None
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (not a checkpoint)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or damaged ({size:,} bytes, the end of "
+                              "the file is missing); copy or download it again")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on pickle protocols and weights_only
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception:
+            pass
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:
+            kind = "truncated or damaged" if head == b"PK\x03\x04" else "not a PyTorch checkpoint"
+            detail = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot read checkpoint {path}: {kind} ({type(exc).__name__}: {detail})") from None
+
+
+def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
+    """Read a training checkpoint written by ``atomic_torch_save``; clear errors for bad files."""
+    obj = read_torch_file(path, map_location=map_location)
     if not isinstance(obj, dict) or "model" not in obj:
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry); "
                          "use train.pretrained to start from bare weights")
@@ -134,5 +168,34 @@ def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
     return obj
 
 
+def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
+    """Load the weights of ``path`` (our checkpoints, the authors' published files) into ``model``.
+
+    Every failure is a :class:`CheckpointError` naming ``path``: not a checkpoint, truncated
+    (:func:`read_torch_file`), no state_dict inside, a state_dict of another network (no
+    parameter name in common: one line), or one of this network with other settings (the
+    missing / unexpected names or the shape, and, when the checkpoint records its config, the
+    ``--set model.*=...`` to add). Returns the loaded object (the whole checkpoint).
+    """
+    from ..models import extract_state_dict, load_state_dict_strict
+
+    obj = read_torch_file(path)
+    try:
+        state = extract_state_dict(obj, source=path)
+    except ValueError:
+        raise CheckpointError(f"{path}: a PyTorch file, but no model weights in it (neither a state_dict nor "
+                              "one under 'model', 'state_dict' or 'params')") from None
+    expected = model.state_dict()
+    if state and not set(state) & set(expected):
+        raise CheckpointError(f"{path}: weights of another network, not {type(model).__name__} (none of its "
+                              f"{len(state)} tensors has a parameter name of this model)")
+    try:
+        load_state_dict_strict(model, state, source=path)
+    except (KeyError, ValueError) as exc:
+        hint = model_config_hint(obj, cfg) if cfg is not None else ""
+        raise CheckpointError(error_text(exc) + (f"\n{hint}" if hint else "")) from None
+    return obj
+
+
 __all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
-           "model_config_hint", "restore_rng_state"]
+           "load_model_weights", "model_config_hint", "read_torch_file", "restore_rng_state"]

@@ -6,16 +6,18 @@ dicts and returns::
     {"reconstruction": {"psnr", "ssim", "images"},
      "denoising": {"x100": {"psnr", "ssim", "images"}, "x250": ..., "x300": ...,
                    [other ratio groups present], "average": {...}, "all_images": {...}},
-     "per_image": [record, ...]}
+     "per_image": [record, ...], "skipped": [{"img_file", "lbl_file", "source", "reason"}, ...]}
 
 * Reconstruction: the RGB output (B, 3, h*b, w*b) against ``clean_rgb``, metrics of
-  DESIGN.md section 3 (clamped to [0, 1], 0..255 scale), averaged over images.
+  docs/testing.md (clamped to [0, 1], 0..255 scale), averaged over images.
 * Denoising: the packed RAW output (B, C, h, w) against ``clean_raw``, both clipped to
   [0, 1], data range 1, the same SSIM window; averaged per ratio group (``x<round(ratio)>``:
   x100, x250, x300 for SID Sony, always listed, ``psnr``/``ssim`` null when a group has
   no image). ``average`` is the mean of the non-empty group means, which is how the
   paper's "average" row is formed (its CANS and CANS++ rows equal the mean of their three
   group rows); ``all_images`` is the plain mean over every image.
+* ``skipped``: the pairs left out because their files are unreadable (``data.skip_bad_files``);
+  they are in no average.
 * ``per_image`` records: ``img_file``, ``lbl_file``, ``ratio``, ``group``, ``rgb_psnr``,
   ``rgb_ssim``, ``raw_psnr``, ``raw_ssim``, ``height``, ``width`` (of the RGB output),
   ``time_ms`` (forward pass per image, CUDA-synchronised) and ``output`` (saved PNG or null).
@@ -156,17 +158,17 @@ def _gather_records(records: List[dict]) -> List[dict]:
 def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device, *, amp: str = "off",
              channels_last: bool = False, save_dir: Optional[str] = None, save_images: bool = False,
              save_16bit: bool = False, save_grid: bool = False, progress: bool = True,
-             max_images: Optional[int] = None) -> Dict[str, Any]:
+             max_images: Optional[int] = None, desc: str = "test") -> Dict[str, Any]:
     """Run ``model`` at full resolution over ``loader`` and score both outputs.
 
     ``loader`` yields batches of sample dicts: ``noisy_raw`` (B, C, h, w), ``clean_raw``
     (B, C, h, w), ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1], ``ratio`` (B,), ``img_file``
     and ``lbl_file`` (lists of str). The model returns ``(rgb, raw)`` and pads inside.
-    ``save_images`` writes ``<save_dir>/<input stem>_<rgb psnr>.png`` (16-bit with
+    ``save_images`` writes ``<save_dir>/<input stem>.png`` (16-bit with
     ``save_16bit``); ``save_grid`` writes ``<save_dir>/grid/<stem>_grid.png``: the input
     (packed RAW shown as colour, gamma 2.2) | the output | the target. ``max_images``
-    stops after that many images (per process). The model is put in eval mode and
-    returned to its previous mode afterwards.
+    stops after that many images (per process); ``desc`` labels the progress bar ('test',
+    'valid'). The model is put in eval mode and returned to its previous mode afterwards.
     """
     device = torch.device(device)
     if (save_images or save_grid) and not save_dir:
@@ -177,6 +179,9 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
     was_training = model.training
     model.eval()
     records: List[dict] = []
+    # pairs the dataset left out (data.skip_bad_files): at construction, and at load time (batch["skipped"])
+    skipped: List[dict] = [{"img_file": "", "lbl_file": "", "source": src, "reason": why}
+                           for src, why in getattr(getattr(loader, "dataset", None), "skipped", None) or []]
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -186,11 +191,14 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
             total = len(loader.sampler) if hasattr(loader, "sampler") else len(loader)
         if max_images is not None and total is not None:
             total = min(total, max_images)
-        bar = tqdm(total=total, desc="test", unit="img", dynamic_ncols=True)
+        bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=desc == "test")
     try:
         for batch in loader:
             if max_images is not None and len(records) >= max_images:
                 break
+            skipped.extend(batch.get("skipped") or [])
+            if "noisy_raw" not in batch and batch.get("skipped"):
+                continue
             missing = [k for k in REQUIRED_KEYS if k not in batch]
             if missing:
                 raise KeyError(f"evaluate: the batch lacks {missing}; it has {sorted(batch)}")
@@ -227,7 +235,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
                        "width": int(rgb.shape[-1]), "time_ms": elapsed_ms, "output": None}
                 out_rgb = rgb[i].clamp(0, 1)
                 if save_images:
-                    name = f"{_stem(img_files[i])}_{rgb_p[i]:.2f}.png"
+                    name = f"{_stem(img_files[i])}.png"  # one file per image; the PSNR is in the report
                     rec["output"] = write_png(os.path.join(save_dir, name), out_rgb, 16 if save_16bit else 8)
                 if save_grid:
                     preview = raw_preview(noisy[i], block or rgb.shape[-1] // noisy.shape[-1])
@@ -244,7 +252,24 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
     records = _gather_records(records)
     report = summarize(records)
     report["per_image"] = records
+    report["skipped"] = _gather_skipped(skipped)
     return report
+
+
+def _gather_skipped(skipped: List[dict]) -> List[dict]:
+    """The skipped pairs of all ranks, each once (construction-time skips are seen by every rank)."""
+    _, world = _dist_info()
+    if world > 1:
+        gathered: List[Optional[List[dict]]] = [None] * world
+        torch.distributed.all_gather_object(gathered, skipped)
+        skipped = [s for part in gathered for s in part or []]
+    seen, out = set(), []
+    for s in skipped:
+        key = (s.get("source"), s.get("img_file"))
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,6 +364,11 @@ def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] 
     lines += ["", "average = mean of the ratio groups' means (as the paper); over all images: "
               f"{_fmt(report['denoising']['all_images']['psnr'], 3)} dB / "
               f"{_fmt(report['denoising']['all_images']['ssim'], 4)}"]
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines += ["", f"left out (data.skip_bad_files, unreadable files): {len(skipped)} pair(s): "
+                  + ", ".join(s.get("source") or s.get("img_file") for s in skipped[:10])
+                  + (" ..." if len(skipped) > 10 else "")]
     return "\n".join(lines) + "\n"
 
 

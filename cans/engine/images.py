@@ -12,8 +12,8 @@ import zlib
 import numpy as np
 import torch
 
-# Colour of each packed channel: Bayer packs R, G, B, G (DESIGN.md section 2); X-Trans
-# packs R, G, B, R, B, G, G, G, G (the white-balance order of DESIGN.md section 2).
+# Colour of each packed channel: Bayer packs R, G, B, G (docs/data.md); X-Trans
+# packs R, G, B, R, B, G, G, G, G (the white-balance order of docs/data.md).
 PACKED_COLOURS = {4: (0, 1, 2, 1), 9: (0, 1, 2, 0, 2, 1, 1, 1, 1)}
 
 

@@ -15,10 +15,35 @@ import torch
 _FMT = "%(asctime)s %(levelname)s %(message)s"
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """``HH:MM:SS message``; warnings and errors get their level once (``WARNING: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            stamp, _, rest = text.partition(" ")
+            text = f"{stamp} {record.levelname}: {rest}"
+        return text
+
+
+class TqdmHandler(logging.StreamHandler):
+    """Console handler that writes through ``tqdm.write``, so that a log line printed while a
+    progress bar is open goes on its own line (also when the output is captured to a file)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # never let logging break training
+            self.handleError(record)
+
+
 class RunLogger:
     """Text + TensorBoard logger. On ranks other than 0 every method is a no-op.
 
-    ``info(msg)`` / ``warning(msg)``: to the console and ``train.log``.
+    ``info(msg)`` / ``warning(msg)`` / ``error(msg)``: to the console (through ``tqdm.write``,
+    so lines never land on a progress bar) and ``train.log`` (``time LEVEL message``).
     ``scalars(values, step, prefix)``: TensorBoard scalars ``prefix/name``.
     ``image(tag, img, step)``: an image tensor (3, H, W) in [0, 1].
     """
@@ -34,8 +59,8 @@ class RunLogger:
         if not enabled:
             self.log.addHandler(logging.NullHandler())
             return
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        console = TqdmHandler(sys.stdout)
+        console.setFormatter(_ConsoleFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
         self.log.addHandler(console)
         if output_dir:
             os.makedirs(output_dir, exist_ok=True)
@@ -55,7 +80,12 @@ class RunLogger:
 
     def warning(self, msg: str) -> None:
         if self.enabled:
-            self.log.warning("WARNING: " + msg)
+            self.log.warning(msg)
+
+    def error(self, msg: str) -> None:
+        """An error that ends the run: to the console (stderr is the caller's) and ``train.log``."""
+        if self.enabled:
+            self.log.error(msg)
 
     def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
         if self.writer is None:

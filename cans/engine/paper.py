@@ -1,4 +1,4 @@
-"""The paper's SID Sony numbers (DESIGN.md section 4), for ``test.py --compare-paper``.
+"""The paper's SID Sony numbers (docs/testing.md, "The paper's numbers"), for ``test.py --compare-paper``.
 
 ``PAPER[method]`` holds ``{"reconstruction": (psnr, ssim), "denoising": {group: (psnr,
 ssim)}}`` with groups ``x100``, ``x250``, ``x300`` and ``average`` (the mean of the three

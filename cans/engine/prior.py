@@ -1,6 +1,6 @@
 """The adaptive denoising prior: how much the RAW (denoising) term weighs against the RGB term.
 
-The RAW head is supervised by the colour-balanced clean RAW (DESIGN.md section 2). The
+The RAW head is supervised by the colour-balanced clean RAW (docs/data.md). The
 weight of that term is chosen by ``loss.prior.weighting``:
 
 * ``fixed``: the YAML weights ``loss.raw.weight`` and ``loss.rgb.weight`` (the paper

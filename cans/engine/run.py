@@ -1,9 +1,11 @@
 """What ``train.py`` does: data check, training, the before/after summary, the final test report."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+import traceback
 from typing import Any, Mapping, Optional
 
 from . import distributed as du
@@ -15,32 +17,62 @@ def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str
     return f"{metrics[key]:.{digits}f}"
 
 
+def record_failure(cfg: Mapping[str, Any], exc: BaseException) -> None:
+    """Append why a run stopped to ``<output_dir>/train.log`` (when the run folder exists): the
+    one-line message of a user error, the traceback of anything else, a line for Ctrl-C."""
+    if du.get_rank() != 0:
+        return
+    out = cfg.get("output_dir")
+    if not out or not os.path.isdir(out):
+        return
+    from ..cli import USER_ERRORS, user_message
+    if isinstance(exc, KeyboardInterrupt):
+        text = "INFO stopped: interrupted (Ctrl-C or SIGTERM)"
+    elif isinstance(exc, USER_ERRORS):
+        text = f"ERROR {user_message(exc)}"
+    else:
+        text = "ERROR " + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    with contextlib.suppress(OSError):
+        with open(os.path.join(out, "train.log"), "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+
 def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: bool = True) -> int:
     """Train with ``cfg`` (resolved config); returns a process exit code.
 
-    Rank 0 creates the synthetic data set first when the config asks for it
-    (``data.synthetic.auto_create``); with ``train.test_at_end`` the best checkpoint (else
+    The config's keys are checked together first (``cans.config_checks``); rank 0 creates the
+    synthetic data set when the config asks for it (``data.synthetic.auto_create``); a run that
+    fails says why at the end of ``train.log``; with ``train.test_at_end`` the best checkpoint (else
     the last) is scored on the test split and the paper's two tables are printed.
     """
+    from ..config_checks import check_config
     from .trainer import NonFiniteLossError, Trainer, sigterm_as_interrupt
 
     t0 = time.time()
+    check_config(cfg)  # keys that do not fit together: one line, before any work
     device = du.init_distributed()
-    if du.is_main_process():
-        from ..data import ensure_synthetic
-        ensure_synthetic(cfg)
-    du.barrier()
-
-    trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+    trainer = None
     try:
+        if du.is_main_process():
+            from ..data import ensure_synthetic
+            ensure_synthetic(cfg)
+        du.barrier()
+        trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+        if "data" in cfg:
+            trainer.logger.info(f"data: {os.path.abspath(cfg['data']['data_path'])} ({cfg['data']['type']})")
         with sigterm_as_interrupt():  # a SIGTERM (torchrun on Ctrl-C, pre-emption) saves last.pth too
             summary = trainer.fit()
     except NonFiniteLossError as exc:
-        trainer.logger.info(f"error: {exc}")
+        trainer.logger.error(str(exc))
         trainer.close()
         print(f"error: {exc}", file=sys.stderr)
         du.cleanup_distributed()
         return 1
+    except BaseException as exc:
+        record_failure(cfg, exc)
+        if trainer is not None:
+            trainer.close()
+        raise
     log = trainer.logger.info
     initial, final = summary.get("initial"), summary.get("final")
     log(f"done: {summary['epochs_done']} epoch(s), {summary['steps']} step(s), "
@@ -62,7 +94,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         from .tester import run_test
         best = os.path.join(ckpt_dir, "best.pth")
         checkpoint = best if os.path.isfile(best) else os.path.join(ckpt_dir, "last.pth")
-        print(f"\ntesting {checkpoint} on the test split ...", flush=True)
+        print("", flush=True)
         run_test(cfg, checkpoint, device=str(device), progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"total wall time {time.time() - t0:.0f} s", flush=True)

@@ -9,8 +9,13 @@
   list, ``only_00``, image count; with ``--compare-paper`` how it differs from the paper's);
 * ``metrics.csv``: one row per image;
 * ``tables.md``: the two Markdown tables (also printed);
-* ``images/<input stem>_<PSNR>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
-  ``test.save_grid``, ``images/grid/<stem>_grid.png``: input | output | target.
+* ``images/<input stem>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
+  ``test.save_grid``, ``images/grid/<stem>_grid.png``: input | output | target; one file per
+  test image (the scores are in metrics.csv / metrics.json), the PNGs of an earlier run in the
+  same folder are removed first.
+
+The config's keys are checked together first (``cans.config_checks``). Pairs left out by
+``data.skip_bad_files`` are listed under ``skipped`` in metrics.json and under the tables.
 
 ``run_throughput(cfg, checkpoint, ...)``: milliseconds per full-resolution image (the first
 test image, or a random input of a given packed size) after ``test.throughput_warmup``
@@ -73,24 +78,18 @@ def check_amp(amp: Optional[str], device: torch.device) -> None:
 
 
 def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
-    from ..models import build_model, load_weights
+    from ..models import build_model
+    from .checkpoint import CheckpointError, load_model_weights
 
     if not os.path.isfile(checkpoint):
         raise TestSetupError(
-            f"checkpoint not found: {checkpoint}. Pass --checkpoint PATH (a run's checkpoints/best.pth), or put the "
-            f"authors' published weights there (see the README, 'Reproducing the paper's tables').")
+            f"checkpoint not found: {os.path.abspath(checkpoint)}. Pass --checkpoint PATH (a run's "
+            "checkpoints/best.pth), or put the authors' published weights there (see docs/testing.md).")
     model = build_model(cfg)
     try:
-        load_weights(model, checkpoint)
-    except (KeyError, ValueError) as exc:
-        from .checkpoint import error_text, model_config_hint
-        hint = ""
-        try:
-            hint = model_config_hint(torch.load(checkpoint, map_location="cpu", weights_only=False), cfg)
-        except Exception:
-            pass
-        raise TestSetupError(f"{error_text(exc)}\n" + (hint or f"(does the config {cfg.get('name')} describe the "
-                                                         "model that was saved?)")) from None
+        load_model_weights(model, checkpoint, cfg)
+    except CheckpointError as exc:
+        raise TestSetupError(str(exc)) from None
     model = model.to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -104,6 +103,18 @@ def _loader(cfg: Mapping[str, Any]):
     return build_dataloader(cfg, "test")
 
 
+def _clear_images(folder: str) -> None:
+    """Remove the PNGs of an earlier test run in ``folder`` and ``folder/grid`` (only those), so
+    that a run leaves exactly one image per test image, whatever ran there before."""
+    for sub in (folder, os.path.join(folder, "grid")):
+        if not os.path.isdir(sub):
+            continue
+        for name in os.listdir(sub):
+            path = os.path.join(sub, name)
+            if name.lower().endswith(".png") and os.path.isfile(path):
+                os.remove(path)
+
+
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
@@ -113,6 +124,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
     (:mod:`cans.tiling`); without ``tile`` whole frames, retried in tiles on a GPU out-of-memory.
     """
+    from ..config_checks import check_config
+
+    check_config(cfg)
     test = cfg["test"]
     checkpoint = checkpoint or default_checkpoint(cfg)
     limit = test.get("max_images") if max_images is None else max_images
@@ -136,6 +150,10 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     save_images = test["save_images"] if save_images is None else save_images
     compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
     max_images = test.get("max_images") if max_images is None else max_images
+    print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
+             f"results in {os.path.abspath(out_dir)}")
+    if save_images or test["save_grid"]:
+        _clear_images(os.path.join(out_dir, "images"))
     report = evaluate(model, loader, dev, amp=test.get("amp", "off"), channels_last=test.get("channels_last", False),
                       save_dir=os.path.join(out_dir, "images"), save_images=save_images,
                       save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
@@ -169,7 +187,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
     _atomic_write_text(os.path.join(out_dir, "tables.md"), header + tables)
     print_fn(header + tables)
-    print_fn(f"written: {os.path.join(out_dir, 'metrics.json')}, metrics.csv, tables.md"
+    print_fn(f"written: {os.path.abspath(os.path.join(out_dir, 'metrics.json'))}, metrics.csv, tables.md"
              + (", images/" if save_images or test["save_grid"] else ""))
     report["config"] = dict(cfg)
     report["checkpoint"] = checkpoint

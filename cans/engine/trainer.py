@@ -1,4 +1,4 @@
-"""The training loop of CANS (DESIGN.md section 3), single process or DistributedDataParallel.
+"""The training loop of CANS (docs/training.md), single process or DistributedDataParallel.
 
 ``Trainer(cfg, ...)`` builds everything from a resolved config (``cans.config.load_config``):
 the model (``model:``), the loss (``loss:``), AdamW with gradient clipping and a per-epoch
@@ -256,11 +256,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
-        from ..models import load_weights
+        from .checkpoint import load_model_weights
         try:
-            load_weights(model, path)
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"train.pretrained: {self._mismatch_message(exc, path)}") from None
+            load_model_weights(model, path, self.cfg)
+        except CheckpointError as exc:
+            raise CheckpointError(f"train.pretrained: {exc}") from None
 
     def _mismatch_message(self, exc: BaseException, path: str, ckpt: Any = None) -> str:
         """The error of a checkpoint that does not fit, plus the model keys to --set when it says."""
@@ -287,7 +287,7 @@ class Trainer:
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if any(abs(a - g["lr"]) > 1e-12 * max(abs(a), 1e-30) for a, g in zip(saved, self.optimizer.param_groups)):
             self.logger.info(f"learning rate of epoch {self.epoch + 1}: {self.optimizer.param_groups[0]['lr']:.4g} "
-                             f"from this config's schedule (the checkpoint had {saved[0]:.4g})")
+                             f"from this config's schedule (the checkpoint's schedule gave {saved[0]:.4g})")
 
     def _loader_kwargs(self) -> Dict[str, Any]:
         if "data" not in self.cfg:  # in-memory datasets (tests)
@@ -388,7 +388,9 @@ class Trainer:
                                   f"from its weights with --set train.pretrained={path}")
         # the moments come from the checkpoint, the hyper-parameters (betas, eps, weight decay)
         # from this config, as the learning rate (_sync_schedule)
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        # (lr and initial_lr stay the checkpoint's until _sync_schedule compares and sets them)
+        fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
+                 for g in self.optimizer.param_groups]
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as exc:
@@ -417,8 +419,10 @@ class Trainer:
             restore_rng_state(ckpt.get("rng"))
         else:  # a different number of processes: fresh per-rank streams
             seed_everything(self.seed + self.rank + 7919 * self.epoch)
-        self.logger.info(f"resumed from {path}: {self.epoch} epoch(s), {self.step} step(s) done, "
-                         f"best PSNR {self.best_metric:.3f} dB")
+        best = (f"best validation PSNR {self.best_metric:.3f} dB (epoch {self.best_epoch})"
+                if self.best_epoch is not None and math.isfinite(self.best_metric) else "no validation yet")
+        self.logger.info(f"resumed from {os.path.abspath(path)}: {self.epoch} epoch(s), {self.step} step(s) done, "
+                         f"{best}")
 
     # ----------------------------------------------------------------- training
     def _nonfinite(self, reason: str) -> None:
@@ -523,7 +527,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         report = evaluate(model, self.valid_loader, self.device, amp=self.amp, channels_last=self.channels_last,
-                          progress=self.progress and self.is_main)
+                          progress=self.progress and self.is_main, desc="valid")
         model.train(was_training)
         metrics = {"psnr": report["reconstruction"]["psnr"], "ssim": report["reconstruction"]["ssim"],
                    "raw_psnr": report["denoising"]["average"]["psnr"],
@@ -541,6 +545,8 @@ class Trainer:
         from .images import raw_preview
 
         sample = self.valid_set[0]
+        if "noisy_raw" not in sample:  # a pair left out (data.skip_bad_files)
+            return
         b = self.block_size
         x = sample["noisy_raw"]
         x = torch.as_tensor(x)
@@ -580,7 +586,7 @@ class Trainer:
         early = self.tcfg.get("early_stop")
         started = time.time()
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.logger.info(f"run {self.output_dir}: {type(unwrap_model(self.model)).__name__} {n_params:,} parameters, "
+        self.logger.info(f"run {os.path.abspath(self.output_dir)}: {type(unwrap_model(self.model)).__name__} {n_params:,} parameters, "
                          f"{len(self.train_set)} training samples/epoch, "
                          f"{len(self.valid_set) if self.valid_set is not None else 0} validation images, "
                          f"device {self.device}, {self.world_size} process(es), amp {self.amp}, "

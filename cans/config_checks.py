@@ -1,0 +1,88 @@
+"""Checks across config keys, made before any work starts (``train.py`` / ``test.py``).
+
+``cans.config.load_config`` checks every key on its own (name, type); ``check_config(cfg)``
+checks that the keys fit together, so that a wrong combination fails at once with one line
+naming the keys to change, instead of a shape error from inside the model minutes later:
+
+* the camera's packed input (``data.type``: SonyDictSet / MCRDictSet Bayer, 4 channels,
+  block 2; FujiDictSet X-Trans, 9 channels, block 3) against ``model.in_channel``,
+  ``model.block_size`` and ``model.adaptive_size``;
+* ``data.synthetic.camera`` against ``data.type`` when ``data.synthetic.auto_create`` is on;
+* every split's ``patch_size`` (mosaic pixels): a multiple of the block size, and at least
+  the smallest input the model accepts (``smallest_patch``).
+
+The packing and the model's smallest input are described in docs/data.md and docs/models.md.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+from .config import ConfigError
+
+#: data.type -> (camera, packed channels, block size = adaptive size of the paper's configs, base config)
+CAMERAS: Dict[str, tuple] = {
+    "SonyDictSet": ("Sony", 4, 2, "configs/base/Sony.yaml"),
+    "FujiDictSet": ("Fuji", 9, 3, "configs/base/Fuji.yaml"),
+    "MCRDictSet": ("MCR", 4, 2, "configs/base/MCR.yaml"),
+    "RawPairDataset": ("own camera", 4, 2, "configs/finetune_own_camera.yaml"),
+    "XTransPairDataset": ("own X-Trans camera", 9, 3, "configs/base/Fuji.yaml"),
+}
+#: data.types whose synthetic set is the own-camera example (data.synthetic.camera does not apply)
+OWN_CAMERA_TYPES = ("RawPairDataset", "XTransPairDataset")
+
+from .models.networks import MIN_DEEPEST_SIZE  # the deepest feature map's smallest side (7x7 reflect padding)
+
+
+def smallest_input(cfg: Mapping[str, Any]) -> int:
+    """The smallest packed height / width the configured model accepts: 2^depth * 3 + 1 (49 at depth 4)."""
+    depth = len(cfg["model"]["enc_blk_nums"])
+    return 2 ** depth * (MIN_DEEPEST_SIZE - 1) + 1
+
+
+def smallest_patch(cfg: Mapping[str, Any], block: int) -> int:
+    """The smallest valid ``patch_size`` (mosaic pixels): a multiple of ``block`` whose packed
+    side is at least :func:`smallest_input`."""
+    return block * smallest_input(cfg)
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` (one line, naming the keys) when the keys do not fit together."""
+    data, model = cfg["data"], cfg["model"]
+    kind = data["type"]
+    if kind not in CAMERAS:
+        return
+    camera, channels, block, base = CAMERAS[kind]
+    wanted = {"model.in_channel": channels, "model.block_size": block, "model.adaptive_size": block}
+    have = {"model.in_channel": model["in_channel"], "model.block_size": model["block_size"],
+            "model.adaptive_size": model["adaptive_size"]}
+    wrong = [k for k in wanted if have[k] != wanted[k]]
+    if wrong:
+        pattern = "X-Trans, 9 channels" if channels == 9 else "Bayer, 4 channels"
+        raise ConfigError(
+            f"data.type {kind} gives packed {camera} RAW ({pattern}, block {block}), but "
+            + ", ".join(f"{k} is {have[k]}" for k in wrong)
+            + f"; set {' '.join(f'{k}={wanted[k]}' for k in wrong)} (as {base} does), or change data.type")
+    syn = data.get("synthetic") or {}
+    if syn.get("auto_create") and kind not in OWN_CAMERA_TYPES:
+        if kind == "MCRDictSet":
+            raise ConfigError("data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
+                              "MCRDictSet; set data.synthetic.auto_create=false or data.type=SonyDictSet")
+        if syn.get("camera") and syn["camera"] != camera:
+            other = "FujiDictSet" if syn["camera"] == "Fuji" else "SonyDictSet"
+            raise ConfigError(f"data.synthetic.camera is {syn['camera']} but data.type is {kind} ({camera}); "
+                              f"set data.synthetic.camera={camera}, or data.type={other} with the model keys "
+                              f"of configs/base/{syn['camera']}.yaml")
+    smallest = smallest_patch(cfg, block)
+    for split in ("process", "train", "valid"):
+        patch = (data.get(split) or {}).get("patch_size")
+        if patch is None:
+            continue
+        key = f"data.{split}.patch_size"
+        if patch % block or patch < smallest:
+            raise ConfigError(
+                f"{key}: {patch} does not fit this model: a patch must be a multiple of {block} (the {camera} "
+                f"block) and at least {smallest} pixels ({smallest // block} packed, the smallest input of a "
+                f"{len(model['enc_blk_nums'])}-level model); set {key}={max(smallest, -(-patch // block) * block)}")
+
+
+__all__ = ["CAMERAS", "check_config", "smallest_input", "smallest_patch"]
