@@ -22,7 +22,11 @@ def parse_args(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. test.save_grid=true")
     p.add_argument("--out", default=None, help="result folder (default <output_dir>/test)")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.add_argument("--compare-paper", action="store_true", help="show the paper's numbers and the difference")
+    p.add_argument("--compare-paper", action="store_true",
+                   help="show the paper's numbers and the difference; warns when the data or protocol differ")
+    p.add_argument("--all-frames", action="store_true",
+                   help="score every frame of the test list (the paper configs score only the first capture "
+                        "of each scene: 88 Sony / 94 Fuji images)")
     p.add_argument("--no-images", action="store_true", help="do not save the output images")
     p.add_argument("--max-images", type=int, default=None, help="score only the first N test images")
     p.add_argument("--throughput", action="store_true", help="time the model per full-resolution image instead")
@@ -40,7 +44,7 @@ def main(argv=None) -> int:
     from cans.engine.tester import run_test, run_throughput
 
     def run() -> int:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, list(args.set) + (["data.test.only_00=false"] if args.all_frames else []))
         if args.throughput:
             run_throughput(cfg, args.checkpoint, device=args.device, size=args.size, out_dir=args.out,
                            random_weights=args.random_weights)

@@ -4,7 +4,7 @@ A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): the visible mosaic, 
 level of each CFA site, the white level and the colour filter layout all come from the
 file. Then:
 
-1. **Normalise**: ``max(raw - black, 0) / (white - black)`` (black per CFA site).
+1. **Normalise**: ``(raw - black) / (white - black)`` (black per CFA site; below-black values stay negative, as in training).
 2. **Gain**: times the exposure ratio, clipped as the test split of the config says
    (``data.process.max_clip``, 1.0 in the paper configs). ``--ratio auto`` chooses
    ``ratio = target_mean / mean(normalised mosaic)``, clamped to ``[1, max_ratio]``
@@ -293,6 +293,8 @@ def cli_main(args) -> int:
     files = find_inputs(args.inputs)
     device = pick_device(args.device)
     model = load_model(cfg, checkpoint, device)
+    from .models.published import weights_line
+    print(f"weights: {weights_line(checkpoint)}")
     model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")

@@ -30,18 +30,22 @@ def fuji_set(tmp_path_factory):
     return str(out)
 
 
+BLACK, RANGE = 512, 16383 - 512     # Sony levels: sample = (stored - BLACK) / RANGE
+
+
 def _position_set(folder, h=40, w=56, b=2, wb=(2.0, 1.0, 1.5), channels=4, n=2):
-    """Caches whose values encode their position: packed ch0 = y, ch1 = x; RGB R = Y, G = X."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    """uint16 caches whose values encode their position: packed ch0 = y, ch1 = x above black;
+    ch3 of the short exposure is below black (a negative input); RGB R = Y, G = X."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.uint16)
     lines = []
     for i in range(n):
         s_rel, l_rel = f"./Sony/short/0000{i}_0{i}_0.1s.ARW", f"./Sony/long/0000{i}_00_10s.ARW"
-        short = np.full((channels, h, w), 0.001, np.float32)
-        short[0], short[1] = yy / 1000, xx / 1000
-        long_ = np.ones((channels, h, w), np.float32)
-        long_[0], long_[1] = yy, xx
+        short = np.full((channels, h, w), BLACK + 1, np.uint16)
+        short[0], short[1], short[3] = BLACK + yy, BLACK + xx, BLACK - 5
+        long_ = np.full((channels, h, w), BLACK + 1000, np.uint16)
+        long_[0], long_[1] = BLACK + yy, BLACK + xx
         Y, X = np.mgrid[0:h * b, 0:w * b]
-        rgb = np.stack([Y, X, np.full_like(Y, 7)], axis=-1).astype(np.uint16)
+        rgb = np.stack([Y, X, np.full_like(Y, 7)], axis=0).astype(np.uint16)
         save_npy(cache_path(folder, s_rel, "pack"), short)
         save_npy(cache_path(folder, l_rel, "pack"), long_)
         save_npy(cache_path(folder, l_rel, "post_int"), rgb)
@@ -51,8 +55,8 @@ def _position_set(folder, h=40, w=56, b=2, wb=(2.0, 1.0, 1.5), channels=4, n=2):
 
 
 def _decode(sample, b=2):
-    ny = np.rint(sample["noisy_raw"][0].numpy() * 10).astype(int)   # short = y / 1000, ratio 100
-    nx = np.rint(sample["noisy_raw"][1].numpy() * 10).astype(int)
+    ny = np.rint(sample["noisy_raw"][0].numpy() * RANGE / 100).astype(int)   # ratio 100
+    nx = np.rint(sample["noisy_raw"][1].numpy() * RANGE / 100).astype(int)
     Y = np.rint(sample["clean_rgb"][0].numpy() * 65535).astype(int)
     X = np.rint(sample["clean_rgb"][1].numpy() * 65535).astype(int)
     return ny, nx, Y, X
@@ -66,7 +70,7 @@ def _assert_aligned(sample, b=2):
     np.testing.assert_array_equal(Y // b, np.repeat(np.repeat(ny, b, 0), b, 1))
     np.testing.assert_array_equal(X // b, np.repeat(np.repeat(nx, b, 0), b, 1))
     clean = sample["clean_raw"].numpy()
-    np.testing.assert_array_equal(np.rint(clean[1]).astype(int), nx)
+    np.testing.assert_array_equal(np.rint(clean[1] * RANGE).astype(int), nx)
 
 
 def test_registry_names():
@@ -109,20 +113,26 @@ def test_white_balanced_raw_target_and_ratio(tmp_path):
     s = SonyDictSet(str(tmp_path), lst, "test", max_clip=None, **QUIET)[0]
     clean = s["clean_raw"].numpy()
     long_ = np.load(cache_path(str(tmp_path), "./Sony/long/00000_00_10s.ARW", "pack"))
-    np.testing.assert_allclose(clean, long_ * np.array([2.0, 1.0, 1.5, 1.0])[:, None, None], rtol=1e-6)
+    expected = (long_.astype(np.float64) - BLACK) / RANGE * np.array([2.0, 1.0, 1.5, 1.0])[:, None, None]
+    np.testing.assert_allclose(clean, expected, rtol=1e-6)
     assert s["ratio"] == pytest.approx(100) and s["input_exposure"] == 0.1 and s["gt_exposure"] == 10
     assert s["img_file"] == "./Sony/short/00000_00_0.1s.ARW"
     # without white balance in the list: the plain packed long exposure
     lst = _position_set(str(tmp_path / "nowb"), wb=None)
     s = SonyDictSet(str(tmp_path / "nowb"), lst, "test", max_clip=None, **QUIET)[0]
-    np.testing.assert_array_equal(s["clean_raw"].numpy(), long_)
+    np.testing.assert_allclose(s["clean_raw"].numpy(), (long_.astype(np.float64) - BLACK) / RANGE, rtol=1e-6)
 
 
 def test_input_amplified_and_clipped(tmp_path):
     lst = _position_set(str(tmp_path))
     short = np.load(cache_path(str(tmp_path), "./Sony/short/00000_00_0.1s.ARW", "pack"))
+    amplified = (short.astype(np.float64) - BLACK) / RANGE * 100
     s = SonyDictSet(str(tmp_path), lst, "test", max_clip=1.0, min_clip=0.05, **QUIET)[0]
-    np.testing.assert_allclose(s["noisy_raw"].numpy(), np.clip(short * 100, 0.05, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(s["noisy_raw"].numpy(), np.clip(amplified, 0.05, 1.0), rtol=1e-6)
+    # the paper's setting: clipped above only, so the below-black channel stays negative
+    s = SonyDictSet(str(tmp_path), lst, "test", max_clip=1.0, min_clip=None, **QUIET)[0]
+    np.testing.assert_allclose(s["noisy_raw"].numpy(), np.minimum(amplified, 1.0), rtol=1e-6)
+    assert float(s["noisy_raw"][3].max()) < 0
 
 
 def test_only_00_repeat_max_samples(tmp_path):

@@ -77,7 +77,9 @@ def test_set_layout_and_rawpy_metadata(sony_set):
 
 def test_rendering_matches_the_scene(sony_set):
     """LibRaw's rendering of the long exposure is the source scene up to a global brightness."""
-    rgb = np.load(sony_set / "Sony" / "long_post_int" / "00001_00_10s.npy").astype(np.float64) / 65535
+    cached = np.load(sony_set / "Sony" / "long_post_int" / "00001_00_10s.ARW.npy")
+    assert cached.dtype == np.uint16 and cached.shape == (3, 192, 288)   # the authors' (3, H, W) layout
+    rgb = cached.transpose(1, 2, 0).astype(np.float64) / 65535
     scene = make_scene(0, 192, 288, 0)
     lin_out = np.where(rgb < 0.081, rgb / 4.5, ((rgb + 0.099) / 1.099) ** (1 / 0.45))   # LibRaw's BT.709 curve
     lin_in = srgb_to_linear(scene)
@@ -89,7 +91,7 @@ def test_rendering_matches_the_scene(sony_set):
 
 
 def test_short_exposure_is_darker_by_the_ratio(sony_set):
-    """Unbiased: the short exposure's mean (before the loader clips at black) times the ratio."""
+    """Unbiased: the short exposure's mean (below-black values included) times the ratio."""
     long_dn = read_raw(str(sony_set / "Sony" / "long" / "00001_00_10s.ARW")).mosaic.astype(np.float64) - 512
     for name, ratio in (("00001_00_0.1s", 100), ("00001_01_0.04s", 250)):
         short = read_raw(str(sony_set / "Sony" / "short" / f"{name}.ARW")).mosaic.astype(np.float64) - 512
@@ -158,3 +160,29 @@ def test_command_line_scripts(tmp_path):
     run = subprocess.run([sys.executable, os.path.join(repo, "scripts", "prepare_sid.py"), "--data-path",
                           str(tmp_path / "none"), "--camera", "Sony"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "SID folder not found" in run.stderr
+
+
+@pytest.mark.parametrize("list_name", ["Sony_test_list.txt", "Sony_new_test_list.txt"])
+def test_prepare_cli_with_a_single_list(sony_set, tmp_path, list_name):
+    """``--lists-dir`` holding one ``<camera>_*_list.txt`` prepares just that list's files, in the
+    authors' cache layout, and writes that list (with white balance) into the data folder."""
+    import shutil
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = tmp_path / "data"
+    shutil.copytree(sony_set / "Sony" / "short", data / "Sony" / "short")
+    shutil.copytree(sony_set / "Sony" / "long", data / "Sony" / "long")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    lines = [" ".join(line.split()[:4]) for line in (sony_set / "Sony_test_list.txt").read_text().splitlines()]
+    (lists / list_name).write_text("\n".join(lines) + "\n")
+    run = subprocess.run([sys.executable, os.path.join(repo, "scripts", "prepare_sid.py"), "--data-path", str(data),
+                          "--camera", "Sony", "--lists-dir", str(lists), "--workers", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    shorts = sorted(p.name for p in (data / "Sony" / "short_pack").iterdir())
+    assert shorts == sorted(line.split()[0].split("/")[-1] + ".npy" for line in lines)
+    written = (data / list_name).read_text().splitlines()
+    assert len(written) == len(lines) and all(len(line.split()) == 7 for line in written)   # + R G B
+    assert not (data / "Sony_train_list.txt").exists()

@@ -197,12 +197,14 @@ def synthetic_run(tmp_path_factory):
     torch.manual_seed(0)
     ckpt = tmp / "tiny.pth"
     torch.save({"model": build_model(load_config(str(cfg_path))).state_dict(), "epoch": 1}, ckpt)
-    proc = subprocess.run(["sh", str(root / "test.sh"), str(cfg_path), str(ckpt), "--compare-paper", "--no-progress"],
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(cfg_path), str(ckpt), "--compare-paper", "--all-frames",
+                           "--no-progress"],
                           capture_output=True, text=True, timeout=600, cwd=str(tmp))
     return {"proc": proc, "out": tmp / "run" / "test", "cfg": cfg_path, "ckpt": ckpt, "root": root, "tmp": tmp}
 
 
 def test_test_sh_prints_tables_and_writes_files(synthetic_run):
+    import subprocess
     proc, out = synthetic_run["proc"], synthetic_run["out"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for text in ("Reconstruction (sRGB)", "Denoising (RAW)", "| x100 |", "| x250 |", "| x300 |", "**average**",
@@ -214,6 +216,17 @@ def test_test_sh_prints_tables_and_writes_files(synthetic_run):
     for g in ("x100", "x250", "x300", "average"):
         assert set(data["denoising"][g]) == {"psnr", "ssim", "images"}
     assert data["checkpoint"] == str(synthetic_run["ckpt"]) and data["config"]["model"]["width"] == 8
+    # the report names the weights (git blob id, as `git hash-object` prints it) and the protocol
+    blob = subprocess.run(["git", "hash-object", str(synthetic_run["ckpt"])], capture_output=True, text=True)
+    if blob.returncode == 0:
+        assert data["weights"]["git_blob"] == blob.stdout.strip() and data["weights"]["published"] is None
+    assert f"git blob {data['weights']['git_blob']}" in proc.stdout
+    assert data["protocol"]["only_00"] is False and data["protocol"]["images"] == 3
+    assert data["protocol"]["dataset"] == "synthetic SID Sony"
+    notes = " ".join(data["protocol"]["differs_from_paper"])
+    assert "synthetic SID" in notes and "every frame is scored" in notes
+    assert "warning: not the paper's protocol: every frame is scored" in proc.stdout
+    assert "protocol: synthetic SID Sony, Sony_new_test_list.txt, every frame of the list, 3 images" in proc.stdout
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 3
     for rec in data["per_image"]:

@@ -188,3 +188,19 @@ def test_cli_rejects_bad_auto_ratio_options(capsys):
             script.parse_args(["-c", "x.yaml", "photo.ARW", *bad])
         assert info.value.code == 2 and bad[0] in capsys.readouterr().err
     assert script.parse_args(["-c", "x.yaml", "photo.ARW", "--ratio", "250"]).ratio == 250.0
+
+
+def test_below_black_values_reach_the_model_negative(tmp_path):
+    """As in training (the authors' loader): no clip at 0; only the configured clips apply."""
+    from cans.inference import prepare_input
+    dark = np.full((H, W), BLACK, np.uint16)
+    dark[::2, ::3] = BLACK - 40            # read noise below the black level
+    dark[1::2, 1::2] = BLACK + 60
+    path = str(tmp_path / "dark.dng")
+    synthetic.write_dng(path, dark, cfa="RGGB", black=BLACK, white=WHITE)
+    mosaic = read_mosaic(path)
+    assert float(mosaic.data.min()) == pytest.approx(-40 / (WHITE - BLACK), rel=1e-6)
+    packed, _, _ = prepare_input(mosaic, 100.0, 2, 4, max_clip=1.0, min_clip=None)
+    assert float(packed.min()) == pytest.approx(-4000 / (WHITE - BLACK), rel=1e-5)
+    clipped, _, _ = prepare_input(mosaic, 100.0, 2, 4, max_clip=1.0, min_clip=0.0)
+    assert float(clipped.min()) == 0.0

@@ -338,3 +338,20 @@ def test_sigterm_saves_last_like_ctrl_c_and_cannot_break_that_save(tmp_path, mon
     assert signal.getsignal(signal.SIGTERM) == before
     last = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pth"))
     assert last["interrupted"] and last["step"] == 2 and last["epoch"] == 0
+
+
+def test_resume_refuses_an_optimizer_state_of_another_parameter_order(tmp_path):
+    """AdamW's moments are stored by parameter position: a checkpoint saved with another creation
+    order (e.g. by an earlier version) must not hand them to the wrong tensors."""
+    from cans.engine.checkpoint import CheckpointError
+    _, last = trained_once(tmp_path, 2)
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["param_names"][0] and len(ckpt["param_names"]) == len(ckpt["optimizer"]["state"])
+    ckpt["param_names"] = list(reversed(ckpt["param_names"]))
+    torch.save(ckpt, last)
+    with pytest.raises(CheckpointError, match="another parameter order.*train.pretrained="):
+        tiny_trainer(make_cfg(tmp_path, epochs=2, save_per_epoch=0), resume=str(last), n=2, size=16)
+    del ckpt["param_names"]   # written before the names were stored
+    torch.save(ckpt, last)
+    with pytest.raises(CheckpointError, match="another parameter order"):
+        tiny_trainer(make_cfg(tmp_path, epochs=2, save_per_epoch=0), resume=str(last), n=2, size=16)

@@ -1,19 +1,23 @@
 """The dataset logic shared by the SID and MCR loaders: list filtering, crops, flips, bad files.
 
 A subclass provides ``_entries()`` (the parsed list), ``_check_entry(entry)`` (a cheap check
-run once per pair at construction) and ``_arrays(entry)`` which returns three array-likes
-(numpy arrays or read-only memory maps; slicing a memory map reads only the slice):
+run once per pair at construction), ``_levels(entry)`` (black and white level) and
+``_arrays(entry)`` which returns three array-likes as stored (numpy arrays or read-only memory
+maps; slicing a memory map reads only the slice):
 
-* noisy (C, h, w): the short exposure, packed and normalised to [0, 1] (no ratio yet);
-* clean (C, h, w): the long exposure, packed and normalised (no white balance yet);
-* rgb (H, W, 3) integers, H >= h * b and W >= w * b, divided by ``rgb_scale``.
+* noisy (C, h, w): the short exposure, packed, as the sensor recorded it (e.g. uint16);
+* clean (C, h, w): the long exposure, packed, same levels;
+* rgb (3, H, W) integers, H >= h * b and W >= w * b, divided by ``rgb_scale``.
 
-Sample (dict of tensors / numbers): ``noisy_raw`` (C, h, w) float32 = clip(noisy * ratio,
-min_clip, max_clip); ``clean_raw`` (C, h, w) float32 = clean * white balance per channel (when
-the list gives one); ``clean_rgb`` (3, h*b, w*b) float32 in [0, 1]; ``ratio``,
-``input_exposure``, ``gt_exposure`` (float); ``img_file``, ``lbl_file`` (str, as in the list).
+Sample (dict of tensors / numbers), computed as the authors' loader computes it:
+``noisy_raw`` (C, h, w) float32 = clip((noisy - black) / (white - black) * ratio, min_clip,
+max_clip), where a ``None`` bound is not applied (the paper configs clip above at 1.0 only, so
+values below the black level stay negative); ``clean_raw`` (C, h, w) float32 =
+(clean - black) / (white - black), times the white balance per channel when the list gives one;
+``clean_rgb`` (3, h*b, w*b) float32 in [0, 1]; ``ratio``, ``input_exposure``, ``gt_exposure``
+(float); ``img_file``, ``lbl_file`` (str, as in the list).
 
-Crops (DESIGN.md section 2): ``patch_size`` is in mosaic pixels and must be a multiple of b.
+Crops (docs/data.md): ``patch_size`` is in mosaic pixels and must be a multiple of b.
 train: random packed offset yy in [0, (H - patch) // b) (0 when that range is empty), same for
 xx; the packed crop is patch / b a side at (yy, xx); the RGB crop starts at (yy*b, xx*b);
 random horizontal / vertical flips and transpose (each with probability 1/2 when enabled),
@@ -103,6 +107,10 @@ class PairDataset(Dataset):
     def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
         return None
 
+    def _levels(self, entry: PairEntry) -> Tuple[Any, float]:
+        """(black, white) of the stored arrays: black a number or a (C, 1, 1) float32 array."""
+        raise NotImplementedError
+
     def _prefetch(self, arrays, yy: int, ph: int) -> None:
         """Hint the OS about the rows a crop will read (packed rows yy .. yy + ph); optional."""
 
@@ -185,9 +193,9 @@ class PairDataset(Dataset):
             raise DataError(f"{entry.source}: packed shapes {tuple(noisy.shape)} ({entry.img_file}) and "
                             f"{tuple(clean.shape)} ({entry.lbl_file}) differ or do not have "
                             f"{self.channels} channels")
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < h * b or rgb.shape[1] < w * b:
+        if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.shape[1] < h * b or rgb.shape[2] < w * b:
             raise DataError(f"{entry.source}: RGB target {tuple(rgb.shape)} of {entry.lbl_file} does not "
-                            f"cover the packed image {h}x{w} x block {b}")
+                            f"cover the packed image {h}x{w} x block {b} (expected (3, >= {h * b}, >= {w * b}))")
         yy, xx, ph, pw = self.crop_window(h, w, entry)
         self._prefetch((noisy, clean, rgb), yy, ph)
         flip_h = flip_v = swap = False
@@ -201,23 +209,29 @@ class PairDataset(Dataset):
         sy = slice(yy + ph - 1, yy - 1 if yy > 0 else None, -1) if flip_v else slice(yy, yy + ph)
         sx = slice(xx + pw - 1, xx - 1 if xx > 0 else None, -1) if flip_h else slice(xx, xx + pw)
         noisy_v, clean_v = noisy[:, sy, sx], clean[:, sy, sx]
-        rgb_v = np.array(rgb[yy * b:(yy + ph) * b, xx * b:(xx + pw) * b, :])
+        rgb_v = np.array(rgb[:, yy * b:(yy + ph) * b, xx * b:(xx + pw) * b])
         is_int = np.issubdtype(rgb_v.dtype, np.integer)
-        rgb_v = rgb_v[::-1 if flip_v else 1, ::-1 if flip_h else 1].transpose(2, 0, 1)
+        rgb_v = rgb_v[:, ::-1 if flip_v else 1, ::-1 if flip_h else 1]
         if swap:
             noisy_v, clean_v, rgb_v = (noisy_v.transpose(0, 2, 1), clean_v.transpose(0, 2, 1),
                                        rgb_v.transpose(0, 2, 1))
         ratio = float(entry.ratio)
-        noisy = np.multiply(noisy_v, np.float32(ratio), dtype=np.float32, order="C")
+        black, white = self._levels(entry)
+        scale = np.float32(white) - np.asarray(black, dtype=np.float32)
+        # (float32(raw) - black) / float32(white - black), then * ratio: the authors' order of
+        # float32 operations, so that samples agree with theirs to the last bit or so.
+        noisy = np.subtract(noisy_v, np.asarray(black, dtype=np.float32), dtype=np.float32, order="C")
+        noisy /= scale
+        noisy *= np.float32(ratio)
         if self.max_clip is not None:
             np.minimum(noisy, np.float32(self.max_clip), out=noisy)
         if self.min_clip is not None:
             np.maximum(noisy, np.float32(self.min_clip), out=noisy)
+        clean = np.subtract(clean_v, np.asarray(black, dtype=np.float32), dtype=np.float32, order="C")
+        clean /= scale
         wb = self._wb(entry)
         if wb is not None:
-            clean = np.multiply(clean_v, wb.astype(np.float32)[:, None, None], dtype=np.float32, order="C")
-        else:
-            clean = np.positive(clean_v, dtype=np.float32, order="C")
+            clean *= wb.astype(np.float32)[:, None, None]
         rgb = rgb_v.astype(np.float32, order="C")
         rgb /= np.float32(self.rgb_scale)
         if not is_int:

@@ -1,7 +1,7 @@
 """Loader throughput: training crops from full-size SID caches, memory-mapped vs read whole.
 
 :func:`run_benchmark` writes ``pairs`` fake cache triples of full Sony size (packed short and
-long float32 (4, 1424, 2128), RGB uint16 (2848, 4256, 3): the sizes ``prepare_sid`` writes) with
+long uint16 (4, 1424, 2128), RGB uint16 (3, 2848, 4256): the sizes ``prepare_sid`` writes) with
 a list file into a temporary folder, then times ``SonyDictSet`` training samples (patch 1024)
 two ways in one run: the project's memory-mapped caches, and the reference's way (every cache
 read whole with ``np.load`` and then cropped). Both run in the main process.
@@ -44,10 +44,10 @@ def write_fake_sid(folder: str, pairs: int, height: int = SONY_H, width: int = S
         short_rel = f"./Sony/short/{i:05d}_00_0.1s.ARW"
         long_rel = f"./Sony/long/{i:05d}_00_10s.ARW"
         packed = (4, height // 2, width // 2)
-        save_npy(cache_path(folder, short_rel, "pack"), rng.random(packed, dtype=np.float32) * 0.01)
-        save_npy(cache_path(folder, long_rel, "pack"), rng.random(packed, dtype=np.float32))
+        save_npy(cache_path(folder, short_rel, "pack"), rng.integers(400, 700, packed, dtype=np.uint16))
+        save_npy(cache_path(folder, long_rel, "pack"), rng.integers(400, 16383, packed, dtype=np.uint16))
         save_npy(cache_path(folder, long_rel, "post_int"),
-                 rng.integers(0, 65535, (height, width, 3), dtype=np.uint16))
+                 rng.integers(0, 65535, (3, height, width), dtype=np.uint16))
         lines.append(f"{short_rel} {long_rel} ISO100 F8 2.0 1.0 1.5")
     name = "Sony_bench_list.txt"
     with open(os.path.join(folder, name), "w", encoding="utf-8") as fh:

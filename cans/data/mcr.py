@@ -65,7 +65,7 @@ class MCRDictSet(PairDataset):
         if img.ndim != 2:
             raise DataError(f"{path}: expected a single-channel mosaic PNG, got shape {img.shape}")
         _check_8bit(img, path)
-        return pack_bayer(img.astype(np.float32) / np.float32(self.level))
+        return pack_bayer(img)
 
     def _arrays(self, entry: PairEntry):
         noisy = self._mosaic(entry.img_file)
@@ -75,4 +75,7 @@ class MCRDictSet(PairDataset):
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise DataError(f"{rgb_path}: expected an RGB PNG, got shape {rgb.shape}")
         _check_8bit(rgb[..., :3], rgb_path)
-        return noisy, clean, rgb[..., :3]
+        return noisy, clean, rgb[..., :3].transpose(2, 0, 1)
+
+    def _levels(self, entry: PairEntry):
+        return 0.0, self.level

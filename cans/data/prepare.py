@@ -1,19 +1,22 @@
-"""SID preparation: cached packs, RGB targets, white balance and list files.
+"""SID preparation: caches in the authors' format, white balance and list files.
 
-For every pair of the official lists (``<camera>_{train,val,test}_list.txt``) this writes,
-under ``data_path``:
+For every pair of the official lists (``<camera>_*_list.txt``) this writes, under ``data_path``,
+the same files as the authors' own preprocessing, so caches made by either work with either:
 
-* ``<camera>/short_pack/<stem>.npy``: packed short RAW, float32 (C, H/b, W/b), normalised
-  ``max(raw - black, 0) / (white - black)`` (no ratio);
-* ``<camera>/long_pack/<stem>.npy``: the packed long RAW, same normalisation (no white balance);
-* ``<camera>/long_post_int/<stem>.npy``: LibRaw's sRGB rendering of the long RAW, uint16 (H, W, 3);
+* ``<camera>/short_pack/<file name>.npy`` (``<file name>`` keeps the RAW extension, e.g.
+  ``10003_00_0.04s.ARW.npy``): the packed ``raw_image_visible`` of the short RAW, **uint16**,
+  (4, H/2, W/2) Bayer or (9, H/3, W/3) X-Trans, black level not subtracted;
+* ``<camera>/long_pack/<file name>.npy``: the packed long RAW, same layout;
+* ``<camera>/long_post_int/<file name>.npy``: LibRaw's 16-bit sRGB rendering of the long RAW,
+  uint16 (3, H, W), cut to the packed image's size times the block size;
 * ``<camera>_wb.json``: the as-shot white balance (R, G, B, green = 1) of every long RAW;
 * the list files with the three white-balance numbers appended, and for Sony the "new" test
   list without the misaligned scenes (``Sony_new_test_list.txt``).
 
-Every file goes to a temporary name first and is renamed; files that exist are skipped, so an
-interrupted run resumes. The cache of a file is exactly what the loader computes from the RAW
-file when ``load_npy: false``.
+Normalisation (black level, white level, ratio, clipping) happens when a sample is loaded, so a
+cache is exactly the sensor data. Every file goes to a temporary name first and is renamed;
+files that exist are skipped, so an interrupted run resumes. A cache holds exactly what the
+loader computes from the RAW file when ``load_npy: false``.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import numpy as np
 from .cameras import CameraSpec, camera_spec
 from .errors import DataError
 from .lists import (MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list)
-from .raw_io import RawFile, normalize_mosaic, read_raw, read_raw_and_render
+from .raw_io import RawFile, read_raw, read_raw_and_render
 
 #: failures printed one per line in the summary (all of them are in the returned dict)
 MAX_LISTED_FAILURES = 20
@@ -39,12 +42,17 @@ REPO_LISTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 def cache_path(data_path: str, rel: str, kind: str) -> str:
     """Cache file of list entry ``rel`` (``./Sony/short/x.ARW``): kind 'pack' or 'post_int'.
 
-    ``./Sony/short/x.ARW`` -> ``<data_path>/Sony/short_pack/x.npy``;
-    ``./Sony/long/y.ARW`` -> ``<data_path>/Sony/long_pack/y.npy`` or ``.../long_post_int/y.npy``.
+    ``./Sony/short/x.ARW`` -> ``<data_path>/Sony/short_pack/x.ARW.npy``;
+    ``./Sony/long/y.ARW`` -> ``<data_path>/Sony/long_pack/y.ARW.npy`` or ``.../long_post_int/y.ARW.npy``.
     """
     folder, name = os.path.split(os.path.normpath(rel))
-    stem = os.path.splitext(name)[0]
-    return os.path.join(data_path, f"{folder}_{kind}", stem + ".npy")
+    return os.path.join(data_path, f"{folder}_{kind}", name + ".npy")
+
+
+def legacy_cache_path(data_path: str, rel: str, kind: str) -> str:
+    """Where this project's earlier float32 caches were (``x.npy``: the extension dropped)."""
+    folder, name = os.path.split(os.path.normpath(rel))
+    return os.path.join(data_path, f"{folder}_{kind}", os.path.splitext(name)[0] + ".npy")
 
 
 def resolve(data_path: str, rel: str) -> str:
@@ -61,9 +69,15 @@ def check_cfa(rf: RawFile, spec: CameraSpec) -> None:
 
 
 def pack_raw(rf: RawFile, spec: CameraSpec) -> np.ndarray:
-    """Packed, normalised float32 (C, H/b, W/b) of a RAW file, with the camera's fixed levels."""
+    """The packed mosaic of a RAW file as stored: uint16 (C, H/b, W/b), black not subtracted."""
     check_cfa(rf, spec)
-    return spec.pack(normalize_mosaic(rf.mosaic, spec.black, spec.white)).astype(np.float32)
+    return np.ascontiguousarray(spec.pack(rf.mosaic), dtype=np.uint16)
+
+
+def rendering_chw(rgb_hwc: np.ndarray, packed_shape, block_size: int) -> np.ndarray:
+    """LibRaw's (H, W, 3) rendering -> uint16 (3, h*b, w*b), cut to the packed image's size."""
+    h, w = packed_shape[-2] * block_size, packed_shape[-1] * block_size
+    return np.ascontiguousarray(np.asarray(rgb_hwc)[:h, :w].transpose(2, 0, 1), dtype=np.uint16)
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
@@ -92,8 +106,9 @@ def _job(args) -> Tuple[str, str, str, Optional[List[float]], str]:
         if os.path.isfile(pack_dst) and os.path.isfile(rgb_dst) and not need_wb:
             return kind, rel, "skipped", None, ""
         rf, rgb = read_raw_and_render(src)
-        save_npy(pack_dst, pack_raw(rf, spec))
-        save_npy(rgb_dst, rgb.astype(np.uint16))
+        packed = pack_raw(rf, spec)
+        save_npy(pack_dst, packed)
+        save_npy(rgb_dst, rendering_chw(rgb, packed.shape, spec.block_size))
         return kind, rel, "done", [float(v) for v in rf.wb], ""
     except DataError as exc:
         return kind, rel, "failed", None, str(exc)
@@ -109,8 +124,8 @@ def _write_text(path: str, text: str) -> None:
 
 
 def official_lists(lists_dir: str, camera: str) -> List[str]:
-    paths = sorted(p for p in glob.glob(os.path.join(lists_dir, f"{camera}_*_list.txt"))
-                   if not os.path.basename(p).startswith(f"{camera}_new_"))
+    """Every ``<camera>_*_list.txt`` in ``lists_dir`` (official, "new" or a user's own subset)."""
+    paths = sorted(glob.glob(os.path.join(lists_dir, f"{camera}_*_list.txt")))
     if not paths:
         raise DataError(f"no {camera}_*_list.txt in {lists_dir}; copy the official SID lists there "
                         f"(datasets/lists/ in this repository has them)")
@@ -190,7 +205,7 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
         text = "\n".join(format_sid_line(e, tuple(wb_table[e.lbl_file])) for e in good) + "\n"
         _write_text(os.path.join(data_path, name), text)
         written.append(name)
-        if camera == "Sony" and name == "Sony_test_list.txt":
+        if camera == "Sony" and name == "Sony_test_list.txt" and "Sony_new_test_list.txt" not in lists:
             new = drop_scenes(good, MISALIGNED_SONY_SCENES)
             _write_text(os.path.join(data_path, "Sony_new_test_list.txt"),
                         "\n".join(format_sid_line(e, tuple(wb_table[e.lbl_file])) for e in new) + "\n")

@@ -1,13 +1,14 @@
-"""SID loaders (DESIGN.md section 2): ``SonyDictSet`` (Bayer) and ``FujiDictSet`` (X-Trans).
+"""SID loaders: ``SonyDictSet`` (Bayer) and ``FujiDictSet`` (X-Trans); see docs/data.md.
 
 Two reading modes give identical samples:
 
-* ``load_npy: true``: the caches written by ``scripts/prepare_sid.py``
-  (:mod:`cans.data.prepare`), opened with ``np.load(mmap_mode='r')`` so a training crop
-  reads only its own bytes;
+* ``load_npy: true``: the caches in the authors' format (uint16 packed RAW and 16-bit
+  rendering; :mod:`cans.data.prepare`), opened with ``np.load(mmap_mode='r')`` so a training
+  crop reads only its own bytes;
 * ``load_npy: false``: the RAW files through rawpy, packed and rendered the same way.
 
-Input normalisation uses the camera's levels (Sony black 512, Fuji 1024, white 16383).
+Samples are normalised at load time with the camera's levels (Sony black 512, Fuji 1024,
+white 16383), as the authors' loader does.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .cameras import FUJI, SONY, CameraSpec
 from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_sid_list
 from .packing import wb_vector
-from .prepare import cache_path, pack_raw, resolve
+from .prepare import cache_path, legacy_cache_path, pack_raw, rendering_chw, resolve
 from .raw_io import read_raw, read_raw_and_render
 
 
@@ -104,32 +105,59 @@ class SIDDictSet(PairDataset):
     def _check_entry(self, entry: PairEntry) -> None:
         for path in self._paths(entry):
             if self.load_npy:
-                open_npy(path)   # header and size: a truncated cache fails here
+                if not os.path.isfile(path):
+                    self._check_legacy(entry)
+                arr = open_npy(path)   # header and size: a truncated cache fails here
+                self._check_cache_dtype(arr, path)
             elif not os.path.isfile(path):
                 raise DataError(f"RAW file not found: {path}")
             elif os.path.getsize(path) == 0:
                 raise DataError(f"RAW file is empty: {path}")
+
+    def _legacy_message(self, found: str) -> str:
+        return (f"{found}: a cache in this project's old float32 layout; caches are now the authors' uint16 "
+                f"format (<name>.ARW.npy). Rerun `python scripts/prepare_sid.py --data-path {self.data_path} "
+                f"--camera {self.spec.name}` (it writes the new files next to the old ones, which can then be "
+                f"deleted)")
+
+    def _check_legacy(self, entry: PairEntry) -> None:
+        """A missing cache whose old-layout file exists: say to prepare again, not 'not found'."""
+        for rel, kind in ((entry.img_file, "pack"), (entry.lbl_file, "pack"), (entry.lbl_file, "post_int")):
+            old = legacy_cache_path(self.data_path, rel, kind)
+            if not os.path.isfile(cache_path(self.data_path, rel, kind)) and os.path.isfile(old):
+                raise DataError(self._legacy_message(old))
+
+    def _check_cache_dtype(self, arr: np.ndarray, path: str) -> None:
+        if np.issubdtype(arr.dtype, np.floating):
+            raise DataError(self._legacy_message(path))
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f"cache file {path}: dtype {arr.dtype}, expected uint16")
 
     def _arrays(self, entry: PairEntry):
         if self.load_npy:
             short_p, long_p, rgb_p = self._paths(entry)
             noisy, clean, rgb = (self._open_cached(short_p), self._open_cached(long_p),
                                  self._open_cached(rgb_p))
-            for arr, path, ndim in ((noisy, short_p, 3), (clean, long_p, 3), (rgb, rgb_p, 3)):
-                if arr.ndim != ndim:
-                    raise DataError(f"cache file {path}: expected {ndim} dimensions, got shape {arr.shape}")
+            for arr, path in ((noisy, short_p), (clean, long_p), (rgb, rgb_p)):
+                if arr.ndim != 3:
+                    raise DataError(f"cache file {path}: expected 3 dimensions, got shape {arr.shape}")
+                self._check_cache_dtype(arr, path)
             return noisy, clean, rgb
         short_p, long_p = self._paths(entry)
         noisy = pack_raw(read_raw(short_p), self.spec)
         rf, rgb = read_raw_and_render(long_p)
-        return noisy, pack_raw(rf, self.spec), rgb
+        clean = pack_raw(rf, self.spec)
+        return noisy, clean, rendering_chw(rgb, clean.shape, self.block_size)
+
+    def _levels(self, entry: PairEntry):
+        return self.spec.black, self.spec.white
 
     def _prefetch(self, arrays, yy: int, ph: int) -> None:
         if self.load_npy and self.split != "test":
             b = self.block_size
             willneed_rows(arrays[0], 1, yy, yy + ph)
             willneed_rows(arrays[1], 1, yy, yy + ph)
-            willneed_rows(arrays[2], 0, yy * b, (yy + ph) * b)
+            willneed_rows(arrays[2], 1, yy * b, (yy + ph) * b)
 
     def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
         return None if entry.wb is None else wb_vector(entry.wb, self.block_size)

@@ -4,7 +4,9 @@
 :func:`cans.engine.evaluate.evaluate` over the test split at full resolution and writes, in
 ``<output_dir>/test/`` (or ``out_dir``):
 
-* ``metrics.json``: the report plus ``config`` (the resolved config) and ``checkpoint``;
+* ``metrics.json``: the report plus ``config`` (the resolved config), ``checkpoint``, ``weights``
+  (path and git blob id: the authors' published files are recognised) and ``protocol`` (data set,
+  list, ``only_00``, image count; with ``--compare-paper`` how it differs from the paper's);
 * ``metrics.csv``: one row per image;
 * ``tables.md``: the two Markdown tables (also printed);
 * ``images/<input stem>_<PSNR>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
@@ -30,6 +32,7 @@ from .evaluate import (_atomic_write_text, synchronize, autocast_context, evalua
                        write_metrics_json)
 from .fastpath import fast_model_for_test
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
+from .protocol import describe_protocol, paper_differences
 
 CAMERA_OF_TYPE = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji", "MCRDictSet": "MCR"}
 
@@ -116,6 +119,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
+    from ..models.published import describe_weights, weights_line
+    weights = describe_weights(checkpoint)
+    print_fn(f"weights: {weights_line(checkpoint)}")
     model, _ = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     loader = loader if loader is not None else _loader(cfg)
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
@@ -126,19 +132,26 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
                       save_dir=os.path.join(out_dir, "images"), save_images=save_images,
                       save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
                       max_images=max_images)
+    protocol = describe_protocol(cfg, camera_name(cfg), report["reconstruction"]["images"])
     paper, paper_label = None, "paper"
     if compare_paper:
         paper = paper_numbers(cfg["model"]["type"])
         paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
         if paper is None:
             print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
-        elif camera_name(cfg) != "Sony":
-            print_fn(f"note: the paper's numbers are for {PAPER_DATASET}; this config tests {camera_name(cfg)}")
+        else:
+            protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)
+            for note in protocol["differs_from_paper"]:
+                print_fn(f"warning: not the paper's protocol: {note}")
     tables = format_tables(report, paper, paper_label)
     header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
-              f"checkpoint: `{checkpoint}`\n\n")
+              f"protocol: {protocol['name']}\n\n"
+              f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
+              + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
+              + "".join(f"warning: not the paper's protocol: {n}\n\n" for n in protocol.get("differs_from_paper", [])))
     os.makedirs(out_dir, exist_ok=True)
     write_metrics_json(os.path.join(out_dir, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
+                       weights=weights, protocol=protocol,
                        **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
                           if paper else {}))
     write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
@@ -148,6 +161,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
              + (", images/" if save_images or test["save_grid"] else ""))
     report["config"] = dict(cfg)
     report["checkpoint"] = checkpoint
+    report["weights"] = weights
+    report["protocol"] = protocol
     return report
 
 

@@ -26,7 +26,7 @@ import random
 import signal
 import time
 from dataclasses import replace
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -183,7 +183,8 @@ class Trainer:
             model = build_model(cfg)
         if self.tcfg.get("pretrained"):
             self._load_pretrained(model, self.tcfg["pretrained"])
-            self.logger.info(f"loaded pretrained weights {self.tcfg['pretrained']}")
+            from ..models.published import weights_line
+            self.logger.info(f"loaded pretrained weights {weights_line(self.tcfg['pretrained'])}")
         self.block_size = getattr(model, "block_size", 2)
         self.channels_last = bool(self.tcfg.get("channels_last"))
         model = model.to(device)
@@ -350,6 +351,7 @@ class Trainer:
         return {
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "param_names": self._param_names(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch,
@@ -365,6 +367,11 @@ class Trainer:
             "nonfinite": self.nonfinite_total,
             "history": self.history,
         }
+
+    def _param_names(self) -> List[str]:
+        """Parameter names in optimizer order (the order the optimizer state is saved in)."""
+        names = {id(p): n for n, p in unwrap_model(self.model).named_parameters()}
+        return [names.get(id(p), "?") for g in self.optimizer.param_groups for p in g["params"]]
 
     def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
         """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP)."""
@@ -383,6 +390,11 @@ class Trainer:
             load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"cannot resume: {self._mismatch_message(exc, path, ckpt)}") from None
+        # AdamW's state is stored by parameter position: refuse one saved with another parameter order
+        if ckpt.get("param_names") != self._param_names():
+            raise CheckpointError(f"cannot resume from {path}: its optimizer state was saved for another parameter "
+                                  f"order (a checkpoint from an earlier version of this code?); start a new run "
+                                  f"from its weights with --set train.pretrained={path}")
         # the moments come from the checkpoint, the hyper-parameters (betas, eps, weight decay)
         # from this config, as the learning rate (_sync_schedule)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
@@ -667,6 +679,7 @@ class Trainer:
             done = {}
         state = {
             "model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "param_names": self._param_names(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": self.epoch, "step": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,

@@ -20,11 +20,15 @@ class Backbone(nn.Module):
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError(f"model.enc_blk_nums {list(enc_blk_nums)} and model.dec_blk_nums "
                              f"{list(dec_blk_nums)} must have the same length")
+        # Creation order is deliberate (the authors' order): with train.manual_seed 3407 the
+        # initial weights equal the authors'. Do not reorder modules or their creation.
         self.intro = nn.Conv2d(in_channel, width, 5, padding=2, bias=True)
+        self.ending = nn.Conv2d(width, width, 3, padding=1, bias=True)
         self.encoders = nn.ModuleList()
-        self.downs = nn.ModuleList()
-        self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
+        self.middle_blks = nn.ModuleList()  # placeholder: state_dict order as the authors'; built below
+        self.ups = nn.ModuleList()
+        self.downs = nn.ModuleList()
         chan = width
         for n in enc_blk_nums:
             self.encoders.append(nn.Sequential(*[CNPBlock(chan, adaptive_size, False) for _ in range(n)]))
@@ -35,7 +39,6 @@ class Backbone(nn.Module):
             self.ups.append(nn.Sequential(nn.Conv2d(chan, 2 * chan, 1, bias=False), nn.PixelShuffle(2)))
             chan //= 2
             self.decoders.append(nn.Sequential(*[CNPBlock(chan, adaptive_size, True) for _ in range(n)]))
-        self.ending = nn.Conv2d(width, width, 3, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.intro(x)

@@ -21,6 +21,9 @@ class RawHead(nn.Module):
 
     def __init__(self, width: int, block_size: int):
         super().__init__()
+        self._build_final(width, block_size)
+
+    def _build_final(self, width: int, block_size: int) -> None:
         self.final = _reflect_conv3x3(width, block_size * block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,6 +35,9 @@ class RGBHead(nn.Module):
 
     def __init__(self, width: int, block_size: int):
         super().__init__()
+        self._build_final(width, block_size)
+
+    def _build_final(self, width: int, block_size: int) -> None:
         self.final_conv1 = _reflect_conv3x3(width, width)
         self.final_conv2 = nn.Conv2d(width, 3 * block_size * block_size, 1, bias=True)
         self.shuffle = nn.PixelShuffle(block_size)
@@ -68,7 +74,11 @@ class ComputeAttn(nn.Module):
 
 
 class _InteractionMixin:
-    """Adds the per-head query and attention of the dual-head interaction module."""
+    """Adds the per-head query and attention of the dual-head interaction module.
+
+    The interactive heads create the query and attention before the head's final layers:
+    the authors' creation order, which fixes the seeded initial weights (do not reorder).
+    """
 
     def _build_query(self, width: int, adaptive_size: int) -> None:
         self.get_q = nn.Sequential(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
@@ -83,8 +93,9 @@ class InteractiveRawHead(RawHead, _InteractionMixin):
     """CANS++ RAW head: query the shared (k, v), then the RAW head's conv."""
 
     def __init__(self, width: int, block_size: int, adaptive_size: int):
-        super().__init__(width, block_size)
-        self._build_query(width, adaptive_size)
+        nn.Module.__init__(self)
+        self._build_query(width, adaptive_size)  # before the final layers: creation order is deliberate
+        self._build_final(width, block_size)
 
     def forward(self, x, k, v):
         return super().forward(self.interact(x, k, v))
@@ -94,8 +105,9 @@ class InteractiveRGBHead(RGBHead, _InteractionMixin):
     """CANS++ RGB head: query the shared (k, v), then the RGB head's layers."""
 
     def __init__(self, width: int, block_size: int, adaptive_size: int):
-        super().__init__(width, block_size)
-        self._build_query(width, adaptive_size)
+        nn.Module.__init__(self)
+        self._build_query(width, adaptive_size)  # before the final layers: creation order is deliberate
+        self._build_final(width, block_size)
 
     def forward(self, x, k, v):
         return super().forward(self.interact(x, k, v))

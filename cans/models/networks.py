@@ -81,8 +81,9 @@ class CANS(_CANSBase):
                  enc_blk_nums: Sequence[int] = (2, 2, 2, 2), dec_blk_nums: Sequence[int] = (2, 2, 2, 2),
                  adaptive_size: int = 2, block_size: int = 2):
         super().__init__(in_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums, adaptive_size, block_size)
-        self.raw_head = RawHead(width, block_size)
+        # rgb_head before raw_head: creation order is deliberate (the authors', for the seeded init)
         self.rgb_head = RGBHead(width, block_size)
+        self.raw_head = RawHead(width, block_size)
 
     def heads(self, features):
         return self.rgb_head(features), self.raw_head(features)
@@ -95,9 +96,10 @@ class CANS_Plus(_CANSBase):
                  enc_blk_nums: Sequence[int] = (2, 2, 2, 2), dec_blk_nums: Sequence[int] = (2, 2, 2, 2),
                  adaptive_size: int = 2, block_size: int = 2):
         super().__init__(in_channel, width, middle_blk_num, enc_blk_nums, dec_blk_nums, adaptive_size, block_size)
-        self.get_kv = SharedKV(width, adaptive_size)
+        # rgb_head, raw_head, then get_kv: creation order is deliberate (the authors', for the seeded init)
         self.rgb_head = InteractiveRGBHead(width, block_size, adaptive_size)
         self.raw_head = InteractiveRawHead(width, block_size, adaptive_size)
+        self.get_kv = SharedKV(width, adaptive_size)
 
     def heads(self, features):
         k, v = self.get_kv(features)
