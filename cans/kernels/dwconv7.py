@@ -160,16 +160,16 @@ def _forward(x, weight, bias, block):
 
 
 def _fold_reflect(dxp: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(N, C, H + 6, W + 6) gradient on the padded grid -> (N, C, H, W): each padded border row
-    / column is added to the row / column it reflects (padded row u < 3 is row 3 - u; u >= H + 3
-    is row 2H + 1 - u)."""
-    g = dxp[:, :, PAD:PAD + h, :].clone()
-    g[:, :, 1:PAD + 1, :] += dxp[:, :, 0:PAD, :].flip(2)
-    g[:, :, h - PAD - 1:h - 1, :] += dxp[:, :, h + PAD:h + 2 * PAD, :].flip(2)
-    out = g[:, :, :, PAD:PAD + w].clone()
-    out[:, :, :, 1:PAD + 1] += g[:, :, :, 0:PAD].flip(3)
-    out[:, :, :, w - PAD - 1:w - 1] += g[:, :, :, w + PAD:w + 2 * PAD].flip(3)
-    return out
+    """(N, C, H + 6, W + 6) gradient on the padded grid -> (N, C, H, W), in place on ``dxp``:
+    each padded border row / column is added to the row / column it reflects (padded row u < 3
+    is image row 3 - u, padded row u >= H + 3 is image row 2H + 1 - u; image row r is padded row
+    r + 3). Rows first over the whole width, then columns over the image rows."""
+    dxp[:, :, PAD + 1:2 * PAD + 1, :] += dxp[:, :, 0:PAD, :].flip(2)
+    dxp[:, :, h - 1:h + PAD - 1, :] += dxp[:, :, h + PAD:h + 2 * PAD, :].flip(2)
+    rows = dxp[:, :, PAD:PAD + h, :]
+    rows[:, :, :, PAD + 1:2 * PAD + 1] += rows[:, :, :, 0:PAD].flip(3)
+    rows[:, :, :, w - 1:w + PAD - 1] += rows[:, :, :, w + PAD:w + 2 * PAD].flip(3)
+    return rows[:, :, :, PAD:PAD + w]
 
 
 def _grad_input(dy, weight, block):
@@ -179,7 +179,7 @@ def _grad_input(dy, weight, block):
     dxp = torch.empty((n, c, hp, wp), device=dy.device, dtype=torch.float32)
     grid = (n * c, triton.cdiv(hp, bh), triton.cdiv(wp, bw))
     _grad_padded_kernel[grid](dy, weight, dxp, c, h, w, BH=bh, BW=bw)
-    return _fold_reflect(dxp, h, w).to(dy.dtype)
+    return _fold_reflect(dxp, h, w).to(dtype=dy.dtype, memory_format=torch.contiguous_format)
 
 
 def _grad_weight(x, dy, block):
