@@ -15,7 +15,8 @@ CPU run is exactly what it was without it. On CUDA with ``fast: true``:
   depthwise 7x7 reflect convolution as the Triton kernel of :mod:`cans.kernels.dwconv7`.
 
 With ``fast: false`` on CUDA the run is float32 eager with TF32 off (what the reference
-computes). ``train.compile: true`` still compiles on any device (the older switch).
+computes). ``train.compile: true`` (the older switch) still compiles the training step on any
+device.
 
 ``plan_fast_path`` only decides (a pure function of the device and the switches, testable
 without a GPU); ``apply_fast_path`` applies a plan to a model.

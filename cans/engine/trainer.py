@@ -217,7 +217,8 @@ class Trainer:
         if self.fast.compile:
             train_model = fastpath.compile_model(train_model, self.fast)
         self.train_model = train_model
-        self.eval_model = fastpath.compile_model(model, self.fast) if self.fast.compile else model
+        self.eval_model = (fastpath.compile_model(model, self.fast) if self.fast.compile and device.type == "cuda"
+                           else model)  # validation: compiled once for the full frames (CUDA)
 
         # data
         if train_set is None:
