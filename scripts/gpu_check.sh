@@ -42,6 +42,7 @@ remaining() {
 limit() {  # the time limit of a step: min(cap, what is left of the budget)
     local left
     left=$(remaining)
+    if [ "$left" -lt 1 ]; then left=1; fi  # timeout 0 would mean no limit at all
     if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
 }
 
