@@ -201,6 +201,9 @@ SCHEMA: Dict[str, Any] = {
         "amp": Field("amp", "off", choices=["off", "bf16", "fp16"]),
         "channels_last": Field("bool", False),
         "compile": Field("bool", False),
+        "fast": Field("bool", True, doc="CUDA only: TF32, cuDNN benchmark, torch.compile, fused AdamW "
+                                        "(docs/performance.md); false = float32 eager"),
+        "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "auto_resume": Field("bool", False),
         "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
         "log_every": Field("int", 50, doc="steps between text-log lines"),
@@ -219,6 +222,8 @@ SCHEMA: Dict[str, Any] = {
         "throughput_iters": Field("int", 10),
         "amp": Field("amp", "off", choices=["off", "bf16", "fp16"], doc="autocast for test.py / infer"),
         "channels_last": Field("bool", False),
+        "fast": Field("bool", True, doc="CUDA only: TF32, cuDNN benchmark, torch.compile (test.py, infer.py)"),
+        "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "max_images": Field("int", None, doc="score only the first N test images"),
     },
 }

@@ -341,6 +341,7 @@ def cli_main(args) -> int:
     """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
     enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
     from .config import load_config, split_options
+    from .engine.fastpath import fast_model_for_test
     from .engine.tester import load_model, pick_device
 
     cfg = load_config(args.config, args.set)
@@ -352,6 +353,7 @@ def cli_main(args) -> int:
     model = load_model(cfg, checkpoint, device)
     from .models.published import weights_line
     print(f"weights: {weights_line(checkpoint)}")
+    model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
     check_tiling(model, getattr(args, "tile", None), getattr(args, "overlap", 32))

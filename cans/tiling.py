@@ -43,7 +43,17 @@ PROBE_SIZE = 128
 
 
 def _net(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
+    """The network whose attributes (block_size, multiple, padding, ...) describe ``model``."""
+    return _plain(model)
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """The model without DDP / ``torch.compile`` wrappers (the two-pass hooks need eager modules)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def _padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
@@ -215,6 +225,8 @@ class TiledModel(nn.Module):
         if overlap >= t:
             raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
         self.tile, self.overlap, self.two_pass = t, int(overlap), bool(two_pass)
+        # the two-pass hooks run on the eager modules: a torch.compile'd model is unwrapped for it
+        self._runner = _plain(model) if self.two_pass else model
         self.progress = progress
         self.calls: List[Tuple[int, int]] = []
 
@@ -233,7 +245,7 @@ class TiledModel(nn.Module):
 
     def _run(self, x: torch.Tensor):
         self.calls.append(tuple(x.shape[-2:]))
-        return self.net(x)
+        return self._runner(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         net = _net(self.net)
@@ -243,12 +255,13 @@ class TiledModel(nn.Module):
         left, right, top, bottom = _padding(net, h, w, self.multiple)
         hp, wp = h + top + bottom, w + left + right
         if self.tile >= hp and self.tile >= wp:
-            return self._run(x)          # one tile covers the frame: the model itself
+            self.calls.append((h, w))
+            return self.net(x)           # one tile covers the frame: the model itself
         xp = F.pad(x, (left, right, top, bottom), mode="reflect") if (left or right or top or bottom) else x
         th, tw = min(self.tile, hp), min(self.tile, wp)
         ys = tile_starts(hp, th, self.overlap, self.multiple)
         xs = tile_starts(wp, tw, self.overlap, self.multiple)
-        stats = GlobalPoolStats(net, (hp, wp)) if self.two_pass else None
+        stats = GlobalPoolStats(self._runner, (hp, wp)) if self.two_pass else None
         try:
             if stats is not None:
                 stats.mode = "collect"

@@ -1,21 +1,74 @@
 """scripts/benchmark.py's logic runs on the CPU and reports every field for every mode."""
+import importlib.util
+import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from cans.config import load_config
-from cans.engine.benchmark import run_benchmark
+from cans.engine.benchmark import MODES, format_table, rgb_psnr, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
+NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv"}
 
 
-def test_benchmark_reports_all_fields_on_cpu():
-    cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"),
-                      ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"])
-    out = run_benchmark(cfg, ["plain", "bf16", "channels_last"], torch.device("cpu"), patch=128,
-                        full_size=(64, 80), warmup=0, iters=1)
-    assert out["device"] == "cpu" and [r["mode"] for r in out["results"]] == ["plain", "bf16", "channels_last"]
+def test_benchmark_reports_every_mode_on_cpu():
+    cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"), TINY)
+    out = run_benchmark(cfg, list(MODES), torch.device("cpu"), patch=128, full_size=(64, 80), warmup=0, iters=1)
+    assert out["device"] == "cpu" and [r["mode"] for r in out["results"]] == list(MODES)
+    assert out["train_gflop"] > 0 and out["infer_gflop"] > 0
     for r in out["results"]:
+        if r["mode"] in NEEDS_CUDA_OR_SLOW_ON_CPU:
+            assert r["skipped"] and "train_step_ms" not in r
+            continue
+        assert "error" not in r and "skipped" not in r, r
         assert r["train_step_ms"] > 0 and r["infer_ms"] > 0
         assert r["train_tflops"] > 0 and r["infer_tflops"] > 0
         assert r["train_peak_gb"] is None  # CPU: no device memory figure
+        assert "rgb_psnr_vs_plain" in r
+    by_mode = {r["mode"]: r for r in out["results"]}
+    # same weights and input as plain: fp32 modes give plain's output, bf16 does not
+    assert by_mode["plain"]["rgb_psnr_vs_plain"] is None and by_mode["plain"]["rgb_max_abs_diff_vs_plain"] == 0
+    assert by_mode["fast"]["rgb_psnr_vs_plain"] is None and "eager" in by_mode["fast"]["plan"]  # nothing on CPU
+    bf16 = by_mode["bf16"]["rgb_psnr_vs_plain"]
+    assert bf16 is not None and 25 < bf16 < 120 and by_mode["bf16"]["rgb_max_abs_diff_vs_plain"] > 0
+    table = format_table(out)
+    assert all(f"| {m} |" in table for m in MODES)
+
+
+def test_profile_lists_the_most_expensive_ops():
+    cfg = load_config(str(REPO / "configs/CANS/Sony.yaml"), TINY)
+    out = run_benchmark(cfg, ["plain"], torch.device("cpu"), patch=128, full_size=(64, 64), warmup=0, iters=1,
+                        profile=True)
+    prof = out["results"][0]["profile"]
+    for phase in ("train", "infer"):
+        rows = prof[phase]
+        assert 0 < len(rows) <= 15
+        totals = [r["total_ms"] for r in rows]
+        assert totals == sorted(totals, reverse=True) and totals[0] > 0
+        assert all(r["name"] and r["calls"] >= 1 for r in rows)
+    assert any("conv" in r["name"] for r in prof["train"])
+
+
+def test_rgb_psnr():
+    ref = torch.rand(1, 3, 8, 8)
+    assert rgb_psnr(ref.clone(), ref) is None
+    assert math.isclose(rgb_psnr(ref + 0.01, ref), 40.0, rel_tol=1e-6)  # MSE 1e-4, peak 1
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts/benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_arguments():
+    script = _script()
+    assert script.parse_args(["--modes", "all"]).modes == list(MODES)
+    with pytest.raises(SystemExit, match="packed sizes must be at least"):
+        script.main(["--device", "cpu", "--patch", "32", "--full", "96", "128", "--modes", "plain"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--modes", "turbo"])

@@ -225,3 +225,25 @@ def test_xtrans_two_pass_and_auto_on_cpu():
         rgb2, _, used = run_with_fallback(net, x, tile="auto")     # the CPU has no memory to plan for
     assert rgb1.shape == rgb0.shape == (1, 3, 270, 360) and raw1.shape == (1, 9, 90, 120)
     assert used is None and torch.equal(rgb2, rgb0)
+
+
+def test_two_pass_unwraps_a_compiled_model():
+    """The two-pass hooks run on the eager modules of a torch.compile'd (or DDP-wrapped) model."""
+    from cans.tiling import _plain
+    net = tiny()
+
+    class Wrapper(nn.Module):                # what torch.compile's OptimizedModule looks like
+        def __init__(self, inner):
+            super().__init__()
+            self._orig_mod = inner
+
+        def forward(self, x):
+            raise AssertionError("the wrapper must not run in two-pass mode")
+
+    wrapped = Wrapper(net)
+    assert _plain(wrapped) is net
+    x = torch.rand(1, 4, 100, 140)
+    with torch.no_grad():
+        rgb0, _ = TiledModel(net, 64, 16, two_pass=True)(x)
+        rgb1, _ = TiledModel(wrapped, 64, 16, two_pass=True)(x)
+    assert torch.equal(rgb0, rgb1)

@@ -1,33 +1,95 @@
-"""Speed and memory of the model: one training step and one full-resolution inference.
+"""Speed, memory and fidelity of the model: one training step and one full-resolution inference.
 
-Each *mode* is one configuration of the same model:
+Each *mode* is one configuration of the same model (same initial weights, seed 0):
 
-- ``plain``: float32 eager, TF32 off (what the reference computes);
+- ``plain``: float32 eager, TF32 off (what the reference computes; the fidelity baseline);
 - ``tf32``: float32 eager with TF32 matrix products and convolutions (CUDA);
-- ``bf16``: bfloat16 autocast;
+- ``bf16``: bfloat16 autocast, eager;
 - ``channels_last``: float32 with channels-last memory format;
-- ``compile``: ``torch.compile`` of the float32 model.
+- ``compile``: ``torch.compile(dynamic=False)`` of the float32 model, TF32 on;
+- ``fused_adamw``: ``tf32`` with the fused AdamW implementation;
+- ``cudagraphs``: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs; CUDA only);
+- ``bf16_compile``: bfloat16 autocast under ``torch.compile``;
+- ``triton_dwconv``: ``tf32`` with the RDE's depthwise 7x7 reflect convolution as the Triton
+  kernel of :mod:`cans.kernels.dwconv7` (CUDA only);
+- ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`); on the
+  CPU that is nothing, so it equals ``plain`` there.
 
-Times are medians over ``iters`` runs after ``warmup`` runs, with CUDA synchronisation.
-FLOPs come from ``torch.utils.flop_counter`` (the training step counts forward and backward);
-TFLOP/s = FLOPs / median time. Peak memory is ``torch.cuda.max_memory_allocated`` (null on CPU).
+On the CPU the compile modes are skipped unless ``cpu_compile`` (inductor's CPU build of this
+model takes many minutes). A mode that cannot run on the device reports ``skipped`` (the reason) instead of timings; a
+mode that fails reports ``error`` and the others still run.
+
+Per mode: ``train_step_ms`` (forward, the two L1 losses, backward, gradient clipping, AdamW
+step, on a ``patch`` x ``patch`` Bayer crop, batch 1) and ``infer_ms`` (one packed full frame,
+``no_grad``): medians over ``iters`` runs after ``warmup`` runs (CUDA-synchronised);
+``train_first_s`` / ``infer_first_s``: the first call (includes compilation);
+``train_peak_gb`` / ``infer_peak_gb``: ``torch.cuda.max_memory_allocated`` (null on CPU);
+``train_tflops`` / ``infer_tflops``: FLOPs (``torch.utils.flop_counter``, counted once on the
+float32 model) / median time; ``rgb_psnr_vs_plain``: PSNR of the mode's RGB output on the
+full-frame input against ``plain``'s, computed before any training step, peak 1, unclamped
+outputs (:func:`rgb_psnr`); null when identical. ``profile`` (with ``profile=True``): the 15 most expensive
+kernels of two training steps and of one inference (``torch.profiler``; self device time on
+CUDA, self CPU time on the CPU).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
-from typing import Any, Dict, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..losses import build_loss
 from ..models import build_model
-from .evaluate import synchronize, autocast_context
+from .evaluate import autocast_context, synchronize
+from .fastpath import compile_model, plan_fast_path
 from .trainer import build_optimizer
 
-MODES = ("plain", "tf32", "bf16", "channels_last", "compile")
+
+@dataclass(frozen=True)
+class ModeSpec:
+    tf32: bool = True
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: Optional[str] = None
+    fused_adamw: bool = False
+    triton_dwconv: bool = False
+    needs_cuda: str = ""  # why the mode needs CUDA ("" = runs anywhere)
+
+
+SPECS: Dict[str, ModeSpec] = {
+    "plain": ModeSpec(tf32=False),
+    "tf32": ModeSpec(),
+    "bf16": ModeSpec(amp="bf16"),
+    "channels_last": ModeSpec(channels_last=True),
+    "compile": ModeSpec(compile=True),
+    "fused_adamw": ModeSpec(fused_adamw=True),
+    "cudagraphs": ModeSpec(compile=True, compile_mode="reduce-overhead",
+                           needs_cuda="CUDA graphs need a CUDA device"),
+    "bf16_compile": ModeSpec(amp="bf16", compile=True),
+    "triton_dwconv": ModeSpec(triton_dwconv=True,
+                              needs_cuda="the Triton kernel runs on CUDA (its correctness is tested on the CPU "
+                                         "under TRITON_INTERPRET=1: tests/test_triton_dwconv.py)"),
+    "fast": ModeSpec(),  # replaced by the device's fast-path plan in mode_spec()
+}
+MODES = tuple(SPECS)
+TOP_KERNELS = 15
+
+
+def mode_spec(mode: str, device: torch.device) -> ModeSpec:
+    """The settings of ``mode`` on ``device`` (``fast`` follows :func:`plan_fast_path`)."""
+    if mode not in SPECS:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode != "fast":
+        return SPECS[mode]
+    plan = plan_fast_path(device, True, training=True)
+    return ModeSpec(tf32=bool(plan.tf32), compile=plan.compile, compile_mode=plan.compile_mode,
+                    fused_adamw=plan.fused_adamw, triton_dwconv=plan.triton_dwconv)
 
 
 @contextlib.contextmanager
@@ -41,8 +103,14 @@ def _tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def _time(fn, device, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
+def _time(fn, device, warmup: int, iters: int):
+    """(first call in s, median of ``iters`` calls after ``warmup`` further calls in s)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    first = time.perf_counter() - start
+    for _ in range(max(warmup - 1, 0)):
         fn()
     synchronize(device)
     times = []
@@ -51,7 +119,7 @@ def _time(fn, device, warmup: int, iters: int) -> float:
         fn()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
 def _peak_reset(device):
@@ -64,29 +132,94 @@ def _peak_gb(device):
     return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
 
 
+def rgb_psnr(out: torch.Tensor, ref: torch.Tensor) -> Optional[float]:
+    """PSNR (dB) of ``out`` against ``ref`` with peak 1 (the sRGB range), on the outputs as they
+    are (not clamped: clamping would hide differences outside [0, 1]); None when identical."""
+    out, ref = out.double().cpu(), ref.double().cpu()
+    mse = torch.mean((out - ref) ** 2).item()
+    if mse == 0:
+        return None
+    return -10.0 * math.log10(mse)
+
+
+def top_kernels(prof, device: torch.device, n: int = TOP_KERNELS) -> List[Dict[str, Any]]:
+    """The ``n`` most expensive entries of a finished ``torch.profiler.profile`` (self device
+    time on CUDA, self CPU time otherwise), as ``{name, calls, total_ms, mean_us}``."""
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    rows.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"name": e.key, "calls": int(e.count), "total_ms": getattr(e, attr) / 1e3,
+             "mean_us": getattr(e, attr) / max(int(e.count), 1)} for e in rows[:n]]
+
+
+def _profile(fn, device: torch.device, repeat: int) -> List[Dict[str, Any]]:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(repeat):
+            fn()
+        synchronize(device)
+    return top_kernels(prof, device)
+
+
+def _inputs(cfg: Mapping[str, Any], device, patch: int, full_size: Sequence[int]):
+    """The training crop, its targets and the full-frame input: fixed by seed 1, the same for every mode."""
+    b, c = int(cfg["model"]["block_size"]), int(cfg["model"]["in_channel"])
+    p = patch // b
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, c, p, p, generator=gen)
+    targets = {"clean_raw": torch.rand(1, b * b, p, p, generator=gen),
+               "clean_rgb": torch.rand(1, 3, p * b, p * b, generator=gen)}
+    xf = torch.rand(1, c, int(full_size[0]), int(full_size[1]), generator=gen)
+    return x.to(device), {k: v.to(device) for k, v in targets.items()}, xf.to(device)
+
+
 def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patch: int,
-                   full_size: Sequence[int], warmup: int = 3, iters: int = 10) -> Dict[str, Any]:
-    """Measure one mode. ``patch`` is the Bayer training patch; ``full_size`` the packed (H, W) of inference."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+                   full_size: Sequence[int], warmup: int = 3, iters: int = 10,
+                   reference_rgb: Optional[torch.Tensor] = None, profile: bool = False,
+                   cpu_compile: bool = False) -> Dict[str, Any]:
+    """Measure one mode (see the module doc). ``patch`` is the Bayer training patch; ``full_size``
+    the packed (H, W) of inference; ``reference_rgb`` the ``plain`` RGB output of the full frame;
+    ``cpu_compile``: run the compile modes on the CPU too (skipped there by default)."""
+    device = torch.device(device)
+    spec = mode_spec(mode, device)
+    result: Dict[str, Any] = {"mode": mode}
+    if mode == "fast":
+        result["plan"] = plan_fast_path(device, True, training=True).describe()
+    if spec.needs_cuda and device.type != "cuda":
+        result["skipped"] = spec.needs_cuda
+        return result
+    if spec.compile and device.type == "cpu" and not cpu_compile:
+        result["skipped"] = ("torch.compile on the CPU builds C++ kernels for minutes (over 8 min measured on 2 busy "
+                             "cores); the compile modes are for CUDA: pass --cpu-compile to run them anyway")
+        return result
+    if spec.triton_dwconv:
+        from ..kernels import triton_available
+        if not triton_available():
+            result["skipped"] = "Triton is not installed"
+            return result
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    memory_format = torch.channels_last if mode == "channels_last" else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    run_model = torch.compile(model) if mode == "compile" else model
-    amp = "bf16" if mode == "bf16" else "off"
-    b, c = model.block_size, model.in_channel
-    p = patch // b
-    x = torch.rand(1, c, p, p, device=device).contiguous(memory_format=memory_format)
-    targets = {"clean_raw": torch.rand(1, b * b, p, p, device=device),
-               "clean_rgb": torch.rand(1, 3, p * b, p * b, device=device)}
+    if spec.triton_dwconv:
+        from ..kernels import swap_rde_dwconv
+        swap_rde_dwconv(model)
+    fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    run_model = compile_model(model, plan_fast_path(device, False, compile=True, compile_mode=spec.compile_mode)) \
+        if spec.compile else model
+    x, targets, xf = _inputs(cfg, device, patch, full_size)
+    x, xf = x.contiguous(memory_format=fmt), xf.contiguous(memory_format=fmt)
     loss_fn = build_loss(cfg)
-    optimizer = build_optimizer(model.parameters(), cfg["train"])
+    optimizer = build_optimizer(model.parameters(), cfg["train"], fused=spec.fused_adamw)
     clip = cfg["train"].get("clip_grad")
+    graphs = spec.compile_mode == "reduce-overhead"
 
     def train_step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         optimizer.zero_grad(set_to_none=True)
-        with autocast_context(device, amp):
+        with autocast_context(device, spec.amp):
             out = run_model(x)
         loss = loss_fn.weighted_sum(loss_fn(out, targets))
         loss.backward()
@@ -94,39 +227,112 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
 
-    h, w = full_size
-    xf = torch.rand(1, c, h, w, device=device).contiguous(memory_format=memory_format)
-
     @torch.no_grad()
     def infer():
-        with autocast_context(device, amp):
-            run_model(xf)
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast_context(device, spec.amp):
+            return run_model(xf)
 
-    result: Dict[str, Any] = {"mode": mode}
-    with _tf32(mode != "plain"):
-        model.train()
-        _peak_reset(device)
-        result["train_step_ms"] = 1e3 * _time(train_step, device, warmup, iters)
-        result["train_peak_gb"] = _peak_gb(device)
+    with _tf32(spec.tf32):
         model.eval()
         _peak_reset(device)
-        result["infer_ms"] = 1e3 * _time(infer, device, warmup, iters)
+        start = time.perf_counter()
+        rgb = infer()[0].float().cpu()  # before any step changes the weights
+        result["infer_first_s"] = time.perf_counter() - start
+        if reference_rgb is not None:
+            result["rgb_psnr_vs_plain"] = rgb_psnr(rgb, reference_rgb)
+            result["rgb_max_abs_diff_vs_plain"] = (rgb.double() - reference_rgb.double()).abs().max().item()
+        del rgb
+        result["infer_ms"] = 1e3 * _time(infer, device, max(warmup - 1, 0), iters)[1]
         result["infer_peak_gb"] = _peak_gb(device)
-    flops_train = FlopCounterMode(display=False)
-    with flops_train:
-        out = model(x)
-        loss_fn.weighted_sum(loss_fn(out, targets)).backward()
-    flops_infer = FlopCounterMode(display=False)
-    with torch.no_grad(), flops_infer:
-        model(xf)
-    result["train_tflops"] = flops_train.get_total_flops() / (result["train_step_ms"] * 1e-3) / 1e12
-    result["infer_tflops"] = flops_infer.get_total_flops() / (result["infer_ms"] * 1e-3) / 1e12
+        model.train()
+        _peak_reset(device)
+        first, median = _time(train_step, device, warmup, iters)
+        result["train_first_s"], result["train_step_ms"] = first, 1e3 * median
+        result["train_peak_gb"] = _peak_gb(device)
+        if profile:
+            result["profile"] = {"train": _profile(train_step, device, 2)}
+            model.eval()
+            result["profile"]["infer"] = _profile(infer, device, 1)
     return result
 
 
+def count_flops(cfg: Mapping[str, Any], device: torch.device, patch: int, full_size: Sequence[int]):
+    """(FLOPs of one training forward + backward, FLOPs of one full-frame inference), float32 eager."""
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    loss_fn = build_loss(cfg)
+    x, targets, xf = _inputs(cfg, device, patch, full_size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn.weighted_sum(loss_fn(model(x), targets)).backward()
+    train = counter.get_total_flops()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(xf)
+    return train, counter.get_total_flops()
+
+
+@torch.no_grad()
+def plain_rgb(cfg: Mapping[str, Any], device: torch.device, patch: int, full_size: Sequence[int]) -> torch.Tensor:
+    """``plain``'s RGB output of the benchmark's full-frame input (float32 eager, TF32 off), on the CPU."""
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).eval()
+    _, _, xf = _inputs(cfg, device, patch, full_size)
+    with _tf32(False):
+        return model(xf)[0].float().cpu()
+
+
 def run_benchmark(cfg, modes: Sequence[str], device: torch.device, patch: int, full_size: Sequence[int],
-                  warmup: int = 3, iters: int = 10) -> Dict[str, Any]:
-    results = [benchmark_mode(cfg, m, device, patch, full_size, warmup, iters) for m in modes]
+                  warmup: int = 3, iters: int = 10, profile: bool = False, progress: bool = False,
+                  cpu_compile: bool = False) -> Dict[str, Any]:
+    """Every mode of ``modes`` on the same weights and inputs; a JSON-ready dict."""
+    device = torch.device(device)
+    for m in modes:
+        mode_spec(m, device)  # unknown names fail before any work
+    reference = plain_rgb(cfg, device, patch, full_size)
+    train_flops, infer_flops = count_flops(cfg, device, patch, full_size)
+    results = []
+    iterator = modes
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(modes, desc="benchmark", unit="mode")
+    for m in iterator:
+        if progress:
+            iterator.set_postfix_str(m)
+        try:
+            r = benchmark_mode(cfg, m, device, patch, full_size, warmup, iters, reference, profile, cpu_compile)
+        except Exception as exc:  # one failing mode must not hide the others' numbers
+            r = {"mode": m, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        if "train_step_ms" in r:
+            r["train_tflops"] = train_flops / (r["train_step_ms"] * 1e-3) / 1e12
+            r["infer_tflops"] = infer_flops / (r["infer_ms"] * 1e-3) / 1e12
+        results.append(r)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "model": cfg["model"]["type"], "patch": patch,
-            "full_size_packed": list(full_size), "warmup": warmup, "iters": iters, "results": results}
+            "torch": torch.__version__, "cuda": torch.version.cuda, "model": cfg["model"]["type"],
+            "patch": patch, "full_size_packed": list(full_size), "warmup": warmup, "iters": iters,
+            "train_gflop": train_flops / 1e9, "infer_gflop": infer_flops / 1e9, "results": results}
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The results as a Markdown table (one row per mode)."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"{report['model']} on {report['device']} (torch {report['torch']}), train patch {report['patch']}, "
+             f"inference {report['full_size_packed'][0]}x{report['full_size_packed'][1]} packed", "",
+             "| mode | train step ms | train peak GB | inference ms | inference peak GB | RGB PSNR vs plain (dB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        if "train_step_ms" not in r:
+            lines.append(f"| {r['mode']} | {r.get('skipped') and 'skipped: ' + r['skipped'] or 'error: ' + r['error']}"
+                         " | | | | |")
+            continue
+        psnr = r.get("rgb_psnr_vs_plain")
+        lines.append(f"| {r['mode']} | {r['train_step_ms']:.1f} | {f(r['train_peak_gb'], '.2f')} | "
+                     f"{r['infer_ms']:.1f} | {f(r['infer_peak_gb'], '.2f')} | "
+                     f"{'identical' if psnr is None and 'rgb_max_abs_diff_vs_plain' in r else f(psnr, '.1f')} |")
+    return "\n".join(lines) + "\n"

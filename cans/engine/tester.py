@@ -35,6 +35,7 @@ import torch
 
 from .evaluate import (_atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
+from .fastpath import fast_model_for_test
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
 
@@ -140,6 +141,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     from ..models.published import describe_weights, weights_line
     weights = describe_weights(checkpoint)
     print_fn(f"weights: {weights_line(checkpoint)}")
+    model, _ = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     from ..tiling import FallbackModel
     try:
         model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
@@ -235,6 +237,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         batch = next(iter(_loader(cfg)))
         x = batch["noisy_raw"][:1]
         source = str(batch["img_file"][0])
+    model, fast = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     x = x.to(dev)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -258,7 +261,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         "model": cfg["model"]["type"], "config": cfg.get("name"), "checkpoint": checkpoint,
         "input": source, "packed_size": list(x.shape[-2:]),
         "rgb_size": [int(s) * int(cfg["model"]["block_size"]) for s in x.shape[-2:]],
-        "amp": amp, "channels_last": channels_last, "warmup": warmup, "iters": iters,
+        "amp": amp, "channels_last": channels_last, "fast": fast.describe(), "warmup": warmup, "iters": iters,
         "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times), "ms_min": min(times),
         "images_per_s": 1000.0 / statistics.fmean(times),
         "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
@@ -266,7 +269,8 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     }
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     _atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
-    print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}): "
+    print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}, "
+             f"{result['fast']}): "
              f"{result['ms_mean']:.1f} ms/image mean, {result['ms_median']:.1f} median, {result['ms_min']:.1f} min "
              f"over {iters} runs after {warmup} warm-up; {result['images_per_s']:.2f} images/s"
              + (f"; peak memory {result['peak_memory_gb']:.2f} GB" if result["peak_memory_gb"] is not None else ""))

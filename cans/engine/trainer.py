@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import time
+from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
@@ -36,6 +37,7 @@ from ..config import ConfigError, dump_config, split_options
 from ..data import loader_kwargs
 from ..losses import build_loss
 from . import distributed as du
+from . import fastpath
 from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
                          model_config_hint, restore_rng_state)
 from .evaluate import autocast_context
@@ -60,14 +62,16 @@ def cosine_lr(epoch: int, epochs: int, base_lr: float, min_lr: float, warmup_epo
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / span))
 
 
-def build_optimizer(params, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(params, train_cfg: Mapping[str, Any], fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser of ``train.optimizer``; ``fused`` (CUDA parameters) picks the fused implementation."""
     opt = train_cfg.get("optimizer") or {}
     kind = opt.get("type", "AdamW")
     classes = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
     if kind not in classes:
         raise ValueError(f"train.optimizer.type: unknown optimizer {kind!r}; expected one of {sorted(classes)}")
     return classes[kind](params, lr=float(train_cfg["base_lr"]), betas=tuple(opt.get("betas", (0.9, 0.999))),
-                         eps=float(opt.get("eps", 1e-8)), weight_decay=float(opt.get("weight_decay", 0.0)))
+                         eps=float(opt.get("eps", 1e-8)), weight_decay=float(opt.get("weight_decay", 0.0)),
+                         **({"fused": True} if fused else {}))
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, Any]):
@@ -194,9 +198,13 @@ class Trainer:
             raise ConfigError("train.amp: fp16 needs a CUDA device (use 'bf16' or 'off' on the CPU)")
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == "fp16")
 
+        # speed: train.fast (cans.engine.fastpath) acts on CUDA only
+        self.fast = fastpath.plan_from_config(cfg, device, "train")
+        fastpath.apply_fast_path(model, replace(self.fast, compile=False))  # flags and kernel swap
+
         # optimisation
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.params, self.tcfg)
+        self.optimizer = build_optimizer(self.params, self.tcfg, fused=self.fast.fused_adamw)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)
         self.criterion = build_loss(cfg)
         self.prior = build_prior(cfg)
@@ -206,9 +214,11 @@ class Trainer:
         if self.world_size > 1:
             train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
-        if self.tcfg.get("compile"):
-            train_model = torch.compile(train_model)
+        if self.fast.compile:
+            train_model = fastpath.compile_model(train_model, self.fast)
         self.train_model = train_model
+        self.eval_model = (fastpath.compile_model(model, self.fast) if self.fast.compile and device.type == "cuda"
+                           else model)  # validation: compiled once for the full frames (CUDA)
 
         # data
         if train_set is None:
@@ -526,8 +536,8 @@ class Trainer:
         model = self.model
         was_training = model.training
         model.eval()
-        report = evaluate(model, self.valid_loader, self.device, amp=self.amp, channels_last=self.channels_last,
-                          progress=self.progress and self.is_main, desc="valid")
+        report = evaluate(self.eval_model, self.valid_loader, self.device, amp=self.amp,
+                          channels_last=self.channels_last, progress=self.progress and self.is_main, desc="valid")
         model.train(was_training)
         metrics = {"psnr": report["reconstruction"]["psnr"], "ssim": report["reconstruction"]["ssim"],
                    "raw_psnr": report["denoising"]["average"]["psnr"],
@@ -590,6 +600,7 @@ class Trainer:
                          f"{len(self.train_set)} training samples/epoch, "
                          f"{len(self.valid_set) if self.valid_set is not None else 0} validation images, "
                          f"device {self.device}, {self.world_size} process(es), amp {self.amp}, "
+                         f"speed: {self.fast.describe()}, "
                          + (f"epochs {self.epoch + 1}..{stop} of {epochs}" if self.epoch < stop
                             else f"nothing to train: {self.epoch} of {epochs} epochs already done"))
         if self.epoch == 0 and self.history.get("initial") is None and self.tcfg.get("validate_at_start") \

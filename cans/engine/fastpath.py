@@ -1,0 +1,138 @@
+"""The CUDA fast path: one place that decides and applies the speed settings for a device.
+
+``train.fast`` / ``test.fast`` (default ``true``) switch it; it acts on CUDA devices only, so a
+CPU run is exactly what it was without it. On CUDA with ``fast: true``:
+
+* TF32 for matrix products and convolutions (``torch.backends.cuda.matmul.allow_tf32``,
+  ``torch.backends.cudnn.allow_tf32``);
+* ``torch.backends.cudnn.benchmark`` (not with ``train.deterministic``);
+* ``torch.compile(model, dynamic=False)``: static shapes, so the padding arithmetic of the
+  model's forward is plain Python integers (no symbolic shapes, no graph breaks). A new input
+  size compiles once more: training compiles once for its crops and once for the full-frame
+  validation images; a test set of one image size compiles once;
+* fused AdamW (training);
+* optionally (``train.triton_dwconv`` / ``test.triton_dwconv``, default ``false``) the RDE's
+  depthwise 7x7 reflect convolution as the Triton kernel of :mod:`cans.kernels.dwconv7`.
+
+With ``fast: false`` on CUDA the run is float32 eager with TF32 off (what the reference
+computes). ``train.compile: true`` (the older switch) still compiles the training step on any
+device.
+
+``plan_fast_path`` only decides (a pure function of the device and the switches, testable
+without a GPU); ``apply_fast_path`` applies a plan to a model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class FastPlan:
+    """What the fast path does for one device. ``tf32`` None: the global flags are left alone."""
+    device_type: str
+    tf32: Optional[bool] = None
+    cudnn_benchmark: Optional[bool] = None
+    compile: bool = False
+    compile_mode: Optional[str] = None
+    fused_adamw: bool = False
+    triton_dwconv: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tf32 or self.compile or self.fused_adamw or self.triton_dwconv)
+
+    def describe(self) -> str:
+        """One line for logs: what is on."""
+        parts = ["TF32"] if self.tf32 else ["float32" + (" (TF32 off)" if self.tf32 is False else "")]
+        if self.cudnn_benchmark:
+            parts.append("cuDNN benchmark")
+        if self.compile:
+            parts.append("torch.compile" + (f" ({self.compile_mode})" if self.compile_mode else ""))
+        if self.fused_adamw:
+            parts.append("fused AdamW")
+        if self.triton_dwconv:
+            parts.append("Triton dwconv7")
+        if not self.compile:
+            parts.append("eager")
+        return ", ".join(parts)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def plan_fast_path(device, fast: bool = True, *, training: bool = False, compile: bool = False,
+                   triton_dwconv: bool = False, deterministic: bool = False,
+                   compile_mode: Optional[str] = None) -> FastPlan:
+    """Decide the settings for ``device`` (a torch.device or its name; no GPU is touched).
+
+    ``fast``: the config switch; ``compile``: the older ``train.compile`` key (compiles on any
+    device); ``triton_dwconv``: also swap in the Triton depthwise kernel (CUDA only, needs Triton).
+    """
+    dtype = torch.device(device).type
+    if dtype != "cuda":
+        return FastPlan(dtype, compile=bool(compile), compile_mode=compile_mode if compile else None)
+    if not fast:
+        return FastPlan(dtype, tf32=False, cudnn_benchmark=not deterministic, compile=bool(compile),
+                        compile_mode=compile_mode if compile else None)
+    from ..kernels import triton_available
+
+    return FastPlan(dtype, tf32=True, cudnn_benchmark=not deterministic, compile=True, compile_mode=compile_mode,
+                    fused_adamw=training, triton_dwconv=bool(triton_dwconv) and triton_available())
+
+
+def plan_from_config(cfg: Mapping[str, Any], device, section: str) -> FastPlan:
+    """The plan of ``cfg[section]`` (``'train'`` or ``'test'``) for ``device``."""
+    opts = cfg[section]
+    return plan_fast_path(device, bool(opts.get("fast", True)), training=section == "train",
+                          compile=bool(opts.get("compile", False)), triton_dwconv=bool(opts.get("triton_dwconv")),
+                          deterministic=bool(opts.get("deterministic", False)))
+
+
+def set_backend_flags(plan: FastPlan) -> None:
+    """Set the process-wide TF32 / cuDNN flags of ``plan`` (None leaves a flag as it is)."""
+    if plan.tf32 is not None:
+        torch.backends.cuda.matmul.allow_tf32 = plan.tf32
+        torch.backends.cudnn.allow_tf32 = plan.tf32
+    if plan.cudnn_benchmark is not None:
+        torch.backends.cudnn.benchmark = plan.cudnn_benchmark
+
+
+def compile_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = None) -> nn.Module:
+    """``torch.compile`` with static shapes (see the module doc); ``backend`` for tests."""
+    kwargs: Dict[str, Any] = {"dynamic": False}
+    if plan.compile_mode:
+        kwargs["mode"] = plan.compile_mode
+    if backend is not None:
+        kwargs["backend"] = backend
+    return torch.compile(model, **kwargs)
+
+
+def apply_fast_path(model: nn.Module, plan: FastPlan, *, backend: Optional[str] = None,
+                    swap_kernels: bool = True) -> Tuple[nn.Module, FastPlan]:
+    """Apply ``plan`` to ``model`` (already on its device): flags, kernel swap (in place, same
+    parameters), compile. Returns ``(model to run, plan)``; the returned model is ``model``
+    itself when nothing compiles. Checkpoints should keep saving the bare ``model``."""
+    set_backend_flags(plan)
+    if plan.triton_dwconv and swap_kernels:
+        from ..kernels import swap_rde_dwconv
+        swap_rde_dwconv(getattr(model, "module", model))
+    if plan.compile:
+        return compile_model(model, plan, backend), plan
+    return model, plan
+
+
+def fast_model_for_test(cfg: Mapping[str, Any], model: nn.Module, device, log=print) -> Tuple[nn.Module, FastPlan]:
+    """``test.fast`` applied to an evaluation model (test.py, infer.py); says what it enabled."""
+    plan = plan_from_config(cfg, device, "test")
+    if plan.active:
+        log(f"speed: {plan.describe()} (test.fast; each new image size compiles once, about a minute; "
+            f"--set test.fast=false for float32 eager)")
+    return apply_fast_path(model, plan)
+
+
+__all__ = ["FastPlan", "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags", "compile_model",
+           "apply_fast_path"]

@@ -1,0 +1,95 @@
+"""cans.engine.fastpath: what the fast path enables per device (no GPU needed), and that the
+compiled model has no graph breaks and compiles once per input size (dynamo with a counting
+backend: no inductor build, so it is quick on the CPU)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from cans.config import load_config
+from cans.engine.fastpath import apply_fast_path, compile_model, plan_fast_path, plan_from_config
+from cans.kernels import triton_available
+from cans.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_plan_changes_nothing():
+    for fast in (True, False):
+        plan = plan_fast_path("cpu", fast, training=True)
+        assert not plan.active and plan.tf32 is None and plan.cudnn_benchmark is None and not plan.compile
+    assert plan_fast_path("cpu", True, compile=True).compile  # the older train.compile switch still compiles
+
+
+def test_cuda_plan_without_a_gpu():
+    plan = plan_fast_path(torch.device("cuda"), True, training=True)
+    assert plan.tf32 and plan.cudnn_benchmark and plan.compile and plan.fused_adamw and not plan.triton_dwconv
+    assert plan_fast_path("cuda:0", True, training=False).fused_adamw is False  # no optimiser at test time
+    assert plan_fast_path("cuda", True, deterministic=True).cudnn_benchmark is False
+    assert plan_fast_path("cuda", True, triton_dwconv=True).triton_dwconv == triton_available()
+    off = plan_fast_path("cuda", False, training=True)
+    assert off.tf32 is False and not off.compile and not off.fused_adamw and not off.active
+    assert "TF32 off" in off.describe() and "torch.compile" in plan.describe()
+
+
+def test_plan_from_config_switches():
+    cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"))
+    assert cfg["train"]["fast"] is True and cfg["test"]["fast"] is True  # the default
+    assert plan_from_config(cfg, "cuda", "train").compile and plan_from_config(cfg, "cuda", "test").compile
+    assert not plan_from_config(cfg, "cpu", "train").active
+    off = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"), ["train.fast=false", "test.fast=false"])
+    assert not plan_from_config(off, "cuda", "train").compile and not plan_from_config(off, "cuda", "test").compile
+    tri = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"), ["test.triton_dwconv=true"])
+    assert plan_from_config(tri, "cuda", "test").triton_dwconv == triton_available()
+
+
+def test_applying_the_cpu_plan_leaves_model_and_flags_alone():
+    model = torch.nn.Conv2d(1, 1, 1)
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    run, plan = apply_fast_path(model, plan_fast_path("cpu", True, training=True))
+    assert run is model and not plan.active
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark) == flags
+
+
+def test_trainer_on_the_cpu_stays_eager(tmp_path):
+    from test_train import TinyPairs, make_cfg
+    from cans.engine.trainer import Trainer
+
+    tr = Trainer(make_cfg(tmp_path, epochs=1), train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False,
+                 device=torch.device("cpu"))
+    assert tr.train_model is tr.model and tr.eval_model is tr.model and not tr.fast.active
+    tr.close()
+
+
+TINY = {"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
+
+
+@pytest.mark.parametrize("mtype", ["CANS", "CANS_Plus"])
+def test_compiled_model_one_graph_per_size(mtype):
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type=mtype))
+    run = compile_model(model, plan_fast_path("cuda", True), backend=counter)
+    try:
+        model.eval()
+        with torch.no_grad():
+            full = torch.rand(1, 4, 18, 22)  # needs padding (to multiples of 4) inside the forward
+            expected = model(full)
+            got = run(full)
+            assert counter.frame_count == 1  # one graph: no graph break in the forward
+            for a, b in zip(got, expected):
+                assert torch.allclose(a, b, atol=1e-6)
+            run(torch.rand(1, 4, 18, 22))
+            assert counter.frame_count == 1  # same size: no recompilation
+        model.train()
+        crop = torch.rand(1, 4, 16, 16)
+        for _ in range(2):
+            rgb, raw = run(crop)
+            (rgb.mean() + raw.mean()).backward()
+        assert counter.frame_count == 2  # the training crops: one more graph, once
+    finally:
+        torch._dynamo.reset()
