@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 
@@ -149,13 +149,17 @@ def normalize_mosaic(mosaic: np.ndarray, black: Union[float, np.ndarray], white:
     return out
 
 
-def render_srgb16(rp, path: str) -> np.ndarray:
+def render_srgb16(rp, path: str, user_flip: Optional[int] = None) -> np.ndarray:
     """LibRaw post-processing of an open rawpy handle of file ``path`` -> uint16 (H, W, 3).
 
     As the reference: ``use_camera_wb=True, half_size=False, no_auto_bright=True, output_bps=16``.
     An X-Trans DNG that LibRaw's default demosaic cannot handle is retried with LINEAR demosaic.
+    ``user_flip=0`` ignores the file's orientation flag (the rendering stays aligned with the
+    mosaic of a portrait photo); ``None`` leaves LibRaw's default, as the reference does.
     """
     kwargs = dict(use_camera_wb=True, half_size=False, no_auto_bright=True, output_bps=16)
+    if user_flip is not None:
+        kwargs["user_flip"] = int(user_flip)
     try:
         return rp.postprocess(**kwargs)
     except Exception as first:

@@ -54,7 +54,7 @@ from .errors import DataError
 from .lists import PairEntry, _read_lines
 from .packing import XTRANS_PATTERN, pack_bayer, pack_xtrans, wb_vector
 from .prepare import cache_path, rendering_chw, resolve, save_npy
-from .raw_io import _raw_from_handle, open_raw, rawpy
+from .raw_io import _raw_from_handle, open_raw, render_srgb16
 
 META_FILE = "raw_pairs.json"
 META_VERSION = 1
@@ -137,21 +137,6 @@ def _packed_black(black_cell: np.ndarray, crop: Tuple[int, int], pack) -> List[f
     return [float(v) for v in packed.reshape(packed.shape[0], -1).mean(axis=1)]
 
 
-def render_unrotated(rp, path: str) -> np.ndarray:
-    """LibRaw's 16-bit sRGB rendering as for SID (``use_camera_wb, no_auto_bright, output_bps=16``)
-    but with the orientation flag ignored (``user_flip=0``), so that it stays aligned with the
-    mosaic of a portrait photo; an X-Trans file LibRaw's default demosaic fails on gets LINEAR."""
-    kwargs = dict(use_camera_wb=True, half_size=False, no_auto_bright=True, output_bps=16, user_flip=0)
-    try:
-        return rp.postprocess(**kwargs)
-    except Exception as first:
-        try:
-            with rawpy.imread(path) as again:
-                return again.postprocess(demosaic_algorithm=rawpy.DemosaicAlgorithm.LINEAR, **kwargs)
-        except Exception:
-            raise DataError(f"LibRaw cannot post-process {path}: {type(first).__name__}: {first}") from None
-
-
 def read_pair_file(path: str, block_size: int, render: bool = False, pixels: bool = True):
     """Read one RAW file of a pair: ``(FileMeta, packed uint16 (C, h, w) or None, rendering uint16
     (3, h*b, w*b) or None)``; the packed image and the rendering are phase-cropped. DataError names
@@ -168,7 +153,7 @@ def read_pair_file(path: str, block_size: int, render: bool = False, pixels: boo
             cm = np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3]
         except Exception:
             cm = np.zeros((3, 3))
-        rgb = render_unrotated(rp, path) if render else None
+        rgb = render_srgb16(rp, path, user_flip=0) if render else None
     p = reference.shape[0]
     if rf.cfa.shape != (p, p):
         other = "XTransPairDataset" if block_size == 2 else "RawPairDataset"
