@@ -7,7 +7,9 @@
 * an fp16 training step with the gradient scaler;
 * DistributedDataParallel over NCCL with one process;
 * the Triton depthwise kernel against torch on the GPU (forward and both backward passes);
-* ``scripts/infer.py`` on the GPU.
+* ``scripts/infer.py`` on the GPU;
+* tiled inference: peak memory bounded by the tile, ``--tile auto``'s memory probe, the retry in
+  tiles after an out-of-memory error.
 """
 import os
 import socket
@@ -260,3 +262,59 @@ def test_infer_script_on_gpu(tmp_path):
     assert "torch.compile" in proc.stdout + proc.stderr  # test.fast is on by default on CUDA
     from PIL import Image
     assert Image.open(out / "shot.png").size == (160, 120)
+
+
+# --------------------------------------------------------------------------------------------------
+# tiled inference on the GPU: the memory probe, bounded peak memory, the out-of-memory fallback
+# --------------------------------------------------------------------------------------------------
+
+def _tiny_cans_plus():
+    from cans.config import validate
+    cfg = validate({"name": "tiny", "model": {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1,
+                                               "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}})
+    torch.manual_seed(0)
+    return build_model(cfg).to(DEV).eval()
+
+
+@torch.no_grad()
+def test_tiles_bound_peak_memory_and_auto_plans_for_free_memory():
+    from cans.tiling import auto_tile, measure_bytes_per_pixel, run_with_fallback
+    net = _tiny_cans_plus()
+    x = torch.rand(1, 4, 512, 768, device=DEV)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    whole_rgb, _, _ = run_with_fallback(net, x, tile=None, log=lambda *_: None)
+    whole_peak = torch.cuda.max_memory_allocated() - base
+    torch.cuda.reset_peak_memory_stats()
+    tiled_rgb, _, used = run_with_fallback(net, x, tile=128, overlap=16, log=lambda *_: None)
+    tiled_peak = torch.cuda.max_memory_allocated() - base
+    assert used == 128
+    # activations scale with the tile, not the frame (the outputs themselves are frame-sized)
+    assert tiled_peak < 0.5 * whole_peak, (tiled_peak, whole_peak)
+    assert rgb_psnr(tiled_rgb, whole_rgb) > 40.0
+    per_pixel = measure_bytes_per_pixel(net, DEV)
+    assert per_pixel > 0
+    tile = auto_tile(net, DEV, (512, 768))
+    assert tile is None or tile >= 64      # None: the whole frame fits this GPU
+
+
+@torch.no_grad()
+def test_out_of_memory_on_the_whole_frame_retries_in_tiles():
+    from cans.tiling import run_with_fallback
+    net = _tiny_cans_plus()
+    x = torch.rand(1, 4, 256, 384, device=DEV)
+    calls = {"n": 0}
+    forward = net.forward
+
+    def fail_on_the_whole_frame(inp, *a, **k):
+        calls["n"] += 1
+        if inp.shape[-2:] == x.shape[-2:]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(inp, *a, **k)
+
+    net.forward = fail_on_the_whole_frame
+    messages = []
+    rgb, raw, used = run_with_fallback(net, x, tile=None, log=messages.append)
+    assert used is not None and rgb.shape[-2:] == (512, 768) and calls["n"] > 1
+    assert any("out of memory" in m.lower() for m in messages)
