@@ -47,7 +47,7 @@ from ..losses import build_loss
 from ..models import build_model
 from .evaluate import autocast_context, synchronize
 from .fastpath import compile_model, plan_fast_path
-from .trainer import build_optimizer
+from .schedule import build_optimizer
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     the last) is scored on the test split and the paper's two tables are printed.
     """
     from ..config_checks import check_config
-    from .trainer import NonFiniteLossError, Trainer, sigterm_as_interrupt
+    from .signals import sigterm_as_interrupt
+    from .trainer import NonFiniteLossError, Trainer
 
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work

@@ -11,9 +11,8 @@ ratio-amplified packed input; ``clean_raw`` (B, C, h, w), the colour-balanced cl
 RAW; ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1]. The model returns ``(rgb, raw)`` of the
 targets' shapes.
 
-Epoch ``e`` (0-based) trains at ``lr(e) = min_lr + 0.5 (base_lr - min_lr)(1 + cos(pi e / E))``
-(with ``warmup_epochs`` W > 0: ``base_lr (e + 1) / W`` for e < W, then the cosine over the
-remaining E - W epochs). Checkpoints record the number of completed epochs; a run
+The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); seeds come from
+``cans.engine.seeding``, signal handling from ``cans.engine.signals``. Checkpoints record the number of completed epochs; a run
 interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
 """
 from __future__ import annotations
@@ -22,13 +21,10 @@ import contextlib
 import json
 import math
 import os
-import random
-import signal
 import time
 from dataclasses import replace
 from typing import Any, Dict, List, Mapping, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -43,92 +39,13 @@ from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, 
 from .evaluate import autocast_context
 from .logger import RunLogger
 from .prior import build_prior, unwrap_model
+from .schedule import build_optimizer, build_scheduler, cosine_lr
+from .seeding import loader_seed, seed_everything
+from .signals import signals_ignored, sigterm_as_interrupt
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many non-finite losses in a row; the message names the step."""
-
-
-# ---------------------------------------------------------------------------------------
-# Schedule, optimiser, device
-# ---------------------------------------------------------------------------------------
-
-def cosine_lr(epoch: int, epochs: int, base_lr: float, min_lr: float, warmup_epochs: int = 0) -> float:
-    """Learning rate of (0-based) ``epoch``: linear warm-up, then per-epoch cosine decay to ``min_lr``."""
-    if warmup_epochs > 0 and epoch < warmup_epochs:
-        return base_lr * (epoch + 1) / warmup_epochs
-    span = max(1, epochs - warmup_epochs)
-    t = min(max(epoch - warmup_epochs, 0), span)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / span))
-
-
-def build_optimizer(params, train_cfg: Mapping[str, Any], fused: bool = False) -> torch.optim.Optimizer:
-    """The optimiser of ``train.optimizer``; ``fused`` (CUDA parameters) picks the fused implementation."""
-    opt = train_cfg.get("optimizer") or {}
-    kind = opt.get("type", "AdamW")
-    classes = {"AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
-    if kind not in classes:
-        raise ValueError(f"train.optimizer.type: unknown optimizer {kind!r}; expected one of {sorted(classes)}")
-    return classes[kind](params, lr=float(train_cfg["base_lr"]), betas=tuple(opt.get("betas", (0.9, 0.999))),
-                         eps=float(opt.get("eps", 1e-8)), weight_decay=float(opt.get("weight_decay", 0.0)),
-                         **({"fused": True} if fused else {}))
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, Any]):
-    """A ``LambdaLR`` stepped once per epoch (``cosine`` or ``constant``)."""
-    base = float(train_cfg["base_lr"])
-    if base <= 0:
-        raise ValueError(f"train.base_lr: expected a positive learning rate, got {base}")
-    kind = (train_cfg.get("lr_scheduler") or {}).get("type", "cosine")
-    if kind == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
-    if kind != "cosine":
-        raise ValueError(f"train.lr_scheduler.type: unknown schedule {kind!r}; expected cosine or constant")
-    epochs, min_lr, warm = int(train_cfg["epochs"]), float(train_cfg["min_lr"]), int(train_cfg.get("warmup_epochs") or 0)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_lr(e, epochs, base, min_lr, warm) / base)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    """SIGINT and SIGTERM ignored inside (main thread only; elsewhere a no-op)."""
-    saved = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            saved[sig] = signal.signal(sig, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Inside, SIGTERM (torchrun stopping its workers, a cluster pre-empting a job) raises
-    KeyboardInterrupt, so that training saves ``last.pth`` as on Ctrl-C (main thread only)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _loader_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + rank) % (2 ** 63)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,7 +230,7 @@ class Trainer:
         batch = int(opts.get("batch_size") or 1)
         self.train_sampler = None
         self.loader_generator = torch.Generator()
-        self.loader_generator.manual_seed(_loader_seed(self.seed, 0, self.rank))
+        self.loader_generator.manual_seed(loader_seed(self.seed, 0, self.rank))
         if self.world_size > 1:
             self.train_sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
                                                     shuffle=True, seed=self.seed, drop_last=False)
@@ -329,7 +246,7 @@ class Trainer:
 
     def _set_epoch(self, epoch: int) -> None:
         """Per-epoch seeds of the sampler and of the loader workers (resume-exact)."""
-        self.loader_generator.manual_seed(_loader_seed(self.seed, epoch, self.rank))
+        self.loader_generator.manual_seed(loader_seed(self.seed, epoch, self.rank))
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
 
@@ -650,7 +567,7 @@ class Trainer:
         except KeyboardInterrupt:
             if self.is_main:
                 # torchrun answers Ctrl-C by sending SIGTERM to the workers: let this save finish
-                with _signals_ignored():
+                with signals_ignored():
                     path = os.path.join(self.ckpt_dir, "last.pth")
                     state = self._interrupt_state()
                     atomic_torch_save(state, path)
