@@ -269,3 +269,47 @@ def test_skipped_test_pair_is_left_out_in_both_modes(sony_copy, load_npy):
     assert not any("stands in" in m for m in messages)
     from cans.engine.evaluate import format_tables
     assert f"left out (data.skip_bad_files, unreadable files): 1 pair(s): {first.source}" in format_tables(report)
+
+
+def _make_legacy(folder: Path) -> int:
+    """Turn the caches of a set into this project's old layout: float32 (normalised, clipped at 0)
+    under names without the RAW extension; returns how many files were turned."""
+    n = 0
+    for sub in ("short_pack", "long_pack", "long_post_int"):
+        for f in sorted((folder / "Sony" / sub).glob("*.ARW.npy")):
+            arr = np.load(f)
+            if sub != "long_post_int":
+                arr = np.maximum(arr.astype(np.float32) - 512, 0) / (16383 - 512)
+            np.save(f.parent / (f.name[:-len(".ARW.npy")] + ".npy"), arr)
+            f.unlink()
+            n += 1
+    return n
+
+
+def test_old_float32_caches_say_to_prepare_again(sony_copy):
+    (sony_copy / "synthetic_sid.json").unlink()          # a real (non-synthetic) SID folder
+    assert _make_legacy(sony_copy) > 0
+    with pytest.raises(DataError) as info:
+        SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)
+    msg = str(info.value)
+    assert "old float32 layout" in msg and f"prepare_sid.py --data-path {sony_copy} --camera Sony" in msg
+    # a cache of the right name but float32 content is refused the same way
+    prepare_sid(str(sony_copy), "Sony", lists_dir=str(sony_copy), workers=0, progress=False, **QUIET)
+    first_short = (sony_copy / "Sony_test_list.txt").read_text().split()[0]
+    bad = cache_path(str(sony_copy), first_short, "pack")
+    np.save(bad, np.load(bad).astype(np.float32))
+    with pytest.raises(DataError, match="old float32 layout"):
+        SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)
+
+
+def test_old_synthetic_set_is_upgraded_in_place(sony_copy):
+    from cans.data import ensure_synthetic
+    reference = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)[0]
+    assert _make_legacy(sony_copy) > 0
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"), [f"data.data_path={sony_copy}"])
+    messages = []
+    assert ensure_synthetic(cfg, log=messages.append) is False      # upgraded, not made anew
+    assert any("earlier version" in m for m in messages)
+    assert not [f for f in (sony_copy / "Sony" / "short_pack").iterdir() if not f.name.endswith(".ARW.npy")]
+    again = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)[0]
+    assert torch.equal(again["noisy_raw"], reference["noisy_raw"]) and (again["noisy_raw"] < 0).any()

@@ -205,6 +205,29 @@ def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], N
     return True
 
 
+def _upgrade_legacy_caches(path: str, camera: str, log: Callable[[str], None]) -> None:
+    """A synthetic set made by an earlier version holds float32 caches named without the RAW
+    extension: write the current uint16 caches from its own DNG files and lists (seconds), then
+    delete the old files. Only for synthetic sets, which this project made itself."""
+    import glob
+
+    from .prepare import prepare_sid
+
+    old = [f for sub in ("short_pack", "long_pack", "long_post_int")
+           for f in glob.glob(os.path.join(path, camera, sub, "*.npy"))
+           if not os.path.splitext(os.path.splitext(f)[0])[1][1:].isalpha()]   # x_10s.npy, not x_10s.ARW.npy
+    if not old:
+        return
+    log(f"[data] {os.path.abspath(path)}: caches of an earlier version (float32); writing the current "
+        f"uint16 caches from the set's DNG files ...")
+    summary = prepare_sid(path, camera, lists_dir=path, workers=0, log=log, progress=False)
+    if summary["failed"]:
+        raise DataError(f"{os.path.abspath(path)}: could not rebuild the caches of this synthetic set; delete the "
+                        f"folder and it is made again")
+    for f in old:
+        os.remove(f)
+
+
 def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
     """Create the synthetic SID at ``data.data_path`` when ``data.synthetic.auto_create`` is true and
     the folder is missing or empty, or replace a synthetic set made there for the other camera.
@@ -238,6 +261,7 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     if synthetic_exists(path):
         made_for = _synthetic_camera(path)
         if made_for is None or made_for == camera:
+            _upgrade_legacy_caches(path, made_for or camera, log)
             return False
         log(f"[data] {where} holds a synthetic {made_for} set, but data.type {data['type']} needs {camera}: "
             f"replacing it with a synthetic {camera} set (data.synthetic.auto_create: true)")
