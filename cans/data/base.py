@@ -1,7 +1,8 @@
 """The dataset logic shared by the SID and MCR loaders: list filtering, crops, flips, bad files.
 
 A subclass provides ``_entries()`` (the parsed list), ``_check_entry(entry)`` (a cheap check
-run once per pair at construction), ``_levels(entry)`` (black and white level) and
+run once per pair at construction), ``_levels(entry)`` (black and white levels of the two
+exposures) and
 ``_arrays(entry)`` which returns three array-likes as stored (numpy arrays or read-only memory
 maps; slicing a memory map reads only the slice):
 
@@ -36,6 +37,7 @@ from torch.utils.data import Dataset
 
 from .errors import DataError
 from .lists import PairEntry, keep_first_capture
+from .raw_io import normalize_mosaic
 
 SPLITS = ("train", "valid", "test")
 
@@ -113,8 +115,10 @@ class PairDataset(Dataset):
     def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
         return None
 
-    def _levels(self, entry: PairEntry) -> Tuple[Any, float]:
-        """(black, white) of the stored arrays: black a number or a (C, 1, 1) float32 array."""
+    def _levels(self, entry: PairEntry) -> Tuple[Tuple[Any, float], Tuple[Any, float]]:
+        """``((black, white) of the short exposure, (black, white) of the long one)`` as stored:
+        black a number or a (C, 1, 1) array per packed channel. A camera's black level can depend
+        on the ISO, so the two files of a pair may differ."""
         raise NotImplementedError
 
     def _prefetch(self, arrays, yy: int, ph: int) -> None:
@@ -220,19 +224,16 @@ class PairDataset(Dataset):
             noisy_v, clean_v, rgb_v = (noisy_v.transpose(0, 2, 1), clean_v.transpose(0, 2, 1),
                                        rgb_v.transpose(0, 2, 1))
         ratio = float(entry.ratio)
-        black, white = self._levels(entry)
-        scale = np.float32(white) - np.asarray(black, dtype=np.float32)
+        (short_black, short_white), (long_black, long_white) = self._levels(entry)
         # (float32(raw) - black) / float32(white - black), then * ratio: the authors' order of
-        # float32 operations, so that samples agree with theirs to the last bit or so.
-        noisy = np.subtract(noisy_v, np.asarray(black, dtype=np.float32), dtype=np.float32, order="C")
-        noisy /= scale
+        # float32 operations, so that samples agree with theirs to the last bit.
+        noisy = normalize_mosaic(noisy_v, short_black, short_white)
         noisy *= np.float32(ratio)
         if self.max_clip is not None:
             np.minimum(noisy, np.float32(self.max_clip), out=noisy)
         if self.min_clip is not None:
             np.maximum(noisy, np.float32(self.min_clip), out=noisy)
-        clean = np.subtract(clean_v, np.asarray(black, dtype=np.float32), dtype=np.float32, order="C")
-        clean /= scale
+        clean = normalize_mosaic(clean_v, long_black, long_white)
         wb = self._wb(entry)
         if wb is not None:
             clean *= wb.astype(np.float32)[:, None, None]

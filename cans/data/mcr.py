@@ -78,4 +78,4 @@ class MCRDictSet(PairDataset):
         return noisy, clean, rgb[..., :3].transpose(2, 0, 1)
 
     def _levels(self, entry: PairEntry):
-        return 0.0, self.level
+        return (0.0, self.level), (0.0, self.level)

@@ -144,7 +144,7 @@ def normalize_mosaic(mosaic: np.ndarray, black: Union[float, np.ndarray], white:
     if b.ndim == 2 and m.ndim == 2:
         reps = (-(-m.shape[0] // b.shape[0]), -(-m.shape[1] // b.shape[1]))
         b = np.tile(b, reps)[:m.shape[0], :m.shape[1]]
-    out = np.subtract(m, b, dtype=np.float32)
+    out = np.subtract(m, b, dtype=np.float32, order="C")
     out /= np.float32(white) - b
     return out
 

@@ -369,24 +369,6 @@ def _tick(results, bar):
 # The dataset
 # ---------------------------------------------------------------------------------------------
 
-class _Normalised:
-    """A packed uint16 array seen as ``(float32(raw) - black[c]) / (white - black[c])``: slicing
-    normalises only the slice (a training crop of a memory map reads and converts only its bytes)."""
-
-    def __init__(self, arr, black: Sequence[float], white: float):
-        self.arr = arr
-        self.black = np.asarray(black, dtype=np.float32).reshape(-1, 1, 1)
-        self.scale = np.float32(white) - self.black
-        self.shape = arr.shape
-        self.ndim = arr.ndim
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        out = np.subtract(self.arr[key], self.black[key[:1]], dtype=np.float32)
-        out /= self.scale[key[:1]]
-        return out
-
-
 class RawPairDataset(PairDataset):
     """Pairs of Bayer RAW files from any camera (module docstring); packed to 4 channels."""
     block_size = 2
@@ -458,10 +440,10 @@ class RawPairDataset(PairDataset):
         entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
 
     def _levels(self, entry: PairEntry):
-        """(0, 1): ``_arrays`` already normalises each file with its own black / white levels, in
-        the same float32 order as the SID loaders (a camera's black level can depend on the ISO,
-        so the two files of a pair may differ; the base class applies one level to both)."""
-        return np.float32(0.0), np.float32(1.0)
+        """Each file's own levels: black per packed channel (C, 1, 1) after the phase crop, white."""
+        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
+        return ((np.asarray(short.black, dtype=np.float32).reshape(-1, 1, 1), short.white),
+                (np.asarray(long.black, dtype=np.float32).reshape(-1, 1, 1), long.white))
 
     def _raw_arrays(self, entry: PairEntry):
         """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""
@@ -476,11 +458,10 @@ class RawPairDataset(PairDataset):
 
     def _arrays(self, entry: PairEntry):
         noisy, clean, rgb = self._raw_arrays(entry)
-        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
         if noisy.ndim != 3 or rgb.ndim != 3 or rgb.shape[0] != 3:
             raise DataError(f"{entry.source}: cache shapes {noisy.shape} / {rgb.shape} are not packed (C, h, w) "
                             f"and (3, H, W); prepare again")
-        return _Normalised(noisy, short.black, short.white), _Normalised(clean, long.black, long.white), rgb
+        return noisy, clean, rgb
 
     def _wb(self, entry: PairEntry) -> Optional[np.ndarray]:
         return wb_vector(self._file_meta(entry.lbl_file).wb, self.block_size)

@@ -150,7 +150,8 @@ class SIDDictSet(PairDataset):
         return noisy, clean, rendering_chw(rgb, clean.shape, self.block_size)
 
     def _levels(self, entry: PairEntry):
-        return self.spec.black, self.spec.white
+        levels = (self.spec.black, self.spec.white)   # the camera's fixed levels, both exposures
+        return levels, levels
 
     def _prefetch(self, arrays, yy: int, ph: int) -> None:
         if self.load_npy and self.split != "test":
