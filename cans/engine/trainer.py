@@ -260,10 +260,12 @@ class Trainer:
         return x
 
     # ----------------------------------------------------------------- checkpoints
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self, gather_rng: bool = True) -> Dict[str, Any]:
+        """Everything a resume needs. ``gather_rng`` collects every rank's RNG state (a collective
+        call: all ranks must call it); without it ``rng_ranks`` is None."""
         rng = capture_rng_state()
         rng_ranks = None
-        if self.world_size > 1:
+        if gather_rng and self.world_size > 1:
             rng_ranks = [None] * self.world_size
             torch.distributed.all_gather_object(rng_ranks, rng)
         return {
@@ -601,16 +603,8 @@ class Trainer:
         done = dict(getattr(self, "_committed", None) or {})
         if done.get("epoch", self.epoch) >= self.epoch:
             done = {}
-        state = {
-            "model": unwrap_model(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-            "param_names": self._param_names(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": self.epoch, "step": self.step, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-            "bad_validations": self.bad_validations, "rng": capture_rng_state(), "rng_ranks": None,
-            "world_size": self.world_size, "config": dict(self.cfg), "prior": self.prior.state_dict(),
-            "nonfinite": self.nonfinite_total, "history": self.history, "interrupted": True,
-        }
+        state = self.state_dict(gather_rng=False)
+        state["interrupted"] = True
         state.update(done)
         return state
 
