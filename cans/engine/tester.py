@@ -140,7 +140,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
     from ..models.published import describe_weights, weights_line
     weights = describe_weights(checkpoint)
-    print_fn(f"weights: {weights_line(checkpoint)}")
+    print_fn(f"weights: {weights_line(weights)}")
     model, _ = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     from ..tiling import FallbackModel
     try:
@@ -151,7 +151,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     save_images = test["save_images"] if save_images is None else save_images
     compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
-    max_images = test.get("max_images") if max_images is None else max_images
+    max_images = limit
     print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
              f"results in {os.path.abspath(out_dir)}")
     if save_images or test["save_grid"]:

@@ -46,9 +46,10 @@ def describe_weights(path: str) -> Dict[str, Optional[str]]:
     return {"path": os.path.abspath(path), "git_blob": blob, "published": published_name(blob)}
 
 
-def weights_line(path: str) -> str:
-    """``'<abs path> (git blob <id>[: the authors' published ... weights])'`` for logs."""
-    info = describe_weights(path)
+def weights_line(path_or_info) -> str:
+    """``'<abs path> (git blob <id>[: the authors' published ... weights])'`` for logs, from a path or
+    from what :func:`describe_weights` returned (the file is then not read again)."""
+    info = path_or_info if isinstance(path_or_info, dict) else describe_weights(path_or_info)
     return f"{info['path']} (git blob {info['git_blob']}" + (f": {info['published']})" if info["published"] else ")")
 
 
