@@ -161,30 +161,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+TINY = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
+
+
+def _tiny_twins():
+    """Two tiny CANS++ on the GPU with the same (seed-0) weights."""
+    torch.manual_seed(0)
+    ref = build_model(TINY).to(DEV)
+    twin = build_model(TINY).to(DEV)
+    twin.load_state_dict(ref.state_dict())
+    return ref, twin
+
+
+def _backward(net, x):
+    rgb, raw = net(x)
+    (rgb.square().mean() + raw.abs().mean()).backward()
+
+
+def _assert_same_grads(ref, net, rtol):
+    for (name, a), b in zip(ref.named_parameters(), net.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=rtol, atol=1e-6), name
+
+
 def test_ddp_nccl_one_process():
     import torch.distributed as dist
 
     if not dist.is_nccl_available():
         pytest.skip("this torch build has no NCCL")
-    tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
-    torch.manual_seed(0)
-    plain = build_model(tiny).to(DEV)
-    ddp_net = build_model(tiny).to(DEV)
-    ddp_net.load_state_dict(plain.state_dict())
+    plain, ddp_net = _tiny_twins()
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(ddp_net, device_ids=[DEV.index or 0])
         x = torch.rand(1, 4, 32, 32, device=DEV)
         for net in (plain, ddp):
-            rgb, raw = net(x)
-            (rgb.square().mean() + raw.abs().mean()).backward()
+            _backward(net, x)
         t = torch.ones(1, device=DEV)
         dist.all_reduce(t)
         assert t.item() == 1.0
     finally:
         dist.destroy_process_group()
-    for (name, a), b in zip(plain.named_parameters(), ddp_net.parameters()):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+    _assert_same_grads(plain, ddp_net, rtol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,19 +234,13 @@ def test_triton_swap_in_training_step():
     pytest.importorskip("triton")
     from cans.kernels import swap_rde_dwconv
 
-    tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
-    torch.manual_seed(0)
-    ref = build_model(tiny).to(DEV)
-    net = build_model(tiny).to(DEV)
-    net.load_state_dict(ref.state_dict())
+    ref, net = _tiny_twins()
     assert swap_rde_dwconv(net) > 0
     set_backend_flags(plan_fast_path(DEV, False))
     x = torch.rand(1, 4, 40, 36, device=DEV)
     for m in (ref, net):
-        rgb, raw = m(x)
-        (rgb.square().mean() + raw.abs().mean()).backward()
-    for (name, a), b in zip(ref.named_parameters(), net.parameters()):
-        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-6), name
+        _backward(m, x)
+    _assert_same_grads(ref, net, rtol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------------
