@@ -5,7 +5,7 @@
     python scripts/benchmark.py --modes bf16 tf32 --profile --out bench.json          # + top-15 kernels
 
 Modes: plain, tf32, bf16, channels_last, compile, fused_adamw, cudagraphs, bf16_compile,
-triton_dwconv, fast (see cans/engine/benchmark.py and docs/performance.md). Prints the JSON
+triton_dwconv, fast, fast_triton (see cans/engine/benchmark.py and docs/performance.md). Prints the JSON
 (and writes it to --out), then a Markdown table on stderr.
 """
 import argparse

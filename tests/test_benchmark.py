@@ -1,4 +1,5 @@
 """scripts/benchmark.py's logic runs on the CPU and reports every field for every mode."""
+import dataclasses
 import importlib.util
 import math
 from pathlib import Path
@@ -7,11 +8,11 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.engine.benchmark import MODES, format_table, rgb_psnr, run_benchmark
+from cans.engine.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
-NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv"}
+NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "fast_triton"}
 
 
 def test_benchmark_reports_every_mode_on_cpu():
@@ -36,6 +37,17 @@ def test_benchmark_reports_every_mode_on_cpu():
     assert bf16 is not None and 25 < bf16 < 120 and by_mode["bf16"]["rgb_max_abs_diff_vs_plain"] > 0
     table = format_table(out)
     assert all(f"| {m} |" in table for m in MODES)
+
+
+def test_fast_triton_is_the_cuda_fast_plan_with_the_kernel():
+    """Decided without a GPU: fast_triton = fast + the Triton kernel on CUDA, skipped elsewhere."""
+    cuda = torch.device("cuda")
+    fast, tri = mode_spec("fast", cuda), mode_spec("fast_triton", cuda)
+    assert fast.compile and fast.tf32 and fast.fused_adamw and not fast.triton_dwconv
+    assert tri.triton_dwconv and tri.compile and not tri.needs_cuda
+    assert dataclasses.replace(tri, triton_dwconv=False) == fast  # nothing else differs
+    cpu = mode_spec("fast_triton", torch.device("cpu"))
+    assert cpu.needs_cuda and cpu.triton_dwconv
 
 
 def test_profile_lists_the_most_expensive_ops():

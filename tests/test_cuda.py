@@ -328,3 +328,34 @@ def test_out_of_memory_on_the_whole_frame_retries_in_tiles():
     rgb, raw, used = run_with_fallback(net, x, tile=None, log=messages.append)
     assert used is not None and rgb.shape[-2:] == (512, 768) and calls["n"] > 1
     assert any("out of memory" in m.lower() for m in messages)
+
+
+# --------------------------------------------------------------------------------------------------
+# the Triton kernel inside the compiled fast path (the custom operator cans::dwconv7_reflect under
+# inductor): one graph, the outputs and gradients of the eager model without the swap
+# --------------------------------------------------------------------------------------------------
+
+def test_triton_swap_under_inductor_compile():
+    pytest.importorskip("triton")
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from cans.engine.fastpath import compile_model
+    from cans.kernels import swap_rde_dwconv
+    from cans.kernels.dwconv7 import CUSTOM_OP
+
+    ref, net = _tiny_twins()
+    assert swap_rde_dwconv(net) > 0
+    counter = CompileCounterWithBackend("inductor")
+    run = compile_model(net, plan_fast_path(DEV, True), backend=counter)  # the fast path's compile, inductor
+    set_backend_flags(plan_fast_path(DEV, False))  # TF32 off: float32 against float32
+    x = torch.rand(1, 4, 40, 36, device=DEV)
+    outs = []
+    for model in (run, ref):
+        rgb, raw = model(x)
+        (rgb.square().mean() + raw.abs().mean()).backward()
+        outs.append((rgb.detach(), raw.detach()))
+    if CUSTOM_OP:  # torch >= 2.4: the operator is one node of the graph, no graph break around it
+        assert counter.frame_count == 1
+    for name, got, exp in zip(("rgb", "raw"), *outs):
+        err = (got - exp).abs().max().item() / max(exp.abs().max().item(), 1e-6)
+        assert err < 1e-4, f"{name}: compiled with the kernel differs from eager by {err:.2e} of the maximum"
+    _assert_same_grads(ref, net, rtol=1e-3)

@@ -2,12 +2,16 @@
 
 The kernels themselves run under Triton's CPU interpreter in a subprocess (TRITON_INTERPRET
 must be set before the kernels are defined, and pytest may already have imported them); the
-interpreter is slow, so the tensors are tiny. The module swap is tested in-process (on the CPU
-the swapped module takes the torch path)."""
+interpreter is slow, so the tensors are tiny. The subprocesses count the kernel launches, so a
+silent fall-back to the torch path fails them. In-process (no interpreter: the operator's CPU
+kernels are the torch equivalents): the module swap, the custom operators under
+``torch.library.opcheck``, and a tiny CANS++ with the swap compiled with ``fullgraph=True``.
+"""
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from cans.kernels import TritonDWConv7, dwconv7_reflect, dwconv7_reference, swap_rde_dwconv
+from cans.kernels.dwconv7 import CUSTOM_OP
 from cans.models import build_model
 from cans.models.blocks import RDE
 
@@ -24,11 +29,29 @@ REPO = Path(__file__).resolve().parents[1]
 # size reflect padding 3 allows: the top and bottom folds overlap), no bias
 CASES = [((1, 2, 9, 11), None, True), ((1, 1, 4, 9), (4, 8), False)]
 
-CHECK = r"""
+# counts the launches of the three kernels (a launch is ``kernel[grid](...)``)
+COUNT_LAUNCHES = r"""
+from collections import Counter
+import cans.kernels.dwconv7 as _k
+assert _k.interpreted(), "TRITON_INTERPRET=1 did not reach the kernels"
+LAUNCHES = Counter()
+
+class _Counted:
+    def __init__(self, name, kernel):
+        self.name, self.kernel = name, kernel
+
+    def __getitem__(self, grid):
+        LAUNCHES[self.name] += 1
+        return self.kernel[grid]
+
+for _name in ("_fwd_kernel", "_grad_padded_kernel", "_grad_weight_kernel"):
+    setattr(_k, _name, _Counted(_name, getattr(_k, _name)))
+"""
+
+CHECK = COUNT_LAUNCHES + r"""
 import json, sys
 import torch
-from cans.kernels.dwconv7 import dwconv7_reflect, dwconv7_reference, interpreted
-assert interpreted(), "TRITON_INTERPRET=1 did not reach the kernels"
+from cans.kernels.dwconv7 import dwconv7_reflect, dwconv7_reference
 torch.manual_seed(0)
 out = []
 for shape, block, with_bias in json.loads(sys.argv[1]):
@@ -44,26 +67,89 @@ for shape, block, with_bias in json.loads(sys.argv[1]):
     names = ["grad_input", "grad_weight", "grad_bias"][:len(args)]
     errs = {"forward": (y - ref).abs().max().item() / ref.abs().max().item()}
     errs.update({n: (a - e).abs().max().item() / e.abs().max().item() for n, a, e in zip(names, got, exp)})
-    out.append({"shape": shape, "errors": errs, "dtype": str(y.dtype), "out_shape": list(y.shape)})
+    out.append({"shape": shape, "errors": errs, "dtype": str(y.dtype), "out_shape": list(y.shape),
+                "launches": dict(LAUNCHES)})
+    LAUNCHES.clear()
 print(json.dumps(out))
 """
 
 
-def test_kernels_match_torch_under_the_interpreter():
+def _interpret(script: str, *args: str):
+    """Run ``script`` under TRITON_INTERPRET=1 in a fresh process; its last stdout line, as JSON."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", CHECK, json.dumps(CASES)], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+ONE_LAUNCH_EACH = {"_fwd_kernel": 1, "_grad_padded_kernel": 1, "_grad_weight_kernel": 1}
+
+
+def test_kernels_match_torch_under_the_interpreter():
+    results = _interpret(CHECK, json.dumps(CASES))
     assert len(results) == len(CASES)
+    for r in results:
+        assert r["launches"] == ONE_LAUNCH_EACH, r  # the kernels ran, not the torch path
     for case, r in zip(CASES, results):
         assert r["out_shape"] == list(case[0]) and r["dtype"] == "torch.float32"
         expected = {"forward", "grad_input", "grad_weight"} | ({"grad_bias"} if case[2] else set())
         assert set(r["errors"]) == expected
         for name, err in r["errors"].items():
             assert err < 1e-5, f"{r['shape']} {name}: relative error {err}"
+
+
+# a torch before 2.4, as far as this module can tell: no torch.library.custom_op
+OLD_TORCH = r"""
+import torch
+del torch.library.custom_op
+import cans.kernels.dwconv7
+assert not cans.kernels.dwconv7.CUSTOM_OP
+"""
+
+
+def test_without_custom_op_the_autograd_function_runs_the_kernels():
+    """The path of torch < 2.4: the same kernels through the autograd.Function (smallest case)."""
+    r = _interpret(OLD_TORCH + CHECK, json.dumps(CASES[1:]))
+    assert len(r) == 1 and r[0]["launches"] == ONE_LAUNCH_EACH, r
+    for name, err in r[0]["errors"].items():
+        assert err < 1e-5, f"{name}: relative error {err}"
+
+
+COMPILED = COUNT_LAUNCHES + r"""
+import json
+import torch
+from cans.kernels.dwconv7 import CUSTOM_OP, TritonDWConv7
+assert CUSTOM_OP, "this torch has no torch.library.custom_op"
+torch.manual_seed(0)
+conv = torch.nn.Conv2d(2, 2, 7, padding=3, padding_mode="reflect", groups=2)
+run = torch.compile(TritonDWConv7.from_conv(conv), backend="aot_eager", fullgraph=True, dynamic=False)
+x = torch.randn(1, 2, 5, 6, requires_grad=True)
+y = run(x)
+ref = conv(x)
+g = torch.randn_like(ref)
+params = (x, conv.weight, conv.bias)
+got = torch.autograd.grad(y, params, g)
+exp = torch.autograd.grad(ref, params, g)
+errs = {"forward": (y - ref).abs().max().item() / ref.abs().max().item()}
+errs.update({n: (a - e).abs().max().item() / e.abs().max().item()
+             for n, a, e in zip(("grad_input", "grad_weight", "grad_bias"), got, exp)})
+print(json.dumps({"errors": errs, "launches": dict(LAUNCHES)}))
+"""
+
+
+def test_compiled_operator_runs_the_kernels_under_the_interpreter():
+    """torch.compile (aot_eager, one graph) of the swapped layer: the compiled forward and
+    backward call the operators, whose CPU kernels run the Triton kernels under the interpreter."""
+    if not CUSTOM_OP:
+        pytest.skip("torch.library.custom_op needs torch >= 2.4 (older versions take the autograd.Function)")
+    r = _interpret(COMPILED)
+    assert r["launches"] == ONE_LAUNCH_EACH, r
+    assert set(r["errors"]) == {"forward", "grad_input", "grad_weight", "grad_bias"}
+    for name, err in r["errors"].items():
+        assert err < 1e-5, f"{name}: relative error {err}"
 
 
 TINY = {"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
@@ -102,3 +188,74 @@ def test_bad_inputs_fail_clearly():
     conv.weight.data.copy_(w)
     conv.bias.data.copy_(b)
     assert torch.allclose(dwconv7_reference(x, w, b), conv(x), atol=1e-6)  # the reference is the RDE's conv
+
+
+needs_custom_op = pytest.mark.skipif(not CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
+
+
+@needs_custom_op
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_operators_pass_opcheck(with_bias):
+    """Schema, autograd registration, fake (meta) implementation against the real one, and
+    AOT dispatch with dynamic shapes, for the forward and both backward operators."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 8, 9, requires_grad=True)
+    w = torch.randn(2, 1, 7, 7, requires_grad=True)
+    b = torch.randn(2, requires_grad=True) if with_bias else None
+    dy = torch.randn(1, 2, 8, 9)
+    ops = torch.ops.cans
+    cases = [(ops.dwconv7_reflect.default, (x, w, b, 0, 0)), (ops.dwconv7_reflect.default, (x, w, b, 4, 8))]
+    if with_bias:  # the backward operators take no bias: once is enough
+        cases += [(ops.dwconv7_reflect_grad_input.default, (dy, w.detach(), 0, 0)),
+                  (ops.dwconv7_reflect_grad_params.default, (x.detach(), dy, w.detach(), 0, 0))]
+    for op, args in cases:
+        result = torch.library.opcheck(op, args)
+        assert set(result.values()) == {"SUCCESS"}, (op, result)
+
+
+@needs_custom_op
+def test_compiled_swapped_model_is_one_graph_and_matches_eager():
+    """A tiny CANS++ with the swap under torch.compile(fullgraph=True) (AOT autograd with no-op
+    compilers, i.e. ``aot_eager``, recording the graphs): one forward and one backward graph,
+    holding the operators as nodes (no graph break around them), with the outputs and gradients
+    of the eager model without the swap."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    graphs = {"forward": [], "backward": []}
+
+    def record(kind):
+        def compiler(gm, example_inputs):
+            graphs[kind].append(gm)
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    torch.manual_seed(0)
+    ref = build_model(TINY)
+    net = build_model(TINY)
+    net.load_state_dict(ref.state_dict())
+    n_rde = swap_rde_dwconv(net)
+    torch._dynamo.reset()
+    try:
+        run = torch.compile(net, backend=aot_autograd(fw_compiler=record("forward"), bw_compiler=record("backward")),
+                            fullgraph=True, dynamic=False)
+        x = torch.rand(1, 4, 18, 22)  # padded inside the forward to a multiple of 4
+        outs = []
+        for model in (run, ref):
+            rgb, raw = model(x)
+            (rgb.square().mean() + raw.abs().mean()).backward()
+            outs.append((rgb.detach(), raw.detach()))
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs["forward"]) == 1 and len(graphs["backward"]) == 1
+
+    def calls(gm):
+        return Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "cans." in str(n.target))
+
+    assert calls(graphs["forward"][0]) == {"cans.dwconv7_reflect.default": n_rde}
+    assert calls(graphs["backward"][0]) == {"cans.dwconv7_reflect_grad_input.default": n_rde,
+                                            "cans.dwconv7_reflect_grad_params.default": n_rde}
+    for got, exp in zip(*outs):
+        assert torch.allclose(got, exp, rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(ref.named_parameters(), net.parameters()):
+        assert torch.allclose(b.grad, a.grad, rtol=1e-4, atol=1e-7), name

@@ -13,7 +13,11 @@ Each *mode* is one configuration of the same model (same initial weights, seed 0
 - ``triton_dwconv``: ``tf32`` with the RDE's depthwise 7x7 reflect convolution as the Triton
   kernel of :mod:`cans.kernels.dwconv7` (CUDA only);
 - ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`); on the
-  CPU that is nothing, so it equals ``plain`` there.
+  CPU that is nothing, so it equals ``plain`` there;
+- ``fast_triton``: the CUDA ``fast`` plan with ``train.triton_dwconv: true``: TF32,
+  ``torch.compile`` with the Triton kernel inside the compiled graph (as the custom operator
+  ``cans::dwconv7_reflect``), fused AdamW (CUDA only). Set beside ``fast``, it measures what the
+  kernel adds to the fast path.
 
 On the CPU the compile modes are skipped unless ``cpu_compile`` (inductor's CPU build of this
 model takes many minutes). A mode that cannot run on the device reports ``skipped`` (the reason) instead of timings; a
@@ -76,20 +80,25 @@ SPECS: Dict[str, ModeSpec] = {
                               needs_cuda="the Triton kernel runs on CUDA (its correctness is tested on the CPU "
                                          "under TRITON_INTERPRET=1: tests/test_triton_dwconv.py)"),
     "fast": ModeSpec(),  # replaced by the device's fast-path plan in mode_spec()
+    "fast_triton": ModeSpec(triton_dwconv=True,  # the CUDA fast-path plan with the kernel, in mode_spec()
+                            needs_cuda="the fast path with the Triton kernel is the CUDA plan (its compiled graph "
+                                       "is tested on the CPU: tests/test_triton_dwconv.py)"),
 }
 MODES = tuple(SPECS)
 TOP_KERNELS = 15
 
 
 def mode_spec(mode: str, device: torch.device) -> ModeSpec:
-    """The settings of ``mode`` on ``device`` (``fast`` follows :func:`plan_fast_path`)."""
+    """The settings of ``mode`` on ``device`` (``fast`` and ``fast_triton`` follow :func:`plan_fast_path`)."""
     if mode not in SPECS:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if mode != "fast":
-        return SPECS[mode]
-    plan = plan_fast_path(device, True, training=True)
-    return ModeSpec(tf32=bool(plan.tf32), compile=plan.compile, compile_mode=plan.compile_mode,
-                    fused_adamw=plan.fused_adamw, triton_dwconv=plan.triton_dwconv)
+    if mode == "fast" or (mode == "fast_triton" and torch.device(device).type == "cuda"):
+        plan = plan_fast_path(device, True, training=True)
+        # fast_triton asks for the kernel even where Triton is missing: benchmark_mode then reports it
+        # skipped instead of timing a second `fast`
+        return ModeSpec(tf32=bool(plan.tf32), compile=plan.compile, compile_mode=plan.compile_mode,
+                        fused_adamw=plan.fused_adamw, triton_dwconv=mode == "fast_triton")
+    return SPECS[mode]
 
 
 @contextlib.contextmanager
@@ -185,8 +194,8 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
     device = torch.device(device)
     spec = mode_spec(mode, device)
     result: Dict[str, Any] = {"mode": mode}
-    if mode == "fast":
-        result["plan"] = plan_fast_path(device, True, training=True).describe()
+    if mode in ("fast", "fast_triton"):
+        result["plan"] = plan_fast_path(device, True, training=True, triton_dwconv=mode == "fast_triton").describe()
     if spec.needs_cuda and device.type != "cuda":
         result["skipped"] = spec.needs_cuda
         return result

@@ -16,6 +16,22 @@ indices inside the kernels, so no padded copy of ``x`` is ever written:
 Shapes: ``x`` (N, C, H, W) with H, W >= 4 (reflect padding 3 needs 4 pixels), float32,
 bfloat16 or float16; ``weight`` (C, 1, 7, 7); ``bias`` (C,) or None. Accumulation is float32;
 the output has ``x``'s dtype; weight and bias gradients have their parameters' dtype.
+
+PyTorch sees the three passes as custom operators (``torch.library.custom_op``, torch >= 2.4):
+``cans::dwconv7_reflect(x, weight, bias?, block_h, block_w)`` with its autograd formula, which
+calls ``cans::dwconv7_reflect_grad_input`` and ``cans::dwconv7_reflect_grad_params``. Each has
+
+* a CUDA kernel: the Triton kernels (the torch operations if Triton is missing);
+* a CPU kernel: the Triton kernels under ``TRITON_INTERPRET=1``, else the torch operations
+  (:func:`dwconv7_reference` and its gradients), as before the operators existed;
+* a default for other devices (the torch operations) and a fake implementation (output shapes,
+  dtypes, contiguous layout), so ``torch.compile`` keeps each operator as one opaque node of
+  its forward / backward graph (no graph break, ``fullgraph=True`` works) and inductor calls it
+  as it is, around its own fused kernels.
+
+On a torch without ``torch.library.custom_op`` (2.1 - 2.3) the same kernels run through a
+``torch.autograd.Function`` instead (``CUSTOM_OP`` is False): eager results are the same;
+``torch.compile`` may graph-break around it there.
 """
 from __future__ import annotations
 
@@ -192,28 +208,176 @@ def _grad_weight(x, dy, block):
     return total[:, :49].reshape(c, 1, K, K), total[:, 49]
 
 
+def _use_triton(device: torch.device) -> bool:
+    """The Triton kernels run for CUDA tensors, and for CPU tensors under the interpreter."""
+    return triton is not None and (device.type == "cuda" or (device.type == "cpu" and interpreted()))
+
+
+def _block_of(block_h: int, block_w: int) -> Optional[tuple]:
+    return (block_h, block_w) if block_h > 0 and block_w > 0 else None
+
+
+# --- the torch equivalents (CPU without the interpreter, CUDA without Triton, other devices) ---
+
+def _reference_forward(x, weight, bias):
+    return dwconv7_reference(x, weight, bias).contiguous()
+
+
+def _reference_grad_input(dy, weight):
+    n, c, h, w = dy.shape
+    dxp = F.conv_transpose2d(dy, weight, groups=c)  # (N, C, H + 6, W + 6): the gradient of the padded input
+    return _fold_reflect(dxp, h, w).contiguous()
+
+
+def _reference_grad_params(x, dy, weight):
+    c = x.shape[1]
+    xp = F.pad(x, (PAD, PAD, PAD, PAD), mode="reflect")
+    _, gw, gb = torch.ops.aten.convolution_backward(dy, xp, weight, [c], [1, 1], [0, 0], [1, 1], False, [0, 0], c,
+                                                    [False, True, True])
+    return gw.to(weight.dtype).contiguous(), gb.to(weight.dtype).contiguous()
+
+
+# --- the Triton passes with the layouts the operator promises (contiguous, fresh outputs) ---
+
+def _triton_forward(x, weight, bias, block):
+    return _forward(x.contiguous(), weight.contiguous(), bias.contiguous() if bias is not None else None, block)
+
+
+def _triton_grad_input(dy, weight, block):
+    return _grad_input(dy.contiguous(), weight.contiguous(), block)
+
+
+def _triton_grad_params(x, dy, weight, block):
+    w_sum, b_sum = _grad_weight(x.contiguous(), dy.contiguous(), block)
+    gw = torch.empty(weight.shape, device=weight.device, dtype=weight.dtype)
+    gb = torch.empty((weight.shape[0],), device=weight.device, dtype=weight.dtype)
+    gw.copy_(w_sum)
+    gb.copy_(b_sum)
+    return gw, gb
+
+
 class _DWConv7Function(torch.autograd.Function):
+    """The kernels as an autograd.Function: the path of a torch without ``torch.library.custom_op``
+    (before 2.4). ``torch.compile`` may not trace through it; the operator below it can."""
+
     @staticmethod
     def forward(ctx, x, weight, bias, block):
-        x = x.contiguous()
-        weight = weight.contiguous()
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         ctx.block = block
-        return _forward(x, weight, bias.contiguous() if bias is not None else None, block)
+        return _triton_forward(x, weight, bias, block)
 
     @staticmethod
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
-        dy = dy.contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = _grad_input(dy, weight, ctx.block)
+            gx = _triton_grad_input(dy, weight, ctx.block)
         if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            w_sum, b_sum = _grad_weight(x, dy, ctx.block)
-            gw = w_sum.to(weight.dtype) if ctx.needs_input_grad[1] else None
-            gb = b_sum.to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+            w_sum, b_sum = _triton_grad_params(x, dy, weight, ctx.block)
+            gw = w_sum if ctx.needs_input_grad[1] else None
+            gb = b_sum if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None
+
+
+# --- the custom operators (torch >= 2.4) ---
+#
+# ``cans::dwconv7_reflect`` (forward), ``cans::dwconv7_reflect_grad_input`` and
+# ``cans::dwconv7_reflect_grad_params`` (backward). Each has a CUDA kernel (Triton), a CPU kernel
+# (Triton under the interpreter, else torch), a default for other devices (torch) and a fake
+# implementation (shapes and dtypes only), so torch.compile keeps each as one opaque node of its
+# graph: no graph break, and inductor calls it as it is. The forward's autograd formula calls the
+# two backward operators, so the compiled backward graph holds them as opaque nodes too. The bias
+# stays optional (``Tensor?``, as in F.conv2d): a model without bias passes nothing and gets no
+# gradient for it; with a bias, its gradient comes from the same pass as the weight's at no extra cost.
+
+CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
+
+if CUSTOM_OP:
+
+    @torch.library.custom_op("cans::dwconv7_reflect", mutates_args=(),
+                             schema="(Tensor x, Tensor weight, Tensor? bias, int block_h, int block_w) -> Tensor")
+    def _op_forward(x, weight, bias, block_h, block_w):
+        return _reference_forward(x, weight, bias)
+
+    @_op_forward.register_kernel("cuda")
+    def _op_forward_cuda(x, weight, bias, block_h, block_w):
+        if triton is None:
+            return _reference_forward(x, weight, bias)
+        return _triton_forward(x, weight, bias, _block_of(block_h, block_w))
+
+    @_op_forward.register_kernel("cpu")
+    def _op_forward_cpu(x, weight, bias, block_h, block_w):
+        if _use_triton(x.device):
+            return _triton_forward(x, weight, bias, _block_of(block_h, block_w))
+        return _reference_forward(x, weight, bias)
+
+    @_op_forward.register_fake
+    def _op_forward_fake(x, weight, bias, block_h, block_w):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.custom_op("cans::dwconv7_reflect_grad_input", mutates_args=(),
+                             schema="(Tensor dy, Tensor weight, int block_h, int block_w) -> Tensor")
+    def _op_grad_input(dy, weight, block_h, block_w):
+        return _reference_grad_input(dy, weight)
+
+    @_op_grad_input.register_kernel("cuda")
+    def _op_grad_input_cuda(dy, weight, block_h, block_w):
+        if triton is None:
+            return _reference_grad_input(dy, weight)
+        return _triton_grad_input(dy, weight, _block_of(block_h, block_w))
+
+    @_op_grad_input.register_kernel("cpu")
+    def _op_grad_input_cpu(dy, weight, block_h, block_w):
+        if _use_triton(dy.device):
+            return _triton_grad_input(dy, weight, _block_of(block_h, block_w))
+        return _reference_grad_input(dy, weight)
+
+    @_op_grad_input.register_fake
+    def _op_grad_input_fake(dy, weight, block_h, block_w):
+        return torch.empty_like(dy, memory_format=torch.contiguous_format)
+
+    @torch.library.custom_op("cans::dwconv7_reflect_grad_params", mutates_args=(),
+                             schema="(Tensor x, Tensor dy, Tensor weight, int block_h, int block_w) -> (Tensor, Tensor)")
+    def _op_grad_params(x, dy, weight, block_h, block_w):
+        return _reference_grad_params(x, dy, weight)
+
+    @_op_grad_params.register_kernel("cuda")
+    def _op_grad_params_cuda(x, dy, weight, block_h, block_w):
+        if triton is None:
+            return _reference_grad_params(x, dy, weight)
+        return _triton_grad_params(x, dy, weight, _block_of(block_h, block_w))
+
+    @_op_grad_params.register_kernel("cpu")
+    def _op_grad_params_cpu(x, dy, weight, block_h, block_w):
+        if _use_triton(x.device):
+            return _triton_grad_params(x, dy, weight, _block_of(block_h, block_w))
+        return _reference_grad_params(x, dy, weight)
+
+    @_op_grad_params.register_fake
+    def _op_grad_params_fake(x, dy, weight, block_h, block_w):
+        return (weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)))
+
+    def _op_setup_context(ctx, inputs, output):
+        x, weight, bias, block_h, block_w = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.block = (block_h, block_w)
+
+    def _op_backward(ctx, dy):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_b = need_b and ctx.bias_dtype is not None
+        gx = gw = gb = None
+        if need_x:
+            gx = torch.ops.cans.dwconv7_reflect_grad_input.default(dy, weight, *ctx.block)
+        if need_w or need_b:
+            w_sum, b_sum = torch.ops.cans.dwconv7_reflect_grad_params.default(x, dy, weight, *ctx.block)
+            gw = w_sum if need_w else None
+            gb = b_sum.to(ctx.bias_dtype) if need_b else None
+        return gx, gw, gb, None, None
+
+    _op_forward.register_autograd(_op_backward, setup_context=_op_setup_context)
 
 
 def dwconv7_reflect(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -221,11 +385,20 @@ def dwconv7_reflect(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     """Depthwise 7x7 convolution with reflect padding 3 (see the module doc), differentiable.
 
     Runs the Triton kernels for CUDA tensors (and for CPU tensors under ``TRITON_INTERPRET=1``);
-    anything else takes :func:`dwconv7_reference`. ``block`` = (rows, cols) of a program's tile
-    (powers of two; default chosen from the width).
+    anything else takes the equivalent torch operations. ``block`` = (rows, cols) of a program's
+    tile (powers of two; default chosen from the width).
+
+    With torch >= 2.4 this is the custom operator ``torch.ops.cans.dwconv7_reflect`` (autograd
+    through ``cans::dwconv7_reflect_grad_input`` / ``_grad_params``), which ``torch.compile``
+    keeps as one node: no graph break. An older torch (``torch.library.custom_op`` missing) takes
+    the same kernels through a ``torch.autograd.Function`` instead, which eager mode runs the same
+    but ``torch.compile`` may split the graph around.
     """
     _check(x, weight, bias)
-    if triton is None or not (x.is_cuda or (interpreted() and x.device.type == "cpu")):
+    block_h, block_w = block if block is not None else (0, 0)
+    if CUSTOM_OP:
+        return torch.ops.cans.dwconv7_reflect.default(x, weight, bias, int(block_h), int(block_w))
+    if not _use_triton(x.device):
         return dwconv7_reference(x, weight, bias)
     return _DWConv7Function.apply(x, weight, bias, block)
 
