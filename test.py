@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
+    from cans.tiling import add_tile_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
     p.add_argument("--checkpoint", default=None,
@@ -34,23 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="throughput on a random packed input of this size instead of the first test image")
     p.add_argument("--random-weights", action="store_true", help="throughput without loading a checkpoint")
-    p.add_argument("--tile", default=None, metavar="SIZE|auto",
-                   help="tiled inference: tiles of SIZE packed pixels, or 'auto' (largest that fits the free GPU "
-                        "memory); default whole frames, retried in tiles on a GPU out-of-memory")
-    p.add_argument("--overlap", type=int, default=32, metavar="PIXELS", help="tile overlap in packed pixels (default 32)")
-    p.add_argument("--one-pass", action="store_true",
-                   help="tiles use their own colour statistics, not the whole frame's (half the time; docs/tiling.md)")
+    add_tile_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.tile not in (None, "auto"):
-        try:
-            args.tile = int(args.tile)
-        except ValueError:
-            p.error(f"--tile: expected a number of packed pixels or 'auto', got {args.tile!r}")
-        if args.tile <= 0:
-            p.error(f"--tile must be positive, got {args.tile}")
-    if args.overlap < 0:
-        p.error(f"--overlap must be >= 0, got {args.overlap}")
     return args
 
 

@@ -325,14 +325,10 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
 def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
     """InferenceError for a --tile / --overlap the model cannot use, before any file is read."""
-    from .tiling import TiledModel
+    from .tiling import FallbackModel
 
-    if tile is None or tile == "auto":
-        if overlap < 0:
-            raise InferenceError(f"--overlap must be >= 0 packed pixels, got {overlap}")
-        return
     try:
-        TiledModel(model, int(tile), overlap)
+        FallbackModel(model, tile, overlap)
     except ValueError as exc:
         raise InferenceError(str(exc)) from None
 

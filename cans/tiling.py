@@ -29,6 +29,7 @@ against the whole-frame output: hence the default.
 """
 from __future__ import annotations
 
+import argparse
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -403,6 +404,43 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
         log(f"{name + ': ' if name else ''}out of memory on {what}; retrying in tiles of {nxt} packed pixels "
             f"(overlap {min(overlap, nxt // 2)}; set --tile to choose)")
         tile = nxt
+
+
+def tile_size(value: str):
+    """``--tile``'s value: ``'auto'`` or a positive number of packed pixels (an argparse ``type``)."""
+    if value == "auto":
+        return value
+    try:
+        tile = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of packed pixels or 'auto', got {value!r}") from None
+    if tile <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of packed pixels, got {tile}")
+    return tile
+
+
+def overlap_size(value: str) -> int:
+    """``--overlap``'s value: packed pixels >= 0 (an argparse ``type``)."""
+    try:
+        overlap = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of packed pixels, got {value!r}") from None
+    if overlap < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 packed pixels, got {overlap}")
+    return overlap
+
+
+def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tile SIZE|auto``, ``--overlap PIXELS`` and ``--one-pass``, as test.py and infer.py take them."""
+    parser.add_argument("--tile", default=None, type=tile_size, metavar="SIZE|auto",
+                        help="run the network on tiles of SIZE x SIZE packed pixels (a Bayer tile of 512 covers "
+                             "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
+                             "Default: whole frames, retried in tiles if the GPU runs out of memory")
+    parser.add_argument("--overlap", type=overlap_size, default=DEFAULT_OVERLAP, metavar="PIXELS",
+                        help=f"packed pixels shared by neighbouring tiles, blended linearly (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--one-pass", action="store_true",
+                        help="tiles use their own colour statistics instead of the whole frame's (collected by a "
+                             "first pass): half the time, further from the whole-frame result (docs/tiling.md)")
 
 
 class FallbackModel(nn.Module):

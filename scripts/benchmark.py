@@ -3,10 +3,12 @@
     python scripts/benchmark.py -c configs/CANS_Plus/Sony.yaml --modes all            # GPU, paper sizes
     python scripts/benchmark.py --device cpu --patch 128 --full 96 128 --iters 2 --modes all
     python scripts/benchmark.py --modes bf16 tf32 --profile --out bench.json          # + top-15 kernels
+    python scripts/benchmark.py --modes plain fast all --budget 150 --out bench.json  # plain, fast first
 
 Modes: plain, tf32, bf16, channels_last, compile, fused_adamw, cudagraphs, bf16_compile,
-triton_dwconv, fast, fast_triton (see cans/engine/benchmark.py and docs/performance.md). Prints the JSON
-(and writes it to --out), then a Markdown table on stderr.
+triton_dwconv, fast, fast_triton (see cans/engine/benchmark.py and docs/performance.md); 'all'
+stands for every mode not named before it. Prints the JSON, then a Markdown table on stderr; --out
+is rewritten after each mode, so a run cut short keeps what it measured.
 """
 import argparse
 import json
@@ -21,12 +23,31 @@ from cans.config import ConfigError, load_config  # noqa: E402
 from cans.engine.benchmark import MODES, format_table, run_benchmark  # noqa: E402
 
 
+def expand_modes(names):
+    """The names in order, 'all' replaced by every mode of MODES not named before it, no repeats."""
+    modes = []
+    for name in names:
+        for m in (MODES if name == "all" else (name,)):
+            if m not in modes:
+                modes.append(m)
+    return modes
+
+
+def write_json(path, report):
+    """Write ``report`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--modes", nargs="+", default=["plain", "tf32", "bf16"], choices=MODES + ("all",),
-                        help="modes to run, or 'all'")
+                        help="modes to run, in this order; 'all' adds every mode not named before it")
     parser.add_argument("--patch", type=int, default=1024, help="training patch, Bayer pixels")
     parser.add_argument("--full", type=int, nargs=2, default=[1424, 2128], metavar=("H", "W"),
                         help="packed size of the inference image (default: full Sony)")
@@ -37,12 +58,15 @@ def parse_args(argv=None):
                         help="add the 15 most expensive kernels of each mode (torch.profiler) to the JSON")
     parser.add_argument("--cpu-compile", action="store_true",
                         help="run the compile modes on the CPU too (skipped there: the build takes many minutes)")
-    parser.add_argument("--out", default=None, help="also write the JSON to this file")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="start no mode after this many seconds (the rest are reported as skipped)")
+    parser.add_argument("--out", default=None, help="also write the JSON to this file (after each mode)")
     args = parser.parse_args(argv)
-    if "all" in args.modes:
-        args.modes = list(MODES)
+    args.modes = expand_modes(args.modes)
     if args.iters < 1 or args.warmup < 0:
         parser.error("--iters must be >= 1 and --warmup >= 0")
+    if args.budget is not None and args.budget <= 0:
+        parser.error("--budget must be > 0 seconds")
     return args
 
 
@@ -60,14 +84,11 @@ def main(argv=None):
     if args.patch % block or args.patch // block < smallest or min(args.full) < smallest:
         sys.exit(f"error: --patch {args.patch} / --full {args.full[0]} {args.full[1]}: the packed sizes must be at "
                  f"least {smallest} (patch a multiple of {block} Bayer pixels)")
+    save = (lambda report: write_json(args.out, report)) if args.out else None
     result = run_benchmark(cfg, args.modes, device, args.patch, args.full, args.warmup, args.iters,
-                           profile=args.profile, progress=True, cpu_compile=args.cpu_compile)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-    print(text)
+                           profile=args.profile, progress=True, cpu_compile=args.cpu_compile,
+                           budget_s=args.budget, on_result=save)
+    print(json.dumps(result, indent=2))
     print(format_table(result), file=sys.stderr)
 
 

@@ -3,18 +3,32 @@
 #
 #   1. imports     which modules are missing (torch is required; rawpy, tifffile, scikit-image
 #                  feed the synthetic SID and infer.py: checks that need a missing one are SKIP)
-#   2. pytest      python -m pytest -m cuda tests/  (fast path vs float32 on the parity vectors,
+#   2. benchmark   scripts/benchmark.py for CANS++ at the paper sizes, alone on the GPU: plain and
+#                  fast first, then the compile modes, then every other mode
+#   3. pytest      python -m pytest -m cuda tests/  (fast path vs float32 on the parity vectors,
 #                  bf16/fp16 >= 45 dB, fp16 step with the grad scaler, DDP over NCCL, Triton
-#                  kernel, infer.py on the GPU)
-#   3. demo        configs/demo.yaml trained on CUDA with train.fast on and off (run side by side);
-#                  PASS when the final validation PSNRs are within 0.3 dB
+#                  kernel, infer.py on the GPU, tiled inference)
+#      demo        configs/demo.yaml trained on CUDA with train.fast on and off, side by side with
+#                  pytest (none of the three is timed); PASS when the final validation PSNRs are
+#                  within 0.3 dB
 #   4. throughput  test.py --throughput --random-weights --size 1424 2128 (test.fast default)
-#   5. benchmark   scripts/benchmark.py --modes all for CANS++ and CANS (paper sizes)
+#   5. benchmark   the same for CANS
 #
 # Every log and JSON goes under OUTDIR; the last thing printed is the summary table
-# (OUTDIR/summary.md). On a machine without a CUDA GPU it says so and exits 0.
-# GPU_CHECK_BUDGET (seconds, default 360) bounds the whole run: each step has its own time
-# limit, and a step that no longer fits is reported as SKIP. Exit status 1 when a check FAILs.
+# (OUTDIR/summary.md). On a machine without a CUDA GPU it says so and exits 0. Exit status 1
+# when a check FAILs.
+#
+# Environment:
+#   GPU_CHECK_BUDGET     seconds for the whole run (default 360). Step k must end by a fixed share
+#                        of it (benchmark CANS++ 35 %, pytest + demo 75 %, throughput 85 %, benchmark
+#                        CANS 100 %), so time a step leaves unused goes to the next; a benchmark cut
+#                        short keeps the modes it measured, and a step with no time left is SKIP.
+#   GPU_CHECK_DATA       where the synthetic SID for the demo is made (default
+#                        ${TMPDIR:-/tmp}/cans_gpu_check_sid; kept, so a rerun does not remake it)
+#   GPU_CHECK_REHEARSAL  1: run every step on the CPU with tiny sizes, to check this script itself
+#                        (the CUDA tests skip there; no figure of a rehearsal is a GPU result)
+#   PYTHON               the interpreter (default: python, else python3)
+#   CANS_REFERENCE       the reference vectors' folder, for the parity test (see tests/conftest.py)
 set -u
 if [ $# -lt 1 ]; then
     echo "usage: bash scripts/gpu_check.sh OUTDIR" >&2
@@ -24,8 +38,12 @@ OUT=$1
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.." || exit 2
-PY=${PYTHON:-python}
+if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
+elif command -v python > /dev/null 2>&1; then PY=python
+else PY=python3; fi
 BUDGET=${GPU_CHECK_BUDGET:-360}
+REHEARSAL=${GPU_CHECK_REHEARSAL:-0}
+DEMO_DATA=${GPU_CHECK_DATA:-${TMPDIR:-/tmp}/cans_gpu_check_sid}
 START=$(date +%s)
 SUMMARY="$OUT/summary.tsv"
 : > "$SUMMARY"
@@ -35,15 +53,10 @@ record() {  # name status seconds note
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$SUMMARY"
 }
 
-remaining() {
-    echo $(( BUDGET - ($(date +%s) - START) ))
-}
-
-limit() {  # the time limit of a step: min(cap, what is left of the budget)
-    local left
-    left=$(remaining)
-    if [ "$left" -lt 1 ]; then left=1; fi  # timeout 0 would mean no limit at all
-    if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+until_share() {  # seconds left until PCT % of the budget has passed (at least 1: timeout 0 means no limit)
+    local left=$(( BUDGET * $1 / 100 - ($(date +%s) - START) ))
+    if [ "$left" -lt 1 ]; then left=1; fi
+    echo "$left"
 }
 
 # --- 1. imports ----------------------------------------------------------------------------------
@@ -71,53 +84,114 @@ if [ $? -ne 0 ]; then
     echo "gpu_check: could not run $PY; set PYTHON=/path/to/python" >&2
     exit 2
 fi
-missing() {  # true when any of the named modules is missing
-    "$PY" -c "import json,sys; m=json.load(open('$OUT/imports.json'))['missing']; sys.exit(0 if set(sys.argv[1:]) & set(m) else 1)" "$@"
-}
-missing_list() {
+missing_list() {  # the named modules that are missing, comma-separated (empty when none)
     "$PY" -c "import json,sys; m=json.load(open('$OUT/imports.json'))['missing']; print(', '.join(n for n in sys.argv[1:] if n in m))" "$@"
 }
-if missing torch; then
+if [ -n "$(missing_list torch)" ]; then
     echo "gpu_check: torch is not installed (pip install -r requirements.txt); nothing was checked." >&2
     exit 1
 fi
-if [ "$("$PY" -c "import json; print(json.load(open('$OUT/imports.json'))['cuda_available'])")" != "True" ]; then
+if [ "$REHEARSAL" = 1 ]; then
+    GPU="the CPU (REHEARSAL: tiny sizes, the CUDA tests skip; no figure here is a GPU result)"
+elif [ "$("$PY" -c "import json; print(json.load(open('$OUT/imports.json'))['cuda_available'])")" != "True" ]; then
     echo "gpu_check: no CUDA GPU here (torch.cuda.is_available() is False): the CUDA checks were NOT run."
     echo "Run this script on a machine with an NVIDIA GPU. Imports: $OUT/imports.json"
     exit 0
+else
+    GPU=$("$PY" -c "import json; print(json.load(open('$OUT/imports.json'))['gpu'])")
 fi
-GPU=$("$PY" -c "import json; print(json.load(open('$OUT/imports.json'))['gpu'])")
 echo "gpu_check on $GPU; budget ${BUDGET}s; results in $OUT"
-if missing pytest yaml numpy tqdm; then
-    echo "gpu_check: missing $(missing_list pytest yaml numpy tqdm): pip install -r requirements.txt pytest" >&2
+NEEDED=$(missing_list pytest yaml numpy tqdm)
+if [ -n "$NEEDED" ]; then
+    echo "gpu_check: missing $NEEDED: pip install -r requirements.txt" >&2
     exit 1
 fi
 DATA_MISSING=$(missing_list rawpy tifffile skimage)
 
-# --- 2 + 3. pytest -m cuda and the two demo runs, side by side (none of them is timed) --------------
-DEMO_DATA="$OUT/synthetic_sid"
-DEMO_SET=("data.data_path=$DEMO_DATA" train.test_at_end=false train.validate_at_start=false
-          train.num_threads=null data.num_workers=2)
+# sizes: the paper's on a GPU; tiny in a rehearsal
+if [ "$REHEARSAL" = 1 ]; then
+    BENCH_SIZES=(--device cpu --patch 128 --full 96 128 --warmup 0 --iters 1 --set model.width=8)
+    THROUGHPUT_SIZE=(--size 96 128 --device cpu)
+    DEMO_EXTRA=(model.width=8 train.epochs=1 data.train.repeat=1 train.num_threads=1 data.num_workers=1
+                data.synthetic.height=192 data.synthetic.width=288)
+else
+    BENCH_SIZES=(--warmup 2 --iters 5)
+    THROUGHPUT_SIZE=(--size 1424 2128)
+    DEMO_EXTRA=(train.num_threads=null data.num_workers=2)
+fi
+DEMO_SET=("data.data_path=$DEMO_DATA" train.test_at_end=false train.validate_at_start=false "${DEMO_EXTRA[@]}")
+
+# --- the synthetic SID for the demo (CPU only; before anything is timed) ----------------------------
 if [ -z "$DATA_MISSING" ]; then
-    timeout "$(limit 60)" "$PY" - "$DEMO_DATA" > "$OUT/synthetic_sid.log" 2>&1 <<'EOF'
+    timeout "$(until_share 20)" "$PY" - "${DEMO_SET[@]}" > "$OUT/synthetic_sid.log" 2>&1 <<'EOF'
 import sys
 from cans.config import load_config
 from cans.data import ensure_synthetic
-cfg = load_config("configs/demo.yaml", [f"data.data_path={sys.argv[1]}"])
-ensure_synthetic(cfg)
+ensure_synthetic(load_config("configs/demo.yaml", sys.argv[1:]))
 EOF
     [ $? -eq 0 ] || DATA_MISSING="(the synthetic SID failed: $OUT/synthetic_sid.log)"
 fi
 
+# --- the benchmark of one model (steps 2 and 5) --------------------------------------------------------
+benchmark() {  # model share
+    local model=$1 lim t0 rc t note json="$OUT/benchmark_$1.json"
+    lim=$(until_share "$2")
+    if [ "$lim" -lt 30 ]; then
+        record "benchmark $model" SKIP 0 "over the ${BUDGET}s budget (GPU_CHECK_BUDGET)"
+        return
+    fi
+    t0=$(date +%s)
+    # no mode starts in the last 40 % of the step's time (a compile mode needs that long)
+    timeout "$lim" "$PY" scripts/benchmark.py -c "configs/$model/Sony.yaml" "${BENCH_SIZES[@]}" \
+        --modes plain fast compile bf16_compile cudagraphs all --budget $(( lim * 6 / 10 )) \
+        --out "$json" > "$OUT/benchmark_$model.log" 2>&1
+    rc=$?
+    t=$(( $(date +%s) - t0 ))
+    if [ ! -f "$json" ]; then
+        record "benchmark $model" FAIL "$t" "exit $rc$( [ $rc = 124 ] && echo ' (time limit)'), no mode finished; see benchmark_$model.log"
+        return
+    fi
+    note=$("$PY" - "$json" "$rc" <<'EOF'
+import json, sys
+r, rc = json.load(open(sys.argv[1])), sys.argv[2]
+bad = [m["mode"] for m in r["results"] if "error" in m]
+parts, skipped = [], []
+for m in r["results"]:
+    if "train_step_ms" in m:
+        psnr = m.get("rgb_psnr_vs_plain")
+        parts.append(f"{m['mode']} {m['train_step_ms']:.1f}/{m['infer_ms']:.1f} ms"
+                     + ("" if psnr is None else f" {psnr:.0f}dB"))
+    elif "skipped" in m:
+        skipped.append(m["mode"])
+notes = []
+if rc == "124":
+    notes.append("cut at the time limit after " + ", ".join(m["mode"] for m in r["results"]))
+if bad:
+    notes.append("errors: " + ", ".join(bad))
+notes.append("train/infer: " + "; ".join(parts))
+if skipped:
+    notes.append("skipped: " + ", ".join(skipped))
+ok = not bad and (rc == "0" or (rc == "124" and parts))
+print(("PASS" if ok else "FAIL") + "\t" + "; ".join(notes))
+EOF
+)
+    record "benchmark $model" "${note%%$'\t'*}" "$t" "${note#*$'\t'}"
+}
+
+# --- 2. benchmark CANS++ --------------------------------------------------------------------------
+benchmark CANS_Plus 35
+
+# --- 3. pytest -m cuda and the two demo runs, side by side (none of them is timed) ------------------
+LIM=$(until_share 75)
 t0=$(date +%s)
-timeout "$(limit 200)" "$PY" -m pytest -m cuda tests/ -q -rs -p no:cacheprovider \
+timeout "$LIM" "$PY" -m pytest -m cuda tests/ -q -rs -p no:cacheprovider \
     --junitxml="$OUT/pytest_cuda.xml" > "$OUT/pytest_cuda.log" 2>&1 &
 PID_TEST=$!
 if [ -z "$DATA_MISSING" ]; then
-    timeout "$(limit 200)" "$PY" train.py -c configs/demo.yaml --no-progress \
+    timeout "$LIM" "$PY" train.py -c configs/demo.yaml --no-progress \
         --set "${DEMO_SET[@]}" "output_dir=$OUT/demo_fast" train.fast=true > "$OUT/demo_fast.log" 2>&1 &
     PID_FAST=$!
-    timeout "$(limit 200)" "$PY" train.py -c configs/demo.yaml --no-progress \
+    timeout "$LIM" "$PY" train.py -c configs/demo.yaml --no-progress \
         --set "${DEMO_SET[@]}" "output_dir=$OUT/demo_eager" train.fast=false > "$OUT/demo_eager.log" 2>&1 &
     PID_EAGER=$!
 fi
@@ -158,57 +232,24 @@ else
 fi
 
 # --- 4. test.py --throughput ------------------------------------------------------------------------
-run_step() {  # name cap log command...
-    local name=$1 cap=$2 log=$3
-    shift 3
-    local lim
-    lim=$(limit "$cap")
-    if [ "$lim" -lt 20 ]; then
-        record "$name" SKIP 0 "over the ${BUDGET}s budget (GPU_CHECK_BUDGET)"
-        return
-    fi
-    local t0 rc
+LIM=$(until_share 85)
+if [ "$LIM" -lt 20 ]; then
+    record "test.py --throughput" SKIP 0 "over the ${BUDGET}s budget (GPU_CHECK_BUDGET)"
+else
     t0=$(date +%s)
-    timeout "$lim" "$@" > "$OUT/$log" 2>&1
+    timeout "$LIM" "$PY" test.py -c configs/CANS_Plus/Sony.yaml --throughput --random-weights "${THROUGHPUT_SIZE[@]}" \
+        --out "$OUT/throughput" > "$OUT/throughput.log" 2>&1
     rc=$?
-    STEP_T=$(( $(date +%s) - t0 ))
-    STEP_RC=$rc
-}
-
-STEP_RC=skip
-run_step "test.py --throughput" 90 throughput.log "$PY" test.py -c configs/CANS_Plus/Sony.yaml --throughput \
-    --random-weights --size 1424 2128 --out "$OUT/throughput"
-if [ "$STEP_RC" = 0 ]; then
-    record "test.py --throughput" PASS "$STEP_T" "$(grep -o '[0-9.]* ms/image mean' "$OUT/throughput.log" | head -1) (CANS++, 1424x2128 packed)"
-elif [ "$STEP_RC" != skip ]; then
-    record "test.py --throughput" FAIL "$STEP_T" "exit $STEP_RC; see throughput.log"
+    t=$(( $(date +%s) - t0 ))
+    if [ $rc -eq 0 ]; then
+        record "test.py --throughput" PASS "$t" "$(grep -o '[0-9.]* ms/image mean' "$OUT/throughput.log" | head -1) (CANS++, ${THROUGHPUT_SIZE[1]}x${THROUGHPUT_SIZE[2]} packed)"
+    else
+        record "test.py --throughput" FAIL "$t" "exit $rc$( [ $rc = 124 ] && echo ' (time limit)'); see throughput.log"
+    fi
 fi
 
-# --- 5. benchmark, every mode, CANS++ then CANS -----------------------------------------------------
-for model in CANS_Plus CANS; do
-    STEP_RC=skip
-    run_step "benchmark $model" 150 "benchmark_$model.log" "$PY" scripts/benchmark.py -c "configs/$model/Sony.yaml" \
-        --modes all --warmup 2 --iters 5 --out "$OUT/benchmark_$model.json"
-    if [ "$STEP_RC" = 0 ]; then
-        note=$("$PY" - "$OUT/benchmark_$model.json" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-bad = [m["mode"] for m in r["results"] if "error" in m]
-parts = []
-for m in r["results"]:
-    if "train_step_ms" in m:
-        psnr = m.get("rgb_psnr_vs_plain")
-        parts.append(f"{m['mode']} {m['train_step_ms']:.1f}/{m['infer_ms']:.1f} ms"
-                     + (f" {psnr:.0f}dB" if psnr is not None else ""))
-print(("FAIL" if bad else "PASS") + "\t" + ("errors: " + ", ".join(bad) + "; " if bad else "")
-      + "train/infer: " + "; ".join(parts))
-EOF
-)
-        record "benchmark $model" "${note%%$'\t'*}" "$STEP_T" "${note#*$'\t'}"
-    elif [ "$STEP_RC" != skip ]; then
-        record "benchmark $model" FAIL "$STEP_T" "exit $STEP_RC$( [ "$STEP_RC" = 124 ] && echo ' (time limit)'); see benchmark_$model.log"
-    fi
-done
+# --- 5. benchmark CANS ------------------------------------------------------------------------------
+benchmark CANS 100
 
 # --- summary ---------------------------------------------------------------------------------------
 TOTAL=$(( $(date +%s) - START ))

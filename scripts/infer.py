@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    from cans.tiling import add_tile_arguments
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,21 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--tile", default=None, metavar="SIZE|auto",
-                   help="run the network on tiles of SIZE x SIZE packed pixels (a Bayer tile of 512 covers "
-                        "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
-                        "Default: the whole frame, retried in tiles if the GPU runs out of memory")
-    p.add_argument("--overlap", type=int, default=32, metavar="PIXELS",
-                   help="packed pixels shared by neighbouring tiles, blended linearly (default 32)")
-    p.add_argument("--one-pass", action="store_true",
-                   help="tiles use their own colour statistics instead of the whole frame's (collected by a first "
-                        "pass): half the time, further from the whole-frame result (docs/tiling.md)")
+    add_tile_arguments(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    args.tile = parse_tile(p, args.tile)
-    if args.overlap < 0:
-        p.error(f"--overlap must be >= 0, got {args.overlap}")
     if args.ratio != "auto":
         try:
             args.ratio = float(args.ratio)
@@ -68,19 +58,6 @@ def parse_args(argv=None):
     if not args.max_ratio >= 1:
         p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
     return args
-
-
-def parse_tile(parser, value):
-    """--tile: None, 'auto' or a positive int (packed pixels)."""
-    if value is None or value == "auto":
-        return value
-    try:
-        tile = int(value)
-    except ValueError:
-        parser.error(f"--tile: expected a number of packed pixels or 'auto', got {value!r}")
-    if tile <= 0:
-        parser.error(f"--tile must be positive, got {tile}")
-    return tile
 
 
 def main(argv=None) -> int:

@@ -1,18 +1,24 @@
-"""Shared test fixtures: where the reference data lives (``../shared/reference``)."""
+"""Shared test fixtures: where the reference data lives.
+
+The reference vectors sit beside the development checkout as ``../shared/reference``; the
+environment variable ``CANS_REFERENCE`` names another folder (a GPU machine that received the
+checkout without its sibling folders). Tests that need them skip with the reason when absent.
+"""
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
+REFERENCE = Path(os.environ.get("CANS_REFERENCE") or REPO.parent / "shared" / "reference").resolve()
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference data not found at {REFERENCE} (it sits beside the repo as ../shared/reference "
-                    "in the development checkout; a fresh clone does not have it)")
+                    "in the development checkout, or set CANS_REFERENCE; a fresh clone does not have it)")
     return REFERENCE
 
 

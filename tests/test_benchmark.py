@@ -1,6 +1,7 @@
 """scripts/benchmark.py's logic runs on the CPU and reports every field for every mode."""
 import dataclasses
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -84,3 +85,36 @@ def test_script_arguments():
         script.main(["--device", "cpu", "--patch", "32", "--full", "96", "128", "--modes", "plain"])
     with pytest.raises(SystemExit):
         script.parse_args(["--modes", "turbo"])
+
+
+def test_all_adds_the_modes_not_named_before_it():
+    script = _script()
+    modes = script.parse_args(["--modes", "fast", "plain", "all", "fast"]).modes
+    assert modes[:2] == ["fast", "plain"] and sorted(modes) == sorted(MODES)
+
+
+def test_budget_skips_the_modes_that_would_start_late_and_each_mode_is_reported_as_it_ends():
+    cfg = load_config(str(REPO / "configs/CANS/Sony.yaml"), TINY)
+    seen = []
+    out = run_benchmark(cfg, ["plain", "tf32"], torch.device("cpu"), patch=128, full_size=(64, 64), warmup=0,
+                        iters=1, budget_s=1e-6, on_result=lambda r: seen.append([m["mode"] for m in r["results"]]))
+    assert seen == [["plain"], ["plain", "tf32"]]
+    assert all("over the time budget" in r["skipped"] for r in out["results"])
+    out = run_benchmark(cfg, ["plain"], torch.device("cpu"), patch=128, full_size=(64, 64), warmup=0, iters=1,
+                        budget_s=3600)
+    assert out["results"][0]["train_step_ms"] > 0
+
+
+def test_script_writes_the_json_after_each_mode(tmp_path, monkeypatch):
+    script = _script()
+    written = []
+    real = script.write_json
+    monkeypatch.setattr(script, "write_json", lambda path, report: (written.append(len(report["results"])),
+                                                                    real(path, report)))
+    path = tmp_path / "sub" / "bench.json"
+    script.main(["-c", str(REPO / "configs/CANS/Sony.yaml"), "--set", *TINY, "--device", "cpu", "--patch", "128",
+                 "--full", "64", "64", "--warmup", "0", "--iters", "1", "--modes", "plain", "bf16",
+                 "--out", str(path)])
+    assert written == [1, 2]
+    report = json.loads(path.read_text())
+    assert [r["mode"] for r in report["results"]] == ["plain", "bf16"] and not list(path.parent.glob("*.tmp"))

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REFERENCE
 import torch
 
 from cans.engine.fastpath import apply_fast_path, plan_fast_path, set_backend_flags
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.cuda,
                                                                        "python -m pytest -m cuda)")]
 
 REPO = Path(__file__).resolve().parents[1]
-PARITY = REPO.parent / "shared" / "reference" / "parity"
+PARITY = REFERENCE / "parity"
 DEV = torch.device("cuda")
 MIN_PSNR_LOW_PRECISION = 45.0
 
@@ -60,7 +61,7 @@ PARITY_FILES = [PARITY / f for f in ("w8_CANS_Sony.pt", "w8_CANS_Plus_Sony.pt")]
 @pytest.mark.parametrize("path", PARITY_FILES, ids=[p.stem for p in PARITY_FILES])
 def test_fast_path_matches_fp32_eager_on_parity_vectors(path):
     if not path.is_file():
-        pytest.skip(f"no parity vectors at {path.parent} (../shared/reference sits beside the development checkout)")
+        pytest.skip(f"no parity vectors at {path.parent} (../shared/reference beside the checkout, or set CANS_REFERENCE)")
     case = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(case["model"])
     model.load_state_dict(case["state_dict"], strict=True)

@@ -2,13 +2,14 @@
 from pathlib import Path
 
 import pytest
+from conftest import REFERENCE
 
 from cans.data.errors import DataError
 from cans.data.lists import (MISALIGNED_SONY_SCENES, drop_scenes, keep_first_capture, mcr_exposures,
                              parse_mcr_list, parse_sid_list, sid_name_parts, sid_ratio)
 
 REPO = Path(__file__).resolve().parents[1]
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF = REFERENCE
 
 
 def test_exposures_and_ratio():

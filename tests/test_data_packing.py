@@ -1,14 +1,14 @@
 """Bayer and X-Trans packing, white-balance order."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE
 
 from cans.data.packing import (XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans, pack_bayer, pack_xtrans,
                                unpack_bayer, unpack_xtrans, wb_vector)
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF = REFERENCE
 
 
 def test_pack_bayer_channel_order():

@@ -25,3 +25,47 @@ def test_gpu_check_without_a_gpu(tmp_path):
 def test_gpu_check_needs_an_outdir():
     proc = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage: bash scripts/gpu_check.sh OUTDIR" in proc.stderr
+
+
+def _rehearse(tmp_path, budget):
+    out = tmp_path / "out"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path), "GPU_CHECK_REHEARSAL": "1",
+           "GPU_CHECK_BUDGET": str(budget), "GPU_CHECK_DATA": str(tmp_path / "sid"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh"), str(out)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    rows = [line.split("\t") for line in (out / "summary.tsv").read_text().splitlines()]
+    return proc, out, {r[0]: r for r in rows}
+
+
+CHECKS = ["benchmark CANS_Plus", "pytest -m cuda", "demo fast vs eager", "test.py --throughput", "benchmark CANS"]
+
+
+def test_rehearsal_runs_every_step_and_reports_it(tmp_path):
+    """GPU_CHECK_REHEARSAL=1 runs the whole script on the CPU with tiny sizes: every step, the JSON
+    it parses and the summary table are exercised before the script meets a GPU."""
+    proc, out, rows = _rehearse(tmp_path, 360)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert list(rows) == CHECKS
+    assert all(r[1] == "PASS" for r in rows.values()), rows
+    summary = (out / "summary.md").read_text()
+    assert "REHEARSAL" in summary and summary in proc.stdout  # the table is the last thing printed
+    assert proc.stdout.rstrip().endswith(summary.rstrip().splitlines()[-1])
+    for model in ("CANS_Plus", "CANS"):
+        report = json.loads((out / f"benchmark_{model}.json").read_text())
+        modes = [r["mode"] for r in report["results"]]
+        assert modes[:2] == ["plain", "fast"] and len(modes) == len(set(modes))
+        assert f"plain {report['results'][0]['train_step_ms']:.1f}/" in rows[f"benchmark {model}"][3]
+    assert "ms/image mean" in rows["test.py --throughput"][3]
+    assert "|diff|" in rows["demo fast vs eager"][3]
+    for run in ("demo_fast", "demo_eager"):
+        assert json.loads((out / run / "train_summary.json").read_text())["final"]["psnr"] > 0
+    assert "skipped" in rows["pytest -m cuda"][3]  # no GPU: the CUDA tests skip
+
+
+def test_rehearsal_with_no_time_left_skips_and_fails_plainly(tmp_path):
+    proc, out, rows = _rehearse(tmp_path, 1)
+    assert proc.returncode == 1  # pytest hit its time limit: a FAIL
+    assert rows["benchmark CANS_Plus"][1] == "SKIP" and "budget" in rows["benchmark CANS_Plus"][3]
+    assert rows["pytest -m cuda"][1] == "FAIL" and "time limit" in rows["pytest -m cuda"][3]
+    assert rows["demo fast vs eager"][1] == "SKIP" and "synthetic SID failed" in rows["demo fast vs eager"][3]
+    assert rows["test.py --throughput"][1] == "SKIP" and rows["benchmark CANS"][1] == "SKIP"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE
 import torch
 
 pytest.importorskip("rawpy")
@@ -17,7 +18,7 @@ synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF = REFERENCE
 H, W = 101, 131  # odd on purpose: the output must keep this size
 CODES = {"R": 0, "G": 1, "B": 2}
 BLACK, WHITE = 512, 16383

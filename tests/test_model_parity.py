@@ -3,13 +3,13 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import REFERENCE
 import torch
 
 from cans.config import load_config
 from cans.models import build_model, load_weights
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference"
 PARITY_FILES = sorted((REFERENCE / "parity").glob("*.pt")) if REFERENCE.is_dir() else []
 PAPER_CONFIGS = [(t, c) for t in ("CANS", "CANS_Plus") for c in ("Sony", "Fuji", "MCR")]
 # docs/models.md (parameter counts of the paper configurations)

@@ -2,6 +2,8 @@
 the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -247,3 +249,21 @@ def test_two_pass_unwraps_a_compiled_model():
         rgb0, _ = TiledModel(net, 64, 16, two_pass=True)(x)
         rgb1, _ = TiledModel(wrapped, 64, 16, two_pass=True)(x)
     assert torch.equal(rgb0, rgb1)
+
+
+@pytest.mark.parametrize("script_path", ["test.py", "scripts/infer.py"])
+def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("script_under_test", Path(__file__).resolve().parents[1] / script_path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    base = ["-c", "x.yaml"] + (["photo.ARW"] if "infer" in script_path else [])
+    args = script.parse_args(base + ["--tile", "256", "--overlap", "16", "--one-pass"])
+    assert (args.tile, args.overlap, args.one_pass) == (256, 16, True)
+    assert script.parse_args(base + ["--tile", "auto"]).tile == "auto"
+    assert script.parse_args(base).tile is None
+    for bad, says in ((["--tile", "0"], "positive"), (["--tile", "big"], "'auto'"), (["--overlap", "-1"], ">= 0")):
+        with pytest.raises(SystemExit) as info:
+            script.parse_args(base + bad)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert info.value.code == 2 and f"argument {bad[0]}: " in err and says in err

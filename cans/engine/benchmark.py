@@ -42,7 +42,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -295,14 +295,25 @@ def plain_rgb(cfg: Mapping[str, Any], device: torch.device, patch: int, full_siz
 
 def run_benchmark(cfg, modes: Sequence[str], device: torch.device, patch: int, full_size: Sequence[int],
                   warmup: int = 3, iters: int = 10, profile: bool = False, progress: bool = False,
-                  cpu_compile: bool = False) -> Dict[str, Any]:
-    """Every mode of ``modes`` on the same weights and inputs; a JSON-ready dict."""
+                  cpu_compile: bool = False, budget_s: Optional[float] = None,
+                  on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Every mode of ``modes`` on the same weights and inputs; a JSON-ready dict.
+
+    ``budget_s``: a mode that would start more than ``budget_s`` seconds after this call began is
+    reported ``skipped`` instead of run (put the modes that matter most first). ``on_result``
+    is called with the report so far after each mode, so a caller can save what is measured
+    before a run is cut short."""
     device = torch.device(device)
     for m in modes:
         mode_spec(m, device)  # unknown names fail before any work
+    start = time.perf_counter()
     reference = plain_rgb(cfg, device, patch, full_size)
     train_flops, infer_flops = count_flops(cfg, device, patch, full_size)
-    results = []
+    report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "cuda": torch.version.cuda, "model": cfg["model"]["type"],
+              "patch": patch, "full_size_packed": list(full_size), "warmup": warmup, "iters": iters,
+              "train_gflop": train_flops / 1e9, "infer_gflop": infer_flops / 1e9, "budget_s": budget_s,
+              "results": []}
     iterator = modes
     if progress:
         from tqdm import tqdm
@@ -310,20 +321,24 @@ def run_benchmark(cfg, modes: Sequence[str], device: torch.device, patch: int, f
     for m in iterator:
         if progress:
             iterator.set_postfix_str(m)
-        try:
-            r = benchmark_mode(cfg, m, device, patch, full_size, warmup, iters, reference, profile, cpu_compile)
-        except Exception as exc:  # one failing mode must not hide the others' numbers
-            r = {"mode": m, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        elapsed = time.perf_counter() - start
+        if budget_s is not None and elapsed > budget_s:
+            r = {"mode": m, "skipped": f"over the time budget: {elapsed:.0f} s had passed of {budget_s:.0f} s"}
+        else:
+            try:
+                r = benchmark_mode(cfg, m, device, patch, full_size, warmup, iters, reference, profile, cpu_compile)
+            except Exception as exc:  # one failing mode must not hide the others' numbers
+                r = {"mode": m, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
         if "train_step_ms" in r:
             r["train_tflops"] = train_flops / (r["train_step_ms"] * 1e-3) / 1e12
             r["infer_tflops"] = infer_flops / (r["infer_ms"] * 1e-3) / 1e12
-        results.append(r)
+        report["results"].append(r)
+        report["wall_s"] = time.perf_counter() - start
+        if on_result is not None:
+            on_result(report)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "model": cfg["model"]["type"],
-            "patch": patch, "full_size_packed": list(full_size), "warmup": warmup, "iters": iters,
-            "train_gflop": train_flops / 1e9, "infer_gflop": infer_flops / 1e9, "results": results}
+    return report
 
 
 def format_table(report: Mapping[str, Any]) -> str:
