@@ -34,6 +34,7 @@ def test_benchmark_reports_every_mode_on_cpu():
     # same weights and input as plain: fp32 modes give plain's output, bf16 does not
     assert by_mode["plain"]["rgb_psnr_vs_plain"] is None and by_mode["plain"]["rgb_max_abs_diff_vs_plain"] == 0
     assert by_mode["fast"]["rgb_psnr_vs_plain"] is None and "eager" in by_mode["fast"]["plan"]  # nothing on CPU
+    assert by_mode["authors_flags"]["rgb_psnr_vs_plain"] is None  # CUDA flags only: plain's computation
     bf16 = by_mode["bf16"]["rgb_psnr_vs_plain"]
     assert bf16 is not None and 25 < bf16 < 120 and by_mode["bf16"]["rgb_max_abs_diff_vs_plain"] > 0
     table = format_table(out)
@@ -118,3 +119,21 @@ def test_script_writes_the_json_after_each_mode(tmp_path, monkeypatch):
     assert written == [1, 2]
     report = json.loads(path.read_text())
     assert [r["mode"] for r in report["results"]] == ["plain", "bf16"] and not list(path.parent.glob("*.tmp"))
+
+
+def test_fast_mode_sets_what_the_fast_path_sets_and_flags_are_restored():
+    from cans.engine import benchmark
+    cuda = torch.device("cuda")  # deciding the plan touches no GPU
+    fast = benchmark.mode_spec("fast", cuda)
+    plan = benchmark.plan_fast_path(cuda, True, training=True)
+    assert (fast.tf32, fast.cudnn_benchmark, fast.compile, fast.fused_adamw) == \
+        (plan.tf32, plan.cudnn_benchmark, plan.compile, plan.fused_adamw) == (True, True, True, True)
+    authors = benchmark.mode_spec("authors_flags", cuda)
+    assert (authors.tf32, authors.matmul_tf32, authors.cudnn_benchmark, authors.compile) == (True, False, True, False)
+    assert benchmark.mode_spec("plain", cuda).cudnn_benchmark is False
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    with benchmark._flags(authors.tf32, authors.matmul_tf32, authors.cudnn_benchmark):
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                torch.backends.cudnn.benchmark) == (False, True, True)
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark) == before

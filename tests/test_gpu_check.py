@@ -53,7 +53,7 @@ def test_rehearsal_runs_every_step_and_reports_it(tmp_path):
     for model in ("CANS_Plus", "CANS"):
         report = json.loads((out / f"benchmark_{model}.json").read_text())
         modes = [r["mode"] for r in report["results"]]
-        assert modes[:2] == ["plain", "fast"] and len(modes) == len(set(modes))
+        assert modes[:3] == ["plain", "authors_flags", "fast"] and len(modes) == len(set(modes))
         assert f"plain {report['results'][0]['train_step_ms']:.1f}/" in rows[f"benchmark {model}"][3]
     assert "ms/image mean" in rows["test.py --throughput"][3]
     assert "|diff|" in rows["demo fast vs eager"][3]

@@ -3,6 +3,9 @@
 Each *mode* is one configuration of the same model (same initial weights, seed 0):
 
 - ``plain``: float32 eager, TF32 off (what the reference computes; the fidelity baseline);
+- ``authors_flags``: float32 eager with the flags the authors' code runs with: PyTorch's defaults
+  (TF32 convolutions, no TF32 matrix products) and cuDNN benchmark on; the same computation as
+  ``plain``, so it stands in for the authors' speed in the same run;
 - ``tf32``: float32 eager with TF32 matrix products and convolutions (CUDA);
 - ``bf16``: bfloat16 autocast, eager;
 - ``channels_last``: float32 with channels-last memory format;
@@ -12,8 +15,8 @@ Each *mode* is one configuration of the same model (same initial weights, seed 0
 - ``bf16_compile``: bfloat16 autocast under ``torch.compile``;
 - ``triton_dwconv``: ``tf32`` with the RDE's depthwise 7x7 reflect convolution as the Triton
   kernel of :mod:`cans.kernels.dwconv7` (CUDA only);
-- ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`); on the
-  CPU that is nothing, so it equals ``plain`` there;
+- ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`: TF32,
+  cuDNN benchmark, compile, fused AdamW); on the CPU that is nothing, so it equals ``plain`` there;
 - ``fast_triton``: the CUDA ``fast`` plan with ``train.triton_dwconv: true``: TF32,
   ``torch.compile`` with the Triton kernel inside the compiled graph (as the custom operator
   ``cans::dwconv7_reflect``), fused AdamW (CUDA only). Set beside ``fast``, it measures what the
@@ -56,18 +59,21 @@ from .schedule import build_optimizer
 
 @dataclass(frozen=True)
 class ModeSpec:
-    tf32: bool = True
+    tf32: bool = True  # TF32 convolutions (and matrix products, unless matmul_tf32 says otherwise)
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
     compile_mode: Optional[str] = None
     fused_adamw: bool = False
     triton_dwconv: bool = False
+    cudnn_benchmark: bool = False
+    matmul_tf32: Optional[bool] = None  # TF32 matrix products; None: as tf32
     needs_cuda: str = ""  # why the mode needs CUDA ("" = runs anywhere)
 
 
 SPECS: Dict[str, ModeSpec] = {
     "plain": ModeSpec(tf32=False),
+    "authors_flags": ModeSpec(cudnn_benchmark=True, matmul_tf32=False),
     "tf32": ModeSpec(),
     "bf16": ModeSpec(amp="bf16"),
     "channels_last": ModeSpec(channels_last=True),
@@ -97,19 +103,23 @@ def mode_spec(mode: str, device: torch.device) -> ModeSpec:
         # fast_triton asks for the kernel even where Triton is missing: benchmark_mode then reports it
         # skipped instead of timing a second `fast`
         return ModeSpec(tf32=bool(plan.tf32), compile=plan.compile, compile_mode=plan.compile_mode,
-                        fused_adamw=plan.fused_adamw, triton_dwconv=mode == "fast_triton")
+                        fused_adamw=plan.fused_adamw, triton_dwconv=mode == "fast_triton",
+                        cudnn_benchmark=bool(plan.cudnn_benchmark))
     return SPECS[mode]
 
 
 @contextlib.contextmanager
-def _tf32(enabled: bool):
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
+def _flags(tf32: bool, matmul_tf32: Optional[bool] = None, cudnn_benchmark: bool = False):
+    """TF32 for convolutions (``tf32``) and matrix products (``matmul_tf32``, default ``tf32``) and
+    cuDNN's benchmark mode, restored afterwards."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cuda.matmul.allow_tf32 = tf32 if matmul_tf32 is None else matmul_tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
 
 
 def _time(fn, device, warmup: int, iters: int):
@@ -243,7 +253,7 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
         with autocast_context(device, spec.amp):
             return run_model(xf)
 
-    with _tf32(spec.tf32):
+    with _flags(spec.tf32, spec.matmul_tf32, spec.cudnn_benchmark):
         model.eval()
         _peak_reset(device)
         start = time.perf_counter()
@@ -289,7 +299,7 @@ def plain_rgb(cfg: Mapping[str, Any], device: torch.device, patch: int, full_siz
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     _, _, xf = _inputs(cfg, device, patch, full_size)
-    with _tf32(False):
+    with _flags(False):
         return model(xf)[0].float().cpu()
 
 
