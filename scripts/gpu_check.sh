@@ -5,7 +5,8 @@
 #                  feed the synthetic SID and infer.py: checks that need a missing one are SKIP)
 #   2. benchmark   scripts/benchmark.py for CANS++ at the paper sizes, alone on the GPU: plain,
 #                  authors_flags and fast first, then the candidates for a faster fast path
-#                  (cudagraphs, bf16_compile, fast_triton), then every other mode
+#                  (cudagraphs, bf16_compile, fast_triton), then every other mode; --profile adds
+#                  each mode's 15 most expensive CUDA kernels to the JSON
 #   3. pytest      python -m pytest -m cuda tests/  (fast path vs float32 on the parity vectors,
 #                  bf16/fp16 >= 45 dB, fp16 step with the grad scaler, DDP over NCCL, Triton
 #                  kernel, infer.py on the GPU, tiled inference)
@@ -111,12 +112,12 @@ DATA_MISSING=$(missing_list rawpy tifffile skimage)
 
 # sizes: the paper's on a GPU; tiny in a rehearsal
 if [ "$REHEARSAL" = 1 ]; then
-    BENCH_SIZES=(--device cpu --patch 128 --full 96 128 --warmup 0 --iters 1 --set model.width=8)
+    BENCH_SIZES=(--device cpu --patch 128 --full 96 128 --warmup 0 --iters 1 --set model.width=8)  # no --profile
     THROUGHPUT_SIZE=(--size 96 128 --device cpu)
     DEMO_EXTRA=(model.width=8 train.epochs=1 data.train.repeat=1 train.num_threads=1 data.num_workers=1
                 data.synthetic.height=192 data.synthetic.width=288)
 else
-    BENCH_SIZES=(--warmup 2 --iters 5)
+    BENCH_SIZES=(--warmup 2 --iters 5 --profile)
     THROUGHPUT_SIZE=(--size 1424 2128)
     DEMO_EXTRA=(train.num_threads=null data.num_workers=2)
 fi

@@ -137,3 +137,17 @@ def test_fast_mode_sets_what_the_fast_path_sets_and_flags_are_restored():
                 torch.backends.cudnn.benchmark) == (False, True, True)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
             torch.backends.cudnn.benchmark) == before
+
+
+def test_a_failing_profiler_keeps_the_timings(monkeypatch):
+    from cans.engine import benchmark
+
+    def broken(*_a, **_k):
+        raise RuntimeError("CUPTI unavailable (simulated)")
+
+    monkeypatch.setattr(benchmark, "_profile", broken)
+    cfg = load_config(str(REPO / "configs/CANS/Sony.yaml"), TINY)
+    r = run_benchmark(cfg, ["plain"], torch.device("cpu"), patch=128, full_size=(64, 64), warmup=0, iters=1,
+                      profile=True)["results"][0]
+    assert r["train_step_ms"] > 0 and r["infer_ms"] > 0 and "error" not in r
+    assert r["profile_error"] == "RuntimeError: CUPTI unavailable (simulated)"

@@ -271,9 +271,12 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
         result["train_first_s"], result["train_step_ms"] = first, 1e3 * median
         result["train_peak_gb"] = _peak_gb(device)
         if profile:
-            result["profile"] = {"train": _profile(train_step, device, 2)}
-            model.eval()
-            result["profile"]["infer"] = _profile(infer, device, 1)
+            try:
+                result["profile"] = {"train": _profile(train_step, device, 2)}
+                model.eval()
+                result["profile"]["infer"] = _profile(infer, device, 1)
+            except Exception as exc:  # the profiler failing must not discard the timings above
+                result["profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return result
 
 
