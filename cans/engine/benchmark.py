@@ -218,6 +218,10 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
         if not triton_available():
             result["skipped"] = "Triton is not installed"
             return result
+    if spec.compile:
+        # a fresh dynamo cache per compiled mode: the modes compile the same forward, and past
+        # dynamo's recompile limit (8 entries per function) a later mode would silently run eagerly
+        torch._dynamo.reset()
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     if spec.triton_dwconv:
