@@ -233,3 +233,31 @@ def test_example_xtrans_config_creates_its_set(tmp_path):
     sample = ds[0]
     assert tuple(sample["noisy_raw"].shape) == (9, (156 - 1) // 6 * 2, (228 - 2) // 6 * 2)
     assert ensure_synthetic(cfg, log=messages.append) is False     # made once
+
+
+def test_xtrans_pair_loader_matches_the_authors_loader(reference_dir, tmp_path):
+    """The reference's SID Fuji samples of two real X-Trans DNG pairs: XTransPairDataset on the same
+    files, listed as a user would (``short long ratio``), gives the same input and RGB target in both
+    reading modes, and the same RAW target up to the white balance's rounding (the reference takes
+    it from the list's 6 decimals, the own-camera loader from the file)."""
+    import shutil
+    ref = reference_dir / "loader_parity" / "Fuji"
+    if not (ref / "Fuji_reference_samples.pt").is_file():
+        pytest.skip(f"reference samples not found under {ref}")
+    expected = torch.load(ref / "Fuji_reference_samples.pt")
+    shutil.copytree(ref / "Fuji", tmp_path / "fuji")
+    # the SID names say 10 s / 0.04 s and 10 s / 0.033 s (capped at 300): written in the list
+    (tmp_path / "pairs.txt").write_text("fuji/short/10001_00_0.04s.RAF fuji/long/10001_00_10s.RAF 250\n"
+                                        "fuji/short/10001_01_0.033s.RAF fuji/long/10001_00_10s.RAF 300\n")
+    summary = prepare_pairs(str(tmp_path), ["pairs.txt"], progress=False, log=lambda m: None)
+    assert summary["block_size"] == 3 and summary["failed"] == {}
+    for load_npy in (False, True):
+        ds = XTransPairDataset(str(tmp_path), "pairs.txt", "test", load_npy=load_npy)
+        for i, ref_sample in enumerate(expected):
+            sample = ds[i]
+            assert sample["ratio"] == pytest.approx(float(ref_sample["ratio"]))
+            for key in ("noisy_raw", "clean_rgb"):
+                assert np.array_equal(sample[key].numpy(), ref_sample[key].numpy()), (load_npy, i, key)
+            np.testing.assert_allclose(sample["clean_raw"].numpy(), ref_sample["clean_raw"].numpy(),
+                                       rtol=1e-5, atol=1e-6)
+            assert (sample["noisy_raw"].numpy() < 0).sum() == (ref_sample["noisy_raw"].numpy() < 0).sum() > 0
