@@ -47,4 +47,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, An
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_lr(e, epochs, base, min_lr, warm) / base)
 
 
-__all__ = ["cosine_lr", "build_optimizer", "build_scheduler"]
+def sync_schedule(optimizer: torch.optim.Optimizer, scheduler, base_lr: float, epoch: int):
+    """After a resume: set the lr of (0-based) ``epoch`` from this config's schedule.
+
+    The optimiser state holds the lr the checkpoint's run set for that epoch; a run resumed with a
+    changed ``train.epochs`` / ``base_lr`` / ``min_lr`` / ``warmup_epochs`` (e.g. to train longer)
+    must follow the new schedule from its first epoch, not only from the second. Returns
+    ``(the checkpoint's lr, the lr set)`` of the first parameter group."""
+    saved = optimizer.param_groups[0]["lr"]
+    scheduler.last_epoch = epoch
+    scheduler.base_lrs = [base_lr] * len(optimizer.param_groups)
+    for group, fn in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = base_lr
+        group["lr"] = base_lr * fn(epoch)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    return saved, optimizer.param_groups[0]["lr"]
+
+
+__all__ = ["cosine_lr", "build_optimizer", "build_scheduler", "sync_schedule"]

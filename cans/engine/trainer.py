@@ -11,8 +11,9 @@ ratio-amplified packed input; ``clean_raw`` (B, C, h, w), the colour-balanced cl
 RAW; ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1]. The model returns ``(rgb, raw)`` of the
 targets' shapes.
 
-The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); seeds come from
-``cans.engine.seeding``, signal handling from ``cans.engine.signals``. Checkpoints record the number of completed epochs; a run
+The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); the data loaders come
+from ``cans.engine.loaders``, seeds from ``cans.engine.seeding``, signal handling from
+``cans.engine.signals``. Checkpoints record the number of completed epochs; a run
 interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
 """
 from __future__ import annotations
@@ -27,20 +28,20 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from ..config import ConfigError, dump_config, split_options
-from ..data import loader_kwargs
+from ..config import ConfigError, dump_config
 from ..losses import build_loss
 from . import distributed as du
 from . import fastpath
 from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
                          model_config_hint, restore_rng_state)
 from .evaluate import autocast_context
+from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
 from .prior import build_prior, unwrap_model
-from .schedule import build_optimizer, build_scheduler, cosine_lr
-from .seeding import loader_seed, seed_everything
+from .schedule import build_optimizer, build_scheduler, cosine_lr, sync_schedule
+from .seeding import seed_everything
 from .signals import signals_ignored, sigterm_as_interrupt
 
 
@@ -146,8 +147,10 @@ class Trainer:
             valid_set = build_dataset(cfg, "valid")
         self.train_set = train_set
         self.valid_set = valid_set or None
-        self.train_loader = self._train_loader(train_set)
-        self.valid_loader = self._valid_loader(self.valid_set) if self.valid_set is not None else None
+        self.train_loading = TrainLoader(train_set, cfg, device, self.seed, self.rank, self.world_size)
+        self.train_loader = self.train_loading.loader
+        self.valid_loader = (valid_loader(self.valid_set, cfg, device, self.rank, self.world_size)
+                             if self.valid_set is not None else None)
 
         # state
         self.epoch = 0  # completed epochs
@@ -197,58 +200,6 @@ class Trainer:
                 ckpt = torch.load(path, map_location="cpu", weights_only=False)
         hint = model_config_hint(ckpt, self.cfg) if ckpt is not None else ""
         return text + (f"\n{hint}" if hint else "")
-
-    def _sync_schedule(self) -> None:
-        """After a resume: the lr of the next epoch from this config's schedule.
-
-        The optimiser state holds the lr the checkpoint's run set for that epoch; a run resumed
-        with a changed ``train.epochs`` / ``base_lr`` / ``min_lr`` / ``warmup_epochs`` (e.g. to train
-        longer) must follow the new schedule from its first epoch, not only from the second."""
-        base = float(self.tcfg["base_lr"])
-        saved = [g["lr"] for g in self.optimizer.param_groups]
-        self.scheduler.last_epoch = self.epoch
-        self.scheduler.base_lrs = [base] * len(self.optimizer.param_groups)
-        for group, fn in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
-            group["initial_lr"] = base
-            group["lr"] = base * fn(self.epoch)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-        if any(abs(a - g["lr"]) > 1e-12 * max(abs(a), 1e-30) for a, g in zip(saved, self.optimizer.param_groups)):
-            self.logger.info(f"learning rate of epoch {self.epoch + 1}: {self.optimizer.param_groups[0]['lr']:.4g} "
-                             f"from this config's schedule (the checkpoint's schedule gave {saved[0]:.4g})")
-
-    def _loader_kwargs(self) -> Dict[str, Any]:
-        if "data" not in self.cfg:  # in-memory datasets (tests)
-            return {"num_workers": 0}
-        kw = loader_kwargs(self.cfg, pin_memory=self.device.type == "cuda")
-        if "persistent_workers" in kw and self.tcfg.get("deterministic"):
-            # persistent workers keep the first epoch's seeds; a deterministic run reseeds them per epoch
-            kw["persistent_workers"] = False
-        return kw
-
-    def _train_loader(self, dataset: Dataset) -> DataLoader:
-        opts = split_options(self.cfg, "train") if "data" in self.cfg else {"batch_size": 1}
-        batch = int(opts.get("batch_size") or 1)
-        self.train_sampler = None
-        self.loader_generator = torch.Generator()
-        self.loader_generator.manual_seed(loader_seed(self.seed, 0, self.rank))
-        if self.world_size > 1:
-            self.train_sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
-                                                    shuffle=True, seed=self.seed, drop_last=False)
-        return DataLoader(dataset, batch_size=batch, sampler=self.train_sampler, shuffle=self.train_sampler is None,
-                          drop_last=False, generator=self.loader_generator, **self._loader_kwargs())
-
-    def _valid_loader(self, dataset: Dataset) -> DataLoader:
-        opts = split_options(self.cfg, "valid") if "data" in self.cfg else {"batch_size": 1}
-        sampler = du.ShardSampler(len(dataset), self.rank, self.world_size)
-        kw = self._loader_kwargs()
-        kw["num_workers"] = min(kw["num_workers"], 2)
-        return DataLoader(dataset, batch_size=int(opts.get("batch_size") or 1), sampler=sampler, **kw)
-
-    def _set_epoch(self, epoch: int) -> None:
-        """Per-epoch seeds of the sampler and of the loader workers (resume-exact)."""
-        self.loader_generator.manual_seed(loader_seed(self.seed, epoch, self.rank))
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(epoch)
 
     def _autocast(self):
         return autocast_context(self.device, self.amp)
@@ -316,8 +267,8 @@ class Trainer:
                                   f"order (a checkpoint from an earlier version of this code?); start a new run "
                                   f"from its weights with --set train.pretrained={path}")
         # the moments come from the checkpoint, the hyper-parameters (betas, eps, weight decay)
-        # from this config, as the learning rate (_sync_schedule)
-        # (lr and initial_lr stay the checkpoint's until _sync_schedule compares and sets them)
+        # from this config, as the learning rate (sync_schedule)
+        # (lr and initial_lr stay the checkpoint's until sync_schedule compares and sets them)
         fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
                  for g in self.optimizer.param_groups]
         try:
@@ -338,7 +289,10 @@ class Trainer:
         self.bad_validations = int(ckpt.get("bad_validations", 0))
         self.nonfinite_total = int(ckpt.get("nonfinite", 0))
         self.history = ckpt.get("history") or self.history
-        self._sync_schedule()
+        saved_lr, lr = sync_schedule(self.optimizer, self.scheduler, float(self.tcfg["base_lr"]), self.epoch)
+        if abs(saved_lr - lr) > 1e-12 * max(abs(saved_lr), 1e-30):
+            self.logger.info(f"learning rate of epoch {self.epoch + 1}: {lr:.4g} from this config's schedule "
+                             f"(the checkpoint's schedule gave {saved_lr:.4g})")
         if ckpt.get("prior"):
             self.prior.load_state_dict(ckpt["prior"])
         ranks = ckpt.get("rng_ranks")
@@ -408,7 +362,7 @@ class Trainer:
         from tqdm import tqdm
 
         self.train_model.train()
-        self._set_epoch(epoch)
+        self.train_loading.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         epochs = int(self.tcfg["epochs"])
         log_every = max(1, int(self.tcfg.get("log_every") or 50))
