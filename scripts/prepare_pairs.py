@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-r"""Cache your own camera's RAW pairs for RawPairDataset (data.load_npy: true).
+r"""Cache your own camera's RAW pairs for RawPairDataset / XTransPairDataset (data.load_npy: true).
 
     python scripts/prepare_pairs.py --data-path datasets/my_camera --lists train_list.txt val_list.txt
 
-Each list line is `short_file long_file [ratio]`, paths relative to --data-path. Writes, next to
+Bayer files (data.type RawPairDataset) and Fuji X-Trans files (XTransPairDataset) alike: the kind
+is read from the first file (--sensor bayer / xtrans sets it). Each list line is `short_file long_file [ratio]`, paths relative to --data-path. Writes, next to
 the files, `<folder>_pack/<file>.npy` (packed uint16 RAW) and `<folder>_post_int/<file>.npy`
 (LibRaw's 16-bit rendering of the long files), plus `<data-path>/raw_pairs.json` with every file's
 black / white levels, CFA, white balance, exposure and ISO. Files already cached are skipped; pairs
@@ -21,7 +22,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", required=True, help="folder the list paths are relative to")
     p.add_argument("--lists", nargs="+", required=True, help="list files (relative to --data-path or absolute)")
-    p.add_argument("--xtrans", action="store_true", help="X-Trans files (XTransPairDataset; 9-channel packing)")
+    p.add_argument("--sensor", choices=["auto", "bayer", "xtrans"], default="auto",
+                   help="bayer: 4-channel packing (data.type RawPairDataset); xtrans: 9-channel packing "
+                        "(XTransPairDataset); auto (default): as an existing raw_pairs.json, else the colour "
+                        "filter of the first file")
+    p.add_argument("--xtrans", action="store_true", help="the same as --sensor xtrans")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -33,7 +38,8 @@ def main(argv=None) -> int:
     from cans.data.rawpair import prepare_pairs
 
     def run() -> int:
-        summary = prepare_pairs(args.data_path, args.lists, block_size=3 if args.xtrans else 2,
+        sensor = "xtrans" if args.xtrans else args.sensor
+        summary = prepare_pairs(args.data_path, args.lists, block_size={"auto": None, "bayer": 2, "xtrans": 3}[sensor],
                                 workers=args.workers, progress=not args.no_progress)
         return 1 if summary["failed"] or summary["bad_pairs"] else 0
 

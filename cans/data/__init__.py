@@ -185,8 +185,9 @@ def _check_create_location(path: str, camera: str) -> None:
                         f"purpose run `{by_hand}`")
 
 
-def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], None]) -> bool:
-    """``data.synthetic.auto_create`` for ``RawPairDataset``: the synthetic own-camera example set
+def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], None], sensor: str = "bayer") -> bool:
+    """``data.synthetic.auto_create`` for ``RawPairDataset`` (``sensor="bayer"``) and
+    ``XTransPairDataset`` (``sensor="xtrans"``): the synthetic own-camera example set
     (:func:`cans.data.synthetic.make_own_camera_set`) at ``path`` when that folder is missing or empty."""
     from .synthetic import make_own_camera_set
 
@@ -196,11 +197,13 @@ def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], N
     if not os.path.isdir(os.path.dirname(where)):
         raise DataError(f"data.data_path: {where} does not exist, nor does its folder {os.path.dirname(where)}: "
                         f"not creating the own-camera example set there (data.synthetic.auto_create)")
-    log(f"[data] {where} is missing: creating the synthetic own-camera set there (data.synthetic.auto_create: "
+    kind = "X-Trans " if sensor == "xtrans" else ""
+    log(f"[data] {where} is missing: creating the synthetic {kind}own-camera set there (data.synthetic.auto_create: "
         f"true; {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
     t0 = time.time()
     make_own_camera_set(path, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
-                        height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False)
+                        height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False,
+                        sensor=sensor)
     log(f"[data] own-camera set ready at {where} ({time.time() - t0:.1f} s)")
     return True
 
@@ -245,13 +248,13 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     path = data["data_path"]
     if not syn.get("auto_create", False):
         return False
-    if data["type"] == "RawPairDataset":
-        return _ensure_own_camera(path, syn, log)
+    if data["type"] in ("RawPairDataset", "XTransPairDataset"):
+        return _ensure_own_camera(path, syn, log, "xtrans" if data["type"] == "XTransPairDataset" else "bayer")
     where = os.path.abspath(path)
     fits = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji"}.get(data["type"])
     if fits is None:
         raise DataError(f"data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
-                        f"{data['type']} (only SonyDictSet, FujiDictSet and RawPairDataset have a synthetic set); "
+                        f"{data['type']} (only SonyDictSet, FujiDictSet, RawPairDataset and XTransPairDataset have a synthetic set); "
                         f"set data.synthetic.auto_create=false")
     camera = syn.get("camera") or fits
     if camera != fits:

@@ -286,27 +286,61 @@ def _prepare_job(args):
         return rel, None, f"{rel}: {type(exc).__name__}: {exc}"
 
 
-def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: int = 2, workers: int = 0,
+SENSOR_NAMES = {2: "Bayer", 3: "X-Trans"}
+
+
+def detect_block_size(data_path: str, rels: Sequence[str]) -> Optional[int]:
+    """The block size of the first readable file among ``rels``: 2 for a 2x2 (Bayer) colour
+    filter, 3 for a 6x6 (X-Trans) one; None when no file can be read (each is reported later)."""
+    for rel in rels:
+        try:
+            with open_raw(resolve(data_path, rel)) as rp:
+                pattern = rp.raw_pattern
+        except DataError:
+            continue
+        except Exception:  # noqa: BLE001 - a file LibRaw cannot describe: the prepare step names it
+            continue
+        if pattern is not None:
+            return 3 if np.asarray(pattern).shape[0] == 6 else 2
+    return None
+
+
+def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optional[int] = None, workers: int = 0,
                   log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, Any]:
     """Write the caches and ``raw_pairs.json`` for every file named by ``list_files`` (module docstring).
 
-    Files already cached (cache present and listed in the JSON) are skipped. Pairs are checked
-    (sizes, CFA, camera) and their metadata ratio computed where the list gives none, so a bad
-    pair fails here, before training. Returns ``{"files", "written", "skipped", "failed": {rel: msg}}``.
+    ``block_size``: 2 (Bayer, ``RawPairDataset``) or 3 (X-Trans, ``XTransPairDataset``); None
+    (default): the one of an existing ``raw_pairs.json``, else the colour filter of the first
+    readable file (a file of the other kind then fails, naming it). Files already cached (cache
+    present and listed in the JSON) are skipped. Pairs are checked (sizes, CFA, camera) and their
+    metadata ratio computed where the list gives none, so a bad pair fails here, before training.
+    Returns ``{"files", "written", "skipped", "failed": {rel: msg}, "bad_pairs": [msg],
+    "block_size"}``.
     """
     from tqdm import tqdm
 
     if not os.path.isdir(data_path):
         raise DataError(f"data path not found: {data_path}")
+    if block_size not in (None, 2, 3):
+        raise DataError(f"prepare_pairs: block_size must be 2 (Bayer), 3 (X-Trans) or None (detect), got {block_size!r}")
     lists = []
     for lf in list_files:
         path = lf if os.path.isabs(lf) else os.path.join(data_path, lf)
         lists.append(parse_pair_list(path))
-    table = load_meta_table(data_path) or {"version": META_VERSION, "block_size": block_size, "files": {}}
-    if table.get("block_size") != block_size:
-        raise DataError(f"{os.path.join(data_path, META_FILE)} was written for block size {table.get('block_size')}, "
-                        f"not {block_size}; delete it to prepare again")
     longs = {e.lbl_file for es in lists for e in es}
+    table = load_meta_table(data_path)
+    if table and not table.get("files"):
+        table = {}          # left by a run where every file failed: it holds nothing to keep
+    if block_size is None:
+        block_size = table.get("block_size") if table else None
+        if block_size is None:
+            block_size = detect_block_size(data_path, sorted(longs)) or 2
+    table = table or {"version": META_VERSION, "block_size": block_size, "files": {}}
+    if table.get("block_size") != block_size:
+        made = SENSOR_NAMES.get(table.get("block_size"), f"block size {table.get('block_size')}")
+        raise DataError(f"{os.path.join(data_path, META_FILE)} was written for {made} files, not "
+                        f"{SENSOR_NAMES[block_size]} ones; prepare with the sensor it was written for "
+                        f"(scripts/prepare_pairs.py --sensor auto), or delete it to prepare again")
     shorts = {e.img_file for es in lists for e in es} - longs
     jobs = []
     skipped = 0
@@ -349,14 +383,18 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: int = 2
                     metadata_ratio(s, l_, "exposure", None, (e.img_file, e.lbl_file))
             except DataError as exc:
                 bad_pairs.append(f"{e.source}: {exc}")
-    log(f"prepare pairs in {data_path}: {len(jobs) + skipped} RAW files, {len(jobs) - len(failed)} cached, "
+    log(f"prepare pairs in {data_path} ({SENSOR_NAMES[block_size]}, {'XTransPairDataset' if block_size == 3 else 'RawPairDataset'}): "
+        f"{len(jobs) + skipped} RAW files, {len(jobs) - len(failed)} cached, "
         f"{skipped} already cached, {len(failed)} failed")
     for rel, msg in sorted(failed.items())[:20]:
         log(f"  FAILED {msg if rel in msg else rel + ': ' + msg}")
+    if any("colour filter" in msg and "this data.type reads" in msg for msg in failed.values()):
+        log(f"  (these files were prepared as {SENSOR_NAMES[block_size]}: Bayer and X-Trans files need folders "
+            f"of their own, each with its own raw_pairs.json; scripts/prepare_pairs.py --sensor picks the kind)")
     for msg in bad_pairs[:20]:
         log(f"  BAD PAIR {msg}")
     return {"files": len(jobs) + skipped, "written": len(jobs) - len(failed), "skipped": skipped,
-            "failed": failed, "bad_pairs": bad_pairs}
+            "failed": failed, "bad_pairs": bad_pairs, "block_size": block_size}
 
 
 def _tick(results, bar):
@@ -474,4 +512,4 @@ class XTransPairDataset(RawPairDataset):
 
 
 __all__ = ["RawPairDataset", "XTransPairDataset", "FileMeta", "RawPairEntry", "parse_pair_list", "metadata_ratio",
-           "check_pair", "read_pair_file", "prepare_pairs", "phase_crop", "META_FILE"]
+           "check_pair", "read_pair_file", "prepare_pairs", "detect_block_size", "phase_crop", "META_FILE"]
