@@ -317,3 +317,38 @@ def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
     proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml")], cwd=str(root),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "pretrained_weights/CANS/Sony.pth" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_output_names_are_unique_and_the_same_on_every_rank():
+    from cans.engine.evaluate import output_names
+    files = ["kitchen/IMG_0102.CR2", "street/IMG_0102.CR2", "street/IMG_0103.CR2",
+             "a/x/IMG_9.CR2", "b/x/IMG_9.CR2", "./Sony/short/10003_00_0.04s.ARW"]
+    names = output_names(files)
+    assert names["kitchen/IMG_0102.CR2"] == "kitchen_IMG_0102" and names["street/IMG_0102.CR2"] == "street_IMG_0102"
+    assert names["street/IMG_0103.CR2"] == "IMG_0103"               # no clash: the plain stem
+    assert names["./Sony/short/10003_00_0.04s.ARW"] == "10003_00_0.04s"
+    assert names["a/x/IMG_9.CR2"] == "a_x_IMG_9" and names["b/x/IMG_9.CR2"] == "b_x_IMG_9"
+    assert len(set(names.values())) == len(files)
+    assert output_names(reversed(files)) == names                  # independent of the order a rank sees
+    same = output_names(["x/IMG_1.CR2", "x//IMG_1.CR2"])            # one file spelt twice
+    assert sorted(same.values()) == ["x_IMG_1", "x_IMG_1_2"]
+
+
+class SameNames(PairSet):
+    """Two folders holding files of the same name, as an own-camera test list can."""
+    FILES = ["kitchen/IMG_0102.CR2", "street/IMG_0102.CR2", "street/IMG_0103.CR2", "kitchen/IMG_0104.CR2"]
+
+    def __init__(self):
+        super().__init__()
+        self.entries = [type("Entry", (), {"img_file": f})() for f in self.FILES]
+
+    def __getitem__(self, i):
+        return dict(super().__getitem__(i), img_file=self.FILES[i])
+
+
+def test_same_file_names_in_two_folders_give_two_images(tmp_path):
+    report = evaluate(Oracle(), DataLoader(SameNames(), batch_size=2), "cpu", progress=False,
+                      save_dir=str(tmp_path), save_images=True)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "IMG_0103.png", "IMG_0104.png", "kitchen_IMG_0102.png", "street_IMG_0102.png"]
+    assert len({r["output"] for r in report["per_image"]}) == 4

@@ -92,6 +92,37 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(str(path)))[0]
 
 
+def output_names(files: Iterable[str]) -> Dict[str, str]:
+    """A PNG name (without extension) for each image file of a test list: the file's stem, or,
+    where two files share a stem (``kitchen/IMG_0102.CR2`` and ``street/IMG_0102.CR2``), the
+    stem with as many parent folders as make it unique (``kitchen_IMG_0102``). Computed from the
+    whole list, so every rank of a distributed run picks the same names."""
+    files = sorted({str(f) for f in files})
+    parts = {f: [p for p in os.path.normpath(os.path.splitext(f)[0]).split(os.sep) if p not in ("", ".")]
+             for f in files}
+    depth = {f: 1 for f in files}
+    while True:
+        names = {f: "_".join(parts[f][-depth[f]:]) for f in files}
+        seen: Dict[str, List[str]] = {}
+        for f, name in names.items():
+            seen.setdefault(name, []).append(f)
+        clashes = [group for group in seen.values() if len(group) > 1]
+        grown = False
+        for group in clashes:
+            for f in group:
+                if depth[f] < len(parts[f]):
+                    depth[f] += 1
+                    grown = True
+        if not clashes or not grown:
+            break
+    counts: Dict[str, int] = {}
+    for f in files:  # still equal (the same path twice in other spellings): number them
+        n = counts[names[f]] = counts.get(names[f], 0) + 1
+        if n > 1:
+            names[f] = f"{names[f]}_{n}"
+    return names
+
+
 def _mean(values: Iterable[float]) -> Optional[float]:
     values = [float(v) for v in values]
     return sum(values) / len(values) if values else None
@@ -192,6 +223,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
         if max_images is not None and total is not None:
             total = min(total, max_images)
         bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, leave=desc == "test")
+    entries = getattr(getattr(loader, "dataset", None), "entries", None)
+    names = output_names(e.img_file for e in entries) if entries and hasattr(entries[0], "img_file") else {}
     try:
         for batch in loader:
             if max_images is not None and len(records) >= max_images:
@@ -234,13 +267,14 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
                        "raw_psnr": raw_p[i], "raw_ssim": raw_s[i], "height": int(rgb.shape[-2]),
                        "width": int(rgb.shape[-1]), "time_ms": elapsed_ms, "output": None}
                 out_rgb = rgb[i].clamp(0, 1)
+                stem = names.get(img_files[i]) or _stem(img_files[i])
                 if save_images:
-                    name = f"{_stem(img_files[i])}.png"  # one file per image; the PSNR is in the report
+                    name = f"{stem}.png"  # one file per image; the PSNR is in the report
                     rec["output"] = write_png(os.path.join(save_dir, name), out_rgb, 16 if save_16bit else 8)
                 if save_grid:
                     preview = raw_preview(noisy[i], block or rgb.shape[-1] // noisy.shape[-1])
                     grid = torch.cat([preview.to(out_rgb.device), out_rgb, clean_rgb[i].clamp(0, 1)], dim=-1)
-                    write_png(os.path.join(save_dir, "grid", f"{_stem(img_files[i])}_grid.png"), grid)
+                    write_png(os.path.join(save_dir, "grid", f"{stem}_grid.png"), grid)
                 records.append(rec)
                 if bar is not None:
                     bar.update(1)
