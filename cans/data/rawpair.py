@@ -296,9 +296,7 @@ def detect_block_size(data_path: str, rels: Sequence[str]) -> Optional[int]:
         try:
             with open_raw(resolve(data_path, rel)) as rp:
                 pattern = rp.raw_pattern
-        except DataError:
-            continue
-        except Exception:  # noqa: BLE001 - a file LibRaw cannot describe: the prepare step names it
+        except Exception:  # noqa: BLE001 - unreadable (DataError) or not described by LibRaw: the prepare step names it
             continue
         if pattern is not None:
             return 3 if np.asarray(pattern).shape[0] == 6 else 2
