@@ -93,3 +93,14 @@ def test_compiled_model_one_graph_per_size(mtype):
         assert counter.frame_count == 2  # the training crops: one more graph, once
     finally:
         torch._dynamo.reset()
+
+
+def test_without_triton_the_cuda_plan_stays_eager_and_says_why(monkeypatch):
+    import cans.kernels
+    monkeypatch.setattr(cans.kernels, "triton_available", lambda: False)
+    plan = plan_fast_path("cuda", True, training=True, triton_dwconv=True)
+    assert plan.tf32 and plan.fused_adamw and not plan.compile and not plan.triton_dwconv
+    assert "eager" in plan.describe() and "needs Triton" in plan.describe()
+    assert plan_fast_path("cuda", True).note == plan.note != ""
+    monkeypatch.setattr(cans.kernels, "triton_available", lambda: True)
+    assert plan_fast_path("cuda", True).compile and plan_fast_path("cuda", True).note == ""

@@ -6,7 +6,8 @@ CPU run is exactly what it was without it. On CUDA with ``fast: true``:
 * TF32 for matrix products and convolutions (``torch.backends.cuda.matmul.allow_tf32``,
   ``torch.backends.cudnn.allow_tf32``);
 * ``torch.backends.cudnn.benchmark`` (not with ``train.deterministic``);
-* ``torch.compile(model, dynamic=False)``: static shapes, so the padding arithmetic of the
+* ``torch.compile(model, dynamic=False)`` (when Triton is installed: inductor needs it on CUDA;
+  without it the plan stays eager and its description says why): static shapes, so the padding arithmetic of the
   model's forward is plain Python integers (no symbolic shapes, no graph breaks). A new input
   size compiles once more: training compiles once for its crops and once for the full-frame
   validation images; a test set of one image size compiles once;
@@ -40,6 +41,7 @@ class FastPlan:
     compile_mode: Optional[str] = None
     fused_adamw: bool = False
     triton_dwconv: bool = False
+    note: str = ""  # why a part of the fast path is off on this machine ("" = nothing is)
 
     @property
     def active(self) -> bool:
@@ -58,7 +60,7 @@ class FastPlan:
             parts.append("Triton dwconv7")
         if not self.compile:
             parts.append("eager")
-        return ", ".join(parts)
+        return ", ".join(parts) + (f" ({self.note})" if self.note else "")
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -80,8 +82,13 @@ def plan_fast_path(device, fast: bool = True, *, training: bool = False, compile
                         compile_mode=compile_mode if compile else None)
     from ..kernels import triton_available
 
-    return FastPlan(dtype, tf32=True, cudnn_benchmark=not deterministic, compile=True, compile_mode=compile_mode,
-                    fused_adamw=training, triton_dwconv=bool(triton_dwconv) and triton_available())
+    # inductor generates Triton kernels on CUDA: without Triton (some platforms' torch wheels lack it)
+    # torch.compile would fail at the first step, so the fast path runs eager there and says why
+    has_triton = triton_available()
+    return FastPlan(dtype, tf32=True, cudnn_benchmark=not deterministic, compile=has_triton,
+                    compile_mode=compile_mode if has_triton else None, fused_adamw=training,
+                    triton_dwconv=bool(triton_dwconv) and has_triton,
+                    note="" if has_triton else "no torch.compile: on CUDA it needs Triton, which is not installed")
 
 
 def plan_from_config(cfg: Mapping[str, Any], device, section: str) -> FastPlan:
@@ -129,8 +136,8 @@ def fast_model_for_test(cfg: Mapping[str, Any], model: nn.Module, device, log=pr
     """``test.fast`` applied to an evaluation model (test.py, infer.py); says what it enabled."""
     plan = plan_from_config(cfg, device, "test")
     if plan.active:
-        log(f"speed: {plan.describe()} (test.fast; each new image size compiles once, about a minute; "
-            f"--set test.fast=false for float32 eager)")
+        when = "each new image size compiles once, about a minute; " if plan.compile else ""
+        log(f"speed: {plan.describe()} (test.fast; {when}--set test.fast=false for float32 eager)")
     return apply_fast_path(model, plan)
 
 
