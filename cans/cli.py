@@ -24,8 +24,25 @@ def user_message(exc: BaseException) -> str:
     return text
 
 
+def compile_failure(exc: BaseException) -> str:
+    """One line for an error of ``torch.compile`` (the CUDA fast path compiles by default), or ""
+    when ``exc`` is not one: the compiler's own message, without the backend's preamble."""
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+    except Exception:  # pragma: no cover - a torch without dynamo cannot have compiled anything
+        return ""
+    if not isinstance(exc, TorchDynamoException):
+        return ""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith("raised:"):  # "backend='inductor' raised:" then the cause
+        lines = lines[1:]
+    return lines[0] if lines else type(exc).__name__
+
+
 def run_cli(main: Callable[[], int]) -> int:
-    """Run ``main()``; a user error prints ``error: <message>`` and returns 2, Ctrl-C returns 130."""
+    """Run ``main()``; a user error prints ``error: <message>`` and returns 2, a failing
+    ``torch.compile`` prints one line naming the switch that avoids it and returns 1, Ctrl-C
+    returns 130."""
     try:
         return int(main() or 0)
     except USER_ERRORS as exc:
@@ -34,3 +51,10 @@ def run_cli(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        why = compile_failure(exc)
+        if not why:
+            raise
+        print(f"error: torch.compile failed on this machine ({why}); rerun with --set train.fast=false "
+              f"test.fast=false to run without compiling (docs/performance.md)", file=sys.stderr)
+        return 1

@@ -130,3 +130,25 @@ def test_cli_turns_user_errors_into_one_line(capsys):
     assert run_cli(worker_error) == 2
     assert capsys.readouterr().err.strip() == "error: data.train.patch_size 4096 is larger than the image"
     assert run_cli(lambda: 0) == 0
+
+
+def test_cli_turns_a_failing_torch_compile_into_one_line_naming_the_switch(capsys):
+    import torch
+    from cans.cli import run_cli
+
+    def no_triton(gm, example_inputs):  # what inductor raises on a CUDA machine without Triton
+        raise RuntimeError("Cannot find a working triton installation (simulated)")
+
+    def compiled_step():
+        torch.compile(torch.nn.Linear(3, 3), backend=no_triton)(torch.rand(2, 3))
+
+    assert run_cli(compiled_step) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: torch.compile failed on this machine (")
+    assert "Cannot find a working triton installation (simulated)" in err and "--set train.fast=false" in err
+
+    def other_bug():
+        raise RuntimeError("not a compile error")
+
+    with pytest.raises(RuntimeError, match="not a compile error"):  # everything else keeps its traceback
+        run_cli(other_bug)
