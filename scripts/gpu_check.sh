@@ -22,7 +22,7 @@
 #
 # Environment:
 #   GPU_CHECK_BUDGET     seconds for the whole run (default 360). Step k must end by a fixed share
-#                        of it (benchmark CANS++ 35 %, pytest + demo 75 %, throughput 85 %, benchmark
+#                        of it (benchmark CANS++ 45 %, pytest + demo 80 %, throughput 88 %, benchmark
 #                        CANS 100 %), so time a step leaves unused goes to the next; a benchmark cut
 #                        short keeps the modes it measured, and a step with no time left is SKIP.
 #   GPU_CHECK_DATA       where the synthetic SID for the demo is made (default
@@ -181,10 +181,10 @@ EOF
 }
 
 # --- 2. benchmark CANS++ --------------------------------------------------------------------------
-benchmark CANS_Plus 35
+benchmark CANS_Plus 45
 
 # --- 3. pytest -m cuda and the two demo runs, side by side (none of them is timed) ------------------
-LIM=$(until_share 75)
+LIM=$(until_share 80)
 t0=$(date +%s)
 timeout "$LIM" "$PY" -m pytest -m cuda tests/ -q -rs -p no:cacheprovider \
     --junitxml="$OUT/pytest_cuda.xml" > "$OUT/pytest_cuda.log" 2>&1 &
@@ -234,7 +234,7 @@ else
 fi
 
 # --- 4. test.py --throughput ------------------------------------------------------------------------
-LIM=$(until_share 85)
+LIM=$(until_share 88)
 if [ "$LIM" -lt 20 ]; then
     record "test.py --throughput" SKIP 0 "over the ${BUDGET}s budget (GPU_CHECK_BUDGET)"
 else
