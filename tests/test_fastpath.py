@@ -104,3 +104,39 @@ def test_without_triton_the_cuda_plan_stays_eager_and_says_why(monkeypatch):
     assert plan_fast_path("cuda", True).note == plan.note != ""
     monkeypatch.setattr(cans.kernels, "triton_available", lambda: True)
     assert plan_fast_path("cuda", True).compile and plan_fast_path("cuda", True).note == ""
+
+
+def _graph_shapes(dynamic):
+    """Input shapes of the graphs dynamo hands the backend for two frame sizes, compiled with ``dynamic``."""
+    from cans.engine.fastpath import FastPlan
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append([tuple(node.meta["example_value"].shape) for node in gm.graph.nodes
+                       if node.op == "placeholder" and isinstance(node.meta.get("example_value"), torch.Tensor)])
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, type="CANS_Plus")).eval()
+    run = (compile_model(model, FastPlan("cuda", compile=True), backend=record) if dynamic is False
+           else torch.compile(model, backend=record, dynamic=dynamic))
+    try:
+        with torch.no_grad():
+            for size in ((18, 22), (26, 30)):  # both need padding inside the forward
+                run(torch.rand(1, 4, *size))
+    finally:
+        torch._dynamo.reset()
+    return graphs
+
+
+def test_a_new_frame_size_compiles_with_static_shapes():
+    """The fast path's compile (dynamic=False) traces a second frame size with plain integer
+    shapes: no symbolic shapes, so none of the padding arithmetic's symbolic-shape warnings
+    (``pow_by_natural``) that PyTorch's automatic dynamic shapes gave."""
+    static = _graph_shapes(False)
+    assert len(static) == 2
+    assert all(isinstance(d, int) for graph in static for shape in graph for d in shape)
+    auto = _graph_shapes(None)  # PyTorch's default: the second size is traced with symbolic sizes
+    assert any(not isinstance(d, int) for shape in auto[-1] for d in shape)
