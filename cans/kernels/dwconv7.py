@@ -295,21 +295,21 @@ CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "regi
 
 if CUSTOM_OP:
 
+    def _device_kernels(op, reference, triton_impl):
+        """The CUDA and CPU kernels of ``op``, whose arguments are tensors then ``block_h, block_w``:
+        the Triton passes where they run (:func:`_use_triton`), else the torch ``reference``."""
+        def kernel(*args):
+            *tensors, block_h, block_w = args
+            if _use_triton(tensors[0].device):
+                return triton_impl(*tensors, _block_of(block_h, block_w))
+            return reference(*tensors)
+
+        op.register_kernel("cuda")(kernel)
+        op.register_kernel("cpu")(kernel)
+
     @torch.library.custom_op("cans::dwconv7_reflect", mutates_args=(),
                              schema="(Tensor x, Tensor weight, Tensor? bias, int block_h, int block_w) -> Tensor")
     def _op_forward(x, weight, bias, block_h, block_w):
-        return _reference_forward(x, weight, bias)
-
-    @_op_forward.register_kernel("cuda")
-    def _op_forward_cuda(x, weight, bias, block_h, block_w):
-        if triton is None:
-            return _reference_forward(x, weight, bias)
-        return _triton_forward(x, weight, bias, _block_of(block_h, block_w))
-
-    @_op_forward.register_kernel("cpu")
-    def _op_forward_cpu(x, weight, bias, block_h, block_w):
-        if _use_triton(x.device):
-            return _triton_forward(x, weight, bias, _block_of(block_h, block_w))
         return _reference_forward(x, weight, bias)
 
     @_op_forward.register_fake
@@ -321,18 +321,6 @@ if CUSTOM_OP:
     def _op_grad_input(dy, weight, block_h, block_w):
         return _reference_grad_input(dy, weight)
 
-    @_op_grad_input.register_kernel("cuda")
-    def _op_grad_input_cuda(dy, weight, block_h, block_w):
-        if triton is None:
-            return _reference_grad_input(dy, weight)
-        return _triton_grad_input(dy, weight, _block_of(block_h, block_w))
-
-    @_op_grad_input.register_kernel("cpu")
-    def _op_grad_input_cpu(dy, weight, block_h, block_w):
-        if _use_triton(dy.device):
-            return _triton_grad_input(dy, weight, _block_of(block_h, block_w))
-        return _reference_grad_input(dy, weight)
-
     @_op_grad_input.register_fake
     def _op_grad_input_fake(dy, weight, block_h, block_w):
         return torch.empty_like(dy, memory_format=torch.contiguous_format)
@@ -342,21 +330,13 @@ if CUSTOM_OP:
     def _op_grad_params(x, dy, weight, block_h, block_w):
         return _reference_grad_params(x, dy, weight)
 
-    @_op_grad_params.register_kernel("cuda")
-    def _op_grad_params_cuda(x, dy, weight, block_h, block_w):
-        if triton is None:
-            return _reference_grad_params(x, dy, weight)
-        return _triton_grad_params(x, dy, weight, _block_of(block_h, block_w))
-
-    @_op_grad_params.register_kernel("cpu")
-    def _op_grad_params_cpu(x, dy, weight, block_h, block_w):
-        if _use_triton(x.device):
-            return _triton_grad_params(x, dy, weight, _block_of(block_h, block_w))
-        return _reference_grad_params(x, dy, weight)
-
     @_op_grad_params.register_fake
     def _op_grad_params_fake(x, dy, weight, block_h, block_w):
         return (weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)))
+
+    _device_kernels(_op_forward, _reference_forward, _triton_forward)
+    _device_kernels(_op_grad_input, _reference_grad_input, _triton_grad_input)
+    _device_kernels(_op_grad_params, _reference_grad_params, _triton_grad_params)
 
     def _op_setup_context(ctx, inputs, output):
         x, weight, bias, block_h, block_w = inputs
