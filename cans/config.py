@@ -139,6 +139,9 @@ SCHEMA: Dict[str, Any] = {
         "dec_blk_nums": Field("list[int]", [2, 2, 2, 2]),
         "adaptive_size": Field("int", 2),
         "block_size": Field("int", 2),
+        "amp_layernorm": Field("str", "float32", choices=["float32", "reference"],
+                               doc="under train/test.amp: LayerNorm2d in float32 (eps 1e-5, as the float32 model), "
+                                   "or 'reference': in the half precision with eps 1e-3 (the reference's rule)"),
     },
     "data": {
         "type": Field("str", "SonyDictSet", choices=["SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset",

@@ -72,7 +72,9 @@ def test_paper_config_initial_weights_match_the_authors(name, fingerprints, tmp_
     reference = fingerprints[name]
     cfg, model = trainer_model(name, tmp_path)
     assert cfg["train"]["manual_seed"] == 3407
-    assert dict(cfg["model"]) == reference["model"], "the paper config's model differs from the reference's"
+    from cans.models import MODEL_ARGS
+    architecture = {k: v for k, v in cfg["model"].items() if k in MODEL_ARGS + ("type",)}  # not amp_layernorm
+    assert architecture == reference["model"], "the paper config's model differs from the reference's"
     assert all(p.device.type == "cpu" for p in model.parameters())
     bad = mismatches(model, reference["tensors"])
     assert not bad, f"{len(bad)} of {len(reference['tensors'])} tensors differ:\n" + "\n".join(bad[:20])

@@ -12,6 +12,8 @@ MODEL_REGISTRY: Dict[str, type] = {"CANS": CANS, "CANS_Plus": CANS_Plus}
 
 MODEL_ARGS = ("in_channel", "width", "middle_blk_num", "enc_blk_nums", "dec_blk_nums",
               "adaptive_size", "block_size")
+#: how LayerNorm2d computes under autocast (see LayerNorm2d): not a constructor argument
+AMP_LAYERNORM = ("float32", "reference")
 
 
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
@@ -26,11 +28,20 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     name = cfg.pop("type", None)
     if name not in MODEL_REGISTRY:
         raise ValueError(f"model.type: unknown model {name!r}; expected one of {sorted(MODEL_REGISTRY)}")
+    amp_layernorm = cfg.pop("amp_layernorm", None) or "float32"
+    if amp_layernorm not in AMP_LAYERNORM:
+        raise ValueError(f"model.amp_layernorm: expected one of {list(AMP_LAYERNORM)}, got {amp_layernorm!r}")
     unknown = sorted(set(cfg) - set(MODEL_ARGS))
     if unknown:
         raise ValueError(f"model: unknown argument(s) {unknown} for {name}; expected {list(MODEL_ARGS)}")
     kwargs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.items()}
-    return MODEL_REGISTRY[name](**kwargs)
+    model = MODEL_REGISTRY[name](**kwargs)
+    if amp_layernorm != "float32":
+        from .blocks import LayerNorm2d
+        for module in model.modules():
+            if isinstance(module, LayerNorm2d):
+                module.amp_float32 = False
+    return model
 
 
 __all__ = ["CANS", "CANS_Plus", "MODEL_REGISTRY", "build_model", "load_weights",
