@@ -1,8 +1,8 @@
 """Building blocks of the CANS backbone: LayerNorm2d, RDE, GCP and the CNP block.
 
 All tensors are feature maps of shape (B, C, H, W); values are unbounded floats.
-Attribute names follow the reference implementation so that its ``state_dict``
-loads with ``strict=True`` (see ``../shared/reference/state_dict_keys``).
+Attribute names follow the authors' implementation so that their ``state_dict``
+(the published weights) loads with ``strict=True``; the tests check the key lists.
 """
 from __future__ import annotations
 
