@@ -6,8 +6,8 @@ that a caller could modify by accident are promised; use ``np.ascontiguousarray`
 * Bayer (Sony A7S2, MCR), RGGB phase: ``pack_bayer(raw (H, W)) -> (4, H//2, W//2)`` with the
   channels R (0,0), G (0,1), B (1,1), G (1,0) of each 2x2 cell (docs/data.md).
 * X-Trans (Fuji X-T2): ``pack_xtrans(raw (H, W)) -> (9, H6//3, W6//3)`` where
-  ``H6 = H // 6 * 6`` and ``W6 = W // 6 * 6``; the index table is the reference's
-  (``shared/reference/xtrans_pack.md``).
+  ``H6 = H // 6 * 6`` and ``W6 = W // 6 * 6``; the index table is the authors' (the tests
+  compare it with their packing, docs/data.md).
 """
 from __future__ import annotations
 
