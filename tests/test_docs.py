@@ -47,5 +47,7 @@ def test_code_points_at_docs_that_exist_and_nothing_outside_the_repository():
     for path in _text_files():
         text = path.read_text(encoding="utf-8", errors="replace")
         assert design not in text, f"{path.relative_to(REPO)} names {design}"
+        if path.relative_to(REPO).parts[0] != "tests":  # only the tests may read the developers' reference folder
+            assert "shared/reference" not in text, f"{path.relative_to(REPO)} points at the developers' reference folder"
         for ref in re.findall(r"\bdocs/[A-Za-z_]+\.md", text):
             assert (REPO / ref).is_file() or ref in ARRIVING, f"{path.relative_to(REPO)} names a missing {ref}"
