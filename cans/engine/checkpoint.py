@@ -38,6 +38,13 @@ def error_text(exc: BaseException) -> str:
     return str(exc)
 
 
+def mismatch_text(exc: BaseException, obj: Any, cfg: Mapping[str, Any] = None) -> str:
+    """The error of weights that do not fit the model, plus, when the loaded checkpoint ``obj``
+    records its config, the ``--set model.*=...`` to add (:func:`model_config_hint`)."""
+    hint = model_config_hint(obj, cfg) if cfg is not None else ""
+    return error_text(exc) + (f"\n{hint}" if hint else "")
+
+
 def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
     if not isinstance(d, Mapping):
         return {prefix: d}
@@ -192,10 +199,9 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
     try:
         load_state_dict_strict(model, state, source=path)
     except (KeyError, ValueError) as exc:
-        hint = model_config_hint(obj, cfg) if cfg is not None else ""
-        raise CheckpointError(error_text(exc) + (f"\n{hint}" if hint else "")) from None
+        raise CheckpointError(mismatch_text(exc, obj, cfg)) from None
     return obj
 
 
 __all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
-           "load_model_weights", "model_config_hint", "read_torch_file", "restore_rng_state"]
+           "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file", "restore_rng_state"]

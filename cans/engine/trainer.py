@@ -18,7 +18,6 @@ interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from ..losses import build_loss
 from . import distributed as du
 from . import fastpath
 from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
-                         model_config_hint, restore_rng_state)
+                         mismatch_text, restore_rng_state)
 from .evaluate import autocast_context
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
@@ -182,8 +181,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        # otherwise cuDNN benchmark is the fast-path plan's (on CUDA: on unless deterministic, fast or not)
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from .checkpoint import load_model_weights
@@ -191,15 +189,6 @@ class Trainer:
             load_model_weights(model, path, self.cfg)
         except CheckpointError as exc:
             raise CheckpointError(f"train.pretrained: {exc}") from None
-
-    def _mismatch_message(self, exc: BaseException, path: str, ckpt: Any = None) -> str:
-        """The error of a checkpoint that does not fit, plus the model keys to --set when it says."""
-        text = error_text(exc)
-        if ckpt is None and os.path.isfile(path):
-            with contextlib.suppress(Exception):
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        hint = model_config_hint(ckpt, self.cfg) if ckpt is not None else ""
-        return text + (f"\n{hint}" if hint else "")
 
     def _autocast(self):
         return autocast_context(self.device, self.amp)
@@ -260,7 +249,7 @@ class Trainer:
         try:
             load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
         except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"cannot resume: {self._mismatch_message(exc, path, ckpt)}") from None
+            raise CheckpointError(f"cannot resume: {mismatch_text(exc, ckpt, self.cfg)}") from None
         # AdamW's state is stored by parameter position: refuse one saved with another parameter order
         if ckpt.get("param_names") != self._param_names():
             raise CheckpointError(f"cannot resume from {path}: its optimizer state was saved for another parameter "
