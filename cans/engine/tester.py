@@ -130,9 +130,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     check_config(cfg)
     test = cfg["test"]
     checkpoint = checkpoint or default_checkpoint(cfg)
-    limit = test.get("max_images") if max_images is None else max_images
-    if limit is not None and limit < 1:
-        raise TestSetupError(f"--max-images / test.max_images: expected a number >= 1, got {limit}")
+    max_images = test.get("max_images") if max_images is None else max_images
+    if max_images is not None and max_images < 1:
+        raise TestSetupError(f"--max-images / test.max_images: expected a number >= 1, got {max_images}")
     dev = pick_device(device)
     check_amp(test.get("amp"), dev)
     if dev.type == "cpu":
@@ -151,7 +151,6 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     save_images = test["save_images"] if save_images is None else save_images
     compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
-    max_images = limit
     print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
              f"results in {os.path.abspath(out_dir)}")
     if save_images or test["save_grid"]:
@@ -168,9 +167,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         if paper is None:
             print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
         else:
-            protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)
-            for note in protocol["differs_from_paper"]:
-                print_fn(f"warning: not the paper's protocol: {note}")
+            protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)  # in the header
     tables = format_tables(report, paper, paper_label)
     header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
               f"protocol: {protocol['name']}\n\n"
