@@ -122,6 +122,12 @@ def _flags(tf32: bool, matmul_tf32: Optional[bool] = None, cudnn_benchmark: bool
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = old
 
 
+def _error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for the JSON report."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _time(fn, device, warmup: int, iters: int):
     """(first call in s, median of ``iters`` calls after ``warmup`` further calls in s)."""
     synchronize(device)
@@ -280,7 +286,7 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
                 model.eval()
                 result["profile"]["infer"] = _profile(infer, device, 1)
             except Exception as exc:  # the profiler failing must not discard the timings above
-                result["profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                result["profile_error"] = _error_line(exc)
     return result
 
 
@@ -345,7 +351,7 @@ def run_benchmark(cfg, modes: Sequence[str], device: torch.device, patch: int, f
             try:
                 r = benchmark_mode(cfg, m, device, patch, full_size, warmup, iters, reference, profile, cpu_compile)
             except Exception as exc:  # one failing mode must not hide the others' numbers
-                r = {"mode": m, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                r = {"mode": m, "error": _error_line(exc)}
         if "train_step_ms" in r:
             r["train_tflops"] = train_flops / (r["train_step_ms"] * 1e-3) / 1e12
             r["infer_tflops"] = infer_flops / (r["infer_ms"] * 1e-3) / 1e12
