@@ -313,3 +313,19 @@ def test_old_synthetic_set_is_upgraded_in_place(sony_copy):
     assert not [f for f in (sony_copy / "Sony" / "short_pack").iterdir() if not f.name.endswith(".ARW.npy")]
     again = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)[0]
     assert torch.equal(again["noisy_raw"], reference["noisy_raw"]) and (again["noisy_raw"] < 0).any()
+
+
+def test_auto_create_leaves_the_old_caches_of_a_real_sid_folder_alone(sony_copy):
+    """Only a synthetic set (its synthetic_sid.json) is rebuilt in place; in a real SID folder the
+    old caches stay and the loader says to rerun prepare_sid.py."""
+    from cans.data import ensure_synthetic
+    (sony_copy / "synthetic_sid.json").unlink()
+    n = _make_legacy(sony_copy)
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"), [f"data.data_path={sony_copy}"])
+    messages = []
+    assert ensure_synthetic(cfg, log=messages.append) is False
+    assert not messages
+    assert len([f for sub in ("short_pack", "long_pack", "long_post_int")
+                for f in (sony_copy / "Sony" / sub).glob("*.npy") if not f.name.endswith(".ARW.npy")]) == n
+    with pytest.raises(DataError, match="old float32 layout"):
+        SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)

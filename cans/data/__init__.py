@@ -264,7 +264,8 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     if synthetic_exists(path):
         made_for = _synthetic_camera(path)
         if made_for is None or made_for == camera:
-            _upgrade_legacy_caches(path, made_for or camera, log)
+            if made_for is not None:  # only a set this project made is rebuilt; a real SID folder is left as it is
+                _upgrade_legacy_caches(path, made_for, log)
             return False
         log(f"[data] {where} holds a synthetic {made_for} set, but data.type {data['type']} needs {camera}: "
             f"replacing it with a synthetic {camera} set (data.synthetic.auto_create: true)")
