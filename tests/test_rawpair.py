@@ -106,7 +106,9 @@ def test_each_bayer_phase_both_modes(tmp_path, pattern):
     raw_mode = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
     summary = prepare_pairs(str(tmp_path), [lst], progress=False, log=lambda m: None)
     assert summary["failed"] == {} and summary["bad_pairs"] == []
-    npy_mode = RawPairDataset(str(tmp_path), lst, "test", load_npy=True)[0]
+    cached = RawPairDataset(str(tmp_path), lst, "test", load_npy=True)
+    npy_mode = cached[0]
+    assert len(cached._mmaps) == 3  # the three caches stay memory-mapped for the next samples, as SID's
     for key in ("noisy_raw", "clean_raw", "clean_rgb"):
         assert np.array_equal(raw_mode[key].numpy(), npy_mode[key].numpy()), key
     noisy, clean, rgb = npy_mode["noisy_raw"].numpy(), npy_mode["clean_raw"].numpy(), npy_mode["clean_rgb"].numpy()

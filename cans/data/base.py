@@ -29,6 +29,7 @@ generator, so DataLoader workers draw different crops and a seed reproduces them
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -48,11 +49,24 @@ def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:
     return {"skipped": reason, "img_file": entry.img_file, "lbl_file": entry.lbl_file, "source": entry.source}
 
 
+def open_npy(path: str) -> np.ndarray:
+    """``np.load(path, mmap_mode='r')`` with a :class:`DataError` naming a missing or broken file."""
+    if not os.path.isfile(path):
+        raise DataError(f"cache file not found: {path}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"cannot read cache file {path}: {type(exc).__name__}: {exc} "
+                        f"(truncated or corrupt; delete it and run the preparation again)") from None
+
+
 class PairDataset(Dataset):
     block_size = 2
     channels = 4
     rgb_scale = 65535.0
     camera = "Sony"
+    #: cache memory maps kept open per process (page tables survive between samples of the same file)
+    mmap_cache_size = 24
 
     def __init__(self, data_path: str, image_list_file: Optional[str], split: str = "train", *,
                  load_npy: bool = True, max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None,
@@ -62,6 +76,7 @@ class PairDataset(Dataset):
                  config_prefix: str = "data"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self._mmaps: "OrderedDict[str, np.ndarray]" = OrderedDict()
         self.data_path = data_path
         self.split = split
         self.load_npy = load_npy
@@ -146,6 +161,23 @@ class PairDataset(Dataset):
         return good
 
     # -- sampling ------------------------------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_mmaps"] = OrderedDict()   # DataLoader workers open their own maps
+        return state
+
+    def _open_cached(self, path: str) -> np.ndarray:
+        """The cache file ``path`` memory-mapped (:func:`open_npy`), kept open for the next samples."""
+        arr = self._mmaps.get(path)
+        if arr is None:
+            arr = open_npy(path)
+            self._mmaps[path] = arr
+            while len(self._mmaps) > self.mmap_cache_size:
+                self._mmaps.popitem(last=False)
+        else:
+            self._mmaps.move_to_end(path)
+        return arr
+
     def __len__(self) -> int:
         return len(self.entries) * self.repeat
 

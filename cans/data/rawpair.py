@@ -484,10 +484,9 @@ class RawPairDataset(PairDataset):
     def _raw_arrays(self, entry: PairEntry):
         """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""
         if self.load_npy:
-            from .sid import open_npy
-            return (open_npy(cache_path(self.data_path, entry.img_file, "pack")),
-                    open_npy(cache_path(self.data_path, entry.lbl_file, "pack")),
-                    open_npy(cache_path(self.data_path, entry.lbl_file, "post_int")))
+            return (self._open_cached(cache_path(self.data_path, entry.img_file, "pack")),
+                    self._open_cached(cache_path(self.data_path, entry.lbl_file, "pack")),
+                    self._open_cached(cache_path(self.data_path, entry.lbl_file, "post_int")))
         _, noisy, _ = read_pair_file(resolve(self.data_path, entry.img_file), self.block_size)
         _, clean, rgb = read_pair_file(resolve(self.data_path, entry.lbl_file), self.block_size, render=True)
         return noisy, clean, rgb

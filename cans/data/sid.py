@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections import OrderedDict
 from typing import List, Optional
 
 import numpy as np
 
-from .base import PairDataset
+from .base import PairDataset, open_npy
 from .cameras import FUJI, SONY, CameraSpec
 from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_sid_list
@@ -50,44 +49,14 @@ def willneed_rows(arr: np.ndarray, axis: int, r0: int, r1: int) -> None:
         pass
 
 
-def open_npy(path: str) -> np.ndarray:
-    """``np.load(path, mmap_mode='r')`` with a :class:`DataError` naming a missing or broken file."""
-    if not os.path.isfile(path):
-        raise DataError(f"cache file not found: {path}")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"cannot read cache file {path}: {type(exc).__name__}: {exc} "
-                        f"(truncated or corrupt; delete it and run the preparation again)") from None
-
-
 class SIDDictSet(PairDataset):
     spec: CameraSpec = SONY
-    #: memory maps kept open per process (page tables survive between samples of the same file)
-    mmap_cache_size = 24
 
     def __init__(self, *args, **kwargs):
         self.block_size = self.spec.block_size
         self.channels = self.spec.channels
         self.camera = self.spec.name
-        self._mmaps: "OrderedDict[str, np.ndarray]" = OrderedDict()
         super().__init__(*args, **kwargs)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_mmaps"] = OrderedDict()   # DataLoader workers open their own maps
-        return state
-
-    def _open_cached(self, path: str) -> np.ndarray:
-        arr = self._mmaps.get(path)
-        if arr is None:
-            arr = open_npy(path)
-            self._mmaps[path] = arr
-            while len(self._mmaps) > self.mmap_cache_size:
-                self._mmaps.popitem(last=False)
-        else:
-            self._mmaps.move_to_end(path)
-        return arr
 
     def prepare_hint(self) -> str:
         return prepare_hint(self.data_path, self.spec.name)
