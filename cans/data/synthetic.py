@@ -259,8 +259,9 @@ def add_noise(signal: np.ndarray, k: float, rng: np.random.Generator, jitter: bo
     return shot + read + row + quant
 
 
-def to_digital(noisy: np.ndarray, black: int, white: int) -> np.ndarray:
-    """Noisy DN above black -> stored uint16 values (rounded, + black, clipped to [0, white])."""
+def to_digital(noisy: np.ndarray, black, white: int) -> np.ndarray:
+    """Noisy DN above black -> stored uint16 values (rounded, + black, clipped to [0, white]);
+    ``black`` a number or an array that broadcasts against ``noisy`` (a black level per site)."""
     return np.clip(np.round(noisy + black), 0, white).astype(np.uint16)
 
 
@@ -516,18 +517,15 @@ def write_own_camera_scene(out_dir: str, index: int, folder: str, first_number: 
     common = dict(cfa=cam["cfa"] if p == 2 else cell, white=white, as_shot_neutral=neutral, color_matrix=cm,
                   make=cam["make"], model=cam["model"])
 
-    def digital(noisy: np.ndarray, black: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(noisy + black), 0, white).astype(np.uint16)
-
     long_rel = f"{folder}/IMG_{first_number:04d}.DNG"
-    long_dn = digital(add_noise(clean * to14, NOISE["k_min"], rng, jitter=False) / to14, black)
+    long_dn = to_digital(add_noise(clean * to14, NOISE["k_min"], rng, jitter=False) / to14, black, white)
     write_dng(os.path.join(out_dir, long_rel), long_dn, exposure_time=t_long, iso=iso_long,
               black=_own_black(cam, iso_long), **common)
     lines = []
     for k, (t, iso, list_ratio) in enumerate(shorts):
         ratio = (t_long * iso_long) / (t * iso)
         k_gain = float(np.exp(rng.uniform(np.log(NOISE["k_min"]), np.log(NOISE["k_max"]))))
-        short_dn = digital(add_noise(clean * to14 / ratio, k_gain, rng) / to14, black_map(iso)[1])
+        short_dn = to_digital(add_noise(clean * to14 / ratio, k_gain, rng) / to14, black_map(iso)[1], white)
         short_rel = f"{folder}/IMG_{first_number + 1 + k:04d}.DNG"
         write_dng(os.path.join(out_dir, short_rel), short_dn, exposure_time=t, iso=iso,
                   black=_own_black(cam, iso), **common)
