@@ -37,24 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .engine.prior import unwrap_model
+
 DEFAULT_OVERLAP = 32
 #: fraction of the free GPU memory ``auto_tile`` plans to use
 MEMORY_FRACTION = 0.7
 PROBE_SIZE = 128
-
-
-def _net(model: nn.Module) -> nn.Module:
-    """The network whose attributes (block_size, multiple, padding, ...) describe ``model``."""
-    return _plain(model)
-
-
-def _plain(model: nn.Module) -> nn.Module:
-    """The model without DDP / ``torch.compile`` wrappers (the two-pass hooks need eager modules)."""
-    while True:
-        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def _padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
@@ -212,7 +200,7 @@ class TiledModel(nn.Module):
     def __init__(self, model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  progress: Optional[Callable[[int, int], None]] = None):
         super().__init__()
-        net = _net(model)
+        net = unwrap_model(model)
         self.net = model
         self.multiple = int(getattr(net, "multiple", 16))
         smallest = int(getattr(net, "min_input_size", self.multiple))
@@ -227,29 +215,29 @@ class TiledModel(nn.Module):
             raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
         self.tile, self.overlap, self.two_pass = t, int(overlap), bool(two_pass)
         # the two-pass hooks run on the eager modules: a torch.compile'd model is unwrapped for it
-        self._runner = _plain(model) if self.two_pass else model
+        self._runner = unwrap_model(model) if self.two_pass else model
         self.progress = progress
         self.calls: List[Tuple[int, int]] = []
 
     # attributes the rest of the code reads from a model
     @property
     def block_size(self) -> int:
-        return int(_net(self.net).block_size)
+        return int(unwrap_model(self.net).block_size)
 
     @property
     def in_channel(self) -> int:
-        return int(_net(self.net).in_channel)
+        return int(unwrap_model(self.net).in_channel)
 
     @property
     def min_input_size(self) -> int:
-        return int(_net(self.net).min_input_size)
+        return int(unwrap_model(self.net).min_input_size)
 
     def _run(self, x: torch.Tensor):
         self.calls.append(tuple(x.shape[-2:]))
         return self._runner(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        net = _net(self.net)
+        net = unwrap_model(self.net)
         if hasattr(net, "check_input"):
             net.check_input(x)
         h, w = x.shape[-2:]
@@ -332,7 +320,7 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     """Peak CUDA memory of one forward pass per packed pixel, measured on a ``size`` x ``size`` input."""
     from .engine.evaluate import autocast_context
 
-    net = _net(model)
+    net = unwrap_model(model)
     x = torch.zeros(1, int(net.in_channel), size, size, device=device)
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -349,7 +337,7 @@ def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    net = _net(model)
+    net = unwrap_model(model)
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # torch's own cache
     per_pixel = measure_bytes_per_pixel(model, device, amp)
@@ -371,7 +359,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     """
     from .engine.evaluate import autocast_context
 
-    net = _net(model)
+    net = unwrap_model(model)
     device = x.device
     multiple = int(getattr(net, "multiple", 16))
     smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple

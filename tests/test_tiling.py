@@ -231,7 +231,7 @@ def test_xtrans_two_pass_and_auto_on_cpu():
 
 def test_two_pass_unwraps_a_compiled_model():
     """The two-pass hooks run on the eager modules of a torch.compile'd (or DDP-wrapped) model."""
-    from cans.tiling import _plain
+    from cans.tiling import unwrap_model  # the unwrapping TiledModel uses
     net = tiny()
 
     class Wrapper(nn.Module):                # what torch.compile's OptimizedModule looks like
@@ -243,7 +243,7 @@ def test_two_pass_unwraps_a_compiled_model():
             raise AssertionError("the wrapper must not run in two-pass mode")
 
     wrapped = Wrapper(net)
-    assert _plain(wrapped) is net
+    assert unwrap_model(wrapped) is net
     x = torch.rand(1, 4, 100, 140)
     with torch.no_grad():
         rgb0, _ = TiledModel(net, 64, 16, two_pass=True)(x)
