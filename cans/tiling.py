@@ -466,11 +466,12 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int, bool]], device="cpu",
-                   progress: bool = True) -> List[Dict[str, float]]:
+                   progress: bool = True, total: Optional[int] = None) -> List[Dict[str, float]]:
     """For each (tile, overlap, two_pass) setting: the mean PSNR (dB) of the tiled RGB output
     against the whole-frame output, the mean PSNR of each against the ground truth, and the time
     relative to the whole frame. ``samples``: dicts with ``noisy_raw`` (C, h, w) and ``clean_rgb``
-    (3, H, W) tensors (a test dataset). Outputs are clamped to [0, 1] as when saved."""
+    (3, H, W) tensors (a test dataset), read one at a time; ``total``: their number, for the
+    progress bar. Outputs are clamped to [0, 1] as when saved."""
     import time
 
     from tqdm import tqdm
@@ -478,12 +479,13 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
     device = torch.device(device)
     model = model.to(device).eval()
     rows = {s: {"vs_whole": [], "tiled_gt": [], "whole_gt": [], "time": []} for s in settings}
-    for sample in tqdm(list(samples), desc="tiling", unit="img", disable=not progress):
+    for sample in tqdm(samples, total=total, desc="tiling", unit="img", disable=not progress):
         x = sample["noisy_raw"][None].to(device)
         gt = sample["clean_rgb"][None].to(device)
         t0 = time.perf_counter()
         whole = model(x)[0].float().clamp(0, 1)
         t_whole = time.perf_counter() - t0
+        whole_gt = _psnr(whole, gt)
         for setting in settings:
             tile, overlap, two_pass = setting
             t0 = time.perf_counter()
@@ -491,7 +493,7 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
             rows[setting]["time"].append((time.perf_counter() - t0) / t_whole)
             rows[setting]["vs_whole"].append(_psnr(tiled, whole))
             rows[setting]["tiled_gt"].append(_psnr(tiled, gt))
-            rows[setting]["whole_gt"].append(_psnr(whole, gt))
+            rows[setting]["whole_gt"].append(whole_gt)
     out = []
     for (tile, overlap, two_pass), r in rows.items():
         out.append({"tile": tile, "overlap": overlap, "two_pass": two_pass,

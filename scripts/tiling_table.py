@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         n = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
         settings = [(t, o, tp) for t in args.tiles for o in args.overlaps if o < t
                     for tp in ((False,) if args.no_two_pass else (False, True))]
-        rows = compare_tiling(model, (dataset[i] for i in range(n)), settings, device, not args.no_progress)
+        rows = compare_tiling(model, (dataset[i] for i in range(n)), settings, device, not args.no_progress, total=n)
         table = format_tiling_table(rows)
         print(table)
         out = args.out or os.path.join(cfg["output_dir"], "test", "tiling.md")
