@@ -104,18 +104,30 @@ if triton is not None:
         tl.store(y_ptr + base + rows[:, None] * W + cols[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _transposed_taps(dy_ptr, w_ptr, c, base, u, v, m, H, W):
-        # sum_ij w[c, i, j] * dy[u - i, v - j] at the padded-grid positions (u, v) where m holds
-        acc = tl.zeros(m.shape, dtype=tl.float32)
-        for i in tl.static_range(7):
-            h = u - i
-            hm = (h >= 0) & (h < H)
-            for j in tl.static_range(7):
-                w = v - j
-                mm = m & hm[:, None] & ((w >= 0) & (w < W))[None, :]
-                wv = tl.load(w_ptr + c * 49 + i * 7 + j).to(tl.float32)
-                g = tl.load(dy_ptr + base + h[:, None] * W + w[None, :], mask=mm, other=0.0)
-                acc += g.to(tl.float32) * wv
+    def _transposed_tap(dy_ptr, w_ptr, c, base, u, v, m, H, W, i, j):
+        # w[c, i, j] * dy[u - i, v - j] (zero where dy's index leaves the image or m is false)
+        h = u - i
+        w = v - j
+        mm = m & ((h >= 0) & (h < H))[:, None] & ((w >= 0) & (w < W))[None, :]
+        wv = tl.load(w_ptr + c * 49 + i * 7 + j).to(tl.float32)
+        g = tl.load(dy_ptr + base + h[:, None] * W + w[None, :], mask=mm, other=0.0)
+        return g.to(tl.float32) * wv
+
+    @triton.jit
+    def _transposed_taps(dy_ptr, w_ptr, c, base, u, v, m, H, W,
+                         BH: tl.constexpr, BW: tl.constexpr, UNROLL: tl.constexpr):
+        # sum_ij w[c, i, j] * dy[u - i, v - j] at the padded-grid positions (u, v) where m holds;
+        # UNROLL: the 49 taps unrolled (the pass every tile makes), else a loop (the mirrored
+        # border terms: few tiles, and unrolling all nine would make a kernel ptxas needs a
+        # minute to build)
+        acc = tl.zeros((BH, BW), dtype=tl.float32)
+        if UNROLL:
+            for i in tl.static_range(7):
+                for j in tl.static_range(7):
+                    acc += _transposed_tap(dy_ptr, w_ptr, c, base, u, v, m, H, W, i, j)
+        else:
+            for t in range(49):
+                acc += _transposed_tap(dy_ptr, w_ptr, c, base, u, v, m, H, W, t // 7, t % 7)
         return acc
 
     @triton.jit
@@ -143,23 +155,23 @@ if triton is not None:
         at_bottom = r0 + BH - 1 >= H - 4
         at_left = q0 <= 3
         at_right = q0 + BW - 1 >= W - 4
-        acc = _transposed_taps(dy_ptr, w_ptr, c, base, u0, v0, inside, H, W)
+        acc = _transposed_taps(dy_ptr, w_ptr, c, base, u0, v0, inside, H, W, BH, BW, True)
         if at_left:
-            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v1, inside & left, H, W)
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v1, inside & left, H, W, BH, BW, False)
         if at_right:
-            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v2, inside & right, H, W)
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v2, inside & right, H, W, BH, BW, False)
         if at_top:
-            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v0, inside & top, H, W)
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v0, inside & top, H, W, BH, BW, False)
             if at_left:
-                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v1, inside & top & left, H, W)
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v1, inside & top & left, H, W, BH, BW, False)
             if at_right:
-                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v2, inside & top & right, H, W)
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v2, inside & top & right, H, W, BH, BW, False)
         if at_bottom:
-            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v0, inside & bottom, H, W)
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v0, inside & bottom, H, W, BH, BW, False)
             if at_left:
-                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v1, inside & bottom & left, H, W)
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v1, inside & bottom & left, H, W, BH, BW, False)
             if at_right:
-                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v2, inside & bottom & right, H, W)
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v2, inside & bottom & right, H, W, BH, BW, False)
         tl.store(dx_ptr + base + rows[:, None] * W + cols[None, :], acc.to(dx_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
