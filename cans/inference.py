@@ -46,10 +46,9 @@ import numpy as np
 import torch
 
 from .data.errors import DataError
-from .data.packing import XTRANS_PATTERN, pack_bayer, pack_xtrans
+from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import normalize_mosaic, open_raw
 
-BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
                   ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
                   ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
@@ -150,19 +149,6 @@ def apply_orientation(image: torch.Tensor, flip: int) -> torch.Tensor:
     if flip & 4:
         out = out.transpose(-2, -1)
     return out.contiguous()
-
-
-def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
-    """(dy, dx) such that padding dy rows on top and dx columns on the left turns ``cfa`` into
-    ``reference``: ``cfa[(i - dy) % p, (j - dx) % p] == reference[i, j]``. ValueError if none."""
-    p = reference.shape[0]
-    if cfa.shape != reference.shape:
-        raise ValueError(f"CFA cell {cfa.shape} does not match the expected {reference.shape}")
-    for dy in range(p):
-        for dx in range(p):
-            if np.array_equal(np.roll(cfa, (dy, dx), axis=(0, 1)), reference):
-                return dy, dx
-    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
 
 
 def periodic_pad(mosaic: np.ndarray, top: int, left: int, period: int) -> Tuple[np.ndarray, Tuple[int, int]]:

@@ -1,4 +1,7 @@
-"""Packing a camera mosaic into channels, and the per-channel white-balance order.
+"""Packing a camera mosaic into channels, the per-channel white-balance order, and the colour
+filter (CFA) facts the packing relies on: the cells the model was trained on
+(:data:`BAYER_RGGB`, :data:`XTRANS_PATTERN`) and the shift that brings another phase to them
+(:func:`phase_crop`, :func:`phase_offset`).
 
 All functions are numpy, work on any dtype and return new arrays (no views into the input
 that a caller could modify by accident are promised; use ``np.ascontiguousarray`` if needed).
@@ -11,12 +14,17 @@ that a caller could modify by accident are promised; use ``np.ascontiguousarray`
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 #: Colours of the 4 Bayer channels, used to expand an (R, G, B) white balance.
 BAYER_WB_INDEX = (0, 1, 2, 1)
 #: Colours of the 9 X-Trans channels (R, G, B, R, B, G, G, G, G).
 XTRANS_WB_INDEX = (0, 1, 2, 0, 2, 1, 1, 1, 1)
+
+#: The 2x2 Bayer cell that ``pack_bayer`` expects: RGGB (0 = R, 1 = G, 2 = B).
+BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 
 #: The 6x6 X-Trans colour layout that ``pack_xtrans`` expects (0 = R, 1 = G, 2 = B).
 XTRANS_PATTERN = np.array([
@@ -38,6 +46,32 @@ _XTRANS_TABLE = (
 )
 # channels 5..8: out[c] = im[r::3, q::3]
 _XTRANS_GREEN = ((5, 1, 0), (6, 1, 1), (7, 2, 0), (8, 2, 1))
+
+
+def _phase_shift(cfa: np.ndarray, reference: np.ndarray, sign: int) -> Tuple[int, int]:
+    """The first (a, b) in row-major order with ``np.roll(cfa, (sign * a, sign * b)) == reference``."""
+    p = reference.shape[0]
+    if cfa.shape != reference.shape:
+        raise ValueError(f"CFA cell {cfa.shape} does not match the expected {reference.shape}")
+    for a in range(p):
+        for b in range(p):
+            if np.array_equal(np.roll(cfa, (sign * a, sign * b), axis=(0, 1)), reference):
+                return a, b
+    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
+
+
+def phase_crop(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(cy, cx): dropping cy rows and cx columns turns the (p, p) cell ``cfa`` into ``reference``:
+    ``cfa[(i + cy) % p, (j + cx) % p] == reference[i, j]``, the smallest such (cy, cx) in row-major
+    order (an X-Trans cell has two). ValueError if there is none."""
+    return _phase_shift(cfa, reference, -1)
+
+
+def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(dy, dx) such that padding dy rows on top and dx columns on the left turns ``cfa`` into
+    ``reference``: ``cfa[(i - dy) % p, (j - dx) % p] == reference[i, j]``, the smallest such
+    (dy, dx) in row-major order (an X-Trans cell has two). ValueError if there is none."""
+    return _phase_shift(cfa, reference, 1)
 
 
 def _check_2d(raw: np.ndarray, name: str, multiple: int) -> np.ndarray:

@@ -52,7 +52,7 @@ import numpy as np
 from .base import PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
-from .packing import XTRANS_PATTERN, pack_bayer, pack_xtrans, wb_vector
+from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
 from .prepare import cache_path, rendering_chw, resolve, save_npy
 from .raw_io import _raw_from_handle, open_raw, render_srgb16
 
@@ -60,7 +60,6 @@ META_FILE = "raw_pairs.json"
 META_VERSION = 1
 DEFAULT_MAX_RATIO = 300.0
 RATIO_MODES = ("exposure", "exposure_iso")
-BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 
 
 @dataclass
@@ -119,16 +118,6 @@ def _kind(block_size: int) -> Tuple[np.ndarray, Callable[[np.ndarray], np.ndarra
     if block_size == 2:
         return BAYER_RGGB, pack_bayer, "Bayer"
     return XTRANS_PATTERN, pack_xtrans, "X-Trans"
-
-
-def phase_crop(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
-    """(cy, cx): dropping cy rows and cx columns turns ``cfa`` into ``reference`` (ValueError if none)."""
-    p = reference.shape[0]
-    for cy in range(p):
-        for cx in range(p):
-            if np.array_equal(np.roll(cfa, (-cy, -cx), axis=(0, 1)), reference):
-                return cy, cx
-    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
 
 
 def _packed_black(black_cell: np.ndarray, crop: Tuple[int, int], pack) -> List[float]:

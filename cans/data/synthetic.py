@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import DataError
-from .packing import XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans
+from .packing import BAYER_RGGB, XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans, phase_crop
 
 SOURCE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel")
@@ -557,14 +557,14 @@ def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 
     folder and renamed into place.
     """
     from tqdm import tqdm
-    from .rawpair import prepare_pairs, packed_size, phase_crop
+    from .rawpair import prepare_pairs, packed_size
 
     if sensor not in OWN_SENSORS:
         raise DataError(f"own-camera set: sensor {sensor!r} is not one of {sorted(OWN_SENSORS)}")
     cam = OWN_SENSORS[sensor][0]
     if sensor == "bayer":
         height, width = height // 2 * 2, width // 2 * 2
-        block, reference = 2, np.array([[0, 1], [1, 2]], dtype=np.uint8)
+        block, reference = 2, BAYER_RGGB
     else:
         block, reference = 3, XTRANS_PATTERN
     cy, cx = phase_crop(_own_cell(cam), reference)
