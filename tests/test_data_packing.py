@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import REFERENCE
 
-from cans.data.packing import (BAYER_RGGB, XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans, pack_bayer, pack_xtrans,
-                               phase_crop, phase_offset, unpack_bayer, unpack_xtrans, wb_vector)
+from cans.data.packing import (BAYER_RGGB, XTRANS_PATTERN, cfa_cell, mosaic_bayer, mosaic_cell, mosaic_xtrans,
+                               pack_bayer, pack_xtrans, phase_crop, phase_offset, unpack_bayer, unpack_xtrans, wb_vector)
 
 REF = REFERENCE
 
@@ -109,3 +109,18 @@ def test_phase_crop_and_offset_reach_the_reference(reference):
         phase_crop(np.array([[0, 0], [1, 2]], dtype=np.uint8), BAYER_RGGB)
     with pytest.raises(ValueError, match="does not match"):
         phase_offset(BAYER_RGGB, XTRANS_PATTERN)
+
+
+def test_cfa_cell_and_mosaic_cell():
+    """Letters and code arrays give the same cells; a GRBG mosaic keeps G, R / B, G at each 2x2 cell."""
+    np.testing.assert_array_equal(cfa_cell("rggb"), BAYER_RGGB)
+    np.testing.assert_array_equal(cfa_cell(XTRANS_PATTERN.tolist()), XTRANS_PATTERN)
+    grbg = cfa_cell("GRBG")
+    assert grbg.dtype == np.uint8 and grbg.tolist() == [[1, 0], [2, 1]]
+    rgb = np.random.default_rng(0).random((5, 7, 3))
+    m = mosaic_cell(rgb, grbg)
+    assert m.shape == (5, 7)
+    assert m[0, 0] == rgb[0, 0, 1] and m[0, 1] == rgb[0, 1, 0] and m[1, 0] == rgb[1, 0, 2] and m[3, 3] == rgb[3, 3, 1]
+    for bad in ("RGGG", "RGB", [[0, 1, 2]], [[0, 3], [1, 2]]):
+        with pytest.raises(ValueError, match="cfa"):
+            cfa_cell(bad)
