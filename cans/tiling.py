@@ -459,11 +459,6 @@ class FallbackModel(nn.Module):
 # Measuring what tiles change (scripts/tiling_table.py, docs/tiling.md)
 # ---------------------------------------------------------------------------------------------
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
 @torch.no_grad()
 def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int, bool]], device="cpu",
                    progress: bool = True, total: Optional[int] = None) -> List[Dict[str, float]]:
@@ -471,10 +466,13 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
     against the whole-frame output, the mean PSNR of each against the ground truth, and the time
     relative to the whole frame. ``samples``: dicts with ``noisy_raw`` (C, h, w) and ``clean_rgb``
     (3, H, W) tensors (a test dataset), read one at a time; ``total``: their number, for the
-    progress bar. Outputs are clamped to [0, 1] as when saved."""
+    progress bar. Outputs are clamped to [0, 1] as when saved; PSNR as the test report computes
+    it (:func:`cans.metrics.psnr`, peak 1, float64)."""
     import time
 
     from tqdm import tqdm
+
+    from .metrics import psnr
 
     device = torch.device(device)
     model = model.to(device).eval()
@@ -485,14 +483,14 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
         t0 = time.perf_counter()
         whole = model(x)[0].float().clamp(0, 1)
         t_whole = time.perf_counter() - t0
-        whole_gt = _psnr(whole, gt)
+        whole_gt = float(psnr(whole, gt))
         for setting in settings:
             tile, overlap, two_pass = setting
             t0 = time.perf_counter()
             tiled = TiledModel(model, tile, overlap, two_pass)(x)[0].float().clamp(0, 1)
             rows[setting]["time"].append((time.perf_counter() - t0) / t_whole)
-            rows[setting]["vs_whole"].append(_psnr(tiled, whole))
-            rows[setting]["tiled_gt"].append(_psnr(tiled, gt))
+            rows[setting]["vs_whole"].append(float(psnr(tiled, whole)))
+            rows[setting]["tiled_gt"].append(float(psnr(tiled, gt)))
             rows[setting]["whole_gt"].append(whole_gt)
     out = []
     for (tile, overlap, two_pass), r in rows.items():

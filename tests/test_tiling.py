@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from cans.inference import apply_orientation
 from cans.models import build_model
-from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, run_with_fallback, tile_for_memory,
-                         tile_starts)
+from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, compare_tiling, run_with_fallback,
+                         tile_for_memory, tile_starts)
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -150,6 +150,30 @@ def test_out_of_memory_retries_in_tiles_with_a_message():
     assert wrapped(x)[1].shape == (1, 4, 200, 300) and wrapped.used is not None
     with pytest.raises(RuntimeError, match="out of memory even in tiles"):
         run_with_fallback(OOMAbove(10), x, log=messages.append)
+
+
+def test_compare_tiling_scores_against_the_whole_frame_and_the_ground_truth():
+    """The table's PSNRs are 10 log10(1 / MSE) of the clamped outputs (checked here in numpy, float64)."""
+    import numpy as np
+
+    model = Pointwise()
+    gen = torch.Generator().manual_seed(0)
+    samples = [{"noisy_raw": torch.rand(4, 80, 96, generator=gen), "clean_rgb": torch.rand(3, 160, 192, generator=gen)}
+               for _ in range(2)]
+    rows = compare_tiling(model, iter(samples), [(48, 16, False), (128, 16, True)], progress=False, total=2)
+    assert [(r["tile"], r["images"]) for r in rows] == [(48, 2), (128, 2)]
+
+    def db(a, b):
+        return 10 * np.log10(1.0 / np.mean((a.numpy().astype(np.float64) - b.numpy().astype(np.float64)) ** 2))
+
+    with torch.no_grad():
+        wholes = [model(s["noisy_raw"][None])[0].clamp(0, 1) for s in samples]
+    expected_gt = np.mean([db(w, s["clean_rgb"][None]) for w, s in zip(wholes, samples)])
+    for r in rows:
+        assert r["psnr_gt_whole"] == pytest.approx(expected_gt, abs=1e-4)
+        assert r["psnr_gt_tiled"] == pytest.approx(expected_gt, abs=1e-3)   # blending reproduces a pointwise model
+        assert r["psnr_vs_whole"] >= r["min_psnr_vs_whole"] > 80
+    assert rows[1]["psnr_vs_whole"] == float("inf")   # one tile covers the frame: the model itself
 
 
 @pytest.mark.parametrize("flip,k", [(3, 2), (5, 1), (6, -1)])
