@@ -48,6 +48,7 @@ import torch
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import normalize_mosaic, open_raw
+from .tiling import DEFAULT_OVERLAP
 
 RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
                   ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
@@ -235,7 +236,7 @@ def find_inputs(inputs: Sequence[str]) -> List[str]:
 def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off",
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
-            overlap: int = 32, two_pass: bool = True, rotate: bool = False,
+            overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
             log=print) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
     "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
@@ -270,7 +271,7 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
 def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, ratio, device, *,
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
-                  min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = 32,
+                  min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
                   two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
 
@@ -311,10 +312,10 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
 def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
     """InferenceError for a --tile / --overlap the model cannot use, before any file is read."""
-    from .tiling import FallbackModel
+    from .tiling import check_tile_arguments
 
     try:
-        FallbackModel(model, tile, overlap)
+        check_tile_arguments(model, tile, overlap)
     except ValueError as exc:
         raise InferenceError(str(exc)) from None
 
@@ -338,11 +339,12 @@ def cli_main(args) -> int:
     model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
-    check_tiling(model, getattr(args, "tile", None), getattr(args, "overlap", 32))
+    tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
+    check_tiling(model, tile, overlap)
     result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
                            target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
                            min_clip=opts.get("min_clip"), progress=not args.no_progress,
-                           tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", 32),
+                           tile=tile, overlap=overlap,
                            two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
     for src, out, ratio in result["done"]:
         tile = result["tiles"].get(src)

@@ -189,6 +189,32 @@ class GlobalPoolStats:
         return hook
 
 
+def tile_for_model(model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP) -> int:
+    """The tile ``model`` runs: ``tile`` rounded down to the model's multiple (16). ValueError, with
+    the option's name, for an overlap below 0, a tile below the model's smallest input or an
+    overlap that is not smaller than the tile."""
+    net = unwrap_model(model)
+    multiple = int(getattr(net, "multiple", 16))
+    smallest = int(getattr(net, "min_input_size", multiple))
+    smallest = -(-smallest // multiple) * multiple
+    if overlap < 0:
+        raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+    t = int(tile) // multiple * multiple
+    if t < smallest:
+        raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
+                         f"(a multiple of {multiple})")
+    if overlap >= t:
+        raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
+    return t
+
+
+def check_tile_arguments(model: nn.Module, tile, overlap: int = DEFAULT_OVERLAP) -> None:
+    """ValueError for a ``--tile`` / ``--overlap`` that ``model`` cannot use (:func:`tile_for_model`),
+    before any work; ``tile`` None (whole frames) and ``'auto'`` are sized later and pass."""
+    if tile is not None and tile != "auto":
+        tile_for_model(model, int(tile), overlap)
+
+
 class TiledModel(nn.Module):
     """``model`` run on overlapping tiles (module docstring); ``forward(x) -> (rgb, raw)`` as the model.
 
@@ -200,20 +226,9 @@ class TiledModel(nn.Module):
     def __init__(self, model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  progress: Optional[Callable[[int, int], None]] = None):
         super().__init__()
-        net = unwrap_model(model)
         self.net = model
-        self.multiple = int(getattr(net, "multiple", 16))
-        smallest = int(getattr(net, "min_input_size", self.multiple))
-        smallest = -(-smallest // self.multiple) * self.multiple
-        if overlap < 0:
-            raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
-        t = int(tile) // self.multiple * self.multiple
-        if t < smallest:
-            raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
-                             f"(a multiple of {self.multiple})")
-        if overlap >= t:
-            raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
-        self.tile, self.overlap, self.two_pass = t, int(overlap), bool(two_pass)
+        self.multiple = int(getattr(unwrap_model(model), "multiple", 16))
+        self.tile, self.overlap, self.two_pass = tile_for_model(model, tile, overlap), int(overlap), bool(two_pass)
         # the two-pass hooks run on the eager modules: a torch.compile'd model is unwrapped for it
         self._runner = unwrap_model(model) if self.two_pass else model
         self.progress = progress
@@ -440,8 +455,7 @@ class FallbackModel(nn.Module):
     def __init__(self, model: nn.Module, tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  log: Callable[[str], None] = print):
         super().__init__()
-        if tile is not None and tile != "auto":
-            TiledModel(model, int(tile), overlap, two_pass)   # a bad size fails here, before any work
+        check_tile_arguments(model, tile, overlap)   # a bad size fails here, before any work
         self.net, self.tile, self.overlap, self.two_pass, self.log = model, tile, overlap, two_pass, log
         self.used: Optional[int] = None
 
@@ -514,6 +528,6 @@ def format_tiling_table(rows: List[Dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TiledModel", "FallbackModel", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
+__all__ = ["TiledModel", "FallbackModel", "tile_for_model", "check_tile_arguments", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
            "tile_for_memory", "auto_tile", "run_with_fallback",
            "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]

@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from cans.inference import apply_orientation
 from cans.models import build_model
-from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, compare_tiling, run_with_fallback,
-                         tile_for_memory, tile_starts)
+from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, check_tile_arguments, compare_tiling,
+                         run_with_fallback, tile_for_memory, tile_for_model, tile_starts)
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -150,6 +150,23 @@ def test_out_of_memory_retries_in_tiles_with_a_message():
     assert wrapped(x)[1].shape == (1, 4, 200, 300) and wrapped.used is not None
     with pytest.raises(RuntimeError, match="out of memory even in tiles"):
         run_with_fallback(OOMAbove(10), x, log=messages.append)
+
+
+def test_tile_arguments_are_checked_without_building_a_model():
+    from cans.inference import InferenceError, check_tiling
+
+    net = tiny()
+    assert tile_for_model(net, 100) == 96 and TiledModel(net, 100).tile == 96   # rounded down to the multiple 16
+    for tile in (None, "auto"):
+        check_tile_arguments(net, tile, 16)    # sized later: nothing to check yet
+    for tile, overlap, says in ((40, 16, "at least 64 packed pixels"), (100, 96, r"smaller than the tile \(96"),
+                                (64, -1, ">= 0")):
+        with pytest.raises(ValueError, match=says):
+            check_tile_arguments(net, tile, overlap)
+        with pytest.raises(ValueError, match=says):
+            FallbackModel(net, tile, overlap)
+        with pytest.raises(InferenceError, match=says):
+            check_tiling(net, tile, overlap)
 
 
 def test_compare_tiling_scores_against_the_whole_frame_and_the_ground_truth():
