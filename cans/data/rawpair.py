@@ -408,6 +408,7 @@ class RawPairDataset(PairDataset):
             raise DataError(f"data.max_ratio: expected a number >= 1 or null, got {max_ratio}")
         self.ratio_mode, self.max_ratio = ratio_mode, max_ratio
         self._meta: Dict[str, FileMeta] = {}
+        self._levels_of: Dict[str, Tuple[np.ndarray, float]] = {}
         self._table: Optional[Dict[str, Any]] = None
         super().__init__(data_path, image_list_file, split, **kwargs)
 
@@ -464,11 +465,20 @@ class RawPairDataset(PairDataset):
             entry.meta_ratio = metadata_ratio(short, long, self.ratio_mode, self.max_ratio, names)
         entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
 
+    def _file_levels(self, rel: str) -> Tuple[np.ndarray, float]:
+        """(black per packed channel (C, 1, 1) float32 after the phase crop, read-only; white) of one
+        file, built on first use and kept (each DataLoader worker keeps its own copy)."""
+        levels = self._levels_of.get(rel)
+        if levels is None:
+            meta = self._file_meta(rel)
+            black = np.asarray(meta.black, dtype=np.float32).reshape(-1, 1, 1)
+            black.flags.writeable = False
+            levels = self._levels_of[rel] = (black, meta.white)
+        return levels
+
     def _levels(self, entry: PairEntry):
-        """Each file's own levels: black per packed channel (C, 1, 1) after the phase crop, white."""
-        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
-        return ((np.asarray(short.black, dtype=np.float32).reshape(-1, 1, 1), short.white),
-                (np.asarray(long.black, dtype=np.float32).reshape(-1, 1, 1), long.white))
+        """Each file's own levels (:meth:`_file_levels`) for the short and the long file."""
+        return self._file_levels(entry.img_file), self._file_levels(entry.lbl_file)
 
     def _raw_arrays(self, entry: PairEntry):
         """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""
