@@ -237,11 +237,13 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
             overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-            log=print) -> Dict[str, object]:
+            log=print, auto_tiles: Optional[dict] = None) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
     "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
     input mosaic's size (swapped when ``rotate`` applies a 90-degree orientation).
-    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`)."""
+    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`);
+    ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
+    (:func:`cans.tiling.run_with_fallback`)."""
     from .tiling import run_with_fallback
 
     mosaic = read_mosaic(path)
@@ -260,7 +262,7 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
                              f"{net.min_input_size * b}x{net.min_input_size * b}")
     device = torch.device(device)
     rgb, raw, used = run_with_fallback(model, packed.to(device), tile=tile, overlap=overlap, two_pass=two_pass,
-                                       amp=amp, log=log, name=path)
+                                       amp=amp, log=log, name=path, auto_tiles=auto_tiles)
     rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
     if rotate and mosaic.flip:
         rgb = apply_orientation(rgb, mosaic.flip)
@@ -274,6 +276,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                   min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
                   two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
+    With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
     "tiles": {input: tile used or None}}``.
@@ -286,7 +289,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     files = list(inputs)
     model.eval()
-    done, failed, used, tiles = [], [], set(), {}
+    done, failed, used, tiles, auto_tiles = [], [], set(), {}, {}
     start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
@@ -294,7 +297,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
         try:
             result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
                              max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
-                             rotate=rotate, log=tqdm.write)
+                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles)
             tiles[path] = result["tile"]
             stem = os.path.splitext(os.path.basename(path))[0]
             name, k = stem, 1

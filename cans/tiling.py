@@ -366,11 +366,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: int = DEFAULT_OVERLAP,
                       two_pass: bool = True, amp: str = "off", log: Callable[[str], None] = print,
-                      name: str = "") -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
+                      name: str = "", auto_tiles: Optional[Dict[Tuple[int, int], Optional[int]]] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
     """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
     halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``.
+    ``auto_tiles``: a dict the caller keeps for a run: ``tile='auto'`` then measures the memory
+    once per input size (packed (h, w)) and reuses the tile :func:`auto_tile` chose for the next
+    inputs of that size.
     """
     from .engine.evaluate import autocast_context
 
@@ -380,7 +384,12 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
     h, w = x.shape[-2:]
     if tile == "auto":
-        tile = auto_tile(model, device, (h, w), amp)
+        if auto_tiles is None:
+            tile = auto_tile(model, device, (h, w), amp)
+        else:
+            if (h, w) not in auto_tiles:
+                auto_tiles[(h, w)] = auto_tile(model, device, (h, w), amp)
+            tile = auto_tiles[(h, w)]
     while True:
         # a tile the fallback chose may be small: keep the overlap below half of it
         runner = model if tile is None else TiledModel(model, tile, min(overlap, tile // 2), two_pass)
@@ -450,7 +459,8 @@ class FallbackModel(nn.Module):
     """``model`` behind :func:`run_with_fallback`: whole frames (``tile`` None), tiles, or
     ``tile='auto'``; a whole frame that runs out of GPU memory is retried in tiles, with a message.
     ``forward(x) -> (rgb, raw)`` as the model; the caller's autocast applies. ``used`` is the tile of
-    the last call (None: whole frame)."""
+    the last call (None: whole frame); with ``'auto'`` the tile is measured once per input size
+    and kept for the next inputs of that size (``auto_tiles``)."""
 
     def __init__(self, model: nn.Module, tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  log: Callable[[str], None] = print):
@@ -458,6 +468,7 @@ class FallbackModel(nn.Module):
         check_tile_arguments(model, tile, overlap)   # a bad size fails here, before any work
         self.net, self.tile, self.overlap, self.two_pass, self.log = model, tile, overlap, two_pass, log
         self.used: Optional[int] = None
+        self.auto_tiles: Dict[Tuple[int, int], Optional[int]] = {}
 
     block_size = TiledModel.block_size
     in_channel = TiledModel.in_channel
@@ -465,7 +476,7 @@ class FallbackModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         rgb, raw, self.used = run_with_fallback(self.net, x, tile=self.tile, overlap=self.overlap,
-                                                two_pass=self.two_pass, log=self.log)
+                                                two_pass=self.two_pass, log=self.log, auto_tiles=self.auto_tiles)
         return rgb, raw
 
 

@@ -193,6 +193,25 @@ def test_compare_tiling_scores_against_the_whole_frame_and_the_ground_truth():
     assert rows[1]["psnr_vs_whole"] == float("inf")   # one tile covers the frame: the model itself
 
 
+def test_auto_tile_is_measured_once_per_input_size(monkeypatch):
+    import cans.tiling as tiling
+
+    sizes = []
+
+    def fake_auto_tile(model, device, frame_hw, amp="off"):
+        sizes.append(tuple(frame_hw))
+        return 48
+
+    monkeypatch.setattr(tiling, "auto_tile", fake_auto_tile)
+    wrapped = FallbackModel(Pointwise(), "auto", 16)
+    for shape in ((100, 120), (100, 120), (80, 96), (100, 120)):
+        rgb, raw = wrapped(torch.rand(1, 4, *shape))
+        assert wrapped.used == 48 and raw.shape[-2:] == shape
+    assert sizes == [(100, 120), (80, 96)]
+    run_with_fallback(Pointwise(), torch.rand(1, 4, 100, 120), tile="auto", overlap=16)
+    assert sizes[-1] == (100, 120) and len(sizes) == 3   # without a dict to keep: measured every time
+
+
 @pytest.mark.parametrize("flip,k", [(3, 2), (5, 1), (6, -1)])
 def test_orientation_flags(flip, k):
     img = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
