@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 from .data.errors import DataError
-from .data.packing import XTRANS_PATTERN, pack_bayer, pack_xtrans
+from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import normalize_mosaic, open_raw
+from .tiling import DEFAULT_OVERLAP
 
-BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
                   ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
                   ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
@@ -152,19 +152,6 @@ def apply_orientation(image: torch.Tensor, flip: int) -> torch.Tensor:
     return out.contiguous()
 
 
-def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
-    """(dy, dx) such that padding dy rows on top and dx columns on the left turns ``cfa`` into
-    ``reference``: ``cfa[(i - dy) % p, (j - dx) % p] == reference[i, j]``. ValueError if none."""
-    p = reference.shape[0]
-    if cfa.shape != reference.shape:
-        raise ValueError(f"CFA cell {cfa.shape} does not match the expected {reference.shape}")
-    for dy in range(p):
-        for dx in range(p):
-            if np.array_equal(np.roll(cfa, (dy, dx), axis=(0, 1)), reference):
-                return dy, dx
-    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
-
-
 def periodic_pad(mosaic: np.ndarray, top: int, left: int, period: int) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Pad ``top`` rows / ``left`` columns, then bottom / right up to whole cells, each pad copied
     from one CFA ``period`` further in, so every site keeps its colour. Returns (padded, (top, left))."""
@@ -249,12 +236,14 @@ def find_inputs(inputs: Sequence[str]) -> List[str]:
 def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off",
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
-            overlap: int = 32, two_pass: bool = True, rotate: bool = False,
-            log=print) -> Dict[str, object]:
+            overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
+            log=print, auto_tiles: Optional[dict] = None) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
     "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
     input mosaic's size (swapped when ``rotate`` applies a 90-degree orientation).
-    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`)."""
+    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`);
+    ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
+    (:func:`cans.tiling.run_with_fallback`)."""
     from .tiling import run_with_fallback
 
     mosaic = read_mosaic(path)
@@ -273,7 +262,7 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
                              f"{net.min_input_size * b}x{net.min_input_size * b}")
     device = torch.device(device)
     rgb, raw, used = run_with_fallback(model, packed.to(device), tile=tile, overlap=overlap, two_pass=two_pass,
-                                       amp=amp, log=log, name=path)
+                                       amp=amp, log=log, name=path, auto_tiles=auto_tiles)
     rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
     if rotate and mosaic.flip:
         rgb = apply_orientation(rgb, mosaic.flip)
@@ -284,9 +273,10 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
 def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, ratio, device, *,
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
-                  min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = 32,
+                  min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
                   two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
+    With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
     "tiles": {input: tile used or None}}``.
@@ -299,7 +289,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     files = list(inputs)
     model.eval()
-    done, failed, used, tiles = [], [], set(), {}
+    done, failed, used, tiles, auto_tiles = [], [], set(), {}, {}
     start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
@@ -307,7 +297,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
         try:
             result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
                              max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
-                             rotate=rotate, log=tqdm.write)
+                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles)
             tiles[path] = result["tile"]
             stem = os.path.splitext(os.path.basename(path))[0]
             name, k = stem, 1
@@ -325,10 +315,10 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
 def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
     """InferenceError for a --tile / --overlap the model cannot use, before any file is read."""
-    from .tiling import FallbackModel
+    from .tiling import check_tile_arguments
 
     try:
-        FallbackModel(model, tile, overlap)
+        check_tile_arguments(model, tile, overlap)
     except ValueError as exc:
         raise InferenceError(str(exc)) from None
 
@@ -352,11 +342,12 @@ def cli_main(args) -> int:
     model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
     opts = split_options(cfg, "test")
     amp = args.amp or cfg["test"].get("amp", "off")
-    check_tiling(model, getattr(args, "tile", None), getattr(args, "overlap", 32))
+    tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
+    check_tiling(model, tile, overlap)
     result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
                            target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
                            min_clip=opts.get("min_clip"), progress=not args.no_progress,
-                           tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", 32),
+                           tile=tile, overlap=overlap,
                            two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
     for src, out, ratio in result["done"]:
         tile = result["tiles"].get(src)

@@ -189,6 +189,32 @@ class GlobalPoolStats:
         return hook
 
 
+def tile_for_model(model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP) -> int:
+    """The tile ``model`` runs: ``tile`` rounded down to the model's multiple (16). ValueError, with
+    the option's name, for an overlap below 0, a tile below the model's smallest input or an
+    overlap that is not smaller than the tile."""
+    net = unwrap_model(model)
+    multiple = int(getattr(net, "multiple", 16))
+    smallest = int(getattr(net, "min_input_size", multiple))
+    smallest = -(-smallest // multiple) * multiple
+    if overlap < 0:
+        raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+    t = int(tile) // multiple * multiple
+    if t < smallest:
+        raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
+                         f"(a multiple of {multiple})")
+    if overlap >= t:
+        raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
+    return t
+
+
+def check_tile_arguments(model: nn.Module, tile, overlap: int = DEFAULT_OVERLAP) -> None:
+    """ValueError for a ``--tile`` / ``--overlap`` that ``model`` cannot use (:func:`tile_for_model`),
+    before any work; ``tile`` None (whole frames) and ``'auto'`` are sized later and pass."""
+    if tile is not None and tile != "auto":
+        tile_for_model(model, int(tile), overlap)
+
+
 class TiledModel(nn.Module):
     """``model`` run on overlapping tiles (module docstring); ``forward(x) -> (rgb, raw)`` as the model.
 
@@ -200,20 +226,9 @@ class TiledModel(nn.Module):
     def __init__(self, model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  progress: Optional[Callable[[int, int], None]] = None):
         super().__init__()
-        net = unwrap_model(model)
         self.net = model
-        self.multiple = int(getattr(net, "multiple", 16))
-        smallest = int(getattr(net, "min_input_size", self.multiple))
-        smallest = -(-smallest // self.multiple) * self.multiple
-        if overlap < 0:
-            raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
-        t = int(tile) // self.multiple * self.multiple
-        if t < smallest:
-            raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
-                             f"(a multiple of {self.multiple})")
-        if overlap >= t:
-            raise ValueError(f"--overlap {overlap} must be smaller than the tile ({t} packed pixels)")
-        self.tile, self.overlap, self.two_pass = t, int(overlap), bool(two_pass)
+        self.multiple = int(getattr(unwrap_model(model), "multiple", 16))
+        self.tile, self.overlap, self.two_pass = tile_for_model(model, tile, overlap), int(overlap), bool(two_pass)
         # the two-pass hooks run on the eager modules: a torch.compile'd model is unwrapped for it
         self._runner = unwrap_model(model) if self.two_pass else model
         self.progress = progress
@@ -351,11 +366,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: int = DEFAULT_OVERLAP,
                       two_pass: bool = True, amp: str = "off", log: Callable[[str], None] = print,
-                      name: str = "") -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
+                      name: str = "", auto_tiles: Optional[Dict[Tuple[int, int], Optional[int]]] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
     """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
     halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``.
+    ``auto_tiles``: a dict the caller keeps for a run: ``tile='auto'`` then measures the memory
+    once per input size (packed (h, w)) and reuses the tile :func:`auto_tile` chose for the next
+    inputs of that size.
     """
     from .engine.evaluate import autocast_context
 
@@ -365,7 +384,12 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
     h, w = x.shape[-2:]
     if tile == "auto":
-        tile = auto_tile(model, device, (h, w), amp)
+        if auto_tiles is None:
+            tile = auto_tile(model, device, (h, w), amp)
+        else:
+            if (h, w) not in auto_tiles:
+                auto_tiles[(h, w)] = auto_tile(model, device, (h, w), amp)
+            tile = auto_tiles[(h, w)]
     while True:
         # a tile the fallback chose may be small: keep the overlap below half of it
         runner = model if tile is None else TiledModel(model, tile, min(overlap, tile // 2), two_pass)
@@ -435,15 +459,16 @@ class FallbackModel(nn.Module):
     """``model`` behind :func:`run_with_fallback`: whole frames (``tile`` None), tiles, or
     ``tile='auto'``; a whole frame that runs out of GPU memory is retried in tiles, with a message.
     ``forward(x) -> (rgb, raw)`` as the model; the caller's autocast applies. ``used`` is the tile of
-    the last call (None: whole frame)."""
+    the last call (None: whole frame); with ``'auto'`` the tile is measured once per input size
+    and kept for the next inputs of that size (``auto_tiles``)."""
 
     def __init__(self, model: nn.Module, tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
                  log: Callable[[str], None] = print):
         super().__init__()
-        if tile is not None and tile != "auto":
-            TiledModel(model, int(tile), overlap, two_pass)   # a bad size fails here, before any work
+        check_tile_arguments(model, tile, overlap)   # a bad size fails here, before any work
         self.net, self.tile, self.overlap, self.two_pass, self.log = model, tile, overlap, two_pass, log
         self.used: Optional[int] = None
+        self.auto_tiles: Dict[Tuple[int, int], Optional[int]] = {}
 
     block_size = TiledModel.block_size
     in_channel = TiledModel.in_channel
@@ -451,18 +476,13 @@ class FallbackModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         rgb, raw, self.used = run_with_fallback(self.net, x, tile=self.tile, overlap=self.overlap,
-                                                two_pass=self.two_pass, log=self.log)
+                                                two_pass=self.two_pass, log=self.log, auto_tiles=self.auto_tiles)
         return rgb, raw
 
 
 # ---------------------------------------------------------------------------------------------
 # Measuring what tiles change (scripts/tiling_table.py, docs/tiling.md)
 # ---------------------------------------------------------------------------------------------
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
 
 @torch.no_grad()
 def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int, bool]], device="cpu",
@@ -471,10 +491,13 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
     against the whole-frame output, the mean PSNR of each against the ground truth, and the time
     relative to the whole frame. ``samples``: dicts with ``noisy_raw`` (C, h, w) and ``clean_rgb``
     (3, H, W) tensors (a test dataset), read one at a time; ``total``: their number, for the
-    progress bar. Outputs are clamped to [0, 1] as when saved."""
+    progress bar. Outputs are clamped to [0, 1] as when saved; PSNR as the test report computes
+    it (:func:`cans.metrics.psnr`, peak 1, float64)."""
     import time
 
     from tqdm import tqdm
+
+    from .metrics import psnr
 
     device = torch.device(device)
     model = model.to(device).eval()
@@ -485,14 +508,14 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
         t0 = time.perf_counter()
         whole = model(x)[0].float().clamp(0, 1)
         t_whole = time.perf_counter() - t0
-        whole_gt = _psnr(whole, gt)
+        whole_gt = float(psnr(whole, gt))
         for setting in settings:
             tile, overlap, two_pass = setting
             t0 = time.perf_counter()
             tiled = TiledModel(model, tile, overlap, two_pass)(x)[0].float().clamp(0, 1)
             rows[setting]["time"].append((time.perf_counter() - t0) / t_whole)
-            rows[setting]["vs_whole"].append(_psnr(tiled, whole))
-            rows[setting]["tiled_gt"].append(_psnr(tiled, gt))
+            rows[setting]["vs_whole"].append(float(psnr(tiled, whole)))
+            rows[setting]["tiled_gt"].append(float(psnr(tiled, gt)))
             rows[setting]["whole_gt"].append(whole_gt)
     out = []
     for (tile, overlap, two_pass), r in rows.items():
@@ -516,6 +539,6 @@ def format_tiling_table(rows: List[Dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TiledModel", "FallbackModel", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
+__all__ = ["TiledModel", "FallbackModel", "tile_for_model", "check_tile_arguments", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
            "tile_for_memory", "auto_tile", "run_with_fallback",
            "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]

@@ -217,6 +217,25 @@ def test_ensure_synthetic_follows_the_data_type(tmp_path):
         ensure_synthetic(mcr, log=messages.append)
 
 
+def test_cache_arrays_are_checked_when_opened(sony_set, tmp_path, monkeypatch):
+    """The shape / dtype check of the three cache files runs once per opened file, not per sample;
+    a cache that is not 3-D is still refused when a sample is read."""
+    import shutil
+    ds = SonyDictSet(sony_set, "Sony_test_list.txt", "test", **QUIET)
+    seen = []
+    check = SonyDictSet._check_cache_array
+    monkeypatch.setattr(SonyDictSet, "_check_cache_array", lambda self, arr, path: (seen.append(path), check(self, arr, path)))
+    first = ds[0]
+    assert torch.equal(ds[0]["noisy_raw"], first["noisy_raw"]) and len(seen) == len(set(seen)) == 3
+    copy = tmp_path / "sony"
+    shutil.copytree(sony_set, copy)
+    entry = ds.entries[0]
+    bad = cache_path(str(copy), entry.lbl_file, "post_int")
+    np.save(bad, np.load(bad)[0])
+    with pytest.raises(DataError, match="expected 3 dimensions"):
+        SonyDictSet(str(copy), "Sony_test_list.txt", "test", **QUIET)[0]
+
+
 def test_dataloader_two_workers_and_seed(sony_set):
     cfg = _demo_cfg(sony_set, "data.num_workers=2", "data.train.batch_size=2", "data.persistent_workers=false")
     loader = build_dataloader(cfg, "train", seed=5)

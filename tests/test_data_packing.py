@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import REFERENCE
 
-from cans.data.packing import (XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans, pack_bayer, pack_xtrans,
-                               unpack_bayer, unpack_xtrans, wb_vector)
+from cans.data.packing import (BAYER_RGGB, XTRANS_PATTERN, cfa_cell, mosaic_bayer, mosaic_cell, mosaic_xtrans,
+                               pack_bayer, pack_xtrans, phase_crop, phase_offset, unpack_bayer, unpack_xtrans, wb_vector)
 
 REF = REFERENCE
 
@@ -88,3 +88,39 @@ def test_xtrans_pattern_agrees_with_table_colours():
 def test_wb_vector_orders():
     np.testing.assert_array_equal(wb_vector([2.0, 1.0, 1.5], 2), [2.0, 1.0, 1.5, 1.0])
     np.testing.assert_array_equal(wb_vector([2.0, 1.0, 1.5], 3), [2, 1, 1.5, 2, 1.5, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize("reference", [BAYER_RGGB, XTRANS_PATTERN], ids=["bayer", "xtrans"])
+def test_phase_crop_and_offset_reach_the_reference(reference):
+    """Every phase of a cell: dropping (cy, cx) rows / columns, or padding (dy, dx) in front, of a
+    tiled mosaic gives the reference cell at the top-left; the smallest shift is chosen."""
+    p = reference.shape[0]
+    for a in range(p):
+        for b in range(p):
+            cell = np.roll(reference, (a, b), axis=(0, 1))
+            mosaic = np.tile(cell, (3, 3))
+            cy, cx = phase_crop(cell, reference)
+            np.testing.assert_array_equal(mosaic[cy:cy + p, cx:cx + p], reference)
+            dy, dx = phase_offset(cell, reference)
+            padded = np.tile(cell, (4, 4))[p - dy:, p - dx:]   # dy rows / dx columns in front of a whole cell
+            np.testing.assert_array_equal(padded[:p, :p], reference)
+            assert max(cy, dy) < p and (p == 2 or (cy < 3 and dy < 3))   # X-Trans repeats under a (3, 3) shift
+    with pytest.raises(ValueError, match="not a shifted copy"):
+        phase_crop(np.array([[0, 0], [1, 2]], dtype=np.uint8), BAYER_RGGB)
+    with pytest.raises(ValueError, match="does not match"):
+        phase_offset(BAYER_RGGB, XTRANS_PATTERN)
+
+
+def test_cfa_cell_and_mosaic_cell():
+    """Letters and code arrays give the same cells; a GRBG mosaic keeps G, R / B, G at each 2x2 cell."""
+    np.testing.assert_array_equal(cfa_cell("rggb"), BAYER_RGGB)
+    np.testing.assert_array_equal(cfa_cell(XTRANS_PATTERN.tolist()), XTRANS_PATTERN)
+    grbg = cfa_cell("GRBG")
+    assert grbg.dtype == np.uint8 and grbg.tolist() == [[1, 0], [2, 1]]
+    rgb = np.random.default_rng(0).random((5, 7, 3))
+    m = mosaic_cell(rgb, grbg)
+    assert m.shape == (5, 7)
+    assert m[0, 0] == rgb[0, 0, 1] and m[0, 1] == rgb[0, 1, 0] and m[1, 0] == rgb[1, 0, 2] and m[3, 3] == rgb[3, 3, 1]
+    for bad in ("RGGG", "RGB", [[0, 1, 2]], [[0, 3], [1, 2]]):
+        with pytest.raises(ValueError, match="cfa"):
+            cfa_cell(bad)

@@ -93,6 +93,18 @@ def test_four_bayer_phases_keep_size_and_colours(bayer_files, pattern):
     assert np.allclose(rgb[:, 95:100, 65:75].mean(axis=(1, 2)), 0.3, atol=0.02)
 
 
+def test_auto_tile_measured_once_for_files_of_one_size(bayer_files, tmp_path, monkeypatch):
+    import cans.tiling as tiling
+    from cans.inference import run_inference
+
+    sizes = []
+    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, hw, amp="off": sizes.append(tuple(hw)) or 32)
+    files = sorted(str(p) for p in bayer_files.glob("*.dng"))
+    result = run_inference(Demosaic(), files, str(tmp_path), 1.0, "cpu", tile="auto", overlap=8, progress=False)
+    assert not result["failed"] and len(result["done"]) == 4 and set(result["tiles"].values()) == {32}
+    assert sizes == [(51, 66)]   # the four phases pad to the same packed size: one measurement
+
+
 def test_xtrans_phase(tmp_path):
     cell = np.roll(packing.XTRANS_PATTERN, (2, 3), axis=(0, 1))  # a shifted X-Trans layout
     path = str(tmp_path / "xtrans.dng")

@@ -141,8 +141,13 @@ def test_normalisation_per_site_black_values_below_black_stay_negative(tmp_path)
     raw[0, 1] = 200                  # site (0,1) = R in GRBG, black 260
     write_dng(str(s_path), raw, cfa="GRBG", black=SITE_BLACK, white=WHITE, exposure_time=0.05, iso=100,
               as_shot_neutral=(0.5, 1.0, 0.7))
-    sample = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)[0]
+    ds = RawPairDataset(str(tmp_path), lst, "test", load_npy=False)
+    sample = ds[0]
     noisy = sample["noisy_raw"].numpy()
+    # the levels are built once per file and reused, read-only, for the next samples
+    levels = ds._levels(ds.entries[0])
+    assert levels[0][0] is ds._levels(ds.entries[0])[0][0] and not levels[0][0].flags.writeable
+    assert np.array_equal(ds[0]["noisy_raw"].numpy(), noisy)
     # independent computation: after dropping column 0 the cell is RGGB = sites (0,1), (0,0), (1,0), (1,1)
     black = {0: 260.0, 1: 250.0, 2: 270.0, 3: 280.0}
     site = {0: (0, 1), 1: (0, 2), 2: (1, 2), 3: (1, 1)}   # first pixel of each channel in the original mosaic

@@ -10,8 +10,8 @@ import torch.nn as nn
 
 from cans.inference import apply_orientation
 from cans.models import build_model
-from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, run_with_fallback, tile_for_memory,
-                         tile_starts)
+from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, check_tile_arguments, compare_tiling,
+                         run_with_fallback, tile_for_memory, tile_for_model, tile_starts)
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -150,6 +150,66 @@ def test_out_of_memory_retries_in_tiles_with_a_message():
     assert wrapped(x)[1].shape == (1, 4, 200, 300) and wrapped.used is not None
     with pytest.raises(RuntimeError, match="out of memory even in tiles"):
         run_with_fallback(OOMAbove(10), x, log=messages.append)
+
+
+def test_tile_arguments_are_checked_without_building_a_model():
+    from cans.inference import InferenceError, check_tiling
+
+    net = tiny()
+    assert tile_for_model(net, 100) == 96 and TiledModel(net, 100).tile == 96   # rounded down to the multiple 16
+    for tile in (None, "auto"):
+        check_tile_arguments(net, tile, 16)    # sized later: nothing to check yet
+    for tile, overlap, says in ((40, 16, "at least 64 packed pixels"), (100, 96, r"smaller than the tile \(96"),
+                                (64, -1, ">= 0")):
+        with pytest.raises(ValueError, match=says):
+            check_tile_arguments(net, tile, overlap)
+        with pytest.raises(ValueError, match=says):
+            FallbackModel(net, tile, overlap)
+        with pytest.raises(InferenceError, match=says):
+            check_tiling(net, tile, overlap)
+
+
+def test_compare_tiling_scores_against_the_whole_frame_and_the_ground_truth():
+    """The table's PSNRs are 10 log10(1 / MSE) of the clamped outputs (checked here in numpy, float64)."""
+    import numpy as np
+
+    model = Pointwise()
+    gen = torch.Generator().manual_seed(0)
+    samples = [{"noisy_raw": torch.rand(4, 80, 96, generator=gen), "clean_rgb": torch.rand(3, 160, 192, generator=gen)}
+               for _ in range(2)]
+    rows = compare_tiling(model, iter(samples), [(48, 16, False), (128, 16, True)], progress=False, total=2)
+    assert [(r["tile"], r["images"]) for r in rows] == [(48, 2), (128, 2)]
+
+    def db(a, b):
+        return 10 * np.log10(1.0 / np.mean((a.numpy().astype(np.float64) - b.numpy().astype(np.float64)) ** 2))
+
+    with torch.no_grad():
+        wholes = [model(s["noisy_raw"][None])[0].clamp(0, 1) for s in samples]
+    expected_gt = np.mean([db(w, s["clean_rgb"][None]) for w, s in zip(wholes, samples)])
+    for r in rows:
+        assert r["psnr_gt_whole"] == pytest.approx(expected_gt, abs=1e-4)
+        assert r["psnr_gt_tiled"] == pytest.approx(expected_gt, abs=1e-3)   # blending reproduces a pointwise model
+        assert r["psnr_vs_whole"] >= r["min_psnr_vs_whole"] > 80
+    assert rows[1]["psnr_vs_whole"] == float("inf")   # one tile covers the frame: the model itself
+
+
+def test_auto_tile_is_measured_once_per_input_size(monkeypatch):
+    import cans.tiling as tiling
+
+    sizes = []
+
+    def fake_auto_tile(model, device, frame_hw, amp="off"):
+        sizes.append(tuple(frame_hw))
+        return 48
+
+    monkeypatch.setattr(tiling, "auto_tile", fake_auto_tile)
+    wrapped = FallbackModel(Pointwise(), "auto", 16)
+    for shape in ((100, 120), (100, 120), (80, 96), (100, 120)):
+        rgb, raw = wrapped(torch.rand(1, 4, *shape))
+        assert wrapped.used == 48 and raw.shape[-2:] == shape
+    assert sizes == [(100, 120), (80, 96)]
+    run_with_fallback(Pointwise(), torch.rand(1, 4, 100, 120), tile="auto", overlap=16)
+    assert sizes[-1] == (100, 120) and len(sizes) == 3   # without a dict to keep: measured every time
 
 
 @pytest.mark.parametrize("flip,k", [(3, 2), (5, 1), (6, -1)])

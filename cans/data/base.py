@@ -166,11 +166,14 @@ class PairDataset(Dataset):
         state["_mmaps"] = OrderedDict()   # DataLoader workers open their own maps
         return state
 
-    def _open_cached(self, path: str) -> np.ndarray:
-        """The cache file ``path`` memory-mapped (:func:`open_npy`), kept open for the next samples."""
+    def _open_cached(self, path: str, check: Optional[Callable[[np.ndarray, str], None]] = None) -> np.ndarray:
+        """The cache file ``path`` memory-mapped (:func:`open_npy`), kept open for the next samples;
+        ``check(array, path)`` (raising DataError) runs when the file is opened, not on every sample."""
         arr = self._mmaps.get(path)
         if arr is None:
             arr = open_npy(path)
+            if check is not None:
+                check(arr, path)
             self._mmaps[path] = arr
             while len(self._mmaps) > self.mmap_cache_size:
                 self._mmaps.popitem(last=False)

@@ -1,4 +1,7 @@
-"""Packing a camera mosaic into channels, and the per-channel white-balance order.
+"""Packing a camera mosaic into channels, the per-channel white-balance order, and the colour
+filter (CFA) facts the packing relies on: the cells the model was trained on
+(:data:`BAYER_RGGB`, :data:`XTRANS_PATTERN`) and the shift that brings another phase to them
+(:func:`phase_crop`, :func:`phase_offset`).
 
 All functions are numpy, work on any dtype and return new arrays (no views into the input
 that a caller could modify by accident are promised; use ``np.ascontiguousarray`` if needed).
@@ -11,12 +14,19 @@ that a caller could modify by accident are promised; use ``np.ascontiguousarray`
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 #: Colours of the 4 Bayer channels, used to expand an (R, G, B) white balance.
 BAYER_WB_INDEX = (0, 1, 2, 1)
 #: Colours of the 9 X-Trans channels (R, G, B, R, B, G, G, G, G).
 XTRANS_WB_INDEX = (0, 1, 2, 0, 2, 1, 1, 1, 1)
+
+#: Colour code of each CFA letter (the codes of the cells below).
+CFA_CODES = {"R": 0, "G": 1, "B": 2}
+#: The 2x2 Bayer cell that ``pack_bayer`` expects: RGGB (0 = R, 1 = G, 2 = B).
+BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 
 #: The 6x6 X-Trans colour layout that ``pack_xtrans`` expects (0 = R, 1 = G, 2 = B).
 XTRANS_PATTERN = np.array([
@@ -38,6 +48,47 @@ _XTRANS_TABLE = (
 )
 # channels 5..8: out[c] = im[r::3, q::3]
 _XTRANS_GREEN = ((5, 1, 0), (6, 1, 1), (7, 2, 0), (8, 2, 1))
+
+
+def cfa_cell(cfa) -> np.ndarray:
+    """A CFA cell as (p, p) uint8 colour codes (0 R, 1 G, 2 B) from a 4-letter Bayer string read
+    row by row ('RGGB', 'GRBG', 'GBRG', 'BGGR') or a square array / nested list of codes
+    (e.g. :data:`XTRANS_PATTERN`, p = 6). ValueError for anything else."""
+    if isinstance(cfa, str):
+        letters = cfa.upper()
+        if len(letters) != 4 or sorted(letters) != ["B", "G", "G", "R"]:
+            raise ValueError(f"cfa {cfa!r} is not a Bayer pattern (RGGB, GRBG, GBRG, BGGR)")
+        return np.array([CFA_CODES[c] for c in letters], dtype=np.uint8).reshape(2, 2)
+    cell = np.asarray(cfa, dtype=np.uint8)
+    if cell.ndim != 2 or cell.shape[0] != cell.shape[1] or cell.max() > 2:
+        raise ValueError(f"cfa must be a square array of 0/1/2, got {cell!r}")
+    return cell
+
+
+def _phase_shift(cfa: np.ndarray, reference: np.ndarray, sign: int) -> Tuple[int, int]:
+    """The first (a, b) in row-major order with ``np.roll(cfa, (sign * a, sign * b)) == reference``."""
+    p = reference.shape[0]
+    if cfa.shape != reference.shape:
+        raise ValueError(f"CFA cell {cfa.shape} does not match the expected {reference.shape}")
+    for a in range(p):
+        for b in range(p):
+            if np.array_equal(np.roll(cfa, (sign * a, sign * b), axis=(0, 1)), reference):
+                return a, b
+    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
+
+
+def phase_crop(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(cy, cx): dropping cy rows and cx columns turns the (p, p) cell ``cfa`` into ``reference``:
+    ``cfa[(i + cy) % p, (j + cx) % p] == reference[i, j]``, the smallest such (cy, cx) in row-major
+    order (an X-Trans cell has two). ValueError if there is none."""
+    return _phase_shift(cfa, reference, -1)
+
+
+def phase_offset(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
+    """(dy, dx) such that padding dy rows on top and dx columns on the left turns ``cfa`` into
+    ``reference``: ``cfa[(i - dy) % p, (j - dx) % p] == reference[i, j]``, the smallest such
+    (dy, dx) in row-major order (an X-Trans cell has two). ValueError if there is none."""
+    return _phase_shift(cfa, reference, 1)
 
 
 def _check_2d(raw: np.ndarray, name: str, multiple: int) -> np.ndarray:
@@ -98,21 +149,24 @@ def unpack_xtrans(packed: np.ndarray) -> np.ndarray:
     return out
 
 
-def mosaic_bayer(rgb_hwc: np.ndarray) -> np.ndarray:
-    """(H, W, 3) -> RGGB mosaic (H, W): keep at each pixel the colour its CFA site records."""
+def mosaic_cell(rgb_hwc: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) mosaic with the (p, p) colour cell ``cell`` (0 R, 1 G, 2 B) tiled from
+    the top-left: each pixel keeps the colour its CFA site records."""
     rgb = np.asarray(rgb_hwc)
-    out = rgb[..., 1].copy()
-    out[0::2, 0::2] = rgb[0::2, 0::2, 0]
-    out[1::2, 1::2] = rgb[1::2, 1::2, 2]
-    return out
+    h, w = rgb.shape[:2]
+    p = cell.shape[0]
+    idx = np.tile(cell, (h // p + 1, w // p + 1))[:h, :w]
+    return np.take_along_axis(rgb, idx[..., None].astype(np.intp), axis=2)[..., 0]
+
+
+def mosaic_bayer(rgb_hwc: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> RGGB mosaic (H, W) (:data:`BAYER_RGGB` tiled from (0, 0))."""
+    return mosaic_cell(rgb_hwc, BAYER_RGGB)
 
 
 def mosaic_xtrans(rgb_hwc: np.ndarray) -> np.ndarray:
     """(H, W, 3) -> X-Trans mosaic (H, W) with :data:`XTRANS_PATTERN` tiled from (0, 0)."""
-    rgb = np.asarray(rgb_hwc)
-    h, w = rgb.shape[:2]
-    idx = np.tile(XTRANS_PATTERN, (h // 6 + 1, w // 6 + 1))[:h, :w]
-    return np.take_along_axis(rgb, idx[..., None].astype(np.intp), axis=2)[..., 0]
+    return mosaic_cell(rgb_hwc, XTRANS_PATTERN)
 
 
 def wb_vector(wb_rgb, block_size: int) -> np.ndarray:

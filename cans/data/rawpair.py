@@ -52,7 +52,7 @@ import numpy as np
 from .base import PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
-from .packing import XTRANS_PATTERN, pack_bayer, pack_xtrans, wb_vector
+from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
 from .prepare import cache_path, rendering_chw, resolve, save_npy
 from .raw_io import _raw_from_handle, open_raw, render_srgb16
 
@@ -60,7 +60,6 @@ META_FILE = "raw_pairs.json"
 META_VERSION = 1
 DEFAULT_MAX_RATIO = 300.0
 RATIO_MODES = ("exposure", "exposure_iso")
-BAYER_RGGB = np.array([[0, 1], [1, 2]], dtype=np.uint8)
 
 
 @dataclass
@@ -119,16 +118,6 @@ def _kind(block_size: int) -> Tuple[np.ndarray, Callable[[np.ndarray], np.ndarra
     if block_size == 2:
         return BAYER_RGGB, pack_bayer, "Bayer"
     return XTRANS_PATTERN, pack_xtrans, "X-Trans"
-
-
-def phase_crop(cfa: np.ndarray, reference: np.ndarray) -> Tuple[int, int]:
-    """(cy, cx): dropping cy rows and cx columns turns ``cfa`` into ``reference`` (ValueError if none)."""
-    p = reference.shape[0]
-    for cy in range(p):
-        for cx in range(p):
-            if np.array_equal(np.roll(cfa, (-cy, -cx), axis=(0, 1)), reference):
-                return cy, cx
-    raise ValueError(f"the CFA cell {cfa.tolist()} is not a shifted copy of {reference.tolist()}")
 
 
 def _packed_black(black_cell: np.ndarray, crop: Tuple[int, int], pack) -> List[float]:
@@ -419,6 +408,7 @@ class RawPairDataset(PairDataset):
             raise DataError(f"data.max_ratio: expected a number >= 1 or null, got {max_ratio}")
         self.ratio_mode, self.max_ratio = ratio_mode, max_ratio
         self._meta: Dict[str, FileMeta] = {}
+        self._levels_of: Dict[str, Tuple[np.ndarray, float]] = {}
         self._table: Optional[Dict[str, Any]] = None
         super().__init__(data_path, image_list_file, split, **kwargs)
 
@@ -475,11 +465,20 @@ class RawPairDataset(PairDataset):
             entry.meta_ratio = metadata_ratio(short, long, self.ratio_mode, self.max_ratio, names)
         entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
 
+    def _file_levels(self, rel: str) -> Tuple[np.ndarray, float]:
+        """(black per packed channel (C, 1, 1) float32 after the phase crop, read-only; white) of one
+        file, built on first use and kept (each DataLoader worker keeps its own copy)."""
+        levels = self._levels_of.get(rel)
+        if levels is None:
+            meta = self._file_meta(rel)
+            black = np.asarray(meta.black, dtype=np.float32).reshape(-1, 1, 1)
+            black.flags.writeable = False
+            levels = self._levels_of[rel] = (black, meta.white)
+        return levels
+
     def _levels(self, entry: PairEntry):
-        """Each file's own levels: black per packed channel (C, 1, 1) after the phase crop, white."""
-        short, long = self._file_meta(entry.img_file), self._file_meta(entry.lbl_file)
-        return ((np.asarray(short.black, dtype=np.float32).reshape(-1, 1, 1), short.white),
-                (np.asarray(long.black, dtype=np.float32).reshape(-1, 1, 1), long.white))
+        """Each file's own levels (:meth:`_file_levels`) for the short and the long file."""
+        return self._file_levels(entry.img_file), self._file_levels(entry.lbl_file)
 
     def _raw_arrays(self, entry: PairEntry):
         """(short packed uint16, long packed uint16, rendering uint16 (3, H, W)) as stored."""

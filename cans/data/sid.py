@@ -102,16 +102,15 @@ class SIDDictSet(PairDataset):
         if not np.issubdtype(arr.dtype, np.integer):
             raise DataError(f"cache file {path}: dtype {arr.dtype}, expected uint16")
 
+    def _check_cache_array(self, arr: np.ndarray, path: str) -> None:
+        """A cache file as the loader opens it: (C, h, w) or (3, H, W) of integers."""
+        if arr.ndim != 3:
+            raise DataError(f"cache file {path}: expected 3 dimensions, got shape {arr.shape}")
+        self._check_cache_dtype(arr, path)
+
     def _arrays(self, entry: PairEntry):
         if self.load_npy:
-            short_p, long_p, rgb_p = self._paths(entry)
-            noisy, clean, rgb = (self._open_cached(short_p), self._open_cached(long_p),
-                                 self._open_cached(rgb_p))
-            for arr, path in ((noisy, short_p), (clean, long_p), (rgb, rgb_p)):
-                if arr.ndim != 3:
-                    raise DataError(f"cache file {path}: expected 3 dimensions, got shape {arr.shape}")
-                self._check_cache_dtype(arr, path)
-            return noisy, clean, rgb
+            return tuple(self._open_cached(path, self._check_cache_array) for path in self._paths(entry))
         short_p, long_p = self._paths(entry)
         noisy = pack_raw(read_raw(short_p), self.spec)
         rf, rgb = read_raw_and_render(long_p)

@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import DataError
-from .packing import XTRANS_PATTERN, mosaic_bayer, mosaic_xtrans
+from .packing import BAYER_RGGB, XTRANS_PATTERN, cfa_cell, mosaic_bayer, mosaic_cell, mosaic_xtrans, phase_crop
 
 SOURCE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel")
@@ -67,8 +67,6 @@ NOISE = dict(k_min=0.0939, k_max=6.0106,
 LONG_EXPOSURE = 10.0
 #: (exposure in s, nominal ratio) of the three short captures of a scene.
 SHORT_EXPOSURES = ((0.1, 100), (0.04, 250), (0.033, 300))
-
-CFA_CODES = {"R": 0, "G": 1, "B": 2}
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,15 +145,10 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
         raise ValueError(f"write_dng: expected a (H, W) mosaic, got shape {mosaic.shape}")
     if min(mosaic.shape) < 22:
         raise ValueError(f"write_dng: mosaic {mosaic.shape} is too small; LibRaw needs at least 22 pixels a side")
-    if isinstance(cfa, str):
-        letters = cfa.upper()
-        if len(letters) != 4 or sorted(letters) != ["B", "G", "G", "R"]:
-            raise ValueError(f"write_dng: cfa {cfa!r} is not a Bayer pattern (RGGB, GRBG, GBRG, BGGR)")
-        cell = np.array([CFA_CODES[c] for c in letters], dtype=np.uint8).reshape(2, 2)
-    else:
-        cell = np.asarray(cfa, dtype=np.uint8)
-        if cell.ndim != 2 or cell.shape[0] != cell.shape[1] or cell.max() > 2:
-            raise ValueError(f"write_dng: cfa must be a square array of 0/1/2, got {cell!r}")
+    try:
+        cell = cfa_cell(cfa)
+    except ValueError as exc:
+        raise ValueError(f"write_dng: {exc}") from None
     if color_matrix is None:
         color_matrix = np.array(CAMERA_MATRICES["Sony"], dtype=np.float64) / 10000.0
     cm = np.asarray(color_matrix, dtype=np.float64).reshape(9)
@@ -465,21 +458,6 @@ OWN_SENSORS = {"bayer": (OWN_CAMERA, OWN_LONG, tuple((t, iso, None) for t, iso i
                "xtrans": (OWN_XTRANS_CAMERA, OWN_XTRANS_LONG, OWN_XTRANS_SHORTS)}
 
 
-def mosaic_cell(rgb_hwc: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """(H, W, 3) -> (H, W) mosaic with the (p, p) colour cell ``cell`` tiled from the top-left."""
-    h, w = rgb_hwc.shape[:2]
-    p = cell.shape[0]
-    idx = np.tile(cell, (h // p + 1, w // p + 1))[:h, :w]
-    return np.take_along_axis(rgb_hwc, idx[..., None].astype(np.intp), axis=2)[..., 0]
-
-
-def _own_cell(cam: Dict[str, object]) -> np.ndarray:
-    """The camera's CFA cell: (2, 2) from a Bayer string, (6, 6) from an X-Trans list of codes."""
-    if isinstance(cam["cfa"], str):
-        return np.array([CFA_CODES[c] for c in cam["cfa"]], dtype=np.uint8).reshape(2, 2)
-    return np.asarray(cam["cfa"], dtype=np.uint8)
-
-
 def _own_black(cam: Dict[str, object], iso: int):
     """Black level(s) a capture at ``iso`` records: the camera's per-site tuple (Bayer), or its
     value for that ISO (X-Trans: ``black`` maps ISO -> one level)."""
@@ -500,7 +478,7 @@ def write_own_camera_scene(out_dir: str, index: int, folder: str, first_number: 
     neutral = np.array(cam["neutral"]) * np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.85, 1.15)])
     cm = np.array(cam["matrix"]) / 10000.0
     linear = np.clip(srgb_to_linear(srgb) @ camera_from_srgb_matrix(cm).T, 0.0, None) * neutral
-    cell = _own_cell(cam)
+    cell = cfa_cell(cam["cfa"])   # (2, 2) from a Bayer string, (6, 6) from an X-Trans list of codes
     p = cell.shape[0]
     white = cam["white"]
 
@@ -514,7 +492,7 @@ def write_own_camera_scene(out_dir: str, index: int, folder: str, first_number: 
     clean = mosaic_cell(linear, cell) * (white - black_cell.max()) * rng.uniform(0.6, 0.9)
     # the ELD noise model is in 14-bit digital numbers: scale the signal there and back
     to14 = 16383.0 / white
-    common = dict(cfa=cam["cfa"] if p == 2 else cell, white=white, as_shot_neutral=neutral, color_matrix=cm,
+    common = dict(cfa=cell, white=white, as_shot_neutral=neutral, color_matrix=cm,
                   make=cam["make"], model=cam["model"])
 
     long_rel = f"{folder}/IMG_{first_number:04d}.DNG"
@@ -557,17 +535,17 @@ def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 
     folder and renamed into place.
     """
     from tqdm import tqdm
-    from .rawpair import prepare_pairs, packed_size, phase_crop
+    from .rawpair import prepare_pairs, packed_size
 
     if sensor not in OWN_SENSORS:
         raise DataError(f"own-camera set: sensor {sensor!r} is not one of {sorted(OWN_SENSORS)}")
     cam = OWN_SENSORS[sensor][0]
     if sensor == "bayer":
         height, width = height // 2 * 2, width // 2 * 2
-        block, reference = 2, np.array([[0, 1], [1, 2]], dtype=np.uint8)
+        block, reference = 2, BAYER_RGGB
     else:
         block, reference = 3, XTRANS_PATTERN
-    cy, cx = phase_crop(_own_cell(cam), reference)
+    cy, cx = phase_crop(cfa_cell(cam["cfa"]), reference)
     packed = packed_size((height - cy, width - cx), block)
     if min(packed) < min_packed:
         raise DataError(f"own-camera set: {height}x{width} is too small; the packed image must be at least "

@@ -33,6 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..tiling import DEFAULT_OVERLAP, FallbackModel
 from .evaluate import (_atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
 from .fastpath import fast_model_for_test
@@ -119,7 +120,7 @@ def _clear_images(folder: str) -> None:
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
-             tile=None, overlap: int = 32, two_pass: bool = True) -> Dict[str, Any]:
+             tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True) -> Dict[str, Any]:
     """Score ``checkpoint`` on the test split; returns the report (see the module docstring).
 
     ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
@@ -142,7 +143,6 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     weights = describe_weights(checkpoint)
     print_fn(f"weights: {weights_line(weights)}")
     model, _ = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
-    from ..tiling import FallbackModel
     try:
         model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
     except ValueError as exc:

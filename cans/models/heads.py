@@ -73,41 +73,29 @@ class ComputeAttn(nn.Module):
         return self.out(channel_attention(q, k, v)) + features
 
 
-class _InteractionMixin:
-    """Adds the per-head query and attention of the dual-head interaction module.
+class _InteractiveHead:
+    """The dual-head interaction of a CANS++ head, mixed in before the plain head (RawHead or
+    RGBHead): the per-head query and attention, then the head's own final layers.
 
-    The interactive heads create the query and attention before the head's final layers:
-    the authors' creation order, which fixes the seeded initial weights (do not reorder).
+    The query and attention are created before the final layers: the authors' creation order,
+    which fixes the seeded initial weights (do not reorder).
     """
 
-    def _build_query(self, width: int, adaptive_size: int) -> None:
+    def __init__(self, width: int, block_size: int, adaptive_size: int):
+        nn.Module.__init__(self)
         self.get_q = nn.Sequential(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
                                    nn.AdaptiveAvgPool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
         self.compute_attn = ComputeAttn(width)
+        self._build_final(width, block_size)
 
-    def interact(self, x, k, v):
-        return self.compute_attn(self.get_q(x), k, v, x)
+    def forward(self, x, k, v):
+        """x (B, w, H, W), k (B, w, s, s), v (B, w, H, W) -> the plain head's output of the attended x."""
+        return super().forward(self.compute_attn(self.get_q(x), k, v, x))
 
 
-class InteractiveRawHead(RawHead, _InteractionMixin):
+class InteractiveRawHead(_InteractiveHead, RawHead):
     """CANS++ RAW head: query the shared (k, v), then the RAW head's conv."""
 
-    def __init__(self, width: int, block_size: int, adaptive_size: int):
-        nn.Module.__init__(self)
-        self._build_query(width, adaptive_size)  # before the final layers: creation order is deliberate
-        self._build_final(width, block_size)
 
-    def forward(self, x, k, v):
-        return super().forward(self.interact(x, k, v))
-
-
-class InteractiveRGBHead(RGBHead, _InteractionMixin):
+class InteractiveRGBHead(_InteractiveHead, RGBHead):
     """CANS++ RGB head: query the shared (k, v), then the RGB head's layers."""
-
-    def __init__(self, width: int, block_size: int, adaptive_size: int):
-        nn.Module.__init__(self)
-        self._build_query(width, adaptive_size)  # before the final layers: creation order is deliberate
-        self._build_final(width, block_size)
-
-    def forward(self, x, k, v):
-        return super().forward(self.interact(x, k, v))
