@@ -4,9 +4,10 @@
 #   1. imports     which modules are missing (torch is required; rawpy, tifffile, scikit-image
 #                  feed the synthetic SID and infer.py: checks that need a missing one are SKIP)
 #   2. benchmark   scripts/benchmark.py for CANS++ at the paper sizes, alone on the GPU: plain,
-#                  authors_flags and fast first, then the candidates for a faster fast path
-#                  (cudagraphs, bf16_compile, fast_triton), then every other mode; --profile adds
-#                  each mode's 15 most expensive CUDA kernels to the JSON
+#                  authors_flags and fast first, then the eager modes that say why eager bfloat16
+#                  is slow (bf16, bf16_triton, triton_dwconv: seconds each), then the candidates for
+#                  a faster fast path (cudagraphs, bf16_compile, fast_triton), then every other
+#                  mode; --profile adds each mode's 15 most expensive CUDA kernels to the JSON
 #   3. pytest      python -m pytest -m cuda tests/  (fast path vs float32 on the parity vectors,
 #                  bf16/fp16 >= 45 dB, fp16 step with the grad scaler, DDP over NCCL, Triton
 #                  kernel, infer.py on the GPU, tiled inference)
@@ -145,7 +146,7 @@ benchmark() {  # model share
     t0=$(date +%s)
     # no mode starts in the last 40 % of the step's time (a compile mode needs that long)
     timeout "$lim" "$PY" scripts/benchmark.py -c "configs/$model/Sony.yaml" "${BENCH_SIZES[@]}" \
-        --modes plain authors_flags fast cudagraphs bf16_compile fast_triton all --budget $(( lim * 6 / 10 )) \
+        --modes plain authors_flags fast bf16 bf16_triton triton_dwconv cudagraphs bf16_compile fast_triton all --budget $(( lim * 6 / 10 )) \
         --out "$json" > "$OUT/benchmark_$model.log" 2>&1
     rc=$?
     t=$(( $(date +%s) - t0 ))

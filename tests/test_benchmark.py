@@ -13,7 +13,7 @@ from cans.engine.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
-NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "fast_triton"}
+NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "bf16_triton", "fast_triton"}
 
 
 def test_benchmark_reports_every_mode_on_cpu():

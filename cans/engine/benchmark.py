@@ -15,6 +15,8 @@ Each *mode* is one configuration of the same model (same initial weights, seed 0
 - ``bf16_compile``: bfloat16 autocast under ``torch.compile``;
 - ``triton_dwconv``: ``tf32`` with the RDE's depthwise 7x7 reflect convolution as the Triton
   kernel of :mod:`cans.kernels.dwconv7` (CUDA only);
+- ``bf16_triton``: ``bf16`` with the Triton kernel (CUDA only); beside ``bf16`` it shows how much
+  of eager bfloat16's time is the depthwise convolution;
 - ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`: TF32,
   cuDNN benchmark, compile, fused AdamW); on the CPU that is nothing, so it equals ``plain`` there;
 - ``fast_triton``: the CUDA ``fast`` plan with ``train.triton_dwconv: true``: TF32,
@@ -85,6 +87,9 @@ SPECS: Dict[str, ModeSpec] = {
     "triton_dwconv": ModeSpec(triton_dwconv=True,
                               needs_cuda="the Triton kernel runs on CUDA (its correctness is tested on the CPU "
                                          "under TRITON_INTERPRET=1: tests/test_triton_dwconv.py)"),
+    "bf16_triton": ModeSpec(amp="bf16", triton_dwconv=True,
+                            needs_cuda="the Triton kernel runs on CUDA (its bfloat16 path is tested on a GPU: "
+                                       "tests/test_cuda.py)"),
     "fast": ModeSpec(),  # replaced by the device's fast-path plan in mode_spec()
     "fast_triton": ModeSpec(triton_dwconv=True,  # the CUDA fast-path plan with the kernel, in mode_spec()
                             needs_cuda="the fast path with the Triton kernel is the CUDA plan (its compiled graph "

@@ -8,8 +8,10 @@ indices inside the kernels, so no padded copy of ``x`` is ever written:
 
 * forward: ``y[n, c, h, w] = bias[c] + sum_ij weight[c, i, j] * x[n, c, r(h + i - 3), r(w + j - 3)]``
   with ``r(k) = -k`` for ``k < 0``, ``2H - 2 - k`` for ``k >= H`` (PyTorch's 'reflect');
-* grad input: the transposed convolution of ``dy`` on the padded grid (H + 6, W + 6), then
-  the three reflected border rows / columns are added onto the rows / columns they mirror;
+* grad input: the transposed convolution of ``dy``, evaluated at the padded-grid positions that
+  reflect onto each pixel (the pixel itself, plus its mirror images in the three border rows /
+  columns for pixels near an edge) and summed, in one pass that writes ``dx`` in ``dy``'s dtype
+  (only tiles that touch a border compute the mirrored terms);
 * grad weight and bias: per-tile partial sums of ``dy * x(shifted, reflected)`` (49 taps)
   and of ``dy``, reduced over tiles and batch in float32.
 
@@ -102,27 +104,63 @@ if triton is not None:
         tl.store(y_ptr + base + rows[:, None] * W + cols[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _grad_padded_kernel(dy_ptr, w_ptr, dxp_ptr, C, H, W, BH: tl.constexpr, BW: tl.constexpr):
-        # dxp[u, v] = sum_ij w[i, j] * dy[u - i, v - j] on the padded grid (H + 6, W + 6)
-        plane = tl.program_id(0)
-        c = plane % C
-        HP = H + 6
-        WP = W + 6
-        u = tl.program_id(1) * BH + tl.arange(0, BH)
-        v = tl.program_id(2) * BW + tl.arange(0, BW)
-        base = plane.to(tl.int64) * H * W
-        acc = tl.zeros((BH, BW), dtype=tl.float32)
+    def _transposed_taps(dy_ptr, w_ptr, c, base, u, v, m, H, W):
+        # sum_ij w[c, i, j] * dy[u - i, v - j] at the padded-grid positions (u, v) where m holds
+        acc = tl.zeros(m.shape, dtype=tl.float32)
         for i in tl.static_range(7):
             h = u - i
             hm = (h >= 0) & (h < H)
             for j in tl.static_range(7):
                 w = v - j
-                m = hm[:, None] & ((w >= 0) & (w < W))[None, :]
+                mm = m & hm[:, None] & ((w >= 0) & (w < W))[None, :]
                 wv = tl.load(w_ptr + c * 49 + i * 7 + j).to(tl.float32)
-                g = tl.load(dy_ptr + base + h[:, None] * W + w[None, :], mask=m, other=0.0)
+                g = tl.load(dy_ptr + base + h[:, None] * W + w[None, :], mask=mm, other=0.0)
                 acc += g.to(tl.float32) * wv
-        out = plane.to(tl.int64) * HP * WP + u[:, None] * WP + v[None, :]
-        tl.store(dxp_ptr + out, acc, mask=(u[:, None] < HP) & (v[None, :] < WP))
+        return acc
+
+    @triton.jit
+    def _grad_input_kernel(dy_ptr, w_ptr, dx_ptr, C, H, W, BH: tl.constexpr, BW: tl.constexpr):
+        # dx[r, q] = sum of the padded-grid gradient P[u, v] = sum_ij w[i, j] dy[u - i, v - j] over
+        # the padded positions that reflect onto (r, q): row u = r + 3 always, u = 3 - r for
+        # 1 <= r <= 3 (the top border) and u = 2H + 1 - r for H - 4 <= r <= H - 2 (the bottom
+        # one); the same for columns. Only tiles that touch a border compute the mirrored terms.
+        plane = tl.program_id(0)
+        c = plane % C
+        r0 = tl.program_id(1) * BH
+        q0 = tl.program_id(2) * BW
+        rows = r0 + tl.arange(0, BH)
+        cols = q0 + tl.arange(0, BW)
+        inside = (rows[:, None] < H) & (cols[None, :] < W)
+        base = plane.to(tl.int64) * H * W
+        u0, v0 = rows + 3, cols + 3
+        u1, v1 = 3 - rows, 3 - cols
+        u2, v2 = 2 * H + 1 - rows, 2 * W + 1 - cols
+        top = ((rows >= 1) & (rows <= 3))[:, None]
+        bottom = ((rows >= H - 4) & (rows <= H - 2))[:, None]
+        left = ((cols >= 1) & (cols <= 3))[None, :]
+        right = ((cols >= W - 4) & (cols <= W - 2))[None, :]
+        at_top = r0 <= 3
+        at_bottom = r0 + BH - 1 >= H - 4
+        at_left = q0 <= 3
+        at_right = q0 + BW - 1 >= W - 4
+        acc = _transposed_taps(dy_ptr, w_ptr, c, base, u0, v0, inside, H, W)
+        if at_left:
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v1, inside & left, H, W)
+        if at_right:
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u0, v2, inside & right, H, W)
+        if at_top:
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v0, inside & top, H, W)
+            if at_left:
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v1, inside & top & left, H, W)
+            if at_right:
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u1, v2, inside & top & right, H, W)
+        if at_bottom:
+            acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v0, inside & bottom, H, W)
+            if at_left:
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v1, inside & bottom & left, H, W)
+            if at_right:
+                acc += _transposed_taps(dy_ptr, w_ptr, c, base, u2, v2, inside & bottom & right, H, W)
+        tl.store(dx_ptr + base + rows[:, None] * W + cols[None, :], acc.to(dx_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
     def _grad_weight_kernel(x_ptr, dy_ptr, part_ptr, C, H, W, TILES_W,
@@ -190,12 +228,11 @@ def _fold_reflect(dxp: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def _grad_input(dy, weight, block):
     n, c, h, w = dy.shape
-    hp, wp = h + 2 * PAD, w + 2 * PAD
-    bh, bw = _blocks(hp, wp, block)
-    dxp = torch.empty((n, c, hp, wp), device=dy.device, dtype=torch.float32)
-    grid = (n * c, triton.cdiv(hp, bh), triton.cdiv(wp, bw))
-    _grad_padded_kernel[grid](dy, weight, dxp, c, h, w, BH=bh, BW=bw)
-    return _fold_reflect(dxp, h, w).to(dtype=dy.dtype, memory_format=torch.contiguous_format)
+    bh, bw = _blocks(h, w, block)
+    dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
+    grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    _grad_input_kernel[grid](dy, weight, dx, c, h, w, BH=bh, BW=bw)
+    return dx
 
 
 def _grad_weight(x, dy, block):
