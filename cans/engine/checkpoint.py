@@ -1,13 +1,10 @@
-"""Training checkpoints: atomic writes, RNG states, loading for resume.
+"""Checkpoint files: atomic writes, reading with clear errors, RNG states, loading weights.
 
-A checkpoint is a ``dict`` saved with ``torch.save``:
-
-``model`` (state_dict, no ``module.`` prefix), ``optimizer``, ``scheduler``, ``scaler``
-(fp16 grad scaler or None), ``epoch`` (number of *completed* epochs), ``step`` (optimiser
-steps done), ``best_metric`` / ``best_epoch`` (validation PSNR, dB), ``rng`` (python,
-numpy, torch CPU, torch CUDA states), ``config`` (the resolved config), ``prior``
-(the adaptive prior's gamma), ``nonfinite`` (count of skipped non-finite steps),
-``history`` (initial / last validation metrics).
+A training checkpoint is a ``dict`` saved with ``torch.save``; what it holds and how a resume
+restores it is ``cans.engine.train_state``. This module does the file work: write atomically
+(:func:`atomic_torch_save`), read a checkpoint or weights file with one-line errors
+(:func:`read_torch_file`, :func:`load_checkpoint`, :func:`load_model_weights`), capture and
+restore the RNG states (python, numpy, torch CPU, torch CUDA).
 
 ``cans.models.load_weights`` reads the ``model`` entry, so a checkpoint is also a
 weights file for ``test.py`` and ``train.pretrained``.

@@ -1,13 +1,16 @@
-"""Writing result images: PNG (8- or 16-bit RGB, atomic) and a preview of a packed RAW.
+"""Result images: PNG (8- or 16-bit RGB, atomic), a preview of a packed RAW, and the
+validation panels that training shows in TensorBoard.
 
 ``write_png`` has its own small encoder (zlib + the PNG chunk layout) because Pillow
 cannot write 16-bit RGB; images go to a temporary file that is then renamed.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
+from typing import Any, Callable, ContextManager, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -94,4 +97,53 @@ def raw_preview(packed: torch.Tensor, block_size: int, gamma: float = 2.2) -> to
     return rgb
 
 
-__all__ = ["write_png", "encode_png", "to_hwc_array", "raw_preview", "PACKED_COLOURS"]
+@torch.no_grad()
+def validation_panels(model: torch.nn.Module, sample: Mapping[str, Any], block_size: int, device: torch.device,
+                      *, channels_last: bool = False,
+                      autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                      max_side: int = 256) -> Optional[Dict[str, torch.Tensor]]:
+    """The two TensorBoard panels of one validation sample, from a centre crop of at most
+    ``max_side`` x ``max_side`` packed pixels:
+
+    - ``"valid/input_output_target"``: input (brightened to mid-grey, :func:`raw_preview`) |
+      RGB output | RGB target, (3, ch*b, 3*cw*b) in [0, 1];
+    - ``"valid/raw_output_target"``: RAW output | RAW target as :func:`raw_preview` pictures,
+      (3, ch*b, 2*cw*b) in [0, 1].
+
+    ``sample`` is a sample dict of ``cans.data`` (``noisy_raw`` (C, h, w), ``clean_raw``
+    (C, h, w), ``clean_rgb`` (3, h*b, w*b)); ``model`` returns ``(rgb, raw)`` and runs in eval
+    mode on ``device`` under ``autocast()`` (its train/eval mode is restored). Returns None when
+    the sample has no ``noisy_raw`` (a pair left out) or the crop is smaller than the model accepts.
+    """
+    if "noisy_raw" not in sample:  # a pair left out (data.skip_bad_files)
+        return None
+    b = block_size
+    x = torch.as_tensor(sample["noisy_raw"])
+    h, w = x.shape[-2:]
+    ch, cw = min(h, max_side), min(w, max_side)
+    top, left = (h - ch) // 2, (w - cw) // 2
+
+    def crop(t, s: int) -> torch.Tensor:  # the same region at scale s (1: packed, b: RGB)
+        return torch.as_tensor(t)[..., top * s:(top + ch) * s, left * s:(left + cw) * s]
+
+    inp = crop(x, 1)[None].to(device, non_blocking=True)
+    if channels_last:
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast():
+            rgb, raw = model(inp)
+    except ValueError:  # crop smaller than the model accepts
+        return None
+    finally:
+        model.train(was_training)
+    rgb, raw = rgb[0].float().clamp(0, 1).cpu(), raw[0].float().cpu()
+    bright = crop(x, 1).float()
+    bright = bright / bright.mean().clamp_min(1e-6) * 0.18  # mid-grey exposure
+    panel = torch.cat([raw_preview(bright, b), rgb, crop(sample["clean_rgb"], b).float()], dim=2)
+    raw_panel = torch.cat([raw_preview(raw, b), raw_preview(crop(sample["clean_raw"], 1).float(), b)], dim=2)
+    return {"valid/input_output_target": panel, "valid/raw_output_target": raw_panel}
+
+
+__all__ = ["write_png", "encode_png", "to_hwc_array", "raw_preview", "validation_panels", "PACKED_COLOURS"]

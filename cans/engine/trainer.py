@@ -13,8 +13,10 @@ targets' shapes.
 
 The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); the data loaders come
 from ``cans.engine.loaders``, seeds from ``cans.engine.seeding``, signal handling from
-``cans.engine.signals``. Checkpoints record the number of completed epochs; a run
-interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
+``cans.engine.signals``. What a checkpoint holds and how a resume restores it is
+``cans.engine.train_state`` (the files themselves: ``cans.engine.checkpoint``); the validation
+image panels are ``cans.engine.images.validation_panels``. Checkpoints record the number of
+completed epochs; a run interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import math
 import os
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -33,15 +35,16 @@ from ..config import ConfigError, dump_config
 from ..losses import build_loss
 from . import distributed as du
 from . import fastpath
-from .checkpoint import (CheckpointError, atomic_torch_save, capture_rng_state, error_text, load_checkpoint,
-                         mismatch_text, restore_rng_state)
+from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from .evaluate import autocast_context
+from .images import validation_panels
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
 from .prior import build_prior, unwrap_model
-from .schedule import build_optimizer, build_scheduler, cosine_lr, sync_schedule
+from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
 from .signals import signals_ignored, sigterm_as_interrupt
+from .train_state import capture_train_state, committed_progress, interrupt_state, restore_train_state
 
 
 class NonFiniteLossError(RuntimeError):
@@ -160,6 +163,7 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
         self.history: Dict[str, Any] = {"initial": None, "last": None}
+        self._committed: Optional[Dict[str, Any]] = None  # see train_state.interrupt_state
 
         if self.is_main:
             os.makedirs(self.ckpt_dir, exist_ok=True)
@@ -201,37 +205,10 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self, gather_rng: bool = True) -> Dict[str, Any]:
-        """Everything a resume needs. ``gather_rng`` collects every rank's RNG state (a collective
-        call: all ranks must call it); without it ``rng_ranks`` is None."""
-        rng = capture_rng_state()
-        rng_ranks = None
-        if gather_rng and self.world_size > 1:
-            rng_ranks = [None] * self.world_size
-            torch.distributed.all_gather_object(rng_ranks, rng)
-        return {
-            "model": unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "param_names": self._param_names(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": self.epoch,
-            "step": self.step,
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "bad_validations": self.bad_validations,
-            "rng": rng,
-            "rng_ranks": rng_ranks,
-            "world_size": self.world_size,
-            "config": dict(self.cfg),
-            "prior": self.prior.state_dict(),
-            "nonfinite": self.nonfinite_total,
-            "history": self.history,
-        }
-
-    def _param_names(self) -> List[str]:
-        """Parameter names in optimizer order (the order the optimizer state is saved in)."""
-        names = {id(p): n for n, p in unwrap_model(self.model).named_parameters()}
-        return [names.get(id(p), "?") for g in self.optimizer.param_groups for p in g["params"]]
+        """Everything a resume needs (``cans.engine.train_state.capture_train_state``). ``gather_rng``
+        collects every rank's RNG state (a collective call: all ranks must call it); without it
+        ``rng_ranks`` is None."""
+        return capture_train_state(self, gather_rng)
 
     def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
         """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP)."""
@@ -243,54 +220,8 @@ class Trainer:
         return path
 
     def load(self, path: str) -> None:
-        """Restore everything saved by ``save`` (resume)."""
-        ckpt = load_checkpoint(path, map_location="cpu")
-        from ..models import load_state_dict_strict, extract_state_dict
-        try:
-            load_state_dict_strict(unwrap_model(self.model), extract_state_dict(ckpt["model"], path), source=path)
-        except (KeyError, ValueError) as exc:
-            raise CheckpointError(f"cannot resume: {mismatch_text(exc, ckpt, self.cfg)}") from None
-        # AdamW's state is stored by parameter position: refuse one saved with another parameter order
-        if ckpt.get("param_names") != self._param_names():
-            raise CheckpointError(f"cannot resume from {path}: its optimizer state was saved for another parameter "
-                                  f"order (a checkpoint from an earlier version of this code?); start a new run "
-                                  f"from its weights with --set train.pretrained={path}")
-        # the moments come from the checkpoint, the hyper-parameters (betas, eps, weight decay)
-        # from this config, as the learning rate (sync_schedule)
-        # (lr and initial_lr stay the checkpoint's until sync_schedule compares and sets them)
-        fresh = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")}
-                 for g in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: the optimizer state does not fit this model/optimizer: "
-                                  f"{error_text(exc)}") from None
-        for group, hyper in zip(self.optimizer.param_groups, fresh):
-            group.update(hyper)
-        if ckpt.get("scheduler") is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch = int(ckpt["epoch"])
-        self.step = int(ckpt["step"])
-        self.best_metric = float(ckpt.get("best_metric", -math.inf))
-        self.best_epoch = ckpt.get("best_epoch")
-        self.bad_validations = int(ckpt.get("bad_validations", 0))
-        self.nonfinite_total = int(ckpt.get("nonfinite", 0))
-        self.history = ckpt.get("history") or self.history
-        saved_lr, lr = sync_schedule(self.optimizer, self.scheduler, float(self.tcfg["base_lr"]), self.epoch)
-        if abs(saved_lr - lr) > 1e-12 * max(abs(saved_lr), 1e-30):
-            self.logger.info(f"learning rate of epoch {self.epoch + 1}: {lr:.4g} from this config's schedule "
-                             f"(the checkpoint's schedule gave {saved_lr:.4g})")
-        if ckpt.get("prior"):
-            self.prior.load_state_dict(ckpt["prior"])
-        ranks = ckpt.get("rng_ranks")
-        if ranks and ckpt.get("world_size") == self.world_size:
-            restore_rng_state(ranks[self.rank])
-        elif self.world_size == 1:
-            restore_rng_state(ckpt.get("rng"))
-        else:  # a different number of processes: fresh per-rank streams
-            seed_everything(self.seed + self.rank + 7919 * self.epoch)
+        """Restore everything saved by ``save`` (resume; ``cans.engine.train_state.restore_train_state``)."""
+        restore_train_state(self, load_checkpoint(path, map_location="cpu"), path)
         best = (f"best validation PSNR {self.best_metric:.3f} dB (epoch {self.best_epoch})"
                 if self.best_epoch is not None and math.isfinite(self.best_metric) else "no validation yet")
         self.logger.info(f"resumed from {os.path.abspath(path)}: {self.epoch} epoch(s), {self.step} step(s) done, "
@@ -409,40 +340,15 @@ class Trainer:
             self._log_images(self.step)
         return metrics
 
-    @torch.no_grad()
     def _log_images(self, step: int, max_side: int = 256) -> None:
-        """TensorBoard: input (brightened) | RGB output | RGB target, and RAW output | RAW target."""
+        """TensorBoard: input (brightened) | RGB output | RGB target, and RAW output | RAW target, of
+        the first validation image (``cans.engine.images.validation_panels``)."""
         if self.logger.writer is None or self.valid_set is None or len(self.valid_set) == 0:
             return
-        from .images import raw_preview
-
-        sample = self.valid_set[0]
-        if "noisy_raw" not in sample:  # a pair left out (data.skip_bad_files)
-            return
-        b = self.block_size
-        x = sample["noisy_raw"]
-        x = torch.as_tensor(x)
-        h, w = x.shape[-2:]
-        ch, cw = min(h, max_side), min(w, max_side)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        crop = lambda t, s: torch.as_tensor(t)[..., top * s:(top + ch) * s, left * s:(left + cw) * s]
-        model = self.model
-        was_training = model.training
-        model.eval()
-        try:
-            with self._autocast():
-                rgb, raw = model(self._to_device(crop(x, 1)[None]))
-        except ValueError:  # crop smaller than the model accepts
-            model.train(was_training)
-            return
-        model.train(was_training)
-        rgb, raw = rgb[0].float().clamp(0, 1).cpu(), raw[0].float().cpu()
-        bright = crop(x, 1).float()
-        bright = bright / bright.mean().clamp_min(1e-6) * 0.18  # mid-grey exposure
-        panel = torch.cat([raw_preview(bright, b), rgb, crop(sample["clean_rgb"], b).float()], dim=2)
-        self.logger.image("valid/input_output_target", panel, step)
-        raw_panel = torch.cat([raw_preview(raw, b), raw_preview(crop(sample["clean_raw"], 1).float(), b)], dim=2)
-        self.logger.image("valid/raw_output_target", raw_panel, step)
+        panels = validation_panels(self.model, self.valid_set[0], self.block_size, self.device,
+                                   channels_last=self.channels_last, autocast=self._autocast, max_side=max_side)
+        for tag, panel in (panels or {}).items():
+            self.logger.image(tag, panel, step)
 
     # ----------------------------------------------------------------- main loop
     def fit(self, max_epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -472,7 +378,7 @@ class Trainer:
             self.logger.info(f"untrained model: validation PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}, "
                              f"RAW PSNR {metrics['raw_psnr']:.3f} dB")
         stopped_early = False
-        self._commit()  # the state of the last epoch whose end (validation, last.pth) was written
+        self._committed = committed_progress(self)  # the last epoch whose end (validation, last.pth) was written
         try:
             for epoch in range(self.epoch, stop):
                 t0 = time.time()
@@ -499,7 +405,7 @@ class Trainer:
                 self.logger.info(msg)
                 state = self.state_dict()
                 self.save("last.pth", state)
-                self._commit()
+                self._committed = committed_progress(self)
                 if is_best:
                     self.save("best.pth", state)
                 if save_every and self.epoch % save_every == 0:
@@ -514,7 +420,7 @@ class Trainer:
                 # torchrun answers Ctrl-C by sending SIGTERM to the workers: let this save finish
                 with signals_ignored():
                     path = os.path.join(self.ckpt_dir, "last.pth")
-                    state = self._interrupt_state()
+                    state = interrupt_state(self, self._committed)  # no collective calls
                     atomic_torch_save(state, path)
                     self.logger.info(f"interrupted: saved {path} ({state['epoch']} complete epoch(s), "
                                      f"step {self.step}); continue with --resume or train.auto_resume=true")
@@ -533,23 +439,6 @@ class Trainer:
             os.replace(tmp, os.path.join(self.output_dir, "train_summary.json"))
         self.logger.flush()
         return summary
-
-    def _commit(self) -> None:
-        self._committed = {"epoch": self.epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
-                           "bad_validations": self.bad_validations, "history": dict(self.history)}
-
-    def _interrupt_state(self) -> Dict[str, Any]:
-        # no collective calls here: other ranks may already be gone.
-        # An epoch interrupted during its validation or before its last.pth was written counts as
-        # not done, like one interrupted mid-training: the resumed run repeats it and validates it
-        # (else that validation, and a possible best.pth, would be skipped for good).
-        done = dict(getattr(self, "_committed", None) or {})
-        if done.get("epoch", self.epoch) >= self.epoch:
-            done = {}
-        state = self.state_dict(gather_rng=False)
-        state["interrupted"] = True
-        state.update(done)
-        return state
 
     def close(self) -> None:
         self.logger.close()
