@@ -3,7 +3,8 @@
 ``load_config(path, overrides=None)`` returns the resolved configuration as a plain
 ``dict``. Every key the project reads is declared in ``SCHEMA`` below, with its type
 and default: an unknown or misspelt key fails with its dotted path and the closest
-valid names, a value of the wrong type fails with the type expected.
+valid names, a value of the wrong type (or below the key's smallest value, e.g. a negative
+``train.epochs``) fails with the type expected.
 
 Inheritance: a file may name ``base: other.yaml`` (a path relative to the file, or a
 list of them, applied in order); the file's own keys are merged over the base's,
@@ -31,15 +32,18 @@ class Field:
     """One leaf of the schema: accepted type(s), default, optional choices."""
 
     def __init__(self, kind: str, default: Any = _MISSING, choices: Optional[Sequence[Any]] = None,
-                 nullable: bool = False, doc: str = ""):
+                 nullable: bool = False, doc: str = "", min: Optional[float] = None):
         self.kind = kind  # 'int', 'float', 'bool', 'str', 'list[int]', 'list[float]', 'list[str]'
         self.default = default
         self.choices = list(choices) if choices is not None else None
+        self.min = min  # smallest value allowed (numbers, and each item of a list of numbers)
         self.nullable = nullable or default is None
         self.doc = doc
 
     def describe(self) -> str:
         text = self.kind
+        if self.min is not None:
+            text += f" >= {self.min:g}"
         if self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         return text + (" or null" if self.nullable else "")
@@ -50,6 +54,11 @@ class Field:
                 return None
             raise ConfigError(f"{path}: expected {self.describe()}, got null")
         value = _coerce(self.kind, value, path, self.describe())
+        if self.min is not None:
+            for i, v in enumerate(value if isinstance(value, list) else [value]):
+                if not v >= self.min:  # also refuses nan
+                    where = f"{path}[{i}]" if isinstance(value, list) else path
+                    raise ConfigError(f"{where}: expected {self.describe()}, got {v!r}")
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -111,9 +120,9 @@ PROCESS = {
     "v_flip": Field("bool", True),
     "only_00": Field("bool", False, doc="keep only the first capture (_00_) of each scene"),
     "patch_size": Field("int", None, doc="training crop in Bayer pixels; null = whole image"),
-    "repeat": Field("int", 1, doc="iterate the list this many times per epoch"),
-    "max_samples": Field("int", None, doc="use only the first N pairs of the list"),
-    "batch_size": Field("int", 1),
+    "repeat": Field("int", 1, min=1, doc="iterate the list this many times per epoch"),
+    "max_samples": Field("int", None, min=1, doc="use only the first N pairs of the list"),
+    "batch_size": Field("int", 1, min=1),
 }
 
 SPLIT_EXTRA = {
@@ -132,13 +141,13 @@ SCHEMA: Dict[str, Any] = {
     "output_dir": Field("str", None, doc="run folder; defaults to runs/<name>"),
     "model": {
         "type": Field("str", "CANS_Plus", choices=["CANS", "CANS_Plus"]),
-        "in_channel": Field("int", 4),
-        "width": Field("int", 32),
-        "middle_blk_num": Field("int", 2),
-        "enc_blk_nums": Field("list[int]", [2, 2, 2, 2]),
-        "dec_blk_nums": Field("list[int]", [2, 2, 2, 2]),
-        "adaptive_size": Field("int", 2),
-        "block_size": Field("int", 2),
+        "in_channel": Field("int", 4, min=1),
+        "width": Field("int", 32, min=1),
+        "middle_blk_num": Field("int", 2, min=0),
+        "enc_blk_nums": Field("list[int]", [2, 2, 2, 2], min=0),
+        "dec_blk_nums": Field("list[int]", [2, 2, 2, 2], min=0),
+        "adaptive_size": Field("int", 2, min=1),
+        "block_size": Field("int", 2, min=1),
         "amp_layernorm": Field("str", "float32", choices=["float32", "reference"],
                                doc="under train/test.amp: LayerNorm2d in float32 (eps 1e-5, as the float32 model), "
                                    "or 'reference': in the half precision with eps 1e-3 (the reference's rule)"),
@@ -154,10 +163,10 @@ SCHEMA: Dict[str, Any] = {
         "data_path": Field("str", "datasets/SID"),
         "load_npy": Field("bool", True, doc="read cached .npy packs instead of the RAW files"),
         "skip_bad_files": Field("bool", False),
-        "num_workers": Field("int", 4),
+        "num_workers": Field("int", 4, min=0),
         "pin_memory": Field("bool", True),
         "persistent_workers": Field("bool", True),
-        "prefetch_factor": Field("int", 2),
+        "prefetch_factor": Field("int", 2, min=1),
         "synthetic": {
             "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing "
                                  "(see cans.data.ensure_synthetic for where it may)"),
@@ -166,7 +175,7 @@ SCHEMA: Dict[str, Any] = {
             "camera": Field("str", None, choices=["Sony", "Fuji"], doc="null: the camera of data.type"),
             "height": Field("int", 384, doc="mosaic height of the synthetic images (Bayer pixels)"),
             "width": Field("int", 576, doc="mosaic width of the synthetic images (Bayer pixels)"),
-            "workers": Field("int", 0, doc="processes that build the caches (0 = in-process)"),
+            "workers": Field("int", 0, min=0, doc="processes that build the caches (0 = in-process)"),
         },
         "process": PROCESS,
         "train": SPLIT,
@@ -174,29 +183,29 @@ SCHEMA: Dict[str, Any] = {
         "test": SPLIT,
     },
     "loss": {
-        "raw": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0)},
-        "rgb": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0)},
+        "raw": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0, min=0)},
+        "rgb": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0, min=0)},
         "prior": {
             "weighting": Field("str", "fixed", choices=["fixed", "gradient_agreement"]),
-            "every": Field("int", 1, doc="steps between gamma updates (gradient_agreement)"),
+            "every": Field("int", 1, min=1, doc="steps between gamma updates (gradient_agreement)"),
         },
     },
     "train": {
-        "base_lr": Field("float", 2e-4),
-        "min_lr": Field("float", 2e-5),
-        "epochs": Field("int", 1000),
-        "warmup_epochs": Field("int", 0),
-        "early_stop": Field("int", None, doc="stop after N validations without a new best"),
-        "clip_grad": Field("float", 0.1, nullable=True),
-        "valid_per_epoch": Field("int", 1),
-        "save_per_epoch": Field("int", 50),
+        "base_lr": Field("float", 2e-4, min=0),
+        "min_lr": Field("float", 2e-5, min=0),
+        "epochs": Field("int", 1000, min=0),
+        "warmup_epochs": Field("int", 0, min=0),
+        "early_stop": Field("int", None, min=1, doc="stop after N validations without a new best"),
+        "clip_grad": Field("float", 0.1, nullable=True, min=0),
+        "valid_per_epoch": Field("int", 1, min=1),
+        "save_per_epoch": Field("int", 50, min=0),
         "manual_seed": Field("int", 3407, nullable=True),
         "deterministic": Field("bool", False),
         "optimizer": {
             "type": Field("str", "AdamW", choices=["AdamW", "Adam"]),
             "betas": Field("list[float]", [0.9, 0.999]),
-            "eps": Field("float", 1e-8),
-            "weight_decay": Field("float", 0.0),
+            "eps": Field("float", 1e-8, min=0),
+            "weight_decay": Field("float", 0.0, min=0),
         },
         "lr_scheduler": {
             "type": Field("str", "cosine", choices=["cosine", "constant"]),
@@ -209,11 +218,11 @@ SCHEMA: Dict[str, Any] = {
         "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "auto_resume": Field("bool", False),
         "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
-        "log_every": Field("int", 50, doc="steps between text-log lines"),
-        "max_nonfinite": Field("int", 10, doc="consecutive non-finite losses that stop the run"),
+        "log_every": Field("int", 50, min=1, doc="steps between text-log lines"),
+        "max_nonfinite": Field("int", 10, min=1, doc="consecutive non-finite losses that stop the run"),
         "test_at_end": Field("bool", False, doc="run the test report after training"),
         "validate_at_start": Field("bool", False, doc="validate the untrained model before epoch 1"),
-        "num_threads": Field("int", None, doc="torch CPU threads (null: torch's default); 1 keeps a busy CPU demo fast"),
+        "num_threads": Field("int", None, min=1, doc="torch CPU threads (null: torch's default); 1 keeps a busy CPU demo fast"),
     },
     "test": {
         "checkpoint": Field("str", None),
@@ -221,13 +230,13 @@ SCHEMA: Dict[str, Any] = {
         "save_16bit": Field("bool", False),
         "save_grid": Field("bool", False),
         "compare_paper": Field("bool", False),
-        "throughput_warmup": Field("int", 3),
-        "throughput_iters": Field("int", 10),
+        "throughput_warmup": Field("int", 3, min=0),
+        "throughput_iters": Field("int", 10, min=1),
         "amp": Field("amp", "off", choices=["off", "bf16", "fp16"], doc="autocast for test.py / infer"),
         "channels_last": Field("bool", False),
         "fast": Field("bool", True, doc="CUDA only: TF32, cuDNN benchmark, torch.compile (test.py, infer.py)"),
         "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
-        "max_images": Field("int", None, doc="score only the first N test images"),
+        "max_images": Field("int", None, min=1, doc="score only the first N test images"),
     },
 }
 
@@ -236,14 +245,27 @@ SCHEMA: Dict[str, Any] = {
 # Loading
 # ---------------------------------------------------------------------------------------
 
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: the line and column, what went wrong, a hint for tabs."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    hint = " (indent with spaces, YAML does not allow tabs)" if "'\\t'" in problem else ""
+    return f"{where}{problem}{hint}"
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file (e.g. {os.path.join(path, '...yaml')})")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, "r", encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML in UTF-8)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -291,7 +313,7 @@ def parse_override(text: str) -> tuple:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from None
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {yaml_error_line(exc)}") from None
     return key.split("."), value
 
 
@@ -315,7 +337,8 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
              fill_defaults: bool = True) -> Dict[str, Any]:
     """Check ``cfg`` against ``schema``; return a new dict with defaults filled in."""
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(cfg).__name__} {cfg!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping (a section of keys), "
+                          f"got {type(cfg).__name__} {cfg!r}")
     out: Dict[str, Any] = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"

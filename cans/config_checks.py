@@ -4,6 +4,7 @@
 checks that the keys fit together, so that a wrong combination fails at once with one line
 naming the keys to change, instead of a shape error from inside the model minutes later:
 
+* ``model.enc_blk_nums`` and ``model.dec_blk_nums``: one entry per level each, as many levels;
 * the camera's packed input (``data.type``: SonyDictSet / MCRDictSet Bayer, 4 channels,
   block 2; FujiDictSet X-Trans, 9 channels, block 3) against ``model.in_channel``,
   ``model.block_size`` and ``model.adaptive_size``;
@@ -48,6 +49,10 @@ def smallest_patch(cfg: Mapping[str, Any], block: int) -> int:
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` (one line, naming the keys) when the keys do not fit together."""
     data, model = cfg["data"], cfg["model"]
+    enc, dec = model["enc_blk_nums"], model["dec_blk_nums"]
+    if not enc or len(enc) != len(dec):
+        raise ConfigError(f"model.enc_blk_nums {enc} and model.dec_blk_nums {dec}: expected two lists of the same "
+                          f"length >= 1 (one number of blocks per level; the paper's models: [2, 2, 2, 2] each)")
     kind = data["type"]
     if kind not in CAMERAS:
         return

@@ -216,7 +216,8 @@ def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int
 
 def find_inputs(inputs: Sequence[str]) -> List[str]:
     """Files as given, plus the RAW files (by extension) directly inside any folder given
-    (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out)."""
+    (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out). A path that
+    does not exist, or a folder without RAW files, raises :class:`InferenceError` before any work."""
     files: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
@@ -227,6 +228,8 @@ def find_inputs(inputs: Sequence[str]) -> List[str]:
                 raise InferenceError(f"{item}: no RAW files in this folder (extensions "
                                      f"{', '.join(sorted(RAW_EXTENSIONS))})")
             files.extend(found)
+        elif not os.path.exists(item):
+            raise InferenceError(f"input {item}: no such file or folder")
         else:
             files.append(item)
     return files
@@ -335,6 +338,8 @@ def cli_main(args) -> int:
     if not checkpoint:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     files = find_inputs(args.inputs)
+    from .outdirs import prepare_output_dir
+    prepare_output_dir(args.out, "--out")  # before the model: not one failure per file at the end
     device = pick_device(args.device)
     model = load_model(cfg, checkpoint, device)
     from .models.published import weights_line

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from cans.config import ConfigError, load_config  # noqa: E402
+from cans.outdirs import check_output_file  # noqa: E402
 from cans.engine.benchmark import MODES, format_table, run_benchmark  # noqa: E402
 
 
@@ -76,7 +77,15 @@ def main(argv=None):
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        sys.exit(f"error: --device {args.device}: not a device name; use cpu, cuda or cuda:N")
+    if args.out:
+        try:
+            check_output_file(args.out, "--out")  # now, not after the first mode
+        except ConfigError as exc:
+            sys.exit(f"error: {exc}")
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"error: --device {args.device}: no CUDA device is visible; use --device cpu")
     block = int(cfg["model"]["block_size"])

@@ -26,7 +26,7 @@ def parse_args(argv=None):
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="RAW files and/or folders of RAW files")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="RAW files and/or folders of RAW files")
     p.add_argument("-c", "--config", required=True, help="model config, e.g. configs/CANS_Plus/Sony.yaml")
     p.add_argument("--checkpoint", default=None, help="weights (.pth); default: test.checkpoint of the config")
     p.add_argument("--ratio", default="auto",
@@ -46,16 +46,23 @@ def parse_args(argv=None):
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
+    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words without '=' are inputs
+    tail = len(args.set)
+    while tail and "=" not in args.set[tail - 1]:
+        tail -= 1
+    args.inputs, args.set = args.set[tail:] + args.inputs, args.set[:tail]
+    if not args.inputs:
+        p.error("no INPUT: name RAW files and/or folders of RAW files")
     if args.ratio != "auto":
         try:
             args.ratio = float(args.ratio)
         except ValueError:
             p.error(f"--ratio: expected a number or 'auto', got {args.ratio!r}")
-        if args.ratio <= 0:
-            p.error("--ratio must be positive")
-    if not args.target_mean > 0:
+        if not 0 < args.ratio < float("inf"):  # also refuses nan
+            p.error(f"--ratio must be a positive number, got {args.ratio}")
+    if not 0 < args.target_mean < float("inf"):
         p.error(f"--target-mean must be positive, got {args.target_mean}")
-    if not args.max_ratio >= 1:
+    if not 1 <= args.max_ratio < float("inf"):
         p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
     return args
 

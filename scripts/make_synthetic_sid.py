@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the synthetic set already at --out (only a folder this script made)")
     args = p.parse_args(argv)
+    if args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
     t0 = time.time()
     try:
         info = make_synthetic_sid(args.out, camera=args.camera, scenes=args.scenes, seed=args.seed,

@@ -30,7 +30,10 @@ def parse_args(argv=None):
     p.add_argument("--xtrans", action="store_true", help="the same as --sensor xtrans")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
+    return args
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cans.config import ConfigError  # noqa: E402
 from cans.data.errors import DataError  # noqa: E402
+from cans.outdirs import check_output_file  # noqa: E402
 from cans.data.prepare import prepare_sid  # noqa: E402
 
 
@@ -28,10 +30,14 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     p.add_argument("--summary-json", default=None, help="also write the summary to this JSON file")
     args = p.parse_args(argv)
+    if args.workers is not None and args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
     t0 = time.time()
     try:
+        if args.summary_json:  # checked now, not after the whole preparation
+            check_output_file(args.summary_json, "--summary-json")
         summary = prepare_sid(args.data_path, args.camera, lists_dir=args.lists_dir, workers=args.workers)
-    except DataError as exc:
+    except (DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"done in {time.time() - t0:.1f} s")

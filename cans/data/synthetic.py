@@ -368,6 +368,8 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
         raise DataError(f"synthetic SID: {height}x{width} is too small; the packed image must be at "
                         f"least 49 pixels a side ({49 * block} Bayer pixels)")
     replace = False
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(f"synthetic SID: {os.path.abspath(out)} exists and is not a folder; choose another --out")
     if os.path.isdir(out) and os.listdir(out):
         made_here = os.path.isfile(os.path.join(out, MARKER))
         if not (overwrite and made_here):
@@ -377,8 +379,12 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
         replace = True
     splits = split_of(scenes)
     parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp_synthetic_", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp_synthetic_", dir=parent)
+    except OSError as exc:
+        raise DataError(f"synthetic SID: cannot create a folder in {parent} ({exc.strerror or exc}); "
+                        f"choose another --out") from None
     try:
         counters = {"train": 0, "test": 0, "val": 0}
         prefix = {"train": 0, "test": 1, "val": 2}

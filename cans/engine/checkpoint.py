@@ -36,10 +36,13 @@ def error_text(exc: BaseException) -> str:
 
 
 def mismatch_text(exc: BaseException, obj: Any, cfg: Mapping[str, Any] = None) -> str:
-    """The error of weights that do not fit the model, plus, when the loaded checkpoint ``obj``
-    records its config, the ``--set model.*=...`` to add (:func:`model_config_hint`)."""
+    """The error of weights that do not fit the model. When the loaded checkpoint ``obj`` records
+    its config, one line: the error's first line (the lists of missing / unexpected parameter
+    names left out) and the ``--set model.*=...`` to add (:func:`model_config_hint`)."""
     hint = model_config_hint(obj, cfg) if cfg is not None else ""
-    return error_text(exc) + (f"\n{hint}" if hint else "")
+    if not hint:
+        return error_text(exc)
+    return error_text(exc).splitlines()[0].rstrip(":") + "; " + hint
 
 
 def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
@@ -135,6 +138,8 @@ def read_torch_file(path: str, map_location="cpu") -> Any:
     whose end is missing). Our checkpoints hold RNG states (numpy arrays, tuples), so a file that
     is not weights-only is loaded in full (only open checkpoints you trust).
     """
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a .pth file (e.g. {path}/checkpoints/last.pth)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     size = os.path.getsize(path)

@@ -56,6 +56,9 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     try:
         if du.is_main_process():
             from ..data import ensure_synthetic
+            from ..outdirs import prepare_output_dir
+            if cfg.get("output_dir"):  # a folder that cannot be made: one line, before the data set is made
+                prepare_output_dir(cfg["output_dir"], "output_dir")
             ensure_synthetic(cfg)
         du.barrier()
         trainer = Trainer(cfg, resume=resume, progress=progress, device=device)

@@ -33,6 +33,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..outdirs import prepare_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel
 from .evaluate import (_atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
@@ -83,6 +84,9 @@ def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, ch
     from ..models import build_model
     from .checkpoint import CheckpointError, load_model_weights
 
+    if os.path.isdir(checkpoint):
+        raise TestSetupError(f"checkpoint {os.path.abspath(checkpoint)} is a folder; expected a .pth file "
+                             f"(a run folder keeps them in checkpoints/, e.g. checkpoints/best.pth)")
     if not os.path.isfile(checkpoint):
         raise TestSetupError(
             f"checkpoint not found: {os.path.abspath(checkpoint)}. Pass --checkpoint PATH (a run's "
@@ -138,6 +142,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     check_amp(test.get("amp"), dev)
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
+    what = "--out" if out_dir else "output_dir"
+    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    prepare_output_dir(out_dir, what)  # before the model and the data
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
     from ..models.published import describe_weights, weights_line
     weights = describe_weights(checkpoint)
@@ -148,7 +155,6 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     except ValueError as exc:
         raise TestSetupError(str(exc)) from None
     loader = loader if loader is not None else _loader(cfg)
-    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     save_images = test["save_images"] if save_images is None else save_images
     compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
     print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
@@ -214,6 +220,9 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     if iters < 1:
         raise ValueError(f"throughput iterations must be >= 1, got {iters}")
     channels_last = test.get("channels_last", False)
+    what = "--out" if out_dir else "output_dir"
+    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    prepare_output_dir(out_dir, what)  # before the model
     if random_weights:
         from ..models import build_model
         model = build_model(cfg).to(dev).eval()
@@ -264,7 +273,6 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
         "torch": torch.__version__,
     }
-    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     _atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
     print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}, "
              f"{result['fast']}): "

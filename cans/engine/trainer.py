@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from ..config import ConfigError, dump_config
 from ..losses import build_loss
+from ..outdirs import prepare_output_dir
 from . import distributed as du
 from . import fastpath
 from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
@@ -82,8 +83,8 @@ class Trainer:
         self.device = device
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
-        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
-            raise ConfigError(f"output_dir: {self.output_dir} exists and is not a folder; choose another output_dir")
+        if self.is_main:
+            prepare_output_dir(self.output_dir, "output_dir")  # one line now, not an OSError later
         self.logger = RunLogger(self.output_dir, enabled=self.is_main)
         if device.type == "cpu":
             self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
