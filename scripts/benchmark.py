@@ -42,7 +42,8 @@ def write_json(path, report):
     os.replace(tmp, path)
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of benchmark.py (also read by tests/test_docs_commands.py)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
@@ -61,6 +62,11 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="start no mode after this many seconds (the rest are reported as skipped)")
     parser.add_argument("--out", default=None, help="also write the JSON to this file (after each mode)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.modes = expand_modes(args.modes)
     if args.iters < 1 or args.warmup < 0:

@@ -19,7 +19,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of prepare_pairs.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", required=True, help="folder the list paths are relative to")
     p.add_argument("--lists", nargs="+", required=True, help="list files (relative to --data-path or absolute)")
@@ -30,7 +31,11 @@ def parse_args(argv=None):
     p.add_argument("--xtrans", action="store_true", help="the same as --sensor xtrans")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

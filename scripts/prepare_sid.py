@@ -19,7 +19,8 @@ from cans.data.errors import DataError  # noqa: E402
 from cans.data.prepare import prepare_sid  # noqa: E402
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of prepare_sid.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", required=True, help="SID folder holding <camera>/short and <camera>/long")
     p.add_argument("--camera", required=True, choices=["Sony", "Fuji"])
@@ -27,7 +28,11 @@ def main(argv=None) -> int:
                    help="folder with the official <camera>_*_list.txt (default: datasets/lists of this repository)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     p.add_argument("--summary-json", default=None, help="also write the summary to this JSON file")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     t0 = time.time()
     try:
         summary = prepare_sid(args.data_path, args.camera, lists_dir=args.lists_dir, workers=args.workers)
