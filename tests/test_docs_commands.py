@@ -133,13 +133,14 @@ def commands_in(snippet: Snippet) -> List[Command]:
         if not matches and not snippet.fenced:
             bare = _BARE.match(line)
             matches = [bare] if bare else []
-        for m in matches:
+        for j, m in enumerate(matches):
+            end = matches[j + 1].start() if j + 1 < len(matches) else len(line)  # up to the next command
             kind = next(k for k in ("module", "py", "sh", "torchrun") if m.groupdict().get(k))
             program = m.group(kind)
             if kind == "py" and not (REPO / program).exists() and (REPO / "scripts" / program).exists():
                 program = "scripts/" + program  # `infer.py --tile 512` in prose
             args = []
-            for tok in _tokens(line[m.end():]):
+            for tok in _tokens(line[m.end():end]):
                 if tok in _ENDS:
                     break
                 args.append(tok)
@@ -447,7 +448,12 @@ def test_named_files_exist(doc):
 
 
 def _docstring_snippet(program: str) -> Snippet:
-    """The entry point's module docstring (what ``--help`` shows), read as one shell block."""
+    """The entry point's module docstring (what ``--help`` shows), or the header comment of a shell
+    script, read as one shell block."""
+    if program.endswith(".sh"):
+        lines = (REPO / program).read_text(encoding="utf-8").splitlines()
+        return Snippet(f"{program}:1", "\n".join(re.sub(r"^#!.*|^#\s?", "", l) if l.startswith("#") else ""
+                                                  for l in lines), True)
     path = REPO / (program if program.endswith(".py") else program.replace(".", "/") + ".py")
     tree = ast.parse(path.read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree, clean=False) or ""
@@ -455,9 +461,10 @@ def _docstring_snippet(program: str) -> Snippet:
     return Snippet(f"{path.relative_to(REPO).as_posix()}:{first}", doc, True)
 
 
-@pytest.mark.parametrize("program", ENTRY_POINTS)
+@pytest.mark.parametrize("program", ENTRY_POINTS + ["train.sh", "test.sh"])
 def test_help_examples_run_as_shown(program):
-    """The example commands in each entry point's docstring (its --help) pass the same checks."""
+    """The example commands in each entry point's docstring (its --help) and in the header of
+    train.sh / test.sh pass the same checks."""
     problems = []
     for cmd in commands_in(_docstring_snippet(program)):
         problems += command_problems(cmd)
