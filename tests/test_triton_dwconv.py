@@ -264,45 +264,66 @@ def test_compiled_swapped_model_is_one_graph_and_matches_eager():
         assert torch.allclose(b.grad, a.grad, rtol=1e-4, atol=1e-7), name
 
 
-def _aot_compiler():
-    """(triton.compile, ASTSource, GPUTarget) when this Triton can compile ahead of time for a GPU
-    it does not have (Triton >= 3.2 API: ``ASTSource(fn, signature, constexprs)``), else skip."""
-    import inspect
 
-    triton = pytest.importorskip("triton")
-    from cans.kernels.dwconv7 import interpreted
-    if interpreted():
-        pytest.skip("TRITON_INTERPRET is set: the kernels are interpreter functions, not compilable ones")
-    try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError as exc:
-        pytest.skip(f"this Triton has no ahead-of-time compile API ({exc})")
-    if "constexprs" not in inspect.signature(ASTSource).parameters:
-        pytest.skip(f"Triton {triton.__version__}: ASTSource takes another signature format")
-    return triton.compile, ASTSource, GPUTarget
+# compiles the three kernels as the CUDA path launches them (launch_config's tile and warps, for a
+# 512 x 512 plane) for sm_90, with ptxas's report of each: registers per thread, spill stores
+AOT = r"""
+import contextlib, inspect, io, json, re, sys
+import triton
+import cans.kernels.dwconv7 as k
+try:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    assert "constexprs" in inspect.signature(ASTSource).parameters
+except (ImportError, AssertionError):
+    print(json.dumps({"skip": f"Triton {triton.__version__} has another ahead-of-time compile API"}))
+    sys.exit(0)
+t = "*" + sys.argv[1]
+kernels = {
+    "_fwd_kernel": ({"x_ptr": t, "w_ptr": t, "b_ptr": t, "y_ptr": t, "C": "i32", "H": "i32", "W": "i32",
+                     "HAS_BIAS": "constexpr", "BH": "constexpr", "BW": "constexpr"}, {"HAS_BIAS": True}),
+    "_grad_input_kernel": ({"dy_ptr": t, "w_ptr": t, "dx_ptr": t, "C": "i32", "H": "i32", "W": "i32",
+                            "BH": "constexpr", "BW": "constexpr"}, {}),
+    "_grad_weight_kernel": ({"x_ptr": t, "dy_ptr": t, "part_ptr": "*fp32", "C": "i32", "H": "i32", "W": "i32",
+                             "TILES_W": "i32", "BH": "constexpr", "BW": "constexpr"}, {}),
+}
+bh, bw, warps = k.launch_config(512, 512)
+out = {}
+for name, (signature, constexprs) in kernels.items():
+    src = ASTSource(fn=getattr(k, name), signature=signature, constexprs=dict(constexprs, BH=bh, BW=bw))
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # TRITON_DUMP_PTXAS_LOG prints ptxas -v here
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    text = log.getvalue()
+    regs = re.search(r"Used (\d+) registers", text)
+    spills = re.search(r"(\d+) bytes spill stores", text)
+    out[name] = {"cubin": len(compiled.asm["cubin"]), "entry": (".entry " + name) in compiled.asm["ptx"],
+                 "regs": int(regs.group(1)) if regs else None, "spills": int(spills.group(1)) if spills else None}
+print(json.dumps(out))
+"""
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_kernels_compile_for_hopper_without_a_gpu(dtype):
+def test_kernels_compile_for_hopper_without_a_gpu(dtype, tmp_path):
     """The interpreter runs the kernels' Python, not Triton's compiler: type rules, the runtime
     branches of the input-gradient kernel and what ptxas accepts are only checked by compiling.
     Triton compiles to a cubin for sm_90 (H100 / H200) with no GPU present, so the three kernels
-    are built here as the CUDA path launches them (float32 or bfloat16 tensors, the default tile)."""
-    import cans.kernels.dwconv7 as k
-
-    compile_, ASTSource, GPUTarget = _aot_compiler()
-    t = f"*{dtype}"
-    kernels = {
-        "_fwd_kernel": ({"x_ptr": t, "w_ptr": t, "b_ptr": t, "y_ptr": t, "C": "i32", "H": "i32", "W": "i32",
-                         "HAS_BIAS": "constexpr", "BH": "constexpr", "BW": "constexpr"}, {"HAS_BIAS": True}),
-        "_grad_input_kernel": ({"dy_ptr": t, "w_ptr": t, "dx_ptr": t, "C": "i32", "H": "i32", "W": "i32",
-                                "BH": "constexpr", "BW": "constexpr"}, {}),
-        "_grad_weight_kernel": ({"x_ptr": t, "dy_ptr": t, "part_ptr": "*fp32", "C": "i32", "H": "i32", "W": "i32",
-                                 "TILES_W": "i32", "BH": "constexpr", "BW": "constexpr"}, {}),
-    }
-    bh, bw = k._blocks(512, 512, None)
-    for name, (signature, constexprs) in kernels.items():
-        src = ASTSource(fn=getattr(k, name), signature=signature, constexprs=dict(constexprs, BH=bh, BW=bw))
-        compiled = compile_(src, target=GPUTarget("cuda", 90, 32))
-        assert len(compiled.asm["cubin"]) > 0 and ".entry " + name in compiled.asm["ptx"], name
+    are built here as the CUDA path launches them (float32 or bfloat16 tensors, the default tile
+    and warps), in a fresh process with an empty kernel cache so that ptxas runs and reports: no
+    register spills, and at most 128 registers per thread (else few warps fit on an SM)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_ALWAYS_COMPILE="1", TRITON_DUMP_PTXAS_LOG="1",
+               TRITON_CACHE_DIR=str(tmp_path), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "-c", AOT, dtype], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    assert set(report) == {"_fwd_kernel", "_grad_input_kernel", "_grad_weight_kernel"}
+    for name, r in report.items():
+        assert r["cubin"] > 0 and r["entry"], (name, r)
+        assert r["regs"] is not None and r["spills"] is not None, f"{name}: no ptxas report in the log: {r}"
+        assert r["spills"] == 0 and r["regs"] <= 128, f"{name} ({dtype}): {r['regs']} registers, {r['spills']} B spilled"

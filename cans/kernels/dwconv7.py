@@ -197,10 +197,15 @@ if triton is not None:
         tl.store(out + 49, tl.sum(tl.sum(g, axis=1), axis=0))
 
 
-def _blocks(h: int, w: int, block: Optional[tuple]) -> tuple:
-    if block is not None:
-        return block
-    return (16, 64) if w >= 64 else (32, 32)
+def launch_config(h: int, w: int, block: Optional[tuple] = None) -> tuple:
+    """``(rows, cols, num_warps)`` of the programs that cover an (h, w) plane: ``block`` when
+    given (tests use small tiles), else 16 x 64 tiles (32 x 32 for planes narrower than 64).
+    Tiles of 1024 pixels or more run with 8 warps: with 4, ptxas gives the three kernels about 255
+    registers per thread for a 16 x 64 tile (spilling in the forward), so only 8 warps fit on an
+    SM; with 8 warps each thread holds half the pixels and about 105 registers (sm_90; float32
+    and bfloat16, no spills; ``tests/test_triton_dwconv.py`` checks this without a GPU)."""
+    bh, bw = block if block is not None else ((16, 64) if w >= 64 else (32, 32))
+    return bh, bw, 8 if bh * bw >= 1024 else 4
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
@@ -217,11 +222,11 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
 
 def _forward(x, weight, bias, block):
     n, c, h, w = x.shape
-    bh, bw = _blocks(h, w, block)
+    bh, bw, warps = launch_config(h, w, block)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
     _fwd_kernel[grid](x, weight, bias if bias is not None else weight, y, c, h, w,
-                      HAS_BIAS=bias is not None, BH=bh, BW=bw)
+                      HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=warps)
     return y
 
 
@@ -240,19 +245,19 @@ def _fold_reflect(dxp: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def _grad_input(dy, weight, block):
     n, c, h, w = dy.shape
-    bh, bw = _blocks(h, w, block)
+    bh, bw, warps = launch_config(h, w, block)
     dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
     grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    _grad_input_kernel[grid](dy, weight, dx, c, h, w, BH=bh, BW=bw)
+    _grad_input_kernel[grid](dy, weight, dx, c, h, w, BH=bh, BW=bw, num_warps=warps)
     return dx
 
 
 def _grad_weight(x, dy, block):
     n, c, h, w = x.shape
-    bh, bw = _blocks(h, w, block)
+    bh, bw, warps = launch_config(h, w, block)
     th, tw = triton.cdiv(h, bh), triton.cdiv(w, bw)
     part = torch.empty((n * c, th * tw, 50), device=x.device, dtype=torch.float32)
-    _grad_weight_kernel[(n * c, th, tw)](x, dy, part, c, h, w, tw, BH=bh, BW=bw)
+    _grad_weight_kernel[(n * c, th, tw)](x, dy, part, c, h, w, tw, BH=bh, BW=bw, num_warps=warps)
     total = part.view(n, c, th * tw, 50).sum(dim=(0, 2))
     return total[:, :49].reshape(c, 1, K, K), total[:, 49]
 
