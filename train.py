@@ -41,5 +41,6 @@ def main(argv=None) -> int:
     return run_cli(lambda: train_main(load_config(args.config, args.set), resume=args.resume,
                                       progress=not args.no_progress))
 
+
 if __name__ == "__main__":
     sys.exit(main())
