@@ -15,7 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of test.py (also read by tests/test_docs_commands.py)."""
     from cans.tiling import add_tile_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
@@ -37,8 +38,11 @@ def parse_args(argv=None):
     p.add_argument("--random-weights", action="store_true", help="throughput without loading a checkpoint")
     add_tile_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    return args
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

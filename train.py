@@ -16,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of train.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -24,7 +25,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from a training checkpoint (model, optimizer, schedule, epoch, RNG)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
@@ -35,6 +40,7 @@ def main(argv=None) -> int:
 
     return run_cli(lambda: train_main(load_config(args.config, args.set), resume=args.resume,
                                       progress=not args.no_progress))
+
 
 if __name__ == "__main__":
     sys.exit(main())

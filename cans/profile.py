@@ -50,14 +50,19 @@ def profile(cfg, height: int = 512, width: int = 512) -> Dict[str, object]:
     }
 
 
-def main(argv: Sequence[str] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m cans.profile``."""
     parser = argparse.ArgumentParser(prog="python -m cans.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", required=True, help="YAML config")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
                         help="packed input size (default 512 512 = a 1024x1024 Bayer patch)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as exc:

@@ -5,10 +5,11 @@
     python scripts/benchmark.py --modes bf16 tf32 --profile --out bench.json          # + top-15 kernels
     python scripts/benchmark.py --modes plain fast all --budget 150 --out bench.json  # plain, fast first
 
-Modes: plain, tf32, bf16, channels_last, compile, fused_adamw, cudagraphs, bf16_compile,
-triton_dwconv, fast, fast_triton (see cans/engine/benchmark.py and docs/performance.md); 'all'
-stands for every mode not named before it. Prints the JSON, then a Markdown table on stderr; --out
-is rewritten after each mode, so a run cut short keeps what it measured.
+Modes: plain, authors_flags, tf32, bf16, channels_last, compile, fused_adamw, cudagraphs,
+bf16_compile, triton_dwconv, bf16_triton, fast, fast_triton (see cans/engine/benchmark.py and
+docs/performance.md); 'all' stands for every mode not named before it. Prints the JSON, then a
+Markdown table on stderr; --out is rewritten after each mode, so a run cut short keeps what it
+measured.
 """
 import argparse
 import json
@@ -43,18 +44,22 @@ def write_json(path, report):
     os.replace(tmp, path)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of benchmark.py (also read by tests/test_docs_commands.py)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml",
+                        help="model config (default configs/CANS_Plus/Sony.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--modes", nargs="+", default=["plain", "tf32", "bf16"], choices=MODES + ("all",),
-                        help="modes to run, in this order; 'all' adds every mode not named before it")
-    parser.add_argument("--patch", type=int, default=1024, help="training patch, Bayer pixels")
+                        metavar="MODE", help="modes to run, in this order (default plain tf32 bf16); 'all' adds "
+                                             "every mode not named before it. MODE: " + ", ".join(MODES + ("all",)))
+    parser.add_argument("--patch", type=int, default=1024, help="training patch, Bayer pixels (default 1024)")
     parser.add_argument("--full", type=int, nargs=2, default=[1424, 2128], metavar=("H", "W"),
-                        help="packed size of the inference image (default: full Sony)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+                        help="packed size of the inference image (default 1424 2128: a full Sony frame)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs before each timing (default 3)")
+    parser.add_argument("--iters", type=int, default=10, help="timed runs, their median is reported (default 10)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cuda, cuda:1 or cpu (default: cuda when available)")
     parser.add_argument("--profile", action="store_true",
                         help="add the 15 most expensive kernels of each mode (torch.profiler) to the JSON")
     parser.add_argument("--cpu-compile", action="store_true",
@@ -62,6 +67,11 @@ def parse_args(argv=None):
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                         help="start no mode after this many seconds (the rest are reported as skipped)")
     parser.add_argument("--out", default=None, help="also write the JSON to this file (after each mode)")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.modes = expand_modes(args.modes)
     if args.iters < 1 or args.warmup < 0:

@@ -16,14 +16,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cans.data.benchmark import run_benchmark  # noqa: E402
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of benchmark_data.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=20, help="training samples timed (mmap way; read-all does 1/4)")
     p.add_argument("--pairs", type=int, default=3, help="fake full-size pairs written (about 170 MB each)")
     p.add_argument("--patch-size", type=int, default=1024)
     p.add_argument("--folder", default=None, help="where to write the fake caches (default: a temporary folder)")
     p.add_argument("--no-cold", action="store_true", help="skip the cold page-cache measurement")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     res = run_benchmark(samples=args.samples, pairs=args.pairs, patch_size=args.patch_size, folder=args.folder,
                         cold=not args.no_cold)
     cold = "mmap_cold_samples_per_s" in res

@@ -21,7 +21,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of infer.py (also read by tests/test_docs_commands.py)."""
     from cans.tiling import add_tile_arguments
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
 
@@ -45,6 +46,11 @@ def parse_args(argv=None):
     add_tile_arguments(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     # `--set key=value photo.ARW`: --set takes every word after it; the trailing words without '=' are inputs
     tail = len(args.set)

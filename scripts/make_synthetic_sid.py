@@ -18,7 +18,8 @@ from cans.data.errors import DataError  # noqa: E402
 from cans.data.synthetic import make_synthetic_sid  # noqa: E402
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of make_synthetic_sid.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty, see --overwrite)")
     p.add_argument("--camera", default="Sony", choices=["Sony", "Fuji"], help="Bayer (Sony) or X-Trans (Fuji) look-alike")
@@ -29,6 +30,11 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="processes for the caches (0 = in-process)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the synthetic set already at --out (only a folder this script made)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")

@@ -4,7 +4,8 @@ r"""Cache your own camera's RAW pairs for RawPairDataset / XTransPairDataset (da
     python scripts/prepare_pairs.py --data-path datasets/my_camera --lists train_list.txt val_list.txt
 
 Bayer files (data.type RawPairDataset) and Fuji X-Trans files (XTransPairDataset) alike: the kind
-is read from the first file (--sensor bayer / xtrans sets it). Each list line is
+is that of an existing raw_pairs.json, else read from the first file (--sensor bayer / xtrans sets
+it). Each list line is
 `short_file long_file [ratio]`, paths relative to --data-path. Writes, next to
 the files, `<folder>_pack/<file>.npy` (packed uint16 RAW) and `<folder>_post_int/<file>.npy`
 (LibRaw's 16-bit rendering of the long files), plus `<data-path>/raw_pairs.json` with every file's
@@ -19,7 +20,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of prepare_pairs.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", required=True, help="folder the list paths are relative to")
     p.add_argument("--lists", nargs="+", required=True, help="list files (relative to --data-path or absolute)")
@@ -29,7 +31,12 @@ def parse_args(argv=None):
                         "filter of the first file")
     p.add_argument("--xtrans", action="store_true", help="the same as --sensor xtrans")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")

@@ -21,7 +21,8 @@ from cans.outdirs import check_output_file  # noqa: E402
 from cans.data.prepare import prepare_sid  # noqa: E402
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of prepare_sid.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-path", required=True, help="SID folder holding <camera>/short and <camera>/long")
     p.add_argument("--camera", required=True, choices=["Sony", "Fuji"])
@@ -29,6 +30,11 @@ def main(argv=None) -> int:
                    help="folder with the official <camera>_*_list.txt (default: datasets/lists of this repository)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     p.add_argument("--summary-json", default=None, help="also write the summary to this JSON file")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")

@@ -4,8 +4,6 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# written by other work streams at the same time; linked already
-ARRIVING = {"docs/performance.md", "docs/own_camera.md", "docs/tiling.md"}
 
 
 def _text_files():
@@ -38,8 +36,7 @@ def test_relative_links_point_at_files():
             if "://" in target:
                 continue
             path = (md.parent / target).resolve()
-            rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
-            assert path.exists() or rel in ARRIVING, f"{md.relative_to(REPO)} links to a missing {target}"
+            assert path.exists(), f"{md.relative_to(REPO)} links to a missing {target}"
 
 
 def test_code_points_at_docs_that_exist_and_nothing_outside_the_repository():
@@ -50,4 +47,4 @@ def test_code_points_at_docs_that_exist_and_nothing_outside_the_repository():
         if path.relative_to(REPO).parts[0] != "tests":  # only the tests may read the developers' reference folder
             assert "shared/reference" not in text, f"{path.relative_to(REPO)} points at the developers' reference folder"
         for ref in re.findall(r"\bdocs/[A-Za-z_]+\.md", text):
-            assert (REPO / ref).is_file() or ref in ARRIVING, f"{path.relative_to(REPO)} names a missing {ref}"
+            assert (REPO / ref).is_file(), f"{path.relative_to(REPO)} names a missing {ref}"
