@@ -25,12 +25,12 @@ from cans.models.blocks import RDE
 
 REPO = Path(__file__).resolve().parents[1]
 
-# (shape, tile, bias): one tile per plane; several tiles per plane, H = 4 (the smallest
-# size reflect padding 3 allows: the top and bottom mirror rows overlap), no bias; 4 x 4 (every
-# pixel near every border); two images of two planes on a 4 x 3 grid of tiles (interior tiles,
-# tiles touching one border, corners; the mirrored terms run only where a tile touches a border)
-CASES = [((1, 2, 9, 11), None, True), ((1, 1, 4, 9), (4, 8), False), ((1, 1, 4, 4), (4, 4), True),
-         ((2, 2, 13, 21), (4, 8), True)]
+# (shape, tile, bias): two images of two planes, one tile per plane; several tiles per plane,
+# H = 4 (the smallest size reflect padding 3 allows: the top and bottom mirror rows overlap), no
+# bias; 4 x 4 (every pixel near every border); two planes on a 3 x 3 grid of tiles (an interior
+# tile, tiles touching one border, corners: the mirrored terms run only where a tile touches one)
+CASES = [((2, 2, 9, 11), None, True), ((1, 1, 4, 9), (4, 8), False), ((1, 1, 4, 4), (4, 4), True),
+         ((1, 2, 12, 21), (4, 8), True)]
 
 # counts the launches of the three kernels (a launch is ``kernel[grid](...)``)
 COUNT_LAUNCHES = r"""
