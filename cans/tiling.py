@@ -373,8 +373,8 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
     halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``.
     ``auto_tiles``: a dict the caller keeps for a run: ``tile='auto'`` then measures the memory
-    once per input size (packed (h, w)) and reuses the tile :func:`auto_tile` chose for the next
-    inputs of that size.
+    once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
+    chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
     """
     from .engine.evaluate import autocast_context
 
@@ -383,6 +383,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     multiple = int(getattr(net, "multiple", 16))
     smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
     h, w = x.shape[-2:]
+    remember = tile == "auto" and auto_tiles is not None
     if tile == "auto":
         if auto_tiles is None:
             tile = auto_tile(model, device, (h, w), amp)
@@ -396,6 +397,8 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
         try:
             with autocast_context(device, amp):
                 rgb, raw = runner(x)
+            if remember:  # the tile that ran (after an out-of-memory retry, the smaller one) for the next inputs
+                auto_tiles[(h, w)] = tile
             return rgb, raw, tile
         except RuntimeError as exc:
             if not is_out_of_memory(exc):

@@ -327,3 +327,19 @@ def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
             script.parse_args(base + bad)
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert info.value.code == 2 and f"argument {bad[0]}: " in err and says in err
+
+
+def test_auto_keeps_the_tile_an_out_of_memory_retry_fell_back_to(monkeypatch):
+    """--tile auto in a run: when the measured tile runs out of memory and a smaller one works, the
+    next input of that size starts from the smaller one (no second failure, no second message)."""
+    import cans.tiling as tiling
+
+    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, frame_hw, amp="off": 128)
+    messages = []
+    wrapped = FallbackModel(OOMAbove(80 * 80), "auto", 16, log=messages.append)
+    x = torch.rand(1, 4, 150, 200)
+    first = wrapped(x)[0]
+    assert wrapped.used == 64 and len(messages) == 1 and "out of memory on tiles of 128" in messages[0]
+    second = wrapped(x)[0]
+    assert wrapped.used == 64 and len(messages) == 1
+    assert torch.equal(first, second)
