@@ -16,6 +16,7 @@ docs/tiling.md measures how close tiles come to the whole-frame result.
 """
 import argparse
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,12 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # the dotted.key= start of a --set word
+
+
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words without '=' are inputs
+    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words that are not
+    # dotted.key=value (no '=', or a path such as night/iso=3200/ before it) are inputs
     tail = len(args.set)
-    while tail and "=" not in args.set[tail - 1]:
+    while tail and not _OVERRIDE.match(args.set[tail - 1]):
         tail -= 1
     args.inputs, args.set = args.set[tail:] + args.inputs, args.set[:tail]
     if not args.inputs:

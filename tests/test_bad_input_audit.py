@@ -151,6 +151,14 @@ def test_infer_inputs_written_after_set_are_inputs_not_overrides():
     assert args.set == ["model.width=8", "test.amp=off"] and args.inputs == ["a.ARW", "folder"]
 
 
+def test_infer_a_path_with_an_equals_sign_after_set_is_an_input():
+    args = _script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "test.amp=off", "night/iso=3200/",
+                                                   "/photos/a=b.ARW"])
+    assert args.set == ["test.amp=off"] and args.inputs == ["night/iso=3200/", "/photos/a=b.ARW"]
+    args = _script("scripts/infer.py").parse_args(["-c", DEMO, "x.ARW", "--set", "test.amp=off", "trian.epochs=2"])
+    assert args.set == ["test.amp=off", "trian.epochs=2"] and args.inputs == ["x.ARW"]  # a misspelt key stays an override
+
+
 def test_infer_without_inputs_says_so(capsys):
     with pytest.raises(SystemExit) as info:
         _script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "model.width=8"])
