@@ -126,6 +126,29 @@ def test_resume_is_exact(tmp_path):
     assert (tmp_path / "b" / "run" / "checkpoints" / "epoch_0001.pth").is_file()
 
 
+# the entries of a training checkpoint as the trainer wrote them before its resumable state moved to
+# cans/engine/train_state.py: checkpoints of earlier runs hold exactly these, so the format must stay
+PRE_SPLIT_CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "scaler", "epoch", "step",
+                             "best_metric", "best_epoch", "bad_validations", "rng", "rng_ranks", "world_size",
+                             "config", "prior", "nonfinite", "history"}
+
+
+def test_checkpoint_entries_are_those_written_before_the_trainer_split(tmp_path):
+    """A checkpoint holds the entries of earlier versions, no more, no fewer, and one with exactly
+    those entries resumes (the resume reads no entry an older file lacks)."""
+    first = tiny_trainer(make_cfg(tmp_path), n=3, size=24, patch=16)
+    first.fit(max_epochs=1)
+    first.close()
+    last = tmp_path / "run" / "checkpoints" / "last.pth"
+    ckpt = load_checkpoint(str(last))
+    assert set(ckpt) == PRE_SPLIT_CHECKPOINT_KEYS
+    old = tmp_path / "old.pth"
+    torch.save({k: ckpt[k] for k in PRE_SPLIT_CHECKPOINT_KEYS}, old)
+    resumed = tiny_trainer(make_cfg(tmp_path / "b"), resume=str(old), n=3, size=24, patch=16)
+    assert (resumed.epoch, resumed.step) == (1, first.step)
+    resumed.close()
+
+
 def test_auto_resume_continues_from_last(tmp_path):
     cfg = make_cfg(tmp_path, epochs=3, auto_resume=True)
     tr = tiny_trainer(cfg, n=2)
