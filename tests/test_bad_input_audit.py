@@ -101,6 +101,7 @@ def test_train_output_dir_under_a_file_fails_before_the_data_set_is_made(tmp_pat
 def test_test_out_that_is_a_file_fails_before_the_model_and_the_data(tmp_path, capsys):
     out = tmp_path / "results"
     out.write_text("keep me")
+    (tmp_path / "not_read.pth").write_bytes(b"")  # exists (checked first), never read
     code = _script("test.py").main(["-c", DEMO, "--checkpoint", str(tmp_path / "not_read.pth"), "--out", str(out),
                                     "--device", "cpu", "--no-progress", "--set",
                                     f"data.data_path={tmp_path / 'no_data'}"])
@@ -255,3 +256,17 @@ def test_benchmark_checks_its_arguments_before_measuring(tmp_path, capsys, args,
     message = str(info.value.code)  # sys.exit("error: ...") prints the message on stderr
     assert message.startswith("error: ") and "\n" not in message and all(fill(n) in message for n in names), message
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("throughput", [False, True], ids=["test", "throughput"])
+def test_a_missing_checkpoint_leaves_no_result_folder(tmp_path, throughput):
+    """test.py with a checkpoint that does not exist stops before it makes the result folder."""
+    from cans.config import load_config
+    from cans.engine.tester import TestSetupError, run_test, run_throughput
+
+    cfg = load_config("configs/demo.yaml", [f"output_dir={tmp_path / 'run'}"])
+    out = tmp_path / "results"
+    run = run_throughput if throughput else run_test
+    with pytest.raises(TestSetupError, match="checkpoint not found"):
+        run(cfg, str(tmp_path / "missing.pth"), device="cpu", out_dir=str(out))
+    assert not out.exists() and not (tmp_path / "run").exists()

@@ -80,10 +80,8 @@ def check_amp(amp: Optional[str], device: torch.device) -> None:
         raise TestSetupError(f"test.amp: fp16 needs a CUDA device (this run uses {device}); use bf16 or off")
 
 
-def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
-    from ..models import build_model
-    from .checkpoint import CheckpointError, load_model_weights
-
+def check_checkpoint_path(checkpoint: str) -> None:
+    """TestSetupError, one line, when ``checkpoint`` is a folder or no file (before any work)."""
     if os.path.isdir(checkpoint):
         raise TestSetupError(f"checkpoint {os.path.abspath(checkpoint)} is a folder; expected a .pth file "
                              f"(a run folder keeps them in checkpoints/, e.g. checkpoints/best.pth)")
@@ -91,6 +89,13 @@ def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, ch
         raise TestSetupError(
             f"checkpoint not found: {os.path.abspath(checkpoint)}. Pass --checkpoint PATH (a run's "
             "checkpoints/best.pth), or put the authors' published weights there (see docs/testing.md).")
+
+
+def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
+    from ..models import build_model
+    from .checkpoint import CheckpointError, load_model_weights
+
+    check_checkpoint_path(checkpoint)
     model = build_model(cfg)
     try:
         load_model_weights(model, checkpoint, cfg)
@@ -144,6 +149,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     what = "--out" if out_dir else "output_dir"
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    check_checkpoint_path(checkpoint)  # before the result folder is made
     prepare_output_dir(out_dir, what)  # before the model and the data
     model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
     from ..models.published import describe_weights, weights_line
@@ -222,6 +228,9 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     channels_last = test.get("channels_last", False)
     what = "--out" if out_dir else "output_dir"
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    if not random_weights:
+        checkpoint = checkpoint or default_checkpoint(cfg)
+        check_checkpoint_path(checkpoint)  # before the result folder is made
     prepare_output_dir(out_dir, what)  # before the model
     if random_weights:
         from ..models import build_model
@@ -230,7 +239,6 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
             model = model.to(memory_format=torch.channels_last)
         checkpoint = None
     else:
-        checkpoint = checkpoint or default_checkpoint(cfg)
         model = load_model(cfg, checkpoint, dev, channels_last)
     if size:
         smallest = int(getattr(model, "min_input_size", 1))
