@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 import yaml
 
-from cans.config import SCHEMA, ConfigError, Field, SplitSection
+from cans.config import SCHEMA, ConfigError, Field
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "datasets/README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
