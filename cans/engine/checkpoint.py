@@ -130,6 +130,17 @@ def atomic_torch_save(obj: Any, path: str) -> None:
         raise
 
 
+def check_checkpoint_file(path: str, example: str = "last.pth") -> None:
+    """Raise :class:`CheckpointError` when ``path`` is a folder (the message suggests
+    ``<path>/checkpoints/<example>``) and ``FileNotFoundError`` when it is no file; cheap, so
+    callers run it before any work."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder; expected a .pth file (a run folder keeps them in "
+                              f"checkpoints/, e.g. {os.path.join(path, 'checkpoints', example)})")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+
+
 def read_torch_file(path: str, map_location="cpu") -> Any:
     """``torch.load`` a checkpoint or weights file; a file that is not one fails with one line.
 
@@ -138,10 +149,7 @@ def read_torch_file(path: str, map_location="cpu") -> Any:
     whose end is missing). Our checkpoints hold RNG states (numpy arrays, tuples), so a file that
     is not weights-only is loaded in full (only open checkpoints you trust).
     """
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path} is a folder; expected a .pth file (e.g. {path}/checkpoints/last.pth)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path)
     size = os.path.getsize(path)
     if size == 0:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (not a checkpoint)")
@@ -205,5 +213,5 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
     return obj
 
 
-__all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
+__all__ = ["check_checkpoint_file", "CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
            "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file", "restore_rng_state"]

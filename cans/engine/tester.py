@@ -82,13 +82,15 @@ def check_amp(amp: Optional[str], device: torch.device) -> None:
 
 def check_checkpoint_path(checkpoint: str) -> None:
     """TestSetupError, one line, when ``checkpoint`` is a folder or no file (before any work)."""
-    if os.path.isdir(checkpoint):
-        raise TestSetupError(f"checkpoint {os.path.abspath(checkpoint)} is a folder; expected a .pth file "
-                             f"(a run folder keeps them in checkpoints/, e.g. checkpoints/best.pth)")
-    if not os.path.isfile(checkpoint):
-        raise TestSetupError(
-            f"checkpoint not found: {os.path.abspath(checkpoint)}. Pass --checkpoint PATH (a run's "
-            "checkpoints/best.pth), or put the authors' published weights there (see docs/testing.md).")
+    from .checkpoint import CheckpointError, check_checkpoint_file
+
+    try:
+        check_checkpoint_file(os.path.abspath(checkpoint), example="best.pth")
+    except FileNotFoundError as exc:
+        raise TestSetupError(f"{exc}. Pass --checkpoint PATH (a run's checkpoints/best.pth), or put the authors' "
+                             "published weights there (see docs/testing.md).") from None
+    except CheckpointError as exc:
+        raise TestSetupError(str(exc)) from None
 
 
 def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
