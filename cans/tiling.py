@@ -189,16 +189,25 @@ class GlobalPoolStats:
         return hook
 
 
+def tile_limits(model: nn.Module) -> Tuple[int, int]:
+    """(multiple, smallest tile) of ``model`` (DDP / compile wrappers looked through): tiles are
+    multiples of its padding multiple (16), at least its smallest input rounded up to it."""
+    net = unwrap_model(model)
+    multiple = int(getattr(net, "multiple", 16))
+    return multiple, -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
+
+
+def _check_overlap(overlap: int) -> None:
+    if overlap < 0:
+        raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+
+
 def tile_for_model(model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP) -> int:
     """The tile ``model`` runs: ``tile`` rounded down to the model's multiple (16). ValueError, with
     the option's name, for an overlap below 0, a tile below the model's smallest input or an
     overlap that is not smaller than the tile."""
-    net = unwrap_model(model)
-    multiple = int(getattr(net, "multiple", 16))
-    smallest = int(getattr(net, "min_input_size", multiple))
-    smallest = -(-smallest // multiple) * multiple
-    if overlap < 0:
-        raise ValueError(f"--overlap must be >= 0 packed pixels, got {overlap}")
+    multiple, smallest = tile_limits(model)
+    _check_overlap(overlap)
     t = int(tile) // multiple * multiple
     if t < smallest:
         raise ValueError(f"--tile {tile}: the model needs tiles of at least {smallest} packed pixels "
@@ -210,7 +219,9 @@ def tile_for_model(model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP) 
 
 def check_tile_arguments(model: nn.Module, tile, overlap: int = DEFAULT_OVERLAP) -> None:
     """ValueError for a ``--tile`` / ``--overlap`` that ``model`` cannot use (:func:`tile_for_model`),
-    before any work; ``tile`` None (whole frames) and ``'auto'`` are sized later and pass."""
+    before any work; with ``tile`` None (whole frames) or ``'auto'`` (sized later) only the overlap
+    is checked."""
+    _check_overlap(overlap)
     if tile is not None and tile != "auto":
         tile_for_model(model, int(tile), overlap)
 
@@ -227,7 +238,7 @@ class TiledModel(nn.Module):
                  progress: Optional[Callable[[int, int], None]] = None):
         super().__init__()
         self.net = model
-        self.multiple = int(getattr(unwrap_model(model), "multiple", 16))
+        self.multiple = tile_limits(model)[0]
         self.tile, self.overlap, self.two_pass = tile_for_model(model, tile, overlap), int(overlap), bool(two_pass)
         # the two-pass hooks run on the eager modules: a torch.compile'd model is unwrapped for it
         self._runner = unwrap_model(model) if self.two_pass else model
@@ -352,12 +363,10 @@ def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    net = unwrap_model(model)
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # torch's own cache
     per_pixel = measure_bytes_per_pixel(model, device, amp)
-    return tile_for_memory(free, per_pixel, frame_hw, int(getattr(net, "multiple", 16)),
-                           int(getattr(net, "min_input_size", 64)))
+    return tile_for_memory(free, per_pixel, frame_hw, *tile_limits(model))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -378,10 +387,8 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     """
     from .engine.evaluate import autocast_context
 
-    net = unwrap_model(model)
     device = x.device
-    multiple = int(getattr(net, "multiple", 16))
-    smallest = -(-int(getattr(net, "min_input_size", 64)) // multiple) * multiple
+    multiple, smallest = tile_limits(model)
     h, w = x.shape[-2:]
     remember = tile == "auto" and auto_tiles is not None
     if tile == "auto":

@@ -158,7 +158,11 @@ def test_tile_arguments_are_checked_without_building_a_model():
     net = tiny()
     assert tile_for_model(net, 100) == 96 and TiledModel(net, 100).tile == 96   # rounded down to the multiple 16
     for tile in (None, "auto"):
-        check_tile_arguments(net, tile, 16)    # sized later: nothing to check yet
+        check_tile_arguments(net, tile, 16)    # sized later: only the overlap is checked now
+        with pytest.raises(ValueError, match=">= 0"):
+            check_tile_arguments(net, tile, -1)
+        with pytest.raises(InferenceError, match=">= 0"):   # as infer.py's check did before the clean-up
+            check_tiling(net, tile, -1)
     for tile, overlap, says in ((40, 16, "at least 64 packed pixels"), (100, 96, r"smaller than the tile \(96"),
                                 (64, -1, ">= 0")):
         with pytest.raises(ValueError, match=says):
