@@ -331,14 +331,15 @@ def cli_main(args) -> int:
     enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
     from .config import load_config, split_options
     from .engine.fastpath import fast_model_for_test
-    from .engine.tester import load_model, pick_device
+    from .engine.tester import check_checkpoint_path, load_model, pick_device
+    from .outdirs import prepare_output_dir
 
     cfg = load_config(args.config, args.set)
     checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
     if not checkpoint:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     files = find_inputs(args.inputs)
-    from .outdirs import prepare_output_dir
+    check_checkpoint_path(checkpoint)  # before the result folder is made
     prepare_output_dir(args.out, "--out")  # before the model: not one failure per file at the end
     device = pick_device(args.device)
     model = load_model(cfg, checkpoint, device)

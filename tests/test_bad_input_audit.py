@@ -270,3 +270,13 @@ def test_a_missing_checkpoint_leaves_no_result_folder(tmp_path, throughput):
     with pytest.raises(TestSetupError, match="checkpoint not found"):
         run(cfg, str(tmp_path / "missing.pth"), device="cpu", out_dir=str(out))
     assert not out.exists() and not (tmp_path / "run").exists()
+
+
+def test_infer_with_a_missing_checkpoint_leaves_no_result_folder(tmp_path, capsys):
+    photo = tmp_path / "photo.ARW"
+    photo.write_bytes(b"never read")
+    out = tmp_path / "results"
+    code = _script("scripts/infer.py").main([str(photo), "-c", DEMO, "--checkpoint", str(tmp_path / "missing.pth"),
+                                             "--out", str(out), "--device", "cpu", "--no-progress"])
+    _one_error_line(code, capsys.readouterr().err, "checkpoint not found", "missing.pth")
+    assert not out.exists()
