@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from cans.config import ConfigError, load_config  # noqa: E402
 from cans.outdirs import check_output_file  # noqa: E402
 from cans.engine.benchmark import MODES, format_table, run_benchmark  # noqa: E402
+from cans.engine.evaluate import atomic_write_text  # noqa: E402
 
 
 def expand_modes(names):
@@ -36,12 +37,8 @@ def expand_modes(names):
 
 
 def write_json(path, report):
-    """Write ``report`` to ``path`` whole or not at all (a temporary file, then a rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write ``report`` to ``path`` whole or not at all (:func:`cans.engine.evaluate.atomic_write_text`)."""
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -320,7 +320,8 @@ def _json_safe(value):
     return value
 
 
-def _atomic_write_text(path: str, text: str) -> str:
+def atomic_write_text(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename); returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -336,7 +337,7 @@ def write_metrics_json(path: str, report: Mapping[str, Any], **extra: Any) -> st
     """
     payload = dict(report)
     payload.update(extra)
-    return _atomic_write_text(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_metrics_csv(path: str, records: List[Mapping[str, Any]]) -> str:
@@ -346,7 +347,7 @@ def write_metrics_csv(path: str, records: List[Mapping[str, Any]]) -> str:
     writer.writeheader()
     for r in records:
         writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in RECORD_FIELDS})
-    return _atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(value, digits: int) -> str:
@@ -406,5 +407,5 @@ def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] 
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate", "summarize", "format_tables", "write_metrics_json", "write_metrics_csv",
+__all__ = ["evaluate", "summarize", "format_tables", "write_metrics_json", "write_metrics_csv", "atomic_write_text",
            "ratio_group", "autocast_context", "PAPER_GROUPS", "RECORD_FIELDS"]

@@ -35,7 +35,7 @@ import torch
 
 from ..outdirs import prepare_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel
-from .evaluate import (_atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
+from .evaluate import (atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
 from .fastpath import fast_model_for_test
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
@@ -198,7 +198,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
                        **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
                           if paper else {}))
     write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
-    _atomic_write_text(os.path.join(out_dir, "tables.md"), header + tables)
+    atomic_write_text(os.path.join(out_dir, "tables.md"), header + tables)
     print_fn(header + tables)
     print_fn(f"written: {os.path.abspath(os.path.join(out_dir, 'metrics.json'))}, metrics.csv, tables.md"
              + (", images/" if save_images or test["save_grid"] else ""))
@@ -283,7 +283,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
         "torch": torch.__version__,
     }
-    _atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
+    atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
     print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}, "
              f"{result['fast']}): "
              f"{result['ms_mean']:.1f} ms/image mean, {result['ms_median']:.1f} median, {result['ms_min']:.1f} min "
