@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
-import yaml
 
-from cans.config import SCHEMA, ConfigError, Field
+from cans.config import SCHEMA, ConfigError, Field, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "datasets/README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
@@ -238,9 +237,9 @@ def config_key_problem(key: str, value: Optional[str], where: str) -> Optional[s
     if value is None or is_placeholder(value) or "|" in value:
         return None
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        return f"{where}: {key}={value}: the value is not valid YAML"
+        _, parsed = parse_override(f"{key}={value}")   # the value as --set parses it
+    except ConfigError as exc:
+        return f"{where}: {exc}"
     for entry in entries:
         if isinstance(entry, Field):
             try:
