@@ -170,6 +170,7 @@ def test_infer_without_inputs_says_so(capsys):
 def test_infer_checks_inputs_and_out_before_the_model(tmp_path, capsys, case):
     photo = tmp_path / "photo.ARW"
     photo.write_bytes(b"not read: the check comes first")
+    (tmp_path / "not_read.pth").write_bytes(b"")  # exists (its path is checked before --out), never read
     out, inputs, names = tmp_path / "out", [str(photo)], []
     if case == "missing input":
         inputs, names = [str(tmp_path / "typo.ARW")], [str(tmp_path / "typo.ARW"), "no such file"]
