@@ -30,7 +30,7 @@
 #                        ${TMPDIR:-/tmp}/cans_gpu_check_sid; kept, so a rerun does not remake it)
 #   GPU_CHECK_REHEARSAL  1: run every step on the CPU with tiny sizes, to check this script itself
 #                        (the CUDA tests skip there; no figure of a rehearsal is a GPU result)
-#   PYTHON               the interpreter (default: python, else python3)
+#   PYTHON               the interpreter (default: the first of python, python3 that imports torch)
 #   CANS_REFERENCE       the reference vectors' folder, for the parity test (see tests/conftest.py)
 set -u
 if [ $# -lt 1 ]; then
@@ -42,8 +42,14 @@ mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 if [ -n "${PYTHON:-}" ]; then PY=$PYTHON
-elif command -v python > /dev/null 2>&1; then PY=python
-else PY=python3; fi
+else  # the first of python, python3 that imports torch (a bare `python` may be another interpreter)
+    PY=python3
+    for candidate in python python3; do
+        if command -v "$candidate" > /dev/null 2>&1 && "$candidate" -c "import torch" > /dev/null 2>&1; then
+            PY=$candidate; break
+        fi
+    done
+fi
 BUDGET=${GPU_CHECK_BUDGET:-360}
 REHEARSAL=${GPU_CHECK_REHEARSAL:-0}
 DEMO_DATA=${GPU_CHECK_DATA:-${TMPDIR:-/tmp}/cans_gpu_check_sid}

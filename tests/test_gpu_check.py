@@ -22,6 +22,23 @@ def test_gpu_check_without_a_gpu(tmp_path):
     assert not (out / "summary.md").exists()  # no check ran
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: gpu_check.sh would run the checks")
+def test_gpu_check_skips_a_python_without_torch(tmp_path):
+    """With PYTHON unset, a `python` on the PATH that cannot import torch (another interpreter than
+    the one holding PyTorch, as on some GPU images) is passed over for `python3`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text("#!/bin/sh\necho 'No module named torch' >&2\nexit 1\n")
+    (bin_dir / "python").chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh"), str(out)], capture_output=True, text=True,
+                          timeout=120, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no CUDA GPU here" in proc.stdout
+    assert "torch" in json.loads((out / "imports.json").read_text())["found"]
+
+
 def test_gpu_check_needs_an_outdir():
     proc = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "usage: bash scripts/gpu_check.sh OUTDIR" in proc.stderr
