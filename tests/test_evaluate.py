@@ -134,6 +134,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 sys.path.insert(0, sys.argv[2])
 from test_evaluate import PairSet, Oracle
+from cans.engine.distributed import cleanup_distributed
 from cans.engine.evaluate import evaluate
 dist.init_process_group("gloo")
 ds = PairSet()
@@ -142,7 +143,7 @@ loader = DataLoader(ds, batch_size=1, sampler=DistributedSampler(ds, shuffle=Fal
 report = evaluate(Oracle(), loader, "cpu", progress=False)
 with open(sys.argv[1] + f".{dist.get_rank()}", "w") as fh:
     json.dump(report, fh)
-dist.destroy_process_group()
+cleanup_distributed()
 '''
 
 

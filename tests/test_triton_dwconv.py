@@ -77,9 +77,20 @@ print(json.dumps(out))
 """
 
 
+def _release(version: str) -> tuple:
+    """'3.1.0' -> (3, 1): the first two numbers of a version string."""
+    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+
+
 def _interpret(script: str, *args: str):
     """Run ``script`` under TRITON_INTERPRET=1 in a fresh process; its last stdout line, as JSON."""
-    pytest.importorskip("triton")
+    triton = pytest.importorskip("triton")
+    import numpy
+    if _release(triton.__version__) < (3, 2) and _release(numpy.__version__) >= (2, 0):
+        # seen with Triton 3.0 and 3.1 (PyTorch 2.4, 2.5): a one-line store kernel left its CPU
+        # tensor unchanged under NumPy 2 and wrote it under NumPy 1.26; Triton 3.2 writes it under both
+        pytest.skip(f"Triton {triton.__version__}'s interpreter drops the kernels' stores under "
+                    f"NumPy {numpy.__version__} (Triton >= 3.2 or NumPy < 2 runs these tests)")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env,

@@ -59,7 +59,10 @@ def init_distributed(device_type: Optional[str] = None, timeout_minutes: int = 3
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group, all ranks together: the barrier first, since PyTorch 2.4's gloo
+    ``destroy_process_group`` can hang when one rank reaches it well before the other."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -35,8 +35,9 @@ On a torch without ``torch.library.custom_op`` (2.1 - 2.3) the same kernels run 
 ``torch.autograd.Function`` instead (``CUSTOM_OP`` is False): eager results are the same;
 ``torch.compile`` may graph-break around it there.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the interpreter of Triton 3.0 and 3.1 (PyTorch
+# 2.4, 2.5) knows a ``tl.constexpr`` parameter by its annotation object; as the string that import
+# makes of it, the tile sizes become runtime values and ``tl.arange`` refuses them.
 import os
 from typing import Optional
 
