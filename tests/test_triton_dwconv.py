@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from cans.kernels import TritonDWConv7, dwconv7_reflect, dwconv7_reference, swap_rde_dwconv
-from cans.kernels.dwconv7 import CUSTOM_OP
 from cans.models import build_model
 from cans.models.blocks import RDE
+from cans.requirements import release
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,16 +77,11 @@ print(json.dumps(out))
 """
 
 
-def _release(version: str) -> tuple:
-    """'3.1.0' -> (3, 1): the first two numbers of a version string."""
-    return tuple(int(part) for part in version.split("+")[0].split(".")[:2])
-
-
 def _interpret(script: str, *args: str):
     """Run ``script`` under TRITON_INTERPRET=1 in a fresh process; its last stdout line, as JSON."""
     triton = pytest.importorskip("triton")
     import numpy
-    if _release(triton.__version__) < (3, 2) and _release(numpy.__version__) >= (2, 0):
+    if release(triton.__version__) < (3, 2) and release(numpy.__version__) >= (2, 0):
         # seen with Triton 3.0 and 3.1 (PyTorch 2.4, 2.5): a one-line store kernel left its CPU
         # tensor unchanged under NumPy 2 and wrote it under NumPy 1.26; Triton 3.2 writes it under both
         pytest.skip(f"Triton {triton.__version__}'s interpreter drops the kernels' stores under "
@@ -115,28 +110,10 @@ def test_kernels_match_torch_under_the_interpreter():
             assert err < 1e-5, f"{r['shape']} {name}: relative error {err}"
 
 
-# a torch before 2.4, as far as this module can tell: no torch.library.custom_op
-OLD_TORCH = r"""
-import torch
-del torch.library.custom_op
-import cans.kernels.dwconv7
-assert not cans.kernels.dwconv7.CUSTOM_OP
-"""
-
-
-def test_without_custom_op_the_autograd_function_runs_the_kernels():
-    """The path of torch < 2.4: the same kernels through the autograd.Function (smallest case)."""
-    r = _interpret(OLD_TORCH + CHECK, json.dumps(CASES[1:2]))
-    assert len(r) == 1 and r[0]["launches"] == ONE_LAUNCH_EACH, r
-    for name, err in r[0]["errors"].items():
-        assert err < 1e-5, f"{name}: relative error {err}"
-
-
 COMPILED = COUNT_LAUNCHES + r"""
 import json
 import torch
-from cans.kernels.dwconv7 import CUSTOM_OP, TritonDWConv7
-assert CUSTOM_OP, "this torch has no torch.library.custom_op"
+from cans.kernels.dwconv7 import TritonDWConv7
 torch.manual_seed(0)
 conv = torch.nn.Conv2d(2, 2, 7, padding=3, padding_mode="reflect", groups=2)
 run = torch.compile(TritonDWConv7.from_conv(conv), backend="aot_eager", fullgraph=True, dynamic=False)
@@ -157,8 +134,6 @@ print(json.dumps({"errors": errs, "launches": dict(LAUNCHES)}))
 def test_compiled_operator_runs_the_kernels_under_the_interpreter():
     """torch.compile (aot_eager, one graph) of the swapped layer: the compiled forward and
     backward call the operators, whose CPU kernels run the Triton kernels under the interpreter."""
-    if not CUSTOM_OP:
-        pytest.skip("torch.library.custom_op needs torch >= 2.4 (older versions take the autograd.Function)")
     r = _interpret(COMPILED)
     assert r["launches"] == ONE_LAUNCH_EACH, r
     assert set(r["errors"]) == {"forward", "grad_input", "grad_weight", "grad_bias"}
@@ -204,10 +179,6 @@ def test_bad_inputs_fail_clearly():
     assert torch.allclose(dwconv7_reference(x, w, b), conv(x), atol=1e-6)  # the reference is the RDE's conv
 
 
-needs_custom_op = pytest.mark.skipif(not CUSTOM_OP, reason="torch.library.custom_op needs torch >= 2.4")
-
-
-@needs_custom_op
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
 def test_operators_pass_opcheck(with_bias):
     """Schema, autograd registration, fake (meta) implementation against the real one, and
@@ -227,7 +198,6 @@ def test_operators_pass_opcheck(with_bias):
         assert set(result.values()) == {"SUCCESS"}, (op, result)
 
 
-@needs_custom_op
 def test_compiled_swapped_model_is_one_graph_and_matches_eager():
     """A tiny CANS++ with the swap under torch.compile(fullgraph=True) (AOT autograd with no-op
     compilers, i.e. ``aot_eager``, recording the graphs): one forward and one backward graph,

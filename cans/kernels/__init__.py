@@ -3,7 +3,7 @@
 * :mod:`cans.kernels.dwconv7`: the RDE's depthwise 7x7 convolution with its reflect padding
   folded into the kernel (forward, gradient of the input, gradients of weight and bias), and
   :func:`swap_rde_dwconv`, which puts it into a built model from outside without changing the
-  model's parameter names. With torch >= 2.4 the kernels are the custom operators
+  model's parameter names. The kernels are the custom operators
   ``torch.ops.cans.dwconv7_reflect`` (+ its two backward operators), which ``torch.compile``
   keeps in its graph as single nodes (no graph break).
 

@@ -19,7 +19,7 @@ Shapes: ``x`` (N, C, H, W) with H, W >= 4 (reflect padding 3 needs 4 pixels), fl
 bfloat16 or float16; ``weight`` (C, 1, 7, 7); ``bias`` (C,) or None. Accumulation is float32;
 the output has ``x``'s dtype; weight and bias gradients have their parameters' dtype.
 
-PyTorch sees the three passes as custom operators (``torch.library.custom_op``, torch >= 2.4):
+PyTorch sees the three passes as custom operators (``torch.library.custom_op``):
 ``cans::dwconv7_reflect(x, weight, bias?, block_h, block_w)`` with its autograd formula, which
 calls ``cans::dwconv7_reflect_grad_input`` and ``cans::dwconv7_reflect_grad_params``. Each has
 
@@ -30,10 +30,6 @@ calls ``cans::dwconv7_reflect_grad_input`` and ``cans::dwconv7_reflect_grad_para
   dtypes, contiguous layout), so ``torch.compile`` keeps each operator as one opaque node of
   its forward / backward graph (no graph break, ``fullgraph=True`` works) and inductor calls it
   as it is, around its own fused kernels.
-
-On a torch without ``torch.library.custom_op`` (2.1 - 2.3) the same kernels run through a
-``torch.autograd.Function`` instead (``CUSTOM_OP`` is False): eager results are the same;
-``torch.compile`` may graph-break around it there.
 """
 # No ``from __future__ import annotations`` here: the interpreter of Triton 3.0 and 3.1 (PyTorch
 # 2.4, 2.5) knows a ``tl.constexpr`` parameter by its annotation object; as the string that import
@@ -311,31 +307,7 @@ def _triton_grad_params(x, dy, weight, block):
     return gw, gb
 
 
-class _DWConv7Function(torch.autograd.Function):
-    """The kernels as an autograd.Function: the path of a torch without ``torch.library.custom_op``
-    (before 2.4). ``torch.compile`` may not trace through it; the operator below it can."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, block):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        ctx.block = block
-        return _triton_forward(x, weight, bias, block)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = _triton_grad_input(dy, weight, ctx.block)
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            w_sum, b_sum = _triton_grad_params(x, dy, weight, ctx.block)
-            gw = w_sum if ctx.needs_input_grad[1] else None
-            gb = b_sum if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None
-
-
-# --- the custom operators (torch >= 2.4) ---
+# --- the custom operators ---
 #
 # ``cans::dwconv7_reflect`` (forward), ``cans::dwconv7_reflect_grad_input`` and
 # ``cans::dwconv7_reflect_grad_params`` (backward). Each has a CUDA kernel (Triton), a CPU kernel
@@ -346,73 +318,80 @@ class _DWConv7Function(torch.autograd.Function):
 # stays optional (``Tensor?``, as in F.conv2d): a model without bias passes nothing and gets no
 # gradient for it; with a bias, its gradient comes from the same pass as the weight's at no extra cost.
 
-CUSTOM_OP = hasattr(torch.library, "custom_op") and hasattr(torch.library, "register_fake")
 
-if CUSTOM_OP:
+def _device_kernels(op, reference, triton_impl):
+    """The CUDA and CPU kernels of ``op``, whose arguments are tensors then ``block_h, block_w``:
+    the Triton passes where they run (:func:`_use_triton`), else the torch ``reference``."""
+    def kernel(*args):
+        *tensors, block_h, block_w = args
+        if _use_triton(tensors[0].device):
+            return triton_impl(*tensors, _block_of(block_h, block_w))
+        return reference(*tensors)
 
-    def _device_kernels(op, reference, triton_impl):
-        """The CUDA and CPU kernels of ``op``, whose arguments are tensors then ``block_h, block_w``:
-        the Triton passes where they run (:func:`_use_triton`), else the torch ``reference``."""
-        def kernel(*args):
-            *tensors, block_h, block_w = args
-            if _use_triton(tensors[0].device):
-                return triton_impl(*tensors, _block_of(block_h, block_w))
-            return reference(*tensors)
+    op.register_kernel("cuda")(kernel)
+    op.register_kernel("cpu")(kernel)
 
-        op.register_kernel("cuda")(kernel)
-        op.register_kernel("cpu")(kernel)
 
-    @torch.library.custom_op("cans::dwconv7_reflect", mutates_args=(),
-                             schema="(Tensor x, Tensor weight, Tensor? bias, int block_h, int block_w) -> Tensor")
-    def _op_forward(x, weight, bias, block_h, block_w):
-        return _reference_forward(x, weight, bias)
+@torch.library.custom_op("cans::dwconv7_reflect", mutates_args=(),
+                         schema="(Tensor x, Tensor weight, Tensor? bias, int block_h, int block_w) -> Tensor")
+def _op_forward(x, weight, bias, block_h, block_w):
+    return _reference_forward(x, weight, bias)
 
-    @_op_forward.register_fake
-    def _op_forward_fake(x, weight, bias, block_h, block_w):
-        return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    @torch.library.custom_op("cans::dwconv7_reflect_grad_input", mutates_args=(),
-                             schema="(Tensor dy, Tensor weight, int block_h, int block_w) -> Tensor")
-    def _op_grad_input(dy, weight, block_h, block_w):
-        return _reference_grad_input(dy, weight)
+@_op_forward.register_fake
+def _op_forward_fake(x, weight, bias, block_h, block_w):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
-    @_op_grad_input.register_fake
-    def _op_grad_input_fake(dy, weight, block_h, block_w):
-        return torch.empty_like(dy, memory_format=torch.contiguous_format)
 
-    @torch.library.custom_op("cans::dwconv7_reflect_grad_params", mutates_args=(),
-                             schema="(Tensor x, Tensor dy, Tensor weight, int block_h, int block_w) -> (Tensor, Tensor)")
-    def _op_grad_params(x, dy, weight, block_h, block_w):
-        return _reference_grad_params(x, dy, weight)
+@torch.library.custom_op("cans::dwconv7_reflect_grad_input", mutates_args=(),
+                         schema="(Tensor dy, Tensor weight, int block_h, int block_w) -> Tensor")
+def _op_grad_input(dy, weight, block_h, block_w):
+    return _reference_grad_input(dy, weight)
 
-    @_op_grad_params.register_fake
-    def _op_grad_params_fake(x, dy, weight, block_h, block_w):
-        return (weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)))
 
-    _device_kernels(_op_forward, _reference_forward, _triton_forward)
-    _device_kernels(_op_grad_input, _reference_grad_input, _triton_grad_input)
-    _device_kernels(_op_grad_params, _reference_grad_params, _triton_grad_params)
+@_op_grad_input.register_fake
+def _op_grad_input_fake(dy, weight, block_h, block_w):
+    return torch.empty_like(dy, memory_format=torch.contiguous_format)
 
-    def _op_setup_context(ctx, inputs, output):
-        x, weight, bias, block_h, block_w = inputs
-        ctx.save_for_backward(x, weight)
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.block = (block_h, block_w)
 
-    def _op_backward(ctx, dy):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        need_b = need_b and ctx.bias_dtype is not None
-        gx = gw = gb = None
-        if need_x:
-            gx = torch.ops.cans.dwconv7_reflect_grad_input.default(dy, weight, *ctx.block)
-        if need_w or need_b:
-            w_sum, b_sum = torch.ops.cans.dwconv7_reflect_grad_params.default(x, dy, weight, *ctx.block)
-            gw = w_sum if need_w else None
-            gb = b_sum.to(ctx.bias_dtype) if need_b else None
-        return gx, gw, gb, None, None
+@torch.library.custom_op("cans::dwconv7_reflect_grad_params", mutates_args=(),
+                         schema="(Tensor x, Tensor dy, Tensor weight, int block_h, int block_w) -> (Tensor, Tensor)")
+def _op_grad_params(x, dy, weight, block_h, block_w):
+    return _reference_grad_params(x, dy, weight)
 
-    _op_forward.register_autograd(_op_backward, setup_context=_op_setup_context)
+
+@_op_grad_params.register_fake
+def _op_grad_params_fake(x, dy, weight, block_h, block_w):
+    return (weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)))
+
+
+_device_kernels(_op_forward, _reference_forward, _triton_forward)
+_device_kernels(_op_grad_input, _reference_grad_input, _triton_grad_input)
+_device_kernels(_op_grad_params, _reference_grad_params, _triton_grad_params)
+
+
+def _op_setup_context(ctx, inputs, output):
+    x, weight, bias, block_h, block_w = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.block = (block_h, block_w)
+
+
+def _op_backward(ctx, dy):
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    need_b = need_b and ctx.bias_dtype is not None
+    gx = gw = gb = None
+    if need_x:
+        gx = torch.ops.cans.dwconv7_reflect_grad_input.default(dy, weight, *ctx.block)
+    if need_w or need_b:
+        w_sum, b_sum = torch.ops.cans.dwconv7_reflect_grad_params.default(x, dy, weight, *ctx.block)
+        gw = w_sum if need_w else None
+        gb = b_sum.to(ctx.bias_dtype) if need_b else None
+    return gx, gw, gb, None, None
+
+
+_op_forward.register_autograd(_op_backward, setup_context=_op_setup_context)
 
 
 def dwconv7_reflect(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -423,19 +402,13 @@ def dwconv7_reflect(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     anything else takes the equivalent torch operations. ``block`` = (rows, cols) of a program's
     tile (powers of two; default chosen from the width).
 
-    With torch >= 2.4 this is the custom operator ``torch.ops.cans.dwconv7_reflect`` (autograd
-    through ``cans::dwconv7_reflect_grad_input`` / ``_grad_params``), which ``torch.compile``
-    keeps as one node: no graph break. An older torch (``torch.library.custom_op`` missing) takes
-    the same kernels through a ``torch.autograd.Function`` instead, which eager mode runs the same
-    but ``torch.compile`` may split the graph around.
+    This is the custom operator ``torch.ops.cans.dwconv7_reflect`` (autograd through
+    ``cans::dwconv7_reflect_grad_input`` / ``_grad_params``), which ``torch.compile`` keeps as one
+    node: no graph break.
     """
     _check(x, weight, bias)
     block_h, block_w = block if block is not None else (0, 0)
-    if CUSTOM_OP:
-        return torch.ops.cans.dwconv7_reflect.default(x, weight, bias, int(block_h), int(block_w))
-    if not _use_triton(x.device):
-        return dwconv7_reference(x, weight, bias)
-    return _DWConv7Function.apply(x, weight, bias, block)
+    return torch.ops.cans.dwconv7_reflect.default(x, weight, bias, int(block_h), int(block_w))
 
 
 class TritonDWConv7(nn.Module):
