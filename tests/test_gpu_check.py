@@ -30,7 +30,8 @@ def test_gpu_check_skips_a_python_without_torch(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "python").write_text("#!/bin/sh\necho 'No module named torch' >&2\nexit 1\n")
     (bin_dir / "python").chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose a venv
+    (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh"), str(out)], capture_output=True, text=True,
                           timeout=120, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})

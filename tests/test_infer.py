@@ -177,7 +177,8 @@ def test_non_mosaic_sensor_is_a_clear_error(tmp_path):
             (50721, "2i", 9, (1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1), True),
             (50778, "H", 1, (21,), True)]
     path = tmp_path / "linear.dng"
-    tifffile.imwrite(str(path), data, photometric=34892, subfiletype=0, extratags=tags)
+    # planarconfig: tifffile 2026.11 no longer takes the last axis of 3 for samples with this photometric
+    tifffile.imwrite(str(path), data, photometric=34892, planarconfig="contig", subfiletype=0, extratags=tags)
     with pytest.raises(InferenceError, match="not a colour-filter-array sensor"):
         read_mosaic(str(path))
 
