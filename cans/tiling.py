@@ -221,9 +221,10 @@ def check_tile_arguments(model: nn.Module, tile, overlap: int = DEFAULT_OVERLAP)
     """ValueError for a ``--tile`` / ``--overlap`` that ``model`` cannot use (:func:`tile_for_model`),
     before any work; with ``tile`` None (whole frames) or ``'auto'`` (sized later) only the overlap
     is checked."""
-    _check_overlap(overlap)
-    if tile is not None and tile != "auto":
-        tile_for_model(model, int(tile), overlap)
+    if tile is None or tile == "auto":
+        _check_overlap(overlap)
+    else:
+        tile_for_model(model, int(tile), overlap)  # checks the overlap too
 
 
 class TiledModel(nn.Module):
@@ -549,6 +550,6 @@ def format_tiling_table(rows: List[Dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["TiledModel", "FallbackModel", "tile_for_model", "check_tile_arguments", "compare_tiling", "format_tiling_table", "GlobalPoolStats", "tile_starts",
-           "tile_for_memory", "auto_tile", "run_with_fallback",
-           "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]
+__all__ = ["TiledModel", "FallbackModel", "tile_for_model", "tile_limits", "check_tile_arguments", "compare_tiling",
+           "format_tiling_table", "GlobalPoolStats", "tile_starts", "tile_for_memory", "auto_tile",
+           "run_with_fallback", "measure_bytes_per_pixel", "DEFAULT_OVERLAP"]

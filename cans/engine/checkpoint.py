@@ -213,5 +213,6 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
     return obj
 
 
-__all__ = ["check_checkpoint_file", "CheckpointError", "atomic_torch_save", "capture_rng_state", "error_text", "load_checkpoint",
-           "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file", "restore_rng_state"]
+__all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "check_checkpoint_file", "error_text",
+           "load_checkpoint", "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file",
+           "restore_rng_state"]

@@ -227,19 +227,6 @@ def _forward(x, weight, bias, block):
     return y
 
 
-def _fold_reflect(dxp: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(N, C, H + 6, W + 6) gradient on the padded grid -> (N, C, H, W), in place on ``dxp``:
-    each padded border row / column is added to the row / column it reflects (padded row u < 3
-    is image row 3 - u, padded row u >= H + 3 is image row 2H + 1 - u; image row r is padded row
-    r + 3). Rows first over the whole width, then columns over the image rows."""
-    dxp[:, :, PAD + 1:2 * PAD + 1, :] += dxp[:, :, 0:PAD, :].flip(2)
-    dxp[:, :, h - 1:h + PAD - 1, :] += dxp[:, :, h + PAD:h + 2 * PAD, :].flip(2)
-    rows = dxp[:, :, PAD:PAD + h, :]
-    rows[:, :, :, PAD + 1:2 * PAD + 1] += rows[:, :, :, 0:PAD].flip(3)
-    rows[:, :, :, w - 1:w + PAD - 1] += rows[:, :, :, w + PAD:w + 2 * PAD].flip(3)
-    return rows[:, :, :, PAD:PAD + w]
-
-
 def _grad_input(dy, weight, block):
     n, c, h, w = dy.shape
     bh, bw, warps = launch_config(h, w, block)
@@ -272,6 +259,19 @@ def _block_of(block_h: int, block_w: int) -> Optional[tuple]:
 
 def _reference_forward(x, weight, bias):
     return dwconv7_reference(x, weight, bias).contiguous()
+
+
+def _fold_reflect(dxp: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(N, C, H + 6, W + 6) gradient on the padded grid -> (N, C, H, W), in place on ``dxp``:
+    each padded border row / column is added to the row / column it reflects (padded row u < 3
+    is image row 3 - u, padded row u >= H + 3 is image row 2H + 1 - u; image row r is padded row
+    r + 3). Rows first over the whole width, then columns over the image rows."""
+    dxp[:, :, PAD + 1:2 * PAD + 1, :] += dxp[:, :, 0:PAD, :].flip(2)
+    dxp[:, :, h - 1:h + PAD - 1, :] += dxp[:, :, h + PAD:h + 2 * PAD, :].flip(2)
+    rows = dxp[:, :, PAD:PAD + h, :]
+    rows[:, :, :, PAD + 1:2 * PAD + 1] += rows[:, :, :, 0:PAD].flip(3)
+    rows[:, :, :, w - 1:w + PAD - 1] += rows[:, :, :, w + PAD:w + 2 * PAD].flip(3)
+    return rows[:, :, :, PAD:PAD + w]
 
 
 def _reference_grad_input(dy, weight):
