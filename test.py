@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of test.py (also read by tests/test_docs_commands.py)."""
+    from cans.cli import add_trust_argument
     from cans.tiling import add_tile_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="throughput on a random packed input of this size instead of the first test image")
     p.add_argument("--random-weights", action="store_true", help="throughput without loading a checkpoint")
     add_tile_arguments(p)
+    add_trust_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
                      progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=not args.one_pass)
         return 0
 
-    return run_cli(run)
+    return run_cli(run, trust_checkpoint=args.trust_checkpoint)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Callable
 
 from .config import ConfigError
 from .data import DataError
-from .engine.checkpoint import CheckpointError
+from .engine.checkpoint import CheckpointError, trusted_checkpoints
 from .engine.tester import TestSetupError
 from .inference import InferenceError
 
@@ -39,12 +39,22 @@ def compile_failure(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def run_cli(main: Callable[[], int]) -> int:
+def add_trust_argument(parser) -> None:
+    """``--trust-checkpoint``: the explicit opt-in for a weights file that PyTorch's weights-only
+    loader refuses (``cans.engine.checkpoint.read_torch_file``); pass its value to :func:`run_cli`."""
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint that holds Python objects besides weights (its loading can run "
+                             "code from the file): only for files from a source you trust")
+
+
+def run_cli(main: Callable[[], int], trust_checkpoint: bool = False) -> int:
     """Run ``main()``; a user error prints ``error: <message>`` and returns 2, a failing
     ``torch.compile`` prints one line naming the switch that avoids it and returns 1, Ctrl-C
-    returns 130."""
+    returns 130. ``trust_checkpoint`` (``--trust-checkpoint``) lets checkpoint reads inside
+    ``main`` use the full unpickler when the weights-only one refuses a file."""
     try:
-        return int(main() or 0)
+        with trusted_checkpoints(trust_checkpoint):
+            return int(main() or 0)
     except USER_ERRORS as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of infer.py (also read by tests/test_docs_commands.py)."""
+    from cans.cli import add_trust_argument
     from cans.tiling import add_tile_arguments
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     add_tile_arguments(p)
+    add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from cans.cli import run_cli
     from cans.inference import cli_main
-    return run_cli(lambda: cli_main(args))
+    return run_cli(lambda: cli_main(args), trust_checkpoint=args.trust_checkpoint)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""Checkpoint files: atomic writes, reading with clear errors, RNG states, loading weights.
+"""Checkpoint files: atomic writes, safe reading with clear errors, RNG states, loading weights.
 
 A training checkpoint is a ``dict`` saved with ``torch.save``; what it holds and how a resume
-restores it is ``cans.engine.train_state``. This module does the file work: write atomically
-(:func:`atomic_torch_save`), read a checkpoint or weights file with one-line errors
-(:func:`read_torch_file`, :func:`load_checkpoint`, :func:`load_model_weights`), capture and
+restores it is ``cans.engine.train_state``. This module does the file work: write atomically,
+fsynced, through a unique temporary name, with a one-line error on a full disk
+(:func:`atomic_torch_save`); read a checkpoint or weights file with PyTorch's weights-only
+unpickler, checking the archive's CRCs, and never run code from it unless the user opted in
+(:func:`read_torch_file`, :func:`load_checkpoint`, :func:`load_model_weights`); capture and
 restore the RNG states (python, numpy, torch CPU, torch CUDA).
 
 ``cans.models.load_weights`` reads the ``model`` entry, so a checkpoint is also a
@@ -11,11 +13,19 @@ weights file for ``test.py`` and ``train.pretrained``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
+import io
 import os
 import random
+import re
+import shutil
+import sys
+import uuid
 import warnings
 import zipfile
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -107,27 +117,78 @@ def _as_python_state(obj):
     return obj
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path + '.tmp'``, flush it to disk, then ``os.replace`` onto ``path``.
+class DiskFullError(CheckpointError):
+    """No space left for a file being written; the previous version of that file is untouched."""
 
-    A write interrupted half-way (crash, Ctrl-C, full disk) leaves the previous ``path``
-    untouched; the stale temporary file is removed when possible.
+
+def fsync_folder(folder: str) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def unique_temp_name(path: str) -> str:
+    """``<path>.<pid>.<random>.tmp``: two writers of ``path`` never share a temporary file."""
+    return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def check_free_space(folder: str, needed: int, what: str) -> None:
+    """Raise :class:`DiskFullError` when ``folder`` has less than ``needed`` bytes (plus 1 %) free."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < needed * 1.01:
+        raise DiskFullError(f"no space left in {folder} for {what}: {needed / 2 ** 20:,.1f} MiB needed, "
+                            f"{free / 2 ** 20:,.1f} MiB free")
+
+
+def atomic_write_bytes(data, path: str, what: str = "") -> None:
+    """Write ``data`` to ``path`` through a uniquely named temporary file, fsync it, rename it onto
+    ``path`` and fsync the folder: ``path`` is either the old file or the complete new one.
+
+    A full disk raises :class:`DiskFullError` (one line naming the folder and ``what``), checked
+    before the write and caught during it; the temporary file is removed on any failure.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
+    what = what or os.path.basename(path)
+    check_free_space(directory, len(data), what)
+    tmp = unique_temp_name(path)
     try:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
-        except OSError:
-            pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"no space left in {directory} while writing {what} "
+                                f"({len(data) / 2 ** 20:,.1f} MiB)") from None
         raise
+    fsync_folder(directory)
+
+
+def atomic_torch_save(obj: Any, path: str, what: str = "") -> None:
+    """``torch.save`` ``obj`` to memory, then :func:`atomic_write_bytes` onto ``path``.
+
+    Serialising first makes a full disk a plain ``OSError`` (one line, :class:`DiskFullError`)
+    rather than an error deep in torch's zip writer, and lets the free space be checked against
+    the exact size before anything is written.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(buffer.getbuffer(), path, what)
 
 
 def check_checkpoint_file(path: str, example: str = "last.pth") -> None:
@@ -141,13 +202,85 @@ def check_checkpoint_file(path: str, example: str = "last.pth") -> None:
         raise FileNotFoundError(f"checkpoint not found: {path}")
 
 
-def read_torch_file(path: str, map_location="cpu") -> Any:
-    """``torch.load`` a checkpoint or weights file; a file that is not one fails with one line.
+# ---------------------------------------------------------------------------------------
+# Reading: weights-only unpickling, integrity, the explicit opt-in for anything else
+# ---------------------------------------------------------------------------------------
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` naming the path
-    for an empty file, a file that is not a PyTorch checkpoint, or a truncated one (a zip archive
-    whose end is missing). Our checkpoints hold RNG states (numpy arrays, tuples), so a file that
-    is not weights-only is loaded in full (only open checkpoints you trust).
+#: what the opt-in is called where a refusal tells the user about it
+TRUST_OPTION = "--trust-checkpoint (train.py: --set train.trust_checkpoint=true)"
+
+_TRUST: contextvars.ContextVar = contextvars.ContextVar("cans_trust_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def trusted_checkpoints(trust: bool = True):
+    """Inside, :func:`read_torch_file` may load files that need the full unpickler (the command
+    line's ``--trust-checkpoint``); outside, and by default, it never does."""
+    token = _TRUST.set(bool(trust))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def _numpy_data_globals() -> list:
+    """numpy's scalar, array and dtype constructors: data only, needed by RNG states (ours) and by
+    a ``max_psnr`` saved as a numpy float (the authors' checkpoints)."""
+    core = getattr(np, "_core", None) or np.core
+    names = [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        names += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return names
+
+
+@contextlib.contextmanager
+def _numpy_allowed():
+    if hasattr(torch.serialization, "safe_globals"):
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            yield
+    else:  # torch 2.4: only the process-wide list
+        torch.serialization.add_safe_globals(_numpy_data_globals())
+        yield
+
+
+def _unsafe_globals(path: str, exc: BaseException) -> list:
+    """The globals a weights-only load refused: torch's scan of the file, else its error text."""
+    try:
+        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        if found:
+            return found
+    except Exception:
+        pass
+    return sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+
+
+def verify_archive(path: str) -> None:
+    """Raise :class:`CheckpointError` when the zip archive ``path`` (PyTorch's file format) is
+    truncated or one of its records fails its CRC check (``torch.load`` checks neither)."""
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or damaged ({size:,} bytes, the end of "
+                              "the file is missing); copy or download it again")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
+        bad = f"? ({exc})"
+    if bad is not None:
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged (record {bad} fails its checksum); "
+                              "copy or download it again")
+
+
+def read_torch_file(path: str, map_location="cpu", trust: Optional[bool] = None) -> Any:
+    """Load a checkpoint or weights file with PyTorch's weights-only unpickler; never run code from it.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (one line naming
+    ``path``) for an empty file, one that is not a PyTorch checkpoint, a truncated or damaged one
+    (the zip records' CRCs are checked), and one that holds Python objects beyond tensors and
+    plain data (its globals named). Such a file is loaded in full only with ``trust=True`` or
+    inside :func:`trusted_checkpoints` (``--trust-checkpoint``), with a warning. numpy scalars,
+    arrays and dtypes count as data (RNG states, the authors' ``max_psnr``).
     """
     check_checkpoint_file(path)
     size = os.path.getsize(path)
@@ -155,26 +288,39 @@ def read_torch_file(path: str, map_location="cpu") -> Any:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (not a checkpoint)")
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or damaged ({size:,} bytes, the end of "
-                              "the file is missing); copy or download it again")
+    is_zip = head == b"PK\x03\x04"
+    if is_zip:
+        verify_archive(path)
+    trust = _TRUST.get() if trust is None else trust
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's notes on pickle protocols and weights_only
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception:
-            pass
+            with _numpy_allowed():
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:
+            refused = _unsafe_globals(path, exc) if "eights only" in str(exc) else []
+            if not refused:
+                kind = "truncated or damaged" if is_zip else "not a PyTorch checkpoint"
+                detail = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+                raise CheckpointError(f"cannot read checkpoint {path}: {kind} ({type(exc).__name__}: "
+                                      f"{detail})") from None
+        if not trust:
+            raise CheckpointError(
+                f"refusing to load {path}: besides weights it holds Python objects ({', '.join(refused[:6])}"
+                f"{', ...' if len(refused) > 6 else ''}) whose loading could run code from the file; if you "
+                f"trust where it came from, rerun with {TRUST_OPTION}")
+        print(f"warning: loading {path} with the full unpickler ({', '.join(refused[:6])}): trusted by "
+              "--trust-checkpoint / train.trust_checkpoint", file=sys.stderr, flush=True)
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:
-            kind = "truncated or damaged" if head == b"PK\x03\x04" else "not a PyTorch checkpoint"
-            detail = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"cannot read checkpoint {path}: {kind} ({type(exc).__name__}: {detail})") from None
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: "
+                                  f"{str(exc).strip()[:120]}") from None
 
 
-def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
+def load_checkpoint(path: str, map_location="cpu", trust: Optional[bool] = None) -> Dict[str, Any]:
     """Read a training checkpoint written by ``atomic_torch_save``; clear errors for bad files."""
-    obj = read_torch_file(path, map_location=map_location)
+    obj = read_torch_file(path, map_location=map_location, trust=trust)
     if not isinstance(obj, dict) or "model" not in obj:
         raise CheckpointError(f"{path} is not a training checkpoint (no 'model' entry); "
                          "use train.pretrained to start from bare weights")
@@ -185,7 +331,7 @@ def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
     return obj
 
 
-def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
+def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None, trust: Optional[bool] = None) -> Any:
     """Load the weights of ``path`` (our checkpoints, the authors' published files) into ``model``.
 
     Every failure is a :class:`CheckpointError` naming ``path``: not a checkpoint, truncated
@@ -196,7 +342,7 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
     """
     from ..models import extract_state_dict, load_state_dict_strict
 
-    obj = read_torch_file(path)
+    obj = read_torch_file(path, trust=trust)
     try:
         state = extract_state_dict(obj, source=path)
     except ValueError:
@@ -213,6 +359,7 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None) -> Any:
     return obj
 
 
-__all__ = ["CheckpointError", "atomic_torch_save", "capture_rng_state", "check_checkpoint_file", "error_text",
+__all__ = ["CheckpointError", "DiskFullError", "TRUST_OPTION", "atomic_torch_save", "atomic_write_bytes",
+           "capture_rng_state", "check_checkpoint_file", "check_free_space", "error_text", "fsync_folder",
            "load_checkpoint", "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file",
-           "restore_rng_state"]
+           "restore_rng_state", "trusted_checkpoints", "unique_temp_name", "verify_archive"]

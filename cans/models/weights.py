@@ -1,7 +1,6 @@
 """Loading weights: published checkpoints, our own checkpoints, DDP-saved ones."""
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import torch
@@ -43,19 +42,13 @@ def extract_state_dict(obj, source: str = "checkpoint") -> Mapping[str, torch.Te
 def load_weights(model: nn.Module, path: str, map_location="cpu") -> nn.Module:
     """Load weights from ``path`` into ``model`` with strict key checking.
 
-    A missing or unexpected key raises ``KeyError`` listing the names; a shape
-    mismatch raises ``ValueError`` naming the parameter and both shapes.
+    The file is read with the weights-only unpickler (``cans.engine.checkpoint.read_torch_file``:
+    a file that needs more is refused unless trusted). A missing or unexpected key raises
+    ``KeyError`` listing the names; a shape mismatch raises ``ValueError`` naming the parameter
+    and both shapes.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # not a torch file, truncated, or pickled objects
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=False)
-        except Exception:
-            raise ValueError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a truncated "
-                             f"one ({type(exc).__name__}: {exc})") from None
+    from ..engine.checkpoint import read_torch_file
+    obj = read_torch_file(path, map_location=map_location)
     state = extract_state_dict(obj, source=path)
     load_state_dict_strict(model, state, source=path)
     return model
