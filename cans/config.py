@@ -267,6 +267,11 @@ SCHEMA: Dict[str, Any] = {
         "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "auto_resume": Field("bool", False),
         "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
+        "trust_checkpoint": Field("bool", False, doc="load train.pretrained / --resume files that need more than "
+                                  "PyTorch's weights-only loader (it can run code from the file): only for files "
+                                  "you trust"),
+        "dist_timeout": Field("int", 1800, min=1, doc="seconds a process waits for the others in a collective call "
+                              "before the run stops (several processes, torchrun)"),
         "log_every": Field("int", 50, min=1, doc="steps between text-log lines"),
         "max_nonfinite": Field("int", 10, min=1, doc="consecutive non-finite losses that stop the run"),
         "test_at_end": Field("bool", False, doc="run the test report after training"),

@@ -83,6 +83,8 @@ def test_null_stays_allowed_where_it_was(override):
     ("data.synthetic.seed=-1", ["data.synthetic.seed", ">= 0"]),
     ("train.base_lr=1e999", ["train.base_lr", "finite"]),
     ("train.base_lr=" + "9" * 400, ["train.base_lr", "expected float > 0, got int"]),
+    ("train.dist_timeout=0", ["train.dist_timeout", "int >= 1"]),
+    ("train.trust_checkpoint=yes please", ["train.trust_checkpoint", "expected bool"]),
 ])
 def test_out_of_range_values_name_the_key_and_the_range(override, names):
     _refused([override], *names)
@@ -101,6 +103,13 @@ def test_min_lr_above_base_lr_names_the_key_to_change():
     text = _refused(["train.base_lr=1e-4", "train.min_lr=2e-4"], "train.min_lr 0.0002", "train.base_lr 0.0001",
                     "set train.min_lr to at most 0.0001", check=True)
     assert "cosine" in text
+
+
+def test_the_new_train_keys_have_their_defaults():
+    cfg = validate({})
+    assert cfg["train"]["trust_checkpoint"] is False and cfg["train"]["dist_timeout"] == 1800
+    cfg = load_config(DEMO, ["train.trust_checkpoint=true", "train.dist_timeout=60"])
+    assert cfg["train"]["trust_checkpoint"] is True and cfg["train"]["dist_timeout"] == 60
 
 
 # ----------------------------------------------------------------------------- nesting
