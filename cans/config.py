@@ -3,8 +3,9 @@
 ``load_config(path, overrides=None)`` returns the resolved configuration as a plain
 ``dict``. Every key the project reads is declared in ``SCHEMA`` below, with its type
 and default: an unknown or misspelt key fails with its dotted path and the closest
-valid names, a value of the wrong type (or below the key's smallest value, e.g. a negative
-``train.epochs``) fails with the type expected.
+valid names, a value of the wrong type or out of the key's range (a negative ``train.epochs``,
+``train.base_lr: 0``, a float that is inf or nan, a list of the wrong length) fails with what
+was expected. Files and overrides nested deeper than ``MAX_NESTING`` are refused as they are read.
 
 Inheritance: a file may name ``base: other.yaml`` (a path relative to the file, or a
 list of them, applied in order); the file's own keys are merged over the base's,
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
+import reprlib
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
@@ -29,46 +32,93 @@ _MISSING = object()
 
 
 class Field:
-    """One leaf of the schema: accepted type(s), default, optional choices."""
+    """One leaf of the schema: accepted type, default, choices and range.
+
+    ``min`` / ``max`` are inclusive bounds, ``above`` / ``below`` exclusive ones (``above=0``: a
+    positive number); for a ``list[...]`` kind they bound each item, and ``length`` fixes the
+    number of items. Floats must be finite (YAML's ``.inf`` / ``.nan`` are refused); ``null`` is
+    accepted only where ``nullable`` (or the default is ``None``).
+    """
 
     def __init__(self, kind: str, default: Any = _MISSING, choices: Optional[Sequence[Any]] = None,
-                 nullable: bool = False, doc: str = "", min: Optional[float] = None):
-        self.kind = kind  # 'int', 'float', 'bool', 'str', 'list[int]', 'list[float]', 'list[str]'
+                 nullable: bool = False, doc: str = "", min: Optional[float] = None, max: Optional[float] = None,
+                 above: Optional[float] = None, below: Optional[float] = None, length: Optional[int] = None):
+        self.kind = kind  # 'int', 'float', 'bool', 'str', 'amp', 'list[int]', 'list[float]', 'list[str]'
+        self.item_kind = kind[5:-1] if kind.startswith("list[") else None
         self.default = default
         self.choices = list(choices) if choices is not None else None
-        self.min = min  # smallest value allowed (numbers, and each item of a list of numbers)
+        self.min, self.max, self.above, self.below = min, max, above, below
+        self.length = length
         self.nullable = nullable or default is None
         self.doc = doc
 
-    def describe(self) -> str:
-        text = self.kind
-        if self.min is not None:
-            text += f" >= {self.min:g}"
+    def _bounds(self) -> str:
+        parts = [f"{op} {v:g}" if isinstance(v, float) else f"{op} {v}"
+                 for op, v in ((">=", self.min), (">", self.above), ("<=", self.max), ("<", self.below))
+                 if v is not None]
+        return " and ".join(parts)
+
+    def describe(self, item: bool = False) -> str:
+        """What the key (``item``: one item of a list key) accepts, e.g. ``float > 0 or null``."""
+        bounds = self._bounds()
         if self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif item:
+            return f"{self.item_kind} {bounds}".rstrip()
+        elif self.item_kind is not None:
+            text = self.kind + (f" of {self.length} items" if self.length is not None else "")
+            text += f", each {bounds}" if bounds else ""
+        else:
+            text = f"{self.kind} {bounds}".rstrip()
         return text + (" or null" if self.nullable else "")
 
     def check(self, value: Any, path: str) -> Any:
+        """``value`` converted to the kind (a float from ``1e-4``), or :class:`ConfigError` naming ``path``."""
         if value is None:
             if self.nullable:
                 return None
             raise ConfigError(f"{path}: expected {self.describe()}, got null")
-        value = _coerce(self.kind, value, path, self.describe())
-        if self.min is not None:
-            for i, v in enumerate(value if isinstance(value, list) else [value]):
-                if not v >= self.min:  # also refuses nan
-                    where = f"{path}[{i}]" if isinstance(value, list) else path
-                    raise ConfigError(f"{where}: expected {self.describe()}, got {v!r}")
+        if self.item_kind is None:
+            value = self._check_one(self.kind, value, path, self.describe())
+        else:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{path}: expected {self.describe()}, got {type(value).__name__} {show(value)}")
+            if self.length is not None and len(value) != self.length:
+                items = "1 item" if len(value) == 1 else f"{len(value)} items"
+                raise ConfigError(f"{path}: expected {self.describe()}, got {items}: {show(value)}")
+            value = [self._check_one(self.item_kind, v, f"{path}[{i}]", self.describe(item=True))
+                     for i, v in enumerate(value)]
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise ConfigError(f"{path}: {value!r} is not one of {self.choices}{hint}")
+            raise ConfigError(f"{path}: {show(value)} is not one of {self.choices}{hint}")
+        return value
+
+    def _check_one(self, kind: str, value: Any, path: str, expected: str) -> Any:
+        """One scalar: its kind, a finite float, the bounds."""
+        value = _coerce(kind, value, path, expected)
+        if kind == "float" and not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite {expected}, got {show(value)}")
+        if ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+                or (self.above is not None and value <= self.above)
+                or (self.below is not None and value >= self.below)):
+            raise ConfigError(f"{path}: expected {expected}, got {show(value)}")
         return value
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 3, 6, 6, 60, 60
+
+
+def show(value: Any) -> str:
+    """A short ``repr`` of a config value for an error line (deep or long values abridged with ...)."""
+    return _SHOW.repr(value)
+
+
 def _coerce(kind: str, value: Any, path: str, expected: str) -> Any:
+    """``value`` as a scalar ``kind`` (``'amp'``: YAML's bare ``off`` read as False is ``'off'``)."""
     def fail():
-        raise ConfigError(f"{path}: expected {expected}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{path}: expected {expected}, got {type(value).__name__} {show(value)}")
 
     if kind == "bool":
         if isinstance(value, bool):
@@ -82,7 +132,10 @@ def _coerce(kind: str, value: Any, path: str, expected: str) -> Any:
         if isinstance(value, bool):
             fail()
         if isinstance(value, (int, float)):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond the largest float
+                fail()
         if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
                 return float(value)
@@ -99,11 +152,6 @@ def _coerce(kind: str, value: Any, path: str, expected: str) -> Any:
         if isinstance(value, str):
             return value
         fail()
-    if kind.startswith("list["):
-        inner = kind[5:-1]
-        if not isinstance(value, (list, tuple)):
-            fail()
-        return [_coerce(inner, v, f"{path}[{i}]", inner) for i, v in enumerate(value)]
     raise AssertionError(f"unknown schema kind {kind}")
 
 
@@ -171,7 +219,7 @@ SCHEMA: Dict[str, Any] = {
             "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing "
                                  "(see cans.data.ensure_synthetic for where it may)"),
             "scenes": Field("int", 8),
-            "seed": Field("int", 0),
+            "seed": Field("int", 0, min=0),
             "camera": Field("str", None, choices=["Sony", "Fuji"], doc="null: the camera of data.type"),
             "height": Field("int", 384, doc="mosaic height of the synthetic images (Bayer pixels)"),
             "width": Field("int", 576, doc="mosaic width of the synthetic images (Bayer pixels)"),
@@ -191,7 +239,7 @@ SCHEMA: Dict[str, Any] = {
         },
     },
     "train": {
-        "base_lr": Field("float", 2e-4, min=0),
+        "base_lr": Field("float", 2e-4, above=0),
         "min_lr": Field("float", 2e-5, min=0),
         "epochs": Field("int", 1000, min=0),
         "warmup_epochs": Field("int", 0, min=0),
@@ -199,11 +247,12 @@ SCHEMA: Dict[str, Any] = {
         "clip_grad": Field("float", 0.1, nullable=True, min=0),
         "valid_per_epoch": Field("int", 1, min=1),
         "save_per_epoch": Field("int", 50, min=0),
-        "manual_seed": Field("int", 3407, nullable=True),
+        "manual_seed": Field("int", 3407, nullable=True, min=0, max=2 ** 32 - 1,
+                             doc="seeds random, NumPy (whose seeds stop at 2^32 - 1) and PyTorch; null: a random seed"),
         "deterministic": Field("bool", False),
         "optimizer": {
             "type": Field("str", "AdamW", choices=["AdamW", "Adam"]),
-            "betas": Field("list[float]", [0.9, 0.999]),
+            "betas": Field("list[float]", [0.9, 0.999], length=2, min=0, below=1),
             "eps": Field("float", 1e-8, min=0),
             "weight_decay": Field("float", 0.0, min=0),
         },
@@ -218,6 +267,11 @@ SCHEMA: Dict[str, Any] = {
         "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "auto_resume": Field("bool", False),
         "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
+        "trust_checkpoint": Field("bool", False, doc="load train.pretrained / --resume files that need more than "
+                                  "PyTorch's weights-only loader (it can run code from the file): only for files "
+                                  "you trust"),
+        "dist_timeout": Field("int", 1800, min=1, doc="seconds a process waits for the others in a collective call "
+                              "before the run stops (several processes, torchrun)"),
         "log_every": Field("int", 50, min=1, doc="steps between text-log lines"),
         "max_nonfinite": Field("int", 10, min=1, doc="consecutive non-finite losses that stop the run"),
         "test_at_end": Field("bool", False, doc="run the test report after training"),
@@ -254,6 +308,48 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}{hint}"
 
 
+#: deepest nesting of lists / mappings a config file or --set value may have (the schema uses 4:
+#: a list under data.synthetic.x would be the deepest); deeper input would hit Python's recursion limit
+MAX_NESTING = 32
+
+
+def _nested_too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists / mappings in ``value`` nest more than ``limit`` deep (or contain themselves,
+    as a YAML alias can make). Iterative, each shared object visited once."""
+    if not isinstance(value, (list, dict)):
+        return False
+    heights: Dict[int, int] = {}  # id -> levels of lists / mappings from that object down
+    open_ids = set()  # the objects being visited: the ancestors of the one on top
+    stack = [(value, False)]
+    while stack:
+        node, closing = stack.pop()
+        kids = [k for k in (node.values() if isinstance(node, dict) else node) if isinstance(k, (list, dict))]
+        if closing:
+            open_ids.discard(id(node))
+            heights[id(node)] = 1 + max((heights[id(k)] for k in kids), default=0)
+            if heights[id(node)] > limit:
+                return True
+            continue
+        if id(node) in heights:
+            continue
+        if id(node) in open_ids or len(open_ids) >= limit:
+            return True
+        open_ids.add(id(node))
+        stack.append((node, True))
+        stack.extend((k, False) for k in kids)
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, without Python's advice on its int-digit limit."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0].split("; use sys.set_int_max_str_digits")[0]
+
+
+def _too_deep_error(where: str) -> ConfigError:
+    return ConfigError(f"{where}: lists / mappings nested more than {MAX_NESTING} levels deep; "
+                       f"expected a config a few levels deep (e.g. data.synthetic.seed)")
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder; expected a YAML file (e.g. {os.path.join(path, '...yaml')})")
@@ -266,6 +362,12 @@ def _read_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (expected YAML in UTF-8)") from None
+    except RecursionError:  # the YAML parser recurses once per level
+        raise _too_deep_error(path) from None
+    except ValueError as exc:  # a value YAML's constructors cannot build: 2020-13-45, an int of 5000 digits
+        raise ConfigError(f"{path}: not valid YAML: {_first_line(exc)}") from None
+    if _nested_too_deep(data):
+        raise _too_deep_error(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -295,7 +397,7 @@ def _load_with_bases(path: str, chain: List[str]) -> Dict[str, Any]:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: base: expected a path or a list of paths, got {bases!r}")
+        raise ConfigError(f"{path}: base: expected a path or a list of paths, got {show(bases)}")
     merged: Dict[str, Any] = {}
     for b in bases:
         merged = deep_merge(merged, _load_with_bases(os.path.join(os.path.dirname(path), b), chain + [path]))
@@ -305,15 +407,21 @@ def _load_with_bases(path: str, chain: List[str]) -> Dict[str, Any]:
 def parse_override(text: str) -> tuple:
     """``'a.b=1e-4'`` -> (['a', 'b'], value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+        raise ConfigError(f"override {show(text)}: expected dotted.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
+        raise ConfigError(f"override {show(text)}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {yaml_error_line(exc)}") from None
+        raise ConfigError(f"override {show(text)}: value is not valid YAML: {yaml_error_line(exc)}") from None
+    except RecursionError:  # the YAML parser recurses once per level
+        raise _too_deep_error(f"override {key}=...") from None
+    except ValueError as exc:  # a value YAML's constructors cannot build: 2020-13-45, an int of 5000 digits
+        raise ConfigError(f"override {show(text)}: value is not valid YAML: {_first_line(exc)}") from None
+    if _nested_too_deep(value):
+        raise _too_deep_error(f"override {key}=...")
     return key.split("."), value
 
 
@@ -327,7 +435,7 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
             if nxt is None:
                 nxt = node[part] = {}
             elif not isinstance(nxt, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(parts[:i + 1])} is not a section")
+                raise ConfigError(f"override {show(text)}: {'.'.join(parts[:i + 1])} is not a section")
             node = nxt
         node[parts[-1]] = value
     return cfg
@@ -338,7 +446,7 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
     """Check ``cfg`` against ``schema``; return a new dict with defaults filled in."""
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping (a section of keys), "
-                          f"got {type(cfg).__name__} {cfg!r}")
+                          f"got {type(cfg).__name__} {show(cfg)}")
     out: Dict[str, Any] = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"

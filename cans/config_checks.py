@@ -10,7 +10,9 @@ naming the keys to change, instead of a shape error from inside the model minute
   ``model.block_size`` and ``model.adaptive_size``;
 * ``data.synthetic.camera`` against ``data.type`` when ``data.synthetic.auto_create`` is on;
 * every split's ``patch_size`` (mosaic pixels): a multiple of the block size, and at least
-  the smallest input the model accepts (``smallest_patch``).
+  the smallest input the model accepts (``smallest_patch``);
+* ``train.min_lr`` at most ``train.base_lr`` under the cosine schedule (it decays from one to
+  the other).
 
 The packing and the model's smallest input are described in docs/data.md and docs/models.md.
 """
@@ -53,6 +55,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     if not enc or len(enc) != len(dec):
         raise ConfigError(f"model.enc_blk_nums {enc} and model.dec_blk_nums {dec}: expected two lists of the same "
                           f"length >= 1 (one number of blocks per level; the paper's models: [2, 2, 2, 2] each)")
+    _check_learning_rates(cfg["train"])
     kind = data["type"]
     if kind not in CAMERAS:
         return
@@ -88,6 +91,18 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 f"{key}: {patch} does not fit this model: a patch must be a multiple of {block} (the {camera} "
                 f"block) and at least {smallest} pixels ({smallest // block} packed, the smallest input of a "
                 f"{len(model['enc_blk_nums'])}-level model); set {key}={max(smallest, -(-patch // block) * block)}")
+
+
+
+def _check_learning_rates(train: Mapping[str, Any]) -> None:
+    """The cosine schedule decays from ``train.base_lr`` to ``train.min_lr``: a floor above the start
+    would make the rate rise over the run (the constant schedule reads only ``base_lr``)."""
+    if (train.get("lr_scheduler") or {}).get("type", "cosine") != "cosine":
+        return
+    base, low = train["base_lr"], train["min_lr"]
+    if low > base:
+        raise ConfigError(f"train.min_lr {low:g} is above train.base_lr {base:g}: the cosine schedule decays from "
+                          f"base_lr to min_lr; set train.min_lr to at most {base:g}, or train.base_lr to at least {low:g}")
 
 
 __all__ = ["CAMERAS", "check_config", "smallest_input", "smallest_patch"]
