@@ -1,0 +1,118 @@
+"""Reports that say what happened: an interrupted test run leaves the previous report whole, a bad
+CFA description is one line, capped own-camera ratios are reported, skipped pairs can be listed."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cans.config import validate
+from cans.data import collate_samples
+from cans.models import build_model
+
+TINY = {"type": "CANS", "in_channel": 4, "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+        "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
+
+
+# ----------------------------------------------------------------------------- 1: the report is swapped in whole
+
+class _Pairs(Dataset):
+    """Six tiny samples; ``stop_at``: raise KeyboardInterrupt when that index is loaded (a Ctrl-C
+    in the middle of a test run)."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        g = torch.Generator().manual_seed(i)
+        clean = torch.rand(4, 52, 52, generator=g)
+        return {"noisy_raw": clean, "clean_raw": clean, "clean_rgb": torch.rand(3, 104, 104, generator=g),
+                "ratio": 100.0, "img_file": f"./Sony/short/1000{i}_00_0.1s.ARW", "lbl_file": f"gt{i}"}
+
+
+def _snapshot(folder: Path):
+    """Every file under ``folder``: relative path -> SHA-1 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(cfg, ckpt, stop_at=None):
+    from cans.engine.tester import run_test
+
+    return run_test(cfg, str(ckpt), device="cpu", progress=False, print_fn=lambda s: None,
+                    loader=DataLoader(_Pairs(stop_at), batch_size=1, collate_fn=collate_samples))
+
+
+def test_an_interrupted_test_run_leaves_the_previous_report_whole(tmp_path):
+    from cans.engine import tester
+
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY),
+                    "data": {"data_path": str(tmp_path)}, "test": {"save_grid": True}})
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpts.append(tmp_path / f"ckpt{seed}.pth")
+        torch.save(build_model(cfg).state_dict(), ckpts[-1])
+    out = tmp_path / "run" / "test"
+    _run(cfg, ckpts[0])
+    (out / "images" / "notes.txt").write_text("the user's own file: kept")
+    (out / "throughput.json").write_text("{}")
+    before = _snapshot(out)
+    assert sum(name.endswith(".png") for name in before) == 12 and "metrics.json" in before
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, ckpts[1], stop_at=2)      # two images of the new checkpoint done, then Ctrl-C
+    assert _snapshot(out) == before         # the old report, every file of it, and nothing else
+    assert sorted(p.name for p in out.iterdir()) == sorted({Path(n).parts[0] for n in before})
+
+    # the leftover of a run that was killed outright is removed by the next run; the folder of a
+    # run still going (its lock held) is not
+    dead = out / f"{tester.STAGE_PREFIX}dead"
+    (dead / "images").mkdir(parents=True)
+    (dead / "images" / "10000_00_0.1s.png").write_bytes(b"half a report")
+    (dead / tester.STAGE_LOCK).write_text("")
+    busy, lock = tester._make_stage(str(out))
+    born = out / f"{tester.STAGE_PREFIX}born"           # made, its lock file not yet in place
+    born.mkdir()
+    try:
+        report = _run(cfg, ckpts[1])
+        assert not dead.exists() and Path(busy).is_dir() and born.is_dir()
+    finally:
+        tester._drop_stage(busy, lock)
+        born.rmdir()
+    assert not Path(busy).exists()
+    after = _snapshot(out)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["checkpoint"] == str(ckpts[1]) and saved["checkpoint"] == report["checkpoint"]
+    pngs = sorted(n for n in after if n.endswith(".png"))
+    assert pngs == sorted(n for n in before if n.endswith(".png"))           # the same names ...
+    assert all(after[n] != before[n] for n in pngs if "/grid/" not in n)     # ... of the new checkpoint
+    assert [r["output"] for r in saved["per_image"]] == [str(out / "images" / f"1000{i}_00_0.1s.png")
+                                                         for i in range(6)]
+    assert after["images/notes.txt"] == before["images/notes.txt"] and "throughput.json" in after
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.csv", "metrics.json", "tables.md",
+                                                     "throughput.json"]
+
+
+def test_ctrl_c_during_the_swap_waits_until_it_is_done():
+    import os
+    import signal
+
+    from cans.engine.tester import _signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the rest of the swap")
+    assert done == ["the rest of the swap"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
