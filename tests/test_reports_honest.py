@@ -116,3 +116,71 @@ def test_ctrl_c_during_the_swap_waits_until_it_is_done():
             done.append("the rest of the swap")
     assert done == ["the rest of the swap"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ----------------------------------------------------------------------------- 2: a bad CFA description
+
+class _FakeRaw:
+    """What rawpy.imread returns, for a 12x12 Bayer file whose CFA description LibRaw got wrong."""
+
+    def __init__(self, desc: bytes, pattern):
+        import types
+
+        import numpy as np
+
+        self.color_desc, self.raw_pattern = desc, np.array(pattern, dtype=np.uint8)
+        self.raw_image_visible = np.full((12, 12), 600, np.uint16)
+        self.raw_colors_visible = np.tile(self.raw_pattern, (6, 6))
+        self.black_level_per_channel, self.white_level = [512] * 4, 16383
+        self.camera_whitebalance = [2.0, 1.0, 1.5, 1.0]
+        self.sizes = types.SimpleNamespace(flip=0)
+        self.other = types.SimpleNamespace(shutter_speed=0.1, iso_speed=100)
+        self.color_matrix = np.eye(3, 4)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def postprocess(self, **kwargs):
+        import numpy as np
+        return np.zeros((12, 12, 3), np.uint16)
+
+
+@pytest.mark.parametrize("desc,expect", [(b"RGB", "index 3 has no colour in color_desc"),
+                                         (b"", "index 0 has no colour in color_desc"),
+                                         (b"RGBE", "that is the cell 'RGEB' (expected only R, G and B sites")],
+                         ids=["short", "empty", "rgbe"])
+def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, desc, expect):
+    import importlib.util
+
+    from cans.data import DataError
+    from cans.data import raw_io
+    from cans.data.rawpair import RawPairDataset
+    from cans.inference import InferenceError, read_mosaic
+
+    monkeypatch.setattr(raw_io.rawpy, "imread", lambda path: _FakeRaw(desc, [[0, 1], [3, 2]]))
+    for name in ("short.ARW", "long.ARW"):
+        (tmp_path / name).write_bytes(b"read through the fake")
+    (tmp_path / "list.txt").write_text("short.ARW long.ARW\n")
+    told = f"LibRaw reports color_desc {desc.decode()!r} and raw_pattern [[0, 1], [3, 2]]"
+    with pytest.raises(DataError) as info:
+        raw_io.read_raw(str(tmp_path / "short.ARW"))
+    assert str(info.value).startswith(f"{tmp_path / 'short.ARW'}: ") and told in str(info.value)
+    assert expect in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="missing or unreadable files") as info:     # the dataset, from RAW
+        RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=False, log=lambda s: None)
+    assert told in str(info.value) and "IndexError" not in str(info.value)
+    # scripts/prepare_pairs.py: the file is FAILED with that line, not an IndexError
+    spec = importlib.util.spec_from_file_location("prepare_pairs", Path(__file__).parents[1] / "scripts/prepare_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    code = script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 1 and "IndexError" not in out.out + out.err
+    assert f"FAILED {tmp_path / 'long.ARW'}: " in out.out and told in out.out, out.out
+    # scripts/infer.py reads the visible area's colours: one line too
+    with pytest.raises(InferenceError) as info:
+        read_mosaic(str(tmp_path / "short.ARW"))
+    assert str(info.value).startswith(f"{tmp_path / 'short.ARW'}: ") and "\n" not in str(info.value)
