@@ -184,3 +184,56 @@ def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch
     with pytest.raises(InferenceError) as info:
         read_mosaic(str(tmp_path / "short.ARW"))
     assert str(info.value).startswith(f"{tmp_path / 'short.ARW'}: ") and "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------- 3: ratios above data.max_ratio
+
+def _own_camera_pairs(tmp_path, monkeypatch):
+    """Four pairs read through a fake rawpy: metadata ratios 100, 400 and 600, and one written in
+    the list (1000 by the metadata, 250 in the list)."""
+    from cans.data import raw_io
+
+    exposures = {"long.ARW": 10.0, "s100.ARW": 0.1, "s400.ARW": 0.025, "s600.ARW": 1 / 60, "s250.ARW": 0.01}
+
+    def imread(path):
+        raw = _FakeRaw(b"RGBG", [[0, 1], [3, 2]])
+        raw.other.shutter_speed = exposures[Path(path).name]
+        return raw
+
+    monkeypatch.setattr(raw_io.rawpy, "imread", imread)
+    for name in exposures:
+        (tmp_path / name).write_bytes(b"read through the fake")
+    (tmp_path / "list.txt").write_text("s100.ARW long.ARW\ns400.ARW long.ARW\ns600.ARW long.ARW\n"
+                                       "s250.ARW long.ARW 250\n")
+
+
+NOTE = ("2 of 4 pairs have an exposure ratio above data.max_ratio=300 (largest 600): their input is "
+        "amplified by 300 only")
+
+
+def test_ratios_capped_by_max_ratio_are_reported_at_preparation_and_load(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from cans.data.rawpair import RawPairDataset
+
+    _own_camera_pairs(tmp_path, monkeypatch)
+    spec = importlib.util.spec_from_file_location("prepare_pairs", Path(__file__).parents[1] / "scripts/prepare_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {NOTE}" in out, out
+    assert f"RATIO ABOVE 300 {tmp_path / 'list.txt'}:2: 400\n" in out and f"list.txt:3: 600\n" in out
+    assert "list.txt:1:" not in out and "list.txt:4:" not in out     # 100, and a ratio written in the list
+    script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress", "--max-ratio", "none"])
+    assert "ratio above" not in capsys.readouterr().out
+
+    for load_npy in (True, False):
+        lines = []
+        ds = RawPairDataset(str(tmp_path), "list.txt", "train", load_npy=load_npy, log=lines.append)
+        assert [e.ratio for e in ds.entries] == [100.0, 300.0, 300.0, 250.0]
+        assert lines == [f"[data] data.train: warning: {NOTE}"]
+        assert ds.capped_ratios == [(f"{tmp_path / 'list.txt'}:2", 400.0), (f"{tmp_path / 'list.txt'}:3", 600.0)]
+    lines = []
+    ds = RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=True, max_ratio=None, log=lines.append)
+    assert [e.ratio for e in ds.entries] == [100.0, 400.0, 600.0, 250.0] and lines == [] and ds.capped_ratios == []
