@@ -11,7 +11,8 @@ the files, `<folder>_pack/<file>.npy` (packed uint16 RAW) and `<folder>_post_int
 (LibRaw's 16-bit rendering of the long files), plus `<data-path>/raw_pairs.json` with every file's
 black / white levels, CFA, white balance, exposure and ISO. Files already cached are skipped; pairs
 whose sizes, CFA or camera differ, or without a ratio in the list nor exposure times in the
-metadata, are reported. See docs/own_camera.md and cans/data/rawpair.py.
+metadata, are reported, and so are metadata ratios above --max-ratio (data.max_ratio, 300), which
+the loader caps. See docs/own_camera.md and cans/data/rawpair.py.
 """
 import argparse
 import os
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(XTransPairDataset); auto (default): as an existing raw_pairs.json, else the colour "
                         "filter of the first file")
     p.add_argument("--xtrans", action="store_true", help="the same as --sensor xtrans")
+    p.add_argument("--ratio-mode", choices=["exposure", "exposure_iso"], default="exposure",
+                   help="as data.ratio_mode: the metadata ratio from exposure times (default), or times ISO")
+    p.add_argument("--max-ratio", default=None, metavar="R",
+                   help="as data.max_ratio (default 300; 'none': no cap): metadata ratios above it are reported, "
+                        "since the loader amplifies those pairs by R only")
     p.add_argument("--workers", type=int, default=0, help="processes (default 0: in this process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -40,18 +46,30 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
+    if args.max_ratio is not None:
+        if args.max_ratio.lower() in ("none", "null"):
+            args.max_ratio = "none"
+        else:
+            try:
+                args.max_ratio = float(args.max_ratio)
+            except ValueError:
+                p.error(f"--max-ratio: expected a number or 'none', got {args.max_ratio!r}")
+            if not 1 <= args.max_ratio < float("inf"):
+                p.error(f"--max-ratio must be at least 1 (or 'none'), got {args.max_ratio}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from cans.cli import run_cli
-    from cans.data.rawpair import prepare_pairs
+    from cans.data.rawpair import DEFAULT_MAX_RATIO, prepare_pairs
 
     def run() -> int:
         sensor = "xtrans" if args.xtrans else args.sensor
+        max_ratio = {None: DEFAULT_MAX_RATIO, "none": None}.get(args.max_ratio, args.max_ratio)
         summary = prepare_pairs(args.data_path, args.lists, block_size={"auto": None, "bayer": 2, "xtrans": 3}[sensor],
-                                workers=args.workers, progress=not args.no_progress)
+                                workers=args.workers, progress=not args.no_progress, ratio_mode=args.ratio_mode,
+                                max_ratio=max_ratio)
         return 1 if summary["failed"] or summary["bad_pairs"] else 0
 
     return run_cli(run)

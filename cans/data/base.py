@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -87,8 +87,9 @@ class PairDataset(Dataset):
         self.skip_bad_files = skip_bad_files
         self.log = log
         self.key = f"{config_prefix}.{split}"
-        self.skipped: List[Tuple[str, str]] = []   # (file, reason) dropped at construction
+        self.skipped: List[Tuple[str, str]] = []   # (list line, reason) dropped at construction
         self.runtime_skipped = 0                    # bad files met while loading (this process)
+        self._skipped_files: List[Tuple[str, str]] = []   # (img_file, reason): see skipped_pairs()
         if repeat < 1:
             raise DataError(f"{self.key}.repeat must be >= 1, got {repeat}")
         if patch_size is not None and split != "test":
@@ -156,9 +157,29 @@ class PairDataset(Dataset):
                                 f"unreadable files:\n  {listing}{more}\n{self.prepare_hint()}; or set "
                                 f"data.skip_bad_files: true to leave them out")
             self.skipped = [(e.source, msg) for e, msg in bad]
+            self._skipped_files.extend((e.img_file, msg) for e, msg in bad)
             self.log(f"[data] {self.key}: skipped {len(bad)} of {len(entries)} pairs with bad files "
                      f"(data.skip_bad_files: true):\n  {listing}{more}")
         return good
+
+    def skipped_pairs(self, seen: Iterable[Mapping[str, Any]] = ()) -> List[Tuple[str, str]]:
+        """``[(img_file, reason), ...]``: the pairs this dataset left out (``data.skip_bad_files``),
+        each once (first reason kept), ``img_file`` as written in the list.
+
+        Covers the pairs dropped at construction and those found unreadable at load time in this
+        process (all of them with ``data.num_workers: 0``). A DataLoader worker process loads on its
+        own copy of the dataset, so its finds are not here: for valid/test they reach the main
+        process as the markers of ``batch["skipped"]`` (``evaluate()``'s ``report["skipped"]``), which
+        ``seen`` adds (dicts with ``img_file`` and ``reason``; those without an ``img_file`` are
+        skipped); a train pair a worker finds bad is replaced by another and only logged.
+        """
+        out: Dict[str, str] = {}
+        for img_file, reason in self._skipped_files:
+            out.setdefault(img_file, reason)
+        for marker in seen:
+            if marker.get("img_file"):
+                out.setdefault(str(marker["img_file"]), str(marker.get("reason", "")))
+        return list(out.items())
 
     # -- sampling ------------------------------------------------------------------------
     def __getstate__(self):
@@ -195,6 +216,7 @@ class PairDataset(Dataset):
                 if not self.skip_bad_files:
                     raise
                 self.runtime_skipped += 1
+                self._skipped_files.append((entry.img_file, str(exc)))
                 self.log(f"[data] {self.key}: skipped a bad pair ({self.runtime_skipped} so far in this "
                          f"process): {exc}")
                 if self.split != "train":

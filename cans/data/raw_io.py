@@ -79,6 +79,29 @@ def _as_shot_wb(rp) -> np.ndarray:
     return (wb / wb[1]).astype(np.float32)
 
 
+def cfa_letters(pattern: np.ndarray, desc: str, path: str) -> np.ndarray:
+    """The colour letter of each site of the CFA cell: ``desc[pattern]``, (p, p) of 'R', 'G', 'B'.
+
+    LibRaw's ``raw_pattern`` holds indices into its ``color_desc`` ('RGBG' for a Bayer sensor: 1
+    and 3 are both green). :class:`DataError` naming the file, what LibRaw reported and what is
+    expected when an index has no letter in ``desc`` (a damaged or unusual file) or a letter is
+    not R, G or B (a CYGM or RGBE sensor).
+    """
+    pattern = np.asarray(pattern)
+    told = f"LibRaw reports color_desc {desc!r} and raw_pattern {pattern.tolist()}"
+    indices = pattern.reshape(-1).astype(np.int64)
+    bad = sorted({int(i) for i in indices if not 0 <= i < len(desc)})
+    if bad:
+        raise DataError(f"{path}: unreadable colour filter description: {told}; index {bad[0]} has no colour "
+                        f"in color_desc (expected a colour letter for every index, as 'RGBG' for a Bayer sensor)")
+    letters = np.array([desc[i] for i in indices]).reshape(pattern.shape)
+    if not set(letters.reshape(-1).tolist()) <= set(COLOUR_LETTERS):
+        raise DataError(f"{path}: unsupported colour filter: {told}, that is the cell "
+                        f"{''.join(letters.reshape(-1))!r} (expected only R, G and B sites: a Bayer or X-Trans "
+                        f"sensor)")
+    return letters
+
+
 def _raw_from_handle(rp, path: str) -> RawFile:
     try:
         mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
@@ -86,14 +109,12 @@ def _raw_from_handle(rp, path: str) -> RawFile:
         if pattern is None:
             raise DataError(f"{path}: not a mosaic (CFA) sensor; LibRaw gives no raw_pattern")
         pattern = np.asarray(pattern)
-        desc = rp.color_desc.decode("ascii", "replace")
-        # LibRaw colour indices point into color_desc ('RGBG'): map every green to 1.
-        letters = np.array([desc[int(i)] for i in pattern.reshape(-1)]).reshape(pattern.shape)
+        desc = rp.color_desc
+        letters = cfa_letters(pattern, desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc),
+                              path)
         cfa = np.zeros(pattern.shape, dtype=np.uint8)
         for code, letter in enumerate(COLOUR_LETTERS):
             cfa[letters == letter] = code
-        if not set(np.unique(letters)) <= set(COLOUR_LETTERS):
-            raise DataError(f"{path}: unsupported colour filter {desc!r} (expected R, G, B sites)")
         per_channel = np.asarray(rp.black_level_per_channel, dtype=np.float32)
         black = per_channel[pattern.astype(np.intp)]
         white = float(rp.white_level)

@@ -97,9 +97,12 @@ class FileMeta:
 
 @dataclass
 class RawPairEntry(PairEntry):
-    """A list line; ``fixed_ratio`` is the ratio written in the list (None: from the metadata)."""
+    """A list line; ``fixed_ratio`` is the ratio written in the list (None: from the metadata);
+    ``meta_ratio`` the metadata ratio used (capped at ``data.max_ratio``), ``uncapped_ratio`` the
+    metadata ratio before the cap."""
     fixed_ratio: Optional[float] = None
     meta_ratio: Optional[float] = None
+    uncapped_ratio: Optional[float] = None
 
     @property
     def ratio(self) -> float:
@@ -224,6 +227,17 @@ def metadata_ratio(short: FileMeta, long: FileMeta, mode: str = "exposure",
     return ratio if max_ratio is None else min(ratio, float(max_ratio))
 
 
+def capped_ratio_note(ratios: Sequence[float], pairs: int, max_ratio: Optional[float]) -> Optional[str]:
+    """The warning for metadata ratios above ``data.max_ratio`` (None when there are none):
+    ``ratios`` are those ratios before the cap, ``pairs`` the number of pairs looked at. A capped
+    pair's input is amplified less than its exposures say: darker than the target, silently."""
+    above = [r for r in ratios if max_ratio is not None and r > max_ratio]
+    if not above:
+        return None
+    return (f"{len(above)} of {pairs} pairs have an exposure ratio above data.max_ratio={max_ratio:g} "
+            f"(largest {max(above):g}): their input is amplified by {max_ratio:g} only")
+
+
 def check_pair(short: FileMeta, long: FileMeta, names: Tuple[str, str]) -> None:
     """DataError naming both files when the two captures cannot be a pair."""
     a, b = names
@@ -293,19 +307,24 @@ def detect_block_size(data_path: str, rels: Sequence[str]) -> Optional[int]:
 
 
 def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optional[int] = None, workers: int = 0,
-                  log: Callable[[str], None] = print, progress: bool = True) -> Dict[str, Any]:
+                  log: Callable[[str], None] = print, progress: bool = True, ratio_mode: str = "exposure",
+                  max_ratio: Optional[float] = DEFAULT_MAX_RATIO) -> Dict[str, Any]:
     """Write the caches and ``raw_pairs.json`` for every file named by ``list_files`` (module docstring).
 
     ``block_size``: 2 (Bayer, ``RawPairDataset``) or 3 (X-Trans, ``XTransPairDataset``); None
     (default): the one of an existing ``raw_pairs.json``, else the colour filter of the first
     readable file (a file of the other kind then fails, naming it). Files already cached (cache
     present and listed in the JSON) are skipped. Pairs are checked (sizes, CFA, camera) and their
-    metadata ratio computed where the list gives none, so a bad pair fails here, before training.
-    Returns ``{"files", "written", "skipped", "failed": {rel: msg}, "bad_pairs": [msg],
+    metadata ratio computed where the list gives none (``ratio_mode``, as ``data.ratio_mode``), so a
+    bad pair fails here, before training; metadata ratios above ``max_ratio`` (``data.max_ratio``)
+    are reported, with each pair's ratio (the loader caps them). Returns ``{"files", "written",
+    "skipped", "failed": {rel: msg}, "bad_pairs": [msg], "capped": [(list line, ratio)],
     "block_size"}``.
     """
     from tqdm import tqdm
 
+    if ratio_mode not in RATIO_MODES:
+        raise DataError(f"prepare_pairs: ratio_mode {ratio_mode!r} is not one of {list(RATIO_MODES)}")
     if not os.path.isdir(data_path):
         raise DataError(f"data path not found: {data_path}")
     if block_size not in (None, 2, 3):
@@ -358,7 +377,7 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(table, fh, indent=1, sort_keys=True)
     os.replace(tmp, os.path.join(data_path, META_FILE))
-    bad_pairs = []
+    bad_pairs, capped, good = [], [], 0
     for entries in lists:
         for e in entries:
             if e.img_file in failed or e.lbl_file in failed:
@@ -367,7 +386,10 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
             try:
                 check_pair(s, l_, (e.img_file, e.lbl_file))
                 if e.fixed_ratio is None:
-                    metadata_ratio(s, l_, "exposure", None, (e.img_file, e.lbl_file))
+                    ratio = metadata_ratio(s, l_, ratio_mode, None, (e.img_file, e.lbl_file))
+                    if max_ratio is not None and ratio > max_ratio:
+                        capped.append((e.source, ratio))
+                good += 1
             except DataError as exc:
                 bad_pairs.append(f"{e.source}: {exc}")
     log(f"prepare pairs in {data_path} ({SENSOR_NAMES[block_size]}, {'XTransPairDataset' if block_size == 3 else 'RawPairDataset'}): "
@@ -380,8 +402,16 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
             f"of their own, each with its own raw_pairs.json; scripts/prepare_pairs.py --sensor picks the kind)")
     for msg in bad_pairs[:20]:
         log(f"  BAD PAIR {msg}")
+    note = capped_ratio_note([r for _, r in capped], good, max_ratio)
+    if note:
+        log(f"  warning: {note} (data.ratio_mode: {ratio_mode}; write the ratio in the list, or raise "
+            f"data.max_ratio, to amplify them fully)")
+        for where, ratio in capped[:20]:
+            log(f"  RATIO ABOVE {max_ratio:g} {where}: {ratio:g}")
+        if len(capped) > 20:
+            log(f"  ... and {len(capped) - 20} more")
     return {"files": len(jobs) + skipped, "written": len(jobs) - len(failed), "skipped": skipped,
-            "failed": failed, "bad_pairs": bad_pairs, "block_size": block_size}
+            "failed": failed, "bad_pairs": bad_pairs, "capped": capped, "block_size": block_size}
 
 
 def _tick(results, bar):
@@ -411,6 +441,13 @@ class RawPairDataset(PairDataset):
         self._levels_of: Dict[str, Tuple[np.ndarray, float]] = {}
         self._table: Optional[Dict[str, Any]] = None
         super().__init__(data_path, image_list_file, split, **kwargs)
+        #: (list line, metadata ratio before the cap) of the pairs whose ratio data.max_ratio capped
+        self.capped_ratios: List[Tuple[str, float]] = [
+            (e.source, e.uncapped_ratio) for e in self.entries
+            if e.fixed_ratio is None and e.uncapped_ratio is not None and e.uncapped_ratio > e.meta_ratio]
+        note = capped_ratio_note([r for _, r in self.capped_ratios], len(self.entries), max_ratio)
+        if note:
+            self.log(f"[data] {self.key}: warning: {note}")
 
     @staticmethod
     def data_options(data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -462,6 +499,7 @@ class RawPairDataset(PairDataset):
             raise DataError(f"cache file not found: {cache_path(self.data_path, entry.lbl_file, 'post_int')}; "
                             f"run scripts/prepare_pairs.py again")
         if entry.fixed_ratio is None:
+            entry.uncapped_ratio = metadata_ratio(short, long, self.ratio_mode, None, names)
             entry.meta_ratio = metadata_ratio(short, long, self.ratio_mode, self.max_ratio, names)
         entry.input_exposure, entry.gt_exposure = short.exposure, long.exposure
 
@@ -508,4 +546,5 @@ class XTransPairDataset(RawPairDataset):
 
 
 __all__ = ["RawPairDataset", "XTransPairDataset", "FileMeta", "RawPairEntry", "parse_pair_list", "metadata_ratio",
+           "capped_ratio_note",
            "check_pair", "read_pair_file", "prepare_pairs", "detect_block_size", "phase_crop", "META_FILE"]

@@ -11,8 +11,12 @@
 * ``tables.md``: the two Markdown tables (also printed);
 * ``images/<input stem>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
   ``test.save_grid``, ``images/grid/<stem>_grid.png``: input | output | target; one file per
-  test image (the scores are in metrics.csv / metrics.json), the PNGs of an earlier run in the
-  same folder are removed first.
+  test image (the scores are in metrics.csv / metrics.json).
+
+The report is written in a stage folder ``<out_dir>/.report-partial-<random>/`` and swapped in
+when complete (the previous report's files and PNGs replaced; other files in the folder kept), so
+an interrupted or failed run leaves the previous report whole; the stage of a run that was killed
+outright is removed by the next run.
 
 The config's keys are checked together first (``cans.config_checks``). Pairs left out by
 ``data.skip_bad_files`` are listed under ``skipped`` in metrics.json and under the tables.
@@ -24,10 +28,15 @@ synchronisation; written to ``throughput.json``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import statistics
 import sys
+import tempfile
+import threading
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -116,16 +125,134 @@ def _loader(cfg: Mapping[str, Any]):
     return build_dataloader(cfg, "test")
 
 
-def _clear_images(folder: str) -> None:
-    """Remove the PNGs of an earlier test run in ``folder`` and ``folder/grid`` (only those), so
-    that a run leaves exactly one image per test image, whatever ran there before."""
-    for sub in (folder, os.path.join(folder, "grid")):
-        if not os.path.isdir(sub):
+#: the report's members in the result folder; a run writes them in a stage folder and swaps them in
+REPORT_FILES = ("metrics.json", "metrics.csv", "tables.md")
+REPORT_IMAGES = "images"
+#: a run's stage folder inside the result folder: <out_dir>/.report-partial-<random>/ (unique per run)
+STAGE_PREFIX = ".report-partial-"
+#: the lock file in a stage folder, held (flock) while its run lives: an unlocked one is a dead run's
+STAGE_LOCK = ".lock"
+
+
+def _flock(fd: int, blocking: bool) -> bool:
+    """An exclusive flock on the open file descriptor ``fd``; False when another process holds it
+    (non-blocking) or the file system refuses. Without ``fcntl`` (Windows) True, no lock taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def _remove_dead_stages(out_dir: str) -> None:
+    """Remove the stage folders of earlier runs that died before finishing (killed, power loss):
+    those whose lock file nobody holds. A stage being set up (no lock file yet) or of a live run
+    (the lock held, even by another process on the same folder) is left alone; without ``fcntl``
+    (Windows) every stage is left alone (they are hidden and ignored)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if not name.startswith(STAGE_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
             continue
-        for name in os.listdir(sub):
-            path = os.path.join(sub, name)
-            if name.lower().endswith(".png") and os.path.isfile(path):
-                os.remove(path)
+        try:
+            fd = os.open(os.path.join(path, STAGE_LOCK), os.O_RDWR)   # never created here
+        except OSError:
+            continue
+        try:
+            if _flock(fd, blocking=False):
+                shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+def _make_stage(out_dir: str):
+    """A new stage folder in ``out_dir`` with its lock held: ``(path, open lock file)``. The lock
+    file is locked before it takes its name, so another run never sees this stage unlocked."""
+    path = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out_dir)
+    fh = open(os.path.join(path, STAGE_LOCK + ".new"), "w")
+    _flock(fh.fileno(), blocking=False)
+    os.replace(os.path.join(path, STAGE_LOCK + ".new"), os.path.join(path, STAGE_LOCK))
+    return path, fh
+
+
+def _drop_stage(path: str, lock) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    lock.close()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Ctrl-C (SIGINT) and SIGTERM wait until the block ends (the swap of the report: a few renames),
+    then take effect; only in the main thread, where Python handles signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda num, frame: caught.append(num))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for num in caught[:1]:
+            handler = previous[num]
+            if callable(handler):
+                handler(num, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(num)
+
+
+def _commit_report(stage: str, out_dir: str) -> None:
+    """Move the report written in ``stage`` into ``out_dir``, replacing the previous one.
+
+    The files (``REPORT_FILES``) are replaced one by one (``os.replace``); ``images/`` is replaced
+    whole when the run wrote one (the PNGs of the previous report go with it), keeping the files
+    of the old ``images/`` and ``images/grid/`` that are not PNGs (a user's notes). Signals wait
+    until the swap is done; two runs do not swap at the same time (a lock on the folder itself,
+    where the file system has flock).
+    """
+    try:
+        folder = os.open(out_dir, os.O_RDONLY)
+    except OSError:  # pragma: no cover - a folder cannot be opened (Windows): no lock
+        folder = None
+    try:
+        with _signals_deferred():
+            if folder is not None:
+                _flock(folder, blocking=True)
+            _swap(stage, out_dir)
+    finally:
+        if folder is not None:
+            os.close(folder)   # releases the lock
+
+
+def _swap(stage: str, out_dir: str) -> None:
+    """The renames of :func:`_commit_report`."""
+    new_images, old_images = os.path.join(stage, REPORT_IMAGES), os.path.join(out_dir, REPORT_IMAGES)
+    if os.path.isdir(new_images):
+        if os.path.isdir(old_images):
+            for sub in (".", "grid"):   # carry over what is not the report's (not a PNG, not grid/)
+                src = os.path.join(old_images, sub)
+                if not os.path.isdir(src) or os.path.islink(src):
+                    continue
+                for name in os.listdir(src):
+                    path, dst = os.path.join(src, name), os.path.join(new_images, sub, name)
+                    ours = (name.lower().endswith(".png") and os.path.isfile(path)) or (sub == "." and name == "grid")
+                    if not ours and not os.path.lexists(dst):
+                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                        os.replace(path, dst)
+            os.replace(old_images, os.path.join(stage, "old-images"))   # removed with the stage
+        os.replace(new_images, old_images)
+    for name in REPORT_FILES[::-1]:   # metrics.json last
+        os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
 
 
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
@@ -167,38 +294,48 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
     print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
              f"results in {os.path.abspath(out_dir)}")
-    if save_images or test["save_grid"]:
-        _clear_images(os.path.join(out_dir, "images"))
-    report = evaluate(model, loader, dev, amp=test.get("amp", "off"), channels_last=test.get("channels_last", False),
-                      save_dir=os.path.join(out_dir, "images"), save_images=save_images,
-                      save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
-                      max_images=max_images)
-    protocol = describe_protocol(cfg, camera_name(cfg), report["reconstruction"]["images"])
-    paper, paper_label = None, "paper"
-    if compare_paper:
-        paper = paper_numbers(cfg["model"]["type"])
-        paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
-        if paper is None:
-            print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
-        else:
-            protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)  # in the header
-    tables = format_tables(report, paper, paper_label)
-    header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
-              f"protocol: {protocol['name']}\n\n"
-              f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
-              + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
-              + "".join(f"warning: not the paper's protocol: {n}\n\n" for n in protocol.get("differs_from_paper", [])))
-    os.makedirs(out_dir, exist_ok=True)
-    tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
-    if tiling:
-        header += f"tiled inference: tiles of {tile} packed pixels, overlap {overlap}" + \
-            (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
-    write_metrics_json(os.path.join(out_dir, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
-                       weights=weights, protocol=protocol, **({"tiling": tiling} if tiling else {}),
-                       **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
-                          if paper else {}))
-    write_metrics_csv(os.path.join(out_dir, "metrics.csv"), report["per_image"])
-    atomic_write_text(os.path.join(out_dir, "tables.md"), header + tables)
+    # the report is written in a stage folder and swapped in when complete: an interrupted or failed
+    # run leaves the previous report as it was (and its stage goes; a killed run's goes next time)
+    _remove_dead_stages(out_dir)
+    stage, lock = _make_stage(out_dir)
+    try:
+        report = evaluate(model, loader, dev, amp=test.get("amp", "off"),
+                          channels_last=test.get("channels_last", False),
+                          save_dir=os.path.join(stage, REPORT_IMAGES), save_images=save_images,
+                          save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
+                          max_images=max_images)
+        for rec in report["per_image"]:   # where the images will be once swapped in
+            if rec.get("output"):
+                rec["output"] = os.path.join(out_dir, os.path.relpath(rec["output"], stage))
+        protocol = describe_protocol(cfg, camera_name(cfg), report["reconstruction"]["images"])
+        paper, paper_label = None, "paper"
+        if compare_paper:
+            paper = paper_numbers(cfg["model"]["type"])
+            paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
+            if paper is None:
+                print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
+            else:  # in the header
+                protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)
+        tables = format_tables(report, paper, paper_label)
+        header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
+                  f"protocol: {protocol['name']}\n\n"
+                  f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
+                  + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
+                  + "".join(f"warning: not the paper's protocol: {n}\n\n"
+                            for n in protocol.get("differs_from_paper", [])))
+        tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
+        if tiling:
+            header += f"tiled inference: tiles of {tile} packed pixels, overlap {overlap}" + \
+                (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
+        write_metrics_json(os.path.join(stage, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
+                           weights=weights, protocol=protocol, **({"tiling": tiling} if tiling else {}),
+                           **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
+                              if paper else {}))
+        write_metrics_csv(os.path.join(stage, "metrics.csv"), report["per_image"])
+        atomic_write_text(os.path.join(stage, "tables.md"), header + tables)
+        _commit_report(stage, out_dir)
+    finally:
+        _drop_stage(stage, lock)
     print_fn(header + tables)
     print_fn(f"written: {os.path.abspath(os.path.join(out_dir, 'metrics.json'))}, metrics.csv, tables.md"
              + (", images/" if save_images or test["save_grid"] else ""))
