@@ -46,7 +46,7 @@ def _one_error_line(code, err, *names):
     ("train.epochs=-3", ["train.epochs", ">= 0", "-3"]),
     ("data.train.batch_size=0", ["data.train.batch_size", ">= 1"]),
     ("data.num_workers=-1", ["data.num_workers", ">= 0"]),
-    ("train.base_lr=-1", ["train.base_lr", ">= 0"]),
+    ("train.base_lr=-1", ["train.base_lr", "> 0"]),
     ("train.base_lr=.nan", ["train.base_lr", "nan"]),
     ("model.width=0", ["model.width", ">= 1"]),
     ("model.enc_blk_nums=[2,-1,2,2]", ["model.enc_blk_nums[1]", ">= 0"]),

@@ -63,3 +63,47 @@ def test_two_gloo_processes_train_in_step(tmp_path):
     assert len(list((run / "tensorboard").iterdir())) == 1
     log = (run / "train.log").read_text()
     assert log.count("epoch 2/2") == 1
+
+
+HANG_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[2])
+    import torch
+    from pathlib import Path
+    from test_train import TinyPairs, make_cfg
+    from cans.engine.run import record_failure
+    from cans.engine.trainer import Trainer
+    from cans.engine import distributed as du
+
+    out = Path(sys.argv[1])
+    cfg = make_cfg(out, epochs=2, save_per_epoch=0, deterministic=False, log_every=1, dist_timeout=4)
+    cfg["data"]["train"]["batch_size"] = 1
+    tr = Trainer(cfg, train_set=TinyPairs(n=8, size=16), valid_set=False, progress=False,
+                 device=torch.device("cpu"))
+    real = tr.train_step
+    def step(batch):
+        if du.get_rank() == 1 and tr.step == 2:
+            time.sleep(10)  # a rank that stops responding (hung, stopped, swapping) for longer than dist_timeout
+        return real(batch)
+    tr.train_step = step
+    try:
+        tr.fit()
+    except BaseException as exc:
+        record_failure(cfg, exc)
+        raise
+""")
+
+
+def test_a_silent_rank_stops_the_others_within_dist_timeout_and_the_log_says_why(tmp_path):
+    import time
+    script = tmp_path / "ddp_hang.py"
+    script.write_text(HANG_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(tmp_path), str(TESTS)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
+    assert proc.returncode != 0 and time.time() - t0 < 100
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "waited more than train.dist_timeout=4 s for the other processes" in log, log[-2000:]

@@ -131,17 +131,19 @@ def test_resume_is_exact(tmp_path):
 PRE_SPLIT_CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "scaler", "epoch", "step",
                              "best_metric", "best_epoch", "bad_validations", "rng", "rng_ranks", "world_size",
                              "config", "prior", "nonfinite", "history"}
+# added with exact mid-epoch resumes: where a stopped epoch stands, and an epoch end still to do
+MID_EPOCH_KEYS = {"batches_done", "epoch_sums", "end_pending"}
 
 
 def test_checkpoint_entries_are_those_written_before_the_trainer_split(tmp_path):
-    """A checkpoint holds the entries of earlier versions, no more, no fewer, and one with exactly
-    those entries resumes (the resume reads no entry an older file lacks)."""
+    """A checkpoint holds the entries of earlier versions plus the mid-epoch ones, no more, and one
+    with only the earlier entries resumes (the resume needs no entry an older file lacks)."""
     first = tiny_trainer(make_cfg(tmp_path), n=3, size=24, patch=16)
     first.fit(max_epochs=1)
     first.close()
     last = tmp_path / "run" / "checkpoints" / "last.pth"
     ckpt = load_checkpoint(str(last))
-    assert set(ckpt) == PRE_SPLIT_CHECKPOINT_KEYS
+    assert set(ckpt) == PRE_SPLIT_CHECKPOINT_KEYS | MID_EPOCH_KEYS
     old = tmp_path / "old.pth"
     torch.save({k: ckpt[k] for k in PRE_SPLIT_CHECKPOINT_KEYS}, old)
     resumed = tiny_trainer(make_cfg(tmp_path / "b"), resume=str(old), n=3, size=24, patch=16)
@@ -307,7 +309,9 @@ def test_output_dir_that_is_a_file_is_refused(tmp_path):
         tiny_trainer(cfg, n=1, size=16)
 
 
-def test_ctrl_c_during_validation_repeats_that_epoch_on_resume(tmp_path):
+def test_ctrl_c_during_validation_resumes_at_that_validation(tmp_path):
+    """An interrupt during an epoch's validation saves the trained epoch with its end still to do:
+    the resume validates it (and writes best.pth) without training it again."""
     cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
     tr = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=TinyPairs(n=1, size=64, seed=3),
                  progress=False, device=torch.device("cpu"))
@@ -321,38 +325,38 @@ def test_ctrl_c_during_validation_repeats_that_epoch_on_resume(tmp_path):
     tr.close()
     last = tmp_path / "run" / "checkpoints" / "last.pth"
     ckpt = load_checkpoint(str(last))
-    assert ckpt["epoch"] == 0 and ckpt["interrupted"] and ckpt["best_epoch"] is None
+    assert ckpt["epoch"] == 1 and ckpt["end_pending"] and ckpt["interrupted"] and ckpt["best_epoch"] is None
     assert not (tmp_path / "run" / "checkpoints" / "best.pth").exists()
     again = Trainer(cfg, train_set=TinyPairs(n=2, size=16), valid_set=TinyPairs(n=1, size=64, seed=3),
                     resume=str(last), progress=False, device=torch.device("cpu"))
-    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(cfg["train"]["base_lr"])
     s = again.fit()
     again.close()
-    assert s["epochs_done"] == 1 and s["best_epoch"] == 1 and s["final"]["epoch"] == 1
+    assert s["epochs_done"] == 1 and s["steps"] == ckpt["step"] and s["best_epoch"] == 1 and s["final"]["epoch"] == 1
     assert (tmp_path / "run" / "checkpoints" / "best.pth").is_file()
+    assert not load_checkpoint(str(last))["end_pending"]
 
 
-def test_sigterm_saves_last_like_ctrl_c_and_cannot_break_that_save(tmp_path, monkeypatch):
+def test_sigterm_stops_after_the_step_and_cannot_break_that_save(tmp_path, monkeypatch):
     import signal
-    from cans.engine import trainer as trainer_mod
+    from cans.engine import checkpoint as checkpoint_mod
     from cans.engine.trainer import sigterm_as_interrupt
 
     cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
     cfg["data"]["train"]["batch_size"] = 1
-    tr = tiny_trainer(cfg, n=3, size=16)
-    real_step, real_save = tr.train_step, trainer_mod.atomic_torch_save
+    tr = tiny_trainer(cfg, n=4, size=16)
+    real_step, real_write = tr.train_step, checkpoint_mod.atomic_write_bytes
 
     def step_then_sigterm(batch):
         if tr.step == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # torchrun stopping the workers / a pre-emption
         return real_step(batch)
 
-    def save_under_fire(state, path):
+    def save_under_fire(data, path, what=""):
         os.kill(os.getpid(), signal.SIGTERM)  # torchrun's SIGTERM arriving while rank 0 saves
-        real_save(state, path)
+        real_write(data, path, what)
 
     tr.train_step = step_then_sigterm
-    monkeypatch.setattr(trainer_mod, "atomic_torch_save", save_under_fire)
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_bytes", save_under_fire)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         with sigterm_as_interrupt():
@@ -360,7 +364,8 @@ def test_sigterm_saves_last_like_ctrl_c_and_cannot_break_that_save(tmp_path, mon
     tr.close()
     assert signal.getsignal(signal.SIGTERM) == before
     last = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pth"))
-    assert last["interrupted"] and last["step"] == 2 and last["epoch"] == 0
+    # the step under way when the signal came was finished, then the state saved mid-epoch
+    assert last["interrupted"] and last["step"] == 3 and last["epoch"] == 0 and last["batches_done"] == 3
 
 
 def test_resume_refuses_an_optimizer_state_of_another_parameter_order(tmp_path):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,7 +74,7 @@ def test_ctrl_c_saves_last_and_resume_continues(tmp_path, synthetic):
 
     def step_then_interrupt(batch):
         if tr.step == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the step under way finishes, then the run stops
         return real_step(batch)
 
     tr.train_step = step_then_interrupt
@@ -79,11 +82,11 @@ def test_ctrl_c_saves_last_and_resume_continues(tmp_path, synthetic):
         tr.fit()
     tr.close()
     last = load_checkpoint(str(out / "checkpoints" / "last.pth"))
-    assert last["interrupted"] and last["step"] == 2 and last["epoch"] == 0
+    assert last["interrupted"] and last["step"] == 3 and last["epoch"] == 0 and last["batches_done"] == 3
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, last["model"][k])
     again = Trainer(cfg, progress=False, device=torch.device("cpu"))  # train.auto_resume
-    assert again.step == 2 and again.epoch == 0
+    assert again.step == 3 and again.epoch == 0 and again.batches_done == 3
     summary = again.fit()
     again.close()
     assert summary["epochs_done"] == 2
@@ -110,3 +113,70 @@ def test_train_sh_passes_options_on_when_no_config_is_given():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "configs/CANS_Plus/Sony.yaml: train.epochs: expected int" in proc.stderr, proc.stderr[-2000:]
+
+
+def _subprocess_cfg(out, synthetic):
+    """train.py's arguments for a small run with the default data path (a persistent worker)."""
+    return [sys.executable, str(REPO / "train.py"), "-c", str(REPO / "configs" / "demo.yaml"), "--no-progress",
+            "--set", *TINY, *synthetic, "data.num_workers=1", f"output_dir={out}", "train.epochs=2",
+            "data.train.repeat=1", "train.log_every=1", "train.validate_at_start=false", "train.test_at_end=false",
+            "train.valid_per_epoch=100", "train.num_threads=1"]
+
+
+def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
+    """The default config (no train.deterministic, a persistent DataLoader worker): a run killed with
+    SIGKILL in its second epoch and resumed from last.pth ends with the weights of a run never killed."""
+    import subprocess
+    import time
+    from cans.data import ensure_synthetic
+    ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    straight = subprocess.run(_subprocess_cfg(tmp_path / "a", synthetic), capture_output=True, text=True,
+                              timeout=300, env=env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    killed = tmp_path / "b"
+    proc = subprocess.Popen(_subprocess_cfg(killed, synthetic), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    log, deadline = killed / "train.log", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and "epoch 2 step" in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed in epoch 2"
+    last = killed / "checkpoints" / "last.pth"
+    assert load_checkpoint(str(last))["epoch"] == 1
+    resumed = subprocess.run(_subprocess_cfg(killed, synthetic) + ["--resume", str(last)], capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "took over the run folder's lock" in log.read_text()
+    a = load_checkpoint(str(tmp_path / "a" / "checkpoints" / "last.pth"))
+    b = load_checkpoint(str(last))
+    assert a["step"] == b["step"] and b["epoch"] == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+
+
+def test_problems_a_run_would_meet_late_are_all_found_at_start(tmp_path, synthetic):
+    """The own-camera trap: a test list that test_at_end reads at the end is checked at the start,
+    with the other problems (a patch larger than every image, a missing pretrained file)."""
+    from cans.config import ConfigError
+    from cans.data import ensure_synthetic
+    from cans.engine.run import preflight
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"),
+                      TINY + synthetic + [f"output_dir={tmp_path / 'run'}", "train.test_at_end=true",
+                                          "data.test.image_list_file=missing_test_list.txt",
+                                          "data.train.patch_size=1024", f"train.pretrained={tmp_path / 'nope.pth'}"])
+    ensure_synthetic(cfg, log=lambda m: None)
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg)
+    text = str(info.value)
+    assert text.startswith("3 problems found before training")
+    assert "missing_test_list.txt" in text and "data.train.patch_size: 1024 is larger than the smallest" in text
+    assert "train.pretrained" in text and "nope.pth" in text
+    code = _train_module().main(["-c", str(REPO / "configs" / "demo.yaml"), "--no-progress", "--set", *TINY,
+                                 *synthetic, f"output_dir={tmp_path / 'run'}", "train.test_at_end=true",
+                                 "data.test.image_list_file=missing_test_list.txt"])
+    assert code == 2 and not (tmp_path / "run" / "checkpoints").exists()

@@ -36,11 +36,12 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed(device_type: Optional[str] = None, timeout_minutes: int = 30) -> torch.device:
+def init_distributed(device_type: Optional[str] = None, timeout_s: float = 1800) -> torch.device:
     """Start the process group when launched by torchrun; return this process's device.
 
     ``device_type``: ``'cuda'`` or ``'cpu'``; default CUDA when available. On CUDA each
-    process takes ``cuda:LOCAL_RANK``.
+    process takes ``cuda:LOCAL_RANK``. ``timeout_s`` (``train.dist_timeout``): how long a
+    collective call waits for the other processes before it fails.
     """
     if device_type is None:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,7 +55,7 @@ def init_distributed(device_type: Optional[str] = None, timeout_minutes: int = 3
         device = torch.device("cpu")
     if env_world_size() > 1 and not is_distributed():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return device
 
 

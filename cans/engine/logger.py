@@ -39,6 +39,20 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _KeepGoingFileHandler(logging.FileHandler):
+    """``train.log``: a failing write (full disk, lost mount) is said once on stderr, in one line,
+    and training goes on (logging's default prints a traceback for every record)."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            print(f"warning: cannot write {self.baseFilename} ({exc}); training goes on, the console still logs",
+                  file=sys.stderr, flush=True)
+
+
 class RunLogger:
     """Text + TensorBoard logger. On ranks other than 0 every method is a no-op.
 
@@ -64,7 +78,7 @@ class RunLogger:
         self.log.addHandler(console)
         if output_dir:
             os.makedirs(output_dir, exist_ok=True)
-            fh = logging.FileHandler(os.path.join(output_dir, "train.log"), encoding="utf-8")
+            fh = _KeepGoingFileHandler(os.path.join(output_dir, "train.log"), encoding="utf-8")
             fh.setFormatter(logging.Formatter(_FMT))
             self.log.addHandler(fh)
             if tensorboard:
@@ -87,27 +101,33 @@ class RunLogger:
         if self.enabled:
             self.log.error(msg)
 
-    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+    def _tensorboard(self, write) -> None:
+        """Run ``write(writer)``; a failure (full disk, ...) is one warning and TensorBoard goes off."""
         if self.writer is None:
             return
-        for key, value in values.items():
-            if value is None:
-                continue
-            self.writer.add_scalar(f"{prefix}/{key}" if prefix else key, float(value), step)
+        try:
+            write(self.writer)
+        except Exception as exc:
+            self.writer = None
+            self.warning(f"TensorBoard off for the rest of the run: writing its events failed ({exc}); "
+                         "training goes on")
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        def write(writer):
+            for key, value in values.items():
+                if value is not None:
+                    writer.add_scalar(f"{prefix}/{key}" if prefix else key, float(value), step)
+        self._tensorboard(write)
 
     def image(self, tag: str, img: torch.Tensor, step: int) -> None:
-        if self.writer is None:
-            return
-        self.writer.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step)
+        self._tensorboard(lambda writer: writer.add_image(tag, img.detach().float().clamp(0, 1).cpu(), step))
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        self._tensorboard(lambda writer: writer.flush())
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        self._tensorboard(lambda writer: writer.close())
+        self.writer = None
         for h in list(self.log.handlers):
             h.close()
             self.log.removeHandler(h)

@@ -17,17 +17,40 @@ def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str
     return f"{metrics[key]:.{digits}f}"
 
 
+def stop_reason(exc: BaseException, timeout_s: float) -> str:
+    """What stopped a run, for its log: the signal's name, or, under several processes, a
+    collective call that failed because another rank died or went silent (``train.dist_timeout``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT or SIGTERM"
+        under = (f" (under torchrun: Ctrl-C, a pre-emption, or torchrun ending the job because another rank "
+                 f"failed: see torchrun's output)" if du.env_world_size() > 1 else " (Ctrl-C or SIGTERM)")
+        return f"stopped: interrupted by {name}{under}"
+    text = str(exc).lower()
+    if du.env_world_size() > 1 and isinstance(exc, RuntimeError):
+        if "timed out" in text or "timeout" in text:
+            return (f"stopped: rank {du.get_rank()} waited more than train.dist_timeout={timeout_s:g} s for the other "
+                    f"processes in a collective call: a rank stopped responding (hung, stopped or swapping)")
+        if any(w in text for w in ("connection", "peer", "broken pipe", "closed", "nccl error", "gloo")):
+            return (f"stopped: rank {du.get_rank()} lost the other processes in a collective call: another rank "
+                    f"died (killed, out of memory, or an error; see its output)")
+    return ""
+
+
 def record_failure(cfg: Mapping[str, Any], exc: BaseException) -> None:
     """Append why a run stopped to ``<output_dir>/train.log`` (when the run folder exists): the
-    one-line message of a user error, the traceback of anything else, a line for Ctrl-C."""
-    if du.get_rank() != 0:
-        return
+    one-line message of a user error, the cause of a stop (:func:`stop_reason`), the traceback
+    of anything else. Every rank that fails says so (the log is shared)."""
     out = cfg.get("output_dir")
     if not out or not os.path.isdir(out):
         return
     from ..cli import USER_ERRORS, user_message
-    if isinstance(exc, KeyboardInterrupt):
-        text = "INFO stopped: interrupted (Ctrl-C or SIGTERM)"
+    reason = stop_reason(exc, float(cfg["train"].get("dist_timeout") or 1800))
+    if reason and (du.get_rank() == 0 or not isinstance(exc, KeyboardInterrupt)):
+        text = ("INFO " if isinstance(exc, KeyboardInterrupt) else "ERROR ") + reason
+        if isinstance(exc, RuntimeError):
+            text += f" ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
+    elif du.get_rank() != 0 or reason:
+        return
     elif isinstance(exc, USER_ERRORS):
         text = f"ERROR {user_message(exc)}"
     else:
@@ -51,7 +74,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
 
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work
-    device = du.init_distributed()
+    device = du.init_distributed(timeout_s=float(cfg["train"].get("dist_timeout") or 1800))
     trainer = None
     try:
         if du.is_main_process():
@@ -60,6 +83,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
             if cfg.get("output_dir"):  # a folder that cannot be made: one line, before the data set is made
                 prepare_output_dir(cfg["output_dir"], "output_dir")
             ensure_synthetic(cfg)
+            preflight(cfg)
         du.barrier()
         trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
         if "data" in cfg:
@@ -82,22 +106,28 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     log(f"done: {summary['epochs_done']} epoch(s), {summary['steps']} step(s), "
         f"{summary['nonfinite_steps']} skipped non-finite step(s), training {summary['wall_s']:.0f} s")
     best = (f"; best {summary['best_psnr']:.3f} dB at epoch {summary['best_epoch']}"
-            if summary.get("best_epoch") else "")
+            if summary.get("best_epoch") is not None else "")
+    skipped = trainer.skipped_pairs()
+    if skipped:
+        log(f"skipped {len(skipped)} pair(s) with bad files (data.skip_bad_files): "
+            + "; ".join(f"{split} {name} ({reason.splitlines()[0][:120]})" for split, name, reason in skipped[:10])
+            + (" ..." if len(skipped) > 10 else ""))
     if initial and final:
-        log(f"validation PSNR: untrained {_fmt(initial, 'psnr')} dB -> final {_fmt(final, 'psnr')} dB "
+        start = "starting" if summary.get("started_from") else "untrained"
+        log(f"validation PSNR: {start} {_fmt(initial, 'psnr')} dB -> final {_fmt(final, 'psnr')} dB "
             f"({final['psnr'] - initial['psnr']:+.3f} dB); SSIM {_fmt(initial, 'ssim', 4)} -> "
             f"{_fmt(final, 'ssim', 4)}; RAW PSNR {_fmt(initial, 'raw_psnr')} -> {_fmt(final, 'raw_psnr')} dB" + best)
     elif final:
         log(f"validation: PSNR {_fmt(final, 'psnr')} dB, SSIM {_fmt(final, 'ssim', 4)}, "
             f"RAW PSNR {_fmt(final, 'raw_psnr')} dB (epoch {final.get('epoch')})" + best)
-    ckpt_dir = trainer.ckpt_dir
+    checkpoint, why = final_checkpoint(trainer.ckpt_dir, summary)
+    if cfg["train"].get("test_at_end"):
+        (log if checkpoint else trainer.logger.warning)(why)
     trainer.close()
     du.cleanup_distributed()
 
-    if cfg["train"].get("test_at_end") and du.get_rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
+    if cfg["train"].get("test_at_end") and checkpoint and du.get_rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
         from .tester import run_test
-        best = os.path.join(ckpt_dir, "best.pth")
-        checkpoint = best if os.path.isfile(best) else os.path.join(ckpt_dir, "last.pth")
         print("", flush=True)
         run_test(cfg, checkpoint, device=str(device), progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -105,4 +135,78 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     return 0
 
 
-__all__ = ["train_main"]
+def final_checkpoint(ckpt_dir: str, summary: Mapping[str, Any]):
+    """``(path, line)``: the checkpoint the end-of-run test scores and why: ``best.pth`` when the run
+    recorded a best (a warning when that file is missing), else ``last.pth``; ``None`` if neither exists."""
+    best, last = os.path.join(ckpt_dir, "best.pth"), os.path.join(ckpt_dir, "last.pth")
+    if summary.get("best_epoch") is not None:
+        what = f"epoch {summary['best_epoch']}, validation PSNR {summary['best_psnr']:.3f} dB"
+        if os.path.isfile(best):
+            return best, f"test at end: {best} (the best validation: {what})"
+        if os.path.isfile(last):
+            return last, f"test at end: {last}, since the best ({what}) has no {best}"
+    elif os.path.isfile(last):
+        return last, f"test at end: {last} (no validation recorded a best)"
+    return None, f"test at end: skipped, {ckpt_dir} holds neither best.pth nor last.pth"
+
+
+def preflight(cfg: Mapping[str, Any]) -> None:
+    """Everything a run would otherwise find late, checked within seconds, all problems in one
+    :class:`ConfigError`: every list the run reads (the test list too with ``train.test_at_end``),
+    its files present and prepared, the training patch against the smallest training image, the
+    ``train.pretrained`` file. (Output folder, lock, disk space: the Trainer, before any work.)"""
+    if "data" not in cfg:
+        return
+    from ..config import ConfigError
+    from ..data import DataError, build_dataset
+    from .checkpoint import CheckpointError, read_torch_file
+    problems = []
+    splits = ["train", "valid"] + (["test"] if cfg["train"].get("test_at_end") else [])
+    for split in splits:
+        try:
+            dataset = build_dataset(cfg, split, log=lambda line: None)
+        except (DataError, ConfigError) as exc:
+            text = str(exc).strip() if str(exc).startswith("data.") else f"data.{split}: {str(exc).strip()}"
+            if str(exc).strip() not in " ".join(problems):  # one missing data_path, not one per split
+                problems.append(text)
+            continue
+        if split == "train":
+            problems += patch_problems(cfg, dataset)
+    pretrained = cfg["train"].get("pretrained")
+    if pretrained:
+        try:
+            read_torch_file(pretrained, trust=bool(cfg["train"].get("trust_checkpoint")))
+        except (CheckpointError, FileNotFoundError) as exc:
+            problems.append(f"train.pretrained: {exc}")
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems found before training: "
+                          + " | ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
+
+
+def patch_problems(cfg: Mapping[str, Any], dataset) -> list:
+    """``data.train.patch_size`` against the training images' packed sizes (read from the caches'
+    headers; with ``load_npy: false``, from the first pair only, as reading RAW files is slow)."""
+    from ..config import split_options
+    patch = split_options(cfg, "train").get("patch_size")
+    entries = getattr(dataset, "entries", None)
+    if not patch or not entries or not hasattr(dataset, "_arrays"):
+        return []
+    block = getattr(dataset, "block_size", 2)
+    smallest = None
+    for entry in entries if getattr(dataset, "load_npy", True) else entries[:1]:
+        try:
+            noisy = dataset._arrays(entry)[0]
+        except Exception:  # an unreadable file is the dataset's to report (skip_bad_files)
+            continue
+        size = min(noisy.shape[-2:]) * block
+        if smallest is None or size < smallest[0]:
+            smallest = (size, entry.img_file)
+    if smallest is not None and patch > smallest[0]:
+        return [f"data.train.patch_size: {patch} is larger than the smallest training image ({smallest[1]}: "
+                f"{smallest[0]} pixels on its short side); set data.train.patch_size to at most {smallest[0]}"]
+    return []
+
+
+__all__ = ["final_checkpoint", "preflight", "stop_reason", "train_main"]

@@ -1,8 +1,10 @@
-"""Signals during training: SIGTERM handled like Ctrl-C, and a section no signal interrupts."""
+"""Signals during training: a graceful stop at the next step boundary, SIGTERM handled like
+Ctrl-C, and a section no signal interrupts."""
 from __future__ import annotations
 
 import contextlib
 import signal
+from typing import Callable, Optional
 
 
 @contextlib.contextmanager
@@ -38,4 +40,44 @@ def sigterm_as_interrupt():
             signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["signals_ignored", "sigterm_as_interrupt"]
+class StopRequest:
+    """Ctrl-C / SIGTERM during training, turned into a request to stop at a safe point.
+
+    Inside :meth:`handling`, while :attr:`graceful` is true (the training steps of an epoch), the
+    first signal only sets :attr:`requested`: the loop finishes its step and saves an exact
+    mid-epoch state. A second signal, or any signal while :attr:`graceful` is false (validation,
+    saving), raises ``KeyboardInterrupt`` at once. ``notice`` is called with a line on the first
+    signal.
+    """
+
+    def __init__(self, notice: Optional[Callable[[str], None]] = None):
+        self.requested: Optional[str] = None
+        self.graceful = False
+        self.notice = notice
+
+    def _handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.graceful and self.requested is None:
+            self.requested = name
+            if self.notice is not None:
+                self.notice(f"{name}: stopping after this step and saving last.pth (again to stop at once)")
+            return
+        raise KeyboardInterrupt(name)
+
+    @contextlib.contextmanager
+    def handling(self):
+        """SIGINT and SIGTERM go to this request inside (main thread only; elsewhere a no-op)."""
+        saved = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                saved[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            yield self
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+__all__ = ["StopRequest", "signals_ignored", "sigterm_as_interrupt"]

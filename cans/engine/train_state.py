@@ -12,26 +12,28 @@ how a resumed ``Trainer`` takes it back:
   rank's python, numpy, torch CPU and CUDA states), ``rng_ranks`` (every rank's, DDP) and
   ``world_size``, ``config`` (the resolved config), ``prior`` (the adaptive prior's state),
   ``nonfinite`` (count of skipped non-finite steps), ``history`` (initial / last validation
-  metrics); an interrupted run's ``last.pth`` adds ``interrupted: True``;
+  metrics); ``batches_done`` / ``epoch_sums`` (the batches of epoch ``epoch + 1`` already trained
+  and the running sums of its logged values: a run stopped mid-epoch resumes at the next batch),
+  ``end_pending`` (epoch ``epoch`` is trained but its validation and saves are not done); a
+  stopped run's ``last.pth`` adds ``interrupted: True``;
 - :func:`restore_train_state`: a resume. The weights must fit the model exactly; the optimizer
   state must have been saved for the same parameter order (:func:`param_names`); the AdamW
   moments come from the checkpoint but its hyper-parameters (betas, eps, weight decay) and the
   learning rate come from this config (:func:`load_optimizer_state`, ``sync_schedule``); each
   rank gets its own RNG state back when the number of processes is unchanged;
-- :func:`committed_progress` / :func:`interrupt_state`: the "interrupted mid-epoch" rule. A
-  Ctrl-C saves ``last.pth`` with ``interrupted: True`` and the progress of the last epoch whose
-  end (validation, ``last.pth``) was written, so an epoch cut short anywhere, its validation
-  included, is repeated in full on resume.
+- :func:`interrupt_state`: the checkpoint of a run stopped outside its training steps
+  (validation, saving), without collective calls.
 
 The functions read and set the attributes of a ``cans.engine.trainer.Trainer`` (``model``,
 ``optimizer``, ``scheduler``, ``scaler``, ``prior``, ``cfg``, ``tcfg``, ``seed``, ``rank``,
 ``world_size``, ``logger`` and the counters ``epoch``, ``step``, ``best_metric``,
-``best_epoch``, ``bad_validations``, ``nonfinite_total``, ``history``).
+``best_epoch``, ``bad_validations``, ``nonfinite_total``, ``history``, ``batches_done``,
+``epoch_sums``, ``end_pending``).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 import torch
 import torch.nn as nn
@@ -79,6 +81,9 @@ def capture_train_state(trainer, gather_rng: bool = True) -> Dict[str, Any]:
         "prior": trainer.prior.state_dict(),
         "nonfinite": trainer.nonfinite_total,
         "history": trainer.history,
+        "batches_done": trainer.batches_done,
+        "epoch_sums": trainer.epoch_sums,
+        "end_pending": trainer.end_pending,
     }
 
 
@@ -125,6 +130,10 @@ def restore_train_state(trainer, ckpt: Mapping[str, Any], path: str) -> None:
     trainer.bad_validations = int(ckpt.get("bad_validations", 0))
     trainer.nonfinite_total = int(ckpt.get("nonfinite", 0))
     trainer.history = ckpt.get("history") or trainer.history
+    # entries of checkpoints written since resumes became exact mid-epoch (older files: an epoch boundary)
+    trainer.batches_done = int(ckpt.get("batches_done") or 0)
+    trainer.epoch_sums = dict(ckpt.get("epoch_sums") or {})
+    trainer.end_pending = bool(ckpt.get("end_pending", False))
     saved_lr, lr = sync_schedule(trainer.optimizer, trainer.scheduler, float(trainer.tcfg["base_lr"]), trainer.epoch)
     if abs(saved_lr - lr) > 1e-12 * max(abs(saved_lr), 1e-30):
         trainer.logger.info(f"learning rate of epoch {trainer.epoch + 1}: {lr:.4g} from this config's schedule "
@@ -146,31 +155,14 @@ def _restore_rng(trainer, ckpt: Mapping[str, Any]) -> None:
         seed_everything(trainer.seed + trainer.rank + 7919 * trainer.epoch)
 
 
-def committed_progress(trainer) -> Dict[str, Any]:
-    """The counters of the last epoch whose end (validation, ``last.pth``) was written, under
-    their checkpoint keys; :func:`interrupt_state` falls back to them."""
-    return {"epoch": trainer.epoch, "best_metric": trainer.best_metric, "best_epoch": trainer.best_epoch,
-            "bad_validations": trainer.bad_validations, "history": dict(trainer.history)}
-
-
-def interrupt_state(trainer, committed: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    """The checkpoint dict for ``last.pth`` after a Ctrl-C / SIGTERM, with ``interrupted: True``.
-
-    No collective calls (other ranks may already be gone), so ``rng_ranks`` is None. An epoch
-    interrupted during its validation or before its ``last.pth`` was written counts as not done,
-    like one interrupted mid-training: when ``trainer.epoch`` has moved past ``committed`` (from
-    :func:`committed_progress`), the committed counters replace the current ones, so the resumed
-    run repeats that epoch and validates it (else that validation, and a possible ``best.pth``,
-    would be skipped for good). Weights, optimizer, step and RNG are the current ones.
-    """
-    done = dict(committed or {})
-    if done.get("epoch", trainer.epoch) >= trainer.epoch:
-        done = {}
+def interrupt_state(trainer) -> Dict[str, Any]:
+    """The checkpoint dict for ``last.pth`` after an interrupt outside the training steps, with
+    ``interrupted: True``. No collective calls (other ranks may already be gone), so
+    ``rng_ranks`` is None; the samples draw from their own seeds, so the resume stays exact."""
     state = capture_train_state(trainer, gather_rng=False)
     state["interrupted"] = True
-    state.update(done)
     return state
 
 
-__all__ = ["capture_train_state", "committed_progress", "interrupt_state", "load_optimizer_state", "param_names",
+__all__ = ["capture_train_state", "interrupt_state", "load_optimizer_state", "param_names",
            "restore_train_state"]

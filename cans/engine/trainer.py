@@ -15,8 +15,14 @@ The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); the data 
 from ``cans.engine.loaders``, seeds from ``cans.engine.seeding``, signal handling from
 ``cans.engine.signals``. What a checkpoint holds and how a resume restores it is
 ``cans.engine.train_state`` (the files themselves: ``cans.engine.checkpoint``); the validation
-image panels are ``cans.engine.images.validation_panels``. Checkpoints record the number of
-completed epochs; a run interrupted mid-epoch (Ctrl-C) resumes at the start of that epoch.
+image panels are ``cans.engine.images.validation_panels``; the run folder's lock and the rule
+for a folder that already holds a run are ``cans.engine.rundir``.
+
+What survives what (docs/training.md): Ctrl-C or SIGTERM stops after the current step and saves
+an exact mid-epoch ``last.pth`` (a second signal stops at once); ``kill -9`` loses only the steps
+since the last ``last.pth``; either way the resumed run equals the uninterrupted one. Weights that
+are not finite, or a validation that is not, are never saved; a full disk stops the run with one
+line naming the checkpoint that is still good.
 """
 from __future__ import annotations
 
@@ -31,12 +37,13 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, dump_config
+from ..config import ConfigError, to_yaml
 from ..losses import build_loss
 from ..outdirs import prepare_output_dir
 from . import distributed as du
 from . import fastpath
-from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from .checkpoint import (CheckpointError, DiskFullError, atomic_torch_save, atomic_write_bytes, check_free_space,
+                         load_checkpoint, trusted_checkpoints)
 from .evaluate import autocast_context
 from .images import validation_panels
 from .loaders import TrainLoader, valid_loader
@@ -44,12 +51,20 @@ from .logger import RunLogger
 from .prior import build_prior, unwrap_model
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
-from .signals import signals_ignored, sigterm_as_interrupt
-from .train_state import capture_train_state, committed_progress, interrupt_state, restore_train_state
+from .rundir import RunLock, remove_leftovers, resume_point
+from .signals import StopRequest, signals_ignored, sigterm_as_interrupt
+from .train_state import capture_train_state, interrupt_state, restore_train_state
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many non-finite losses in a row; the message names the step."""
+    """Too many non-finite losses in a row, non-finite weights, or a non-finite validation; the
+    message names the epoch / step, the checkpoint kept and the likely key to change."""
+
+
+def nonfinite_advice(tcfg: Mapping[str, Any]) -> str:
+    """The keys most likely behind non-finite numbers, with this run's values."""
+    return (f"lower train.base_lr (now {tcfg.get('base_lr'):g}), keep train.clip_grad on (now "
+            f"{tcfg.get('clip_grad')}) or set train.amp=off (now {tcfg.get('amp')})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,13 +94,36 @@ class Trainer:
         if device is None:
             device = du.init_distributed()
         else:
-            du.init_distributed(device.type)  # starts the process group when launched by torchrun
+            # starts the process group when launched by torchrun
+            du.init_distributed(device.type, timeout_s=float(self.tcfg.get("dist_timeout") or 1800))
         self.device = device
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
+        self.lock: Optional[RunLock] = None
+        self.logger = None
+        try:
+            self._setup(cfg, model, train_set, valid_set, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, cfg, model, train_set, valid_set, resume) -> None:
+        device = self.device
         if self.is_main:
             prepare_output_dir(self.output_dir, "output_dir")  # one line now, not an OSError later
+            self.lock = RunLock(self.output_dir).acquire()  # before anything in the folder is written
         self.logger = RunLogger(self.output_dir, enabled=self.is_main)
+        if self.lock is not None and self.lock.notice:
+            self.logger.warning(self.lock.notice)
+        if self.is_main:
+            removed = remove_leftovers(self.output_dir)
+            if removed:
+                self.logger.info(f"removed {len(removed)} temporary file(s) of an interrupted write: {', '.join(removed)}")
+        # a folder that holds a run is resumed when asked, else refused (decided on rank 0)
+        resume = du.broadcast_object(self._resume_decision(resume) if self.is_main else None)
+        if isinstance(resume, ConfigError):
+            raise resume
+        self.trust = bool(self.tcfg.get("trust_checkpoint"))
         if device.type == "cpu":
             self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
 
@@ -102,7 +140,7 @@ class Trainer:
         if model is None:
             from ..models import build_model
             model = build_model(cfg)
-        if self.tcfg.get("pretrained"):
+        if self.tcfg.get("pretrained") and not resume:
             self._load_pretrained(model, self.tcfg["pretrained"])
             from ..models.published import weights_line
             self.logger.info(f"loaded pretrained weights {weights_line(self.tcfg['pretrained'])}")
@@ -164,21 +202,44 @@ class Trainer:
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
         self.history: Dict[str, Any] = {"initial": None, "last": None}
-        self._committed: Optional[Dict[str, Any]] = None  # see train_state.interrupt_state
+        self.batches_done = 0  # batches of epoch self.epoch + 1 already trained (a mid-epoch stop)
+        self.epoch_sums: Dict[str, Any] = {}  # their logged values' running sums, and "count"
+        self.end_pending = False  # epoch self.epoch trained, its validation and saves not yet done
+        self.stop = StopRequest()
+        self._last_good: Optional[str] = None  # what the newest last.pth holds, for error messages
+        self._stop_saved = False
+        self._valid_skipped: list = []  # markers of validation images skipped (data.skip_bad_files)
 
         if self.is_main:
             os.makedirs(self.ckpt_dir, exist_ok=True)
-            dump_config(cfg, os.path.join(self.output_dir, "config.yaml"))
-        if resume is None and self.tcfg.get("auto_resume"):
-            last = os.path.join(self.ckpt_dir, "last.pth")
-            if os.path.isfile(last):
-                resume = last
+            self.check_disk_space(2)
+            atomic_write_bytes(to_yaml(cfg).encode("utf-8"), os.path.join(self.output_dir, "config.yaml"))
         if resume:
             self.load(resume)
+            self._last_good = f"{os.path.abspath(resume)} ({self.progress_text()})"
         else:
             seed_everything(self.seed + self.rank)  # per-rank streams for augmentations
 
     # ----------------------------------------------------------------- setup helpers
+    def _resume_decision(self, resume: Optional[str]):
+        """``cans.engine.rundir.resume_point``, its refusal returned (to be broadcast) instead of raised."""
+        try:
+            return resume_point(self.output_dir, resume, bool(self.tcfg.get("auto_resume")))
+        except ConfigError as exc:
+            return exc
+
+    def checkpoint_bytes(self) -> int:
+        """About the size of a training checkpoint: weights and AdamW's two moments, plus 1 MiB."""
+        return 3 * sum(p.numel() * p.element_size() for p in self.model.parameters()) + 2 ** 20
+
+    def check_disk_space(self, copies: int = 2) -> None:
+        """Refuse (one line) when the checkpoint folder cannot hold ``copies`` more checkpoints
+        (an atomic save needs the new file beside the old one)."""
+        try:
+            check_free_space(self.ckpt_dir, copies * self.checkpoint_bytes(), f"{copies} checkpoints of this model")
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; free space or choose another output_dir") from None
+
     def _setup_determinism(self) -> None:
         if self.tcfg.get("deterministic"):
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -191,7 +252,7 @@ class Trainer:
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from .checkpoint import load_model_weights
         try:
-            load_model_weights(model, path, self.cfg)
+            load_model_weights(model, path, self.cfg, trust=bool(self.tcfg.get("trust_checkpoint")))
         except CheckpointError as exc:
             raise CheckpointError(f"train.pretrained: {exc}") from None
 
@@ -211,22 +272,51 @@ class Trainer:
         ``rng_ranks`` is None."""
         return capture_train_state(self, gather_rng)
 
+    def progress_text(self) -> str:
+        """Where the run stands: completed epochs, the batch of a partial epoch, steps."""
+        part = f" and {self.batches_done} batch(es) of epoch {self.epoch + 1}" if self.batches_done else ""
+        return f"{self.epoch} complete epoch(s){part}, step {self.step}"
+
+    def weights_finite(self) -> bool:
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all().item())
+
     def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
-        """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP)."""
+        """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP).
+
+        Weights that are not finite are never written (:class:`NonFiniteLossError`, the files on
+        disk kept); a full disk is a :class:`DiskFullError` naming the checkpoint still good."""
+        if not self.weights_finite():
+            raise NonFiniteLossError(
+                f"epoch {self.epoch}, step {self.step}: the weights hold non-finite values; {name} not written"
+                f"{'; ' + self._kept() if self._last_good else ''}. {nonfinite_advice(self.tcfg).capitalize()}")
         state = self.state_dict() if state is None else state
         if not self.is_main:
             return None
         path = os.path.join(self.ckpt_dir, name)
-        atomic_torch_save(state, path)
+        try:
+            atomic_torch_save(state, path, f"checkpoint {name} ({self.progress_text()})")
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc}; {self._kept() if self._last_good else 'no checkpoint written yet'}; "
+                                "free space and resume with --resume (or train.auto_resume=true)") from None
+        if name == "last.pth":
+            self._last_good = f"{os.path.abspath(path)} ({self.progress_text()})"
         return path
+
+    def _kept(self) -> str:
+        return f"the last good checkpoint is {self._last_good}"
 
     def load(self, path: str) -> None:
         """Restore everything saved by ``save`` (resume; ``cans.engine.train_state.restore_train_state``)."""
-        restore_train_state(self, load_checkpoint(path, map_location="cpu"), path)
+        with trusted_checkpoints(bool(self.tcfg.get("trust_checkpoint"))):
+            ckpt = load_checkpoint(path, map_location="cpu")
+        restore_train_state(self, ckpt, path)
         best = (f"best validation PSNR {self.best_metric:.3f} dB (epoch {self.best_epoch})"
                 if self.best_epoch is not None and math.isfinite(self.best_metric) else "no validation yet")
-        self.logger.info(f"resumed from {os.path.abspath(path)}: {self.epoch} epoch(s), {self.step} step(s) done, "
-                         f"{best}")
+        self.logger.info(f"resumed from {os.path.abspath(path)}: {self.progress_text()}, {best}")
+        best_file = os.path.join(self.ckpt_dir, "best.pth")
+        if self.best_epoch is not None and self.is_main and not os.path.isfile(best_file):
+            self.logger.warning(f"{path} records a best validation at epoch {self.best_epoch}, but {best_file} "
+                                "does not exist (deleted?); the next new best writes it")
 
     # ----------------------------------------------------------------- training
     def _nonfinite(self, reason: str) -> None:
@@ -250,8 +340,15 @@ class Trainer:
             outputs = self.train_model(x)
         terms = self.criterion(outputs, targets)
         finite = torch.stack([t.detach() for t in terms.values()]).isfinite().all().float().reshape(1)
-        if self.world_size > 1:  # every rank must skip together, or the all-reduce hangs
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if self.world_size > 1:
+            # every rank must skip together, or the all-reduce hangs; and stop together (a signal
+            # reaches the ranks at different steps): one all-reduce of both flags
+            go_on = torch.ones_like(finite) if self.stop.requested is None else torch.zeros_like(finite)
+            flags = torch.cat([finite, go_on])
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+            finite, self.stop_agreed = flags[:1], bool(flags[1].item() < 1)
+        else:
+            self.stop_agreed = self.stop.requested is not None
         if finite.item() < 1:
             self._nonfinite("non-finite loss " + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items()))
             return None
@@ -278,46 +375,56 @@ class Trainer:
             values["gamma"] = self.prior.gamma
         return values
 
-    def train_epoch(self, epoch: int) -> Dict[str, float]:
-        """One pass over the training loader; returns the mean of the logged values."""
+    def train_epoch(self, epoch: int) -> Optional[Dict[str, float]]:
+        """One pass over the training loader from batch ``self.batches_done`` on; returns the mean of
+        the logged values, or None when a stop was requested (``self.batches_done`` and
+        ``self.epoch_sums`` then say where the epoch stands)."""
         from tqdm import tqdm
 
         self.train_model.train()
-        self.train_loading.set_epoch(epoch)
+        self.train_loading.set_epoch(epoch, self.batches_done)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)  # gpu_mem_gb: this epoch's peak
         lr = self.optimizer.param_groups[0]["lr"]
         epochs = int(self.tcfg["epochs"])
         log_every = max(1, int(self.tcfg.get("log_every") or 50))
         tb_every = max(1, log_every // 10)
-        sums: Dict[str, float] = {}
-        count = 0
+        sums: Dict[str, float] = dict(self.epoch_sums.get("sums") or {})
+        self.epoch_sums = {"sums": sums, "count": int(self.epoch_sums.get("count") or 0)}
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                   initial=self.batches_done, total=self.batches_done + len(self.train_loader),
                    disable=not (self.progress and self.is_main))
         t_data = time.perf_counter()
+        self.stop_agreed = False
         for batch in bar:
             t_start = time.perf_counter()
             values = self.train_step(batch)
             t_end = time.perf_counter()
-            if values is None:
-                t_data = time.perf_counter()
-                continue
-            values["data_time"] = t_start - t_data
-            values["step_time"] = t_end - t_start
-            values["lr"] = lr
-            if self.device.type == "cuda":
-                values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
-            if self.step % tb_every == 0:
-                self.logger.scalars(values, self.step, prefix="train")
-            if self.step % log_every == 0:
-                self.logger.info(f"epoch {epoch + 1} step {self.step} " +
-                                 " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            self.batches_done += 1
+            if values is not None:
+                values["data_time"] = t_start - t_data
+                values["step_time"] = t_end - t_start
+                values["lr"] = lr
+                if self.device.type == "cuda":
+                    values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                self.epoch_sums["count"] += 1
+                bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
+                if self.step % tb_every == 0:
+                    self.logger.scalars(values, self.step, prefix="train")
+                if self.step % log_every == 0:
+                    self.logger.info(f"epoch {epoch + 1} step {self.step} " +
+                                     " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            if self.stop_agreed:
+                bar.close()
+                return None
             t_data = time.perf_counter()
         bar.close()
+        count = self.epoch_sums["count"]
         means = {k: v / max(count, 1) for k, v in sums.items()}
         means["lr"] = lr
+        self.batches_done, self.epoch_sums = 0, {}
         return means
 
     # ----------------------------------------------------------------- validation
@@ -333,9 +440,20 @@ class Trainer:
         report = evaluate(self.eval_model, self.valid_loader, self.device, amp=self.amp,
                           channels_last=self.channels_last, progress=self.progress and self.is_main, desc="valid")
         model.train(was_training)
+        self._valid_skipped = list(report.get("skipped") or [])
+        if self._valid_skipped and self.is_main:
+            self.logger.warning(f"validation skipped {len(self._valid_skipped)} image(s) with bad files "
+                                f"(data.skip_bad_files): " + ", ".join(str(m.get("img_file")) for m in self._valid_skipped[:5]))
         metrics = {"psnr": report["reconstruction"]["psnr"], "ssim": report["reconstruction"]["ssim"],
                    "raw_psnr": report["denoising"]["average"]["psnr"],
                    "raw_ssim": report["denoising"]["average"]["ssim"]}
+        if any(math.isnan(v) for v in metrics.values()):
+            self.logger.warning(f"validation after epoch {self.epoch}: non-finite metrics "
+                                + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+            raise NonFiniteLossError(
+                f"validation after epoch {self.epoch} (step {self.step}) is not finite (PSNR {metrics['psnr']}): the "
+                f"weights no longer give finite images and were not saved"
+                f"{'; ' + self._kept() if self._last_good else ''}. {nonfinite_advice(self.tcfg).capitalize()}")
         self.logger.scalars(metrics, self.step, prefix="valid")
         if self.is_main:
             self._log_images(self.step)
@@ -353,16 +471,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- main loop
     def fit(self, max_epochs: Optional[int] = None) -> Dict[str, Any]:
-        """Train from ``self.epoch`` to ``train.epochs`` (or only ``max_epochs`` more); return a summary.
+        """Train from where the run stands to ``train.epochs`` (or only ``max_epochs`` more); return a summary.
 
-        Saves ``last.pth`` every epoch, ``best.pth`` on a new best validation PSNR,
-        ``epoch_XXXX.pth`` every ``save_per_epoch``; Ctrl-C saves ``last.pth`` and re-raises.
+        Each epoch ends with validation (every ``valid_per_epoch``), ``best.pth`` on a new best
+        validation PSNR, then ``last.pth``, and ``epoch_XXXX.pth`` every ``save_per_epoch``. With
+        ``train.pretrained`` the starting weights are validated first and are the first candidate
+        for ``best.pth``. Ctrl-C / SIGTERM: see :class:`cans.engine.signals.StopRequest`; the
+        state is saved to ``last.pth`` and ``KeyboardInterrupt`` re-raised.
         """
         epochs = int(self.tcfg["epochs"])
         stop = epochs if max_epochs is None else min(epochs, self.epoch + max_epochs)
-        valid_every = max(1, int(self.tcfg.get("valid_per_epoch") or 1))
-        save_every = int(self.tcfg.get("save_per_epoch") or 0)
-        early = self.tcfg.get("early_stop")
         started = time.time()
         n_params = sum(p.numel() for p in self.model.parameters())
         self.logger.info(f"run {os.path.abspath(self.output_dir)}: {type(unwrap_model(self.model)).__name__} {n_params:,} parameters, "
@@ -372,77 +490,158 @@ class Trainer:
                          f"speed: {self.fast.describe()}, "
                          + (f"epochs {self.epoch + 1}..{stop} of {epochs}" if self.epoch < stop
                             else f"nothing to train: {self.epoch} of {epochs} epochs already done"))
-        if self.epoch == 0 and self.history.get("initial") is None and self.tcfg.get("validate_at_start") \
-                and self.valid_loader is not None:
-            metrics = self.validate(0)
-            self.history["initial"] = metrics
-            self.logger.info(f"untrained model: validation PSNR {metrics['psnr']:.3f} dB, SSIM {metrics['ssim']:.4f}, "
-                             f"RAW PSNR {metrics['raw_psnr']:.3f} dB")
         stopped_early = False
-        self._committed = committed_progress(self)  # the last epoch whose end (validation, last.pth) was written
-        try:
-            for epoch in range(self.epoch, stop):
-                t0 = time.time()
-                means = self.train_epoch(epoch)
-                self.scheduler.step()
-                self.epoch = epoch + 1
-                self.logger.scalars({"epoch_loss": means.get("total"), "lr": means["lr"]}, self.step, prefix="epoch")
-                msg = (f"epoch {self.epoch}/{epochs} loss {means.get('total', float('nan')):.4f} "
-                       f"(raw {means.get('raw', float('nan')):.4f}, rgb {means.get('rgb', float('nan')):.4f}) "
-                       f"lr {means['lr']:.3e} {time.time() - t0:.1f}s")
-                if self.prior.adaptive:
-                    msg += f" gamma {self.prior.gamma:.3f}"
-                is_best = False
-                if self.valid_loader is not None and (self.epoch % valid_every == 0 or self.epoch == epochs):
-                    metrics = self.validate(epoch)
-                    self.history["last"] = dict(metrics, epoch=self.epoch)
-                    msg += f" | valid PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} RAW {metrics['raw_psnr']:.3f} dB"
-                    if metrics["psnr"] > self.best_metric:
-                        self.best_metric, self.best_epoch, is_best = metrics["psnr"], self.epoch, True
-                        self.bad_validations = 0
-                        msg += " (best)"
-                    else:
-                        self.bad_validations += 1
-                self.logger.info(msg)
-                state = self.state_dict()
-                self.save("last.pth", state)
-                self._committed = committed_progress(self)
-                if is_best:
-                    self.save("best.pth", state)
-                if save_every and self.epoch % save_every == 0:
-                    self.save(f"epoch_{self.epoch:04d}.pth", state)
-                self.logger.flush()
-                if early and self.bad_validations >= int(early):
-                    self.logger.info(f"early stop: {self.bad_validations} validations without a new best")
-                    stopped_early = True
-                    break
-        except KeyboardInterrupt:
-            if self.is_main:
-                # torchrun answers Ctrl-C by sending SIGTERM to the workers: let this save finish
-                with signals_ignored():
-                    path = os.path.join(self.ckpt_dir, "last.pth")
-                    state = interrupt_state(self, self._committed)  # no collective calls
-                    atomic_torch_save(state, path)
-                    self.logger.info(f"interrupted: saved {path} ({state['epoch']} complete epoch(s), "
-                                     f"step {self.step}); continue with --resume or train.auto_resume=true")
-            raise
+        self.stop = StopRequest(notice=self.logger.warning)
+        with self.stop.handling():
+            try:
+                if self.end_pending:  # resumed between an epoch's training and its validation / saves
+                    stopped_early = self._end_epoch(self._means(self.epoch_sums), None)
+                self._validate_start()
+                for epoch in range(self.epoch, stop):
+                    if stopped_early:
+                        break
+                    t0 = time.time()
+                    self.stop.graceful = True
+                    means = self.train_epoch(epoch)
+                    self.stop.graceful = False
+                    if means is None:
+                        self._save_stopped()
+                        raise KeyboardInterrupt(self.stop.requested)
+                    self.scheduler.step()
+                    self.epoch, self.end_pending = epoch + 1, True
+                    self.epoch_sums = {"sums": means, "count": 1}  # the epoch's means, should its end be resumed
+                    stopped_early = self._end_epoch(means, t0)
+            except KeyboardInterrupt as exc:
+                self._after_hard_stop(exc)
+                raise
         summary = {
             "output_dir": self.output_dir, "epochs_done": self.epoch, "steps": self.step,
             "best_psnr": None if self.best_epoch is None else self.best_metric, "best_epoch": self.best_epoch,
+            "started_from": self.tcfg.get("pretrained") or None,
             "initial": self.history.get("initial"), "final": self.history.get("last"),
             "nonfinite_steps": self.nonfinite_total, "stopped_early": stopped_early,
+            "skipped_pairs": [{"split": sp, "img_file": name, "reason": why} for sp, name, why in self.skipped_pairs()],
             "wall_s": round(time.time() - started, 1),
         }
         if self.is_main:
-            tmp = os.path.join(self.output_dir, "train_summary.json.tmp")
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(summary, fh, indent=2)
-            os.replace(tmp, os.path.join(self.output_dir, "train_summary.json"))
+            atomic_write_bytes(json.dumps(summary, indent=2).encode("utf-8"),
+                               os.path.join(self.output_dir, "train_summary.json"))
         self.logger.flush()
         return summary
 
+    def skipped_pairs(self) -> list:
+        """``[(split, img_file, reason), ...]``: the pairs ``data.skip_bad_files`` left out of this
+        run (training pairs dropped at construction or met bad in this process; validation
+        images of the last validation)."""
+        out = []
+        for split, dataset, seen in (("train", self.train_set, ()), ("valid", self.valid_set, self._valid_skipped)):
+            if dataset is not None and hasattr(dataset, "skipped_pairs"):
+                out += [(split, name, reason) for name, reason in dataset.skipped_pairs(seen)]
+        return out
+
+    @staticmethod
+    def _means(epoch_sums: Mapping[str, Any]) -> Dict[str, float]:
+        count = max(int(epoch_sums.get("count") or 0), 1)
+        return {k: v / count for k, v in (epoch_sums.get("sums") or {}).items()}
+
+    def _validate_start(self) -> None:
+        """Validate before epoch 1 with ``train.validate_at_start``, and always when starting from
+        ``train.pretrained`` weights: those are then the first candidate for ``best.pth`` (epoch 0),
+        so fine-tuning never leaves a best.pth worse than its start."""
+        pretrained = bool(self.tcfg.get("pretrained"))
+        if self.epoch or self.batches_done or self.history.get("initial") is not None or self.valid_loader is None:
+            return
+        if not (self.tcfg.get("validate_at_start") or pretrained):
+            return
+        metrics = self.validate(0)
+        self.history["initial"] = metrics
+        self.logger.info(f"{'starting' if pretrained else 'untrained'} model: validation PSNR {metrics['psnr']:.3f} dB, "
+                         f"SSIM {metrics['ssim']:.4f}, RAW PSNR {metrics['raw_psnr']:.3f} dB")
+        if pretrained:
+            self.best_metric, self.best_epoch = metrics["psnr"], 0
+            self.save("best.pth")
+
+    def _end_epoch(self, means: Mapping[str, float], t0: Optional[float]) -> bool:
+        """Validation, the log line, ``best.pth`` then ``last.pth`` (so a recorded best always
+        names a file that exists), ``epoch_XXXX.pth``; returns True on an early stop."""
+        epochs = int(self.tcfg["epochs"])
+        valid_every = max(1, int(self.tcfg.get("valid_per_epoch") or 1))
+        save_every = int(self.tcfg.get("save_per_epoch") or 0)
+        early = self.tcfg.get("early_stop")
+        self.logger.scalars({"epoch_loss": means.get("total"), "lr": means.get("lr")}, self.step, prefix="epoch")
+        msg = (f"epoch {self.epoch}/{epochs} loss {means.get('total', float('nan')):.4f} "
+               f"(raw {means.get('raw', float('nan')):.4f}, rgb {means.get('rgb', float('nan')):.4f}) "
+               f"lr {means.get('lr', float('nan')):.3e}" + (f" {time.time() - t0:.1f}s" if t0 else " (resumed)"))
+        if self.prior.adaptive:
+            msg += f" gamma {self.prior.gamma:.3f}"
+        is_best = False
+        if self.valid_loader is not None and (self.epoch % valid_every == 0 or self.epoch == epochs):
+            metrics = self.validate(self.epoch - 1)
+            self.history["last"] = dict(metrics, epoch=self.epoch)
+            msg += f" | valid PSNR {metrics['psnr']:.3f} dB SSIM {metrics['ssim']:.4f} RAW {metrics['raw_psnr']:.3f} dB"
+            if metrics["psnr"] > self.best_metric:
+                self.best_metric, self.best_epoch, is_best = metrics["psnr"], self.epoch, True
+                self.bad_validations = 0
+                msg += " (best)"
+            else:
+                self.bad_validations += 1
+        self.logger.info(msg)
+        self.end_pending, self.epoch_sums = False, {}
+        state = self.state_dict()
+        if is_best:
+            self.save("best.pth", state)
+        self.save("last.pth", state)
+        if save_every and self.epoch % save_every == 0:
+            self.save(f"epoch_{self.epoch:04d}.pth", state)
+        self.logger.flush()
+        if early and self.bad_validations >= int(early):
+            self.logger.info(f"early stop: {self.bad_validations} validations without a new best")
+            return True
+        return False
+
+    def _save_stopped(self) -> None:
+        """A stop requested during the training steps: every rank stopped after the same step, so
+        the state is whole; save it (the resume continues at the next batch)."""
+        state = self.state_dict()
+        state["interrupted"] = True
+        with signals_ignored():
+            path = self.save("last.pth", state)
+        self._stop_saved = True
+        if path:
+            self.logger.info(f"stopped ({self.stop.requested}): saved {path} ({self.progress_text()}); "
+                             "--resume it (or train.auto_resume=true) to continue exactly where it stopped")
+
+    def _after_hard_stop(self, exc: BaseException) -> None:
+        """An immediate interrupt. Inside the training steps a step may be half done: nothing is
+        saved. Elsewhere (validation, saving) the state is whole and is saved without collective
+        calls. Never raises (the interrupt goes on)."""
+        if not self.is_main or self._stop_saved:
+            return
+        if self.stop.graceful:
+            self.logger.info(f"stopped at once during a training step: nothing saved; "
+                             f"{self._kept() if self._last_good else 'no checkpoint was written yet'}")
+            return
+        try:
+            with signals_ignored():
+                path = os.path.join(self.ckpt_dir, "last.pth")
+                state = interrupt_state(self)  # no collective calls
+                if not self.weights_finite():
+                    return
+                atomic_torch_save(state, path, "checkpoint last.pth (interrupted)")
+            self.logger.info(f"interrupted: saved {path} ({self.progress_text()}"
+                             f"{', its validation and saves still to do' if self.end_pending else ''}); "
+                             "continue with --resume or train.auto_resume=true")
+        except Exception as err:  # a failing save must not hide the interrupt
+            self.logger.error(f"interrupted, and saving last.pth failed ({err}); "
+                              f"{self._kept() if self._last_good else 'no checkpoint was written yet'}")
+
     def close(self) -> None:
-        self.logger.close()
+        """Close the logs and release the run folder's lock (safe to call twice)."""
+        if self.logger is not None:
+            self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 __all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything",

@@ -1,0 +1,134 @@
+"""One run folder, one writer: the lock, what a new run may do with a folder that holds a run,
+and the clean-up of temporary files that killed writers left behind.
+
+- :class:`RunLock`: an exclusive POSIX record lock (``lockf``) on ``<output_dir>/.lock``, held
+  while a training run writes the folder; a second writer is refused with one line naming the
+  holder (pid, host, start time). The operating system drops the lock when its process dies
+  (``kill -9`` included; unlike ``flock``, DataLoader workers forked from it do not inherit it,
+  so an orphaned worker cannot keep it), so a stale lock is simply taken over, with a line naming
+  the dead holder.
+- :func:`resume_point`: a folder that already holds a run (a checkpoint or
+  ``train_summary.json``) is resumed when asked (``--resume``, ``train.auto_resume``), and
+  otherwise refused with one line naming both ways out; a run's results are never replaced.
+- :func:`remove_leftovers`: ``*.tmp`` files of interrupted atomic writes.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import time
+from typing import List, Optional
+
+from ..config import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no lock (said once in the log)
+    fcntl = None
+
+LOCK_FILE = ".lock"
+_HELD = set()  # folders locked by this process (POSIX locks do not exclude their own process)
+
+
+class RunLock:
+    """``with RunLock(folder) as lock:`` holds the folder's lock; ``lock.notice`` is a line to log
+    (a stale lock taken over, or no locking on this system), or ``None``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_FILE)
+        self.fh = None
+        self.notice: Optional[str] = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None:
+            self.notice = "this system has no fcntl: the run folder is not locked against a second writer"
+            return self
+        key = os.path.realpath(self.folder)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            if key in _HELD:
+                raise OSError("held by this process")
+            fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError(f"output_dir {self.folder} is in use by {holder}: one run writes a folder at a time; "
+                              f"wait for it to end, or choose another output_dir (--set output_dir=...)") from None
+        fh.seek(0)
+        previous = fh.read().strip()
+        if previous:  # its holder ended without releasing it: killed, or its machine went down
+            self.notice = f"took over the run folder's lock from {previous}, which is no longer running"
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        fh.flush()
+        self.fh, self.key = fh, key
+        _HELD.add(key)
+        return self
+
+    def release(self) -> None:
+        """Clear and unlock (the file stays: removing it would race with a waiting writer)."""
+        if self.fh is None:
+            return
+        try:
+            self.fh.seek(0)
+            self.fh.truncate()
+            self.fh.flush()
+            fcntl.lockf(self.fh.fileno(), fcntl.LOCK_UN)
+        except OSError:
+            pass
+        self.fh.close()
+        self.fh = None
+        _HELD.discard(self.key)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def run_files(output_dir: str) -> List[str]:
+    """The files that make ``output_dir`` hold a run: its checkpoints and its summary."""
+    found = sorted(glob.glob(os.path.join(output_dir, "checkpoints", "*.pth")))
+    summary = os.path.join(output_dir, "train_summary.json")
+    return found + ([summary] if os.path.isfile(summary) else [])
+
+
+def resume_point(output_dir: str, resume: Optional[str], auto_resume: bool) -> Optional[str]:
+    """The checkpoint a run into ``output_dir`` starts from: ``resume`` when given; with
+    ``auto_resume``, ``checkpoints/last.pth`` when present. A folder that holds a run and no
+    resume asked for: :class:`ConfigError` naming ``--resume``, ``train.auto_resume`` and a new
+    ``output_dir``."""
+    if resume:
+        return resume
+    last = os.path.join(output_dir, "checkpoints", "last.pth")
+    if auto_resume and os.path.isfile(last):
+        return last
+    held = run_files(output_dir)
+    if held:
+        names = ", ".join(os.path.relpath(p, output_dir) for p in held[:3]) + (", ..." if len(held) > 3 else "")
+        how = (f"continue it with --resume {last} (or --set train.auto_resume=true)" if os.path.isfile(last)
+               else "start from its weights with --set train.pretrained=<one of them>")
+        raise ConfigError(f"output_dir {output_dir} already holds a run ({names}); {how}, or start a new run in "
+                          f"another folder with --set output_dir=<new folder>: a run never replaces another's results")
+    return None
+
+
+def remove_leftovers(output_dir: str) -> List[str]:
+    """Delete the ``*.tmp`` files of interrupted writes in ``output_dir`` and its ``checkpoints/``;
+    return their names (call it only while holding the folder's lock)."""
+    removed = []
+    for path in glob.glob(os.path.join(output_dir, "*.tmp")) + glob.glob(os.path.join(output_dir, "checkpoints", "*.tmp")):
+        try:
+            os.remove(path)
+            removed.append(os.path.relpath(path, output_dir))
+        except OSError:
+            pass
+    return removed
+
+
+__all__ = ["LOCK_FILE", "RunLock", "remove_leftovers", "resume_point", "run_files"]
