@@ -383,3 +383,44 @@ def test_resume_refuses_an_optimizer_state_of_another_parameter_order(tmp_path):
     torch.save(ckpt, last)
     with pytest.raises(CheckpointError, match="another parameter order"):
         tiny_trainer(make_cfg(tmp_path, epochs=2, save_per_epoch=0), resume=str(last), n=2, size=16)
+
+
+@pytest.mark.cuda_path
+def test_a_training_step_reads_the_device_once(tmp_path, monkeypatch):
+    """Host synchronisations idle a GPU: a step reads one flag (finite loss and gradient), and the
+    logged values are read only on the steps that log them. Counted: tensor reads inside
+    ``train_step`` apart from the optimizer's own (its CPU ``step`` counters) and data loading."""
+    cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, log_every=1000, deterministic=False)
+    cfg["data"]["train"]["batch_size"] = 1
+    tr = tiny_trainer(cfg, n=6, size=16)
+    reads, inside = [], [False]
+    real_step, real_opt_step = tr.train_step, tr.optimizer.step
+
+    def step(batch):
+        inside[0] = True
+        try:
+            return real_step(batch)
+        finally:
+            inside[0] = False
+
+    def opt_step(*a, **k):
+        inside[0] = False
+        try:
+            return real_opt_step(*a, **k)
+        finally:
+            inside[0] = True
+
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, _name=name, **k):
+            if inside[0]:
+                reads.append(_name)
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    tr.train_step, tr.optimizer.step = step, opt_step
+    tr.fit()
+    monkeypatch.undo()
+    tr.close()
+    assert tr.step == 6
+    assert len(reads) == 6, reads

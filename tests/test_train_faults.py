@@ -34,7 +34,7 @@ def losses_of(trainer):
 
     def step(batch):
         values = real(batch)
-        seen.append(None if values is None else values["total"])
+        seen.append(None if values is None else float(values["total"]))
         return values
 
     trainer.train_step = step

@@ -97,3 +97,27 @@ def test_validation_panels_skip_a_left_out_pair_and_a_crop_too_small_for_the_mod
     picky.train()
     assert validation_panels(picky, sample, 2, torch.device("cpu")) is None
     assert picky.training  # mode restored after the refusal
+
+
+@pytest.mark.cuda_path
+@pytest.mark.parametrize("fused_before,fused_after", [(False, True), (True, False)])
+def test_a_resume_across_fused_and_plain_adamw_puts_step_where_the_kernel_reads_it(fused_before, fused_after):
+    """Meta tensors stand in for CUDA ones: fused AdamW reads ``step`` on the parameter's device (a
+    CPU ``step`` there is an illegal memory access on a GPU); the plain one keeps it on the CPU
+    (else two host syncs per parameter and step)."""
+    import io
+    from cans.engine.train_state import load_optimizer_state
+    p = torch.nn.Parameter(torch.randn(3, device="meta"))
+    before = torch.optim.AdamW([p], lr=1e-3, fused=True) if fused_before else torch.optim.AdamW([p], lr=1e-3)
+    before.state[p].update(step=torch.tensor(5.0, device="meta" if fused_before else "cpu"),
+                           exp_avg=torch.zeros(3, device="meta"), exp_avg_sq=torch.zeros(3, device="meta"))
+    saved = before.state_dict()
+    saved["state"][0]["step"] = torch.tensor(5.0)  # resumes read with map_location="cpu"
+    q = torch.nn.Parameter(torch.empty(3, device="meta"))
+    after = torch.optim.AdamW([q], lr=1e-3, betas=(0.8, 0.9), fused=True) if fused_after else \
+        torch.optim.AdamW([q], lr=1e-3, betas=(0.8, 0.9))
+    load_optimizer_state(after, saved, "last.pth")
+    state = after.state[q]
+    assert bool(after.param_groups[0].get("fused")) == fused_after and after.param_groups[0]["betas"] == (0.8, 0.9)
+    assert state["exp_avg"].device.type == "meta"
+    assert state["step"].device.type == ("meta" if fused_after else "cpu")

@@ -82,24 +82,34 @@ def capture_train_state(trainer, gather_rng: bool = True) -> Dict[str, Any]:
         "nonfinite": trainer.nonfinite_total,
         "history": trainer.history,
         "batches_done": trainer.batches_done,
-        "epoch_sums": trainer.epoch_sums,
+        "epoch_sums": {"sums": {k: float(v) for k, v in (trainer.epoch_sums.get("sums") or {}).items()},
+                       "count": int(trainer.epoch_sums.get("count") or 0)} if trainer.epoch_sums else {},
         "end_pending": trainer.end_pending,
     }
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], path: str) -> None:
     """Load the optimizer state ``saved`` (read from ``path``) into ``optimizer``, keeping
-    ``optimizer``'s own hyper-parameters (betas, eps, weight decay...): only the moments and
-    ``lr`` / ``initial_lr`` come from the checkpoint. Raises CheckpointError naming ``path`` when
-    the state does not fit."""
-    fresh = [{k: v for k, v in g.items() if k not in _SAVED_GROUP_KEYS} for g in optimizer.param_groups]
+    ``optimizer``'s own settings (betas, eps, weight decay, fused / foreach...): only the moments
+    and ``lr`` / ``initial_lr`` come from the checkpoint. Raises CheckpointError naming ``path``
+    when the state does not fit.
+
+    The settings go into the saved groups *before* loading, because ``load_state_dict`` places
+    each parameter's ``step`` by the group's ``fused`` / ``capturable`` flags: a checkpoint written
+    without fused AdamW (the CPU, ``train.fast=false``) resumed with it must get ``step`` on the
+    parameter's device, where the fused CUDA kernel reads it (left on the CPU it would be an
+    illegal memory access); the reverse must get it back on the CPU (else host syncs every step).
+    """
+    groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
+    if isinstance(groups, list) and len(groups) == len(optimizer.param_groups):
+        mine = [{k: v for k, v in g.items() if k not in _SAVED_GROUP_KEYS} for g in optimizer.param_groups]
+        saved = dict(saved, param_groups=[dict(g, **m) if isinstance(g, Mapping) else g
+                                          for g, m in zip(groups, mine)])
     try:
         optimizer.load_state_dict(saved)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: the optimizer state does not fit this model/optimizer: "
                               f"{error_text(exc)}") from None
-    for group, hyper in zip(optimizer.param_groups, fresh):
-        group.update(hyper)
 
 
 def restore_train_state(trainer, ckpt: Mapping[str, Any], path: str) -> None:

@@ -332,28 +332,39 @@ class Trainer:
                 f"stopping. The last checkpoint in {self.ckpt_dir} was left as it was. Lower train.base_lr, "
                 "keep train.clip_grad on or switch train.amp off.")
 
-    def train_step(self, batch: Mapping[str, Any]) -> Optional[Dict[str, float]]:
-        """One optimiser step on ``batch``; returns the logged values, or None when skipped."""
+    def _agree(self, ok: torch.Tensor) -> bool:
+        """``ok`` (a 0-dim bool tensor on the device) on every rank, read with one host sync; under
+        DDP one all-reduce carries it and the stop request too (``self.stop_agreed``), so the ranks
+        skip and stop together (a signal reaches them at different steps)."""
+        flag = ok.float().reshape(1)
+        if self.world_size > 1:
+            go_on = torch.ones_like(flag) if self.stop.requested is None else torch.zeros_like(flag)
+            flags = torch.cat([flag, go_on])
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+            ok_now, go = flags.tolist()
+            self.stop_agreed = go < 1
+            return ok_now >= 1
+        self.stop_agreed = self.stop.requested is not None
+        return bool(flag.item() >= 1)
+
+    def train_step(self, batch: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """One optimiser step on ``batch``; returns the logged values (0-dim tensors on the device
+        and floats, read by the caller only when it logs), or None when skipped.
+
+        One host synchronisation per step, after the backward: the loss terms and the gradient
+        norm are checked together on the device (the adaptive prior, which reads the terms before
+        the backward, adds one before it)."""
         x = self._to_device(batch["noisy_raw"])
         targets = {k: self._to_device(batch[k]) for k in ("clean_raw", "clean_rgb")}
         with self._autocast():
             outputs = self.train_model(x)
         terms = self.criterion(outputs, targets)
-        finite = torch.stack([t.detach() for t in terms.values()]).isfinite().all().float().reshape(1)
-        if self.world_size > 1:
-            # every rank must skip together, or the all-reduce hangs; and stop together (a signal
-            # reaches the ranks at different steps): one all-reduce of both flags
-            go_on = torch.ones_like(finite) if self.stop.requested is None else torch.zeros_like(finite)
-            flags = torch.cat([finite, go_on])
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
-            finite, self.stop_agreed = flags[:1], bool(flags[1].item() < 1)
-        else:
-            self.stop_agreed = self.stop.requested is not None
-        if finite.item() < 1:
-            self._nonfinite("non-finite loss " + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items()))
-            return None
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-        self.prior.maybe_update(self.step, terms, self.train_model, scale=scale)
+        detached = [t.detach() for t in terms.values()]
+        if self.prior.adaptive:
+            if not self._agree(torch.stack(detached).isfinite().all()):
+                return self._skip(terms, None)
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            self.prior.maybe_update(self.step, terms, self.train_model, scale=scale)
         weights = self.prior.weights()
         total = self.criterion.weighted_sum(terms, weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -361,19 +372,27 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.tcfg.get("clip_grad")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float(clip) if clip else float("inf"))
-        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
-            self._nonfinite(f"non-finite gradient norm {grad_norm.item()}")
-            return None
-        self.scaler.step(self.optimizer)  # the fp16 scaler skips inf/nan gradients itself
+        # the fp16 scaler skips inf/nan gradients itself: only the loss is checked then
+        checked = detached + ([] if self.scaler.is_enabled() else [grad_norm.detach().reshape(())])
+        if not self._agree(torch.stack(checked).isfinite().all()):
+            return self._skip(terms, grad_norm)
+        self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         self.nonfinite_streak = 0
-        values = {k: v.item() for k, v in terms.items()}
-        values.update({"total": total.item(), "grad_norm": grad_norm.item(),
+        values: Dict[str, Any] = {k: v.detach() for k, v in terms.items()}
+        values.update({"total": total.detach(), "grad_norm": grad_norm.detach(),
                        "w_raw": weights["raw"], "w_rgb": weights["rgb"]})
         if self.prior.adaptive:
             values["gamma"] = self.prior.gamma
         return values
+
+    def _skip(self, terms: Mapping[str, torch.Tensor], grad_norm: Optional[torch.Tensor]) -> None:
+        """A non-finite step: say which numbers (read now, on this rare path) and skip it."""
+        bad = [f"{k}={v.item():.4g}" for k, v in terms.items() if not math.isfinite(v.item())]
+        what = "non-finite loss " + ", ".join(bad) if bad else f"non-finite gradient norm {grad_norm.item()}"
+        self._nonfinite(what)
+        return None
 
     def train_epoch(self, epoch: int) -> Optional[Dict[str, float]]:
         """One pass over the training loader from batch ``self.batches_done`` on; returns the mean of
@@ -407,22 +426,23 @@ class Trainer:
                 values["lr"] = lr
                 if self.device.type == "cuda":
                     values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                for k, v in values.items():  # tensors stay on the device: no sync here
+                    sums[k] = sums.get(k, 0.0) + (v.double() if isinstance(v, torch.Tensor) else v)
                 self.epoch_sums["count"] += 1
-                bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
-                if self.step % tb_every == 0:
+                if self.step % tb_every == 0 or self.step % log_every == 0:  # read the values now
+                    values = {k: float(v) for k, v in values.items()}
+                    bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
                     self.logger.scalars(values, self.step, prefix="train")
-                if self.step % log_every == 0:
-                    self.logger.info(f"epoch {epoch + 1} step {self.step} " +
-                                     " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+                    if self.step % log_every == 0:
+                        self.logger.info(f"epoch {epoch + 1} step {self.step} " +
+                                         " ".join(f"{k} {v:.4g}" for k, v in values.items()))
             if self.stop_agreed:
                 bar.close()
                 return None
             t_data = time.perf_counter()
         bar.close()
         count = self.epoch_sums["count"]
-        means = {k: v / max(count, 1) for k, v in sums.items()}
+        means = {k: float(v) / max(count, 1) for k, v in sums.items()}
         means["lr"] = lr
         self.batches_done, self.epoch_sums = 0, {}
         return means
