@@ -61,6 +61,51 @@ class InferenceError(ValueError):
     """A file that cannot be enhanced; the message names it."""
 
 
+class DeviceFailure(RuntimeError):
+    """A CUDA error while enhancing a file: the device is unusable for the rest of the process
+    (CUDA errors are sticky), so the run stops there; the message names the file."""
+
+
+# where an exception raised inside the compiler (or the code it generated) comes from
+_COMPILER_FILES = ("/torch/_dynamo/", "/torch/_inductor/", "/torch/_functorch/", "/triton/", "torchinductor_")
+
+
+def compiler_failure(exc: BaseException) -> bool:
+    """True for a failure of ``torch.compile``: a dynamo / inductor error (``TorchDynamoException``,
+    which ``InductorError`` is) or a RuntimeError raised inside the compiler or the code it
+    generated (the innermost frame of its traceback is there)."""
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+    except Exception:  # pragma: no cover - a torch without dynamo compiled nothing
+        return False
+    if isinstance(exc, TorchDynamoException):
+        return True
+    if not isinstance(exc, RuntimeError) or isinstance(exc, torch.OutOfMemoryError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
+    return any(part in where for part in _COMPILER_FILES)
+
+
+def cuda_failure(exc: BaseException) -> bool:
+    """True for a CUDA error (``torch.AcceleratorError``; before PyTorch 2.8 a RuntimeError whose
+    message starts with "CUDA error"), not for running out of memory, which the tiles handle."""
+    if isinstance(exc, torch.OutOfMemoryError) or not isinstance(exc, RuntimeError):
+        return False
+    accelerator = getattr(torch, "AcceleratorError", None)
+    if accelerator is not None and isinstance(exc, accelerator):
+        return True
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return first.startswith(("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS"))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 @dataclass
 class Mosaic:
     """A RAW file ready for the model.
@@ -280,6 +325,10 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                   two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
     With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
+    A failure of ``torch.compile`` (:func:`compiler_failure`) or a CUDA error (:func:`cuda_failure`)
+    would fail every file the same way (and recompile for each), so the first one stops the run:
+    the compiler's error is raised as a ``TorchDynamoException`` (``cans.cli.run_cli`` turns it
+    into one line naming ``--set test.fast=false``), a CUDA error as :class:`DeviceFailure`.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
     "tiles": {input: tile used or None}}``.
@@ -310,10 +359,25 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
             done.append((path, out, result["ratio"]))
         except (InferenceError, DataError, ValueError, OSError, RuntimeError) as exc:
+            if compiler_failure(exc) or cuda_failure(exc):
+                bar.close()
+                _stop_run(exc, path, len(done), len(files))
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             failed.append((path, message))
             tqdm.write(f"FAILED {message}")
     return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles}
+
+
+def _stop_run(exc: BaseException, path: str, done: int, total: int) -> None:
+    """Raise the error that stops a run at ``path`` (see :func:`run_inference`)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    if compiler_failure(exc):
+        if isinstance(exc, TorchDynamoException):
+            raise exc
+        raise TorchDynamoException(f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    raise DeviceFailure(f"{path}: {type(exc).__name__}: {_first_line(exc)} (stopped there: {done} of {total} "
+                        f"file(s) enhanced before it, the rest not tried)") from exc
 
 
 def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
@@ -350,11 +414,17 @@ def cli_main(args) -> int:
     amp = args.amp or cfg["test"].get("amp", "off")
     tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
     check_tiling(model, tile, overlap)
-    result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
-                           target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
-                           min_clip=opts.get("min_clip"), progress=not args.no_progress,
-                           tile=tile, overlap=overlap,
-                           two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
+    try:
+            result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
+                               target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
+                               min_clip=opts.get("min_clip"), progress=not args.no_progress,
+                               tile=tile, overlap=overlap,
+                               two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
+    except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
+        print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
+              f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
+              file=sys.stderr)
+        return 1
     for src, out, ratio in result["done"]:
         tile = result["tiles"].get(src)
         print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
@@ -370,6 +440,6 @@ def cli_main(args) -> int:
     return 0
 
 
-__all__ = ["Mosaic", "InferenceError", "read_mosaic", "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
+__all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic", "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "find_inputs", "enhance", "check_tiling", "run_inference", "RAW_EXTENSIONS",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main"]

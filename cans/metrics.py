@@ -26,7 +26,9 @@ E[x^2] - E[x]^2 variances lose about 1e-3 of SSIM on 0..255 images).
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Sequence, Tuple
 
 import torch
 
@@ -70,15 +72,23 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, dtype=to
     return taps / taps.sum()
 
 
-def _filter_valid(stack: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filtering without padding: (B, K, H, W) -> (B, K, H-10, W-10).
+@functools.lru_cache(maxsize=None)
+def window_taps(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tuple[float, ...]:
+    """:func:`gaussian_window`'s taps as Python floats (float64 values), computed on the CPU once
+    per (size, sigma). The filter multiplies by these numbers: taps read back from a window
+    built on the GPU cost a host synchronisation each (11 per channel, about 77 per image)."""
+    return tuple(gaussian_window(size, sigma).tolist())
+
+
+def _filter_valid(stack: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian filtering without padding: (B, K, H, W) -> (B, K, H-10, W-10) with the
+    taps ``weights`` (Python floats, :func:`window_taps`).
 
     Written as shifted multiply-adds (11 per direction): exact like a convolution, and in
     float64 on the CPU about ten times faster than ``conv2d`` (a full-resolution SID image
     takes seconds, not a minute).
     """
-    n = taps.numel()
-    weights = [float(t) for t in taps]
+    n = len(weights)
     h, w = stack.shape[-2:]
     wo, ho = w - n + 1, h - n + 1
     rows = stack[..., :, 0:wo] * weights[0]
@@ -99,7 +109,7 @@ def ssim(output: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) ->
     b, c, h, w = x.shape
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(f"ssim: images of {h}x{w} are smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} window")
-    taps = gaussian_window(device=x.device)
+    taps = window_taps()
     c1 = (SSIM_K1 * SCALE) ** 2
     c2 = (SSIM_K2 * SCALE) ** 2
     # One channel at a time keeps the float64 working set at 5 maps of one channel.
@@ -130,4 +140,4 @@ def finite_mean(values) -> float:
     return sum(values) / len(values)
 
 
-__all__ = ["psnr", "ssim", "psnr_ssim", "gaussian_window", "finite_mean"]
+__all__ = ["psnr", "ssim", "psnr_ssim", "gaussian_window", "window_taps", "finite_mean"]

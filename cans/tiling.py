@@ -344,7 +344,13 @@ def tile_for_memory(free_bytes: float, bytes_per_pixel: float, frame_hw: Sequenc
 
 @torch.no_grad()
 def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "off", size: int = PROBE_SIZE) -> float:
-    """Peak CUDA memory of one forward pass per packed pixel, measured on a ``size`` x ``size`` input."""
+    """Peak CUDA memory of one forward pass per packed pixel, measured on a ``size`` x ``size`` input.
+
+    The probe runs the eager network under any ``torch.compile`` / DDP wrapper: the module the
+    (two-pass, default) tiles run. Through the compiled wrapper it would compile one more graph
+    for its own size (about a minute, and a slot of dynamo's recompilation limit) and measure
+    that graph, which needs less memory than the eager tiles. One-pass tiles run compiled: for
+    them the eager figure errs on the safe side."""
     from .engine.evaluate import autocast_context
 
     net = unwrap_model(model)
@@ -353,7 +359,7 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     with autocast_context(device, amp):
-        model(x)
+        net(x)
     torch.cuda.synchronize(device)
     return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / float(size * size))
 

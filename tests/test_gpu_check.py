@@ -55,7 +55,8 @@ def _rehearse(tmp_path, budget):
     return proc, out, {r[0]: r for r in rows}
 
 
-CHECKS = ["benchmark CANS_Plus", "pytest -m cuda", "demo fast vs eager", "test.py --throughput", "benchmark CANS"]
+CHECKS = ["benchmark CANS_Plus", "pytest -m cuda", "demo fast vs eager", "resume from a CPU checkpoint",
+          "resume from a fast=false checkpoint", "infer.py compiler failure", "test.py --throughput", "benchmark CANS"]
 
 
 def test_rehearsal_runs_every_step_and_reports_it(tmp_path):
@@ -74,9 +75,14 @@ def test_rehearsal_runs_every_step_and_reports_it(tmp_path):
         assert modes[:3] == ["plain", "authors_flags", "fast"] and len(modes) == len(set(modes))
         assert f"plain {report['results'][0]['train_step_ms']:.1f}/" in rows[f"benchmark {model}"][3]
     assert "ms/image mean" in rows["test.py --throughput"][3]
-    assert "|diff|" in rows["demo fast vs eager"][3]
-    for run in ("demo_fast", "demo_eager"):
+    assert "|diff|" in rows["demo fast vs eager"][3] and "3 x eager spread" in rows["demo fast vs eager"][3]
+    for run in ("demo_fast", "demo_eager", "demo_eager2", "ckpt_cpu", "resume_from_cpu", "resume_from_eager"):
         assert json.loads((out / run / "train_summary.json").read_text())["final"]["psnr"] > 0
+    for run, epochs in (("resume_from_cpu", "epochs 1 -> 2"), ("resume_from_eager", "epochs 1 -> 2")):
+        assert "resumed from" in (out / f"{run}.log").read_text() and epochs in (out / f"{run}.result").read_text()
+    # infer.py with the simulated compiler failure: one attempt for three photos, the hint once
+    assert "1 compile attempt(s) for 3 photos, the hint shown 1 time(s)" in rows["infer.py compiler failure"][3]
+    assert "compile attempts: 1; exit status 1" in (out / "infer_compile_failure.log").read_text()
     assert "skipped" in rows["pytest -m cuda"][3]  # no GPU: the CUDA tests skip
 
 
@@ -86,4 +92,6 @@ def test_rehearsal_with_no_time_left_skips_and_fails_plainly(tmp_path):
     assert rows["benchmark CANS_Plus"][1] == "SKIP" and "budget" in rows["benchmark CANS_Plus"][3]
     assert rows["pytest -m cuda"][1] == "FAIL" and "time limit" in rows["pytest -m cuda"][3]
     assert rows["demo fast vs eager"][1] == "SKIP" and "synthetic SID failed" in rows["demo fast vs eager"][3]
+    for check in ("resume from a CPU checkpoint", "resume from a fast=false checkpoint", "infer.py compiler failure"):
+        assert rows[check][1] == "SKIP" and "synthetic SID failed" in rows[check][3]
     assert rows["test.py --throughput"][1] == "SKIP" and rows["benchmark CANS"][1] == "SKIP"

@@ -8,9 +8,13 @@ CPU run is exactly what it was without it. On CUDA with ``fast: true``:
 * ``torch.backends.cudnn.benchmark`` (not with ``train.deterministic``);
 * ``torch.compile(model, dynamic=False)`` (when Triton is installed: inductor needs it on CUDA;
   without it the plan stays eager and its description says why): static shapes, so the padding arithmetic of the
-  model's forward is plain Python integers (no symbolic shapes, no graph breaks). A new input
-  size compiles once more: training compiles once for its crops and once for the full-frame
-  validation images; a test set of one image size compiles once;
+  model's forward is plain Python integers (no symbolic shapes, no graph breaks). Training
+  compiles once for its crops. Evaluation (validation, test.py, infer.py) compiles through
+  :func:`compile_eval_model`: static shapes for the first frame size (a test set of one image
+  size compiles once, as fast as it gets), then dynamic shapes, so a data set of many frame
+  sizes compiles a few times in all rather than once per size, and never reaches dynamo's
+  recompilation limit (8 graphs per function by default), after which it would run the
+  remaining sizes eagerly;
 * fused AdamW (training);
 * optionally (``train.triton_dwconv`` / ``test.triton_dwconv``, default ``false``) the RDE's
   depthwise 7x7 reflect convolution as the Triton kernel of :mod:`cans.kernels.dwconv7`.
@@ -118,17 +122,59 @@ def compile_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = Non
     return torch.compile(model, **kwargs)
 
 
+class EvalEntry(nn.Module):
+    """``model`` behind a forward of its own, the entry point of a compiled evaluation model.
+
+    Dynamo keeps its compiled graphs, and counts them against its recompilation limit, per
+    function: compiled directly, validation's frame sizes would share ``model.forward``'s graphs
+    with the training crops (and a test run's with every other caller). ``module`` is the model,
+    so code that unwraps ``.module`` (DDP style) reaches it."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.module = model
+
+    def forward(self, x: torch.Tensor):
+        return self.module(x)
+
+
+#: how :func:`compile_eval_model` compiles, for the logs
+EVAL_SHAPES = ("static shapes for the first frame size, then dynamic shapes (one more compile covers "
+               "the other sizes)")
+
+
+def compile_eval_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = None,
+                       log=None) -> nn.Module:
+    """``torch.compile`` of an evaluation model (validation, test.py, infer.py), inference only.
+
+    Static shapes for the first frame size, then dynamic ones: PyTorch's automatic dynamic
+    shapes (``dynamic=None``) recompile a frame size that differs from the one seen with
+    symbolic sizes, which the next sizes reuse. A data set of many frame sizes (own-camera
+    photos) thus compiles about three times, instead of once per size until dynamo's
+    recompilation limit (8), after which it silently ran the rest eagerly. The graphs are
+    kept apart from training's by :class:`EvalEntry`. ``log``: says how it compiles."""
+    kwargs: Dict[str, Any] = {"dynamic": None}
+    if plan.compile_mode:
+        kwargs["mode"] = plan.compile_mode
+    if backend is not None:
+        kwargs["backend"] = backend
+    if log is not None:
+        log(f"evaluation compiles with {EVAL_SHAPES}")
+    return torch.compile(EvalEntry(model), **kwargs)
+
+
 def apply_fast_path(model: nn.Module, plan: FastPlan, *, backend: Optional[str] = None,
-                    swap_kernels: bool = True) -> Tuple[nn.Module, FastPlan]:
+                    swap_kernels: bool = True, evaluation: bool = False) -> Tuple[nn.Module, FastPlan]:
     """Apply ``plan`` to ``model`` (already on its device): flags, kernel swap (in place, same
-    parameters), compile. Returns ``(model to run, plan)``; the returned model is ``model``
+    parameters), compile (:func:`compile_eval_model` with ``evaluation``, else
+    :func:`compile_model`). Returns ``(model to run, plan)``; the returned model is ``model``
     itself when nothing compiles. Checkpoints should keep saving the bare ``model``."""
     set_backend_flags(plan)
     if plan.triton_dwconv and swap_kernels:
         from ..kernels import swap_rde_dwconv
         swap_rde_dwconv(getattr(model, "module", model))
     if plan.compile:
-        return compile_model(model, plan, backend), plan
+        return (compile_eval_model(model, plan, backend) if evaluation else compile_model(model, plan, backend)), plan
     return model, plan
 
 
@@ -136,10 +182,10 @@ def fast_model_for_test(cfg: Mapping[str, Any], model: nn.Module, device, log=pr
     """``test.fast`` applied to an evaluation model (test.py, infer.py); says what it enabled."""
     plan = plan_from_config(cfg, device, "test")
     if plan.active:
-        when = "each new image size compiles once, about a minute; " if plan.compile else ""
+        when = f"compiled with {EVAL_SHAPES}, about a minute each; " if plan.compile else ""
         log(f"speed: {plan.describe()} (test.fast; {when}--set test.fast=false for float32 eager)")
-    return apply_fast_path(model, plan)
+    return apply_fast_path(model, plan, evaluation=True)
 
 
-__all__ = ["FastPlan", "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags", "compile_model",
-           "apply_fast_path"]
+__all__ = ["FastPlan", "EvalEntry", "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags",
+           "compile_model", "compile_eval_model", "apply_fast_path"]

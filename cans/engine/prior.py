@@ -19,6 +19,15 @@ weight of that term is chosen by ``loss.prior.weighting``:
 
 Under DistributedDataParallel the two gradients are averaged over the ranks before gamma
 is computed, so that every rank applies the same weights.
+
+Under ``torch.compile`` the two gradients differentiate the step's graph with
+``retain_graph=True`` before the step's own backward. AOTAutograd compiles the backward at its
+first call, and when that call is a plain backward (a resumed run whose first step is not a
+multiple of ``every``) it may donate the saved activations to the backward's outputs; the next
+``retain_graph=True`` call then fails ("compiled with non-empty donated buffers"; reproduced with
+``aot_eager`` and with inductor on the CPU). So the adaptive mode turns buffer donation off
+(``torch._functorch.config.donated_buffer``) when it is built, before anything compiles: a fresh
+run's first compiled backward (a retained one) never donates either, so nothing is lost.
 """
 from __future__ import annotations
 
@@ -70,6 +79,17 @@ def shared_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for p in source.parameters() if p.requires_grad]
 
 
+def allow_retained_backward() -> None:
+    """Let a compiled model's graph be differentiated with ``retain_graph=True`` whatever its first
+    backward was: no donated buffers in backwards compiled from now on (module docstring)."""
+    try:
+        import torch._functorch.config as functorch_config
+    except Exception:  # pragma: no cover - a torch without AOTAutograd compiles nothing
+        return
+    if hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
+
+
 def _flat_grad(loss: torch.Tensor, params: List[nn.Parameter]) -> torch.Tensor:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float()
@@ -95,6 +115,8 @@ class AdaptivePrior:
         self.every = int(every)
         self.base = {"raw": float(raw_weight), "rgb": float(rgb_weight)}
         self.gamma = 0.5
+        if self.adaptive:
+            allow_retained_backward()
 
     @property
     def adaptive(self) -> bool:
@@ -137,4 +159,4 @@ def build_prior(cfg: Mapping) -> AdaptivePrior:
                          (loss.get("raw") or {}).get("weight", 1.0), (loss.get("rgb") or {}).get("weight", 1.0))
 
 
-__all__ = ["AdaptivePrior", "build_prior", "mgda_gamma", "shared_parameters", "unwrap_model"]
+__all__ = ["AdaptivePrior", "allow_retained_backward", "build_prior", "mgda_gamma", "shared_parameters", "unwrap_model"]

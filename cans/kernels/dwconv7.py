@@ -34,6 +34,7 @@ calls ``cans::dwconv7_reflect_grad_input`` and ``cans::dwconv7_reflect_grad_para
 # No ``from __future__ import annotations`` here: the interpreter of Triton 3.0 and 3.1 (PyTorch
 # 2.4, 2.5) knows a ``tl.constexpr`` parameter by its annotation object; as the string that import
 # makes of it, the tile sizes become runtime values and ``tl.arange`` refuses them.
+import contextlib
 import os
 from typing import Optional
 
@@ -217,13 +218,21 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
         raise ValueError(f"dwconv7: reflect padding 3 needs H and W >= 4, got {tuple(x.shape[-2:])}")
 
 
+def _on_device_of(t: torch.Tensor):
+    """Make ``t``'s CUDA device the current one for a launch: Triton launches on the current
+    device, not the tensors' (``--device cuda:1`` would run GPU 1's pointers on GPU 0). Nothing
+    to do for a CPU tensor (the interpreter)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _forward(x, weight, bias, block):
     n, c, h, w = x.shape
     bh, bw, warps = launch_config(h, w, block)
     y = torch.empty_like(x, memory_format=torch.contiguous_format)
     grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    _fwd_kernel[grid](x, weight, bias if bias is not None else weight, y, c, h, w,
-                      HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=warps)
+    with _on_device_of(x):
+        _fwd_kernel[grid](x, weight, bias if bias is not None else weight, y, c, h, w,
+                          HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=warps)
     return y
 
 
@@ -232,7 +241,8 @@ def _grad_input(dy, weight, block):
     bh, bw, warps = launch_config(h, w, block)
     dx = torch.empty_like(dy, memory_format=torch.contiguous_format)
     grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
-    _grad_input_kernel[grid](dy, weight, dx, c, h, w, BH=bh, BW=bw, num_warps=warps)
+    with _on_device_of(dy):
+        _grad_input_kernel[grid](dy, weight, dx, c, h, w, BH=bh, BW=bw, num_warps=warps)
     return dx
 
 
@@ -241,7 +251,8 @@ def _grad_weight(x, dy, block):
     bh, bw, warps = launch_config(h, w, block)
     th, tw = triton.cdiv(h, bh), triton.cdiv(w, bw)
     part = torch.empty((n * c, th * tw, 50), device=x.device, dtype=torch.float32)
-    _grad_weight_kernel[(n * c, th, tw)](x, dy, part, c, h, w, tw, BH=bh, BW=bw, num_warps=warps)
+    with _on_device_of(x):
+        _grad_weight_kernel[(n * c, th, tw)](x, dy, part, c, h, w, tw, BH=bh, BW=bw, num_warps=warps)
     total = part.view(n, c, th * tw, 50).sum(dim=(0, 2))
     return total[:, :49].reshape(c, 1, K, K), total[:, 49]
 
