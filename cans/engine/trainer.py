@@ -176,8 +176,9 @@ class Trainer:
         if self.fast.compile:
             train_model = fastpath.compile_model(train_model, self.fast)
         self.train_model = train_model
-        self.eval_model = (fastpath.compile_model(model, self.fast) if self.fast.compile and device.type == "cuda"
-                           else model)  # validation: compiled once for the full frames (CUDA)
+        # validation (CUDA): its own compiled graphs, dynamic shapes after the first frame size
+        self.eval_model = (fastpath.compile_eval_model(model, self.fast, log=self.logger.info)
+                           if self.fast.compile and device.type == "cuda" else model)
 
         # data
         if train_set is None:
