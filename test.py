@@ -6,7 +6,7 @@
     python test.py -c configs/demo_fuji.yaml --checkpoint runs/CANS_Plus_demo_fuji/checkpoints/best.pth
     python test.py -c configs/CANS_Plus/Sony.yaml --throughput
 
-Writes <output_dir>/test/{metrics.json, metrics.csv, tables.md, images/}; see cans/engine/tester.py.
+Writes <output_dir>/test/{metrics.json, metrics.csv, tables.md, images/}; see cans/evaluate/tester.py.
 """
 import argparse
 import os
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from cans.cli import run_cli
     from cans.config import load_config
-    from cans.engine.tester import run_test, run_throughput
+    from cans.evaluate.tester import run_test, run_throughput
 
     def run() -> int:
         cfg = load_config(args.config, list(args.set) + (["data.test.only_00=false"] if args.all_frames else []))

@@ -7,7 +7,7 @@
     torchrun --nproc_per_node 4 train.py -c configs/CANS_Plus/Sony.yaml      # several GPUs (DDP)
 
 The run folder (output_dir, default runs/<name>) gets config.yaml, train.log, tensorboard/,
-checkpoints/{last,best,epoch_XXXX}.pth and train_summary.json; see cans/engine/trainer.py.
+checkpoints/{last,best,epoch_XXXX}.pth and train_summary.json; see cans/train/trainer.py.
 """
 import argparse
 import os
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from cans.cli import run_cli
     from cans.config import load_config
-    from cans.engine.run import train_main
+    from cans.train.main import train_main
 
     return run_cli(lambda: train_main(load_config(args.config, args.set), resume=args.resume,
                                       progress=not args.no_progress))

@@ -4,14 +4,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from .config import ConfigError
-from .data import DataError
-from .engine.checkpoint import CheckpointError, trusted_checkpoints
-from .engine.tester import TestSetupError
-from .inference import InferenceError
-
-# Errors caused by the user's input (config, data, files): print the message, no traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError, TestSetupError, InferenceError, FileNotFoundError)
+from .engine.checkpoint import trusted_checkpoints
+from .errors import USER_ERRORS
 
 
 def user_message(exc: BaseException) -> str:

@@ -24,8 +24,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import yaml
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file and dotted key."""
+from .errors import ConfigError
+from .registry import DATASETS, MODELS, Registry
 
 
 _MISSING = object()
@@ -42,15 +42,21 @@ class Field:
 
     def __init__(self, kind: str, default: Any = _MISSING, choices: Optional[Sequence[Any]] = None,
                  nullable: bool = False, doc: str = "", min: Optional[float] = None, max: Optional[float] = None,
-                 above: Optional[float] = None, below: Optional[float] = None, length: Optional[int] = None):
-        self.kind = kind  # 'int', 'float', 'bool', 'str', 'amp', 'list[int]', 'list[float]', 'list[str]'
+                 above: Optional[float] = None, below: Optional[float] = None, length: Optional[int] = None,
+                 registry: Optional[Registry] = None):
+        self.kind = kind  # 'int', 'float', 'bool', 'str', 'amp', 'mapping', 'list[int]', 'list[float]', 'list[str]'
         self.item_kind = kind[5:-1] if kind.startswith("list[") else None
         self.default = default
-        self.choices = list(choices) if choices is not None else None
+        self._choices = list(choices) if choices is not None else None
+        self.registry = registry  # the choices are the registered classes, or package.module:Class
         self.min, self.max, self.above, self.below = min, max, above, below
         self.length = length
         self.nullable = nullable or default is None
         self.doc = doc
+
+    @property
+    def choices(self) -> Optional[List[Any]]:
+        return self.registry.names() if self.registry is not None else self._choices
 
     def _bounds(self) -> str:
         parts = [f"{op} {v:g}" if isinstance(v, float) else f"{op} {v}"
@@ -63,6 +69,8 @@ class Field:
         bounds = self._bounds()
         if self.choices:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
+            if self.registry is not None:
+                text += " or package.module:Class"
         elif item:
             return f"{self.item_kind} {bounds}".rstrip()
         elif self.item_kind is not None:
@@ -88,6 +96,9 @@ class Field:
                 raise ConfigError(f"{path}: expected {self.describe()}, got {items}: {show(value)}")
             value = [self._check_one(self.item_kind, v, f"{path}[{i}]", self.describe(item=True))
                      for i, v in enumerate(value)]
+        if self.registry is not None and isinstance(value, str) and ":" in value:
+            self.registry.get(value)  # importable, and a class: one line naming the key if not
+            return value
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -146,6 +157,10 @@ def _coerce(kind: str, value: Any, path: str, expected: str) -> Any:
         if isinstance(value, str):
             return value
         fail()
+    if kind == "mapping":
+        if isinstance(value, Mapping):
+            return copy.deepcopy(dict(value))
+        fail()
     if kind == "amp":  # YAML reads a bare `off` as False
         if value is False:
             return "off"
@@ -178,6 +193,11 @@ SPLIT_EXTRA = {
 }
 
 
+class OpenWhenExternal(dict):
+    """Marker: a section whose ``type`` may name a user's class (``package.module:Class``); then its
+    other keys are that class's options, passed on unchecked (docs/extending.md)."""
+
+
 class SplitSection(dict):
     """Marker: a data split; its keys are validated but not filled with defaults."""
 
@@ -187,8 +207,8 @@ SPLIT = SplitSection({**SPLIT_EXTRA, **PROCESS})
 SCHEMA: Dict[str, Any] = {
     "name": Field("str", None, doc="run name; defaults to <model.type>_<config file stem>"),
     "output_dir": Field("str", None, doc="run folder; defaults to runs/<name>"),
-    "model": {
-        "type": Field("str", "CANS_Plus", choices=["CANS", "CANS_Plus"]),
+    "model": OpenWhenExternal({
+        "type": Field("str", "CANS_Plus", registry=MODELS),
         "in_channel": Field("int", 4, min=1),
         "width": Field("int", 32, min=1),
         "middle_blk_num": Field("int", 2, min=0),
@@ -199,10 +219,11 @@ SCHEMA: Dict[str, Any] = {
         "amp_layernorm": Field("str", "float32", choices=["float32", "reference"],
                                doc="under train/test.amp: LayerNorm2d in float32 (eps 1e-5, as the float32 model), "
                                    "or 'reference': in the half precision with eps 1e-3 (the reference's rule)"),
-    },
+    }),
     "data": {
-        "type": Field("str", "SonyDictSet", choices=["SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset",
-                                                     "XTransPairDataset"]),
+        "type": Field("str", "SonyDictSet", registry=DATASETS),
+        "options": Field("mapping", {}, doc="options of a data set of your own (data.type package.module:Class), "
+                                            "free-form; the in-tree data sets take none"),
         "camera": Field("str", None, doc="Sony, Fuji or MCR; informative (the type decides)"),
         "ratio_mode": Field("str", "exposure", choices=["exposure", "exposure_iso"],
                             doc="RawPairDataset: ratio from exposure times, or exposure times x ISO"),
@@ -458,6 +479,8 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
         spec = schema[key]
         if isinstance(spec, Field):
             out[key] = spec.check(value, path)
+        elif isinstance(spec, OpenWhenExternal) and isinstance(value, Mapping) and ":" in str(value.get("type") or ""):
+            out[key] = dict(value, type=spec["type"].check(value["type"], f"{path}.type"))
         else:
             section_value = {} if value is None else value
             out[key] = validate(section_value, spec, path + ".",

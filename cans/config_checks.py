@@ -5,8 +5,8 @@ checks that the keys fit together, so that a wrong combination fails at once wit
 naming the keys to change, instead of a shape error from inside the model minutes later:
 
 * ``model.enc_blk_nums`` and ``model.dec_blk_nums``: one entry per level each, as many levels;
-* the camera's packed input (``data.type``: SonyDictSet / MCRDictSet Bayer, 4 channels,
-  block 2; FujiDictSet X-Trans, 9 channels, block 3) against ``model.in_channel``,
+* the camera's packed input (the ``packed_channels`` and ``block_size`` of the ``data.type``
+  class: Bayer 4 channels, block 2; X-Trans 9 channels, block 3) against ``model.in_channel``,
   ``model.block_size`` and ``model.adaptive_size``;
 * ``data.synthetic.camera`` against ``data.type`` when ``data.synthetic.auto_create`` is on;
 * every split's ``patch_size`` (mosaic pixels): a multiple of the block size, and at least
@@ -21,17 +21,6 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping
 
 from .config import ConfigError
-
-#: data.type -> (camera, packed channels, block size = adaptive size of the paper's configs, base config)
-CAMERAS: Dict[str, tuple] = {
-    "SonyDictSet": ("Sony", 4, 2, "configs/base/Sony.yaml"),
-    "FujiDictSet": ("Fuji", 9, 3, "configs/base/Fuji.yaml"),
-    "MCRDictSet": ("MCR", 4, 2, "configs/base/MCR.yaml"),
-    "RawPairDataset": ("own camera", 4, 2, "configs/finetune_own_camera.yaml"),
-    "XTransPairDataset": ("own X-Trans camera", 9, 3, "configs/base/Fuji.yaml"),
-}
-#: data.types whose synthetic set is the own-camera example (data.synthetic.camera does not apply)
-OWN_CAMERA_TYPES = ("RawPairDataset", "XTransPairDataset")
 
 from .models.networks import MIN_DEEPEST_SIZE  # the deepest feature map's smallest side (7x7 reflect padding)
 
@@ -51,15 +40,18 @@ def smallest_patch(cfg: Mapping[str, Any], block: int) -> int:
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` (one line, naming the keys) when the keys do not fit together."""
     data, model = cfg["data"], cfg["model"]
+    _check_learning_rates(cfg["train"])
+    from .data import dataset_class
+    facts = dataset_class(cfg)  # the camera facts live on the registered (or the user's) class
+    if ":" in model["type"]:  # a user's model: its block size is checked against the data when built
+        return
     enc, dec = model["enc_blk_nums"], model["dec_blk_nums"]
     if not enc or len(enc) != len(dec):
         raise ConfigError(f"model.enc_blk_nums {enc} and model.dec_blk_nums {dec}: expected two lists of the same "
                           f"length >= 1 (one number of blocks per level; the paper's models: [2, 2, 2, 2] each)")
-    _check_learning_rates(cfg["train"])
     kind = data["type"]
-    if kind not in CAMERAS:
-        return
-    camera, channels, block, base = CAMERAS[kind]
+    camera, channels, block = facts.camera if hasattr(facts, "camera") else kind, facts.packed_channels, facts.block_size
+    base = getattr(facts, "base_config", None) or "a config for this camera"
     wanted = {"model.in_channel": channels, "model.block_size": block, "model.adaptive_size": block}
     have = {"model.in_channel": model["in_channel"], "model.block_size": model["block_size"],
             "model.adaptive_size": model["adaptive_size"]}
@@ -71,12 +63,15 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             + ", ".join(f"{k} is {have[k]}" for k in wrong)
             + f"; set {' '.join(f'{k}={wanted[k]}' for k in wrong)} (as {base} does), or change data.type")
     syn = data.get("synthetic") or {}
-    if syn.get("auto_create") and kind not in OWN_CAMERA_TYPES:
-        if kind == "MCRDictSet":
-            raise ConfigError("data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
-                              "MCRDictSet; set data.synthetic.auto_create=false or data.type=SonyDictSet")
-        if syn.get("camera") and syn["camera"] != camera:
-            other = "FujiDictSet" if syn["camera"] == "Fuji" else "SonyDictSet"
+    stand_in = getattr(facts, "synthetic", None)
+    if syn.get("auto_create") and stand_in not in ("bayer", "xtrans"):
+        if stand_in is None:
+            raise ConfigError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {kind}; set "
+                              "data.synthetic.auto_create=false or data.type=SonyDictSet")
+        if syn.get("camera") and syn["camera"] != stand_in:
+            from .registry import DATASETS
+            other = next((n for n, c in DATASETS.classes().items() if getattr(c, "synthetic", None) == syn["camera"]),
+                         "another data.type")
             raise ConfigError(f"data.synthetic.camera is {syn['camera']} but data.type is {kind} ({camera}); "
                               f"set data.synthetic.camera={camera}, or data.type={other} with the model keys "
                               f"of configs/base/{syn['camera']}.yaml")
@@ -105,4 +100,4 @@ def _check_learning_rates(train: Mapping[str, Any]) -> None:
                           f"base_lr to min_lr; set train.min_lr to at most {base:g}, or train.base_lr to at least {low:g}")
 
 
-__all__ = ["CAMERAS", "check_config", "smallest_input", "smallest_patch"]
+__all__ = ["check_config", "smallest_input", "smallest_patch"]

@@ -57,8 +57,7 @@ DEFAULT_TARGET_MEAN = 0.1
 DEFAULT_MAX_RATIO = 300.0
 
 
-class InferenceError(ValueError):
-    """A file that cannot be enhanced; the message names it."""
+from .errors import InferenceError
 
 
 class DeviceFailure(RuntimeError):
@@ -337,7 +336,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     from tqdm import tqdm
 
-    from .engine.images import write_png
+    from .evaluate.images import write_png
 
     files = list(inputs)
     model.eval()
@@ -395,7 +394,7 @@ def cli_main(args) -> int:
     enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
     from .config import load_config, split_options
     from .engine.fastpath import fast_model_for_test
-    from .engine.tester import check_checkpoint_path, load_model, pick_device
+    from .evaluate.tester import check_checkpoint_path, load_model, pick_device
     from .outdirs import prepare_output_dir
 
     cfg = load_config(args.config, args.set)

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .engine.prior import unwrap_model
+from .models import unwrap_model
 
 DEFAULT_OVERLAP = 32
 #: fraction of the free GPU memory ``auto_tile`` plans to use
@@ -351,7 +351,7 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     for its own size (about a minute, and a slot of dynamo's recompilation limit) and measure
     that graph, which needs less memory than the eager tiles. One-pass tiles run compiled: for
     them the eager figure errs on the safe side."""
-    from .engine.evaluate import autocast_context
+    from .evaluate.scores import autocast_context
 
     net = unwrap_model(model)
     x = torch.zeros(1, int(net.in_channel), size, size, device=device)
@@ -392,7 +392,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
     """
-    from .engine.evaluate import autocast_context
+    from .evaluate.scores import autocast_context
 
     device = x.device
     multiple, smallest = tile_limits(model)
@@ -509,12 +509,12 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
     relative to the whole frame. ``samples``: dicts with ``noisy_raw`` (C, h, w) and ``clean_rgb``
     (3, H, W) tensors (a test dataset), read one at a time; ``total``: their number, for the
     progress bar. Outputs are clamped to [0, 1] as when saved; PSNR as the test report computes
-    it (:func:`cans.metrics.psnr`, peak 1, float64)."""
+    it (:func:`cans.evaluate.metrics.psnr`, peak 1, float64)."""
     import time
 
     from tqdm import tqdm
 
-    from .metrics import psnr
+    from .evaluate.metrics import psnr
 
     device = torch.device(device)
     model = model.to(device).eval()

@@ -6,7 +6,7 @@
     python scripts/benchmark.py --modes plain fast all --budget 150 --out bench.json  # plain, fast first
 
 Modes: plain, authors_flags, tf32, bf16, channels_last, compile, fused_adamw, cudagraphs,
-bf16_compile, triton_dwconv, bf16_triton, fast, fast_triton (see cans/engine/benchmark.py and
+bf16_compile, triton_dwconv, bf16_triton, fast, fast_triton (see cans/tools/benchmark.py and
 docs/performance.md); 'all' stands for every mode not named before it. Prints the JSON, then a
 Markdown table on stderr; --out is rewritten after each mode, so a run cut short keeps what it
 measured.
@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 from cans.config import ConfigError, load_config  # noqa: E402
 from cans.outdirs import check_output_file  # noqa: E402
-from cans.engine.benchmark import MODES, format_table, run_benchmark  # noqa: E402
-from cans.engine.evaluate import atomic_write_text  # noqa: E402
+from cans.tools.benchmark import MODES, format_table, run_benchmark  # noqa: E402
+from cans.evaluate.scores import atomic_write_text  # noqa: E402
 
 
 def expand_modes(names):
@@ -37,7 +37,7 @@ def expand_modes(names):
 
 
 def write_json(path, report):
-    """Write ``report`` to ``path`` whole or not at all (:func:`cans.engine.evaluate.atomic_write_text`)."""
+    """Write ``report`` to ``path`` whole or not at all (:func:`cans.evaluate.scores.atomic_write_text`)."""
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 

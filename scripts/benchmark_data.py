@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cans.data.benchmark import run_benchmark  # noqa: E402
+from cans.tools.loading_benchmark import run_benchmark  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

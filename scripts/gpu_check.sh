@@ -313,7 +313,7 @@ infer_failure_check() {  # infer.py on three demo photos, the demo's fast weight
 import importlib.util, sys
 import torch
 import cans.engine.fastpath as fastpath
-from cans.engine.prior import unwrap_model
+from cans.train.prior import unwrap_model
 
 attempts = []
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.engine.benchmark import rgb_psnr
+from cans.tools.benchmark import rgb_psnr
 from cans.models import build_model
 from cans.models.blocks import LayerNorm2d
 

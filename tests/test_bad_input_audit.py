@@ -263,7 +263,7 @@ def test_benchmark_checks_its_arguments_before_measuring(tmp_path, capsys, args,
 def test_a_missing_checkpoint_leaves_no_result_folder(tmp_path, throughput):
     """test.py with a checkpoint that does not exist stops before it makes the result folder."""
     from cans.config import load_config
-    from cans.engine.tester import TestSetupError, run_test, run_throughput
+    from cans.evaluate.tester import TestSetupError, run_test, run_throughput
 
     cfg = load_config("configs/demo.yaml", [f"output_dir={tmp_path / 'run'}"])
     out = tmp_path / "results"

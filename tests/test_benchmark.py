@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.engine.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
+from cans.tools.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
@@ -122,7 +122,7 @@ def test_script_writes_the_json_after_each_mode(tmp_path, monkeypatch):
 
 
 def test_fast_mode_sets_what_the_fast_path_sets_and_flags_are_restored():
-    from cans.engine import benchmark
+    from cans.tools import benchmark
     cuda = torch.device("cuda")  # deciding the plan touches no GPU
     fast = benchmark.mode_spec("fast", cuda)
     plan = benchmark.plan_fast_path(cuda, True, training=True)
@@ -140,7 +140,7 @@ def test_fast_mode_sets_what_the_fast_path_sets_and_flags_are_restored():
 
 
 def test_a_failing_profiler_keeps_the_timings(monkeypatch):
-    from cans.engine import benchmark
+    from cans.tools import benchmark
 
     def broken(*_a, **_k):
         raise RuntimeError("CUPTI unavailable (simulated)")

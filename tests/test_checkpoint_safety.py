@@ -16,7 +16,7 @@ import torch
 
 from cans.engine.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, read_torch_file,
                                     trusted_checkpoints)
-from cans.models import build_model, load_weights
+from cans.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(type="CANS", in_channel=4, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1],
@@ -45,8 +45,7 @@ def crafted(tmp_path):
 def test_every_loader_refuses_a_crafted_pickle_and_names_the_opt_in(crafted):
     path, marker = crafted
     loaders = [lambda: read_torch_file(str(path)), lambda: load_checkpoint(str(path)),
-               lambda: load_model_weights(build_model(TINY), str(path)),
-               lambda: load_weights(build_model(TINY), str(path))]
+               lambda: load_model_weights(build_model(TINY), str(path))]
     for load in loaders:
         with pytest.raises(CheckpointError) as info:
             load()

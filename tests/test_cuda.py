@@ -36,7 +36,7 @@ MIN_PSNR_LOW_PRECISION = 45.0
 
 def rgb_psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
     """RGB PSNR with peak 1 on the unclamped outputs (as scripts/benchmark.py's rgb_psnr_vs_plain)."""
-    from cans.engine.benchmark import rgb_psnr as psnr_or_none
+    from cans.tools.benchmark import rgb_psnr as psnr_or_none
 
     value = psnr_or_none(out, ref)
     return float("inf") if value is None else value
@@ -111,7 +111,7 @@ def synthetic_test_images(tmp_path_factory):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_low_precision_outputs_close_to_fp32(synthetic_test_images, amp):
     from cans.config import load_config
-    from cans.engine.evaluate import autocast_context
+    from cans.evaluate.scores import autocast_context
 
     cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"))
     torch.manual_seed(3407)  # the paper configs' initial weights (no trained weights needed)
@@ -135,7 +135,7 @@ def test_low_precision_outputs_close_to_fp32(synthetic_test_images, amp):
 def test_fp16_step_with_grad_scaler(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_train import TinyPairs, make_cfg
-    from cans.engine.trainer import Trainer
+    from cans.train.trainer import Trainer
 
     cfg = make_cfg(tmp_path, epochs=1, deterministic=False, save_per_epoch=0)
     cfg["train"]["amp"] = "fp16"

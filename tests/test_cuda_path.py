@@ -198,7 +198,7 @@ def test_gradient_agreement_under_compile_after_a_resume(backend, monkeypatch):
 
     import torch._functorch.config as functorch_config
 
-    from cans.engine.prior import AdaptivePrior
+    from cans.train.prior import AdaptivePrior
 
     monkeypatch.setattr(functorch_config, "donated_buffer", True)   # PyTorch's default, whatever ran before
     if backend == "inductor":                                       # a warm cache hides the failure
@@ -399,7 +399,7 @@ def test_ssim_reads_nothing_back_from_the_device_and_keeps_its_values():
     """SSIM on meta tensors (which refuse any read of a value, as a read of a GPU tensor would
     synchronise): before the fix the window's taps were read back one by one from the device
     (float(t)); now they are built on the CPU once. The scores are those of the definition."""
-    from cans import metrics
+    from cans.evaluate import metrics
 
     out = metrics.ssim(torch.empty(2, 3, 24, 30, device="meta"), torch.empty(2, 3, 24, 30, device="meta"))
     assert out.device.type == "meta" and out.shape == (2,)

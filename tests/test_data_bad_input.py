@@ -233,7 +233,7 @@ def _score_test_split(ds):
     """evaluate() with an oracle-free stand-in model (identity on RAW, grey RGB) over a real DataLoader."""
     from torch.utils.data import DataLoader
     from cans.data import collate_samples
-    from cans.engine.evaluate import evaluate
+    from cans.evaluate.scores import evaluate
 
     class Flat(torch.nn.Module):
         block_size = 2
@@ -267,7 +267,7 @@ def test_skipped_test_pair_is_left_out_in_both_modes(sony_copy, load_npy):
     assert len(report["skipped"]) == 1 and report["skipped"][0]["source"] == first.source
     assert bad in report["skipped"][0]["reason"]
     assert not any("stands in" in m for m in messages)
-    from cans.engine.evaluate import format_tables
+    from cans.evaluate.scores import format_tables
     assert f"left out (data.skip_bad_files, unreadable files): 1 pair(s): {first.source}" in format_tables(report)
 
 
@@ -300,19 +300,6 @@ def test_old_float32_caches_say_to_prepare_again(sony_copy):
     np.save(bad, np.load(bad).astype(np.float32))
     with pytest.raises(DataError, match="old float32 layout"):
         SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)
-
-
-def test_old_synthetic_set_is_upgraded_in_place(sony_copy):
-    from cans.data import ensure_synthetic
-    reference = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)[0]
-    assert _make_legacy(sony_copy) > 0
-    cfg = load_config(str(REPO / "configs" / "demo.yaml"), [f"data.data_path={sony_copy}"])
-    messages = []
-    assert ensure_synthetic(cfg, log=messages.append) is False      # upgraded, not made anew
-    assert any("earlier version" in m for m in messages)
-    assert not [f for f in (sony_copy / "Sony" / "short_pack").iterdir() if not f.name.endswith(".ARW.npy")]
-    again = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)[0]
-    assert torch.equal(again["noisy_raw"], reference["noisy_raw"]) and (again["noisy_raw"] < 0).any()
 
 
 def test_auto_create_leaves_the_old_caches_of_a_real_sid_folder_alone(sony_copy):

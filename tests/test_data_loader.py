@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.data import (DATASET_REGISTRY, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset,
+from cans.data import (DATASETS, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset,
                        ensure_synthetic)
 from cans.data.prepare import cache_path, save_npy
 from cans.data.synthetic import make_synthetic_sid
@@ -73,8 +73,12 @@ def _assert_aligned(sample, b=2):
     np.testing.assert_array_equal(np.rint(clean[1] * RANGE).astype(int), nx)
 
 
-def test_registry_names():
-    assert set(DATASET_REGISTRY) == {"SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset"}
+def test_registry_names_and_the_facts_on_each_class():
+    classes = DATASETS.classes()
+    assert set(classes) == {"SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset"}
+    facts = {n: (c.packed_channels, c.block_size) for n, c in classes.items()}
+    assert facts == {"SonyDictSet": (4, 2), "FujiDictSet": (9, 3), "MCRDictSet": (4, 2), "RawPairDataset": (4, 2),
+                     "XTransPairDataset": (9, 3)}
 
 
 def test_crop_alignment_with_flips_and_transpose(tmp_path):
@@ -213,7 +217,7 @@ def test_ensure_synthetic_follows_the_data_type(tmp_path):
     assert build_dataset(cfg, "train", log=messages.append)[0]["noisy_raw"].shape == (9, 48, 48)
     mcr = load_config(str(REPO / "configs" / "CANS" / "MCR.yaml"),
                       [f"data.data_path={tmp_path / 'mcr'}", "data.synthetic.auto_create=true"])
-    with pytest.raises(DataError, match="cannot stand in for data.type MCRDictSet"):
+    with pytest.raises(DataError, match="no synthetic set stands in for data.type MCRDictSet"):
         ensure_synthetic(mcr, log=messages.append)
 
 
@@ -236,34 +240,14 @@ def test_cache_arrays_are_checked_when_opened(sony_set, tmp_path, monkeypatch):
         SonyDictSet(str(copy), "Sony_test_list.txt", "test", **QUIET)[0]
 
 
-def test_dataloader_two_workers_and_seed(sony_set):
-    cfg = _demo_cfg(sony_set, "data.num_workers=2", "data.train.batch_size=2", "data.persistent_workers=false")
-    loader = build_dataloader(cfg, "train", seed=5)
-    assert loader.num_workers == 2 and loader.drop_last
-    batches = list(loader)
-    assert len(batches) == len(loader.dataset) // 2
-    b = batches[0]
-    assert b["noisy_raw"].shape == (2, 4, 32, 32) and b["clean_rgb"].shape == (2, 3, 64, 64)
-    assert b["ratio"].shape == (2,) and len(b["img_file"]) == 2
-    again = list(build_dataloader(cfg, "train", seed=5))
-    for x, y in zip(batches, again):
-        assert x["img_file"] == y["img_file"] and torch.equal(x["noisy_raw"], y["noisy_raw"])
-    test_loader = build_dataloader(cfg, "test")
-    assert not test_loader.drop_last and len(test_loader) == len(test_loader.dataset)
-
-
-def test_distributed_sampler(sony_set, monkeypatch):
-    cfg = _demo_cfg(sony_set, "data.num_workers=0")
-    import torch.utils.data.distributed as dist_mod
-
-    class FakeSampler(dist_mod.DistributedSampler):
-        def __init__(self, dataset, **kw):
-            super().__init__(dataset, num_replicas=2, rank=1, **kw)
-
-    monkeypatch.setattr("cans.data.DistributedSampler", FakeSampler)
-    loader = build_dataloader(cfg, "train", distributed=True, seed=0)
-    assert isinstance(loader.sampler, dist_mod.DistributedSampler)
-    assert len(list(loader)) == len(loader.dataset) // 2
+def test_evaluation_loader_keeps_list_order_with_two_workers(sony_set):
+    """build_dataloader is the evaluation loader (training has cans.train.loaders): list order,
+    every image once, the same on every pass."""
+    cfg = _demo_cfg(sony_set, "data.num_workers=2", "data.persistent_workers=false")
+    loader = build_dataloader(cfg, "test")
+    assert loader.num_workers == 2 and not loader.drop_last and len(loader) == len(loader.dataset)
+    names = [b["img_file"][0] for b in loader]
+    assert names == [e.img_file for e in loader.dataset.entries] == [b["img_file"][0] for b in loader]
 
 
 def test_dataloader_workers_in_rawpy_mode(sony_set):

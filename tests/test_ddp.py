@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     from pathlib import Path
     from test_train import TinyPairs, make_cfg
-    from cans.engine.trainer import Trainer
+    from cans.train.trainer import Trainer
     from cans.engine import distributed as du
 
     out = Path(sys.argv[1])
@@ -71,8 +71,8 @@ HANG_SCRIPT = textwrap.dedent("""
     import torch
     from pathlib import Path
     from test_train import TinyPairs, make_cfg
-    from cans.engine.run import record_failure
-    from cans.engine.trainer import Trainer
+    from cans.train.main import record_failure
+    from cans.train.trainer import Trainer
     from cans.engine import distributed as du
 
     out = Path(sys.argv[1])

@@ -1,4 +1,4 @@
-"""cans.engine.evaluate with a hand-made dataset and a tiny model."""
+"""cans.evaluate.scores with a hand-made dataset and a tiny model."""
 import csv
 import json
 import math
@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cans.engine.evaluate import (evaluate, format_tables, summarize, write_metrics_csv,
+from cans.evaluate.scores import (evaluate, format_tables, summarize, write_metrics_csv,
                                   write_metrics_json)
-from cans.engine.paper import PAPER
-from cans.metrics import psnr
+from cans.evaluate.paper import PAPER
+from cans.evaluate.metrics import psnr
 from cans.models import build_model
 
 TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
@@ -135,7 +135,7 @@ from torch.utils.data.distributed import DistributedSampler
 sys.path.insert(0, sys.argv[2])
 from test_evaluate import PairSet, Oracle
 from cans.engine.distributed import cleanup_distributed
-from cans.engine.evaluate import evaluate
+from cans.evaluate.scores import evaluate
 dist.init_process_group("gloo")
 ds = PairSet()
 ds.ratios = (100.0, 250.0, 300.0)  # 3 images on 2 ranks: the sampler repeats one
@@ -261,7 +261,7 @@ def test_png_writer_8_and_16_bit(tmp_path):
     import struct
     import zlib
 
-    from cans.engine.images import write_png
+    from cans.evaluate.images import write_png
     img = torch.rand(3, 7, 9, generator=torch.Generator().manual_seed(3))
     for bits, dtype, peak in ((8, np.uint8, 255), (16, np.dtype(">u2"), 65535)):
         path = write_png(str(tmp_path / f"x{bits}.png"), img, bits)
@@ -279,7 +279,7 @@ def test_png_writer_8_and_16_bit(tmp_path):
 
 def test_tester_errors_are_clear(tmp_path):
     from cans.config import validate
-    from cans.engine.tester import TestSetupError, load_model, run_test, run_throughput
+    from cans.evaluate.tester import TestSetupError, load_model, run_test, run_throughput
 
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY)})
     with pytest.raises(TestSetupError, match="at least 49 x 49"):
@@ -295,7 +295,7 @@ def test_tester_errors_are_clear(tmp_path):
     assert "--set model.middle_blk_num=2" in text, text
     with pytest.raises(TestSetupError, match="max-images"):
         run_test(cfg, str(path), device="cpu", max_images=0, loader=[], print_fn=lambda s: None)
-    from cans.engine.tester import pick_device
+    from cans.evaluate.tester import pick_device
     with pytest.raises(TestSetupError, match="not a device name"):
         pick_device("gpu")
     with pytest.raises(TestSetupError, match="CUDA device"):
@@ -321,7 +321,7 @@ def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
 
 
 def test_output_names_are_unique_and_the_same_on_every_rank():
-    from cans.engine.evaluate import output_names
+    from cans.evaluate.scores import output_names
     files = ["kitchen/IMG_0102.CR2", "street/IMG_0102.CR2", "street/IMG_0103.CR2",
              "a/x/IMG_9.CR2", "b/x/IMG_9.CR2", "./Sony/short/10003_00_0.04s.ARW"]
     names = output_names(files)

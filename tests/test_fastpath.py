@@ -54,7 +54,7 @@ def test_applying_the_cpu_plan_leaves_model_and_flags_alone():
 
 def test_trainer_on_the_cpu_stays_eager(tmp_path):
     from test_train import TinyPairs, make_cfg
-    from cans.engine.trainer import Trainer
+    from cans.train.trainer import Trainer
 
     tr = Trainer(make_cfg(tmp_path, epochs=1), train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False,
                  device=torch.device("cpu"))

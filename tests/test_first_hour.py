@@ -58,7 +58,7 @@ def test_synthetic_camera_must_fit_the_data_type():
                                           r"set data.synthetic.camera=Fuji"):
         check_config(cfg)
     mcr = load_config(str(REPO / "configs" / "CANS" / "MCR.yaml"), ["data.synthetic.auto_create=true"])
-    with pytest.raises(ConfigError, match="cannot stand in for data.type MCRDictSet"):
+    with pytest.raises(ConfigError, match="no synthetic set stands in for data.type MCRDictSet"):
         check_config(mcr)
 
 
@@ -110,7 +110,7 @@ class _Pairs(torch.utils.data.Dataset):
 
 
 def test_two_test_runs_with_different_checkpoints_leave_one_image_per_test_image(tmp_path):
-    from cans.engine.tester import run_test
+    from cans.evaluate.tester import run_test
 
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY),
                     "data": {"data_path": str(tmp_path)}, "test": {"save_grid": True}})
@@ -178,7 +178,7 @@ def test_train_pretrained_junk_is_one_line_too(tmp_path):
 
 def test_warnings_once_and_log_lines_never_glued_to_a_bar(tmp_path, capsys):
     from tqdm import tqdm
-    from cans.engine.logger import RunLogger
+    from cans.train.logger import RunLogger
 
     log = RunLogger(str(tmp_path), tensorboard=False)
     log.warning("no CUDA device: a test")
@@ -198,7 +198,7 @@ def test_warnings_once_and_log_lines_never_glued_to_a_bar(tmp_path, capsys):
 
 
 def test_a_failed_run_says_why_in_train_log(tmp_path, capsys):
-    from cans.engine.run import train_main
+    from cans.train.main import train_main
 
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"junk" * 10)
@@ -212,7 +212,7 @@ def test_a_failed_run_says_why_in_train_log(tmp_path, capsys):
 
 
 def test_validation_bar_is_labelled_valid(tmp_path, capsys):
-    from cans.engine.trainer import Trainer
+    from cans.train.trainer import Trainer
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY),
                     "data": {"num_workers": 0}, "train": {"epochs": 1, "save_per_epoch": 0}})
     tr = Trainer(cfg, train_set=_Pairs(), valid_set=_Pairs(), progress=True, device=torch.device("cpu"))
@@ -223,7 +223,7 @@ def test_validation_bar_is_labelled_valid(tmp_path, capsys):
 
 
 def test_resume_messages_give_the_real_values(tmp_path, capsys):
-    from cans.engine.trainer import Trainer
+    from cans.train.trainer import Trainer
     base = {"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY), "data": {"num_workers": 0}}
     cfg = validate(dict(base, train={"epochs": 4, "base_lr": 1e-3, "min_lr": 1e-5, "save_per_epoch": 0}))
     tr = Trainer(cfg, train_set=_Pairs(), valid_set=False, progress=False, device=torch.device("cpu"))
@@ -293,7 +293,7 @@ def test_make_synthetic_sid_script_overwrite(tmp_path, capsys):
 
 
 def test_a_checkpoint_of_the_other_camera_names_the_camera_not_model_keys(tmp_path):
-    from cans.engine.tester import TestSetupError, load_model
+    from cans.evaluate.tester import TestSetupError, load_model
 
     fuji = validate({"name": "tiny_fuji", "model": dict(TINY, in_channel=9, block_size=3, adaptive_size=3),
                      "data": {"type": "FujiDictSet"}})

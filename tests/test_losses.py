@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cans.config import validate
-from cans.losses import build_loss
+from cans.train.losses import build_loss
 
 
 def test_terms_and_weights_follow_the_config():

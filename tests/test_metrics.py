@@ -1,4 +1,4 @@
-"""cans.metrics against scikit-image (the cross-check named in docs/testing.md, "Metrics")."""
+"""cans.evaluate.metrics against scikit-image (the cross-check named in docs/testing.md, "Metrics")."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ skimage = pytest.importorskip("skimage")
 from skimage import data as skdata  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
-from cans.metrics import psnr, ssim  # noqa: E402
+from cans.evaluate.metrics import psnr, ssim  # noqa: E402
 
 
 def _sk_scores(out, tgt, data_range):

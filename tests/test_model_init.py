@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.engine.trainer import Trainer, seed_everything
+from cans.train.trainer import Trainer, seed_everything
 from cans.models import build_model
 from cans.models.backbone import Backbone
 from cans.models.heads import RawHead, RGBHead

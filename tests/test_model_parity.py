@@ -7,7 +7,8 @@ from conftest import REFERENCE
 import torch
 
 from cans.config import load_config
-from cans.models import build_model, load_weights
+from cans.engine.checkpoint import load_model_weights as load_weights
+from cans.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY_FILES = sorted((REFERENCE / "parity").glob("*.pt")) if REFERENCE.is_dir() else []
@@ -84,7 +85,7 @@ def test_load_weights_reports_missing_and_unexpected(tmp_path):
     state.pop("raw_head.final.bias")
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(ValueError) as err:
         load_weights(build_model(cfg), str(tmp_path / "bad.pth"))
     assert "raw_head.final.bias" in str(err.value) and "extra.weight" in str(err.value)
     with pytest.raises(FileNotFoundError):

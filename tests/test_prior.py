@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cans.engine.prior import AdaptivePrior, mgda_gamma, shared_parameters
+from cans.train.prior import AdaptivePrior, mgda_gamma, shared_parameters
 from cans.models import build_model
 
 

@@ -1,8 +1,8 @@
-"""python -m cans.profile: parameters and FLOPs from torch.utils.flop_counter."""
+"""python -m cans.tools.profile: parameters and FLOPs from torch.utils.flop_counter."""
 from pathlib import Path
 
 from cans.config import load_config
-from cans.profile import main, profile
+from cans.tools.profile import main, profile
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,8 @@ import pytest
 
 from cans.config import load_config
 from cans.data.lists import keep_first_capture, parse_sid_list
-from cans.engine.evaluate import ratio_group
-from cans.engine.protocol import describe_protocol, paper_differences
+from cans.evaluate.scores import ratio_group
+from cans.evaluate.protocol import describe_protocol, paper_differences
 
 REPO = Path(__file__).resolve().parents[1]
 

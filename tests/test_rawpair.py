@@ -200,9 +200,10 @@ def test_xtrans_needs_its_own_type(tmp_path):
 
 def test_build_dataset_passes_ratio_options_and_unprepared_cache_is_clear(tmp_path):
     lst = make_set(tmp_path, [write_pair(tmp_path, iso_short=200, iso_long=100)])
-    cfg = {"data": {"type": "RawPairDataset", "data_path": str(tmp_path), "load_npy": False,
-                    "ratio_mode": "exposure_iso", "max_ratio": None, "process": {"max_clip": 1.0},
-                    "test": {"image_list_file": lst}}}
+    from cans.config import validate
+    cfg = validate({"data": {"type": "RawPairDataset", "data_path": str(tmp_path), "load_npy": False,
+                             "ratio_mode": "exposure_iso", "max_ratio": None, "process": {"max_clip": 1.0},
+                             "test": {"image_list_file": lst}}})
     assert build_dataset(cfg, "test").entries[0].ratio == pytest.approx(50.0)
     cfg["data"]["load_npy"] = True
     with pytest.raises(DataError, match="prepare_pairs.py"):

@@ -46,14 +46,14 @@ def _snapshot(folder: Path):
 
 
 def _run(cfg, ckpt, stop_at=None):
-    from cans.engine.tester import run_test
+    from cans.evaluate.tester import run_test
 
     return run_test(cfg, str(ckpt), device="cpu", progress=False, print_fn=lambda s: None,
                     loader=DataLoader(_Pairs(stop_at), batch_size=1, collate_fn=collate_samples))
 
 
 def test_an_interrupted_test_run_leaves_the_previous_report_whole(tmp_path):
-    from cans.engine import tester
+    from cans.evaluate import tester
 
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY),
                     "data": {"data_path": str(tmp_path)}, "test": {"save_grid": True}})
@@ -107,7 +107,7 @@ def test_ctrl_c_during_the_swap_waits_until_it_is_done():
     import os
     import signal
 
-    from cans.engine.tester import _signals_deferred
+    from cans.evaluate.tester import _signals_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt):

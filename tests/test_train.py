@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from cans.config import validate
 from cans.engine.checkpoint import load_checkpoint
-from cans.engine.trainer import NonFiniteLossError, Trainer, cosine_lr
+from cans.train.trainer import NonFiniteLossError, Trainer, cosine_lr
 
 
 TINY_MODEL = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1,
@@ -127,7 +127,7 @@ def test_resume_is_exact(tmp_path):
 
 
 # the entries of a training checkpoint as the trainer wrote them before its resumable state moved to
-# cans/engine/train_state.py: checkpoints of earlier runs hold exactly these, so the format must stay
+# cans/train/state.py: checkpoints of earlier runs hold exactly these, so the format must stay
 PRE_SPLIT_CHECKPOINT_KEYS = {"model", "optimizer", "param_names", "scheduler", "scaler", "epoch", "step",
                              "best_metric", "best_epoch", "bad_validations", "rng", "rng_ranks", "world_size",
                              "config", "prior", "nonfinite", "history"}
@@ -339,7 +339,7 @@ def test_ctrl_c_during_validation_resumes_at_that_validation(tmp_path):
 def test_sigterm_stops_after_the_step_and_cannot_break_that_save(tmp_path, monkeypatch):
     import signal
     from cans.engine import checkpoint as checkpoint_mod
-    from cans.engine.trainer import sigterm_as_interrupt
+    from cans.train.trainer import sigterm_as_interrupt
 
     cfg = make_cfg(tmp_path, epochs=1, save_per_epoch=0, deterministic=False)
     cfg["data"]["train"]["batch_size"] = 1

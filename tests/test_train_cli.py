@@ -12,7 +12,7 @@ import torch
 
 from cans.config import load_config
 from cans.engine.checkpoint import load_checkpoint
-from cans.engine.trainer import Trainer
+from cans.train.trainer import Trainer
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_problems_a_run_would_meet_late_are_all_found_at_start(tmp_path, synthet
     with the other problems (a patch larger than every image, a missing pretrained file)."""
     from cans.config import ConfigError
     from cans.data import ensure_synthetic
-    from cans.engine.run import preflight
+    from cans.train.main import preflight
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),
                       TINY + synthetic + [f"output_dir={tmp_path / 'run'}", "train.test_at_end=true",
                                           "data.test.image_list_file=missing_test_list.txt",

@@ -14,7 +14,7 @@ import torch
 from cans.config import ConfigError
 from cans.engine import checkpoint as checkpoint_mod
 from cans.engine.checkpoint import DiskFullError, load_checkpoint
-from cans.engine.trainer import NonFiniteLossError, Trainer
+from cans.train.trainer import NonFiniteLossError, Trainer
 
 from test_train import TinyPairs, make_cfg, tiny_trainer, weights
 
@@ -214,8 +214,8 @@ def test_a_run_in_another_process_holds_the_folder(tmp_path):
     folder over once the first is gone (however it ended)."""
     import subprocess
     import sys
-    from cans.engine.rundir import RunLock
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from cans.engine.rundir import RunLock; "
+    from cans.train.rundir import RunLock
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from cans.train.rundir import RunLock; "
             "lock = RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)

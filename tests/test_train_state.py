@@ -1,5 +1,5 @@
 """The trainer's seams tested directly: the optimizer-state rule of a resume, parameter names in
-optimizer order (cans.engine.train_state), and the validation image panels (cans.engine.images)."""
+optimizer order (cans.train.state), and the validation image panels (cans.evaluate.images)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from cans.engine.checkpoint import CheckpointError
-from cans.engine.images import raw_preview, validation_panels
-from cans.engine.train_state import load_optimizer_state, param_names
+from cans.evaluate.images import raw_preview, validation_panels
+from cans.train.state import load_optimizer_state, param_names
 
 
 def _stepped_adamw(model, **hyper):
@@ -106,7 +106,7 @@ def test_a_resume_across_fused_and_plain_adamw_puts_step_where_the_kernel_reads_
     CPU ``step`` there is an illegal memory access on a GPU); the plain one keeps it on the CPU
     (else two host syncs per parameter and step)."""
     import io
-    from cans.engine.train_state import load_optimizer_state
+    from cans.train.state import load_optimizer_state
     p = torch.nn.Parameter(torch.randn(3, device="meta"))
     before = torch.optim.AdamW([p], lr=1e-3, fused=True) if fused_before else torch.optim.AdamW([p], lr=1e-3)
     before.state[p].update(step=torch.tensor(5.0, device="meta" if fused_before else "cpu"),

@@ -1,16 +1,10 @@
-"""Data: SID (Sony, Fuji) and MCR loaders, the synthetic SID, preparation helpers.
+"""Data: SID (Sony, Fuji), MCR and own-camera loaders, the synthetic SID, preparation helpers.
 
-Public API:
-
-* ``DATASET_REGISTRY``: YAML ``data.type`` -> class (``SonyDictSet``, ``FujiDictSet``, ``MCRDictSet``,
-  ``RawPairDataset`` / ``XTransPairDataset`` for your own camera).
-* ``build_dataset(cfg, split, log=print)`` -> Dataset for split 'train', 'valid' or 'test'.
-* ``build_dataloader(cfg, split, distributed=False, seed=None, log=print)`` -> DataLoader.
-* ``ensure_synthetic(cfg, log=print)``: create the synthetic SID at ``data.data_path`` when
-  ``data.synthetic.auto_create`` is true and the folder is missing (where it may: see there).
-* ``DataError``: every data problem (the message names the file, line or config key).
-
-Samples are dicts, see :mod:`cans.data.base`.
+The data sets register themselves (``cans.registry.DATASETS``): ``data.type`` names one, or a
+class of your own as ``package.module:Class`` (docs/extending.md). ``build_dataset(cfg, split)``
+builds a split, ``build_dataloader(cfg, split)`` its evaluation loader (the training loader is
+``cans.train.loaders``), ``ensure_synthetic(cfg)`` creates the synthetic stand-in that
+``data.synthetic.auto_create`` asks for. Samples are dicts, see :mod:`cans.data.base`.
 """
 from __future__ import annotations
 
@@ -23,8 +17,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
+from ..registry import DATASETS
 from .base import PairDataset
 from .errors import DataError
 from .mcr import MCRDictSet
@@ -33,39 +27,29 @@ from .raw_io import read_bayer
 from .rawpair import RawPairDataset, XTransPairDataset
 from .sid import FujiDictSet, SonyDictSet
 
-DATASET_REGISTRY: Dict[str, type] = {
-    "SonyDictSet": SonyDictSet,
-    "FujiDictSet": FujiDictSet,
-    "MCRDictSet": MCRDictSet,
-    "RawPairDataset": RawPairDataset,        # your own camera, Bayer (cans/data/rawpair.py)
-    "XTransPairDataset": XTransPairDataset,  # your own camera, X-Trans
-}
+#: what a data set class must provide (the contract of docs/extending.md)
+REQUIRED_FACTS = ("packed_channels", "block_size")
 
-_DATASET_KEYS = ("load_npy", "max_clip", "min_clip", "transpose", "h_flip", "v_flip", "only_00",
-                 "patch_size", "repeat", "max_samples")
+
+def dataset_class(cfg: Mapping[str, Any]) -> type:
+    """The class of ``data.type`` (registered, or ``package.module:Class``), its facts checked."""
+    cls = DATASETS.get(cfg["data"]["type"])
+    missing = [a for a in REQUIRED_FACTS if not isinstance(getattr(cls, a, None), int)]
+    if missing:
+        raise DataError(f"data.type: {cfg['data']['type']} lacks the class attribute(s) {', '.join(missing)} "
+                        f"(ints: packed channels 4 or 9, block size 2 or 3; docs/extending.md)")
+    return cls
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> Dataset:
-    """The dataset of ``split`` ('train', 'valid' or 'test') from the full resolved config.
-
-    Options are ``cans.config.split_options(cfg, split)``; the list file is relative to
-    ``data.data_path`` unless absolute.
-    """
-    from ..config import split_options
-
+    """The data set of ``split`` ('train', 'valid' or 'test') from the resolved config: an in-tree
+    class through its ``from_config``, a user's class as ``Class(cfg, split)``."""
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be 'train', 'valid' or 'test', got {split!r}")
-    data = cfg["data"]
-    name = data["type"]
-    if name not in DATASET_REGISTRY:
-        raise DataError(f"data.type: unknown dataset {name!r}; expected one of {sorted(DATASET_REGISTRY)}")
-    opts = split_options(cfg, split)
-    kwargs = {k: opts[k] for k in _DATASET_KEYS if k in opts}
-    kwargs["load_npy"] = data.get("load_npy", True)
-    if hasattr(DATASET_REGISTRY[name], "data_options"):   # data.* keys of that dataset (e.g. ratio_mode)
-        kwargs.update(DATASET_REGISTRY[name].data_options(data))
-    return DATASET_REGISTRY[name](data["data_path"], opts.get("image_list_file"), split,
-                                  skip_bad_files=data.get("skip_bad_files", False), log=log, **kwargs)
+    cls = dataset_class(cfg)
+    if hasattr(cls, "from_config"):
+        return cls.from_config(cfg, split, log=log)
+    return cls(cfg, split)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -98,46 +82,27 @@ def loader_kwargs(cfg: Mapping[str, Any], pin_memory: Optional[bool] = None) -> 
     read RAW files (``load_npy: false``) are spawned, not forked
     (LibRaw's OpenMP threads do not survive a fork: a forked worker would hang)."""
     data = cfg["data"]
-    workers = int(data.get("num_workers", 0))
+    workers = data["num_workers"]
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    kwargs: Dict[str, Any] = dict(num_workers=workers, pin_memory=bool(data.get("pin_memory", False)) and pin_memory,
+    kwargs: Dict[str, Any] = dict(num_workers=workers, pin_memory=data["pin_memory"] and pin_memory,
                                   collate_fn=collate_samples)
     if workers > 0:
-        kwargs["persistent_workers"] = bool(data.get("persistent_workers", False))
-        kwargs["prefetch_factor"] = int(data.get("prefetch_factor") or 2)
+        kwargs["persistent_workers"] = data["persistent_workers"]
+        kwargs["prefetch_factor"] = data["prefetch_factor"]
         kwargs["worker_init_fn"] = _worker_init
-        if not data.get("load_npy", True) and data.get("type") != "MCRDictSet":
+        if not data["load_npy"] and getattr(dataset_class(cfg), "reads_raw", True):
             kwargs["multiprocessing_context"] = "spawn"
     return kwargs
 
 
-def build_dataloader(cfg: Mapping[str, Any], split: str, distributed: bool = False,
-                     seed: Optional[int] = None, log: Callable[[str], None] = print) -> DataLoader:
-    """DataLoader of ``split``: shuffled with drop_last for train, DistributedSampler when
-    ``distributed``; batch_size from the split options; num_workers, pin_memory (only when CUDA
-    is available), persistent_workers and prefetch_factor (only with workers) from ``data``.
-    Workers that read RAW files (``load_npy: false``) are spawned, not forked (LibRaw uses OpenMP).
-    ``seed`` fixes the shuffling and the random crops / flips.
-    """
+def build_dataloader(cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> DataLoader:
+    """The evaluation loader of ``split`` (valid / test): in list order, ``batch_size`` of the split,
+    the workers of ``data``. Training has its own (``cans.train.loaders``)."""
     from ..config import split_options
-
     dataset = build_dataset(cfg, split, log=log)
-    opts = split_options(cfg, split)
-    train = split == "train"
-    batch_size = int(opts.get("batch_size") or 1)
-    if train and len(dataset) < batch_size:
-        raise DataError(f"data.train.batch_size {batch_size} is larger than the training set "
-                        f"({len(dataset)} samples): with drop_last no batch would be made")
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed or 0, drop_last=train)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      drop_last=train, generator=generator, **loader_kwargs(cfg))
+    batch_size = split_options(cfg, split)["batch_size"]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(cfg))
 
 
 def synthetic_exists(path: str) -> bool:
@@ -208,29 +173,6 @@ def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], N
     return True
 
 
-def _upgrade_legacy_caches(path: str, camera: str, log: Callable[[str], None]) -> None:
-    """A synthetic set made by an earlier version holds float32 caches named without the RAW
-    extension: write the current uint16 caches from its own DNG files and lists (seconds), then
-    delete the old files. Only for synthetic sets, which this project made itself."""
-    import glob
-
-    from .prepare import prepare_sid
-
-    old = [f for sub in ("short_pack", "long_pack", "long_post_int")
-           for f in glob.glob(os.path.join(path, camera, sub, "*.npy"))
-           if not os.path.splitext(os.path.splitext(f)[0])[1][1:].isalpha()]   # x_10s.npy, not x_10s.ARW.npy
-    if not old:
-        return
-    log(f"[data] {os.path.abspath(path)}: caches of an earlier version (float32); writing the current "
-        f"uint16 caches from the set's DNG files ...")
-    summary = prepare_sid(path, camera, lists_dir=path, workers=0, log=log, progress=False)
-    if summary["failed"]:
-        raise DataError(f"{os.path.abspath(path)}: could not rebuild the caches of this synthetic set; delete the "
-                        f"folder and it is made again")
-    for f in old:
-        os.remove(f)
-
-
 def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
     """Create the synthetic SID at ``data.data_path`` when ``data.synthetic.auto_create`` is true and
     the folder is missing or empty, or replace a synthetic set made there for the other camera.
@@ -248,14 +190,15 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     path = data["data_path"]
     if not syn.get("auto_create", False):
         return False
-    if data["type"] in ("RawPairDataset", "XTransPairDataset"):
-        return _ensure_own_camera(path, syn, log, "xtrans" if data["type"] == "XTransPairDataset" else "bayer")
+    stand_in = getattr(dataset_class(cfg), "synthetic", None)
+    if stand_in in ("bayer", "xtrans"):
+        return _ensure_own_camera(path, syn, log, stand_in)
     where = os.path.abspath(path)
-    fits = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji"}.get(data["type"])
+    fits = stand_in
     if fits is None:
-        raise DataError(f"data.synthetic.auto_create: the synthetic SID cannot stand in for data.type "
-                        f"{data['type']} (only SonyDictSet, FujiDictSet, RawPairDataset and XTransPairDataset have a synthetic set); "
-                        f"set data.synthetic.auto_create=false")
+        have = [n for n, c in DATASETS.classes().items() if getattr(c, "synthetic", None)]
+        raise DataError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {data['type']} "
+                        f"(only {', '.join(have)} have one); set data.synthetic.auto_create=false")
     camera = syn.get("camera") or fits
     if camera != fits:
         raise DataError(f"data.synthetic.camera is {camera} but data.type is {data['type']} ({fits}); "
@@ -263,9 +206,7 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     overwrite = False
     if synthetic_exists(path):
         made_for = _synthetic_camera(path)
-        if made_for is None or made_for == camera:
-            if made_for is not None:  # only a set this project made is rebuilt; a real SID folder is left as it is
-                _upgrade_legacy_caches(path, made_for, log)
+        if made_for is None or made_for == camera:  # a real SID folder is left as it is
             return False
         log(f"[data] {where} holds a synthetic {made_for} set, but data.type {data['type']} needs {camera}: "
             f"replacing it with a synthetic {camera} set (data.synthetic.auto_create: true)")
@@ -282,7 +223,7 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     return True
 
 
-__all__ = ["DATASET_REGISTRY", "build_dataset", "build_dataloader", "collate_samples", "loader_kwargs",
+__all__ = ["DATASETS", "build_dataset", "dataset_class", "build_dataloader", "collate_samples", "loader_kwargs",
            "ensure_synthetic", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
            "pack_bayer", "pack_xtrans",

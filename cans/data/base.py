@@ -41,6 +41,9 @@ from .lists import PairEntry, keep_first_capture
 from .raw_io import normalize_mosaic
 
 SPLITS = ("train", "valid", "test")
+#: the split options (data.process / data.<split>) a PairDataset takes
+SPLIT_KEYS = ("max_clip", "min_clip", "transpose", "h_flip", "v_flip", "only_00", "patch_size", "repeat",
+              "max_samples")
 
 
 def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:
@@ -61,10 +64,43 @@ def open_npy(path: str) -> np.ndarray:
 
 
 class PairDataset(Dataset):
+    """The in-tree data sets' common logic (module docstring). The class attributes are the camera
+    facts the rest of the project reads from the registered class (``cans.registry.DATASETS``):
+    the config checks, the tester's protocol and the synthetic stand-in."""
+    #: packed channels (4 Bayer, 9 X-Trans) and mosaic pixels per packed pixel (2, 3)
+    packed_channels = 4
     block_size = 2
-    channels = 4
     rgb_scale = 65535.0
+    #: the camera's name in messages and reports
     camera = "Sony"
+    #: the camera of the paper's tables and of pretrained_weights/<model>/<camera>.pth, or None
+    paper_camera: Optional[str] = None
+    #: pairs from the user's own camera (cans/data/rawpair.py)
+    own_camera = False
+    #: the synthetic set that stands in for it (data.synthetic.auto_create): a camera of
+    #: cans.data.synthetic ("Sony", "Fuji"), "bayer" / "xtrans" (own-camera sets), or None
+    synthetic: Optional[str] = None
+    #: a config whose model keys fit this data (named by the cross-key checks)
+    base_config = "configs/base/Sony.yaml"
+    #: whether workers read RAW files through LibRaw (then they are spawned, not forked)
+    reads_raw = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> "PairDataset":
+        """The data set of ``split`` from the resolved config (``data.*`` and the split's options)."""
+        from ..config import split_options
+        data = cfg["data"]
+        opts = split_options(cfg, split)
+        kwargs = {k: opts[k] for k in SPLIT_KEYS if k in opts}
+        kwargs["load_npy"] = data["load_npy"]
+        kwargs.update(cls.data_options(data))
+        return cls(data["data_path"], opts.get("image_list_file"), split, skip_bad_files=data["skip_bad_files"],
+                   log=log, **kwargs)
+
+    @staticmethod
+    def data_options(data: Mapping[str, Any]) -> Dict[str, Any]:
+        """The ``data.*`` keys this data set takes besides the split options (none)."""
+        return {}
     #: cache memory maps kept open per process (page tables survive between samples of the same file)
     mmap_cache_size = 24
 
@@ -254,10 +290,10 @@ class PairDataset(Dataset):
         b = self.block_size
         noisy, clean, rgb = self._arrays(entry)
         c, h, w = noisy.shape
-        if c != self.channels or tuple(clean.shape) != (c, h, w):
+        if c != self.packed_channels or tuple(clean.shape) != (c, h, w):
             raise DataError(f"{entry.source}: packed shapes {tuple(noisy.shape)} ({entry.img_file}) and "
                             f"{tuple(clean.shape)} ({entry.lbl_file}) differ or do not have "
-                            f"{self.channels} channels")
+                            f"{self.packed_channels} channels")
         if rgb.ndim != 3 or rgb.shape[0] != 3 or rgb.shape[1] < h * b or rgb.shape[2] < w * b:
             raise DataError(f"{entry.source}: RGB target {tuple(rgb.shape)} of {entry.lbl_file} does not "
                             f"cover the packed image {h}x{w} x block {b} (expected (3, >= {h * b}, >= {w * b}))")

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 
-class DataError(ValueError):
-    """Data that cannot be used: the message names the file (and line) and what was expected."""
+from ..errors import DataError
 
 
 def prepare_hint(data_path: str, camera: str = "Sony") -> str:

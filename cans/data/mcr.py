@@ -13,6 +13,7 @@ from typing import List
 
 import numpy as np
 
+from ..registry import DATASETS
 from .base import PairDataset
 from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_mcr_list
@@ -38,9 +39,12 @@ def _check_8bit(img: np.ndarray, path: str) -> None:
                         f"(black 0, white 255)")
 
 
+@DATASETS.register
 class MCRDictSet(PairDataset):
-    block_size = 2
-    channels = 4
+    packed_channels, block_size = 4, 2
+    paper_camera = "MCR"
+    base_config = "configs/base/MCR.yaml"
+    reads_raw = False  # PNG files: workers may be forked
     rgb_scale = 255.0
     camera = "MCR"
     level = 255.0

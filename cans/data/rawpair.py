@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..registry import DATASETS
 from .base import PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
@@ -424,11 +425,14 @@ def _tick(results, bar):
 # The dataset
 # ---------------------------------------------------------------------------------------------
 
+@DATASETS.register
 class RawPairDataset(PairDataset):
     """Pairs of Bayer RAW files from any camera (module docstring); packed to 4 channels."""
-    block_size = 2
-    channels = 4
-    camera = "own"
+    packed_channels, block_size = 4, 2
+    camera = "own camera"
+    own_camera = True
+    synthetic = "bayer"
+    base_config = "configs/finetune_own_camera.yaml"
 
     def __init__(self, data_path: str, image_list_file: Optional[str], split: str = "train", *,
                  ratio_mode: str = "exposure", max_ratio: Optional[float] = DEFAULT_MAX_RATIO, **kwargs):
@@ -539,10 +543,13 @@ class RawPairDataset(PairDataset):
         return wb_vector(self._file_meta(entry.lbl_file).wb, self.block_size)
 
 
+@DATASETS.register
 class XTransPairDataset(RawPairDataset):
     """Pairs of X-Trans RAW files (Fuji) from any camera; packed to 9 channels (block 3)."""
-    block_size = 3
-    channels = 9
+    packed_channels, block_size = 9, 3
+    camera = "own X-Trans camera"
+    synthetic = "xtrans"
+    base_config = "configs/base/Fuji.yaml"
 
 
 __all__ = ["RawPairDataset", "XTransPairDataset", "FileMeta", "RawPairEntry", "parse_pair_list", "metadata_ratio",

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..registry import DATASETS
 from .base import PairDataset, open_npy
 from .cameras import FUJI, SONY, CameraSpec
 from .errors import DataError, prepare_hint
@@ -51,12 +52,6 @@ def willneed_rows(arr: np.ndarray, axis: int, r0: int, r1: int) -> None:
 
 class SIDDictSet(PairDataset):
     spec: CameraSpec = SONY
-
-    def __init__(self, *args, **kwargs):
-        self.block_size = self.spec.block_size
-        self.channels = self.spec.channels
-        self.camera = self.spec.name
-        super().__init__(*args, **kwargs)
 
     def prepare_hint(self) -> str:
         return prepare_hint(self.data_path, self.spec.name)
@@ -132,11 +127,18 @@ class SIDDictSet(PairDataset):
         return None if entry.wb is None else wb_vector(entry.wb, self.block_size)
 
 
+@DATASETS.register
 class SonyDictSet(SIDDictSet):
     """SID Sony A7S2, Bayer RGGB packed to 4 channels (block 2)."""
     spec = SONY
+    packed_channels, block_size, camera = SONY.channels, SONY.block_size, SONY.name
+    paper_camera = synthetic = "Sony"
 
 
+@DATASETS.register
 class FujiDictSet(SIDDictSet):
     """SID Fuji X-T2, X-Trans packed to 9 channels (block 3)."""
     spec = FUJI
+    packed_channels, block_size, camera = FUJI.channels, FUJI.block_size, FUJI.name
+    paper_camera = synthetic = "Fuji"
+    base_config = "configs/base/Fuji.yaml"

@@ -1,1 +1,2 @@
-"""Engines: training, evaluation and the paper reference numbers."""
+"""What training and evaluation share: checkpoint files (``checkpoint``), processes
+(``distributed``) and the CUDA fast path (``fastpath``)."""

@@ -1,14 +1,14 @@
 """Checkpoint files: atomic writes, safe reading with clear errors, RNG states, loading weights.
 
 A training checkpoint is a ``dict`` saved with ``torch.save``; what it holds and how a resume
-restores it is ``cans.engine.train_state``. This module does the file work: write atomically,
+restores it is ``cans.train.state``. This module does the file work: write atomically,
 fsynced, through a unique temporary name, with a one-line error on a full disk
 (:func:`atomic_torch_save`); read a checkpoint or weights file with PyTorch's weights-only
 unpickler, checking the archive's CRCs, and never run code from it unless the user opted in
 (:func:`read_torch_file`, :func:`load_checkpoint`, :func:`load_model_weights`); capture and
 restore the RNG states (python, numpy, torch CPU, torch CUDA).
 
-``cans.models.load_weights`` reads the ``model`` entry, so a checkpoint is also a
+:func:`load_model_weights` reads the ``model`` entry, so a checkpoint is also a
 weights file for ``test.py`` and ``train.pretrained``.
 """
 from __future__ import annotations
@@ -31,11 +31,7 @@ import numpy as np
 import torch
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, or that does not fit the model / optimiser of the config.
-
-    The message names the file and says what to do; the command-line entry points print it
-    as one line (``cans.cli``)."""
+from ..errors import CheckpointError, DiskFullError
 
 
 def error_text(exc: BaseException) -> str:
@@ -115,10 +111,6 @@ def _as_python_state(obj):
     if isinstance(obj, list):
         return tuple(tuple(x) if isinstance(x, list) else x for x in obj)
     return obj
-
-
-class DiskFullError(CheckpointError):
-    """No space left for a file being written; the previous version of that file is untouched."""
 
 
 def fsync_folder(folder: str) -> None:

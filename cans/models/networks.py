@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..registry import MODELS
 from .backbone import Backbone
 from .heads import InteractiveRawHead, InteractiveRGBHead, RawHead, RGBHead, SharedKV
 
@@ -74,6 +75,7 @@ class _CANSBase(nn.Module):
         return rgb, raw
 
 
+@MODELS.register
 class CANS(_CANSBase):
     """CANS: shared backbone, a convolutional RAW head and an RGB head."""
 
@@ -89,6 +91,7 @@ class CANS(_CANSBase):
         return self.rgb_head(features), self.raw_head(features)
 
 
+@MODELS.register
 class CANS_Plus(_CANSBase):
     """CANS++: CANS with the dual-head interaction module (shared pooled key and value)."""
 

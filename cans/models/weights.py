@@ -1,4 +1,4 @@
-"""Loading weights: published checkpoints, our own checkpoints, DDP-saved ones."""
+"""Weights: the state_dict inside a checkpoint (published ones, ours, DDP- or compile-saved), loaded strictly."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -39,18 +39,16 @@ def extract_state_dict(obj, source: str = "checkpoint") -> Mapping[str, torch.Te
     return out
 
 
-def load_weights(model: nn.Module, path: str, map_location="cpu") -> nn.Module:
-    """Load weights from ``path`` into ``model`` with strict key checking.
-
-    The file is read with the weights-only unpickler (``cans.engine.checkpoint.read_torch_file``:
-    a file that needs more is refused unless trusted). A missing or unexpected key raises
-    ``KeyError`` listing the names; a shape mismatch raises ``ValueError`` naming the parameter
-    and both shapes.
-    """
-    from ..engine.checkpoint import read_torch_file
-    obj = read_torch_file(path, map_location=map_location)
-    state = extract_state_dict(obj, source=path)
-    load_state_dict_strict(model, state, source=path)
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network under DistributedDataParallel and/or torch.compile wrappers (the ``module.``
+    and ``_orig_mod.`` prefixes :func:`extract_state_dict` strips)."""
+    for _ in range(4):
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            break
     return model
 
 

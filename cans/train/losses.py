@@ -7,7 +7,7 @@ colour-balanced clean packed RAW ``clean_raw`` (B, b*b, H, W), values about [0, 
 or ``MSE``, mean over all elements) and a ``weight``.
 
 The weights actually applied may be changed by the adaptive prior
-(``cans.engine.prior``); this module only computes the unweighted terms and the YAML
+(``cans.train.prior``); this module only computes the unweighted terms and the YAML
 weights.
 """
 from __future__ import annotations

@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-from ..metrics import psnr, ssim
+from .metrics import psnr, ssim
 from .images import raw_preview, write_png
 
 PAPER_GROUPS = ("x100", "x250", "x300")
@@ -364,7 +364,7 @@ def _diff(ours, paper, digits: int) -> str:
 
 def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] = None,
                   paper_name: str = "paper") -> str:
-    """The two reports as Markdown tables; with ``paper`` (an entry of ``cans.engine.paper.PAPER``)
+    """The two reports as Markdown tables; with ``paper`` (an entry of ``cans.evaluate.paper.PAPER``)
     each row also shows the paper's PSNR / SSIM and the difference (ours - paper)."""
     lines = ["### Reconstruction (sRGB): PSNR / SSIM", ""]
     rec = report["reconstruction"]

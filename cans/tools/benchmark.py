@@ -52,11 +52,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..losses import build_loss
+from ..train.losses import build_loss
 from ..models import build_model
-from .evaluate import autocast_context, synchronize
-from .fastpath import compile_model, plan_fast_path
-from .schedule import build_optimizer
+from ..evaluate.scores import autocast_context, synchronize
+from ..engine.fastpath import compile_model, plan_fast_path
+from ..train.schedule import build_optimizer
 
 
 @dataclass(frozen=True)

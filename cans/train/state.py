@@ -24,7 +24,7 @@ how a resumed ``Trainer`` takes it back:
 - :func:`interrupt_state`: the checkpoint of a run stopped outside its training steps
   (validation, saving), without collective calls.
 
-The functions read and set the attributes of a ``cans.engine.trainer.Trainer`` (``model``,
+The functions read and set the attributes of a ``cans.train.trainer.Trainer`` (``model``,
 ``optimizer``, ``scheduler``, ``scaler``, ``prior``, ``cfg``, ``tcfg``, ``seed``, ``rank``,
 ``world_size``, ``logger`` and the counters ``epoch``, ``step``, ``best_metric``,
 ``best_epoch``, ``bad_validations``, ``nonfinite_total``, ``history``, ``batches_done``,
@@ -38,8 +38,8 @@ from typing import Any, Dict, List, Mapping
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, capture_rng_state, error_text, mismatch_text, restore_rng_state
-from .prior import unwrap_model
+from ..engine.checkpoint import CheckpointError, capture_rng_state, error_text, mismatch_text, restore_rng_state
+from ..models import unwrap_model
 from .schedule import sync_schedule
 from .seeding import seed_everything
 

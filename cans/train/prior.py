@@ -38,6 +38,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..models.weights import unwrap_model
+
 MODES = ("fixed", "gradient_agreement")
 
 
@@ -58,18 +60,6 @@ def mgda_gamma(g1: torch.Tensor, g2: torch.Tensor) -> float:
     if not math.isfinite(gamma):
         return 0.5
     return min(max(gamma, 0.0), 1.0)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network under DistributedDataParallel and/or torch.compile wrappers."""
-    for _ in range(4):
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
 
 
 def shared_parameters(model: nn.Module) -> List[nn.Parameter]:

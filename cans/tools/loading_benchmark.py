@@ -22,8 +22,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .prepare import cache_path, save_npy
-from .sid import SonyDictSet
+from ..data.prepare import cache_path, save_npy
+from ..data.sid import SonyDictSet
 
 SONY_H, SONY_W = 2848, 4256
 

@@ -11,12 +11,12 @@ ratio-amplified packed input; ``clean_raw`` (B, C, h, w), the colour-balanced cl
 RAW; ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1]. The model returns ``(rgb, raw)`` of the
 targets' shapes.
 
-The learning rate follows ``cans.engine.schedule`` (per-epoch cosine); the data loaders come
-from ``cans.engine.loaders``, seeds from ``cans.engine.seeding``, signal handling from
-``cans.engine.signals``. What a checkpoint holds and how a resume restores it is
-``cans.engine.train_state`` (the files themselves: ``cans.engine.checkpoint``); the validation
-image panels are ``cans.engine.images.validation_panels``; the run folder's lock and the rule
-for a folder that already holds a run are ``cans.engine.rundir``.
+The learning rate follows ``cans.train.schedule`` (per-epoch cosine); the data loaders come
+from ``cans.train.loaders``, seeds from ``cans.train.seeding``, signal handling from
+``cans.train.signals``. What a checkpoint holds and how a resume restores it is
+``cans.train.state`` (the files themselves: ``cans.engine.checkpoint``); the validation
+image panels are ``cans.evaluate.images.validation_panels``; the run folder's lock and the rule
+for a folder that already holds a run are ``cans.train.rundir``.
 
 What survives what (docs/training.md): Ctrl-C or SIGTERM stops after the current step and saves
 an exact mid-epoch ``last.pth`` (a second signal stops at once); ``kill -9`` loses only the steps
@@ -38,27 +38,26 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, to_yaml
-from ..losses import build_loss
+from .losses import build_loss
 from ..outdirs import prepare_output_dir
-from . import distributed as du
-from . import fastpath
-from .checkpoint import (CheckpointError, DiskFullError, atomic_torch_save, atomic_write_bytes, check_free_space,
+from ..engine import distributed as du
+from ..engine import fastpath
+from ..engine.checkpoint import (CheckpointError, DiskFullError, atomic_torch_save, atomic_write_bytes, check_free_space,
                          load_checkpoint, trusted_checkpoints)
-from .evaluate import autocast_context
-from .images import validation_panels
+from ..evaluate.scores import autocast_context
+from ..evaluate.images import validation_panels
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
-from .prior import build_prior, unwrap_model
+from ..models import unwrap_model
+from .prior import build_prior
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
 from .rundir import RunLock, remove_leftovers, resume_point
 from .signals import StopRequest, signals_ignored, sigterm_as_interrupt
-from .train_state import capture_train_state, interrupt_state, restore_train_state
+from .state import capture_train_state, interrupt_state, restore_train_state
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many non-finite losses in a row, non-finite weights, or a non-finite validation; the
-    message names the epoch / step, the checkpoint kept and the likely key to change."""
+from ..errors import NonFiniteLossError
 
 
 def nonfinite_advice(tcfg: Mapping[str, Any]) -> str:
@@ -189,6 +188,10 @@ class Trainer:
             valid_set = build_dataset(cfg, "valid")
         self.train_set = train_set
         self.valid_set = valid_set or None
+        data_block = getattr(train_set, "block_size", None)
+        if isinstance(data_block, int) and data_block != self.block_size:
+            raise ConfigError(f"model.type {cfg['model']['type']} has block_size {self.block_size} but data.type "
+                              f"{cfg['data']['type']} packs {data_block}x{data_block} mosaic pixels: they must agree")
         self.train_loading = TrainLoader(train_set, cfg, device, self.seed, self.rank, self.world_size)
         self.train_loader = self.train_loading.loader
         self.valid_loader = (valid_loader(self.valid_set, cfg, device, self.rank, self.world_size)
@@ -223,7 +226,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- setup helpers
     def _resume_decision(self, resume: Optional[str]):
-        """``cans.engine.rundir.resume_point``, its refusal returned (to be broadcast) instead of raised."""
+        """``cans.train.rundir.resume_point``, its refusal returned (to be broadcast) instead of raised."""
         try:
             return resume_point(self.output_dir, resume, bool(self.tcfg.get("auto_resume")))
         except ConfigError as exc:
@@ -251,7 +254,7 @@ class Trainer:
         # otherwise cuDNN benchmark is the fast-path plan's (on CUDA: on unless deterministic, fast or not)
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
-        from .checkpoint import load_model_weights
+        from ..engine.checkpoint import load_model_weights
         try:
             load_model_weights(model, path, self.cfg, trust=bool(self.tcfg.get("trust_checkpoint")))
         except CheckpointError as exc:
@@ -268,7 +271,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self, gather_rng: bool = True) -> Dict[str, Any]:
-        """Everything a resume needs (``cans.engine.train_state.capture_train_state``). ``gather_rng``
+        """Everything a resume needs (``cans.train.state.capture_train_state``). ``gather_rng``
         collects every rank's RNG state (a collective call: all ranks must call it); without it
         ``rng_ranks`` is None."""
         return capture_train_state(self, gather_rng)
@@ -307,7 +310,7 @@ class Trainer:
         return f"the last good checkpoint is {self._last_good}"
 
     def load(self, path: str) -> None:
-        """Restore everything saved by ``save`` (resume; ``cans.engine.train_state.restore_train_state``)."""
+        """Restore everything saved by ``save`` (resume; ``cans.train.state.restore_train_state``)."""
         with trusted_checkpoints(bool(self.tcfg.get("trust_checkpoint"))):
             ckpt = load_checkpoint(path, map_location="cpu")
         restore_train_state(self, ckpt, path)
@@ -450,10 +453,10 @@ class Trainer:
 
     # ----------------------------------------------------------------- validation
     def validate(self, epoch: int) -> Optional[Dict[str, float]]:
-        """Full-image validation with ``cans.engine.evaluate``; averaged over all ranks' images."""
+        """Full-image validation with ``cans.evaluate.scores``; averaged over all ranks' images."""
         if self.valid_loader is None:
             return None
-        from .evaluate import evaluate
+        from ..evaluate.scores import evaluate
 
         model = self.model
         was_training = model.training
@@ -482,7 +485,7 @@ class Trainer:
 
     def _log_images(self, step: int, max_side: int = 256) -> None:
         """TensorBoard: input (brightened) | RGB output | RGB target, and RAW output | RAW target, of
-        the first validation image (``cans.engine.images.validation_panels``)."""
+        the first validation image (``cans.evaluate.images.validation_panels``)."""
         if self.logger.writer is None or self.valid_set is None or len(self.valid_set) == 0:
             return
         panels = validation_panels(self.model, self.valid_set[0], self.block_size, self.device,
@@ -497,7 +500,7 @@ class Trainer:
         Each epoch ends with validation (every ``valid_per_epoch``), ``best.pth`` on a new best
         validation PSNR, then ``last.pth``, and ``epoch_XXXX.pth`` every ``save_per_epoch``. With
         ``train.pretrained`` the starting weights are validated first and are the first candidate
-        for ``best.pth``. Ctrl-C / SIGTERM: see :class:`cans.engine.signals.StopRequest`; the
+        for ``best.pth``. Ctrl-C / SIGTERM: see :class:`cans.train.signals.StopRequest`; the
         state is saved to ``last.pth`` and ``KeyboardInterrupt`` re-raised.
         """
         epochs = int(self.tcfg["epochs"])

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import split_options
 from ..data import loader_kwargs
-from . import distributed as du
+from ..engine import distributed as du
 from .seeding import loader_seed
 
 

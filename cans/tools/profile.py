@@ -1,6 +1,6 @@
 """Parameters and FLOPs of a configured model.
 
-    python -m cans.profile -c configs/CANS_Plus/Sony.yaml [--size 512 512] [--set key=value ...]
+    python -m cans.tools.profile -c configs/CANS_Plus/Sony.yaml [--size 512 512] [--set key=value ...]
 
 ``--size`` is the *packed* input size (H, W); the default 512 x 512 is a 1024 x 1024 Bayer
 patch. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
@@ -17,8 +17,8 @@ from typing import Dict, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, load_config
-from .models import build_model
+from ..config import ConfigError, load_config
+from ..models import build_model
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -51,8 +51,8 @@ def profile(cfg, height: int = 512, width: int = 512) -> Dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m cans.profile``."""
-    parser = argparse.ArgumentParser(prog="python -m cans.profile", description=__doc__.split("\n\n")[0])
+    """The command line of ``python -m cans.tools.profile``."""
+    parser = argparse.ArgumentParser(prog="python -m cans.tools.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", required=True, help="YAML config")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
                         help="packed input size (default 512 512 = a 1024x1024 Bayer patch)")

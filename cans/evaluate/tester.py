@@ -1,7 +1,7 @@
 """``test.py``: the paper's two reports for a checkpoint, and the throughput mode.
 
 ``run_test(cfg, checkpoint, ...)`` builds the config's model, loads the weights, runs
-:func:`cans.engine.evaluate.evaluate` over the test split at full resolution and writes, in
+:func:`cans.evaluate.scores.evaluate` over the test split at full resolution and writes, in
 ``<output_dir>/test/`` (or ``out_dir``):
 
 * ``metrics.json``: the report plus ``config`` (the resolved config), ``checkpoint``, ``weights``
@@ -44,21 +44,19 @@ import torch
 
 from ..outdirs import prepare_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel
-from .evaluate import (atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
+from .scores import (atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
-from .fastpath import fast_model_for_test
+from ..engine.fastpath import fast_model_for_test
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
 
-CAMERA_OF_TYPE = {"SonyDictSet": "Sony", "FujiDictSet": "Fuji", "MCRDictSet": "MCR"}
-
-
-class TestSetupError(RuntimeError):
-    """A test run that cannot start (missing checkpoint, data); the message says what to do."""
+from ..errors import TestSetupError
 
 
 def camera_name(cfg: Mapping[str, Any]) -> str:
-    return cfg["data"].get("camera") or CAMERA_OF_TYPE.get(cfg["data"]["type"], "Sony")
+    """``data.camera``, else the data set class's paper camera (Sony for one without)."""
+    from ..data import dataset_class
+    return cfg["data"].get("camera") or getattr(dataset_class(cfg), "paper_camera", None) or "Sony"
 
 
 def default_checkpoint(cfg: Mapping[str, Any]) -> str:
@@ -91,7 +89,7 @@ def check_amp(amp: Optional[str], device: torch.device) -> None:
 
 def check_checkpoint_path(checkpoint: str) -> None:
     """TestSetupError, one line, when ``checkpoint`` is a folder or no file (before any work)."""
-    from .checkpoint import CheckpointError, check_checkpoint_file
+    from ..engine.checkpoint import CheckpointError, check_checkpoint_file
 
     try:
         check_checkpoint_file(os.path.abspath(checkpoint), example="best.pth")
@@ -104,7 +102,7 @@ def check_checkpoint_path(checkpoint: str) -> None:
 
 def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
     from ..models import build_model
-    from .checkpoint import CheckpointError, load_model_weights
+    from ..engine.checkpoint import CheckpointError, load_model_weights
 
     check_checkpoint_path(checkpoint)
     model = build_model(cfg)

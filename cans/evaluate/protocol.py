@@ -25,8 +25,12 @@ def describe_protocol(cfg: Mapping[str, Any], camera: str, images: Optional[int]
     test = cfg["data"].get("test") or {}
     only_00 = bool(test.get("only_00", False))
     dataset = "MCR" if camera == "MCR" else f"SID {camera}"
-    if cfg["data"].get("type") in ("RawPairDataset", "XTransPairDataset"):
+    from ..data import dataset_class
+    cls = dataset_class(cfg)
+    if getattr(cls, "own_camera", False):
         dataset = f"own camera ({cfg['data']['type']})"
+    elif getattr(cls, "paper_camera", None) is None:  # a data set of the user's
+        dataset = f"{cfg['data']['type']}"
     elif is_synthetic(cfg):
         dataset = f"synthetic {dataset}"
     frames = "first capture of each scene (only_00)" if only_00 else "every frame of the list"

@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any, Mapping, Optional
 
-from . import distributed as du
+from ..engine import distributed as du
 
 
 def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str:
@@ -74,6 +74,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
 
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work
+    check_model(cfg)
     device = du.init_distributed(timeout_s=float(cfg["train"].get("dist_timeout") or 1800))
     trainer = None
     try:
@@ -127,7 +128,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     du.cleanup_distributed()
 
     if cfg["train"].get("test_at_end") and checkpoint and du.get_rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
-        from .tester import run_test
+        from ..evaluate.tester import run_test
         print("", flush=True)
         run_test(cfg, checkpoint, device=str(device), progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -150,6 +151,15 @@ def final_checkpoint(ckpt_dir: str, summary: Mapping[str, Any]):
     return None, f"test at end: skipped, {ckpt_dir} holds neither best.pth nor last.pth"
 
 
+def check_model(cfg: Mapping[str, Any]) -> None:
+    """Build the configured network on the ``meta`` device (no memory, no time): a user's class
+    that does not take its options, or lacks ``block_size``, is one line before any work."""
+    import torch
+    from ..models import build_model
+    with torch.device("meta"):
+        build_model(cfg)
+
+
 def preflight(cfg: Mapping[str, Any]) -> None:
     """Everything a run would otherwise find late, checked within seconds, all problems in one
     :class:`ConfigError`: every list the run reads (the test list too with ``train.test_at_end``),
@@ -159,7 +169,7 @@ def preflight(cfg: Mapping[str, Any]) -> None:
         return
     from ..config import ConfigError
     from ..data import DataError, build_dataset
-    from .checkpoint import CheckpointError, read_torch_file
+    from ..engine.checkpoint import CheckpointError, read_torch_file
     problems = []
     splits = ["train", "valid"] + (["test"] if cfg["train"].get("test_at_end") else [])
     for split in splits:
@@ -209,4 +219,4 @@ def patch_problems(cfg: Mapping[str, Any], dataset) -> list:
     return []
 
 
-__all__ = ["final_checkpoint", "preflight", "stop_reason", "train_main"]
+__all__ = ["check_model", "final_checkpoint", "preflight", "stop_reason", "train_main"]
