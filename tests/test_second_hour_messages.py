@@ -1,0 +1,57 @@
+"""Messages a user meets past the quick start (issue 22): where a bad config key came from and
+what it likely meant, a misspelt list file, an unreadable own-camera RAW file, infer.py's notes."""
+from __future__ import annotations
+
+import pytest
+
+from cans.config import ConfigError, load_config
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. config keys: where they came from, likeliest suggestions first
+# ---------------------------------------------------------------------------------------------
+
+def config_error(path, overrides=()):
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    return str(err.value)
+
+
+def test_set_key_error_names_the_override_and_ranks_suffix_matches(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  epochs: 1\n")
+    msg = config_error(path, ["train.lr=1e-3"])
+    assert msg.startswith("--set train.lr=1e-3: unknown config key train.lr; did you mean "
+                          "train.base_lr, train.min_lr"), msg
+    assert str(path) not in msg
+    # a value out of range from --set: the override is named too, not the file
+    msg = config_error(path, ["train.epochs=-1"])
+    assert msg.startswith("--set train.epochs=-1: train.epochs: expected int >= 0"), msg
+    # a whole section set by --set
+    assert config_error(path, ["train={lr: 2}"]).startswith("--set train={lr: 2}: unknown config key train.lr")
+
+
+def test_file_key_error_names_file_and_line_or_the_base(tmp_path):
+    write(tmp_path / "base" / "b.yaml", "model:\n  width: 8\ntrain:\n  epochs: 1\n  lr: 3\n")
+    path = write(tmp_path / "c.yaml", "base: base/b.yaml\nname: x\ntrain:\n  epochs: -2\n")
+    msg = config_error(path)
+    assert msg.startswith(f"{path}, line 4: train.epochs: expected int >= 0, got -2"), msg
+    # the override fixes epochs; the unknown key then comes from the base file, line 5
+    msg = config_error(path, ["train.epochs=2"])
+    base = str(tmp_path / "base" / "b.yaml")
+    assert msg.startswith(f"{base}, line 5 (a base of {path}): unknown config key train.lr; "
+                          f"did you mean train.base_lr, train.min_lr"), msg
+
+
+def test_key_suggestions_find_the_same_name_in_another_section(tmp_path):
+    path = write(tmp_path / "c.yaml", "{}\n")
+    msg = config_error(path, ["train.batch_size=4"])
+    assert "did you mean data.train.batch_size," in msg, msg
+    assert "did you mean train.epochs?" in config_error(path, ["epochs=3"])
+    # a close spelling still wins where nothing begins or ends the same
+    assert "did you mean train.base_lr" in config_error(path, ["train.base_rl=1e-4"])
