@@ -55,3 +55,38 @@ def test_key_suggestions_find_the_same_name_in_another_section(tmp_path):
     assert "did you mean train.epochs?" in config_error(path, ["epochs=3"])
     # a close spelling still wins where nothing begins or ends the same
     assert "did you mean train.base_lr" in config_error(path, ["train.base_rl=1e-4"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. a misspelt list file: the list files that exist, not the preparation
+# ---------------------------------------------------------------------------------------------
+
+def list_file_error(data_path, name):
+    from cans.data import DataError, build_dataset
+    cfg = load_config(write(data_path.parent / "c.yaml", "{}\n"),
+                      [f"data.data_path={data_path}", f"data.train.image_list_file={name}"])
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg, "train")
+    return str(err.value)
+
+
+def test_misspelt_list_file_suggests_the_list_files_there(tmp_path):
+    data = tmp_path / "SID"
+    for name in ("Sony_train_list.txt", "Sony_val_list.txt", "Sony_test_list.txt"):
+        write(data / name, "")
+    msg = list_file_error(data, "Sony_trian_list.txt")
+    assert msg.startswith(f"data.train.image_list_file: list file not found: {data / 'Sony_trian_list.txt'}; "
+                          f"did you mean Sony_train_list.txt? (list files there: "), msg
+    assert "prepare_sid.py" not in msg and "\n" not in msg
+    # written with a folder: the suggestion is written the same way
+    write(data / "lists" / "Sony_train_list.txt", "")
+    assert "did you mean lists/Sony_train_list.txt?" in list_file_error(data, "lists/Sony_trian_list.txt")
+    # nothing close: the list files there
+    assert f"the list files in {data} are Sony_test_list.txt, Sony_train_list.txt, Sony_val_list.txt" in \
+        list_file_error(data, "mine.txt")
+
+
+def test_missing_list_file_in_a_folder_without_lists_keeps_the_preparation_advice(tmp_path):
+    (tmp_path / "SID").mkdir()
+    msg = list_file_error(tmp_path / "SID", "Sony_train_list.txt")
+    assert "prepare_sid.py" in msg and "did you mean" not in msg, msg

@@ -28,6 +28,7 @@ generator, so DataLoader workers draw different crops and a seed reproduces them
 """
 from __future__ import annotations
 
+import difflib
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -58,6 +59,27 @@ def open_npy(path: str) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"cannot read cache file {path}: {type(exc).__name__}: {exc} "
                         f"(truncated or corrupt; delete it and run the preparation again)") from None
+
+
+def missing_list_hint(written: str, list_file: str) -> Optional[str]:
+    """Advice for a list file that does not exist, from the list files (``*.txt``) beside where it
+    should be: the closest name, written as ``written`` was (``did you mean Sony_train_list.txt?``),
+    and the ones there; None when that folder holds none (the data is not prepared: the caller
+    gives the preparation advice instead)."""
+    folder = os.path.dirname(list_file) or "."
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if n.lower().endswith(".txt") and os.path.isfile(os.path.join(folder, n)))
+    except OSError:
+        return None
+    if not names:
+        return None
+    close = difflib.get_close_matches(os.path.basename(list_file), names, n=1, cutoff=0.6)
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    if not close:
+        return f"the list files in {folder} are {shown}"
+    return f"did you mean {os.path.join(os.path.dirname(written), close[0])}?" + \
+        (f" (list files there: {shown})" if len(names) > 1 else "")
 
 
 class PairDataset(Dataset):
@@ -104,7 +126,7 @@ class PairDataset(Dataset):
             os.path.join(data_path, image_list_file)
         if not os.path.isfile(self.list_file):
             raise DataError(f"{self.key}.image_list_file: list file not found: {self.list_file}; "
-                            f"{self.prepare_hint()}")
+                            f"{missing_list_hint(image_list_file, self.list_file) or self.prepare_hint()}")
         entries = self._entries()
         if only_00:
             entries = keep_first_capture(entries)
