@@ -90,3 +90,35 @@ def test_missing_list_file_in_a_folder_without_lists_keeps_the_preparation_advic
     (tmp_path / "SID").mkdir()
     msg = list_file_error(tmp_path / "SID", "Sony_train_list.txt")
     assert "prepare_sid.py" in msg and "did you mean" not in msg, msg
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. a truncated RAW file of an own-camera set: unreadable, and data.skip_bad_files leaves it out
+# ---------------------------------------------------------------------------------------------
+
+def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_path):
+    pytest.importorskip("rawpy")
+    from cans.data import DataError
+    from cans.data.rawpair import RawPairDataset, prepare_pairs
+    from cans.data.synthetic import make_own_camera_set
+
+    out = tmp_path / "own"
+    make_own_camera_set(str(out), scenes=3, height=112, width=112, progress=False, prepare=False,
+                        log=lambda m: None)
+    short = (out / "train_list.txt").read_text().split()[0]      # scene_01/IMG_0002.DNG
+    data = (out / short).read_bytes()
+    (out / short).write_bytes(data[: len(data) // 2])
+    logged = []
+    summary = prepare_pairs(str(out), ["train_list.txt"], progress=False, log=logged.append)
+    assert list(summary["failed"]) == [short]
+    assert any("unreadable" in m and "data.skip_bad_files: true" in m for m in logged), logged
+    for load_npy in (True, False):
+        with pytest.raises(DataError) as err:
+            RawPairDataset(str(out), "train_list.txt", "train", load_npy=load_npy, log=lambda m: None)
+        msg = str(err.value)
+        assert "1 of 3 pairs have unreadable files" in msg and f"cannot read RAW file {out / short}" in msg, msg
+        assert msg.endswith("set data.skip_bad_files: true to leave these pairs out"), msg
+        assert "prepare_pairs.py" not in msg and "not prepared" not in msg, msg
+        ds = RawPairDataset(str(out), "train_list.txt", "train", load_npy=load_npy, skip_bad_files=True,
+                            log=lambda m: None)
+        assert len(ds.entries) == 2 and ds.skipped_pairs()[0][0] == short

@@ -44,6 +44,12 @@ from .raw_io import normalize_mosaic
 SPLITS = ("train", "valid", "test")
 
 
+class BadFileError(DataError):
+    """A file that exists but cannot be used (truncated, corrupt, not a RAW format LibRaw reads):
+    preparing the data again fails on it again, so the advice is to replace it or to leave its
+    pair out with ``data.skip_bad_files: true``."""
+
+
 def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:
     """What a valid/test sample is replaced by when its files turn out unreadable at load time
     (``skip_bad_files``): no arrays, only the pair's names and the reason."""
@@ -164,17 +170,22 @@ class PairDataset(Dataset):
 
     # -- construction --------------------------------------------------------------------
     def _check_all(self, entries: List[PairEntry]) -> List[PairEntry]:
-        good, bad = [], []
+        good, bad, unreadable = [], [], 0
         for e in entries:
             try:
                 self._check_entry(e)
                 good.append(e)
             except DataError as exc:
                 bad.append((e, str(exc)))
+                unreadable += isinstance(exc, BadFileError)
         if bad:
             listing = "\n  ".join(f"{e.source}: {msg}" for e, msg in bad[:5])
             more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
             if not self.skip_bad_files:
+                if unreadable == len(bad):   # preparing again would fail on the same files
+                    raise DataError(f"{self.list_file}: {len(bad)} of {len(entries)} pairs have unreadable "
+                                    f"files:\n  {listing}{more}\nreplace them, or set data.skip_bad_files: "
+                                    f"true to leave these pairs out")
                 raise DataError(f"{self.list_file}: {len(bad)} of {len(entries)} pairs have missing or "
                                 f"unreadable files:\n  {listing}{more}\n{self.prepare_hint()}; or set "
                                 f"data.skip_bad_files: true to leave them out")
