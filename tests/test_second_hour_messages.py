@@ -199,3 +199,31 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     assert "tiles of 96" in text and "tiles of 100" not in text, text
     assert f"note: a.png is taken by {photos / 'a.dng'}: {photos / 'a.kdc'} -> a_1.png" in text, text
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. no documented make_synthetic_sid.py command writes one camera's set into a demo folder of the other
+# ---------------------------------------------------------------------------------------------
+
+def test_documented_synthetic_sets_go_to_the_folder_of_their_camera():
+    import re
+    import shlex
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    camera_of = {}   # demo data folder -> the camera its config reads
+    for name in ("demo.yaml", "demo_fuji.yaml"):
+        cfg = load_config(str(repo / "configs" / name))
+        camera_of[cfg["data"]["data_path"]] = "Fuji" if cfg["data"]["type"] == "FujiDictSet" else "Sony"
+    assert camera_of == {"datasets/synthetic_sid": "Sony", "datasets/synthetic_sid_fuji": "Fuji"}
+    commands = []
+    for doc in [repo / "README.md", repo / "datasets" / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), start=1):
+            if re.search(r"make_synthetic_sid\.py .*--out", line):
+                words = shlex.split(re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).strip("` "))
+                out = words[words.index("--out") + 1]
+                camera = words[words.index("--camera") + 1] if "--camera" in words else "Sony"
+                commands.append((f"{doc.name}:{number}", out, camera))
+    assert commands, "no make_synthetic_sid.py command found in the docs"
+    wrong = [(where, out, camera) for where, out, camera in commands if camera_of.get(out, camera) != camera]
+    assert not wrong, f"a documented command puts a set where a demo of the other camera reads: {wrong}"
