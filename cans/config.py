@@ -2,10 +2,11 @@
 
 ``load_config(path, overrides=None)`` returns the resolved configuration as a plain
 ``dict``. Every key the project reads is declared in ``SCHEMA`` below, with its type
-and default: an unknown or misspelt key fails with its dotted path and the closest
-valid names, a value of the wrong type or out of the key's range (a negative ``train.epochs``,
-``train.base_lr: 0``, a float that is inf or nan, a list of the wrong length) fails with what
-was expected. Files and overrides nested deeper than ``MAX_NESTING`` are refused as they are read.
+and default: an unknown or misspelt key fails with its dotted path, where it came from (the
+file and line, or the ``--set`` override) and the likeliest valid names; a value of the wrong
+type or out of the key's range (a negative ``train.epochs``, ``train.base_lr: 0``, a float that
+is inf or nan, a list of the wrong length) fails with what was expected, and where it came from.
+Files and overrides nested deeper than ``MAX_NESTING`` are refused as they are read.
 
 Inheritance: a file may name ``base: other.yaml`` (a path relative to the file, or a
 list of them, applied in order); the file's own keys are merged over the base's,
@@ -462,6 +463,42 @@ def apply_overrides(cfg: Dict[str, Any], overrides: Iterable[str]) -> Dict[str, 
     return cfg
 
 
+def _keyed(exc: ConfigError, path: str) -> ConfigError:
+    """``exc`` with ``exc.key`` set to the dotted key it is about, unless a deeper key set it first
+    (:func:`load_config` names where that key came from)."""
+    if getattr(exc, "key", None) is None:
+        exc.key = path
+    return exc
+
+
+def _schema_paths(schema: Mapping[str, Any], prefix: str = "") -> Iterable[tuple]:
+    """``(dotted path, last name)`` of every key and section of ``schema``, in declaration order."""
+    for name, spec in schema.items():
+        yield f"{prefix}{name}", name
+        if not isinstance(spec, Field):
+            yield from _schema_paths(spec, f"{prefix}{name}.")
+
+
+def suggest_keys(key: str, schema: Mapping[str, Any], prefix: str = "", n: int = 3) -> List[str]:
+    """Up to ``n`` dotted keys a misspelt ``key`` (met in the section ``prefix`` of ``schema``) may
+    have meant, likeliest first: names of this section that begin or end with ``key`` (``lr`` ->
+    ``base_lr``, ``min_lr``, in schema order) or that ``key`` begins or ends with; then the same name in other
+    sections (``train.batch_size`` -> ``data.train.batch_size``: those sharing more of the path
+    first); then close spellings (``difflib``, ``base_rl`` -> ``base_lr``)."""
+    low = key.lower()
+    names = [str(c) for c in schema]
+    ends = [c for c in names if len(low) >= 2 and c.lower() != low and
+            (c.lower().startswith(low) or c.lower().endswith(low)
+             or (len(c) >= 3 and (low.startswith(c.lower()) or low.endswith(c.lower()))))]
+    out = [f"{prefix}{c}" for c in ends]
+    here = set(prefix.rstrip(".").split(".")) if prefix else set()
+    elsewhere = [p for p, name in _schema_paths(SCHEMA) if name.lower() == low and p != f"{prefix}{key}"]
+    elsewhere.sort(key=lambda p: -len(here & set(p.split(".")[:-1])))   # stable: schema order next
+    out += elsewhere
+    out += [f"{prefix}{c}" for c in difflib.get_close_matches(key, names, n=n, cutoff=0.5)]
+    return list(dict.fromkeys(out))[:n]
+
+
 def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix: str = "",
              fill_defaults: bool = True) -> Dict[str, Any]:
     """Check ``cfg`` against ``schema``; return a new dict with defaults filled in."""
@@ -472,19 +509,22 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
     for key, value in cfg.items():
         path = f"{prefix}{key}"
         if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=3, cutoff=0.5)
-            hint = ("; did you mean " + ", ".join(f"{prefix}{c}" for c in close) + "?") if close else \
+            close = suggest_keys(str(key), schema, prefix)
+            hint = ("; did you mean " + ", ".join(close) + "?") if close else \
                 ("; valid keys here: " + ", ".join(sorted(schema)))
-            raise ConfigError(f"unknown config key {path}{hint}")
+            raise _keyed(ConfigError(f"unknown config key {path}{hint}"), path)
         spec = schema[key]
-        if isinstance(spec, Field):
-            out[key] = spec.check(value, path)
-        elif isinstance(spec, OpenWhenExternal) and isinstance(value, Mapping) and ":" in str(value.get("type") or ""):
-            out[key] = dict(value, type=spec["type"].check(value["type"], f"{path}.type"))
-        else:
-            section_value = {} if value is None else value
-            out[key] = validate(section_value, spec, path + ".",
-                                fill_defaults=not isinstance(spec, SplitSection))
+        try:
+            if isinstance(spec, Field):
+                out[key] = spec.check(value, path)
+            elif isinstance(spec, OpenWhenExternal) and isinstance(value, Mapping) and ":" in str(value.get("type") or ""):
+                out[key] = dict(value, type=spec["type"].check(value["type"], f"{path}.type"))
+            else:
+                section_value = {} if value is None else value
+                out[key] = validate(section_value, spec, path + ".",
+                                    fill_defaults=not isinstance(spec, SplitSection))
+        except ConfigError as exc:
+            raise _keyed(exc, path) from None
     if fill_defaults:
         for key, spec in schema.items():
             if key in out:
@@ -498,6 +538,71 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
     return out
 
 
+def _key_line(path: str, parts: Sequence[str]) -> Optional[int]:
+    """The line (1-based) where the YAML file ``path`` sets the dotted key ``parts``, or None when
+    it does not set it (or cannot be read again)."""
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            node = yaml.compose(fh, Loader=yaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - it was read once already; a line number is only a courtesy
+        return None
+    line = None
+    for part in parts:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        hits = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part]
+        if not hits:
+            return None
+        key_node, node = hits[-1]
+        line = key_node.start_mark.line + 1
+    return line
+
+
+def _file_setting(path: str, parts: Sequence[str], chain: Sequence[str] = ()) -> Optional[tuple]:
+    """``(file, line)`` of the file that gives the dotted key ``parts`` its value: ``path`` itself,
+    else its ``base:`` files, the last listed first (the order :func:`_load_with_bases` merges in);
+    None when none sets it."""
+    line = _key_line(path, parts)
+    if line is not None:
+        return path, line
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            bases = (yaml.safe_load(fh) or {}).get("base")
+    except Exception:  # noqa: BLE001
+        return None
+    bases = [bases] if isinstance(bases, str) else bases if isinstance(bases, list) else []
+    for b in reversed(bases):
+        base = os.path.normpath(os.path.join(os.path.dirname(path), str(b)))
+        if os.path.abspath(base) in chain:
+            continue
+        found = _file_setting(base, parts, list(chain) + [os.path.abspath(path)])
+        if found:
+            return found
+    return None
+
+
+def key_origin(path: str, overrides: Sequence[str], key: str) -> str:
+    """Where the dotted ``key`` (``train.lr``, ``model.enc_blk_nums[1]``) of the config ``path``
+    loaded with ``overrides`` got its value, for an error line: ``--set train.lr=1e-3`` when the
+    last override setting it (or a section above it) does, else ``configs/x.yaml, line 12``, with
+    ``(a base of configs/y.yaml)`` when a ``base:`` file sets it; ``path`` when nothing is found."""
+    parts = key.split("[", 1)[0].split(".")
+    for text in reversed(list(overrides)):
+        try:
+            oparts = parse_override(text)[0]
+        except ConfigError:
+            continue
+        if parts[:len(oparts)] == oparts:
+            key_text, value = " ".join(text.split()).split("=", 1)   # one line; the error shows the value
+            return f"--set {key_text}={value if len(value) <= 30 else value[:27] + '...'}"
+    found = _file_setting(path, parts)
+    if not found:
+        return path
+    where, line = found
+    same = os.path.abspath(where) == os.path.abspath(path)
+    return f"{where}, line {line}" + ("" if same else f" (a base of {path})")
+
+
 def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Load ``path`` with its bases, apply ``overrides`` and validate; return a plain dict."""
     raw = _load_with_bases(path, [])
@@ -505,7 +610,8 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
     try:
         cfg = validate(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        key = getattr(exc, "key", None)
+        raise ConfigError(f"{key_origin(path, overrides or [], key) if key else path}: {exc}") from None
     if not cfg["name"]:
         stem = os.path.splitext(os.path.basename(path))[0]
         cfg["name"] = f"{cfg['model']['type']}_{stem}"

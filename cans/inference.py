@@ -258,19 +258,30 @@ def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int
     return torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None], offset, data.shape
 
 
-def find_inputs(inputs: Sequence[str]) -> List[str]:
+def find_inputs(inputs: Sequence[str], log=print) -> List[str]:
     """Files as given, plus the RAW files (by extension) directly inside any folder given
-    (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out). A path that
-    does not exist, or a folder without RAW files, raises :class:`InferenceError` before any work."""
+    (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out). Sub-folders
+    are not entered (a folder of results or of other cameras would be swept in); ``log`` gets one
+    line per folder that has some, saying how many. A path that does not exist, or a folder
+    without RAW files, raises :class:`InferenceError` before any work."""
     files: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(os.path.join(item, n) for n in os.listdir(item)
-                           if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS and not n.startswith(".")
-                           and os.path.isfile(os.path.join(item, n)))
+            names = sorted(n for n in os.listdir(item) if not n.startswith("."))
+            found = [os.path.join(item, n) for n in names
+                     if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS and os.path.isfile(os.path.join(item, n))]
+            subdirs = [n for n in names if os.path.isdir(os.path.join(item, n))]
+            shown = ", ".join(subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
+            if not found and subdirs:
+                raise InferenceError(f"{item}: no RAW files directly in this folder, and its {len(subdirs)} "
+                                     f"sub-folder(s) ({shown}) are not entered; name them as inputs, e.g. "
+                                     f"{os.path.join(item, subdirs[0])}")
             if not found:
                 raise InferenceError(f"{item}: no RAW files in this folder (extensions "
                                      f"{', '.join(sorted(RAW_EXTENSIONS))})")
+            if subdirs:
+                log(f"note: {item}: {len(subdirs)} sub-folder(s) not entered ({shown}); name them as inputs "
+                    f"to enhance their files too")
             files.extend(found)
         elif not os.path.exists(item):
             raise InferenceError(f"input {item}: no such file or folder")
@@ -323,6 +334,9 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                   min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
                   two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
+    Files whose names differ only in the folder or extension (``a.dng``, ``a.kdc``) would write the
+    same PNG: the later ones get ``<stem>_1.png``, ``<stem>_2.png``, ... in input order, each with
+    a note naming the file that took the name.
     With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
     A failure of ``torch.compile`` (:func:`compiler_failure`) or a CUDA error (:func:`cuda_failure`)
     would fail every file the same way (and recompile for each), so the first one stops the run:
@@ -340,7 +354,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     files = list(inputs)
     model.eval()
-    done, failed, used, tiles, auto_tiles = [], [], set(), {}, {}
+    done, failed, used, tiles, auto_tiles = [], [], {}, {}, {}
     start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
@@ -354,7 +368,9 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             name, k = stem, 1
             while name in used:
                 name, k = f"{stem}_{k}", k + 1
-            used.add(name)
+            used[name] = path
+            if name != stem:
+                tqdm.write(f"note: {stem}.png is taken by {used[stem]}: {path} -> {name}.png")
             out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
             done.append((path, out, result["ratio"]))
         except (InferenceError, DataError, ValueError, OSError, RuntimeError) as exc:
@@ -413,6 +429,11 @@ def cli_main(args) -> int:
     amp = args.amp or cfg["test"].get("amp", "off")
     tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
     check_tiling(model, tile, overlap)
+    if isinstance(tile, int):
+        from .tiling import tile_for_model, tile_limits
+        if tile_for_model(model, tile, overlap) != tile:
+            print(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
+                  f"using {tile_for_model(model, tile, overlap)}")
     try:
             result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
                                target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),

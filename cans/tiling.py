@@ -387,7 +387,8 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
-    halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``.
+    halving), down to the model's smallest tile. Returns ``(rgb, raw, tile used or None)``, the tile as
+    it ran: rounded down to the model's multiple (16).
     ``auto_tiles``: a dict the caller keeps for a run: ``tile='auto'`` then measures the memory
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
@@ -413,7 +414,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
                 rgb, raw = runner(x)
             if remember:  # the tile that ran (after an out-of-memory retry, the smaller one) for the next inputs
                 auto_tiles[(h, w)] = tile
-            return rgb, raw, tile
+            return rgb, raw, (None if tile is None else runner.tile)   # rounded to the multiple
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise

@@ -73,6 +73,9 @@ def parse_args(argv=None):
             p.error(f"--ratio: expected a number or 'auto', got {args.ratio!r}")
         if not 0 < args.ratio < float("inf"):  # also refuses nan
             p.error(f"--ratio must be a positive number, got {args.ratio}")
+        if args.ratio < 1:
+            print(f"warning: --ratio {args.ratio:g} is below 1: it darkens the input (the ratio amplifies a dark "
+                  f"exposure, as SID's 100 to 300; --ratio auto picks one)", file=sys.stderr)
     if not 0 < args.target_mean < float("inf"):
         p.error(f"--target-mean must be positive, got {args.target_mean}")
     if not 1 <= args.max_ratio < float("inf"):

@@ -28,6 +28,7 @@ generator, so DataLoader workers draw different crops and a seed reproduces them
 """
 from __future__ import annotations
 
+import difflib
 import os
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -46,6 +47,12 @@ SPLIT_KEYS = ("max_clip", "min_clip", "transpose", "h_flip", "v_flip", "only_00"
               "max_samples")
 
 
+class BadFileError(DataError):
+    """A file that exists but cannot be used (truncated, corrupt, not a RAW format LibRaw reads):
+    preparing the data again fails on it again, so the advice is to replace it or to leave its
+    pair out with ``data.skip_bad_files: true``."""
+
+
 def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:
     """What a valid/test sample is replaced by when its files turn out unreadable at load time
     (``skip_bad_files``): no arrays, only the pair's names and the reason."""
@@ -61,6 +68,27 @@ def open_npy(path: str) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"cannot read cache file {path}: {type(exc).__name__}: {exc} "
                         f"(truncated or corrupt; delete it and run the preparation again)") from None
+
+
+def missing_list_hint(written: str, list_file: str) -> Optional[str]:
+    """Advice for a list file that does not exist, from the list files (``*.txt``) beside where it
+    should be: the closest name, written as ``written`` was (``did you mean Sony_train_list.txt?``),
+    and the ones there; None when that folder holds none (the data is not prepared: the caller
+    gives the preparation advice instead)."""
+    folder = os.path.dirname(list_file) or "."
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if n.lower().endswith(".txt") and os.path.isfile(os.path.join(folder, n)))
+    except OSError:
+        return None
+    if not names:
+        return None
+    close = difflib.get_close_matches(os.path.basename(list_file), names, n=1, cutoff=0.6)
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    if not close:
+        return f"the list files in {folder} are {shown}"
+    return f"did you mean {os.path.join(os.path.dirname(written), close[0])}?" + \
+        (f" (list files there: {shown})" if len(names) > 1 else "")
 
 
 class PairDataset(Dataset):
@@ -140,7 +168,7 @@ class PairDataset(Dataset):
             os.path.join(data_path, image_list_file)
         if not os.path.isfile(self.list_file):
             raise DataError(f"{self.key}.image_list_file: list file not found: {self.list_file}; "
-                            f"{self.prepare_hint()}")
+                            f"{missing_list_hint(image_list_file, self.list_file) or self.prepare_hint()}")
         entries = self._entries()
         if only_00:
             entries = keep_first_capture(entries)
@@ -178,17 +206,22 @@ class PairDataset(Dataset):
 
     # -- construction --------------------------------------------------------------------
     def _check_all(self, entries: List[PairEntry]) -> List[PairEntry]:
-        good, bad = [], []
+        good, bad, unreadable = [], [], 0
         for e in entries:
             try:
                 self._check_entry(e)
                 good.append(e)
             except DataError as exc:
                 bad.append((e, str(exc)))
+                unreadable += isinstance(exc, BadFileError)
         if bad:
             listing = "\n  ".join(f"{e.source}: {msg}" for e, msg in bad[:5])
             more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
             if not self.skip_bad_files:
+                if unreadable == len(bad):   # preparing again would fail on the same files
+                    raise DataError(f"{self.list_file}: {len(bad)} of {len(entries)} pairs have unreadable "
+                                    f"files:\n  {listing}{more}\nreplace them, or set data.skip_bad_files: "
+                                    f"true to leave these pairs out")
                 raise DataError(f"{self.list_file}: {len(bad)} of {len(entries)} pairs have missing or "
                                 f"unreadable files:\n  {listing}{more}\n{self.prepare_hint()}; or set "
                                 f"data.skip_bad_files: true to leave them out")

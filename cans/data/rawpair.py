@@ -36,7 +36,10 @@ Two reading modes, identical samples:
   (files at the top of ``data_path`` get ``_pack/`` and ``_post_int/``; absolute paths get them
   beside their own folder; :func:`cans.data.prepare.cache_path`); plus one JSON,
   ``<data_path>/raw_pairs.json``, with each file's metadata (black per packed channel, white,
-  CFA, white balance, exposure, ISO, camera, phase crop), so normalisation happens at load time.
+  CFA, white balance, exposure, ISO, camera, phase crop), so normalisation happens at load time,
+  and under ``failed`` each file the preparation could not read, with why: the loader then names
+  the file as unreadable (:class:`cans.data.base.BadFileError`: replace it, or leave its pair out
+  with ``data.skip_bad_files: true``) rather than as not prepared.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..registry import DATASETS
-from .base import PairDataset
+from .base import BadFileError, PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
 from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
@@ -133,9 +136,16 @@ def _packed_black(black_cell: np.ndarray, crop: Tuple[int, int], pack) -> List[f
 def read_pair_file(path: str, block_size: int, render: bool = False, pixels: bool = True):
     """Read one RAW file of a pair: ``(FileMeta, packed uint16 (C, h, w) or None, rendering uint16
     (3, h*b, w*b) or None)``; the packed image and the rendering are phase-cropped. DataError names
-    the file for anything unreadable or of the wrong CFA kind."""
+    the file for anything unreadable (:class:`BadFileError` for a file LibRaw cannot open) or of
+    the wrong CFA kind."""
     reference, pack, kind = _kind(block_size)
-    with open_raw(path) as rp:
+    try:
+        handle = open_raw(path)
+    except DataError as exc:
+        if os.path.isfile(path):   # there, but LibRaw cannot read it (truncated, corrupt, not RAW)
+            raise BadFileError(str(exc)) from None
+        raise
+    with handle as rp:
         rf = _raw_from_handle(rp, path)
         try:
             exposure = float(rp.other.shutter_speed)
@@ -283,11 +293,11 @@ def _prepare_job(args):
         save_npy(pack_dst, packed)
         if is_long:
             save_npy(rgb_dst, rgb)
-        return rel, meta.to_json(), ""
+        return rel, meta.to_json(), "", False
     except DataError as exc:
-        return rel, None, str(exc)
+        return rel, None, str(exc), isinstance(exc, BadFileError)
     except Exception as exc:  # reported in the summary, the other files go on
-        return rel, None, f"{rel}: {type(exc).__name__}: {exc}"
+        return rel, None, f"{rel}: {type(exc).__name__}: {exc}", False
 
 
 SENSOR_NAMES = {2: "Bayer", 3: "X-Trans"}
@@ -369,11 +379,21 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
             results = list(_tick(map(_prepare_job, jobs), bar))
     finally:
         bar.close()
-    for rel, meta, message in results:
+    unreadable = set()
+    for rel, meta, message, bad_file in results:
         if meta is None:
             failed[rel] = message
+            if bad_file:
+                unreadable.add(rel)
         else:
             table["files"][rel] = meta
+    # the files that failed and why, so that the loader says so instead of "not prepared"
+    # (kept until a later run reads them)
+    table["failed"] = {rel: rec for rel, rec in {**(table.get("failed") or {}), **{
+        rel: {"error": msg, "unreadable": rel in unreadable} for rel, msg in failed.items()}}.items()
+        if rel not in table["files"]}
+    if not table["failed"]:
+        del table["failed"]
     tmp = os.path.join(data_path, META_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(table, fh, indent=1, sort_keys=True)
@@ -398,6 +418,9 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
         f"{skipped} already cached, {len(failed)} failed")
     for rel, msg in sorted(failed.items())[:20]:
         log(f"  FAILED {msg if rel in msg else rel + ': ' + msg}")
+    if unreadable:
+        log(f"  ({len(unreadable)} unreadable: replace them, or train with data.skip_bad_files: true to leave "
+            f"their pairs out)")
     if any("colour filter" in msg and "this data.type reads" in msg for msg in failed.values()):
         log(f"  (these files were prepared as {SENSOR_NAMES[block_size]}: Bayer and X-Trans files need folders "
             f"of their own, each with its own raw_pairs.json; scripts/prepare_pairs.py --sensor picks the kind)")
@@ -478,6 +501,12 @@ class RawPairDataset(PairDataset):
                                     f"{self._table.get('block_size')}, data.type {type(self).__name__} needs "
                                     f"{self.block_size}; prepare again")
             d = (self._table.get("files") or {}).get(rel)
+            failed = (self._table.get("failed") or {}).get(rel)
+            if d is None and isinstance(failed, dict) and failed.get("error"):
+                # prepare_pairs failed on it: say why (running it again fails the same way)
+                error = str(failed["error"])
+                raise (BadFileError if failed.get("unreadable") else DataError)(
+                    error if rel in error else f"{rel}: {error}")
             if d is None:
                 raise DataError(f"{rel}: not in {os.path.join(self.data_path, META_FILE)} (not prepared); run "
                                 f"`python scripts/prepare_pairs.py --data-path {self.data_path} --lists "
