@@ -15,6 +15,12 @@ class DataError(ValueError):
     """Data that cannot be used: the message names the file (and line) and what was expected."""
 
 
+class BadFileError(DataError):
+    """A data file that exists but cannot be used (truncated, corrupt, not a RAW format LibRaw
+    reads): preparing the data again fails on it again, so the advice is to replace it or to
+    leave its pair out with ``data.skip_bad_files: true``."""
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model / optimiser of the config."""
 
@@ -41,5 +47,5 @@ class NonFiniteLossError(RuntimeError):
 #: errors caused by the user's input: one line, exit 2
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TestSetupError, InferenceError, FileNotFoundError)
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DiskFullError", "InferenceError", "NonFiniteLossError",
+__all__ = ["BadFileError", "CheckpointError", "ConfigError", "DataError", "DiskFullError", "InferenceError", "NonFiniteLossError",
            "TestSetupError", "USER_ERRORS"]

@@ -3,7 +3,7 @@
 
     python scripts/make_synthetic_sid.py --out datasets/synthetic_sid [--camera Sony] [--scenes 8] [--seed 0]
     python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji
-    python scripts/make_synthetic_sid.py --out datasets/synthetic_sid --camera Fuji --overwrite   # replace a set
+    python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji --overwrite   # replace a set
 
 See cans/data/synthetic.py for the inverse ISP and the noise model.
 """

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import BadFileError
 from .errors import DataError
 from .lists import PairEntry, keep_first_capture
 from .raw_io import normalize_mosaic
@@ -45,12 +46,6 @@ SPLITS = ("train", "valid", "test")
 #: the split options (data.process / data.<split>) a PairDataset takes
 SPLIT_KEYS = ("max_clip", "min_clip", "transpose", "h_flip", "v_flip", "only_00", "patch_size", "repeat",
               "max_samples")
-
-
-class BadFileError(DataError):
-    """A file that exists but cannot be used (truncated, corrupt, not a RAW format LibRaw reads):
-    preparing the data again fails on it again, so the advice is to replace it or to leave its
-    pair out with ``data.skip_bad_files: true``."""
 
 
 def skipped_marker(entry: PairEntry, reason: str) -> Dict[str, Any]:

@@ -43,7 +43,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 
 from ..outdirs import prepare_output_dir
-from ..tiling import DEFAULT_OVERLAP, FallbackModel
+from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .scores import (atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
                        write_metrics_json)
 from ..engine.fastpath import fast_model_for_test
@@ -323,7 +323,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
                             for n in protocol.get("differs_from_paper", [])))
         tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
         if tiling:
-            header += f"tiled inference: tiles of {tile} packed pixels, overlap {overlap}" + \
+            runs = tile_for_model(model, tile, overlap) if isinstance(tile, int) else tile  # rounded to the model's multiple
+            header += f"tiled inference: tiles of {runs} packed pixels, overlap {overlap}" + \
                 (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
         write_metrics_json(os.path.join(stage, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
                            weights=weights, protocol=protocol, **({"tiling": tiling} if tiling else {}),
