@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
     p.add_argument("--checkpoint", default=None,
                    help="weights; default test.checkpoint, else pretrained_weights/<model.type>/<camera>.pth")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. test.save_grid=true")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. test.save_grid=true")
     p.add_argument("--out", default=None, help="result folder (default <output_dir>/test)")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--compare-paper", action="store_true",

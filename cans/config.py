@@ -24,10 +24,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-
 from .errors import ConfigError
 from .registry import DATASETS, MODELS, Registry
-
 
 _MISSING = object()
 
@@ -298,7 +296,8 @@ SCHEMA: Dict[str, Any] = {
         "max_nonfinite": Field("int", 10, min=1, doc="consecutive non-finite losses that stop the run"),
         "test_at_end": Field("bool", False, doc="run the test report after training"),
         "validate_at_start": Field("bool", False, doc="validate the untrained model before epoch 1"),
-        "num_threads": Field("int", None, min=1, doc="torch CPU threads (null: torch's default); 1 keeps a busy CPU demo fast"),
+        "num_threads": Field("int", None, min=1,
+                             doc="torch CPU threads (null: torch's default); 1 keeps a busy CPU demo fast"),
     },
     "test": {
         "checkpoint": Field("str", None),
@@ -374,7 +373,8 @@ def _too_deep_error(where: str) -> ConfigError:
 
 def _read_yaml(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
-        raise ConfigError(f"config file {path} is a folder; expected a YAML file (e.g. {os.path.join(path, '...yaml')})")
+        raise ConfigError(f"config file {path} is a folder; expected a YAML file "
+                          f"(e.g. {os.path.join(path, '...yaml')})")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -517,7 +517,8 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
         try:
             if isinstance(spec, Field):
                 out[key] = spec.check(value, path)
-            elif isinstance(spec, OpenWhenExternal) and isinstance(value, Mapping) and ":" in str(value.get("type") or ""):
+            elif (isinstance(spec, OpenWhenExternal) and isinstance(value, Mapping)
+                  and ":" in str(value.get("type") or "")):
                 out[key] = dict(value, type=spec["type"].check(value["type"], f"{path}.type"))
             else:
                 section_value = {} if value is None else value
@@ -631,12 +632,9 @@ def split_options(cfg: Mapping[str, Any], split: str) -> Dict[str, Any]:
 
 
 def dump_config(cfg: Mapping[str, Any], path: str) -> None:
-    """Write ``cfg`` as YAML atomically (temporary file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(dict(cfg), fh, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
+    """Write ``cfg`` as YAML, whole or not at all (``cans.files``)."""
+    from .files import atomic_write_text
+    atomic_write_text(path, to_yaml(cfg), durable=True)
 
 
 def to_yaml(cfg: Mapping[str, Any]) -> str:

@@ -18,10 +18,9 @@ The packing and the model's smallest input are described in docs/data.md and doc
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Mapping
 
 from .config import ConfigError
-
 from .models.networks import MIN_DEEPEST_SIZE  # the deepest feature map's smallest side (7x7 reflect padding)
 
 
@@ -50,7 +49,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.enc_blk_nums {enc} and model.dec_blk_nums {dec}: expected two lists of the same "
                           f"length >= 1 (one number of blocks per level; the paper's models: [2, 2, 2, 2] each)")
     kind = data["type"]
-    camera, channels, block = facts.camera if hasattr(facts, "camera") else kind, facts.packed_channels, facts.block_size
+    camera = getattr(facts, "camera", kind)
+    channels, block = facts.packed_channels, facts.block_size
     base = getattr(facts, "base_config", None) or "a config for this camera"
     wanted = {"model.in_channel": channels, "model.block_size": block, "model.adaptive_size": block}
     have = {"model.in_channel": model["in_channel"], "model.block_size": model["block_size"],
@@ -97,7 +97,8 @@ def _check_learning_rates(train: Mapping[str, Any]) -> None:
     base, low = train["base_lr"], train["min_lr"]
     if low > base:
         raise ConfigError(f"train.min_lr {low:g} is above train.base_lr {base:g}: the cosine schedule decays from "
-                          f"base_lr to min_lr; set train.min_lr to at most {base:g}, or train.base_lr to at least {low:g}")
+                          f"base_lr to min_lr; set train.min_lr to at most {base:g}, or train.base_lr to at least "
+                          f"{low:g}")
 
 
 __all__ = ["check_config", "smallest_input", "smallest_patch"]

@@ -47,5 +47,6 @@ class NonFiniteLossError(RuntimeError):
 #: errors caused by the user's input: one line, exit 2
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TestSetupError, InferenceError, FileNotFoundError)
 
-__all__ = ["BadFileError", "CheckpointError", "ConfigError", "DataError", "DiskFullError", "InferenceError", "NonFiniteLossError",
+__all__ = ["BadFileError", "CheckpointError", "ConfigError", "DataError", "DiskFullError", "InferenceError",
+           "NonFiniteLossError",
            "TestSetupError", "USER_ERRORS"]

@@ -48,6 +48,7 @@ import torch
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import normalize_mosaic, open_raw
+from .errors import InferenceError
 from .tiling import DEFAULT_OVERLAP
 
 RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
@@ -55,9 +56,6 @@ RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf"
                   ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
 DEFAULT_TARGET_MEAN = 0.1
 DEFAULT_MAX_RATIO = 300.0
-
-
-from .errors import InferenceError
 
 
 class DeviceFailure(RuntimeError):
@@ -460,6 +458,7 @@ def cli_main(args) -> int:
     return 0
 
 
-__all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic", "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
+__all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",
+           "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "find_inputs", "enhance", "check_tiling", "run_inference", "RAW_EXTENSIONS",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main"]

@@ -73,7 +73,8 @@ def import_class(spec: str, key: str) -> type:
         raise ConfigError(f"{key}: cannot import {module_name!r} for {spec!r} ({exc}); is its folder on "
                           f"PYTHONPATH (or the folder you run from)?") from None
     except Exception as exc:
-        raise ConfigError(f"{key}: importing {module_name!r} for {spec!r} failed: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"{key}: importing {module_name!r} for {spec!r} failed: "
+                          f"{type(exc).__name__}: {exc}") from None
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)

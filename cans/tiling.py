@@ -20,9 +20,8 @@ first pass records, at every pooling point, the feature sums of each of the fram
 pooling regions, each tile contributing the part of the frame it owns (overlaps split in the
 middle); the second pass runs the tiles again with those frame-wide pooled values in place of the
 tile's own. The first pass itself uses tile statistics, so this is an approximation of the
-whole-frame result, at twice the cost of the tiles. On the synthetic test images (docs/tiling.md)
-it brings tiles of 64 - 128 packed pixels from 46 - 52 dB (worst image 42 dB) to 56 - 69 dB PSNR
-against the whole-frame output: hence the default.
+whole-frame result, at twice the cost of the tiles; it is the default because it comes much
+closer to the whole-frame output (docs/tiling.md measures how close).
 
 ``--tile auto`` (:func:`auto_tile`) picks the largest tile that fits the free GPU memory, and
 :func:`run_with_fallback` retries a whole frame that runs out of GPU memory in tiles.
@@ -467,7 +466,8 @@ def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
                              "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
                              "Default: whole frames, retried in tiles if the GPU runs out of memory")
     parser.add_argument("--overlap", type=overlap_size, default=DEFAULT_OVERLAP, metavar="PIXELS",
-                        help=f"packed pixels shared by neighbouring tiles, blended linearly (default {DEFAULT_OVERLAP})")
+                        help="packed pixels shared by neighbouring tiles, blended linearly "
+                             f"(default {DEFAULT_OVERLAP})")
     parser.add_argument("--one-pass", action="store_true",
                         help="tiles use their own colour statistics instead of the whole frame's (collected by a "
                              "first pass): half the time, further from the whole-frame result (docs/tiling.md)")

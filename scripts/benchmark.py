@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from cans.config import ConfigError, load_config  # noqa: E402
+from cans.files import atomic_write_text  # noqa: E402
 from cans.outdirs import check_output_file  # noqa: E402
 from cans.tools.benchmark import MODES, format_table, run_benchmark  # noqa: E402
-from cans.evaluate.scores import atomic_write_text  # noqa: E402
 
 
 def expand_modes(names):
@@ -78,35 +78,36 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+    from cans.cli import run_cli
+    from cans.config_checks import smallest_input
+
+    def run() -> int:
         cfg = load_config(args.config, args.set)
-    except ConfigError as exc:
-        sys.exit(f"error: {exc}")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        sys.exit(f"error: --device {args.device}: not a device name; use cpu, cuda or cuda:N")
-    if args.out:
         try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ConfigError(f"--device {args.device}: not a device name; use cpu, cuda or cuda:N") from None
+        if args.out:
             check_output_file(args.out, "--out")  # now, not after the first mode
-        except ConfigError as exc:
-            sys.exit(f"error: {exc}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"error: --device {args.device}: no CUDA device is visible; use --device cpu")
-    block = int(cfg["model"]["block_size"])
-    smallest = 4 * 2 ** len(cfg["model"]["enc_blk_nums"])
-    if args.patch % block or args.patch // block < smallest or min(args.full) < smallest:
-        sys.exit(f"error: --patch {args.patch} / --full {args.full[0]} {args.full[1]}: the packed sizes must be at "
-                 f"least {smallest} (patch a multiple of {block} Bayer pixels)")
-    save = (lambda report: write_json(args.out, report)) if args.out else None
-    result = run_benchmark(cfg, args.modes, device, args.patch, args.full, args.warmup, args.iters,
-                           profile=args.profile, progress=True, cpu_compile=args.cpu_compile,
-                           budget_s=args.budget, on_result=save)
-    print(json.dumps(result, indent=2))
-    print(format_table(result), file=sys.stderr)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: no CUDA device is visible; use --device cpu")
+        block = int(cfg["model"]["block_size"])
+        smallest = smallest_input(cfg)
+        if args.patch % block or args.patch // block < smallest or min(args.full) < smallest:
+            raise ConfigError(f"--patch {args.patch} / --full {args.full[0]} {args.full[1]}: the packed sizes must "
+                              f"be at least {smallest} (patch a multiple of {block} Bayer pixels)")
+        save = (lambda report: write_json(args.out, report)) if args.out else None
+        result = run_benchmark(cfg, args.modes, device, args.patch, args.full, args.warmup, args.iters,
+                               profile=args.profile, progress=True, cpu_compile=args.cpu_compile,
+                               budget_s=args.budget, on_result=save)
+        print(json.dumps(result, indent=2))
+        print(format_table(result), file=sys.stderr)
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from cans.cli import run_cli
+    return run_cli(lambda: report(args))
+
+
+def report(args) -> int:
     res = run_benchmark(samples=args.samples, pairs=args.pairs, patch_size=args.patch_size, folder=args.folder,
                         cold=not args.no_cold)
     cold = "mmap_cold_samples_per_s" in res

@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def build_parser() -> argparse.ArgumentParser:
     """The command line of infer.py (also read by tests/test_docs_commands.py)."""
     from cans.cli import add_trust_argument
-    from cans.tiling import add_tile_arguments
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
+    from cans.tiling import add_tile_arguments
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="RAW files and/or folders of RAW files")
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exposure ratio (amplification) as a number, or 'auto' (default): the gain that "
                         "brings the mean of the black-subtracted, normalised RAW to --target-mean")
     p.add_argument("--target-mean", type=float, default=DEFAULT_TARGET_MEAN,
-                   help=f"brightness target of --ratio auto, fraction of the white level (default {DEFAULT_TARGET_MEAN})")
+                   help="brightness target of --ratio auto, fraction of the white level "
+                        f"(default {DEFAULT_TARGET_MEAN})")
     p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
                    help=f"upper bound of --ratio auto (default {DEFAULT_MAX_RATIO:g}, SID's largest)")
     p.add_argument("--out", default="results/infer", help="output folder (default results/infer)")

@@ -14,7 +14,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cans.data.errors import DataError  # noqa: E402
 from cans.data.synthetic import make_synthetic_sid  # noqa: E402
 
 
@@ -22,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of make_synthetic_sid.py (also read by tests/test_docs_commands.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty, see --overwrite)")
-    p.add_argument("--camera", default="Sony", choices=["Sony", "Fuji"], help="Bayer (Sony) or X-Trans (Fuji) look-alike")
-    p.add_argument("--scenes", type=int, default=8, help="number of scenes (>= 3): 1/4 test, 1/8 validation, rest train")
+    p.add_argument("--camera", default="Sony", choices=["Sony", "Fuji"],
+                   help="Bayer (Sony) or X-Trans (Fuji) look-alike")
+    p.add_argument("--scenes", type=int, default=8,
+                   help="number of scenes (>= 3): 1/4 test, 1/8 validation, rest train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--height", type=int, default=384, help="mosaic height in pixels")
     p.add_argument("--width", type=int, default=576, help="mosaic width in pixels")
@@ -38,18 +39,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
-    t0 = time.time()
-    try:
+    from cans.cli import run_cli
+
+    def run() -> int:
+        t0 = time.time()
         info = make_synthetic_sid(args.out, camera=args.camera, scenes=args.scenes, seed=args.seed,
                                   height=args.height, width=args.width, workers=args.workers,
                                   overwrite=args.overwrite)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    splits = ", ".join(f"{k} {v} pairs" for k, v in info["splits"].items())
-    print(f"synthetic {args.camera} SID at {os.path.abspath(args.out)}: {args.scenes} scenes "
-          f"({info['height']}x{info['width']}), {splits}; {time.time() - t0:.1f} s")
-    return 0
+        splits = ", ".join(f"{k} {v} pairs" for k, v in info["splits"].items())
+        print(f"synthetic {args.camera} SID at {os.path.abspath(args.out)}: {args.scenes} scenes "
+              f"({info['height']}x{info['width']}), {splits}; {time.time() - t0:.1f} s")
+        return 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

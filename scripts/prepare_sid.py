@@ -15,10 +15,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cans.config import ConfigError  # noqa: E402
-from cans.data.errors import DataError  # noqa: E402
-from cans.outdirs import check_output_file  # noqa: E402
 from cans.data.prepare import prepare_sid  # noqa: E402
+from cans.outdirs import check_output_file  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,21 +36,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
-    t0 = time.time()
-    try:
+    from cans.cli import run_cli
+    from cans.files import atomic_write_text
+
+    def run() -> int:
+        t0 = time.time()
         if args.summary_json:  # checked now, not after the whole preparation
             check_output_file(args.summary_json, "--summary-json")
         summary = prepare_sid(args.data_path, args.camera, lists_dir=args.lists_dir, workers=args.workers)
-    except (DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"done in {time.time() - t0:.1f} s")
-    if args.summary_json:
-        tmp = args.summary_json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
-        os.replace(tmp, args.summary_json)
-    return 1 if summary["failed"] else 0
+        print(f"done in {time.time() - t0:.1f} s")
+        if args.summary_json:
+            atomic_write_text(args.summary_json, json.dumps(summary, indent=2))
+        return 1 if summary["failed"] else 0
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ STANDARD_SYNTHETIC_NAMES = ("synthetic_sid", "synthetic_sid_fuji")
 def _synthetic_camera(path: str) -> Optional[str]:
     """The camera of the synthetic set at ``path`` (from its ``synthetic_sid.json``), else None."""
     import json
+
     from .synthetic import MARKER
 
     try:

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 
-from ..errors import DataError
-
-
 def prepare_hint(data_path: str, camera: str = "Sony") -> str:
     """The command that creates the data a message complains about."""
     if camera == "MCR":

@@ -28,9 +28,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..files import atomic_write_text, atomic_writer
 from .cameras import CameraSpec, camera_spec
 from .errors import DataError
-from .lists import (MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list)
+from .lists import MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list
 from .raw_io import RawFile, read_raw, read_raw_and_render
 
 #: failures printed one per line in the summary (all of them are in the returned dict)
@@ -81,12 +82,9 @@ def rendering_chw(rgb_hwc: np.ndarray, packed_shape, block_size: int) -> np.ndar
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    """``np.save`` to ``path + '.tmp'`` then rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
+    """``np.save``, whole or not at all (``cans.files``)."""
+    with atomic_writer(path, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array))
-    os.replace(tmp, path)
 
 
 def _job(args) -> Tuple[str, str, str, Optional[List[float]], str]:
@@ -117,10 +115,7 @@ def _job(args) -> Tuple[str, str, str, Optional[List[float]], str]:
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def official_lists(lists_dir: str, camera: str) -> List[str]:

@@ -52,6 +52,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..files import atomic_write_text
 from ..registry import DATASETS
 from .base import BadFileError, PairDataset
 from .errors import DataError
@@ -339,7 +340,8 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
     if not os.path.isdir(data_path):
         raise DataError(f"data path not found: {data_path}")
     if block_size not in (None, 2, 3):
-        raise DataError(f"prepare_pairs: block_size must be 2 (Bayer), 3 (X-Trans) or None (detect), got {block_size!r}")
+        raise DataError(f"prepare_pairs: block_size must be 2 (Bayer), 3 (X-Trans) or None (detect), "
+                        f"got {block_size!r}")
     lists = []
     for lf in list_files:
         path = lf if os.path.isabs(lf) else os.path.join(data_path, lf)
@@ -394,10 +396,7 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
         if rel not in table["files"]}
     if not table["failed"]:
         del table["failed"]
-    tmp = os.path.join(data_path, META_FILE + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(table, fh, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(data_path, META_FILE))
+    atomic_write_text(os.path.join(data_path, META_FILE), json.dumps(table, indent=1, sort_keys=True))
     bad_pairs, capped, good = [], [], 0
     for entries in lists:
         for e in entries:
@@ -413,7 +412,8 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
                 good += 1
             except DataError as exc:
                 bad_pairs.append(f"{e.source}: {exc}")
-    log(f"prepare pairs in {data_path} ({SENSOR_NAMES[block_size]}, {'XTransPairDataset' if block_size == 3 else 'RawPairDataset'}): "
+    kind = "XTransPairDataset" if block_size == 3 else "RawPairDataset"
+    log(f"prepare pairs in {data_path} ({SENSOR_NAMES[block_size]}, {kind}): "
         f"{len(jobs) + skipped} RAW files, {len(jobs) - len(failed)} cached, "
         f"{skipped} already cached, {len(failed)} failed")
     for rel, msg in sorted(failed.items())[:20]:

@@ -334,10 +334,8 @@ def write_scene(out_dir: str, camera: str, index: int, scene_id: str, height: in
 
 
 def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from ..files import atomic_write_text
+    atomic_write_text(path, text)
 
 
 #: the file that marks a folder as a synthetic SID (its settings, as JSON)
@@ -357,6 +355,7 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
     the packed images (h/2 or h/3 a side) must be at least 49 pixels for the model.
     """
     from tqdm import tqdm
+
     from .prepare import prepare_sid
 
     if camera not in CAMERAS:
@@ -541,7 +540,8 @@ def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 
     folder and renamed into place.
     """
     from tqdm import tqdm
-    from .rawpair import prepare_pairs, packed_size
+
+    from .rawpair import packed_size, prepare_pairs
 
     if sensor not in OWN_SENSORS:
         raise DataError(f"own-camera set: sensor {sensor!r} is not one of {sorted(OWN_SENSORS)}")

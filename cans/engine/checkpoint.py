@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import errno
 import io
 import os
 import random
 import re
-import shutil
 import sys
-import uuid
 import warnings
 import zipfile
 from typing import Any, Dict, Mapping, Optional
@@ -30,8 +27,8 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 import torch
 
-
 from ..errors import CheckpointError, DiskFullError
+from ..files import atomic_write_bytes, check_free_space, fsync_folder, unique_temp_name
 
 
 def error_text(exc: BaseException) -> str:
@@ -76,7 +73,8 @@ def model_config_hint(obj: Any, cfg: Mapping[str, Any]) -> str:
     diff = [k for k in sorted(old) if k in new and old[k] != new[k]]
     if not diff:
         return ""
-    fmt = lambda v: str(v).replace(" ", "")
+    def fmt(v):
+        return str(v).replace(" ", "")
     return ("the checkpoint was trained with " + ", ".join(f"{k}={fmt(old[k])}" for k in diff)
             + " (this config: " + ", ".join(f"{fmt(new[k])}" for k in diff) + "); add --set "
             + " ".join(f"{k}={fmt(old[k])}" for k in diff))
@@ -111,64 +109,6 @@ def _as_python_state(obj):
     if isinstance(obj, list):
         return tuple(tuple(x) if isinstance(x, list) else x for x in obj)
     return obj
-
-
-def fsync_folder(folder: str) -> None:
-    """Flush ``folder``'s entries (a rename into it) to disk; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def unique_temp_name(path: str) -> str:
-    """``<path>.<pid>.<random>.tmp``: two writers of ``path`` never share a temporary file."""
-    return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-
-
-def check_free_space(folder: str, needed: int, what: str) -> None:
-    """Raise :class:`DiskFullError` when ``folder`` has less than ``needed`` bytes (plus 1 %) free."""
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        return
-    if free < needed * 1.01:
-        raise DiskFullError(f"no space left in {folder} for {what}: {needed / 2 ** 20:,.1f} MiB needed, "
-                            f"{free / 2 ** 20:,.1f} MiB free")
-
-
-def atomic_write_bytes(data, path: str, what: str = "") -> None:
-    """Write ``data`` to ``path`` through a uniquely named temporary file, fsync it, rename it onto
-    ``path`` and fsync the folder: ``path`` is either the old file or the complete new one.
-
-    A full disk raises :class:`DiskFullError` (one line naming the folder and ``what``), checked
-    before the write and caught during it; the temporary file is removed on any failure.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    what = what or os.path.basename(path)
-    check_free_space(directory, len(data), what)
-    tmp = unique_temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(f"no space left in {directory} while writing {what} "
-                                f"({len(data) / 2 ** 20:,.1f} MiB)") from None
-        raise
-    fsync_folder(directory)
 
 
 def atomic_torch_save(obj: Any, path: str, what: str = "") -> None:

@@ -7,13 +7,14 @@ cannot write 16-bit RGB; images go to a temporary file that is then renamed.
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 import zlib
 from typing import Any, Callable, ContextManager, Dict, Mapping, Optional
 
 import numpy as np
 import torch
+
+from ..files import atomic_writer
 
 # Colour of each packed channel: Bayer packs R, G, B, G (docs/data.md); X-Trans
 # packs R, G, B, R, B, G, G, G, G (the white-balance order of docs/data.md).
@@ -62,11 +63,8 @@ def write_png(path: str, image, bits: int = 8) -> str:
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits}")
     data = encode_png(to_hwc_array(image, bits))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
+    with atomic_writer(path, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, path)
     return path
 
 

@@ -42,8 +42,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-from .metrics import psnr, ssim
+from ..files import atomic_write_text
 from .images import raw_preview, write_png
+from .metrics import psnr, ssim
 
 PAPER_GROUPS = ("x100", "x250", "x300")
 RECORD_FIELDS = ("img_file", "lbl_file", "ratio", "group", "rgb_psnr", "rgb_ssim", "raw_psnr",
@@ -320,16 +321,6 @@ def _json_safe(value):
     return value
 
 
-def atomic_write_text(path: str, text: str) -> str:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename); returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_metrics_json(path: str, report: Mapping[str, Any], **extra: Any) -> str:
     """Write ``report`` (plus ``extra`` keys such as config, checkpoint) as JSON, atomically.
 
@@ -407,5 +398,5 @@ def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] 
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate", "summarize", "format_tables", "write_metrics_json", "write_metrics_csv", "atomic_write_text",
+__all__ = ["evaluate", "summarize", "format_tables", "write_metrics_json", "write_metrics_csv",
            "ratio_group", "autocast_context", "PAPER_GROUPS", "RECORD_FIELDS"]

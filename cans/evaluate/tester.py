@@ -42,15 +42,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..engine.fastpath import fast_model_for_test
+from ..errors import TestSetupError
+from ..files import atomic_write_text
 from ..outdirs import prepare_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
-from .scores import (atomic_write_text, synchronize, autocast_context, evaluate, format_tables, write_metrics_csv,
-                       write_metrics_json)
-from ..engine.fastpath import fast_model_for_test
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
-
-from ..errors import TestSetupError
+from .scores import autocast_context, evaluate, format_tables, synchronize, write_metrics_csv, write_metrics_json
 
 
 def camera_name(cfg: Mapping[str, Any]) -> str:
@@ -101,8 +100,8 @@ def check_checkpoint_path(checkpoint: str) -> None:
 
 
 def load_model(cfg: Mapping[str, Any], checkpoint: str, device: torch.device, channels_last: bool = False):
-    from ..models import build_model
     from ..engine.checkpoint import CheckpointError, load_model_weights
+    from ..models import build_model
 
     check_checkpoint_path(checkpoint)
     model = build_model(cfg)
@@ -323,7 +322,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
                             for n in protocol.get("differs_from_paper", [])))
         tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
         if tiling:
-            runs = tile_for_model(model, tile, overlap) if isinstance(tile, int) else tile  # rounded to the model's multiple
+            runs = tile_for_model(model, tile, overlap) if isinstance(tile, int) else tile  # rounded to a multiple
             header += f"tiled inference: tiles of {runs} packed pixels, overlap {overlap}" + \
                 (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
         write_metrics_json(os.path.join(stage, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,

@@ -11,8 +11,7 @@ On a machine without a GPU the kernels run under Triton's interpreter when the e
 variable ``TRITON_INTERPRET=1`` is set *before* this package is first imported (the tests do
 this in a subprocess); otherwise CPU tensors take the equivalent torch operations.
 """
-from .dwconv7 import (TritonDWConv7, dwconv7_reflect, dwconv7_reference, interpreted, swap_rde_dwconv,
-                      triton_available)
+from .dwconv7 import TritonDWConv7, dwconv7_reference, dwconv7_reflect, interpreted, swap_rde_dwconv, triton_available
 
 __all__ = ["TritonDWConv7", "dwconv7_reflect", "dwconv7_reference", "interpreted", "swap_rde_dwconv",
            "triton_available"]

@@ -11,20 +11,13 @@ import torch.nn as nn
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) map, per pixel.
+    """LayerNorm over the channel axis of a (B, C, H, W) map, per pixel, as the reference computes it.
 
-    Mean and *biased* variance over C; ``eps`` is 1e-5 for float32 input and
-    1e-3 for any other dtype (as the reference). Parameters ``g`` and ``b`` have
-    shape (1, C, 1, 1).
-
-    Under autocast (bf16 / fp16 activations) with ``amp_float32`` (the default,
-    ``model.amp_layernorm: float32``) the normalisation is computed in float32 with
-    eps 1e-5, as the float32 model computes it (the result is float32, as the
-    reference's result is there by type promotion with the float32 ``g`` and ``b``;
-    the next convolution casts it back under autocast); the reference's rule (eps 1e-3 for half-precision input, computed in that
-    precision) takes the RGB output about 45 dB from float32 on the synthetic SID,
-    against about 60 dB this way. ``amp_float32 = False`` keeps the reference's rule.
-    Without autocast nothing changes (float64 input keeps eps 1e-3, as the reference).
+    Mean and *biased* variance over C; ``eps`` 1e-5 for float32 input and 1e-3 for any other dtype
+    (the reference's rule); parameters ``g`` and ``b`` of shape (1, C, 1, 1). Under autocast,
+    ``amp_float32`` (``model.amp_layernorm: float32``, the default) computes it in float32 with eps
+    1e-5, because the reference's half-precision rule takes the output far from the float32 model's
+    (docs/performance.md has the figures); ``amp_float32 = False`` keeps the reference's rule.
     """
 
     amp_float32: bool = True

@@ -1,44 +1,10 @@
-"""Speed, memory and fidelity of the model: one training step and one full-resolution inference.
+"""Speed, memory and fidelity of the model in each *mode* (float32, TF32, bf16, channels-last,
+compiled, fused AdamW, CUDA graphs, the Triton kernel, the fast path): one training step and one
+full-frame inference per mode, from the same initial weights, medians after warm-up runs.
 
-Each *mode* is one configuration of the same model (same initial weights, seed 0):
-
-- ``plain``: float32 eager, TF32 off (what the reference computes; the fidelity baseline);
-- ``authors_flags``: float32 eager with the flags the authors' code runs with: PyTorch's defaults
-  (TF32 convolutions, no TF32 matrix products) and cuDNN benchmark on; the same computation as
-  ``plain``, so it stands in for the authors' speed in the same run;
-- ``tf32``: float32 eager with TF32 matrix products and convolutions (CUDA);
-- ``bf16``: bfloat16 autocast, eager;
-- ``channels_last``: float32 with channels-last memory format;
-- ``compile``: ``torch.compile(dynamic=False)`` of the float32 model, TF32 on;
-- ``fused_adamw``: ``tf32`` with the fused AdamW implementation;
-- ``cudagraphs``: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs; CUDA only);
-- ``bf16_compile``: bfloat16 autocast under ``torch.compile``;
-- ``triton_dwconv``: ``tf32`` with the RDE's depthwise 7x7 reflect convolution as the Triton
-  kernel of :mod:`cans.kernels.dwconv7` (CUDA only);
-- ``bf16_triton``: ``bf16`` with the Triton kernel (CUDA only); beside ``bf16`` it shows how much
-  of eager bfloat16's time is the depthwise convolution;
-- ``fast``: what ``train.fast: true`` does on this device (:mod:`cans.engine.fastpath`: TF32,
-  cuDNN benchmark, compile, fused AdamW); on the CPU that is nothing, so it equals ``plain`` there;
-- ``fast_triton``: the CUDA ``fast`` plan with ``train.triton_dwconv: true``: TF32,
-  ``torch.compile`` with the Triton kernel inside the compiled graph (as the custom operator
-  ``cans::dwconv7_reflect``), fused AdamW (CUDA only). Set beside ``fast``, it measures what the
-  kernel adds to the fast path.
-
-On the CPU the compile modes are skipped unless ``cpu_compile`` (inductor's CPU build of this
-model takes many minutes). A mode that cannot run on the device reports ``skipped`` (the reason) instead of timings; a
-mode that fails reports ``error`` and the others still run.
-
-Per mode: ``train_step_ms`` (forward, the two L1 losses, backward, gradient clipping, AdamW
-step, on a ``patch`` x ``patch`` Bayer crop, batch 1) and ``infer_ms`` (one packed full frame,
-``no_grad``): medians over ``iters`` runs after ``warmup`` runs (CUDA-synchronised);
-``train_first_s`` / ``infer_first_s``: the first call (includes compilation);
-``train_peak_gb`` / ``infer_peak_gb``: ``torch.cuda.max_memory_allocated`` (null on CPU);
-``train_tflops`` / ``infer_tflops``: FLOPs (``torch.utils.flop_counter``, counted once on the
-float32 model) / median time; ``rgb_psnr_vs_plain``: PSNR of the mode's RGB output on the
-full-frame input against ``plain``'s, computed before any training step, peak 1, unclamped
-outputs (:func:`rgb_psnr`); null when identical. ``profile`` (with ``profile=True``): the 15 most expensive
-kernels of two training steps and of one inference (``torch.profiler``; self device time on
-CUDA, self CPU time on the CPU).
+docs/performance.md says what each mode is and what each field of the report means. A mode the
+device cannot run reports ``skipped`` with the reason, one that fails ``error``, and the others
+still run; on the CPU the compiled modes run only with ``cpu_compile`` (inductor takes minutes).
 """
 from __future__ import annotations
 
@@ -52,10 +18,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..train.losses import build_loss
-from ..models import build_model
-from ..evaluate.scores import autocast_context, synchronize
 from ..engine.fastpath import compile_model, plan_fast_path
+from ..evaluate.scores import autocast_context, synchronize
+from ..models import build_model
+from ..train.losses import build_loss
 from ..train.schedule import build_optimizer
 
 

@@ -10,13 +10,11 @@ set between ranks without padding (:class:`cans.engine.distributed.ShardSampler`
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
-
-import torch
 import random
-from typing import Iterator, Tuple
+from typing import Any, Dict, Iterator, Mapping, Tuple
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import split_options
@@ -128,7 +126,8 @@ class TrainLoader:
         self.sampler.set_epoch(epoch, start_batch * self.batch_size)
 
     def batches_per_epoch(self) -> int:
-        per_rank = self.sampler.size if self.sampler.world_size == 1 else -(-self.sampler.size // self.sampler.world_size)
+        size, world = self.sampler.size, self.sampler.world_size
+        per_rank = size if world == 1 else -(-size // world)
         return -(-per_rank // self.batch_size)
 
 

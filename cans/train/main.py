@@ -22,8 +22,8 @@ def stop_reason(exc: BaseException, timeout_s: float) -> str:
     collective call that failed because another rank died or went silent (``train.dist_timeout``)."""
     if isinstance(exc, KeyboardInterrupt):
         name = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "SIGINT or SIGTERM"
-        under = (f" (under torchrun: Ctrl-C, a pre-emption, or torchrun ending the job because another rank "
-                 f"failed: see torchrun's output)" if du.env_world_size() > 1 else " (Ctrl-C or SIGTERM)")
+        under = (" (under torchrun: Ctrl-C, a pre-emption, or torchrun ending the job because another rank "
+                 "failed: see torchrun's output)" if du.env_world_size() > 1 else " (Ctrl-C or SIGTERM)")
         return f"stopped: interrupted by {name}{under}"
     text = str(exc).lower()
     if du.env_world_size() > 1 and isinstance(exc, RuntimeError):
@@ -155,6 +155,7 @@ def check_model(cfg: Mapping[str, Any]) -> None:
     """Build the configured network on the ``meta`` device (no memory, no time): a user's class
     that does not take its options, or lacks ``block_size``, is one line before any work."""
     import torch
+
     from ..models import build_model
     with torch.device("meta"):
         build_model(cfg)

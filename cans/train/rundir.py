@@ -122,7 +122,8 @@ def remove_leftovers(output_dir: str) -> List[str]:
     """Delete the ``*.tmp`` files of interrupted writes in ``output_dir`` and its ``checkpoints/``;
     return their names (call it only while holding the folder's lock)."""
     removed = []
-    for path in glob.glob(os.path.join(output_dir, "*.tmp")) + glob.glob(os.path.join(output_dir, "checkpoints", "*.tmp")):
+    found = glob.glob(os.path.join(output_dir, "*.tmp")) + glob.glob(os.path.join(output_dir, "checkpoints", "*.tmp"))
+    for path in found:
         try:
             os.remove(path)
             removed.append(os.path.relpath(path, output_dir))

@@ -43,7 +43,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, An
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
     if kind != "cosine":
         raise ValueError(f"train.lr_scheduler.type: unknown schedule {kind!r}; expected cosine or constant")
-    epochs, min_lr, warm = int(train_cfg["epochs"]), float(train_cfg["min_lr"]), int(train_cfg.get("warmup_epochs") or 0)
+    epochs, min_lr = int(train_cfg["epochs"]), float(train_cfg["min_lr"])
+    warm = int(train_cfg.get("warmup_epochs") or 0)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: cosine_lr(e, epochs, base, min_lr, warm) / base)
 
 

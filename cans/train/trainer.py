@@ -38,26 +38,31 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, to_yaml
-from .losses import build_loss
-from ..outdirs import prepare_output_dir
 from ..engine import distributed as du
 from ..engine import fastpath
-from ..engine.checkpoint import (CheckpointError, DiskFullError, atomic_torch_save, atomic_write_bytes, check_free_space,
-                         load_checkpoint, trusted_checkpoints)
-from ..evaluate.scores import autocast_context
+from ..engine.checkpoint import (
+    CheckpointError,
+    DiskFullError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    check_free_space,
+    load_checkpoint,
+    trusted_checkpoints,
+)
+from ..errors import NonFiniteLossError
 from ..evaluate.images import validation_panels
+from ..evaluate.scores import autocast_context
+from ..models import unwrap_model
+from ..outdirs import prepare_output_dir
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
-from ..models import unwrap_model
+from .losses import build_loss
 from .prior import build_prior
+from .rundir import RunLock, remove_leftovers, resume_point
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
-from .rundir import RunLock, remove_leftovers, resume_point
 from .signals import StopRequest, signals_ignored, sigterm_as_interrupt
 from .state import capture_train_state, interrupt_state, restore_train_state
-
-
-from ..errors import NonFiniteLossError
 
 
 def nonfinite_advice(tcfg: Mapping[str, Any]) -> str:
@@ -117,7 +122,8 @@ class Trainer:
         if self.is_main:
             removed = remove_leftovers(self.output_dir)
             if removed:
-                self.logger.info(f"removed {len(removed)} temporary file(s) of an interrupted write: {', '.join(removed)}")
+                self.logger.info(f"removed {len(removed)} temporary file(s) of an interrupted write: "
+                                 f"{', '.join(removed)}")
         # a folder that holds a run is resumed when asked, else refused (decided on rank 0)
         resume = du.broadcast_object(self._resume_decision(resume) if self.is_main else None)
         if isinstance(resume, ConfigError):
@@ -467,7 +473,8 @@ class Trainer:
         self._valid_skipped = list(report.get("skipped") or [])
         if self._valid_skipped and self.is_main:
             self.logger.warning(f"validation skipped {len(self._valid_skipped)} image(s) with bad files "
-                                f"(data.skip_bad_files): " + ", ".join(str(m.get("img_file")) for m in self._valid_skipped[:5]))
+                                "(data.skip_bad_files): "
+                                + ", ".join(str(m.get("img_file")) for m in self._valid_skipped[:5]))
         metrics = {"psnr": report["reconstruction"]["psnr"], "ssim": report["reconstruction"]["ssim"],
                    "raw_psnr": report["denoising"]["average"]["psnr"],
                    "raw_ssim": report["denoising"]["average"]["ssim"]}
@@ -507,7 +514,8 @@ class Trainer:
         stop = epochs if max_epochs is None else min(epochs, self.epoch + max_epochs)
         started = time.time()
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.logger.info(f"run {os.path.abspath(self.output_dir)}: {type(unwrap_model(self.model)).__name__} {n_params:,} parameters, "
+        self.logger.info(f"run {os.path.abspath(self.output_dir)}: {type(unwrap_model(self.model)).__name__} "
+                         f"{n_params:,} parameters, "
                          f"{len(self.train_set)} training samples/epoch, "
                          f"{len(self.valid_set) if self.valid_set is not None else 0} validation images, "
                          f"device {self.device}, {self.world_size} process(es), amp {self.amp}, "
@@ -579,7 +587,8 @@ class Trainer:
             return
         metrics = self.validate(0)
         self.history["initial"] = metrics
-        self.logger.info(f"{'starting' if pretrained else 'untrained'} model: validation PSNR {metrics['psnr']:.3f} dB, "
+        self.logger.info(f"{'starting' if pretrained else 'untrained'} model: validation PSNR "
+                         f"{metrics['psnr']:.3f} dB, "
                          f"SSIM {metrics['ssim']:.4f}, RAW PSNR {metrics['raw_psnr']:.3f} dB")
         if pretrained:
             self.best_metric, self.best_epoch = metrics["psnr"], 0
