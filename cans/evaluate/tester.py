@@ -42,7 +42,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from ..engine.fastpath import fast_model_for_test
+from ..engine import fastpath
 from ..errors import TestSetupError
 from ..files import atomic_write_text
 from ..outdirs import prepare_output_dir
@@ -281,7 +281,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     from ..models.published import describe_weights, weights_line
     weights = describe_weights(checkpoint)
     print_fn(f"weights: {weights_line(weights)}")
-    model, _ = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+    model, _ = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     try:
         model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
     except ValueError as exc:
@@ -388,7 +388,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         batch = next(iter(_loader(cfg)))
         x = batch["noisy_raw"][:1]
         source = str(batch["img_file"][0])
-    model, fast = fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+    model, fast = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
     x = x.to(dev)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

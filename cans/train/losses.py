@@ -12,7 +12,7 @@ weights.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -68,4 +68,39 @@ def build_loss(cfg: Mapping[str, Any]) -> CANSLoss:
     return CANSLoss(raw.get("type", "L1"), raw.get("weight", 1.0), rgb.get("type", "L1"), rgb.get("weight", 1.0))
 
 
-__all__ = ["CANSLoss", "LOSS_REGISTRY", "build_loss"]
+class Objective:
+    """What a training step minimises: ``loss, logs = objective(outputs, batch, step, model)``.
+
+    The two terms of :class:`CANSLoss`, weighted by the adaptive prior (``cans.train.prior``),
+    which first updates its weights when due (it differentiates the terms itself, so it needs the
+    model and, under fp16, the grad scaler's ``scale``). ``agree(ok)`` decides together with the
+    other processes whether finite terms allow that update (the prior's gradients are
+    all-reduced); when it says no, ``loss`` is None and the step is to be skipped. ``logs``: the
+    unweighted terms (0-dim tensors, detached) and the weights applied (floats).
+    """
+
+    def __init__(self, loss: CANSLoss, prior):
+        self.loss, self.prior = loss, prior
+
+    def __call__(self, outputs, batch: Mapping[str, torch.Tensor], step: int, model: nn.Module,
+                 scale: float = 1.0, agree=None) -> Tuple[Optional[torch.Tensor], Dict[str, Any]]:
+        terms = self.loss(outputs, batch)
+        logs: Dict[str, Any] = {k: v.detach() for k, v in terms.items()}
+        if self.prior.adaptive:
+            finite = torch.stack(list(logs.values())).isfinite().all()
+            if not (agree(finite) if agree is not None else bool(finite)):
+                return None, logs
+            self.prior.maybe_update(step, terms, model, scale=scale)
+            logs["gamma"] = self.prior.gamma
+        weights = self.prior.weights()
+        logs.update(w_raw=weights["raw"], w_rgb=weights["rgb"])
+        return self.loss.weighted_sum(terms, weights), logs
+
+
+def build_objective(cfg: Mapping[str, Any]) -> Objective:
+    """The training objective of a whole config: ``loss:`` and ``loss.prior``."""
+    from .prior import build_prior
+    return Objective(build_loss(cfg), build_prior(cfg))
+
+
+__all__ = ["CANSLoss", "LOSS_REGISTRY", "Objective", "build_loss", "build_objective"]

@@ -56,8 +56,7 @@ from ..models import unwrap_model
 from ..outdirs import prepare_output_dir
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
-from .losses import build_loss
-from .prior import build_prior
+from .losses import build_objective
 from .rundir import RunLock, remove_leftovers, resume_point
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
@@ -170,8 +169,8 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.params, self.tcfg, fused=self.fast.fused_adamw)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)
-        self.criterion = build_loss(cfg)
-        self.prior = build_prior(cfg)
+        self.objective = build_objective(cfg)
+        self.criterion, self.prior = self.objective.loss, self.objective.prior
 
         # wrappers
         train_model = model
@@ -368,38 +367,29 @@ class Trainer:
         targets = {k: self._to_device(batch[k]) for k in ("clean_raw", "clean_rgb")}
         with self._autocast():
             outputs = self.train_model(x)
-        terms = self.criterion(outputs, targets)
-        detached = [t.detach() for t in terms.values()]
-        if self.prior.adaptive:
-            if not self._agree(torch.stack(detached).isfinite().all()):
-                return self._skip(terms, None)
-            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            self.prior.maybe_update(self.step, terms, self.train_model, scale=scale)
-        weights = self.prior.weights()
-        total = self.criterion.weighted_sum(terms, weights)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() and self.prior.adaptive else 1.0
+        total, logs = self.objective(outputs, targets, self.step, self.train_model, scale=scale, agree=self._agree)
+        if total is None:
+            return self._skip(logs, None)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.tcfg.get("clip_grad")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float(clip) if clip else float("inf"))
         # the fp16 scaler skips inf/nan gradients itself: only the loss is checked then
-        checked = detached + ([] if self.scaler.is_enabled() else [grad_norm.detach().reshape(())])
+        terms = [logs[k] for k in ("raw", "rgb")]
+        checked = terms + ([] if self.scaler.is_enabled() else [grad_norm.detach().reshape(())])
         if not self._agree(torch.stack(checked).isfinite().all()):
-            return self._skip(terms, grad_norm)
+            return self._skip(logs, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         self.nonfinite_streak = 0
-        values: Dict[str, Any] = {k: v.detach() for k, v in terms.items()}
-        values.update({"total": total.detach(), "grad_norm": grad_norm.detach(),
-                       "w_raw": weights["raw"], "w_rgb": weights["rgb"]})
-        if self.prior.adaptive:
-            values["gamma"] = self.prior.gamma
-        return values
+        return dict(logs, total=total.detach(), grad_norm=grad_norm.detach())
 
     def _skip(self, terms: Mapping[str, torch.Tensor], grad_norm: Optional[torch.Tensor]) -> None:
         """A non-finite step: say which numbers (read now, on this rare path) and skip it."""
-        bad = [f"{k}={v.item():.4g}" for k, v in terms.items() if not math.isfinite(v.item())]
+        bad = [f"{k}={float(terms[k]):.4g}" for k in ("raw", "rgb") if not math.isfinite(float(terms[k]))]
         what = "non-finite loss " + ", ".join(bad) if bad else f"non-finite gradient norm {grad_norm.item()}"
         self._nonfinite(what)
         return None
