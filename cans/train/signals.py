@@ -8,19 +8,25 @@ from typing import Callable, Optional
 
 
 @contextlib.contextmanager
-def signals_ignored():
-    """SIGINT and SIGTERM ignored inside (main thread only; elsewhere a no-op)."""
+def stop_signals_to(handler):
+    """SIGINT and SIGTERM go to ``handler`` inside, the previous handlers come back after (main
+    thread only; elsewhere a no-op)."""
     saved = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+            saved[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
         pass
     try:
         yield
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
+def signals_ignored():
+    """SIGINT and SIGTERM ignored inside (a save that no signal may cut short)."""
+    return stop_signals_to(signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -64,20 +70,9 @@ class StopRequest:
             return
         raise KeyboardInterrupt(name)
 
-    @contextlib.contextmanager
     def handling(self):
         """SIGINT and SIGTERM go to this request inside (main thread only; elsewhere a no-op)."""
-        saved = {}
-        try:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                saved[sig] = signal.signal(sig, self._handler)
-        except ValueError:  # not the main thread
-            pass
-        try:
-            yield self
-        finally:
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
+        return stop_signals_to(self._handler)
 
 
-__all__ = ["StopRequest", "signals_ignored", "sigterm_as_interrupt"]
+__all__ = ["StopRequest", "signals_ignored", "sigterm_as_interrupt", "stop_signals_to"]
