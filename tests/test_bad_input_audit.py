@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ from cans.config import ConfigError, load_config, validate
 from cans.config_checks import check_config
 from cans.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 DEMO = str(REPO / "configs" / "demo.yaml")
 TINY = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
         "dec_blk_nums": [1, 1, 1, 1]}

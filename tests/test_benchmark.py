@@ -3,7 +3,6 @@ import dataclasses
 import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,8 @@ import torch
 from cans.config import load_config
 from cans.tools.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
 NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "bf16_triton", "fast_triton"}
 

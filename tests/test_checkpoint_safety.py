@@ -18,7 +18,8 @@ from cans.engine.checkpoint import (CheckpointError, load_checkpoint, load_model
                                     trusted_checkpoints)
 from cans.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 TINY = dict(type="CANS", in_channel=4, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1],
             adaptive_size=2, block_size=2)
 
@@ -56,7 +57,7 @@ def test_every_loader_refuses_a_crafted_pickle_and_names_the_opt_in(crafted):
 
 
 def test_resume_and_pretrained_refuse_it_unless_trusted(crafted, tmp_path):
-    from test_train import make_cfg, tiny_trainer
+    from helpers import make_cfg, tiny_trainer
     path, marker = crafted
     with pytest.raises(CheckpointError, match="refusing to load"):
         tiny_trainer(make_cfg(tmp_path / "a"), resume=str(path), n=2, size=16)
@@ -113,7 +114,7 @@ def test_the_authors_layouts_load_without_trust(reference_dir, name):
 
 def test_our_training_checkpoints_need_no_trust(tmp_path):
     """RNG states (numpy arrays), optimizer, schedule and config: all load weights-only."""
-    from test_train import make_cfg, tiny_trainer
+    from helpers import make_cfg, tiny_trainer
     tr = tiny_trainer(make_cfg(tmp_path, epochs=1), n=2, size=16)
     tr.fit()
     tr.close()

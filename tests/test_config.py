@@ -6,7 +6,8 @@ import yaml
 
 from cans.config import ConfigError, dump_config, load_config, split_options
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 
 
 def write(path, text):

@@ -3,14 +3,14 @@ with one line naming the key (or the file / override) and what was expected."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from cans.config import SCHEMA, ConfigError, Field, load_config, validate
 from cans.config_checks import check_config
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 

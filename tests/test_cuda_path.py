@@ -5,7 +5,6 @@ meta and fake tensors standing in for GPU tensors, counted compilations and host
 test fails on the code before the fix it checks (issue 23).
 """
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +12,10 @@ import torch
 
 from cans.models import build_model
 
+from helpers import REPO
+
 pytestmark = pytest.mark.cuda_path
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 
 

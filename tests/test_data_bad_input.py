@@ -13,7 +13,8 @@ from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset
 from cans.data.prepare import cache_path, prepare_sid
 from cans.data.synthetic import make_synthetic_sid, write_dng
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 QUIET = dict(log=lambda *_: None)
 
 

@@ -1,5 +1,4 @@
 """List files: exposures and ratios, white-balance columns, only_00, excluded scenes, MCR names."""
-from pathlib import Path
 
 import pytest
 from conftest import REFERENCE
@@ -8,7 +7,8 @@ from cans.data.errors import DataError
 from cans.data.lists import (MISALIGNED_SONY_SCENES, drop_scenes, keep_first_capture, mcr_exposures,
                              parse_mcr_list, parse_sid_list, sid_name_parts, sid_ratio)
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 REF = REFERENCE
 
 

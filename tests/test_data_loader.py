@@ -11,7 +11,8 @@ from cans.data import (DATASETS, DataError, FujiDictSet, SonyDictSet, build_data
 from cans.data.prepare import cache_path, save_npy
 from cans.data.synthetic import make_synthetic_sid
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 QUIET = dict(log=lambda *_: None)
 SMALL = dict(scenes=3, height=192, width=288, progress=False, log=lambda *_: None)
 

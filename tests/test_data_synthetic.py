@@ -14,6 +14,8 @@ from cans.data.raw_io import read_bayer, read_raw  # noqa: E402
 from cans.data.synthetic import (NOISE, add_noise, make_scene, make_synthetic_sid, srgb_to_linear,  # noqa: E402
                                  write_dng)
 
+from helpers import REPO  # noqa: E402
+
 SMALL = dict(scenes=3, height=192, width=288, progress=False)
 
 
@@ -145,7 +147,7 @@ def test_command_line_scripts(tmp_path):
     """make_synthetic_sid.py then prepare_sid.py on its output (resume: everything skipped)."""
     import subprocess
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = str(REPO)
     out = tmp_path / "cli"
     run = subprocess.run([sys.executable, os.path.join(repo, "scripts", "make_synthetic_sid.py"), "--out", str(out),
                           "--scenes", "3", "--height", "112", "--width", "128"],
@@ -169,7 +171,7 @@ def test_prepare_cli_with_a_single_list(sony_set, tmp_path, list_name):
     import shutil
     import subprocess
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = str(REPO)
     data = tmp_path / "data"
     shutil.copytree(sony_set / "Sony" / "short", data / "Sony" / "short")
     shutil.copytree(sony_set / "Sony" / "long", data / "Sony" / "long")

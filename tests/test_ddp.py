@@ -5,19 +5,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import torch
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
+from helpers import REPO, TESTS
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, sys.argv[2])
     import torch
     from pathlib import Path
-    from test_train import TinyPairs, make_cfg
+    from helpers import TinyPairs, make_cfg
     from cans.train.trainer import Trainer
     from cans.engine import distributed as du
 
@@ -70,7 +68,7 @@ HANG_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     import torch
     from pathlib import Path
-    from test_train import TinyPairs, make_cfg
+    from helpers import TinyPairs, make_cfg
     from cans.train.main import record_failure
     from cans.train.trainer import Trainer
     from cans.engine import distributed as du

@@ -29,14 +29,14 @@ import io
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
 from cans.config import SCHEMA, ConfigError, Field, parse_override
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 DOCS = ["README.md", "datasets/README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
 
 # the top-level config sections a dotted name in the docs may start with

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from cans.evaluate.scores import (evaluate, format_tables, summarize, write_metrics_csv,
                                   write_metrics_json)
@@ -15,38 +15,10 @@ from cans.evaluate.paper import PAPER
 from cans.evaluate.metrics import psnr
 from cans.models import build_model
 
+from helpers import REPO, TESTS, Oracle, PairSet
+
 TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
         "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
-
-
-class PairSet(Dataset):
-    """Random samples with the data pipeline's keys; ratios 100, 250, 300, 300."""
-
-    ratios = (100.0, 250.0, 300.0, 300.0)
-
-    def __init__(self, size=(52, 60)):
-        self.size = size
-
-    def __len__(self):
-        return len(self.ratios)
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        h, w = self.size
-        clean_raw = torch.rand(4, h, w, generator=g)
-        return {"noisy_raw": (clean_raw + 0.05 * torch.randn(4, h, w, generator=g)).clamp(0, 1),
-                "clean_raw": clean_raw, "clean_rgb": torch.rand(3, 2 * h, 2 * w, generator=g),
-                "ratio": self.ratios[i], "img_file": f"./Sony/short/1000{i}_00_0.1s.ARW",
-                "lbl_file": f"./Sony/long/1000{i}_00_10s.ARW"}
-
-
-class Oracle(torch.nn.Module):
-    """Returns the noisy input as RAW and a fixed grey RGB: scores computable by hand."""
-    block_size = 2
-
-    def forward(self, x):
-        b, _, h, w = x.shape
-        return torch.full((b, 3, 2 * h, 2 * w), 0.5), x
 
 
 def test_report_schema_and_values(tmp_path):
@@ -133,7 +105,7 @@ import torch, torch.distributed as dist
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 sys.path.insert(0, sys.argv[2])
-from test_evaluate import PairSet, Oracle
+from helpers import PairSet, Oracle
 from cans.engine.distributed import cleanup_distributed
 from cans.evaluate.scores import evaluate
 dist.init_process_group("gloo")
@@ -152,16 +124,14 @@ def test_distributed_gather(tmp_path):
     import socket
     import subprocess
     import sys
-    from pathlib import Path
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     script = tmp_path / "dist_eval.py"
     script.write_text(DIST_SCRIPT)
-    here = Path(__file__).resolve().parent
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
-               PYTHONPATH=os.pathsep.join([str(here.parent), os.environ.get("PYTHONPATH", "")]))
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), str(here)],
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "out"), str(TESTS)],
                               env=dict(env, RANK=str(r)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for r in range(2)]
     for p in procs:
@@ -181,13 +151,12 @@ def test_distributed_gather(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     import subprocess
-    from pathlib import Path
 
     pytest.importorskip("rawpy")
     pytest.importorskip("tifffile")
     from cans.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     tmp = tmp_path_factory.mktemp("e2e")
     cfg_path = tmp / "tiny.yaml"
     cfg_path.write_text(
@@ -308,8 +277,7 @@ def test_tester_errors_are_clear(tmp_path):
 
 def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
     import subprocess
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     # an option in the checkpoint's place is passed on to test.py, not taken as the checkpoint
     proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml"), "--throughput",
                            "--random-weights", "--size", "30", "30"], capture_output=True, text=True, timeout=120)

@@ -1,7 +1,6 @@
 """cans.engine.fastpath: what the fast path enables per device (no GPU needed), and that the
 compiled model has no graph breaks and compiles once per input size (dynamo with a counting
 backend: no inductor build, so it is quick on the CPU)."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,8 @@ from cans.engine.fastpath import apply_fast_path, compile_model, plan_fast_path,
 from cans.kernels import triton_available
 from cans.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 
 
 def test_cpu_plan_changes_nothing():
@@ -53,7 +53,7 @@ def test_applying_the_cpu_plan_leaves_model_and_flags_alone():
 
 
 def test_trainer_on_the_cpu_stays_eager(tmp_path):
-    from test_train import TinyPairs, make_cfg
+    from helpers import TinyPairs, make_cfg
     from cans.train.trainer import Trainer
 
     tr = Trainer(make_cfg(tmp_path, epochs=1), train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False,

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,8 @@ from cans.data import DataError, collate_samples, ensure_synthetic
 from cans.data.synthetic import make_synthetic_sid
 from cans.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
         "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
 QUIET = dict(log=lambda *_: None)

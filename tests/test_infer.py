@@ -1,7 +1,6 @@
 """scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans)."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,11 @@ pytest.importorskip("tifffile")
 from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, phase_offset,  # noqa: E402
                             read_mosaic)
 
+from helpers import REPO  # noqa: E402
+
 synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")
 
-ROOT = Path(__file__).resolve().parents[1]
 REF = REFERENCE
 H, W = 101, 131  # odd on purpose: the output must keep this size
 CODES = {"R": 0, "G": 1, "B": 2}
@@ -140,14 +140,14 @@ def test_cli_with_tiny_model_and_corrupt_file(bayer_files, tmp_path):
     torch.save({"model": build_model(tiny).state_dict()}, ckpt)
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("base: %s\nmodel:\n  type: CANS_Plus\n  width: 8\n  middle_blk_num: 1\n"
-                   "  enc_blk_nums: [1, 1, 1]\n  dec_blk_nums: [1, 1, 1]\n" % (ROOT / "configs/base/Sony.yaml"))
+                   "  enc_blk_nums: [1, 1, 1]\n  dec_blk_nums: [1, 1, 1]\n" % (REPO / "configs/base/Sony.yaml"))
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("scene_RGGB.dng", "scene_BGGR.dng"):
         (inputs / name).write_bytes((bayer_files / name).read_bytes())
     (inputs / "broken.ARW").write_bytes(b"not a raw file" * 100)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/infer.py"), "-c", str(cfg), "--checkpoint", str(ckpt),
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/infer.py"), "-c", str(cfg), "--checkpoint", str(ckpt),
                            "--ratio", "auto", str(inputs), "--out", str(out), "--no-progress", "--device", "cpu"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -194,7 +194,7 @@ def test_folder_scan_skips_hidden_files(tmp_path):
 
 def test_cli_rejects_bad_auto_ratio_options(capsys):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("infer_script", ROOT / "scripts" / "infer.py")
+    spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts" / "infer.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     for bad in (["--target-mean", "0"], ["--max-ratio", "0.5"], ["--ratio", "-3"]):

@@ -8,7 +8,6 @@ that the Trainer itself builds from the repository's paper configs.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +17,9 @@ from cans.train.trainer import Trainer, seed_everything
 from cans.models import build_model
 from cans.models.backbone import Backbone
 from cans.models.heads import RawHead, RGBHead
-from test_train import TinyPairs
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, TinyPairs
+
 PAPER = ["CANS/Sony", "CANS/Fuji", "CANS_Plus/Sony", "CANS_Plus/Fuji"]
 REL = 1e-6
 

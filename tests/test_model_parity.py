@@ -1,6 +1,5 @@
 """The models against the reference implementation's test vectors and key lists."""
 import re
-from pathlib import Path
 
 import pytest
 from conftest import REFERENCE
@@ -10,7 +9,8 @@ from cans.config import load_config
 from cans.engine.checkpoint import load_model_weights as load_weights
 from cans.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 PARITY_FILES = sorted((REFERENCE / "parity").glob("*.pt")) if REFERENCE.is_dir() else []
 PAPER_CONFIGS = [(t, c) for t in ("CANS", "CANS_Plus") for c in ("Sony", "Fuji", "MCR")]
 # docs/models.md (parameter counts of the paper configurations)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+from helpers import REPO
 
 pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]", "model.middle_blk_num=1"]
 
 

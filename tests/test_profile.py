@@ -1,10 +1,10 @@
 """python -m cans.tools.profile: parameters and FLOPs from torch.utils.flop_counter."""
-from pathlib import Path
 
 from cans.config import load_config
 from cans.tools.profile import main, profile
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 
 
 def test_cans_plus_sony_cost_matches_design():

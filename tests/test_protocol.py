@@ -1,5 +1,4 @@
 """The paper's test protocol: which SID frames the paper configs score, and the warnings when a run differs."""
-from pathlib import Path
 
 import pytest
 
@@ -8,7 +7,8 @@ from cans.data.lists import keep_first_capture, parse_sid_list
 from cans.evaluate.scores import ratio_group
 from cans.evaluate.protocol import describe_protocol, paper_differences
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 
 
 @pytest.mark.parametrize("config, expected", [

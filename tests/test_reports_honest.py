@@ -14,6 +14,8 @@ from cans.config import validate
 from cans.data import collate_samples
 from cans.models import build_model
 
+from helpers import REPO
+
 TINY = {"type": "CANS", "in_channel": 4, "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
         "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
 
@@ -173,7 +175,7 @@ def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch
         RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=False, log=lambda s: None)
     assert told in str(info.value) and "IndexError" not in str(info.value)
     # scripts/prepare_pairs.py: the file is FAILED with that line, not an IndexError
-    spec = importlib.util.spec_from_file_location("prepare_pairs", Path(__file__).parents[1] / "scripts/prepare_pairs.py")
+    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     code = script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"])
@@ -217,7 +219,7 @@ def test_ratios_capped_by_max_ratio_are_reported_at_preparation_and_load(tmp_pat
     from cans.data.rawpair import RawPairDataset
 
     _own_camera_pairs(tmp_path, monkeypatch)
-    spec = importlib.util.spec_from_file_location("prepare_pairs", Path(__file__).parents[1] / "scripts/prepare_pairs.py")
+    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"]) == 0

@@ -6,6 +6,8 @@ import pytest
 
 from cans.config import ConfigError, load_config
 
+from helpers import REPO
+
 
 def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,9 +132,7 @@ def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_pa
 
 def infer_script():
     import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("infer_second_hour", Path(__file__).resolve().parents[1]
-                                                  / "scripts" / "infer.py")
+    spec = importlib.util.spec_from_file_location("infer_second_hour", REPO / "scripts" / "infer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -172,13 +172,12 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     import numpy as np
     import torch
     pytest.importorskip("rawpy")
-    from pathlib import Path
 
     from cans.data.synthetic import write_dng
     from cans.models import build_model
     from cans.config import validate
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
             "dec_blk_nums": [1, 1, 1, 1]}
     torch.manual_seed(0)
@@ -208,9 +207,8 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
 def test_documented_synthetic_sets_go_to_the_folder_of_their_camera():
     import re
     import shlex
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     camera_of = {}   # demo data folder -> the camera its config reads
     for name in ("demo.yaml", "demo_fuji.yaml"):
         cfg = load_config(str(repo / "configs" / name))

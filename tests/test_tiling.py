@@ -2,7 +2,6 @@
 the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from cans.inference import apply_orientation
 from cans.models import build_model
 from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, check_tile_arguments, compare_tiling,
                          run_with_fallback, tile_for_memory, tile_for_model, tile_starts)
+
+from helpers import REPO
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -225,13 +226,12 @@ def test_orientation_flags(flip, k):
 
 def test_infer_cli_tiles_and_rejects_a_bad_tile(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
     import numpy as np
     pytest.importorskip("rawpy")
     from cans.data.synthetic import write_dng
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     spec = importlib.util.spec_from_file_location("infer_script", repo / "scripts" / "infer.py")
     infer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(infer)
@@ -318,7 +318,7 @@ def test_two_pass_unwraps_a_compiled_model():
 @pytest.mark.parametrize("script_path", ["test.py", "scripts/infer.py"])
 def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("script_under_test", Path(__file__).resolve().parents[1] / script_path)
+    spec = importlib.util.spec_from_file_location("script_under_test", REPO / script_path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     base = ["-c", "x.yaml"] + (["photo.ARW"] if "infer" in script_path else [])

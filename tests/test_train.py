@@ -7,55 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset
 
-from cans.config import validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import NonFiniteLossError, Trainer, cosine_lr
 
-
-TINY_MODEL = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1,
-              "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1], "adaptive_size": 2, "block_size": 2}
-
-
-class TinyPairs(Dataset):
-    """Hand-made pairs: a smooth clean packed RAW, its 'RGB' (a fixed linear map, upsampled x2),
-    and a noisy input; random crops of ``patch`` packed pixels drawn from the global torch and
-    numpy generators (so resume must restore them). ``nan_every``: every k-th sample's input is NaN."""
-
-    def __init__(self, n=4, size=24, patch=16, seed=0, nan_every=0, all_nan=False):
-        g = torch.Generator().manual_seed(seed)
-        yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-        self.clean = []
-        for i in range(n):
-            c = torch.rand(4, 1, 1, generator=g)
-            self.clean.append((0.2 + 0.6 * c * (0.5 + 0.5 * torch.sin(3 * (xx + i) + 2 * yy))).float())
-        self.noise = [0.05 * torch.randn(4, size, size, generator=g) for _ in range(n)]
-        self.n, self.size, self.patch = n, size, patch
-        self.nan_every, self.all_nan = nan_every, all_nan
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        clean = self.clean[i]
-        noisy = clean + self.noise[i]
-        y = int(torch.randint(0, self.size - self.patch + 1, (1,)).item())
-        x = int(np.random.randint(0, self.size - self.patch + 1))
-        sl = (slice(None), slice(y, y + self.patch), slice(x, x + self.patch))
-        c, nz = clean[sl], noisy[sl].clone()
-        if self.all_nan or (self.nan_every and i % self.nan_every == 0):
-            nz[:] = float("nan")
-        rgb = torch.stack([c[0], 0.5 * (c[1] + c[3]), c[2]])
-        rgb = rgb.repeat_interleave(2, 1).repeat_interleave(2, 2).clamp(0, 1)
-        return {"noisy_raw": nz, "clean_raw": c, "clean_rgb": rgb, "ratio": 100.0,
-                "input_exposure": 0.1, "gt_exposure": 10.0, "img_file": f"in{i}", "lbl_file": f"gt{i}"}
-
-
-def tiny_trainer(cfg, resume=None, **data) -> Trainer:
-    """A CPU Trainer on ``TinyPairs(**data)`` without validation."""
-    return Trainer(cfg, train_set=TinyPairs(**data), valid_set=False, resume=resume, progress=False,
-                   device=torch.device("cpu"))
+from helpers import TinyPairs, make_cfg, tiny_trainer, weights
 
 
 def trained_once(folder, n: int):
@@ -64,19 +20,6 @@ def trained_once(folder, n: int):
     tr.fit()
     tr.close()
     return tr, folder / "run" / "checkpoints" / "last.pth"
-
-
-def make_cfg(tmp_path, **train):
-    tcfg = {"base_lr": 2e-3, "min_lr": 2e-4, "epochs": 2, "clip_grad": 1.0, "save_per_epoch": 1,
-            "manual_seed": 7, "deterministic": True, "log_every": 1}
-    tcfg.update(train)
-    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": TINY_MODEL,
-                    "data": {"num_workers": 0, "train": {"batch_size": 2}}, "train": tcfg})
-    return cfg
-
-
-def weights(trainer):
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
 def test_a_few_steps_lower_the_loss(tmp_path):

@@ -5,7 +5,6 @@ import importlib.util
 import os
 import signal
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +13,9 @@ from cans.config import load_config
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import Trainer
 
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+
 TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]", "model.middle_blk_num=1"]
 
 

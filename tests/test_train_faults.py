@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from cans.engine import checkpoint as checkpoint_mod
 from cans.engine.checkpoint import DiskFullError, load_checkpoint
 from cans.train.trainer import NonFiniteLossError, Trainer
 
-from test_train import TinyPairs, make_cfg, tiny_trainer, weights
+from helpers import REPO, TinyPairs, make_cfg, tiny_trainer, weights
 
 
 def worker_cfg(folder, **train):
@@ -217,7 +216,7 @@ def test_a_run_in_another_process_holds_the_folder(tmp_path):
     from cans.train.rundir import RunLock
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from cans.train.rundir import RunLock; "
             "lock = RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]), str(tmp_path)],
+    holder = subprocess.Popen([sys.executable, "-c", code, str(REPO), str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -105,7 +105,6 @@ def test_a_resume_across_fused_and_plain_adamw_puts_step_where_the_kernel_reads_
     """Meta tensors stand in for CUDA ones: fused AdamW reads ``step`` on the parameter's device (a
     CPU ``step`` there is an illegal memory access on a GPU); the plain one keeps it on the CPU
     (else two host syncs per parameter and step)."""
-    import io
     from cans.train.state import load_optimizer_state
     p = torch.nn.Parameter(torch.randn(3, device="meta"))
     before = torch.optim.AdamW([p], lr=1e-3, fused=True) if fused_before else torch.optim.AdamW([p], lr=1e-3)

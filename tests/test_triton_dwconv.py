@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,7 @@ from cans.models import build_model
 from cans.models.blocks import RDE
 from cans.requirements import release
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 # (shape, tile, bias): two images of two planes, one tile per plane; several tiles per plane,
 # H = 4 (the smallest size reflect padding 3 allows: the top and bottom mirror rows overlap), no
