@@ -1,0 +1,137 @@
+"""cans.evaluate.tester (what test.py and test.sh run): test.sh end to end on a small synthetic SID,
+the report and the images it leaves, its one-line errors."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cans.models import build_model
+
+from helpers import REPO
+
+TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+        "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
+
+
+# ----------------------------------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    import subprocess
+
+    pytest.importorskip("rawpy")
+    pytest.importorskip("tifffile")
+    from cans.config import load_config
+
+    root = REPO
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg_path = tmp / "tiny.yaml"
+    cfg_path.write_text(
+        f"base: {root / 'configs/base/Sony.yaml'}\nname: tiny\noutput_dir: {tmp / 'run'}\n"
+        "model: {type: CANS_Plus, width: 8, middle_blk_num: 1, enc_blk_nums: [1, 1, 1, 1], dec_blk_nums: [1, 1, 1, 1]}\n"
+        f"data:\n  data_path: {tmp / 'SID'}\n  num_workers: 0\n"
+        "  synthetic: {auto_create: true, scenes: 3, height: 128, width: 160}\n"
+        "test: {save_grid: true}\n")
+    torch.manual_seed(0)
+    ckpt = tmp / "tiny.pth"
+    torch.save({"model": build_model(load_config(str(cfg_path))).state_dict(), "epoch": 1}, ckpt)
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(cfg_path), str(ckpt), "--compare-paper", "--all-frames",
+                           "--no-progress"],
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp))
+    return {"proc": proc, "out": tmp / "run" / "test", "cfg": cfg_path, "ckpt": ckpt, "root": root, "tmp": tmp}
+
+
+def test_test_sh_prints_tables_and_writes_files(synthetic_run):
+    import subprocess
+    proc, out = synthetic_run["proc"], synthetic_run["out"]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for text in ("Reconstruction (sRGB)", "Denoising (RAW)", "| x100 |", "| x250 |", "| x300 |", "**average**",
+                 "paper CANS++ PSNR", "42.373"):
+        assert text in proc.stdout, text
+    data = json.loads((out / "metrics.json").read_text())
+    assert set(data) >= {"reconstruction", "denoising", "per_image", "config", "checkpoint"}
+    assert set(data["reconstruction"]) == {"psnr", "ssim", "images"} and data["reconstruction"]["images"] == 3
+    for g in ("x100", "x250", "x300", "average"):
+        assert set(data["denoising"][g]) == {"psnr", "ssim", "images"}
+    assert data["checkpoint"] == str(synthetic_run["ckpt"]) and data["config"]["model"]["width"] == 8
+    # the report names the weights (git blob id, as `git hash-object` prints it) and the protocol
+    blob = subprocess.run(["git", "hash-object", str(synthetic_run["ckpt"])], capture_output=True, text=True)
+    if blob.returncode == 0:
+        assert data["weights"]["git_blob"] == blob.stdout.strip() and data["weights"]["published"] is None
+    assert f"git blob {data['weights']['git_blob']}" in proc.stdout
+    assert data["protocol"]["only_00"] is False and data["protocol"]["images"] == 3
+    assert data["protocol"]["dataset"] == "synthetic SID Sony"
+    notes = " ".join(data["protocol"]["differs_from_paper"])
+    assert "synthetic SID" in notes and "every frame is scored" in notes
+    assert "warning: not the paper's protocol: every frame is scored" in proc.stdout
+    assert "protocol: synthetic SID Sony, Sony_new_test_list.txt, every frame of the list, 3 images" in proc.stdout
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 3
+    for rec in data["per_image"]:
+        stem = rec["img_file"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        png = out / "images" / f"{stem}.png"
+        assert png.is_file() and rec["output"] == str(png)
+        assert (out / "images" / "grid" / f"{stem}_grid.png").is_file()
+        from PIL import Image
+        assert Image.open(png).size == (rec["width"], rec["height"]) == (160, 128)
+    assert (out / "tables.md").read_text().count("|") > 20
+
+
+def test_test_py_errors_and_throughput(synthetic_run):
+    import subprocess
+    import sys
+    root, cfg = synthetic_run["root"], synthetic_run["cfg"]
+    proc = subprocess.run([sys.executable, str(root / "test.py"), "-c", str(cfg), "--checkpoint", "missing.pth"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and f"checkpoint not found: {Path.cwd() / 'missing.pth'}" in proc.stderr, proc.stderr
+    proc = subprocess.run([sys.executable, str(root / "test.py"), "-c", str(cfg), "--checkpoint",
+                           str(synthetic_run["ckpt"]), "--throughput", "--set", "test.throughput_iters=2",
+                           "test.throughput_warmup=1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ms/image" in proc.stdout
+    res = json.loads((synthetic_run["tmp"] / "run" / "test" / "throughput.json").read_text())
+    assert res["iters"] == 2 and res["ms_mean"] > 0 and res["packed_size"] == [64, 80]
+
+
+def test_tester_errors_are_clear(tmp_path):
+    from cans.config import validate
+    from cans.evaluate.tester import TestSetupError, load_model, run_test, run_throughput
+
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY)})
+    with pytest.raises(TestSetupError, match="at least 49 x 49"):
+        run_throughput(cfg, size=(30, 64), random_weights=True, device="cpu", warmup=0, iters=1, print_fn=lambda s: None)
+    # a checkpoint whose recorded config has another depth: the message is readable and says what to --set
+    path = tmp_path / "other.pth"
+    other = dict(TINY, middle_blk_num=2)
+    torch.save({"model": build_model(other).state_dict(), "config": {"model": other}}, path)
+    with pytest.raises(TestSetupError) as info:
+        load_model(cfg, str(path), torch.device("cpu"))
+    text = str(info.value)
+    assert "does not match" in text and "\\n" not in text and not text.startswith("'"), text
+    assert "--set model.middle_blk_num=2" in text, text
+    with pytest.raises(TestSetupError, match="max-images"):
+        run_test(cfg, str(path), device="cpu", max_images=0, loader=[], print_fn=lambda s: None)
+    from cans.evaluate.tester import pick_device
+    with pytest.raises(TestSetupError, match="not a device name"):
+        pick_device("gpu")
+    with pytest.raises(TestSetupError, match="CUDA device"):
+        pick_device(f"cuda:{torch.cuda.device_count()}")
+    assert pick_device("cpu") == torch.device("cpu")
+    fp16 = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY), "test": {"amp": "fp16"}})
+    with pytest.raises(TestSetupError, match="fp16 needs a CUDA device"):
+        run_throughput(fp16, size=(64, 64), random_weights=True, device="cpu", print_fn=lambda s: None)
+
+
+def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
+    import subprocess
+    root = REPO
+    # an option in the checkpoint's place is passed on to test.py, not taken as the checkpoint
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml"), "--throughput",
+                           "--random-weights", "--size", "30", "30"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--size 30 30" in proc.stderr, proc.stderr[-2000:]
+    # no checkpoint: the config's own default (CANS weights for a CANS config), not CANS++'s
+    proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml")], cwd=str(root),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "pretrained_weights/CANS/Sony.pth" in proc.stderr, proc.stderr[-2000:]
