@@ -1,4 +1,5 @@
 """scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans)."""
+import importlib.util
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ pytest.importorskip("tifffile")
 
 from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, phase_offset,  # noqa: E402
                             read_mosaic)
+from cans.models import build_model  # noqa: E402
 
 from helpers import REPO  # noqa: E402
 
@@ -218,3 +220,165 @@ def test_below_black_values_reach_the_model_negative(tmp_path):
     assert float(packed.min()) == pytest.approx(-4000 / (WHITE - BLACK), rel=1e-5)
     clipped, _, _ = prepare_input(mosaic, 100.0, 2, 4, max_clip=1.0, min_clip=0.0)
     assert float(clipped.min()) == 0.0
+
+
+# ------------------ a compiler failure or a CUDA error stops the run at the first file (checked on the CPU)
+
+TINY_PLUS = {"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
+
+
+def tiny_plus():
+    torch.manual_seed(0)
+    return build_model(TINY_PLUS)
+
+
+@pytest.fixture(scope="module")
+def infer_setup(tmp_path_factory):
+    """Three small Bayer DNGs, a tiny CANS++ checkpoint and its config."""
+    pytest.importorskip("rawpy")
+    pytest.importorskip("tifffile")
+    from cans.data.synthetic import write_dng
+
+    folder = tmp_path_factory.mktemp("infer")
+    rng = np.random.default_rng(0)
+    inputs = folder / "in"
+    inputs.mkdir()
+    for k in range(3):
+        write_dng(str(inputs / f"photo_{k}.dng"), rng.integers(512, 4000, size=(64, 96), dtype=np.uint16),
+                  cfa="RGGB", black=512, white=16383)
+    ckpt = folder / "tiny.pth"
+    torch.save({"model": tiny_plus().state_dict()}, ckpt)
+    cfg = folder / "tiny.yaml"
+    cfg.write_text("base: %s\nmodel:\n" % (REPO / "configs/base/Sony.yaml")
+                   + "".join(f"  {k}: {v}\n" for k, v in TINY_PLUS.items()))
+    return inputs, ckpt, cfg
+
+
+def _infer_main():
+    spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts/infer.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.main
+
+
+def _run_infer(infer_setup, tmp_path, monkeypatch, wrap):
+    """scripts/infer.py on the three files, the fast path's model replaced by ``wrap(model)``."""
+    import cans.engine.fastpath as fastpath
+
+    inputs, ckpt, cfg = infer_setup
+    original = fastpath.fast_model_for_test
+
+    def fast_model_for_test(cfg_, model, device, log=print):
+        model, plan = original(cfg_, model, device, log)
+        return wrap(model), plan
+
+    monkeypatch.setattr(fastpath, "fast_model_for_test", fast_model_for_test)
+    return _infer_main()(["-c", str(cfg), "--checkpoint", str(ckpt), str(inputs), "--out", str(tmp_path / "out"),
+                          "--no-progress", "--device", "cpu"])
+
+
+@pytest.mark.cuda_path
+def test_infer_stops_at_the_first_compiler_failure_with_the_hint_once(infer_setup, tmp_path, monkeypatch, capsys):
+    """A failing compiler (what inductor raises on a CUDA machine without a working Triton) is
+    tried once, not once per file, and the run ends with the one-line hint naming test.fast."""
+    attempts = []
+
+    def failing_backend(gm, example_inputs):
+        attempts.append(len(example_inputs))
+        raise RuntimeError("Cannot find a working triton installation (simulated)")
+
+    torch._dynamo.reset()
+    try:
+        status = _run_infer(infer_setup, tmp_path, monkeypatch,
+                            lambda model: torch.compile(model, backend=failing_backend, dynamic=False))
+    finally:
+        torch._dynamo.reset()
+    err = capsys.readouterr().err
+    assert status == 1
+    assert len(attempts) == 1, f"{len(attempts)} compile attempts for 3 files"
+    assert err.count("torch.compile failed") == 1 and "--set" in err and "test.fast=false" in err, err
+    assert "(simulated)" in err and "FAILED" not in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+@pytest.mark.cuda_path
+def test_infer_stops_at_the_first_cuda_error(infer_setup, tmp_path, monkeypatch, capsys):
+    """A CUDA error is sticky: the first one stops the run with one line naming the file."""
+    error = getattr(torch, "AcceleratorError", RuntimeError)
+    calls = []
+
+    class Broken(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.module = net
+
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            raise error("CUDA error: an illegal memory access was encountered (simulated)")
+
+    status = _run_infer(infer_setup, tmp_path, monkeypatch, Broken)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 1 and len(calls) == 1, (status, calls)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "photo_0.dng" in lines[0], err
+    assert "illegal memory access" in lines[0] and "test.fast=false" in lines[0] and "0 of 3" in lines[0]
+
+
+def _raise_from(filename: str, message: str):
+    """Raise ``RuntimeError(message)`` from a frame whose file is ``filename`` (as code the
+    compiler generated, or the compiler itself, would)."""
+    namespace = {}
+    exec(compile(f"def boom():\n    raise RuntimeError({message!r})\n", filename, "exec"), namespace)
+    namespace["boom"]()
+
+
+@pytest.mark.cuda_path
+def test_compiler_and_cuda_failures_are_told_from_errors_of_one_file():
+    from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+
+    from cans.inference import compiler_failure, cuda_failure
+
+    def caught(fn, *args):
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - the point is to classify it
+            return exc
+        raise AssertionError("nothing raised")
+
+    inductor = caught(_raise_from, "/site-packages/torch/_inductor/codecache.py", "C++ compile error (simulated)")
+    generated = caught(_raise_from, "/tmp/torchinductor_me/ab/cabc.py", "kernel failed (simulated)")
+    user = caught(_raise_from, "/home/me/cans/models/networks.py", "shape mismatch")
+    assert compiler_failure(inductor) and compiler_failure(generated) and not compiler_failure(user)
+    assert compiler_failure(BackendCompilerFailed.__new__(BackendCompilerFailed))
+    assert isinstance(BackendCompilerFailed.__new__(BackendCompilerFailed), TorchDynamoException)
+    assert not compiler_failure(torch.OutOfMemoryError("CUDA out of memory (simulated)"))
+    assert cuda_failure(RuntimeError("CUDA error: device-side assert triggered"))
+    assert cuda_failure(getattr(torch, "AcceleratorError", RuntimeError)("CUDA error: misaligned address"))
+    assert not cuda_failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert not cuda_failure(RuntimeError("two-pass tiling: no statistics collected")) and not cuda_failure(user)
+
+
+@pytest.mark.cuda_path
+def test_a_compiler_runtime_error_stops_run_inference_as_a_compile_failure(infer_setup, tmp_path):
+    """A RuntimeError from inside the compiler (not wrapped by dynamo) stops the run as a
+    TorchDynamoException, which cans.cli.run_cli turns into the one-line hint."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    from cans.cli import run_cli
+    from cans.inference import run_inference
+
+    inputs, _, _ = infer_setup
+    calls = []
+
+    class FailsInInductor(torch.nn.Module):
+        block_size, in_channel, min_input_size = 2, 4, 16
+
+        def forward(self, x):
+            calls.append(1)
+            _raise_from("/site-packages/torch/_inductor/runtime/triton_heuristics.py", "autotuning failed (simulated)")
+
+    files = sorted(str(p) for p in inputs.glob("*.dng"))
+    with pytest.raises(TorchDynamoException, match="autotuning failed"):
+        run_inference(FailsInInductor(), files, str(tmp_path), 1.0, "cpu", progress=False)
+    assert len(calls) == 1
+    assert run_cli(lambda: run_inference(FailsInInductor(), files, str(tmp_path), 1.0, "cpu", progress=False)) == 1

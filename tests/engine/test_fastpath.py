@@ -140,3 +140,60 @@ def test_a_new_frame_size_compiles_with_static_shapes():
     assert all(isinstance(d, int) for graph in static for shape in graph for d in shape)
     auto = _graph_shapes(None)  # PyTorch's default: the second size is traced with symbolic sizes
     assert any(not isinstance(d, int) for shape in auto[-1] for d in shape)
+
+
+# -------------- validation / test of many frame sizes: compiled throughout, never the silent eager fallback
+
+class CountingBackend:
+    """``aot_eager`` that counts the graphs it compiles and the calls of the compiled graphs."""
+
+    def __init__(self):
+        from torch._dynamo.testing import CompileCounterWithBackend
+        self.compiler = CompileCounterWithBackend("aot_eager")
+        self.calls = 0
+
+    @property
+    def graphs(self):
+        return self.compiler.frame_count
+
+    def __call__(self, gm, example_inputs):
+        compiled = self.compiler(gm, example_inputs)
+
+        def run(*args):
+            self.calls += 1
+            return compiled(*args)
+        return run
+
+
+@pytest.mark.cuda_path
+def test_evaluation_of_nine_frame_sizes_stays_compiled():
+    """Training compiles its crop; validation then sees 9 frame sizes. With one static-shape
+    cache for both (before the fix) the 8th size hit dynamo's recompilation limit and it and
+    the 9th ran eagerly, with a warning only; compile_eval_model compiles the first size with
+    static shapes and one dynamic graph covers the rest."""
+    from cans.engine.fastpath import FastPlan, compile_eval_model, compile_model
+
+    plan = FastPlan("cuda", compile=True)
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    train_backend, eval_backend = CountingBackend(), CountingBackend()
+    messages = []
+    torch._dynamo.reset()
+    try:
+        train = compile_model(model, plan, backend=train_backend)
+        rgb, raw = train(torch.rand(1, 4, 16, 16))
+        (rgb.mean() + raw.mean()).backward()
+        evaluation = compile_eval_model(model, plan, backend=eval_backend, log=messages.append)
+        model.eval()
+        with torch.no_grad():
+            for k in range(9):
+                x = torch.rand(1, 4, 18 + 4 * k, 22 + 4 * k)   # 9 sizes, all padded inside the forward
+                got = evaluation(x)
+                assert eval_backend.calls == k + 1, f"frame size {k + 1} of 9 ran eagerly"
+                for a, b in zip(got, model(x)):
+                    assert torch.allclose(a, b, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+    assert train_backend.graphs == 1
+    assert eval_backend.graphs <= 3, f"{eval_backend.graphs} graphs for 9 sizes"
+    assert len(messages) == 1 and "static shapes for the first frame size, then dynamic shapes" in messages[0]

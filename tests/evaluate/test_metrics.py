@@ -78,3 +78,49 @@ def test_identical_and_bad_inputs():
         psnr(x, x[:, :2])
     with pytest.raises(ValueError, match="window"):
         ssim(torch.rand(1, 1, 8, 20), torch.rand(1, 1, 8, 20))
+
+
+# -------------------------------------------------------------- SSIM: no host reads of the device's tensors
+
+def _ssim_by_convolution(x, y, data_range=1.0):
+    """SSIM straight from its definition: the 11 x 11 Gaussian window (sigma 1.5) as one 2-D
+    float64 convolution, valid part, population statistics, 0..255 scale (docs/testing.md)."""
+    import torch.nn.functional as F
+
+    coords = torch.arange(11, dtype=torch.float64) - 5.0
+    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    window = torch.outer(g, g)[None, None]
+    x = x.double().clamp(0, data_range) * (255.0 / data_range)
+    y = y.double().clamp(0, data_range) * (255.0 / data_range)
+    b, c = x.shape[:2]
+    scores = torch.zeros(b, dtype=torch.float64)
+    for ch in range(c):
+        xc, yc = x[:, ch:ch + 1], y[:, ch:ch + 1]
+        mx, my = F.conv2d(xc, window), F.conv2d(yc, window)
+        vx, vy = F.conv2d(xc * xc, window) - mx * mx, F.conv2d(yc * yc, window) - my * my
+        vxy = F.conv2d(xc * yc, window) - mx * my
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        m = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        scores += m.flatten(1).mean(dim=1) / c
+    return scores
+
+
+@pytest.mark.cuda_path
+def test_ssim_reads_nothing_back_from_the_device_and_keeps_its_values():
+    """SSIM on meta tensors (which refuse any read of a value, as a read of a GPU tensor would
+    synchronise): before the fix the window's taps were read back one by one from the device
+    (float(t)); now they are built on the CPU once. The scores are those of the definition."""
+    from cans.evaluate import metrics
+
+    out = metrics.ssim(torch.empty(2, 3, 24, 30, device="meta"), torch.empty(2, 3, 24, 30, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2,)
+    metrics.window_taps.cache_clear()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 3, 24, 30, generator=g), torch.rand(2, 3, 24, 30, generator=g)
+    y = (0.7 * x + 0.3 * y).clamp(0, 1)
+    assert torch.allclose(metrics.ssim(x, y), _ssim_by_convolution(x, y), rtol=0, atol=1e-12)
+    raw = torch.rand(1, 4, 16, 16, generator=g)
+    assert torch.allclose(metrics.ssim(raw * 0.5, raw * 0.4, data_range=0.5),
+                          _ssim_by_convolution(raw * 0.5, raw * 0.4, 0.5), rtol=0, atol=1e-12)
+    assert metrics.window_taps.cache_info().misses == 1     # one window for every call

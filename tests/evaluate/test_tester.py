@@ -15,7 +15,7 @@ TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_b
         "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
 
 
-# ----------------------------------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
+# ---------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
 
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):

@@ -309,3 +309,51 @@ def test_kernels_compile_for_hopper_without_a_gpu(dtype, tmp_path):
         # a few bytes of spill come and go with small code changes and Triton versions; the forward
         # with 4 warps spilled 52 B at 255 registers
         assert r["spills"] <= 16 and r["regs"] <= 128, f"{name} ({dtype}): {r['regs']} registers, {r['spills']} B spilled"
+
+
+# ---------------------------------------- the Triton launchers run on the tensors' GPU, not the current one
+
+@pytest.mark.cuda_path
+def test_triton_launches_are_guarded_by_the_tensors_device(monkeypatch):
+    """Each of the three launchers makes its tensors' CUDA device current around the launch
+    (``torch.cuda.device``): with --device cuda:1 the kernels must not run on GPU 0. Fake
+    tensors on cuda:1 stand in for the GPU; the kernels record the device current at launch."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from cans.kernels import dwconv7
+
+    if dwconv7.triton is None:
+        pytest.skip("Triton is not installed: there are no Triton launchers")
+    current = [None]
+    launches = []
+
+    class DeviceGuard:   # what torch.cuda.device does, without a GPU
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+        def __enter__(self):
+            self.previous, current[0] = current[0], self.device
+
+        def __exit__(self, *exc):
+            current[0] = self.previous
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((self.name, current[0]))
+
+    monkeypatch.setattr(torch.cuda, "device", DeviceGuard)
+    for name in ("_fwd_kernel", "_grad_input_kernel", "_grad_weight_kernel"):
+        monkeypatch.setattr(dwconv7, name, Kernel(name))
+    with FakeTensorMode():
+        x = torch.empty(1, 2, 8, 8, device="cuda:1")
+        weight = torch.empty(2, 1, 7, 7, device="cuda:1")
+        bias = torch.empty(2, device="cuda:1")
+        dwconv7._forward(x, weight, bias, None)
+        dwconv7._grad_input(x, weight, None)
+        dwconv7._grad_weight(x, x, None)
+    assert launches == [(name, torch.device("cuda:1"))
+                        for name in ("_fwd_kernel", "_grad_input_kernel", "_grad_weight_kernel")], launches
+    assert current[0] is None
