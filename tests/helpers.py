@@ -43,6 +43,10 @@ def one_error_line(code, err: str, *names: str) -> str:
 
 # ------------------------------------------------------------------------------ training on tiny pairs
 
+# a tiny CANS for Bayer (Sony) input at the paper's depth: 4 packed channels, width 8, one block a level
+TINY_CANS = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+             "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
+
 TINY_MODEL = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1,
               "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1], "adaptive_size": 2, "block_size": 2}
 
@@ -136,3 +140,23 @@ class Oracle(torch.nn.Module):
     def forward(self, x):
         b, _, h, w = x.shape
         return torch.full((b, 3, 2 * h, 2 * w), 0.5), x
+
+
+class IdentityPairs(Dataset):
+    """``n`` samples of random packed RAW (4 x 52 x 52) whose noisy input is the clean target, an
+    unrelated RGB target (3 x 104 x 104), ratio 100 and SID-style names. ``stop_at``: loading that
+    index raises KeyboardInterrupt (a Ctrl-C in the middle of a run)."""
+
+    def __init__(self, n=3, stop_at=None):
+        self.n, self.stop_at = n, stop_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.stop_at:
+            raise KeyboardInterrupt
+        g = torch.Generator().manual_seed(i)
+        clean = torch.rand(4, 52, 52, generator=g)
+        return {"noisy_raw": clean, "clean_raw": clean, "clean_rgb": torch.rand(3, 104, 104, generator=g),
+                "ratio": 100.0, "img_file": f"./Sony/short/1000{i}_00_0.1s.ARW", "lbl_file": f"gt{i}"}

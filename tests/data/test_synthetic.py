@@ -8,15 +8,18 @@ import pytest
 
 rawpy = pytest.importorskip("rawpy")
 
+from cans.config import load_config  # noqa: E402
+from cans.data import ensure_synthetic  # noqa: E402
 from cans.data.errors import DataError  # noqa: E402
 from cans.data.packing import XTRANS_PATTERN  # noqa: E402
 from cans.data.raw_io import read_bayer, read_raw  # noqa: E402
 from cans.data.synthetic import (NOISE, add_noise, make_scene, make_synthetic_sid, srgb_to_linear,  # noqa: E402
                                  write_dng)
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, load_script  # noqa: E402
 
 SMALL = dict(scenes=3, height=192, width=288, progress=False)
+QUIET = dict(log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +191,53 @@ def test_prepare_cli_with_a_single_list(sony_set, tmp_path, list_name):
     written = (data / list_name).read_text().splitlines()
     assert len(written) == len(lines) and all(len(line.split()) == 7 for line in written)   # + R G B
     assert not (data / "Sony_train_list.txt").exists()
+
+
+# ------------------------------------------------ where the synthetic set may be auto-created, and replaced
+
+def _fuji_demo(path, *extra):
+    return load_config(str(REPO / "configs" / "demo_fuji.yaml"),
+                       [f"data.data_path={path}", "data.synthetic.scenes=3", "data.synthetic.height=150",
+                        "data.synthetic.width=156", "data.train.patch_size=147", *extra])
+
+
+def test_auto_create_refuses_a_missing_parent_and_a_misspelt_name(tmp_path):
+    far = tmp_path / "elsewhere" / "datasets" / "synthetic_sid_fuji"
+    with pytest.raises(DataError) as info:
+        ensure_synthetic(_fuji_demo(far), **QUIET)
+    assert f"{far} does not exist, nor does its folder {far.parent}" in str(info.value)
+    assert not (tmp_path / "elsewhere").exists()
+    typo = tmp_path / "synthetc_sid_fuji"
+    with pytest.raises(DataError) as info:
+        ensure_synthetic(_fuji_demo(typo), **QUIET)
+    assert f"did you mean {tmp_path / 'synthetic_sid_fuji'}?" in str(info.value) and "make_synthetic_sid.py" in \
+        str(info.value)
+    assert not typo.exists()
+
+
+def test_auto_create_replaces_a_set_made_for_the_other_camera(tmp_path):
+    path = tmp_path / "synthetic_sid_fuji"
+    make_synthetic_sid(str(path), camera="Sony", scenes=3, height=128, width=128, progress=False, **QUIET)
+    messages = []
+    assert ensure_synthetic(_fuji_demo(path), log=messages.append) is True
+    assert json.loads((path / "synthetic_sid.json").read_text())["camera"] == "Fuji"
+    assert any(f"{path} holds a synthetic Sony set" in m and "replacing it" in m for m in messages), messages
+    assert ensure_synthetic(_fuji_demo(path), **QUIET) is False  # now the right camera: kept
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_make_synthetic_sid_script_overwrite(tmp_path, capsys):
+    out = tmp_path / "set"
+    args = ["--out", str(out), "--scenes", "3", "--height", "128", "--width", "128"]
+    script = load_script("scripts/make_synthetic_sid.py")
+    assert script.main(args) == 0
+    assert script.main(args + ["--camera", "Fuji", "--height", "150", "--width", "156"]) == 2
+    assert "add --overwrite to replace this synthetic set" in capsys.readouterr().err
+    assert script.main(args + ["--camera", "Fuji", "--height", "150", "--width", "156", "--overwrite"]) == 0
+    assert json.loads((out / "synthetic_sid.json").read_text())["camera"] == "Fuji"
+    assert str(out.resolve()) in capsys.readouterr().out
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "photo.txt").write_text("x")
+    assert script.main(["--out", str(mine), "--overwrite"]) == 2
+    assert "remove it or choose another --out" in capsys.readouterr().err and (mine / "photo.txt").is_file()

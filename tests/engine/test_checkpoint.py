@@ -1,13 +1,18 @@
 """Atomic checkpoint writes and RNG state round trips."""
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from cans.config import validate
 from cans.engine import checkpoint as ck
+from cans.models import build_model
+
+from helpers import TINY_CANS, load_script
 
 
 def _state(v):
@@ -64,3 +69,43 @@ def test_rng_round_trip(tmp_path):
     ck.restore_rng_state(ck.load_checkpoint(path)["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+# ---------------------------------------------------------------------- a junk checkpoint is one plain line
+
+def _bad_files(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save(build_model(validate({"model": dict(TINY_CANS)})).state_dict(), good)
+    files = {}
+    files["junk.pth"] = b"hello, this is not a checkpoint at all" * 20
+    files["truncated.pth"] = good.read_bytes()[: good.stat().st_size // 2]
+    files["empty.pth"] = b""
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "other_net.pth")
+    return {"junk.pth": "not a PyTorch checkpoint", "truncated.pth": "truncated or damaged",
+            "empty.pth": "the file is empty", "other_net.pth": "weights of another network, not CANS"}
+
+
+def test_a_junk_checkpoint_is_one_plain_line(tmp_path, capsys):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(f"model: {json.dumps(TINY_CANS)}\noutput_dir: {tmp_path / 'run'}\n")
+    test_py = load_script("test.py")
+    for name, expected in _bad_files(tmp_path).items():
+        path = tmp_path / name
+        code = test_py.main(["-c", str(cfg_path), "--checkpoint", str(path), "--no-progress"])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if not line.startswith("note:")]
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith("error: ") and str(path) in lines[0] and expected in lines[0], err
+        for noise in ("weights_only", "file an issue", "Traceback", "does the config"):
+            assert noise not in err, err
+
+
+def test_train_pretrained_junk_is_one_line_too(tmp_path):
+    from cans.engine.checkpoint import CheckpointError, load_model_weights
+
+    for name, expected in _bad_files(tmp_path).items():
+        with pytest.raises(CheckpointError) as info:
+            load_model_weights(build_model(validate({"model": dict(TINY_CANS)})), str(tmp_path / name))
+        assert "\n" not in str(info.value) and expected in str(info.value) and name in str(info.value)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from cans.config import validate
+from cans.data import collate_samples
 from cans.models import build_model
 
-from helpers import REPO
-
-TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
-        "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
+from helpers import REPO, TINY_CANS, IdentityPairs
 
 
 # ---------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
@@ -99,12 +99,12 @@ def test_tester_errors_are_clear(tmp_path):
     from cans.config import validate
     from cans.evaluate.tester import TestSetupError, load_model, run_test, run_throughput
 
-    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY)})
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS)})
     with pytest.raises(TestSetupError, match="at least 49 x 49"):
         run_throughput(cfg, size=(30, 64), random_weights=True, device="cpu", warmup=0, iters=1, print_fn=lambda s: None)
     # a checkpoint whose recorded config has another depth: the message is readable and says what to --set
     path = tmp_path / "other.pth"
-    other = dict(TINY, middle_blk_num=2)
+    other = dict(TINY_CANS, middle_blk_num=2)
     torch.save({"model": build_model(other).state_dict(), "config": {"model": other}}, path)
     with pytest.raises(TestSetupError) as info:
         load_model(cfg, str(path), torch.device("cpu"))
@@ -119,7 +119,7 @@ def test_tester_errors_are_clear(tmp_path):
     with pytest.raises(TestSetupError, match="CUDA device"):
         pick_device(f"cuda:{torch.cuda.device_count()}")
     assert pick_device("cpu") == torch.device("cpu")
-    fp16 = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY), "test": {"amp": "fp16"}})
+    fp16 = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS), "test": {"amp": "fp16"}})
     with pytest.raises(TestSetupError, match="fp16 needs a CUDA device"):
         run_throughput(fp16, size=(64, 64), random_weights=True, device="cpu", print_fn=lambda s: None)
 
@@ -135,3 +135,45 @@ def test_test_sh_takes_options_without_a_checkpoint_and_the_configs_default():
     proc = subprocess.run(["sh", str(root / "test.sh"), str(root / "configs/CANS/Sony.yaml")], cwd=str(root),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "pretrained_weights/CANS/Sony.pth" in proc.stderr, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------- one image per test image, the camera of a checkpoint
+
+def test_two_test_runs_with_different_checkpoints_leave_one_image_per_test_image(tmp_path):
+    from cans.evaluate.tester import run_test
+
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS),
+                    "data": {"data_path": str(tmp_path)}, "test": {"save_grid": True}})
+    images = tmp_path / "run" / "test" / "images"
+    images.mkdir(parents=True)
+    (images / "10000_00_0.1s_12.34.png").write_bytes(b"an image named with the PSNR, by an older version")
+    keep = images / "notes.txt"
+    keep.write_text("not an image: left alone")
+    reports = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"ckpt{seed}.pth"
+        torch.save(build_model(cfg).state_dict(), path)
+        reports.append(run_test(cfg, str(path), device="cpu", progress=False, print_fn=lambda s: None,
+                                loader=DataLoader(IdentityPairs(), batch_size=1, collate_fn=collate_samples)))
+    assert reports[0]["reconstruction"]["psnr"] != reports[1]["reconstruction"]["psnr"]
+    assert sorted(p.name for p in images.glob("*.png")) == [f"1000{i}_00_0.1s.png" for i in range(3)]
+    assert len(list((images / "grid").glob("*.png"))) == 3 and keep.is_file()
+    saved = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())
+    assert saved["skipped"] == [] and [r["output"] for r in saved["per_image"]] == \
+        [str(images / f"1000{i}_00_0.1s.png") for i in range(3)]
+
+
+def test_a_checkpoint_of_the_other_camera_names_the_camera_not_model_keys(tmp_path):
+    from cans.evaluate.tester import TestSetupError, load_model
+
+    fuji = validate({"name": "tiny_fuji", "model": dict(TINY_CANS, in_channel=9, block_size=3, adaptive_size=3),
+                     "data": {"type": "FujiDictSet"}})
+    path = tmp_path / "fuji.pth"
+    torch.save({"model": build_model(fuji).state_dict(), "config": fuji}, path)
+    sony = validate({"name": "tiny", "model": dict(TINY_CANS)})
+    with pytest.raises(TestSetupError) as info:
+        load_model(sony, str(path), torch.device("cpu"))
+    text = str(info.value)
+    assert text.endswith("the checkpoint was trained on data.type FujiDictSet (run tiny_fuji); this config reads "
+                         "SonyDictSet: use a config for FujiDictSet data") and "--set" not in text, text

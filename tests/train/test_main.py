@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import sys
 
 import pytest
 import torch
 
-from cans.config import load_config
+from cans.config import load_config, validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import Trainer
 
-from helpers import REPO
+from helpers import REPO, TINY_CANS, load_script
 
 
 TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]", "model.middle_blk_num=1"]
@@ -180,3 +181,28 @@ def test_problems_a_run_would_meet_late_are_all_found_at_start(tmp_path, synthet
                                  *synthetic, f"output_dir={tmp_path / 'run'}", "train.test_at_end=true",
                                  "data.test.image_list_file=missing_test_list.txt"])
     assert code == 2 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ------------------------------------------------- stops before any work, and the log says why a run failed
+
+def test_train_py_stops_on_a_mismatch_before_any_work(tmp_path, capsys):
+    out, data = tmp_path / "run", tmp_path / "synthetic_sid"
+    code = load_script("train.py").main(["-c", str(REPO / "configs" / "demo.yaml"), "--no-progress", "--set",
+                                     "data.type=FujiDictSet", f"output_dir={out}", f"data.data_path={data}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "set model.in_channel=9" in err, err
+    assert not out.exists() and not data.exists()
+
+
+def test_a_failed_run_says_why_in_train_log(tmp_path, capsys):
+    from cans.train.main import train_main
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"junk" * 10)
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS),
+                    "data": {"data_path": str(tmp_path / "nowhere")}, "train": {"pretrained": str(bad)}})
+    with pytest.raises(Exception) as info:
+        train_main(cfg, progress=False)
+    last = (tmp_path / "run" / "train.log").read_text().strip().splitlines()[-1]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ERROR ", last), last
+    assert str(info.value) in last and "bad.pth" in last and "not a PyTorch checkpoint" in last

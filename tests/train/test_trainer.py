@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from cans.config import validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import NonFiniteLossError, Trainer, cosine_lr
 
-from helpers import TinyPairs, make_cfg, tiny_trainer, weights
+from helpers import TINY_CANS, IdentityPairs, TinyPairs, make_cfg, tiny_trainer, weights
 
 
 def trained_once(folder, n: int):
@@ -367,3 +368,36 @@ def test_a_training_step_reads_the_device_once(tmp_path, monkeypatch):
     tr.close()
     assert tr.step == 6
     assert len(reads) == 6, reads
+
+
+# --------------------------------------------- what the trainer prints: the validation bar, resume messages
+
+def test_validation_bar_is_labelled_valid(tmp_path, capsys):
+    from cans.train.trainer import Trainer
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS),
+                    "data": {"num_workers": 0}, "train": {"epochs": 1, "save_per_epoch": 0}})
+    tr = Trainer(cfg, train_set=IdentityPairs(), valid_set=IdentityPairs(), progress=True, device=torch.device("cpu"))
+    tr.validate(0)
+    tr.close()
+    err = capsys.readouterr().err
+    assert "valid:" in err and "test:" not in err, err
+
+
+def test_resume_messages_give_the_real_values(tmp_path, capsys):
+    from cans.train.trainer import Trainer
+    base = {"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS), "data": {"num_workers": 0}}
+    cfg = validate(dict(base, train={"epochs": 4, "base_lr": 1e-3, "min_lr": 1e-5, "save_per_epoch": 0}))
+    tr = Trainer(cfg, train_set=IdentityPairs(), valid_set=False, progress=False, device=torch.device("cpu"))
+    tr.fit(max_epochs=3)
+    tr.close()
+    capsys.readouterr()
+    longer = validate(dict(base, train={"epochs": 8, "base_lr": 1e-3, "min_lr": 1e-5, "save_per_epoch": 0}))
+    again = Trainer(longer, train_set=IdentityPairs(), valid_set=False, progress=False, device=torch.device("cpu"),
+                    resume=str(tmp_path / "run" / "checkpoints" / "last.pth"))
+    again.close()
+    out = capsys.readouterr().out
+    assert "-inf" not in out and "no validation yet" in out, out
+    lr = lambda e, n: 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * e / n))
+    # epoch 4 of the 4-epoch run trains at lr(3, 4); the longer schedule gives lr(3, 8)
+    assert f"learning rate of epoch 4: {lr(3, 8):.4g} from this config's schedule " \
+           f"(the checkpoint's schedule gave {lr(3, 4):.4g})" in out, out
