@@ -29,6 +29,13 @@ def load_script(name: str, module: str = None):
     return mod
 
 
+def write(path: Path, text: str) -> str:
+    """Write ``text`` to ``path`` (its folders made as needed); returns the path as a string."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
 def one_error_line(code, err: str, *names: str) -> str:
     """``err`` holds one ``error:`` line (notes, warnings and argparse's usage aside) that names
     every one of ``names``; the exit status is not 0; no traceback. Returns that line."""

@@ -1,4 +1,5 @@
-"""Config loading: inheritance, overrides, schema errors, round trip."""
+"""Config loading: inheritance, overrides, schema errors (an unknown key named with the file and
+line or the --set it came from, and the likeliest keys meant), round trip."""
 from pathlib import Path
 
 import pytest
@@ -6,12 +7,7 @@ import yaml
 
 from cans.config import ConfigError, dump_config, load_config, split_options
 
-from helpers import REPO
-
-
-def write(path, text):
-    path.write_text(text)
-    return str(path)
+from helpers import REPO, write
 
 
 def test_inheritance_chain_and_merge(tmp_path):
@@ -110,3 +106,45 @@ def test_resolved_config_round_trips(tmp_path):
         again = load_config(str(out))
         assert again == cfg, path
         assert yaml.safe_load(out.read_text()) == cfg
+
+
+# ------------------------------------------ unknown keys: where they came from, likeliest suggestions first
+
+def config_error(path, overrides=()):
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    return str(err.value)
+
+
+def test_set_key_error_names_the_override_and_ranks_suffix_matches(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  epochs: 1\n")
+    msg = config_error(path, ["train.lr=1e-3"])
+    assert msg.startswith("--set train.lr=1e-3: unknown config key train.lr; did you mean "
+                          "train.base_lr, train.min_lr"), msg
+    assert str(path) not in msg
+    # a value out of range from --set: the override is named too, not the file
+    msg = config_error(path, ["train.epochs=-1"])
+    assert msg.startswith("--set train.epochs=-1: train.epochs: expected int >= 0"), msg
+    # a whole section set by --set
+    assert config_error(path, ["train={lr: 2}"]).startswith("--set train={lr: 2}: unknown config key train.lr")
+
+
+def test_file_key_error_names_file_and_line_or_the_base(tmp_path):
+    write(tmp_path / "base" / "b.yaml", "model:\n  width: 8\ntrain:\n  epochs: 1\n  lr: 3\n")
+    path = write(tmp_path / "c.yaml", "base: base/b.yaml\nname: x\ntrain:\n  epochs: -2\n")
+    msg = config_error(path)
+    assert msg.startswith(f"{path}, line 4: train.epochs: expected int >= 0, got -2"), msg
+    # the override fixes epochs; the unknown key then comes from the base file, line 5
+    msg = config_error(path, ["train.epochs=2"])
+    base = str(tmp_path / "base" / "b.yaml")
+    assert msg.startswith(f"{base}, line 5 (a base of {path}): unknown config key train.lr; "
+                          f"did you mean train.base_lr, train.min_lr"), msg
+
+
+def test_key_suggestions_find_the_same_name_in_another_section(tmp_path):
+    path = write(tmp_path / "c.yaml", "{}\n")
+    msg = config_error(path, ["train.batch_size=4"])
+    assert "did you mean data.train.batch_size," in msg, msg
+    assert "did you mean train.epochs?" in config_error(path, ["epochs=3"])
+    # a close spelling still wins where nothing begins or ends the same
+    assert "did you mean train.base_lr" in config_error(path, ["train.base_rl=1e-4"])

@@ -1,4 +1,5 @@
-"""scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans)."""
+"""scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans); the
+notes it prints; a compiler failure or a CUDA error, simulated on the CPU, stops it at the first file."""
 import importlib.util
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, p
                             read_mosaic)
 from cans.models import build_model  # noqa: E402
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, load_script, write  # noqa: E402
 
 synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")
@@ -382,3 +383,67 @@ def test_a_compiler_runtime_error_stops_run_inference_as_a_compile_failure(infer
         run_inference(FailsInInductor(), files, str(tmp_path), 1.0, "cpu", progress=False)
     assert len(calls) == 1
     assert run_cli(lambda: run_inference(FailsInInductor(), files, str(tmp_path), 1.0, "cpu", progress=False)) == 1
+
+
+# ---------------------------------- sub-folders, two files of one name, the tile that runs, a ratio below 1
+
+def test_infer_folder_says_how_many_sub_folders_it_did_not_enter(tmp_path):
+    from cans.inference import InferenceError, find_inputs
+    (tmp_path / "IMG_0001.DNG").write_bytes(b"x")
+    for sub in ("sub", "more"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "IMG_0002.DNG").write_bytes(b"x")
+    notes = []
+    assert find_inputs([str(tmp_path)], log=notes.append) == [str(tmp_path / "IMG_0001.DNG")]
+    assert notes == [f"note: {tmp_path}: 2 sub-folder(s) not entered (more, sub); name them as inputs to "
+                     f"enhance their files too"]
+    notes.clear()
+    assert find_inputs([str(tmp_path / "sub")], log=notes.append) == [str(tmp_path / "sub" / "IMG_0002.DNG")]
+    assert notes == []
+    (tmp_path / "IMG_0001.DNG").unlink()
+    with pytest.raises(InferenceError) as err:   # only sub-folders: say so, not "no RAW files" alone
+        find_inputs([str(tmp_path)], log=notes.append)
+    assert "2 sub-folder(s) (more, sub) are not entered" in str(err.value) and str(tmp_path / "more") in \
+        str(err.value)
+
+
+def test_infer_ratio_below_one_warns_that_it_darkens(capsys):
+    script = load_script("scripts/infer.py")
+    assert script.parse_args(["photo.ARW", "-c", "x.yaml", "--ratio", "0.5"]).ratio == 0.5
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --ratio 0.5 is below 1: it darkens the input"), err
+    for fine in ("1", "100", "auto"):
+        script.parse_args(["photo.ARW", "-c", "x.yaml", "--ratio", fine])
+        assert capsys.readouterr().err == ""
+
+
+def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
+    import numpy as np
+    import torch
+    pytest.importorskip("rawpy")
+
+    from cans.data.synthetic import write_dng
+    from cans.models import build_model
+    from cans.config import validate
+
+    repo = REPO
+    tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+            "dec_blk_nums": [1, 1, 1, 1]}
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": build_model(validate({"model": tiny})).state_dict()}, ckpt)
+    cfg = write(tmp_path / "tiny.yaml", "base: %s\nmodel: %s\n" % (repo / "configs/base/Sony.yaml", tiny))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.dng", "a.kdc"):   # LibRaw reads the DNG content whatever the extension
+        write_dng(str(photos / name), rng.integers(512, 2000, (240, 240)).astype(np.uint16), cfa="RGGB")
+    out = tmp_path / "out"
+    code = load_script("scripts/infer.py").main(["-c", cfg, "--checkpoint", str(ckpt), "--device", "cpu", "--no-progress",
+                                "--tile", "100", "--overlap", "16", "--out", str(out), str(photos)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "--tile 100: tiles are a multiple of 16 packed pixels; using 96" in text, text
+    assert "tiles of 96" in text and "tiles of 100" not in text, text
+    assert f"note: a.png is taken by {photos / 'a.dng'}: {photos / 'a.kdc'} -> a_1.png" in text, text
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png"]

@@ -13,7 +13,7 @@ from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset
 from cans.data.prepare import cache_path, prepare_sid
 from cans.data.synthetic import make_synthetic_sid, write_dng
 
-from helpers import REPO
+from helpers import REPO, write
 
 QUIET = dict(log=lambda *_: None)
 
@@ -48,7 +48,7 @@ def test_missing_data_path_names_path_and_command(tmp_path):
 def test_missing_list_file(sony_copy):
     with pytest.raises(DataError) as info:
         SonyDictSet(str(sony_copy), "Sony_nope_list.txt", "train", patch_size=64, **QUIET)
-    # the folder has list files: they are named, not the preparation (tests/test_second_hour_messages.py)
+    # the folder has list files: they are named, not the preparation (test_misspelt_list_file_... below)
     assert "Sony_nope_list.txt" in str(info.value) and "Sony_train_list.txt" in str(info.value)
     assert "prepare_sid.py" not in str(info.value)
     with pytest.raises(DataError, match="data.valid.image_list_file is not set"):
@@ -319,3 +319,36 @@ def test_auto_create_leaves_the_old_caches_of_a_real_sid_folder_alone(sony_copy)
                 for f in (sony_copy / "Sony" / sub).glob("*.npy") if not f.name.endswith(".ARW.npy")]) == n
     with pytest.raises(DataError, match="old float32 layout"):
         SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", **QUIET)
+
+
+# ------------------------------------- a misspelt list file: the list files that exist, not the preparation
+
+def list_file_error(data_path, name):
+    from cans.data import DataError, build_dataset
+    cfg = load_config(write(data_path.parent / "c.yaml", "{}\n"),
+                      [f"data.data_path={data_path}", f"data.train.image_list_file={name}"])
+    with pytest.raises(DataError) as err:
+        build_dataset(cfg, "train")
+    return str(err.value)
+
+
+def test_misspelt_list_file_suggests_the_list_files_there(tmp_path):
+    data = tmp_path / "SID"
+    for name in ("Sony_train_list.txt", "Sony_val_list.txt", "Sony_test_list.txt"):
+        write(data / name, "")
+    msg = list_file_error(data, "Sony_trian_list.txt")
+    assert msg.startswith(f"data.train.image_list_file: list file not found: {data / 'Sony_trian_list.txt'}; "
+                          f"did you mean Sony_train_list.txt? (list files there: "), msg
+    assert "prepare_sid.py" not in msg and "\n" not in msg
+    # written with a folder: the suggestion is written the same way
+    write(data / "lists" / "Sony_train_list.txt", "")
+    assert "did you mean lists/Sony_train_list.txt?" in list_file_error(data, "lists/Sony_trian_list.txt")
+    # nothing close: the list files there
+    assert f"the list files in {data} are Sony_test_list.txt, Sony_train_list.txt, Sony_val_list.txt" in \
+        list_file_error(data, "mine.txt")
+
+
+def test_missing_list_file_in_a_folder_without_lists_keeps_the_preparation_advice(tmp_path):
+    (tmp_path / "SID").mkdir()
+    msg = list_file_error(tmp_path / "SID", "Sony_train_list.txt")
+    assert "prepare_sid.py" in msg and "did you mean" not in msg, msg

@@ -242,3 +242,33 @@ def test_real_camera_file_metadata(reference_dir, tmp_path):
     wb = np.asarray(meta.wb, dtype=np.float32)[[0, 1, 2, 1], None, None]
     np.testing.assert_allclose(sample["noisy_raw"].numpy(), np.minimum(sample["clean_raw"].numpy() / wb, 1.0),
                                rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------- a truncated RAW file: unreadable, and data.skip_bad_files leaves it out
+
+def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_path):
+    pytest.importorskip("rawpy")
+    from cans.data import DataError
+    from cans.data.rawpair import RawPairDataset, prepare_pairs
+    from cans.data.synthetic import make_own_camera_set
+
+    out = tmp_path / "own"
+    make_own_camera_set(str(out), scenes=3, height=112, width=112, progress=False, prepare=False,
+                        log=lambda m: None)
+    short = (out / "train_list.txt").read_text().split()[0]      # scene_01/IMG_0002.DNG
+    data = (out / short).read_bytes()
+    (out / short).write_bytes(data[: len(data) // 2])
+    logged = []
+    summary = prepare_pairs(str(out), ["train_list.txt"], progress=False, log=logged.append)
+    assert list(summary["failed"]) == [short]
+    assert any("unreadable" in m and "data.skip_bad_files: true" in m for m in logged), logged
+    for load_npy in (True, False):
+        with pytest.raises(DataError) as err:
+            RawPairDataset(str(out), "train_list.txt", "train", load_npy=load_npy, log=lambda m: None)
+        msg = str(err.value)
+        assert "1 of 3 pairs have unreadable files" in msg and f"cannot read RAW file {out / short}" in msg, msg
+        assert msg.endswith("set data.skip_bad_files: true to leave these pairs out"), msg
+        assert "prepare_pairs.py" not in msg and "not prepared" not in msg, msg
+        ds = RawPairDataset(str(out), "train_list.txt", "train", load_npy=load_npy, skip_bad_files=True,
+                            log=lambda m: None)
+        assert len(ds.entries) == 2 and ds.skipped_pairs()[0][0] == short
