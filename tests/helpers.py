@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+DEMO = str(REPO / "configs" / "demo.yaml")   # the quick-start config (Sony synthetic demo)
 
 
 def load_script(name: str, module: str = None):

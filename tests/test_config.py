@@ -7,7 +7,7 @@ import yaml
 
 from cans.config import ConfigError, dump_config, load_config, split_options
 
-from helpers import REPO, write
+from helpers import REPO, load_script, one_error_line, write
 
 
 def test_inheritance_chain_and_merge(tmp_path):
@@ -148,3 +148,22 @@ def test_key_suggestions_find_the_same_name_in_another_section(tmp_path):
     assert "did you mean train.epochs?" in config_error(path, ["epochs=3"])
     # a close spelling still wins where nothing begins or ends the same
     assert "did you mean train.base_lr" in config_error(path, ["train.base_rl=1e-4"])
+
+
+# ---------------------------------------------- a broken config file, or a folder, is one line saying where
+
+@pytest.mark.parametrize("content, names", [
+    ("model: {width: 8\n", ["line 2", "expected ','"]),
+    ("model:\n\twidth: 8\n", ["line 2", "tabs"]),
+    (b"PK\x03\x04\x80\x81\xfe binary", ["not a text file"]),
+])
+def test_a_broken_config_file_is_one_line_with_where(tmp_path, capsys, content, names):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    code = load_script("train.py").main(["-c", str(path), "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, str(path), *names)
+
+
+def test_a_config_path_that_is_a_folder_says_so(capsys):
+    code = load_script("test.py").main(["-c", str(REPO / "configs"), "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, "is a folder", "YAML file")

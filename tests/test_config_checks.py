@@ -65,3 +65,12 @@ def test_smallest_input_follows_the_depth():
     for depth in (2, 3, 4):
         cfg = validate({"model": dict(TINY_CANS, enc_blk_nums=[1] * depth, dec_blk_nums=[1] * depth)})
         assert smallest_input(cfg) == build_model(cfg).min_input_size
+
+
+@pytest.mark.parametrize("enc, dec", [([], [2, 2, 2, 2]), ([1, 1], [2, 2, 2, 2])])
+def test_encoder_and_decoder_lists_of_different_lengths_are_refused_before_the_model(enc, dec):
+    cfg = validate({"model": {"enc_blk_nums": enc, "dec_blk_nums": dec}})
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    text = str(info.value)
+    assert "model.enc_blk_nums" in text and "model.dec_blk_nums" in text and "same length" in text, text

@@ -16,7 +16,7 @@ from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, p
                             read_mosaic)
 from cans.models import build_model  # noqa: E402
 
-from helpers import REPO, load_script, write  # noqa: E402
+from helpers import DEMO, REPO, load_script, one_error_line, write  # noqa: E402
 
 synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")
@@ -447,3 +447,65 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     assert "tiles of 96" in text and "tiles of 100" not in text, text
     assert f"note: a.png is taken by {photos / 'a.dng'}: {photos / 'a.kdc'} -> a_1.png" in text, text
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_1.png"]
+
+
+# ------------------------------------------ bad input: one line naming the option or file, before the model
+
+@pytest.mark.parametrize("ratio", ["0", "-2", "abc", "nan", "inf"])
+def test_infer_refuses_a_ratio_that_is_not_a_positive_number(capsys, ratio):
+    with pytest.raises(SystemExit) as info:
+        load_script("scripts/infer.py").parse_args(["photo.ARW", "-c", DEMO, "--ratio", ratio])
+    one_error_line(info.value.code, capsys.readouterr().err, "--ratio", ratio)
+
+
+def test_infer_inputs_written_after_set_are_inputs_not_overrides():
+    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "model.width=8", "test.amp=off",
+                                                   "a.ARW", "folder"])
+    assert args.set == ["model.width=8", "test.amp=off"] and args.inputs == ["a.ARW", "folder"]
+
+
+def test_infer_a_path_with_an_equals_sign_after_set_is_an_input():
+    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "test.amp=off", "night/iso=3200/",
+                                                   "/photos/a=b.ARW"])
+    assert args.set == ["test.amp=off"] and args.inputs == ["night/iso=3200/", "/photos/a=b.ARW"]
+    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "x.ARW", "--set", "test.amp=off", "trian.epochs=2"])
+    assert args.set == ["test.amp=off", "trian.epochs=2"] and args.inputs == ["x.ARW"]  # a misspelt key stays an override
+
+
+def test_infer_without_inputs_says_so(capsys):
+    with pytest.raises(SystemExit) as info:
+        load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "model.width=8"])
+    one_error_line(info.value.code, capsys.readouterr().err, "INPUT")
+
+
+@pytest.mark.parametrize("case", ["missing input", "out is a file", "empty folder", "folder without RAW"])
+def test_infer_checks_inputs_and_out_before_the_model(tmp_path, capsys, case):
+    photo = tmp_path / "photo.ARW"
+    photo.write_bytes(b"not read: the check comes first")
+    (tmp_path / "not_read.pth").write_bytes(b"")  # exists (its path is checked before --out), never read
+    out, inputs, names = tmp_path / "out", [str(photo)], []
+    if case == "missing input":
+        inputs, names = [str(tmp_path / "typo.ARW")], [str(tmp_path / "typo.ARW"), "no such file"]
+    elif case == "out is a file":
+        out.write_text("keep me")
+        names = ["--out", str(out)]
+    else:
+        folder = tmp_path / "folder"
+        folder.mkdir()
+        if case == "folder without RAW":
+            (folder / "notes.txt").write_text("x")
+        inputs, names = [str(folder)], [str(folder), "no RAW files"]
+    code = load_script("scripts/infer.py").main([*inputs, "-c", DEMO, "--checkpoint", str(tmp_path / "not_read.pth"),
+                                             "--out", str(out), "--no-progress", "--device", "cpu"])
+    one_error_line(code, capsys.readouterr().err, *names)
+    assert case != "out is a file" or out.read_text() == "keep me"
+
+
+def test_infer_with_a_missing_checkpoint_leaves_no_result_folder(tmp_path, capsys):
+    photo = tmp_path / "photo.ARW"
+    photo.write_bytes(b"never read")
+    out = tmp_path / "results"
+    code = load_script("scripts/infer.py").main([str(photo), "-c", DEMO, "--checkpoint", str(tmp_path / "missing.pth"),
+                                             "--out", str(out), "--device", "cpu", "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, "checkpoint not found", "missing.pth")
+    assert not out.exists()

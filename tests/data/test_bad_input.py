@@ -1,4 +1,5 @@
-"""Bad input: every problem gives a DataError naming the file / line / key; skip_bad_files counts."""
+"""Bad input to the data sets and the data scripts: every problem gives one line (a DataError)
+naming the file / line / key / option; skip_bad_files counts."""
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset
 from cans.data.prepare import cache_path, prepare_sid
 from cans.data.synthetic import make_synthetic_sid, write_dng
 
-from helpers import REPO, write
+from helpers import REPO, load_script, one_error_line, write
 
 QUIET = dict(log=lambda *_: None)
 
@@ -352,3 +353,44 @@ def test_missing_list_file_in_a_folder_without_lists_keeps_the_preparation_advic
     (tmp_path / "SID").mkdir()
     msg = list_file_error(tmp_path / "SID", "Sony_train_list.txt")
     assert "prepare_sid.py" in msg and "did you mean" not in msg, msg
+
+
+# ------------------------------------ the data scripts: one line naming the option or file, before any work
+
+def test_make_synthetic_sid_onto_a_file_keeps_the_file(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    out.write_text("keep me")
+    code = load_script("scripts/make_synthetic_sid.py").main(["--out", str(out), "--scenes", "3"])
+    one_error_line(code, capsys.readouterr().err, str(out), "not a folder")
+    assert out.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+@pytest.mark.parametrize("script, args", [
+    ("scripts/make_synthetic_sid.py", ["--out", "{tmp}/x"]),
+    ("scripts/prepare_pairs.py", ["--data-path", "{tmp}", "--lists", "l.txt"]),
+    ("scripts/prepare_sid.py", ["--data-path", "{tmp}", "--camera", "Sony"]),
+])
+def test_negative_workers_are_refused(tmp_path, capsys, script, args):
+    with pytest.raises(SystemExit) as info:
+        load_script(script).main([a.replace("{tmp}", str(tmp_path)) for a in args] + ["--workers", "-1"])
+    one_error_line(info.value.code, capsys.readouterr().err, "--workers", "-1")
+    assert not list(tmp_path.iterdir())
+
+
+def test_prepare_sid_checks_the_summary_path_before_preparing(tmp_path, capsys):
+    code = load_script("scripts/prepare_sid.py").main(["--data-path", str(tmp_path / "SID"), "--camera", "Sony",
+                                                   "--summary-json", str(tmp_path)])
+    one_error_line(code, capsys.readouterr().err, "--summary-json", str(tmp_path), "is a folder")
+
+
+@pytest.mark.parametrize("script, args, names", [
+    ("scripts/prepare_sid.py", ["--data-path", "{tmp}/SID", "--camera", "Sony"], ["{tmp}/SID", "not found"]),
+    ("scripts/prepare_sid.py", ["--data-path", "{tmp}", "--camera", "Sony", "--lists-dir", "{tmp}/lists"],
+     ["{tmp}/lists", "Sony_*_list.txt"]),
+    ("scripts/prepare_pairs.py", ["--data-path", "{tmp}/mine", "--lists", "l.txt"], ["{tmp}/mine", "not found"]),
+    ("scripts/prepare_pairs.py", ["--data-path", "{tmp}", "--lists", "none.txt"], ["{tmp}/none.txt", "not found"]),
+])
+def test_data_scripts_name_a_missing_folder_or_list(tmp_path, capsys, script, args, names):
+    fill = lambda s: s.replace("{tmp}", str(tmp_path))
+    code = load_script(script).main([fill(a) for a in args])
+    one_error_line(code, capsys.readouterr().err, *[fill(n) for n in names])

@@ -1,4 +1,5 @@
-"""Atomic checkpoint writes and RNG state round trips."""
+"""Atomic checkpoint writes and RNG state round trips; a junk, truncated or empty file, or a folder,
+given as a checkpoint is one plain line naming it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from cans.config import validate
 from cans.engine import checkpoint as ck
 from cans.models import build_model
 
-from helpers import TINY_CANS, load_script
+from helpers import DEMO, TINY_CANS, load_script, one_error_line
 
 
 def _state(v):
@@ -109,3 +110,21 @@ def test_train_pretrained_junk_is_one_line_too(tmp_path):
         with pytest.raises(CheckpointError) as info:
             load_model_weights(build_model(validate({"model": dict(TINY_CANS)})), str(tmp_path / name))
         assert "\n" not in str(info.value) and expected in str(info.value) and name in str(info.value)
+
+
+# ----------------------------------------------------------------------- a checkpoint path that is a folder
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    from cans.data.synthetic import make_synthetic_sid
+    out = tmp_path_factory.mktemp("audit") / "sid"
+    make_synthetic_sid(str(out), scenes=3, height=200, width=200, log=lambda *_: None)
+    return out
+
+
+@pytest.mark.parametrize("script", ["test.py", "train.py"])
+def test_a_checkpoint_path_that_is_a_folder_says_so(tmp_path, capsys, small_set, script):
+    args = (["--checkpoint", str(tmp_path), "--device", "cpu"] if script == "test.py" else ["--resume", str(tmp_path)])
+    code = load_script(script).main(["-c", DEMO, "--no-progress", *args, "--set", f"output_dir={tmp_path / 'run'}",
+                                 f"data.data_path={small_set}", "data.num_workers=0", "model.width=8"])
+    one_error_line(code, capsys.readouterr().err, str(tmp_path), "is a folder", ".pth")

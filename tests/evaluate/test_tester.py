@@ -12,7 +12,7 @@ from cans.config import validate
 from cans.data import collate_samples
 from cans.models import build_model
 
-from helpers import REPO, TINY_CANS, IdentityPairs
+from helpers import DEMO, REPO, TINY_CANS, IdentityPairs, load_script, one_error_line
 
 
 # ---------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
@@ -177,3 +177,56 @@ def test_a_checkpoint_of_the_other_camera_names_the_camera_not_model_keys(tmp_pa
     text = str(info.value)
     assert text.endswith("the checkpoint was trained on data.type FujiDictSet (run tiny_fuji); this config reads "
                          "SonyDictSet: use a config for FujiDictSet data") and "--set" not in text, text
+
+
+# ----------------------------- bad input: one line naming the option or file, before the model and the data
+
+TINY_PLUS = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+             "dec_blk_nums": [1, 1, 1, 1]}
+
+
+def test_test_out_that_is_a_file_fails_before_the_model_and_the_data(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.write_text("keep me")
+    (tmp_path / "not_read.pth").write_bytes(b"")  # exists (checked first), never read
+    code = load_script("test.py").main(["-c", DEMO, "--checkpoint", str(tmp_path / "not_read.pth"), "--out", str(out),
+                                    "--device", "cpu", "--no-progress", "--set",
+                                    f"data.data_path={tmp_path / 'no_data'}"])
+    one_error_line(code, capsys.readouterr().err, "--out", str(out), "not a folder")
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("script, args, names", [
+    ("test.py", ["--size", "64"], ["--size", "expected 2 arguments"]),
+    ("test.py", ["--tile", "-1"], ["--tile", "-1"]),
+])
+def test_argument_mistakes_name_the_option(capsys, script, args, names):
+    with pytest.raises(SystemExit) as info:
+        load_script(script).parse_args(args)
+    one_error_line(info.value.code, capsys.readouterr().err, *names)
+
+
+def test_a_checkpoint_of_the_other_model_type_is_one_line_with_the_fix(tmp_path, capsys):
+    cans_cfg = validate({"name": "tiny_cans", "model": dict(TINY_PLUS, type="CANS")})
+    path = tmp_path / "cans.pth"
+    torch.save({"model": build_model(cans_cfg).state_dict(), "config": cans_cfg}, path)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"model: {json.dumps(TINY_PLUS)}\noutput_dir: {tmp_path / 'run'}\n")
+    code = load_script("test.py").main(["-c", str(cfg), "--checkpoint", str(path), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    one_error_line(code, err, str(path), "model.type=CANS", "--set model.type=CANS")
+    assert "missing keys" not in err and "get_kv" not in err, err
+
+
+@pytest.mark.parametrize("throughput", [False, True], ids=["test", "throughput"])
+def test_a_missing_checkpoint_leaves_no_result_folder(tmp_path, throughput):
+    """test.py with a checkpoint that does not exist stops before it makes the result folder."""
+    from cans.config import load_config
+    from cans.evaluate.tester import TestSetupError, run_test, run_throughput
+
+    cfg = load_config("configs/demo.yaml", [f"output_dir={tmp_path / 'run'}"])
+    out = tmp_path / "results"
+    run = run_throughput if throughput else run_test
+    with pytest.raises(TestSetupError, match="checkpoint not found"):
+        run(cfg, str(tmp_path / "missing.pth"), device="cpu", out_dir=str(out))
+    assert not out.exists() and not (tmp_path / "run").exists()

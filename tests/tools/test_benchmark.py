@@ -1,4 +1,5 @@
-"""scripts/benchmark.py's logic runs on the CPU and reports every field for every mode."""
+"""scripts/benchmark.py's logic runs on the CPU and reports every field for every mode; a bad
+argument is one line naming the option, before anything is measured."""
 import dataclasses
 import importlib.util
 import json
@@ -10,7 +11,7 @@ import torch
 from cans.config import load_config
 from cans.tools.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
 
-from helpers import REPO
+from helpers import DEMO, REPO, load_script, one_error_line
 
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
 NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "bf16_triton", "fast_triton"}
@@ -151,3 +152,30 @@ def test_a_failing_profiler_keeps_the_timings(monkeypatch):
                       profile=True)["results"][0]
     assert r["train_step_ms"] > 0 and r["infer_ms"] > 0 and "error" not in r
     assert r["profile_error"] == "RuntimeError: CUPTI unavailable (simulated)"
+
+
+# ---------------------------------------------- bad arguments: one line naming the option, before measuring
+
+@pytest.mark.parametrize("script, args, names", [
+    ("scripts/benchmark.py", ["--modes", "nonsense"], ["--modes", "nonsense"]),
+    ("scripts/benchmark.py", ["--full", "10"], ["--full", "expected 2 arguments"]),
+])
+def test_argument_mistakes_name_the_option(capsys, script, args, names):
+    with pytest.raises(SystemExit) as info:
+        load_script(script).parse_args(args)
+    one_error_line(info.value.code, capsys.readouterr().err, *names)
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--device", "gpu"], ["--device gpu", "cpu, cuda"]),
+    (["--out", "{tmp}"], ["--out", "{tmp}", "is a folder"]),
+    (["--patch", "3"], ["--patch 3"]),
+])
+def test_benchmark_checks_its_arguments_before_measuring(tmp_path, capsys, args, names):
+    fill = lambda s: s.replace("{tmp}", str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        load_script("scripts/benchmark.py").main(["-c", DEMO, "--device", "cpu", "--modes", "plain",
+                                              *[fill(a) for a in args]])
+    message = str(info.value.code)  # sys.exit("error: ...") prints the message on stderr
+    assert message.startswith("error: ") and "\n" not in message and all(fill(n) in message for n in names), message
+    assert not list(tmp_path.iterdir())

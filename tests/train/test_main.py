@@ -1,4 +1,5 @@
-"""train.py end to end on a small synthetic SID (tiny model), and Ctrl-C saving last.pth."""
+"""train.py end to end on a small synthetic SID (tiny model), Ctrl-C saving last.pth; a mistake
+stops it before any work with one line, and a failed run says why in train.log."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +15,7 @@ from cans.config import load_config, validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import Trainer
 
-from helpers import REPO, TINY_CANS, load_script
+from helpers import DEMO, REPO, TINY_CANS, load_script, one_error_line
 
 
 TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]", "model.middle_blk_num=1"]
@@ -206,3 +207,13 @@ def test_a_failed_run_says_why_in_train_log(tmp_path, capsys):
     last = (tmp_path / "run" / "train.log").read_text().strip().splitlines()[-1]
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ERROR ", last), last
     assert str(info.value) in last and "bad.pth" in last and "not a PyTorch checkpoint" in last
+
+
+def test_train_output_dir_under_a_file_fails_before_the_data_set_is_made(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    data = tmp_path / "synthetic"  # auto_create would make it: the output check must come first
+    code = load_script("train.py").main(["-c", DEMO, "--no-progress", "--set", f"output_dir={blocker}/run",
+                                     f"data.data_path={data}", "train.epochs=1"])
+    one_error_line(code, capsys.readouterr().err, "output_dir", str(blocker / "run"))
+    assert not data.exists() and blocker.read_text() == "a file, not a folder"
