@@ -8,9 +8,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from cans.config import load_config
-from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset
+from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset, collate_samples
 from cans.data.prepare import cache_path, prepare_sid
 from cans.data.synthetic import make_synthetic_sid, write_dng
 
@@ -394,3 +395,58 @@ def test_data_scripts_name_a_missing_folder_or_list(tmp_path, capsys, script, ar
     fill = lambda s: s.replace("{tmp}", str(tmp_path))
     code = load_script(script).main([fill(a) for a in args])
     one_error_line(code, capsys.readouterr().err, *[fill(n) for n in names])
+
+
+# ----------------------------------------------------------------------------- the skipped pairs, as a list
+
+def _bad_pairs_dataset(tmp_path, split):
+    """A PairDataset of four pairs with data.skip_bad_files: s0 fails the construction check, s2
+    fails when loaded."""
+    import numpy as np
+
+    from cans.data import DataError
+    from cans.data.base import PairDataset
+    from cans.data.lists import PairEntry
+
+    class Pairs(PairDataset):
+        def prepare_hint(self):
+            return "no hint"
+
+        def _entries(self):
+            return [PairEntry(f"s{i}.ARW", f"l{i}.ARW", source=f"list.txt:{i + 1}", input_exposure=0.1,
+                              gt_exposure=10.0) for i in range(4)]
+
+        def _check_entry(self, entry):
+            if entry.img_file == "s0.ARW":
+                raise DataError("s0.ARW: RAW file not found")
+
+        def _levels(self, entry):
+            return (0.0, 1000.0), (0.0, 1000.0)
+
+        def _arrays(self, entry):
+            if entry.img_file == "s2.ARW":
+                raise DataError("s2.ARW: truncated")
+            return (np.full((4, 8, 8), 10, np.uint16), np.full((4, 8, 8), 500, np.uint16),
+                    np.zeros((3, 16, 16), np.uint16))
+
+    (tmp_path / "list.txt").write_text("read by _entries\n")
+    return Pairs(str(tmp_path), "list.txt", split, skip_bad_files=True, log=lambda s: None)
+
+
+def test_skipped_pairs_lists_what_skip_bad_files_left_out(tmp_path):
+    ds = _bad_pairs_dataset(tmp_path, "train")
+    assert ds.skipped_pairs() == [("s0.ARW", "s0.ARW: RAW file not found")]
+    for _ in range(2):   # two epochs: s2 is met twice, listed once
+        assert [b["img_file"] for b in DataLoader(ds, batch_size=1, collate_fn=collate_samples)] == \
+            [["s1.ARW"], ["s3.ARW"], ["s3.ARW"]]          # s2 replaced by the next pair
+    assert ds.skipped_pairs() == [("s0.ARW", "s0.ARW: RAW file not found"), ("s2.ARW", "s2.ARW: truncated")]
+
+    # valid with a worker process: its find comes back as a marker of the batch
+    ds = _bad_pairs_dataset(tmp_path, "valid")
+    markers = []
+    for batch in DataLoader(ds, batch_size=2, collate_fn=collate_samples, num_workers=1,
+                            multiprocessing_context="fork"):
+        markers.extend(batch.get("skipped") or [])
+    assert ds.skipped_pairs() == [("s0.ARW", "s0.ARW: RAW file not found")]     # the worker's copy saw s2
+    assert ds.skipped_pairs(markers) == [("s0.ARW", "s0.ARW: RAW file not found"), ("s2.ARW", "s2.ARW: truncated")]
+    assert ds.skipped_pairs([{"img_file": "", "source": "list.txt:1", "reason": "x"}]) == ds.skipped_pairs()

@@ -1,6 +1,9 @@
 """RawPairDataset (your own camera): metadata ratio, the four Bayer phases, per-site black levels,
-both reading modes, mismatched pairs, X-Trans, and write_dng's exposure / ISO metadata."""
+both reading modes, mismatched pairs, X-Trans, write_dng's exposure / ISO metadata; a truncated
+file, a bad CFA description and ratios above data.max_ratio are reported in one line."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ from cans.data.packing import XTRANS_PATTERN  # noqa: E402
 from cans.data.rawpair import (FileMeta, RawPairDataset, XTransPairDataset, metadata_ratio, parse_pair_list,  # noqa: E402
                                prepare_pairs, read_pair_file)
 from cans.data.synthetic import write_dng  # noqa: E402
+
+from helpers import REPO  # noqa: E402
 
 H, W = 64, 96
 WHITE = 4095
@@ -272,3 +277,122 @@ def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_pa
         ds = RawPairDataset(str(out), "train_list.txt", "train", load_npy=load_npy, skip_bad_files=True,
                             log=lambda m: None)
         assert len(ds.entries) == 2 and ds.skipped_pairs()[0][0] == short
+
+
+# ------------------------------ a bad CFA description is one line; ratios above data.max_ratio are reported
+
+class _FakeRaw:
+    """What rawpy.imread returns, for a 12x12 Bayer file whose CFA description LibRaw got wrong."""
+
+    def __init__(self, desc: bytes, pattern):
+        import types
+
+        import numpy as np
+
+        self.color_desc, self.raw_pattern = desc, np.array(pattern, dtype=np.uint8)
+        self.raw_image_visible = np.full((12, 12), 600, np.uint16)
+        self.raw_colors_visible = np.tile(self.raw_pattern, (6, 6))
+        self.black_level_per_channel, self.white_level = [512] * 4, 16383
+        self.camera_whitebalance = [2.0, 1.0, 1.5, 1.0]
+        self.sizes = types.SimpleNamespace(flip=0)
+        self.other = types.SimpleNamespace(shutter_speed=0.1, iso_speed=100)
+        self.color_matrix = np.eye(3, 4)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def postprocess(self, **kwargs):
+        import numpy as np
+        return np.zeros((12, 12, 3), np.uint16)
+
+
+@pytest.mark.parametrize("desc,expect", [(b"RGB", "index 3 has no colour in color_desc"),
+                                         (b"", "index 0 has no colour in color_desc"),
+                                         (b"RGBE", "that is the cell 'RGEB' (expected only R, G and B sites")],
+                         ids=["short", "empty", "rgbe"])
+def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, desc, expect):
+    import importlib.util
+
+    from cans.data import DataError
+    from cans.data import raw_io
+    from cans.data.rawpair import RawPairDataset
+    from cans.inference import InferenceError, read_mosaic
+
+    monkeypatch.setattr(raw_io.rawpy, "imread", lambda path: _FakeRaw(desc, [[0, 1], [3, 2]]))
+    for name in ("short.ARW", "long.ARW"):
+        (tmp_path / name).write_bytes(b"read through the fake")
+    (tmp_path / "list.txt").write_text("short.ARW long.ARW\n")
+    told = f"LibRaw reports color_desc {desc.decode()!r} and raw_pattern [[0, 1], [3, 2]]"
+    with pytest.raises(DataError) as info:
+        raw_io.read_raw(str(tmp_path / "short.ARW"))
+    assert str(info.value).startswith(f"{tmp_path / 'short.ARW'}: ") and told in str(info.value)
+    assert expect in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="missing or unreadable files") as info:     # the dataset, from RAW
+        RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=False, log=lambda s: None)
+    assert told in str(info.value) and "IndexError" not in str(info.value)
+    # scripts/prepare_pairs.py: the file is FAILED with that line, not an IndexError
+    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    code = script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 1 and "IndexError" not in out.out + out.err
+    assert f"FAILED {tmp_path / 'long.ARW'}: " in out.out and told in out.out, out.out
+    # scripts/infer.py reads the visible area's colours: one line too
+    with pytest.raises(InferenceError) as info:
+        read_mosaic(str(tmp_path / "short.ARW"))
+    assert str(info.value).startswith(f"{tmp_path / 'short.ARW'}: ") and "\n" not in str(info.value)
+
+
+def _own_camera_pairs(tmp_path, monkeypatch):
+    """Four pairs read through a fake rawpy: metadata ratios 100, 400 and 600, and one written in
+    the list (1000 by the metadata, 250 in the list)."""
+    from cans.data import raw_io
+
+    exposures = {"long.ARW": 10.0, "s100.ARW": 0.1, "s400.ARW": 0.025, "s600.ARW": 1 / 60, "s250.ARW": 0.01}
+
+    def imread(path):
+        raw = _FakeRaw(b"RGBG", [[0, 1], [3, 2]])
+        raw.other.shutter_speed = exposures[Path(path).name]
+        return raw
+
+    monkeypatch.setattr(raw_io.rawpy, "imread", imread)
+    for name in exposures:
+        (tmp_path / name).write_bytes(b"read through the fake")
+    (tmp_path / "list.txt").write_text("s100.ARW long.ARW\ns400.ARW long.ARW\ns600.ARW long.ARW\n"
+                                       "s250.ARW long.ARW 250\n")
+
+
+NOTE = ("2 of 4 pairs have an exposure ratio above data.max_ratio=300 (largest 600): their input is "
+        "amplified by 300 only")
+
+
+def test_ratios_capped_by_max_ratio_are_reported_at_preparation_and_load(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from cans.data.rawpair import RawPairDataset
+
+    _own_camera_pairs(tmp_path, monkeypatch)
+    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {NOTE}" in out, out
+    assert f"RATIO ABOVE 300 {tmp_path / 'list.txt'}:2: 400\n" in out and "list.txt:3: 600\n" in out
+    assert "list.txt:1:" not in out and "list.txt:4:" not in out     # 100, and a ratio written in the list
+    script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress", "--max-ratio", "none"])
+    assert "ratio above" not in capsys.readouterr().out
+
+    for load_npy in (True, False):
+        lines = []
+        ds = RawPairDataset(str(tmp_path), "list.txt", "train", load_npy=load_npy, log=lines.append)
+        assert [e.ratio for e in ds.entries] == [100.0, 300.0, 300.0, 250.0]
+        assert lines == [f"[data] data.train: warning: {NOTE}"]
+        assert ds.capped_ratios == [(f"{tmp_path / 'list.txt'}:2", 400.0), (f"{tmp_path / 'list.txt'}:3", 600.0)]
+    lines = []
+    ds = RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=True, max_ratio=None, log=lines.append)
+    assert [e.ratio for e in ds.entries] == [100.0, 400.0, 600.0, 250.0] and lines == [] and ds.capped_ratios == []

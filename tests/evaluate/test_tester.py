@@ -1,6 +1,8 @@
 """cans.evaluate.tester (what test.py and test.sh run): test.sh end to end on a small synthetic SID,
-the report and the images it leaves, its one-line errors."""
+the report and the images it leaves (one image per test image; an interrupted run leaves the
+previous report whole), its one-line errors before the model and the data."""
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -230,3 +232,84 @@ def test_a_missing_checkpoint_leaves_no_result_folder(tmp_path, throughput):
     with pytest.raises(TestSetupError, match="checkpoint not found"):
         run(cfg, str(tmp_path / "missing.pth"), device="cpu", out_dir=str(out))
     assert not out.exists() and not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------- an interrupted test run leaves the previous report whole
+
+def _snapshot(folder: Path):
+    """Every file under ``folder``: relative path -> SHA-1 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(cfg, ckpt, stop_at=None):
+    from cans.evaluate.tester import run_test
+
+    return run_test(cfg, str(ckpt), device="cpu", progress=False, print_fn=lambda s: None,
+                    loader=DataLoader(IdentityPairs(6, stop_at), batch_size=1, collate_fn=collate_samples))
+
+
+def test_an_interrupted_test_run_leaves_the_previous_report_whole(tmp_path):
+    from cans.evaluate import tester
+
+    cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS, width=4),
+                    "data": {"data_path": str(tmp_path)}, "test": {"save_grid": True}})
+    ckpts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        ckpts.append(tmp_path / f"ckpt{seed}.pth")
+        torch.save(build_model(cfg).state_dict(), ckpts[-1])
+    out = tmp_path / "run" / "test"
+    _run(cfg, ckpts[0])
+    (out / "images" / "notes.txt").write_text("the user's own file: kept")
+    (out / "throughput.json").write_text("{}")
+    before = _snapshot(out)
+    assert sum(name.endswith(".png") for name in before) == 12 and "metrics.json" in before
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, ckpts[1], stop_at=2)      # two images of the new checkpoint done, then Ctrl-C
+    assert _snapshot(out) == before         # the old report, every file of it, and nothing else
+    assert sorted(p.name for p in out.iterdir()) == sorted({Path(n).parts[0] for n in before})
+
+    # the leftover of a run that was killed outright is removed by the next run; the folder of a
+    # run still going (its lock held) is not
+    dead = out / f"{tester.STAGE_PREFIX}dead"
+    (dead / "images").mkdir(parents=True)
+    (dead / "images" / "10000_00_0.1s.png").write_bytes(b"half a report")
+    (dead / tester.STAGE_LOCK).write_text("")
+    busy, lock = tester._make_stage(str(out))
+    born = out / f"{tester.STAGE_PREFIX}born"           # made, its lock file not yet in place
+    born.mkdir()
+    try:
+        report = _run(cfg, ckpts[1])
+        assert not dead.exists() and Path(busy).is_dir() and born.is_dir()
+    finally:
+        tester._drop_stage(busy, lock)
+        born.rmdir()
+    assert not Path(busy).exists()
+    after = _snapshot(out)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["checkpoint"] == str(ckpts[1]) and saved["checkpoint"] == report["checkpoint"]
+    pngs = sorted(n for n in after if n.endswith(".png"))
+    assert pngs == sorted(n for n in before if n.endswith(".png"))           # the same names ...
+    assert all(after[n] != before[n] for n in pngs if "/grid/" not in n)     # ... of the new checkpoint
+    assert [r["output"] for r in saved["per_image"]] == [str(out / "images" / f"1000{i}_00_0.1s.png")
+                                                         for i in range(6)]
+    assert after["images/notes.txt"] == before["images/notes.txt"] and "throughput.json" in after
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.csv", "metrics.json", "tables.md",
+                                                     "throughput.json"]
+
+
+def test_ctrl_c_during_the_swap_waits_until_it_is_done():
+    import os
+    import signal
+
+    from cans.evaluate.tester import _signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("the rest of the swap")
+    assert done == ["the rest of the swap"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
