@@ -3,6 +3,7 @@ given as a checkpoint is one plain line naming it."""
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -128,3 +129,14 @@ def test_a_checkpoint_path_that_is_a_folder_says_so(tmp_path, capsys, small_set,
     code = load_script(script).main(["-c", DEMO, "--no-progress", *args, "--set", f"output_dir={tmp_path / 'run'}",
                                  f"data.data_path={small_set}", "data.num_workers=0", "model.width=8"])
     one_error_line(code, capsys.readouterr().err, str(tmp_path), "is a folder", ".pth")
+
+
+# ----------------------------------------------------------------------- two writers of one checkpoint name
+
+def test_atomic_saves_of_two_writers_do_not_collide(tmp_path):
+    """Two processes writing the same checkpoint name each use their own temporary file."""
+    path = str(tmp_path / "last.pth")
+    names = {ck.unique_temp_name(path) for _ in range(100)}
+    assert len(names) == 100 and all(n.endswith(".tmp") for n in names)
+    ck.atomic_torch_save({"a": torch.ones(3)}, path)
+    assert os.listdir(tmp_path) == ["last.pth"]
