@@ -385,7 +385,7 @@ def test_prepare_sid_checks_the_summary_path_before_preparing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("script, args, names", [
-    ("scripts/prepare_sid.py", ["--data-path", "{tmp}/SID", "--camera", "Sony"], ["{tmp}/SID", "not found"]),
+    ("scripts/prepare_sid.py", ["--data-path", "{tmp}/SID", "--camera", "Sony"], ["{tmp}/SID", "SID folder not found"]),
     ("scripts/prepare_sid.py", ["--data-path", "{tmp}", "--camera", "Sony", "--lists-dir", "{tmp}/lists"],
      ["{tmp}/lists", "Sony_*_list.txt"]),
     ("scripts/prepare_pairs.py", ["--data-path", "{tmp}/mine", "--lists", "l.txt"], ["{tmp}/mine", "not found"]),

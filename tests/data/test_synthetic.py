@@ -162,9 +162,6 @@ def test_command_line_scripts(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "0 cached, 12 already cached (skipped), 0 failed" in run.stdout
-    run = subprocess.run([sys.executable, os.path.join(repo, "scripts", "prepare_sid.py"), "--data-path",
-                          str(tmp_path / "none"), "--camera", "Sony"], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "SID folder not found" in run.stderr
 
 
 @pytest.mark.parametrize("list_name", ["Sony_test_list.txt", "Sony_new_test_list.txt"])
