@@ -16,14 +16,20 @@ import atexit
 import lzma
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "reference"
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the tests of every sub-folder import ``helpers`` (and this module) by name
+    sys.path.insert(0, _HERE)
+
+from helpers import REPO, TESTS  # noqa: E402
+
+FIXTURES = TESTS / "fixtures" / "reference"
 
 
 def unpack_fixtures(src: Path = FIXTURES) -> Path:

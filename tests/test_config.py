@@ -1,4 +1,5 @@
-"""Config loading: inheritance, overrides, schema errors, round trip."""
+"""Config loading: inheritance, overrides, schema errors (an unknown key named with the file and
+line or the --set it came from, and the likeliest keys meant), round trip."""
 from pathlib import Path
 
 import pytest
@@ -6,12 +7,7 @@ import yaml
 
 from cans.config import ConfigError, dump_config, load_config, split_options
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def write(path, text):
-    path.write_text(text)
-    return str(path)
+from helpers import REPO, load_script, one_error_line, write
 
 
 def test_inheritance_chain_and_merge(tmp_path):
@@ -112,43 +108,62 @@ def test_resolved_config_round_trips(tmp_path):
         assert yaml.safe_load(out.read_text()) == cfg
 
 
-def test_cli_turns_user_errors_into_one_line(capsys):
-    from cans.cli import run_cli
-    from cans.data import DataError
+# ------------------------------------------ unknown keys: where they came from, likeliest suggestions first
 
-    def bad_config():
-        load_config("nowhere.yaml")
-
-    def worker_error():  # as torch re-raises an error from a DataLoader worker
-        raise DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent "
-                        "call last):\n  File \"x.py\", line 1\ncans.data.errors.DataError: data.train.patch_size "
-                        "4096 is larger than the image\n")
-
-    assert run_cli(bad_config) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: config file not found: ") and err.endswith("nowhere.yaml")
-    assert run_cli(worker_error) == 2
-    assert capsys.readouterr().err.strip() == "error: data.train.patch_size 4096 is larger than the image"
-    assert run_cli(lambda: 0) == 0
+def config_error(path, overrides=()):
+    with pytest.raises(ConfigError) as err:
+        load_config(path, list(overrides))
+    return str(err.value)
 
 
-def test_cli_turns_a_failing_torch_compile_into_one_line_naming_the_switch(capsys):
-    import torch
-    from cans.cli import run_cli
+def test_set_key_error_names_the_override_and_ranks_suffix_matches(tmp_path):
+    path = write(tmp_path / "c.yaml", "train:\n  epochs: 1\n")
+    msg = config_error(path, ["train.lr=1e-3"])
+    assert msg.startswith("--set train.lr=1e-3: unknown config key train.lr; did you mean "
+                          "train.base_lr, train.min_lr"), msg
+    assert str(path) not in msg
+    # a value out of range from --set: the override is named too, not the file
+    msg = config_error(path, ["train.epochs=-1"])
+    assert msg.startswith("--set train.epochs=-1: train.epochs: expected int >= 0"), msg
+    # a whole section set by --set
+    assert config_error(path, ["train={lr: 2}"]).startswith("--set train={lr: 2}: unknown config key train.lr")
 
-    def no_triton(gm, example_inputs):  # what inductor raises on a CUDA machine without Triton
-        raise RuntimeError("Cannot find a working triton installation (simulated)")
 
-    def compiled_step():
-        torch.compile(torch.nn.Linear(3, 3), backend=no_triton)(torch.rand(2, 3))
+def test_file_key_error_names_file_and_line_or_the_base(tmp_path):
+    write(tmp_path / "base" / "b.yaml", "model:\n  width: 8\ntrain:\n  epochs: 1\n  lr: 3\n")
+    path = write(tmp_path / "c.yaml", "base: base/b.yaml\nname: x\ntrain:\n  epochs: -2\n")
+    msg = config_error(path)
+    assert msg.startswith(f"{path}, line 4: train.epochs: expected int >= 0, got -2"), msg
+    # the override fixes epochs; the unknown key then comes from the base file, line 5
+    msg = config_error(path, ["train.epochs=2"])
+    base = str(tmp_path / "base" / "b.yaml")
+    assert msg.startswith(f"{base}, line 5 (a base of {path}): unknown config key train.lr; "
+                          f"did you mean train.base_lr, train.min_lr"), msg
 
-    assert run_cli(compiled_step) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: torch.compile failed on this machine (")
-    assert "Cannot find a working triton installation (simulated)" in err and "--set train.fast=false" in err
 
-    def other_bug():
-        raise RuntimeError("not a compile error")
+def test_key_suggestions_find_the_same_name_in_another_section(tmp_path):
+    path = write(tmp_path / "c.yaml", "{}\n")
+    msg = config_error(path, ["train.batch_size=4"])
+    assert "did you mean data.train.batch_size," in msg, msg
+    assert "did you mean train.epochs?" in config_error(path, ["epochs=3"])
+    # a close spelling still wins where nothing begins or ends the same
+    assert "did you mean train.base_lr" in config_error(path, ["train.base_rl=1e-4"])
 
-    with pytest.raises(RuntimeError, match="not a compile error"):  # everything else keeps its traceback
-        run_cli(other_bug)
+
+# ---------------------------------------------- a broken config file, or a folder, is one line saying where
+
+@pytest.mark.parametrize("content, names", [
+    ("model: {width: 8\n", ["line 2", "expected ','"]),
+    ("model:\n\twidth: 8\n", ["line 2", "tabs"]),
+    (b"PK\x03\x04\x80\x81\xfe binary", ["not a text file"]),
+])
+def test_a_broken_config_file_is_one_line_with_where(tmp_path, capsys, content, names):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    code = load_script("train.py").main(["-c", str(path), "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, str(path), *names)
+
+
+def test_a_config_path_that_is_a_folder_says_so(capsys):
+    code = load_script("test.py").main(["-c", str(REPO / "configs"), "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, "is a folder", "YAML file")

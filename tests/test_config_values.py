@@ -3,14 +3,14 @@ with one line naming the key (or the file / override) and what was expected."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from cans.config import SCHEMA, ConfigError, Field, load_config, validate
 from cans.config_checks import check_config
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 DEMO = str(REPO / "configs" / "demo.yaml")
 
 
@@ -85,6 +85,15 @@ def test_null_stays_allowed_where_it_was(override):
     ("train.base_lr=" + "9" * 400, ["train.base_lr", "expected float > 0, got int"]),
     ("train.dist_timeout=0", ["train.dist_timeout", "int >= 1"]),
     ("train.trust_checkpoint=yes please", ["train.trust_checkpoint", "expected bool"]),
+    ("train.epochs=-3", ["train.epochs", ">= 0", "-3"]),
+    ("data.train.batch_size=0", ["data.train.batch_size", ">= 1"]),
+    ("data.num_workers=-1", ["data.num_workers", ">= 0"]),
+    ("train.base_lr=-1", ["train.base_lr", "> 0"]),
+    ("train.base_lr=.nan", ["train.base_lr", "nan"]),
+    ("model.width=0", ["model.width", ">= 1"]),
+    ("model.enc_blk_nums=[2,-1,2,2]", ["model.enc_blk_nums[1]", ">= 0"]),
+    ("model=CANS", ["model: expected a mapping"]),
+    ("data.train=5", ["data.train: expected a mapping"]),
 ])
 def test_out_of_range_values_name_the_key_and_the_range(override, names):
     _refused([override], *names)

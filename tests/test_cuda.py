@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import REFERENCE
@@ -24,11 +23,12 @@ import torch
 from cans.engine.fastpath import apply_fast_path, plan_fast_path, set_backend_flags
 from cans.models import build_model
 
+from helpers import REPO
+
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine: "
                                                                        "python -m pytest -m cuda)")]
 
-REPO = Path(__file__).resolve().parents[1]
 PARITY = REFERENCE / "parity"
 DEV = torch.device("cuda")
 MIN_PSNR_LOW_PRECISION = 45.0
@@ -134,8 +134,7 @@ def test_low_precision_outputs_close_to_fp32(synthetic_test_images, amp):
 # --------------------------------------------------------------------------------------------------
 
 def test_fp16_step_with_grad_scaler(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_train import TinyPairs, make_cfg
+    from helpers import TinyPairs, make_cfg
     from cans.train.trainer import Trainer
 
     cfg = make_cfg(tmp_path, epochs=1, deterministic=False, save_per_epoch=0)

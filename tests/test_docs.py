@@ -1,9 +1,8 @@
 """The front page and docs/: README short, every relative link and every docs/ reference in code
 points at a file of the repository, and no reference to design notes outside it."""
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _text_files():

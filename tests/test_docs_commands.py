@@ -29,14 +29,14 @@ import io
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from cans.config import SCHEMA, ConfigError, Field, parse_override
+from cans.config import SCHEMA, ConfigError, Field, load_config, parse_override
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 DOCS = ["README.md", "datasets/README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
 
 # the top-level config sections a dotted name in the docs may start with
@@ -538,3 +538,28 @@ def test_each_check_can_fail(stale, says):
     assert stale in GOOD
     problems = _problems_of_markdown(GOOD.replace(stale, says))
     assert problems, f"{says!r} passed the checks"
+
+
+# ------------------- no documented make_synthetic_sid.py command writes into the other camera's demo folder
+
+def test_documented_synthetic_sets_go_to_the_folder_of_their_camera():
+    import re
+    import shlex
+
+    repo = REPO
+    camera_of = {}   # demo data folder -> the camera its config reads
+    for name in ("demo.yaml", "demo_fuji.yaml"):
+        cfg = load_config(str(repo / "configs" / name))
+        camera_of[cfg["data"]["data_path"]] = "Fuji" if cfg["data"]["type"] == "FujiDictSet" else "Sony"
+    assert camera_of == {"datasets/synthetic_sid": "Sony", "datasets/synthetic_sid_fuji": "Fuji"}
+    commands = []
+    for doc in [repo / "README.md", repo / "datasets" / "README.md", *sorted((repo / "docs").glob("*.md"))]:
+        for number, line in enumerate(doc.read_text().splitlines(), start=1):
+            if re.search(r"make_synthetic_sid\.py .*--out", line):
+                words = shlex.split(re.sub(r"\[[^\]]*\]", "", line.split("#")[0]).strip("` "))
+                out = words[words.index("--out") + 1]
+                camera = words[words.index("--camera") + 1] if "--camera" in words else "Sony"
+                commands.append((f"{doc.name}:{number}", out, camera))
+    assert commands, "no make_synthetic_sid.py command found in the docs"
+    wrong = [(where, out, camera) for where, out, camera in commands if camera_of.get(out, camera) != camera]
+    assert not wrong, f"a documented command puts a set where a demo of the other camera reads: {wrong}"

@@ -2,13 +2,13 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from cans.requirements import MIN_TORCH, check_torch_version, release
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 
 
 @pytest.mark.parametrize("version", ["2.1.2+cu121", "2.3.1", "1.13.1", "2.0.0"])

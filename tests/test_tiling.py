@@ -2,7 +2,6 @@
 the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from cans.inference import apply_orientation
 from cans.models import build_model
 from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, check_tile_arguments, compare_tiling,
                          run_with_fallback, tile_for_memory, tile_for_model, tile_starts)
+
+from helpers import REPO
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -225,13 +226,12 @@ def test_orientation_flags(flip, k):
 
 def test_infer_cli_tiles_and_rejects_a_bad_tile(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
     import numpy as np
     pytest.importorskip("rawpy")
     from cans.data.synthetic import write_dng
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     spec = importlib.util.spec_from_file_location("infer_script", repo / "scripts" / "infer.py")
     infer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(infer)
@@ -318,7 +318,7 @@ def test_two_pass_unwraps_a_compiled_model():
 @pytest.mark.parametrize("script_path", ["test.py", "scripts/infer.py"])
 def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("script_under_test", Path(__file__).resolve().parents[1] / script_path)
+    spec = importlib.util.spec_from_file_location("script_under_test", REPO / script_path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     base = ["-c", "x.yaml"] + (["photo.ARW"] if "infer" in script_path else [])
@@ -347,3 +347,34 @@ def test_auto_keeps_the_tile_an_out_of_memory_retry_fell_back_to(monkeypatch):
     second = wrapped(x)[0]
     assert wrapped.used == 64 and len(messages) == 1
     assert torch.equal(first, second)
+
+
+# ------------------------- --tile auto and the out-of-memory retry: the memory probe runs the eager network
+
+@pytest.mark.cuda_path
+def test_memory_probe_runs_the_eager_network_not_the_compiled_wrapper(monkeypatch):
+    """The probe behind --tile auto and the out-of-memory retry measures the module the tiles run:
+    the compiled wrapper is not called (no compile for the probe's 128 x 128 size)."""
+    from torch._dynamo.testing import CompileCounter
+
+    import cans.tiling as tiling
+
+    # the CUDA memory counters, as a GPU would give them: 3 bytes per packed pixel of the probe
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a, **k: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 1000 + 3 * 128 * 128)
+    torch.manual_seed(0)
+    net = build_model(dict(TINY, type="CANS_Plus", width=4, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1])).eval()
+    eager_calls = []
+    net.register_forward_hook(lambda mod, inputs, output: eager_calls.append(tuple(inputs[0].shape)))
+    counter = CompileCounter()
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(net, backend=counter, dynamic=False)
+        per_pixel = tiling.measure_bytes_per_pixel(compiled, torch.device("cpu"))
+    finally:
+        torch._dynamo.reset()
+    assert counter.frame_count == 0, "the probe compiled the wrapper"
+    assert eager_calls == [(1, 4, tiling.PROBE_SIZE, tiling.PROBE_SIZE)]
+    assert per_pixel == pytest.approx(3.0)

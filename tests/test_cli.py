@@ -1,0 +1,47 @@
+"""cans.cli: the entry points' user errors become one ``error:`` line (exit 2), a failing
+torch.compile one line naming the switch (exit 1); every other exception keeps its traceback."""
+import pytest
+
+from cans.config import load_config
+
+
+def test_cli_turns_user_errors_into_one_line(capsys):
+    from cans.cli import run_cli
+    from cans.data import DataError
+
+    def bad_config():
+        load_config("nowhere.yaml")
+
+    def worker_error():  # as torch re-raises an error from a DataLoader worker
+        raise DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+                        "call last):\n  File \"x.py\", line 1\ncans.data.errors.DataError: data.train.patch_size "
+                        "4096 is larger than the image\n")
+
+    assert run_cli(bad_config) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config file not found: ") and err.endswith("nowhere.yaml")
+    assert run_cli(worker_error) == 2
+    assert capsys.readouterr().err.strip() == "error: data.train.patch_size 4096 is larger than the image"
+    assert run_cli(lambda: 0) == 0
+
+
+def test_cli_turns_a_failing_torch_compile_into_one_line_naming_the_switch(capsys):
+    import torch
+    from cans.cli import run_cli
+
+    def no_triton(gm, example_inputs):  # what inductor raises on a CUDA machine without Triton
+        raise RuntimeError("Cannot find a working triton installation (simulated)")
+
+    def compiled_step():
+        torch.compile(torch.nn.Linear(3, 3), backend=no_triton)(torch.rand(2, 3))
+
+    assert run_cli(compiled_step) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: torch.compile failed on this machine (")
+    assert "Cannot find a working triton installation (simulated)" in err and "--set train.fast=false" in err
+
+    def other_bug():
+        raise RuntimeError("not a compile error")
+
+    with pytest.raises(RuntimeError, match="not a compile error"):  # everything else keeps its traceback
+        run_cli(other_bug)

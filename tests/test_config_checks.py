@@ -1,0 +1,76 @@
+"""cans.config_checks: the keys that must fit together (data type, packing, block size, patch
+size, the synthetic stand-in) are checked before any work, each mismatch one line naming the keys
+to change; every shipped config passes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cans.config import ConfigError, load_config, validate
+from cans.config_checks import check_config, smallest_input
+from cans.models import build_model
+
+from helpers import REPO, TINY_CANS
+
+
+def test_every_shipped_config_passes_the_cross_checks():
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        check_config(load_config(str(path)))
+
+
+def test_switching_the_demo_to_fuji_by_hand_names_the_keys_to_change():
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"), ["data.type=FujiDictSet"])
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    msg = str(info.value)
+    assert msg == ("data.type FujiDictSet gives packed Fuji RAW (X-Trans, 9 channels, block 3), but "
+                   "model.in_channel is 4, model.block_size is 2, model.adaptive_size is 2; set "
+                   "model.in_channel=9 model.block_size=3 model.adaptive_size=3 (as configs/base/Fuji.yaml does), "
+                   "or change data.type"), msg
+    fuji = load_config(str(REPO / "configs" / "demo_fuji.yaml"), ["model.adaptive_size=2"])
+    with pytest.raises(ConfigError, match=r"but model.adaptive_size is 2; set model.adaptive_size=3 "):
+        check_config(fuji)
+
+
+def test_synthetic_camera_must_fit_the_data_type():
+    cfg = load_config(str(REPO / "configs" / "demo_fuji.yaml"), ["data.synthetic.camera=Sony"])
+    with pytest.raises(ConfigError, match=r"^data.synthetic.camera is Sony but data.type is FujiDictSet \(Fuji\); "
+                                          r"set data.synthetic.camera=Fuji"):
+        check_config(cfg)
+    mcr = load_config(str(REPO / "configs" / "CANS" / "MCR.yaml"), ["data.synthetic.auto_create=true"])
+    with pytest.raises(ConfigError, match="no synthetic set stands in for data.type MCRDictSet"):
+        check_config(mcr)
+
+
+@pytest.mark.parametrize("config, patch, block, suggest", [("demo.yaml", 64, 2, 98), ("demo_fuji.yaml", 128, 3, 147),
+                                                           ("demo_fuji.yaml", 200, 3, 201)])
+def test_patch_size_against_the_smallest_input(config, patch, block, suggest):
+    cfg = load_config(str(REPO / "configs" / config), [f"data.train.patch_size={patch}"])
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"data.train.patch_size: {patch} does not fit this model: a patch must be a multiple of "
+                          f"{block}") and msg.endswith(f"set data.train.patch_size={suggest}"), msg
+    # the smallest valid patch is accepted, and it is what the model takes
+    ok = load_config(str(REPO / "configs" / config), [f"data.train.patch_size={block * smallest_input(cfg)}"])
+    check_config(ok)
+    model = build_model(ok)
+    assert smallest_input(ok) == model.min_input_size
+    side = smallest_input(ok)
+    rgb, raw = model(torch.zeros(1, ok["model"]["in_channel"], side, side))
+    assert rgb.shape[-1] == side * block
+
+
+def test_smallest_input_follows_the_depth():
+    for depth in (2, 3, 4):
+        cfg = validate({"model": dict(TINY_CANS, enc_blk_nums=[1] * depth, dec_blk_nums=[1] * depth)})
+        assert smallest_input(cfg) == build_model(cfg).min_input_size
+
+
+@pytest.mark.parametrize("enc, dec", [([], [2, 2, 2, 2]), ([1, 1], [2, 2, 2, 2])])
+def test_encoder_and_decoder_lists_of_different_lengths_are_refused_before_the_model(enc, dec):
+    cfg = validate({"model": {"enc_blk_nums": enc, "dec_blk_nums": dec}})
+    with pytest.raises(ConfigError) as info:
+        check_config(cfg)
+    text = str(info.value)
+    assert "model.enc_blk_nums" in text and "model.dec_blk_nums" in text and "same length" in text, text
