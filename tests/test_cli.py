@@ -27,6 +27,7 @@ def test_cli_turns_user_errors_into_one_line(capsys):
 
 def test_cli_turns_a_failing_torch_compile_into_one_line_naming_the_switch(capsys):
     import torch
+
     from cans.cli import run_cli
 
     def no_triton(gm, example_inputs):  # what inductor raises on a CUDA machine without Triton

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, load_script, one_error_line, write
 
 from cans.config import ConfigError, dump_config, load_config, split_options
-
-from helpers import REPO, load_script, one_error_line, write
 
 
 def test_inheritance_chain_and_merge(tmp_path):

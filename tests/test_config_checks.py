@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import REPO, TINY_CANS
 
 from cans.config import ConfigError, load_config, validate
 from cans.config_checks import check_config, smallest_input
 from cans.models import build_model
-
-from helpers import REPO, TINY_CANS
 
 
 def test_every_shipped_config_passes_the_cross_checks():

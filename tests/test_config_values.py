@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+from helpers import REPO
 
 from cans.config import SCHEMA, ConfigError, Field, load_config, validate
 from cans.config_checks import check_config
-
-from helpers import REPO
 
 DEMO = str(REPO / "configs" / "demo.yaml")
 

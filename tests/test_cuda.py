@@ -17,13 +17,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REFERENCE
 import torch
+from conftest import REFERENCE
+from helpers import REPO
 
 from cans.engine.fastpath import apply_fast_path, plan_fast_path, set_backend_flags
 from cans.models import build_model
-
-from helpers import REPO
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on a GPU machine: "
@@ -135,6 +134,7 @@ def test_low_precision_outputs_close_to_fp32(synthetic_test_images, amp):
 
 def test_fp16_step_with_grad_scaler(tmp_path):
     from helpers import TinyPairs, make_cfg
+
     from cans.train.trainer import Trainer
 
     cfg = make_cfg(tmp_path, epochs=1, deterministic=False, save_per_epoch=0)
@@ -252,6 +252,7 @@ def test_infer_script_on_gpu(tmp_path):
     pytest.importorskip("rawpy", reason="infer.py reads RAW files through rawpy")
     pytest.importorskip("tifffile")
     import numpy as np
+
     from cans.data.synthetic import write_dng
 
     tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1],
@@ -339,6 +340,7 @@ def test_out_of_memory_on_the_whole_frame_retries_in_tiles():
 def test_triton_swap_under_inductor_compile():
     pytest.importorskip("triton")
     from torch._dynamo.testing import CompileCounterWithBackend
+
     from cans.engine.fastpath import compile_model
     from cans.kernels import swap_rde_dwconv
 

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
+from helpers import REPO
 
 from cans.config import SCHEMA, ConfigError, Field, load_config, parse_override
-
-from helpers import REPO
 
 DOCS = ["README.md", "datasets/README.md"] + sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md"))
 

@@ -5,9 +5,7 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO
-
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: gpu_check.sh would run the checks")

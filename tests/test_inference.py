@@ -6,17 +6,16 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REFERENCE
 import torch
+from conftest import REFERENCE
 
 pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
-from cans.inference import (InferenceError, auto_ratio, enhance, periodic_pad, phase_offset,  # noqa: E402
-                            read_mosaic)
-from cans.models import build_model  # noqa: E402
-
 from helpers import DEMO, REPO, load_script, one_error_line, write  # noqa: E402
+
+from cans.inference import InferenceError, auto_ratio, enhance, periodic_pad, phase_offset, read_mosaic  # noqa: E402
+from cans.models import build_model  # noqa: E402
 
 synthetic = pytest.importorskip("cans.data.synthetic")
 packing = pytest.importorskip("cans.data.packing")
@@ -422,9 +421,9 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     import torch
     pytest.importorskip("rawpy")
 
+    from cans.config import validate
     from cans.data.synthetic import write_dng
     from cans.models import build_model
-    from cans.config import validate
 
     repo = REPO
     tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],

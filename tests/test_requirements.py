@@ -4,11 +4,9 @@ import subprocess
 import sys
 
 import pytest
-
-from cans.requirements import MIN_TORCH, check_torch_version, release
-
 from helpers import REPO
 
+from cans.requirements import MIN_TORCH, check_torch_version, release
 
 
 @pytest.mark.parametrize("version", ["2.1.2+cu121", "2.3.1", "1.13.1", "2.0.0"])

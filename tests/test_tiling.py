@@ -2,17 +2,24 @@
 the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn as nn
+from helpers import REPO
 
 from cans.inference import apply_orientation
 from cans.models import build_model
-from cans.tiling import (FallbackModel, GlobalPoolStats, TiledModel, check_tile_arguments, compare_tiling,
-                         run_with_fallback, tile_for_memory, tile_for_model, tile_starts)
-
-from helpers import REPO
+from cans.tiling import (
+    FallbackModel,
+    GlobalPoolStats,
+    TiledModel,
+    check_tile_arguments,
+    compare_tiling,
+    run_with_fallback,
+    tile_for_memory,
+    tile_for_model,
+    tile_starts,
+)
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 

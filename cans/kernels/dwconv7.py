@@ -201,7 +201,7 @@ def launch_config(h: int, w: int, block: Optional[tuple] = None) -> tuple:
     Tiles of 1024 pixels or more run with 8 warps: with 4, ptxas gives the three kernels about 255
     registers per thread for a 16 x 64 tile (spilling in the forward), so only 8 warps fit on an
     SM; with 8 warps each thread holds half the pixels and about 105 registers (sm_90; float32
-    and bfloat16, no spills; ``tests/test_triton_dwconv.py`` checks this without a GPU)."""
+    and bfloat16, no spills; ``tests/kernels/test_dwconv7.py`` checks this without a GPU)."""
     bh, bw = block if block is not None else ((16, 64) if w >= 64 else (32, 32))
     return bh, bw, 8 if bh * bw >= 1024 else 4
 

@@ -52,14 +52,14 @@ SPECS: Dict[str, ModeSpec] = {
     "bf16_compile": ModeSpec(amp="bf16", compile=True),
     "triton_dwconv": ModeSpec(triton_dwconv=True,
                               needs_cuda="the Triton kernel runs on CUDA (its correctness is tested on the CPU "
-                                         "under TRITON_INTERPRET=1: tests/test_triton_dwconv.py)"),
+                                         "under TRITON_INTERPRET=1: tests/kernels/test_dwconv7.py)"),
     "bf16_triton": ModeSpec(amp="bf16", triton_dwconv=True,
                             needs_cuda="the Triton kernel runs on CUDA (its bfloat16 path is tested on a GPU: "
                                        "tests/test_cuda.py)"),
     "fast": ModeSpec(),  # replaced by the device's fast-path plan in mode_spec()
     "fast_triton": ModeSpec(triton_dwconv=True,  # the CUDA fast-path plan with the kernel, in mode_spec()
                             needs_cuda="the fast path with the Triton kernel is the CUDA plan (its compiled graph "
-                                       "is tested on the CPU: tests/test_triton_dwconv.py)"),
+                                       "is tested on the CPU: tests/kernels/test_dwconv7.py)"),
 }
 MODES = tuple(SPECS)
 TOP_KERNELS = 15

@@ -8,14 +8,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, load_script, one_error_line, write
 from torch.utils.data import DataLoader
 
 from cans.config import load_config
 from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset, collate_samples
 from cans.data.prepare import cache_path, prepare_sid
 from cans.data.synthetic import make_synthetic_sid, write_dng
-
-from helpers import REPO, load_script, one_error_line, write
 
 QUIET = dict(log=lambda *_: None)
 
@@ -237,6 +236,7 @@ def test_mcr_ratio_not_capped_and_16bit_png_refused(tmp_path):
 def _score_test_split(ds):
     """evaluate() with an oracle-free stand-in model (identity on RAW, grey RGB) over a real DataLoader."""
     from torch.utils.data import DataLoader
+
     from cans.data import collate_samples
     from cans.evaluate.scores import evaluate
 

@@ -2,12 +2,19 @@
 
 import pytest
 from conftest import REFERENCE
+from helpers import REPO
 
 from cans.data.errors import DataError
-from cans.data.lists import (MISALIGNED_SONY_SCENES, drop_scenes, keep_first_capture, mcr_exposures,
-                             parse_mcr_list, parse_sid_list, sid_name_parts, sid_ratio)
-
-from helpers import REPO
+from cans.data.lists import (
+    MISALIGNED_SONY_SCENES,
+    drop_scenes,
+    keep_first_capture,
+    mcr_exposures,
+    parse_mcr_list,
+    parse_sid_list,
+    sid_name_parts,
+    sid_ratio,
+)
 
 REF = REFERENCE
 

@@ -5,8 +5,21 @@ import numpy as np
 import pytest
 from conftest import REFERENCE
 
-from cans.data.packing import (BAYER_RGGB, XTRANS_PATTERN, cfa_cell, mosaic_bayer, mosaic_cell, mosaic_xtrans,
-                               pack_bayer, pack_xtrans, phase_crop, phase_offset, unpack_bayer, unpack_xtrans, wb_vector)
+from cans.data.packing import (
+    BAYER_RGGB,
+    XTRANS_PATTERN,
+    cfa_cell,
+    mosaic_bayer,
+    mosaic_cell,
+    mosaic_xtrans,
+    pack_bayer,
+    pack_xtrans,
+    phase_crop,
+    phase_offset,
+    unpack_bayer,
+    unpack_xtrans,
+    wb_vector,
+)
 
 REF = REFERENCE
 

@@ -13,13 +13,20 @@ import pytest
 rawpy = pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
+from helpers import REPO, load_script  # noqa: E402
+
 from cans.data import DataError, build_dataset  # noqa: E402
 from cans.data.packing import XTRANS_PATTERN  # noqa: E402
-from cans.data.rawpair import (FileMeta, RawPairDataset, XTransPairDataset, metadata_ratio, parse_pair_list,  # noqa: E402
-                               prepare_pairs, read_pair_file)
+from cans.data.rawpair import (  # noqa: E402
+    FileMeta,
+    RawPairDataset,
+    XTransPairDataset,
+    metadata_ratio,
+    parse_pair_list,
+    prepare_pairs,
+    read_pair_file,
+)
 from cans.data.synthetic import write_dng  # noqa: E402
-
-from helpers import REPO, load_script  # noqa: E402
 
 H, W = 64, 96
 WHITE = 4095
@@ -318,8 +325,7 @@ class _FakeRaw:
 def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, desc, expect):
     import importlib.util
 
-    from cans.data import DataError
-    from cans.data import raw_io
+    from cans.data import DataError, raw_io
     from cans.data.rawpair import RawPairDataset
     from cans.inference import InferenceError, read_mosaic
 

@@ -20,12 +20,12 @@ rawpy = pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 torch = pytest.importorskip("torch")
 
+from helpers import REPO  # noqa: E402
+
 from cans.data import DataError  # noqa: E402
 from cans.data.packing import XTRANS_PATTERN, pack_xtrans  # noqa: E402
 from cans.data.rawpair import XTransPairDataset, prepare_pairs  # noqa: E402
 from cans.data.synthetic import make_own_camera_set  # noqa: E402
-
-from helpers import REPO  # noqa: E402
 
 H, W = 96, 144                  # sensor pixels; packed 30 x 46 after the (1, 2) phase crop
 CROP = (1, 2)                   # the synthetic camera's filter is XTRANS_PATTERN shifted by one row, two columns

@@ -4,14 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 
 from cans.config import load_config
-from cans.data import (DATASETS, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset,
-                       ensure_synthetic)
+from cans.data import DATASETS, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset, ensure_synthetic
 from cans.data.prepare import cache_path, save_npy
 from cans.data.synthetic import make_synthetic_sid
-
-from helpers import REPO
 
 QUIET = dict(log=lambda *_: None)
 SMALL = dict(scenes=3, height=192, width=288, progress=False, log=lambda *_: None)

@@ -9,12 +9,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO, TINY_CANS, load_script, one_error_line
 
 from cans.config import validate
 from cans.engine import checkpoint as ck
 from cans.models import build_model
-
-from helpers import DEMO, TINY_CANS, load_script, one_error_line
 
 
 def _state(v):

@@ -13,12 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cans.engine.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, read_torch_file,
-                                    trusted_checkpoints)
-from cans.models import build_model
-
 from helpers import REPO
+
+from cans.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_weights,
+    read_torch_file,
+    trusted_checkpoints,
+)
+from cans.models import build_model
 
 TINY = dict(type="CANS", in_channel=4, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1],
             adaptive_size=2, block_size=2)

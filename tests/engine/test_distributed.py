@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import torch
-
 from helpers import REPO, TESTS
 
 SCRIPT = textwrap.dedent("""

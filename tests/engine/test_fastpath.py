@@ -4,14 +4,12 @@ backend: no inductor build, so it is quick on the CPU)."""
 
 import pytest
 import torch
+from helpers import REPO
 
 from cans.config import load_config
 from cans.engine.fastpath import apply_fast_path, compile_model, plan_fast_path, plan_from_config
 from cans.kernels import triton_available
 from cans.models import build_model
-
-from helpers import REPO
-
 
 
 def test_cpu_plan_changes_nothing():
@@ -54,6 +52,7 @@ def test_applying_the_cpu_plan_leaves_model_and_flags_alone():
 
 def test_trainer_on_the_cpu_stays_eager(tmp_path):
     from helpers import TinyPairs, make_cfg
+
     from cans.train.trainer import Trainer
 
     tr = Trainer(make_cfg(tmp_path, epochs=1), train_set=TinyPairs(n=2, size=16), valid_set=False, progress=False,

@@ -1,14 +1,12 @@
 """The paper's test protocol: which SID frames the paper configs score, and the warnings when a run differs."""
 
 import pytest
+from helpers import REPO
 
 from cans.config import load_config
 from cans.data.lists import keep_first_capture, parse_sid_list
-from cans.evaluate.scores import ratio_group
 from cans.evaluate.protocol import describe_protocol, paper_differences
-
-from helpers import REPO
-
+from cans.evaluate.scores import ratio_group
 
 
 @pytest.mark.parametrize("config, expected", [

@@ -6,15 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TESTS, Oracle, PairSet
 from torch.utils.data import DataLoader
 
-from cans.evaluate.scores import (evaluate, format_tables, summarize, write_metrics_csv,
-                                  write_metrics_json)
-from cans.evaluate.paper import PAPER
 from cans.evaluate.metrics import psnr
+from cans.evaluate.paper import PAPER
+from cans.evaluate.scores import evaluate, format_tables, summarize, write_metrics_csv, write_metrics_json
 from cans.models import build_model
-
-from helpers import REPO, TESTS, Oracle, PairSet
 
 TINY = {"type": "CANS", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
         "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEMO, REPO, TINY_CANS, IdentityPairs, load_script, one_error_line
 from torch.utils.data import DataLoader
 
 from cans.config import validate
 from cans.data import collate_samples
 from cans.models import build_model
-
-from helpers import DEMO, REPO, TINY_CANS, IdentityPairs, load_script, one_error_line
-
 
 # ---------------------------------------------------- test.py / test.sh end to end on a small synthetic SID
 

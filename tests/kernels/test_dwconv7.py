@@ -16,13 +16,12 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn as nn
+from helpers import REPO
 
-from cans.kernels import TritonDWConv7, dwconv7_reflect, dwconv7_reference, swap_rde_dwconv
+from cans.kernels import TritonDWConv7, dwconv7_reference, dwconv7_reflect, swap_rde_dwconv
 from cans.models import build_model
 from cans.models.blocks import RDE
 from cans.requirements import release
-
-from helpers import REPO
 
 # (shape, tile, bias): two images of two planes, one tile per plane; several tiles per plane,
 # H = 4 (the smallest size reflect padding 3 allows: the top and bottom mirror rows overlap), no

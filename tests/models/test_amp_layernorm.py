@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from cans.config import load_config
-from cans.tools.benchmark import rgb_psnr
 from cans.models import build_model
 from cans.models.blocks import LayerNorm2d
+from cans.tools.benchmark import rgb_psnr
 
 
 def _by_hand(x, ln, eps):

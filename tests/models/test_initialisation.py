@@ -11,14 +11,13 @@ import json
 
 import pytest
 import torch
+from helpers import REPO, TinyPairs
 
 from cans.config import load_config
-from cans.train.trainer import Trainer, seed_everything
 from cans.models import build_model
 from cans.models.backbone import Backbone
 from cans.models.heads import RawHead, RGBHead
-
-from helpers import REPO, TinyPairs
+from cans.train.trainer import Trainer, seed_everything
 
 PAPER = ["CANS/Sony", "CANS/Fuji", "CANS_Plus/Sony", "CANS_Plus/Fuji"]
 REL = 1e-6

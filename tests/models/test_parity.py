@@ -2,14 +2,13 @@
 import re
 
 import pytest
-from conftest import REFERENCE
 import torch
+from conftest import REFERENCE
+from helpers import REPO
 
 from cans.config import load_config
 from cans.engine.checkpoint import load_model_weights as load_weights
 from cans.models import build_model
-
-from helpers import REPO
 
 PARITY_FILES = sorted((REFERENCE / "parity").glob("*.pt")) if REFERENCE.is_dir() else []
 PAPER_CONFIGS = [(t, c) for t in ("CANS", "CANS_Plus") for c in ("Sony", "Fuji", "MCR")]

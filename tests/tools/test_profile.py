@@ -1,10 +1,9 @@
 """python -m cans.tools.profile: parameters and FLOPs from torch.utils.flop_counter."""
 
-from cans.config import load_config
-from cans.tools.profile import main, profile
-
 from helpers import REPO
 
+from cans.config import load_config
+from cans.tools.profile import main, profile
 
 
 def test_cans_plus_sony_cost_matches_design():

@@ -4,6 +4,7 @@ import re
 
 def test_warnings_once_and_log_lines_never_glued_to_a_bar(tmp_path, capsys):
     from tqdm import tqdm
+
     from cans.train.logger import RunLogger
 
     log = RunLogger(str(tmp_path), tensorboard=False)

@@ -10,13 +10,11 @@ import sys
 
 import pytest
 import torch
+from helpers import DEMO, REPO, TINY_CANS, load_script, one_error_line
 
 from cans.config import load_config, validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import Trainer
-
-from helpers import DEMO, REPO, TINY_CANS, load_script, one_error_line
-
 
 TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]", "model.middle_blk_num=1"]
 
@@ -130,6 +128,7 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
     SIGKILL in its second epoch and resumed from last.pth ends with the weights of a run never killed."""
     import subprocess
     import time
+
     from cans.data import ensure_synthetic
     ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
     env = dict(os.environ, PYTHONUNBUFFERED="1")

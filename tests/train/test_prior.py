@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cans.train.prior import AdaptivePrior, mgda_gamma, shared_parameters
 from cans.models import build_model
+from cans.train.prior import AdaptivePrior, mgda_gamma, shared_parameters
 
 
 def brute_force_gamma(g1, g2, n=20001):

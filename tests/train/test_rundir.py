@@ -1,9 +1,8 @@
 """cans.train.rundir: one writer per run folder, across processes."""
 import pytest
+from helpers import REPO
 
 from cans.config import ConfigError
-
-from helpers import REPO
 
 
 def test_a_run_in_another_process_holds_the_folder(tmp_path):
@@ -11,6 +10,7 @@ def test_a_run_in_another_process_holds_the_folder(tmp_path):
     folder over once the first is gone (however it ended)."""
     import subprocess
     import sys
+
     from cans.train.rundir import RunLock
     code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from cans.train.rundir import RunLock; "
             "lock = RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(60)")

@@ -7,12 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_CANS, IdentityPairs, TinyPairs, make_cfg, tiny_trainer, weights
 
 from cans.config import validate
 from cans.engine.checkpoint import load_checkpoint
 from cans.train.trainer import NonFiniteLossError, Trainer, cosine_lr
-
-from helpers import TINY_CANS, IdentityPairs, TinyPairs, make_cfg, tiny_trainer, weights
 
 
 def trained_once(folder, n: int):
@@ -282,6 +281,7 @@ def test_ctrl_c_during_validation_resumes_at_that_validation(tmp_path):
 
 def test_sigterm_stops_after_the_step_and_cannot_break_that_save(tmp_path, monkeypatch):
     import signal
+
     from cans.engine import checkpoint as checkpoint_mod
     from cans.train.trainer import sigterm_as_interrupt
 

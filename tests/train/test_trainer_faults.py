@@ -9,12 +9,11 @@ import signal
 
 import pytest
 import torch
+from helpers import TinyPairs, make_cfg, tiny_trainer, weights
 
 from cans.config import ConfigError
 from cans.engine.checkpoint import DiskFullError, load_checkpoint
 from cans.train.trainer import NonFiniteLossError, Trainer
-
-from helpers import TinyPairs, make_cfg, tiny_trainer, weights
 
 
 def worker_cfg(folder, **train):
