@@ -126,9 +126,11 @@ def scan(paths: Sequence[str]) -> List[FrameInfo]:
     first = infos[0]
     for info in infos[1:]:
         if info.camera != first.camera:
-            raise DataError(f"{info.path}: another camera than {first.path} (colour matrix, CFA "
-                            f"'{info.pattern}' vs '{first.pattern}' or white level {info.white:g} vs "
-                            f"{first.white:g} differ); calibrate one camera at a time")
+            a, b = json.loads(info.camera), json.loads(first.camera)
+            what = [f"{name} {a[key]!r} vs {b[key]!r}" if key != "matrix" else "the colour matrix"
+                    for key, name in (("cfa", "CFA"), ("white", "white level"), ("matrix", "")) if a[key] != b[key]]
+            raise DataError(f"{info.path}: another camera than {first.path} ({' and '.join(what)} "
+                            f"{'differ' if len(what) > 1 else 'differs'}); calibrate one camera at a time")
         if info.shape != first.shape:
             raise DataError(f"{info.path}: {info.shape[0]}x{info.shape[1]} pixels, but {first.path} has "
                             f"{first.shape[0]}x{first.shape[1]}; all frames must have one size (same camera, "
@@ -205,8 +207,10 @@ def dark_statistics(paths: Sequence[str], seed: int = 0) -> DarkStats:
     read_var = max(pixel_var - QUANT_VAR, 0.0)
     rm = np.asarray(row_means)
     dev = rm - rm.mean(axis=0, keepdims=True)                          # a fixed row pattern is not noise
-    # n - 1: the mean over frames removed; H / (H - 1): each frame's own mean (the site means) removed
-    row_total = float(np.square(dev).sum()) / (rm.shape[1] * (n - 1)) * rm.shape[1] / (rm.shape[1] - 1)
+    # n - 1: each row's mean over frames removed; H / (H - 2): each frame's site means removed, a mean over
+    # the H / 2 rows of one parity (even rows hold sites 0 and 1, odd rows 2 and 3)
+    h_rows = rm.shape[1]
+    row_total = float(np.square(dev).sum()) / (h_rows * (n - 1)) * h_rows / (h_rows - 2)
     row_var = max(row_total - pixel_var / width, 0.0)
     residuals = np.concatenate(samples)
     lam, scale = tukey_fit(residuals)

@@ -116,6 +116,11 @@ def _case(name, root):
     odd = os.path.join(dark, "odd.dng")
     if name == "mixed cameras":
         _other_dng(odd, color_matrix=np.eye(3))
+    elif name == "another white level":
+        _other_dng(odd, white=4095)
+    elif name == "no RAW files":
+        for n in os.listdir(flat):
+            os.rename(os.path.join(flat, n), os.path.join(flat, n + ".txt"))
     elif name == "mixed sizes":
         _other_dng(odd, shape=(32, 48))
     elif name == "missing ISO":
@@ -133,7 +138,9 @@ BAD = {
     "one flat frame per level": "the only flat frame of ISO 800 at 0.02 s",
     "clipped flats": "only 1 brightness level(s) left unclipped",
     "single ISO": "need at least two ISOs",
-    "mixed cameras": "another camera than",
+    "mixed cameras": "(the colour matrix differs)",
+    "another white level": "(white level 4095.0 vs 16383.0 differs)",
+    "no RAW files": "--flat: no RAW files in",
     "mixed sizes": "32x48 pixels, but",
     "missing ISO": "no ISO in the file's metadata",
     "X-Trans": "X-Trans is not supported",
