@@ -1,0 +1,592 @@
+"""Noise calibration of a Bayer camera from dark and flat frames (ELD, Wei et al. CVPR 2020).
+
+What ``scripts/calibrate_noise.py`` runs; the shooting guide and the profile format are in
+docs/noise_calibration.md. All values are digital numbers (DN) of the camera's own raw scale,
+after the black level of the file's metadata is subtracted.
+
+Noise model of a frame (per pixel, DN above black)::
+
+    x = K * Poisson(signal / K) + read + row + black_bias, rounded to whole DN
+
+``K``: system gain (DN per photo-electron); ``read``: per-pixel read noise, Tukey-lambda with
+shape ``read_lambda`` and scale ``read_scale`` (standard deviation ``read_sigma``); ``row``: one
+Gaussian value per row and frame (``row_sigma``); ``black_bias``: the dark mean's offset from
+the metadata black level. The rounding adds 1/12 DN^2, which ``read_sigma`` leaves out (a
+generator adds it as uniform quantisation noise, as ``cans.data.synthetic.add_noise`` does).
+
+Per ISO (:func:`dark_statistics`, :func:`photon_transfer`):
+
+* dark frames -> ``black_bias`` (per CFA site and mean), ``row_sigma`` (variance of the row
+  means, each row's mean over frames removed: a fixed row pattern is not noise), ``read_sigma``
+  (variance of the pixels minus their row mean) and the Tukey-lambda shape by the
+  probability-plot correlation (``scipy.stats.ppcc_max``) and scale (slope of the probability plot);
+* flat frames -> ``K`` from the photon transfer: for two frames of one exposure, per CFA site,
+  ``var(a - b) / 2 = K * mean + c`` (the difference cancels the fixed pattern and the
+  illumination); a weighted line through every level and site; clipped sites left out.
+
+Across ISOs (:func:`fit_across_isos`): ``log(sigma) = slope * log(K) + bias`` (natural logs) for
+read, row and Tukey scale, with the residual standard deviation as ``*_jitter``: the keys of
+:data:`cans.data.synthetic.NOISE`, so a profile's ``fit`` is a noise model of the same form.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import DataError
+from .raw_io import _raw_from_handle, open_raw
+
+MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
+MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)
+CLIP_FRACTION = 1e-4       # a site of a flat pair is clipped when more of its pixels than this reach white
+LAMBDA_SAMPLES = 100_000   # dark residuals used for the Tukey-lambda shape (a random subset)
+QUANT_VAR = 1.0 / 12.0     # variance of rounding to whole DN
+PROFILE_VERSION = 1
+
+PER_ISO_KEYS = ("K", "read_sigma", "row_sigma", "read_lambda", "black_bias")
+FIT_KEYS = ("k_min", "k_max", "read_slope", "read_bias", "read_jitter", "row_slope", "row_bias", "row_jitter")
+
+
+# ---------------------------------------------------------------------------------------
+# Reading and grouping
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class FrameInfo:
+    """Metadata of one calibration frame: shape (H, W), CFA letters ('RGGB'), per-site black
+    (2, 2), white level, ISO, exposure time in s (0 = unknown) and a camera key (colour matrix,
+    CFA, white) that tells cameras apart."""
+    path: str
+    shape: Tuple[int, int]
+    pattern: str
+    black: np.ndarray
+    white: float
+    iso: int
+    exposure: float
+    camera: str
+
+
+def read_frame(path: str, pixels: bool = True) -> Tuple[FrameInfo, Optional[np.ndarray]]:
+    """(metadata, (H, W) float64 mosaic minus the per-site black of the metadata, or None).
+
+    DataError naming the file for an unreadable file, a non-Bayer sensor (X-Trans, ...) or no ISO."""
+    with open_raw(path) as rp:
+        rf = _raw_from_handle(rp, path)
+        try:
+            iso = float(rp.other.iso_speed)
+            exposure = float(rp.other.shutter_speed)
+        except Exception:
+            iso, exposure = 0.0, 0.0
+        try:
+            matrix = np.round(np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3], 4).tolist()
+        except Exception:
+            matrix = []
+    if rf.cfa.shape != (2, 2) or sorted(rf.cfa.reshape(-1).tolist()) != [0, 1, 1, 2]:
+        raise DataError(f"{path}: a {rf.cfa.shape[0]}x{rf.cfa.shape[1]} colour filter ('{rf.pattern[:8]}'); "
+                        f"noise calibration reads Bayer files only (2x2 cell, RGGB/GRBG/GBRG/BGGR), "
+                        f"X-Trans is not supported")
+    if not (math.isfinite(iso) and iso > 0):
+        raise DataError(f"{path}: no ISO in the file's metadata; calibration groups frames by ISO "
+                        f"(use the camera's original RAW files, not converted copies)")
+    if rf.mosaic.shape[0] < 8 or rf.mosaic.shape[1] < 8:
+        raise DataError(f"{path}: image of {rf.mosaic.shape[0]}x{rf.mosaic.shape[1]} is too small")
+    info = FrameInfo(path=path, shape=tuple(rf.mosaic.shape), pattern=rf.pattern,
+                     black=rf.black.astype(np.float64), white=float(rf.white), iso=int(round(iso)),
+                     exposure=exposure if math.isfinite(exposure) and exposure > 0 else 0.0,
+                     camera=json.dumps({"matrix": matrix, "cfa": rf.pattern, "white": rf.white}))
+    mosaic = None
+    if pixels:
+        h, w = rf.mosaic.shape
+        mosaic = rf.mosaic.astype(np.float64) - np.tile(info.black, (h // 2 + 1, w // 2 + 1))[:h, :w]
+    return info, mosaic
+
+
+def list_raw_files(folder: str, what: str) -> List[str]:
+    """The RAW files (by extension, hidden files left out) directly in ``folder``, sorted by name."""
+    from ..inference import RAW_EXTENSIONS
+
+    if not os.path.isdir(folder):
+        raise DataError(f"{what}: {folder} is not a folder")
+    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                   if not n.startswith(".") and os.path.splitext(n)[1].lower() in RAW_EXTENSIONS
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not paths:
+        raise DataError(f"{what}: no RAW files in {folder} (expected extensions such as .dng, .arw, .nef, .cr2)")
+    return paths
+
+
+def scan(paths: Sequence[str]) -> List[FrameInfo]:
+    """Metadata of every file; DataError when they come from several cameras or have several sizes."""
+    infos = [read_frame(p, pixels=False)[0] for p in paths]
+    first = infos[0]
+    for info in infos[1:]:
+        if info.camera != first.camera:
+            a, b = json.loads(info.camera), json.loads(first.camera)
+            what = [f"{name} {a[key]!r} vs {b[key]!r}" if key != "matrix" else "the colour matrix"
+                    for key, name in (("cfa", "CFA"), ("white", "white level"), ("matrix", "")) if a[key] != b[key]]
+            raise DataError(f"{info.path}: another camera than {first.path} ({' and '.join(what)} "
+                            f"{'differ' if len(what) > 1 else 'differs'}); calibrate one camera at a time")
+        if info.shape != first.shape:
+            raise DataError(f"{info.path}: {info.shape[0]}x{info.shape[1]} pixels, but {first.path} has "
+                            f"{first.shape[0]}x{first.shape[1]}; all frames must have one size (same camera, "
+                            f"same RAW size setting)")
+    return infos
+
+
+def group_by_iso(infos: Sequence[FrameInfo]) -> Dict[int, List[FrameInfo]]:
+    """ISO -> its frames (sorted by path), ISOs ascending."""
+    groups: Dict[int, List[FrameInfo]] = {}
+    for info in infos:
+        groups.setdefault(info.iso, []).append(info)
+    return {iso: sorted(groups[iso], key=lambda i: i.path) for iso in sorted(groups)}
+
+
+def _site_view(mosaic: np.ndarray, site: int) -> np.ndarray:
+    """Pixels of cell site ``site`` (0..3, row by row) of an (H, W) mosaic (even-cropped)."""
+    return mosaic[site // 2::2, site % 2::2]
+
+
+# ---------------------------------------------------------------------------------------
+# Per-ISO estimates
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class DarkStats:
+    """What the dark frames of one ISO give (DN): ``black_bias`` per site (2x2 row by row) and
+    mean, ``read_sigma``, ``row_sigma``, ``read_lambda`` and ``read_scale`` (Tukey-lambda)."""
+    black_bias_sites: List[float]
+    black_bias: float
+    read_sigma: float
+    row_sigma: float
+    read_lambda: float
+    read_scale: float
+    frames: int
+    residuals: np.ndarray = field(repr=False, default=None)
+
+
+def tukey_fit(samples: np.ndarray) -> Tuple[float, float]:
+    """(shape lambda, scale) of a Tukey-lambda fitted to zero-mean ``samples``: the shape maximises the
+    probability-plot correlation coefficient, the scale is the probability plot's slope."""
+    from scipy import stats
+
+    x = np.asarray(samples, dtype=np.float64)
+    lam = float(stats.ppcc_max(x, brack=(-0.3, 0.2), dist="tukeylambda"))
+    lam = float(np.clip(lam, -1.0, 1.0))
+    (_, _), (slope, _, _) = stats.probplot(x, sparams=(lam,), dist="tukeylambda", fit=True)
+    return lam, float(slope)
+
+
+def dark_statistics(paths: Sequence[str], seed: int = 0) -> DarkStats:
+    """Estimates from the dark frames of one ISO (see the module docstring); frames read one at a time."""
+    rng = np.random.default_rng(seed)
+    n = len(paths)
+    per_frame = max(1, LAMBDA_SAMPLES // n)
+    site_means, row_means, samples = [], [], []
+    sq, count = 0.0, 0
+    width = None
+    for path in paths:
+        _, x = read_frame(path)
+        h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+        x = x[:h, :w]
+        width = w
+        sites = [float(_site_view(x, s).mean()) for s in range(4)]
+        site_means.append(sites)
+        flat = x - np.tile(np.array(sites).reshape(2, 2), (h // 2, w // 2))  # per-site offsets removed
+        rows = flat.mean(axis=1)
+        row_means.append(rows)
+        resid = flat - rows[:, None]
+        sq += float(np.square(resid).sum())
+        count += resid.size
+        samples.append(rng.choice(resid.reshape(-1), size=min(per_frame, resid.size), replace=False))
+    pixel_var = sq / count * width / (width - 1)                    # the row mean took one degree of freedom
+    read_var = max(pixel_var - QUANT_VAR, 0.0)
+    rm = np.asarray(row_means)
+    dev = rm - rm.mean(axis=0, keepdims=True)                          # a fixed row pattern is not noise
+    # n - 1: each row's mean over frames removed; H / (H - 2): each frame's site means removed, a mean over
+    # the H / 2 rows of one parity (even rows hold sites 0 and 1, odd rows 2 and 3)
+    h_rows = rm.shape[1]
+    row_total = float(np.square(dev).sum()) / (h_rows * (n - 1)) * h_rows / (h_rows - 2)
+    row_var = max(row_total - pixel_var / width, 0.0)
+    residuals = np.concatenate(samples)
+    lam, scale = tukey_fit(residuals)
+    bias_sites = np.asarray(site_means).mean(axis=0)
+    return DarkStats(black_bias_sites=[float(v) for v in bias_sites], black_bias=float(bias_sites.mean()),
+                     read_sigma=math.sqrt(read_var), row_sigma=math.sqrt(row_var), read_lambda=lam,
+                     read_scale=scale, frames=n, residuals=residuals)
+
+
+@dataclass
+class PhotonTransfer:
+    """The photon transfer of one ISO: points (mean DN above black, half the variance of a pair's
+    difference) with their site, the fitted line ``var = K * mean + intercept``, and what was left out."""
+    means: np.ndarray
+    variances: np.ndarray
+    sites: np.ndarray
+    K: float
+    intercept: float
+    levels: int
+    clipped: List[str]
+
+
+def photon_transfer(levels: Mapping[float, Sequence[FrameInfo]], black_bias_sites: Sequence[float],
+                    white: float, iso: int) -> PhotonTransfer:
+    """K of one ISO from its flat frames, grouped by exposure time (``levels``: time -> >= 2 frames).
+
+    Each level's frames are taken in disjoint pairs; per pair and CFA site a point (mean of the
+    pair, var(a - b) / 2), left out when more than :data:`CLIP_FRACTION` of either frame's pixels of
+    that site reach the white level. The line is fitted by least squares weighted by the expected
+    variance of each point's variance (1 / var^2), twice (the second time with the first fit's
+    variances). DataError when fewer than :data:`MIN_FLAT_LEVELS` levels keep an unclipped point."""
+    means, variances, sites, clipped = [], [], [], []
+    used_levels = set()
+    bias = np.asarray(black_bias_sites, dtype=np.float64)
+    for t, frames in sorted(levels.items()):
+        for a_info, b_info in zip(frames[0::2], frames[1::2]):
+            a_meta, a = read_frame(a_info.path)
+            _, b = read_frame(b_info.path)
+            h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
+            for s in range(4):
+                limit = white - float(a_meta.black[s // 2, s % 2]) - 0.5   # DN above black that is white
+                sa, sb = _site_view(a[:h, :w], s), _site_view(b[:h, :w], s)
+                if (np.count_nonzero(sa >= limit) > CLIP_FRACTION * sa.size
+                        or np.count_nonzero(sb >= limit) > CLIP_FRACTION * sb.size):
+                    clipped.append(f"{os.path.basename(a_info.path)}+{os.path.basename(b_info.path)} "
+                                   f"site {s} ({a_meta.pattern[s]})")
+                    continue
+                diff = sa - sb
+                means.append(float((sa.mean() + sb.mean()) / 2.0 - bias[s]))
+                variances.append(float(diff.var() / 2.0))
+                sites.append(s)
+                used_levels.add(t)
+    if len(used_levels) < MIN_FLAT_LEVELS:
+        if clipped:
+            raise DataError(f"flat frames of ISO {iso}: only {len(used_levels)} brightness level(s) left "
+                            f"unclipped ({len(clipped)} clipped, e.g. {clipped[0]}); expected at least "
+                            f"{MIN_FLAT_LEVELS}: shoot shorter exposures so that no channel reaches white")
+        raise DataError(f"flat frames of ISO {iso}: {len(used_levels)} brightness level(s); expected at "
+                        f"least {MIN_FLAT_LEVELS} exposure times with two frames each")
+    mu, var = np.asarray(means), np.asarray(variances)
+    design = np.stack([mu, np.ones_like(mu)], axis=1)
+    weight = 1.0 / np.maximum(var, 1e-6) ** 2
+    for _ in range(2):
+        coef = np.linalg.lstsq(design * np.sqrt(weight)[:, None], var * np.sqrt(weight), rcond=None)[0]
+        weight = 1.0 / np.maximum(design @ coef, 1e-6) ** 2
+    if not coef[0] > 0:
+        raise DataError(f"flat frames of ISO {iso}: the variance does not grow with the brightness "
+                        f"(fitted K = {coef[0]:.4g}); are these flat frames of several exposure times?")
+    return PhotonTransfer(means=mu, variances=var, sites=np.asarray(sites), K=float(coef[0]),
+                          intercept=float(coef[1]), levels=len(used_levels), clipped=clipped)
+
+
+def flat_levels(frames: Sequence[FrameInfo], iso: int) -> Dict[float, List[FrameInfo]]:
+    """Exposure time -> the flat frames of one ISO; DataError for a missing exposure time or a
+    level with a single frame (a pair is what cancels the fixed pattern)."""
+    levels: Dict[float, List[FrameInfo]] = {}
+    for info in frames:
+        if info.exposure <= 0:
+            raise DataError(f"{info.path}: no exposure time in the file's metadata; flat frames are grouped "
+                            f"into brightness levels by exposure time")
+        levels.setdefault(round(info.exposure, 9), []).append(info)
+    for t, group in sorted(levels.items()):
+        if len(group) < 2:
+            raise DataError(f"{group[0].path}: the only flat frame of ISO {iso} at {t:g} s; expected at "
+                            f"least 2 frames per exposure time (their difference cancels the fixed pattern)")
+    return levels
+
+
+# ---------------------------------------------------------------------------------------
+# Across ISOs
+# ---------------------------------------------------------------------------------------
+
+def log_linear(log_k: np.ndarray, values: np.ndarray) -> Tuple[float, float, float]:
+    """(slope, bias, residual standard deviation) of ``log(values) = slope * log_k + bias``;
+    the residual sigma uses n - 2 degrees of freedom (0 for two ISOs)."""
+    y = np.log(np.maximum(np.asarray(values, dtype=np.float64), 1e-12))
+    slope, bias = np.polyfit(log_k, y, 1)
+    resid = y - (slope * log_k + bias)
+    jitter = math.sqrt(float(np.square(resid).sum()) / (len(y) - 2)) if len(y) > 2 else 0.0
+    return float(slope), float(bias), jitter
+
+
+def fit_across_isos(per_iso: Mapping[int, Mapping[str, float]]) -> Dict[str, float]:
+    """ELD's log-linear fits against log K: ``read_*``, ``row_*``, ``scale_*`` (Tukey scale) as
+    slope / bias / jitter, the K range ``k_min`` / ``k_max``, and the mean and spread of the shape
+    ``read_lambda`` / ``read_lambda_std``. Needs two ISOs of different K."""
+    isos = sorted(per_iso)
+    ks = np.array([per_iso[i]["K"] for i in isos])
+    if len(isos) < 2 or np.ptp(np.log(ks)) < 1e-6:
+        raise DataError(f"the fits against log K need at least two ISOs of different gain; got ISO "
+                        f"{', '.join(str(i) for i in isos)} (shoot dark and flat frames at several ISOs)")
+    log_k = np.log(ks)
+    out: Dict[str, float] = {"k_min": float(ks.min()), "k_max": float(ks.max())}
+    for name, key in (("read", "read_sigma"), ("row", "row_sigma"), ("scale", "read_scale")):
+        slope, bias, jitter = log_linear(log_k, np.array([per_iso[i][key] for i in isos]))
+        out.update({f"{name}_slope": slope, f"{name}_bias": bias, f"{name}_jitter": jitter})
+    lams = np.array([per_iso[i]["read_lambda"] for i in isos])
+    out["read_lambda"] = float(lams.mean())
+    out["read_lambda_std"] = float(lams.std())
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The whole calibration and the profile
+# ---------------------------------------------------------------------------------------
+
+def calibrate(dark_dir: str, flat_dir: str, log: Callable[[str], None] = print) -> Tuple[Dict[str, object], Dict]:
+    """Calibrate from the RAW files in ``dark_dir`` and ``flat_dir``: (profile dict as written by
+    :func:`write_profile`, {ISO: (DarkStats, PhotonTransfer)} for the plots)."""
+    dark_paths = list_raw_files(dark_dir, "--dark")
+    flat_paths = list_raw_files(flat_dir, "--flat")
+    infos = scan(dark_paths + flat_paths)
+    darks = group_by_iso(infos[:len(dark_paths)])
+    flats = group_by_iso(infos[len(dark_paths):])
+    only_dark, only_flat = sorted(set(darks) - set(flats)), sorted(set(flats) - set(darks))
+    if only_dark or only_flat:
+        side = (f"ISO {', '.join(map(str, only_dark))} has dark frames but no flat frames" if only_dark else
+                f"ISO {', '.join(map(str, only_flat))} has flat frames but no dark frames")
+        raise DataError(f"{side}; every ISO needs both (dark frames: {dark_dir}, flat frames: {flat_dir})")
+    first = infos[0]
+    per_iso: Dict[int, Dict[str, object]] = {}
+    details = {}
+    for iso, frames in darks.items():
+        if len(frames) < MIN_DARK_FRAMES:
+            raise DataError(f"{frames[0].path}: ISO {iso} has {len(frames)} dark frame(s); expected at least "
+                            f"{MIN_DARK_FRAMES} (more give better row and read noise estimates)")
+        dark = dark_statistics([f.path for f in frames], seed=iso)
+        ptc = photon_transfer(flat_levels(flats[iso], iso), dark.black_bias_sites, first.white, iso)
+        per_iso[iso] = {"K": ptc.K, "read_sigma": dark.read_sigma, "row_sigma": dark.row_sigma,
+                        "read_lambda": dark.read_lambda, "read_scale": dark.read_scale,
+                        "black_bias": dark.black_bias, "black_bias_sites": dark.black_bias_sites,
+                        "dark_frames": dark.frames, "flat_frames": len(flats[iso]), "flat_levels": ptc.levels,
+                        "clipped_points": len(ptc.clipped)}
+        details[iso] = (dark, ptc)
+        log(f"ISO {iso}: K {ptc.K:.4g} DN/e-, read sigma {dark.read_sigma:.4g} DN (Tukey lambda "
+            f"{dark.read_lambda:.3f}), row sigma {dark.row_sigma:.4g} DN, black bias {dark.black_bias:+.3f} DN "
+            f"({dark.frames} dark, {len(flats[iso])} flat frames, {ptc.levels} levels"
+            + (f", {len(ptc.clipped)} clipped site(s) left out)" if ptc.clipped else ")"))
+    profile = {"version": PROFILE_VERSION,
+               "camera": {"cfa": first.pattern, "white": float(first.white),
+                          "black": [float(v) for v in first.black.reshape(-1)],
+                          "height": int(first.shape[0]), "width": int(first.shape[1])},
+               "per_iso": per_iso, "fit": fit_across_isos(per_iso)}
+    return profile, details
+
+
+def validate_profile(profile: object, where: str) -> Dict[str, object]:
+    """Check a profile's structure (``per_iso`` and ``fit`` keys, finite positive values); DataError
+    naming ``where`` and the key. Returns the profile."""
+    if not isinstance(profile, Mapping):
+        raise DataError(f"{where}: a noise profile must be a mapping with per_iso and fit, got "
+                        f"{type(profile).__name__}")
+    per_iso = profile.get("per_iso")
+    if not isinstance(per_iso, Mapping) or not per_iso:
+        raise DataError(f"{where}: per_iso must map each ISO (an integer) to its K, read_sigma, row_sigma, "
+                        f"read_lambda and black_bias")
+    for iso, values in per_iso.items():
+        if not isinstance(iso, int) or isinstance(iso, bool) or iso <= 0:
+            raise DataError(f"{where}: per_iso key {iso!r} is not an ISO (a positive integer)")
+        if not isinstance(values, Mapping):
+            raise DataError(f"{where}: per_iso.{iso} must be a mapping of {', '.join(PER_ISO_KEYS)}")
+        for key in PER_ISO_KEYS:
+            v = values.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise DataError(f"{where}: per_iso.{iso}.{key} must be a number, got {v!r}")
+            if key in ("K", "read_sigma") and v <= 0 or key == "row_sigma" and v < 0:
+                raise DataError(f"{where}: per_iso.{iso}.{key} must be positive, got {v!r}")
+    fit = profile.get("fit")
+    if not isinstance(fit, Mapping):
+        raise DataError(f"{where}: fit must be a mapping of {', '.join(FIT_KEYS)}")
+    for key in FIT_KEYS:
+        v = fit.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise DataError(f"{where}: fit.{key} must be a number, got {v!r}")
+    if not 0 < fit["k_min"] <= fit["k_max"]:
+        raise DataError(f"{where}: fit.k_min ({fit['k_min']}) and fit.k_max ({fit['k_max']}) must satisfy "
+                        f"0 < k_min <= k_max")
+    return dict(profile)
+
+
+def write_profile(profile: Mapping[str, object], path: str) -> str:
+    """Validate and write ``profile`` as YAML (atomically), with a header comment; returns ``path``."""
+    import yaml
+
+    from ..files import atomic_write_text
+
+    validate_profile(profile, path)
+    plain = json.loads(json.dumps(profile))  # numpy scalars -> Python; keys become strings ...
+    plain["per_iso"] = {int(k): v for k, v in plain["per_iso"].items()}  # ... ISO keys are integers again
+    header = ("# Noise profile written by scripts/calibrate_noise.py (docs/noise_calibration.md).\n"
+              "# DN of this camera's raw scale above black; fit: log(sigma) = slope * log(K) + bias.\n")
+    return atomic_write_text(path, header + yaml.safe_dump(plain, sort_keys=False))
+
+
+def load_profile(path: str) -> Dict[str, object]:
+    """Read and validate a profile written by :func:`write_profile`; DataError naming the file."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise DataError(f"noise profile {path} not found (write one with scripts/calibrate_noise.py)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate_profile(data, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Plots (PNG, no plotting library)
+# ---------------------------------------------------------------------------------------
+
+SITE_COLOURS = {"R": (0.85, 0.1, 0.1), "G": (0.1, 0.6, 0.1), "B": (0.1, 0.2, 0.9)}
+
+
+class Canvas:
+    """A white RGB image with a plot area mapped to data ranges: axes, points and lines drawn as
+    pixels (enough for a photon-transfer or log-log plot; no text)."""
+
+    def __init__(self, height: int = 240, width: int = 320, margin: int = 20):
+        self.img = np.ones((3, height, width), dtype=np.float32)
+        self.h, self.w, self.m = height, width, margin
+        self.x0 = self.x1 = self.y0 = self.y1 = 0.0
+
+    def set_range(self, xs: np.ndarray, ys: np.ndarray) -> None:
+        """Fit the plot area to the data (5 % padding) and draw the axes along the bottom and left."""
+        def pad(lo, hi):
+            span = (hi - lo) or max(abs(hi), 1.0)
+            return lo - 0.05 * span, hi + 0.05 * span
+        self.x0, self.x1 = pad(float(np.min(xs)), float(np.max(xs)))
+        self.y0, self.y1 = pad(float(np.min(ys)), float(np.max(ys)))
+        m = self.m
+        self.img[:, self.h - m, m:self.w - m // 2] = 0.0
+        self.img[:, m // 2:self.h - m + 1, m] = 0.0
+        for i in range(1, 5):  # ticks at quarters
+            self.img[:, self.h - m:self.h - m + 4, int(m + i * (self.w - 1.5 * m) / 4)] = 0.0
+            self.img[:, int(self.h - m - i * (self.h - 1.5 * m) / 4), m - 4:m] = 0.0
+
+    def _pix(self, x, y):
+        m = self.m
+        px = m + (np.asarray(x) - self.x0) / (self.x1 - self.x0) * (self.w - 1.5 * m)
+        py = self.h - m - (np.asarray(y) - self.y0) / (self.y1 - self.y0) * (self.h - 1.5 * m)
+        return np.round(px).astype(int), np.round(py).astype(int)
+
+    def points(self, xs, ys, colour=(0, 0, 0), size: int = 2) -> None:
+        px, py = self._pix(xs, ys)
+        for x, y in zip(px.reshape(-1), py.reshape(-1)):
+            ya, yb = max(y - size, 0), min(y + size + 1, self.h)
+            xa, xb = max(x - size, 0), min(x + size + 1, self.w)
+            self.img[:, ya:yb, xa:xb] = np.asarray(colour, dtype=np.float32)[:, None, None]
+
+    def line(self, slope: float, intercept: float, colour=(0, 0, 0)) -> None:
+        xs = np.linspace(self.x0, self.x1, 4 * self.w)
+        ys = slope * xs + intercept
+        keep = (ys >= self.y0) & (ys <= self.y1)
+        px, py = self._pix(xs[keep], ys[keep])
+        ok = (px >= 0) & (px < self.w) & (py >= 0) & (py < self.h)
+        self.img[:, py[ok], px[ok]] = np.asarray(colour, dtype=np.float32)[:, None]
+
+
+def write_plots(profile: Mapping[str, object], details: Mapping[int, tuple], folder: str) -> List[str]:
+    """PNG plots in ``folder``: ``ptc_iso<ISO>.png`` (x: mean DN above black, y: half the variance
+    of a pair's difference; points coloured by CFA site, black: the fitted line) and ``fit_read.png``
+    / ``fit_row.png`` (x: log K, y: log sigma per ISO, black: the fit). Returns the paths."""
+    from ..evaluate.images import write_png
+
+    os.makedirs(folder, exist_ok=True)
+    cfa = str(profile["camera"]["cfa"])
+    written = []
+    for iso, (_, ptc) in sorted(details.items()):
+        c = Canvas()
+        c.set_range(np.append(ptc.means, 0.0), np.append(ptc.variances, max(ptc.intercept, 0.0)))
+        c.line(ptc.K, ptc.intercept)
+        for s in range(4):
+            sel = ptc.sites == s
+            c.points(ptc.means[sel], ptc.variances[sel], SITE_COLOURS[cfa[s]])
+        written.append(write_png(os.path.join(folder, f"ptc_iso{iso}.png"), c.img))
+    per_iso, fit = profile["per_iso"], profile["fit"]
+    isos = sorted(per_iso)
+    log_k = np.log([per_iso[i]["K"] for i in isos])
+    for name, key in (("read", "read_sigma"), ("row", "row_sigma")):
+        ys = np.log(np.maximum([per_iso[i][key] for i in isos], 1e-12))
+        c = Canvas()
+        c.set_range(log_k, ys)
+        c.line(fit[f"{name}_slope"], fit[f"{name}_bias"])
+        c.points(log_k, ys, (0.1, 0.2, 0.9), size=3)
+        written.append(write_png(os.path.join(folder, f"fit_{name}.png"), c.img))
+    return written
+
+
+# ---------------------------------------------------------------------------------------
+# Simulated calibration frames (tests, examples)
+# ---------------------------------------------------------------------------------------
+
+def tukey_noise(rng: np.random.Generator, lam: float, sigma: float, shape) -> np.ndarray:
+    """Tukey-lambda samples of shape ``lam`` scaled to standard deviation ``sigma``."""
+    from scipy import stats
+
+    u = rng.uniform(1e-12, 1.0 - 1e-12, shape)
+    q = np.log(u / (1.0 - u)) if abs(lam) < 1e-9 else (u ** lam - (1.0 - u) ** lam) / lam
+    return q * (sigma / float(stats.tukeylambda.std(lam)))
+
+
+def simulate_frame(rng: np.random.Generator, signal: np.ndarray, params: Mapping[str, float],
+                   black, white: int) -> np.ndarray:
+    """One frame as a camera stores it: uint16 (H, W) of the clean ``signal`` (DN above black,
+    (H, W) float) under the module's noise model with ``params`` (K, read_sigma, read_lambda,
+    row_sigma, black_bias), plus the per-site ``black`` (a number or (2, 2)), rounded and clipped."""
+    h, w = signal.shape
+    k = float(params["K"])
+    x = k * rng.poisson(np.maximum(signal, 0.0) / k)
+    x = x + tukey_noise(rng, float(params["read_lambda"]), float(params["read_sigma"]), (h, w))
+    x = x + rng.normal(0.0, float(params["row_sigma"]), (h, 1)) + float(params.get("black_bias", 0.0))
+    blk = np.asarray(black, dtype=np.float64)
+    if blk.size == 4:
+        blk = np.tile(blk.reshape(2, 2), (h // 2 + 1, w // 2 + 1))[:h, :w]
+    return np.clip(np.round(x + blk), 0, white).astype(np.uint16)
+
+
+def simulate_calibration_set(out: str, params: Mapping[int, Mapping[str, float]], height: int = 64,
+                             width: int = 96, dark_frames: int = 8, flat_times: Sequence[float] = (
+                                 0.01, 0.02, 0.04, 0.08, 0.16, 0.32), flat_frames: int = 2,
+                             full_time: float = 0.25, cfa: str = "RGGB", black=(510, 512, 514, 512),
+                             white: int = 16383, site_gain: Sequence[float] = (0.55, 1.0, 1.0, 0.7),
+                             seed: int = 0, **dng) -> Tuple[str, str]:
+    """Write simulated dark and flat DNG frames of a camera with known noise ``params`` (ISO ->
+    K, read_sigma, read_lambda, row_sigma, black_bias) to ``out/dark`` and ``out/flat``; returns
+    the two folders.
+
+    Flats: a uniform field with a gentle illumination gradient (+-5 %) and a fixed 1 % per-pixel
+    response pattern, brightness per CFA site ``site_gain`` times ``t / full_time`` of
+    ``white - black`` (so times above ``full_time`` clip the brightest site). ``dng``: extra
+    arguments of :func:`cans.data.synthetic.write_dng` (e.g. ``make``, ``color_matrix``)."""
+    from .synthetic import write_dng
+
+    dark_dir, flat_dir = os.path.join(out, "dark"), os.path.join(out, "flat")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    field_ = 1.0 + 0.05 * (xx / width - 0.5) + 0.03 * (yy / height - 0.5)
+    prnu = 1.0 + 0.01 * rng.standard_normal((height, width))
+    gains = np.tile(np.asarray(site_gain, dtype=np.float64).reshape(2, 2), (height // 2 + 1, width // 2 + 1))
+    base = field_ * prnu * gains[:height, :width] * (white - max(np.asarray(black).reshape(-1)))
+    for iso, p in sorted(params.items()):
+        for i in range(dark_frames):
+            frame = simulate_frame(rng, np.zeros((height, width)), p, black, white)
+            write_dng(os.path.join(dark_dir, f"dark_iso{iso}_{i:02d}.dng"), frame, cfa=cfa, black=black,
+                      white=white, iso=iso, exposure_time=1 / 125, **dng)
+        for t in flat_times:
+            for i in range(flat_frames):
+                frame = simulate_frame(rng, base * (t / full_time), p, black, white)
+                write_dng(os.path.join(flat_dir, f"flat_iso{iso}_{t:g}s_{i:02d}.dng"), frame, cfa=cfa,
+                          black=black, white=white, iso=iso, exposure_time=t, **dng)
+    return dark_dir, flat_dir
+
+
+__all__ = ["FrameInfo", "DarkStats", "PhotonTransfer", "read_frame", "list_raw_files", "scan", "group_by_iso",
+           "dark_statistics", "photon_transfer", "flat_levels", "tukey_fit", "log_linear", "fit_across_isos",
+           "calibrate", "validate_profile", "write_profile", "load_profile", "write_plots", "tukey_noise",
+           "simulate_frame", "simulate_calibration_set"]
