@@ -346,11 +346,63 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     return report
 
 
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: '8.2 s', '4 min 05 s', '1 h 12 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(round(seconds)) // 60
+    if minutes < 60:
+        return f"{minutes} min {int(round(seconds)) % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _timed_passes(model, x: torch.Tensor, dev: torch.device, amp: str, warmup: int, iters: int,
+                  progress: bool, print_fn) -> list:
+    """``warmup`` untimed then ``iters`` timed forward passes of ``model`` on ``x``; returns the
+    timed ones in milliseconds (each between CUDA synchronisations). A tqdm bar counts the passes;
+    on the CPU, where a full frame takes tens of seconds, the first pass's time and what the
+    others will take are printed after it."""
+    from tqdm import tqdm
+
+    total = warmup + iters
+    times = []
+    bar = tqdm(total=total, desc="warm-up" if warmup else "timed", unit="pass", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for k in range(total):
+            if k == warmup and warmup:
+                bar.set_description("timed")
+            synchronize(dev)
+            start = time.perf_counter()
+            with autocast_context(dev, amp):
+                model(x)
+            synchronize(dev)
+            seconds = time.perf_counter() - start
+            if k >= warmup:
+                times.append(seconds * 1000.0)
+            bar.update(1)
+            if k == 0 and dev.type == "cpu" and total > 1:
+                with tqdm.external_write_mode(file=sys.stdout):
+                    print_fn(f"the first pass took {_duration(seconds)} on the CPU; the other {total - 1} will "
+                             f"take about {_duration(seconds * (total - 1))}")
+    finally:
+        bar.close()
+    return times
+
+
 @torch.no_grad()
 def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
                    size: Optional[Sequence[int]] = None, warmup: Optional[int] = None, iters: Optional[int] = None,
-                   out_dir: Optional[str] = None, random_weights: bool = False, print_fn=print) -> Dict[str, Any]:
+                   out_dir: Optional[str] = None, random_weights: bool = False, progress: bool = True,
+                   print_fn=print) -> Dict[str, Any]:
     """Milliseconds per full-resolution image (see the module docstring).
+
+    Says first what it times (model, device, input size, pass counts); ``progress`` shows a
+    bar over the passes.
 
     ``size`` (packed h, w) times a random input of that size instead of the first test image;
     ``random_weights`` skips loading a checkpoint (timing does not depend on the weights).
@@ -395,23 +447,16 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     amp = test.get("amp", "off")
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(warmup):
-        with autocast_context(dev, amp):
-            model(x)
-    synchronize(dev)
-    times = []
-    for _ in range(iters):
-        synchronize(dev)
-        start = time.perf_counter()
-        with autocast_context(dev, amp):
-            model(x)
-        synchronize(dev)
-        times.append((time.perf_counter() - start) * 1000.0)
+    block = int(cfg["model"]["block_size"])
+    print_fn(f"throughput of {cfg['model']['type']} ({'random weights' if random_weights else checkpoint}) on "
+             f"{_device_name(dev)}: {source}, RGB {x.shape[-2] * block}x{x.shape[-1] * block}; "
+             f"{warmup} warm-up and {iters} timed pass(es)")
+    times = _timed_passes(model, x, dev, amp, warmup, iters, progress, print_fn)
     result = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "device": _device_name(dev),
         "model": cfg["model"]["type"], "config": cfg.get("name"), "checkpoint": checkpoint,
         "input": source, "packed_size": list(x.shape[-2:]),
-        "rgb_size": [int(s) * int(cfg["model"]["block_size"]) for s in x.shape[-2:]],
+        "rgb_size": [int(s) * block for s in x.shape[-2:]],
         "amp": amp, "channels_last": channels_last, "fast": fast.describe(), "warmup": warmup, "iters": iters,
         "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times), "ms_min": min(times),
         "images_per_s": 1000.0 / statistics.fmean(times),
