@@ -409,7 +409,7 @@ def cli_main(args) -> int:
     from .config import load_config, split_options
     from .engine.fastpath import fast_model_for_test
     from .evaluate.tester import check_checkpoint_path, load_model, pick_device
-    from .outdirs import prepare_output_dir
+    from .outdirs import provisional_output_dir
 
     cfg = load_config(args.config, args.set)
     checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
@@ -417,45 +417,46 @@ def cli_main(args) -> int:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     files = find_inputs(args.inputs)
     check_checkpoint_path(checkpoint)  # before the result folder is made
-    prepare_output_dir(args.out, "--out")  # before the model: not one failure per file at the end
-    device = pick_device(args.device)
-    model = load_model(cfg, checkpoint, device)
-    from .models.published import weights_line
-    print(f"weights: {weights_line(checkpoint)}")
-    model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
-    opts = split_options(cfg, "test")
-    amp = args.amp or cfg["test"].get("amp", "off")
-    tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
-    check_tiling(model, tile, overlap)
-    if isinstance(tile, int):
-        from .tiling import tile_for_model, tile_limits
-        if tile_for_model(model, tile, overlap) != tile:
-            print(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
-                  f"using {tile_for_model(model, tile, overlap)}")
-    try:
+    # made before the model (not one failure per file at the end); removed again if nothing was written in it
+    with provisional_output_dir(args.out, "--out"):
+        device = pick_device(args.device)
+        model = load_model(cfg, checkpoint, device)
+        from .models.published import weights_line
+        print(f"weights: {weights_line(checkpoint)}")
+        model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
+        opts = split_options(cfg, "test")
+        amp = args.amp or cfg["test"].get("amp", "off")
+        tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
+        check_tiling(model, tile, overlap)
+        if isinstance(tile, int):
+            from .tiling import tile_for_model, tile_limits
+            if tile_for_model(model, tile, overlap) != tile:
+                print(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
+                      f"using {tile_for_model(model, tile, overlap)}")
+        try:
             result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
-                               target_mean=args.target_mean, max_ratio=args.max_ratio, max_clip=opts.get("max_clip"),
-                               min_clip=opts.get("min_clip"), progress=not args.no_progress,
-                               tile=tile, overlap=overlap,
-                               two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
-    except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
-        print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
-              f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
-              file=sys.stderr)
-        return 1
-    for src, out, ratio in result["done"]:
-        tile = result["tiles"].get(src)
-        print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
-    n = len(result["done"])
-    per_file = f", {result['seconds'] / n:.2f} s per file" if n else ""
-    print(f"summary: {n} of {len(files)} file(s) enhanced into {args.out} in {result['seconds']:.1f} s{per_file}"
-          + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
-    if result["failed"]:
-        print(f"{len(result['failed'])} file(s) failed:", file=sys.stderr)
-        for _, message in result["failed"]:
-            print(f"  {message}", file=sys.stderr)
-        return 1
-    return 0
+                                   target_mean=args.target_mean, max_ratio=args.max_ratio,
+                                   max_clip=opts.get("max_clip"), min_clip=opts.get("min_clip"),
+                                   progress=not args.no_progress, tile=tile, overlap=overlap,
+                                   two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
+        except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
+            print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
+                  f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
+                  file=sys.stderr)
+            return 1
+        for src, out, ratio in result["done"]:
+            tile = result["tiles"].get(src)
+            print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
+        n = len(result["done"])
+        per_file = f", {result['seconds'] / n:.2f} s per file" if n else ""
+        print(f"summary: {n} of {len(files)} file(s) enhanced into {args.out} in {result['seconds']:.1f} s{per_file}"
+              + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
+        if result["failed"]:
+            print(f"{len(result['failed'])} file(s) failed:", file=sys.stderr)
+            for _, message in result["failed"]:
+                print(f"  {message}", file=sys.stderr)
+            return 1
+        return 0
 
 
 __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",

@@ -5,10 +5,18 @@
 folder came from, e.g. ``output_dir`` or ``--out``); ``check_output_file(path, what)`` does
 the same for a file that will be written at the end (a JSON summary): its folder must be
 creatable and the path must not be a folder.
+
+A run that fails after making its folder must not leave it behind empty (``runs/<name>/`` of a
+config with a bad data path, an empty ``--out``): ``with provisional_output_dir(path, what):``
+prepares the folder and, when the block ends, removes the folders it created (``path`` and
+missing parents) that are still empty; ``missing_folders`` and ``remove_empty_folders`` do
+the same in two steps. A folder that existed before is never removed, nor one with anything in it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator, List, Sequence
 
 from .config import ConfigError
 
@@ -28,6 +36,43 @@ def prepare_output_dir(path: str, what: str) -> str:
     return path
 
 
+def missing_folders(path: str) -> List[str]:
+    """The folders that creating ``path`` would make: ``path`` and its missing parents, deepest
+    first (absolute paths; empty when ``path`` exists)."""
+    missing, folder = [], os.path.abspath(path)
+    while not os.path.lexists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[str]) -> None:
+    """Remove each of ``folders`` (deepest first, as :func:`missing_folders` lists them) that is
+    empty (``os.rmdir``: never one with anything in it); stop at the first that is not."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty (or not ours to remove): its parents hold it
+            return
+
+
+@contextlib.contextmanager
+def provisional_output_dir(path: str, what: str) -> Iterator[str]:
+    """:func:`prepare_output_dir` for the block; when it ends (failed, or with nothing written),
+    the folders it created that are still empty are removed again."""
+    made = missing_folders(path)
+    try:
+        prepare_output_dir(path, what)
+        yield path
+    finally:
+        remove_empty_folders(made)
+
+
 def check_output_file(path: str, what: str) -> str:
     """Check that the file ``path`` can be written later (its folder is created now); return it."""
     if os.path.isdir(path):
@@ -36,4 +81,5 @@ def check_output_file(path: str, what: str) -> str:
     return path
 
 
-__all__ = ["prepare_output_dir", "check_output_file"]
+__all__ = ["prepare_output_dir", "check_output_file", "missing_folders", "remove_empty_folders",
+           "provisional_output_dir"]

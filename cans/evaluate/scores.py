@@ -200,7 +200,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
     ``save_16bit``); ``save_grid`` writes ``<save_dir>/grid/<stem>_grid.png``: the input
     (packed RAW shown as colour, gamma 2.2) | the output | the target. ``max_images``
     stops after that many images (per process); ``desc`` labels the progress bar ('test',
-    'valid'). The model is put in eval mode and returned to its previous mode afterwards.
+    'valid'), which shows the running means ``rgb_psnr_mean`` and ``raw_psnr_mean`` of this
+    process's images so far. The model is put in eval mode and returned to its previous mode afterwards.
     """
     device = torch.device(device)
     if (save_images or save_grid) and not save_dir:
@@ -279,7 +280,10 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
                 records.append(rec)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(rgb=f"{rgb_p[i]:.2f}", raw=f"{raw_p[i]:.2f}")
+                    # the running means (the report's reconstruction PSNR and RAW "over all images"),
+                    # not the last image's scores, which swing by several dB from image to image
+                    bar.set_postfix(rgb_psnr_mean=f"{_mean(r['rgb_psnr'] for r in records):.2f}",
+                                    raw_psnr_mean=f"{_mean(r['raw_psnr'] for r in records):.2f}")
     finally:
         if bar is not None:
             bar.close()

@@ -45,7 +45,7 @@ import torch
 from ..engine import fastpath
 from ..errors import TestSetupError
 from ..files import atomic_write_text
-from ..outdirs import prepare_output_dir
+from ..outdirs import provisional_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
@@ -276,81 +276,133 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     what = "--out" if out_dir else "output_dir"
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     check_checkpoint_path(checkpoint)  # before the result folder is made
-    prepare_output_dir(out_dir, what)  # before the model and the data
-    model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
-    from ..models.published import describe_weights, weights_line
-    weights = describe_weights(checkpoint)
-    print_fn(f"weights: {weights_line(weights)}")
-    model, _ = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
-    try:
-        model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
-    except ValueError as exc:
-        raise TestSetupError(str(exc)) from None
-    loader = loader if loader is not None else _loader(cfg)
-    save_images = test["save_images"] if save_images is None else save_images
-    compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
-    print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
-             f"results in {os.path.abspath(out_dir)}")
-    # the report is written in a stage folder and swapped in when complete: an interrupted or failed
-    # run leaves the previous report as it was (and its stage goes; a killed run's goes next time)
-    _remove_dead_stages(out_dir)
-    stage, lock = _make_stage(out_dir)
-    try:
-        report = evaluate(model, loader, dev, amp=test.get("amp", "off"),
-                          channels_last=test.get("channels_last", False),
-                          save_dir=os.path.join(stage, REPORT_IMAGES), save_images=save_images,
-                          save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
-                          max_images=max_images)
-        for rec in report["per_image"]:   # where the images will be once swapped in
-            if rec.get("output"):
-                rec["output"] = os.path.join(out_dir, os.path.relpath(rec["output"], stage))
-        protocol = describe_protocol(cfg, camera_name(cfg), report["reconstruction"]["images"])
-        paper, paper_label = None, "paper"
-        if compare_paper:
-            paper = paper_numbers(cfg["model"]["type"])
-            paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
-            if paper is None:
-                print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
-            else:  # in the header
-                protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)
-        tables = format_tables(report, paper, paper_label)
-        header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
-                  f"protocol: {protocol['name']}\n\n"
-                  f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
-                  + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
-                  + "".join(f"warning: not the paper's protocol: {n}\n\n"
-                            for n in protocol.get("differs_from_paper", [])))
-        tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
+    with provisional_output_dir(out_dir, what):  # before the model and the data; a failed run leaves no empty folder
+        model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
+        from ..models.published import describe_weights, weights_line
+        weights = describe_weights(checkpoint)
+        print_fn(f"weights: {weights_line(weights)}")
+        model, _ = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+        try:
+            model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
+        except ValueError as exc:
+            raise TestSetupError(str(exc)) from None
+        loader = loader if loader is not None else _loader(cfg)
+        save_images = test["save_images"] if save_images is None else save_images
+        compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
+        print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
+                 f"results in {os.path.abspath(out_dir)}")
+        # the report is written in a stage folder and swapped in when complete: an interrupted or failed
+        # run leaves the previous report as it was (and its stage goes; a killed run's goes next time)
+        _remove_dead_stages(out_dir)
+        stage, lock = _make_stage(out_dir)
+        try:
+            report = evaluate(model, loader, dev, amp=test.get("amp", "off"),
+                              channels_last=test.get("channels_last", False),
+                              save_dir=os.path.join(stage, REPORT_IMAGES), save_images=save_images,
+                              save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
+                              max_images=max_images)
+            for rec in report["per_image"]:   # where the images will be once swapped in
+                if rec.get("output"):
+                    rec["output"] = os.path.join(out_dir, os.path.relpath(rec["output"], stage))
+            protocol = describe_protocol(cfg, camera_name(cfg), report["reconstruction"]["images"])
+            paper, paper_label = None, "paper"
+            if compare_paper:
+                paper = paper_numbers(cfg["model"]["type"])
+                paper_label = f"paper {DISPLAY_NAMES.get(cfg['model']['type'], cfg['model']['type'])}"
+                if paper is None:
+                    print_fn(f"(no paper numbers for model type {cfg['model']['type']})")
+                else:  # in the header
+                    protocol["differs_from_paper"] = paper_differences(protocol, camera_name(cfg), max_images)
+            tables = format_tables(report, paper, paper_label)
+            header = (f"## {cfg.get('name')}: {report['reconstruction']['images']} test images\n\n"
+                      f"protocol: {protocol['name']}\n\n"
+                      f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
+                      + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
+                      + "".join(f"warning: not the paper's protocol: {n}\n\n"
+                                for n in protocol.get("differs_from_paper", [])))
+            tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
+            if tiling:
+                runs = tile_for_model(model, tile, overlap) if isinstance(tile, int) else tile  # rounded to a multiple
+                header += f"tiled inference: tiles of {runs} packed pixels, overlap {overlap}" + \
+                    (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
+            write_metrics_json(os.path.join(stage, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
+                               weights=weights, protocol=protocol, **({"tiling": tiling} if tiling else {}),
+                               **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
+                                  if paper else {}))
+            write_metrics_csv(os.path.join(stage, "metrics.csv"), report["per_image"])
+            atomic_write_text(os.path.join(stage, "tables.md"), header + tables)
+            _commit_report(stage, out_dir)
+        finally:
+            _drop_stage(stage, lock)
+        print_fn(header + tables)
+        print_fn(f"written: {os.path.abspath(os.path.join(out_dir, 'metrics.json'))}, metrics.csv, tables.md"
+                 + (", images/" if save_images or test["save_grid"] else ""))
+        report["config"] = dict(cfg)
+        report["checkpoint"] = checkpoint
+        report["weights"] = weights
+        report["protocol"] = protocol
         if tiling:
-            runs = tile_for_model(model, tile, overlap) if isinstance(tile, int) else tile  # rounded to a multiple
-            header += f"tiled inference: tiles of {runs} packed pixels, overlap {overlap}" + \
-                (", two-pass global statistics" if two_pass else ", one pass (tile statistics)") + "\n\n"
-        write_metrics_json(os.path.join(stage, "metrics.json"), report, config=dict(cfg), checkpoint=checkpoint,
-                           weights=weights, protocol=protocol, **({"tiling": tiling} if tiling else {}),
-                           **({"paper": {"method": cfg["model"]["type"], "dataset": PAPER_DATASET, **paper}}
-                              if paper else {}))
-        write_metrics_csv(os.path.join(stage, "metrics.csv"), report["per_image"])
-        atomic_write_text(os.path.join(stage, "tables.md"), header + tables)
-        _commit_report(stage, out_dir)
+            report["tiling"] = tiling
+        return report
+
+
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads it: '8.2 s', '4 min 05 s', '1 h 12 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes = int(round(seconds)) // 60
+    if minutes < 60:
+        return f"{minutes} min {int(round(seconds)) % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _timed_passes(model, x: torch.Tensor, dev: torch.device, amp: str, warmup: int, iters: int,
+                  progress: bool, print_fn) -> list:
+    """``warmup`` untimed then ``iters`` timed forward passes of ``model`` on ``x``; returns the
+    timed ones in milliseconds (each between CUDA synchronisations). A tqdm bar counts the passes;
+    on the CPU, where a full frame takes tens of seconds, the first pass's time and what the
+    others will take are printed after it."""
+    from tqdm import tqdm
+
+    total = warmup + iters
+    times = []
+    bar = tqdm(total=total, desc="warm-up" if warmup else "timed", unit="pass", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for k in range(total):
+            if k == warmup and warmup:
+                bar.set_description("timed")
+            synchronize(dev)
+            start = time.perf_counter()
+            with autocast_context(dev, amp):
+                model(x)
+            synchronize(dev)
+            seconds = time.perf_counter() - start
+            if k >= warmup:
+                times.append(seconds * 1000.0)
+            bar.update(1)
+            if k == 0 and dev.type == "cpu" and total > 1:
+                with tqdm.external_write_mode(file=sys.stdout):
+                    print_fn(f"the first pass took {_duration(seconds)} on the CPU; the other {total - 1} will "
+                             f"take about {_duration(seconds * (total - 1))}")
     finally:
-        _drop_stage(stage, lock)
-    print_fn(header + tables)
-    print_fn(f"written: {os.path.abspath(os.path.join(out_dir, 'metrics.json'))}, metrics.csv, tables.md"
-             + (", images/" if save_images or test["save_grid"] else ""))
-    report["config"] = dict(cfg)
-    report["checkpoint"] = checkpoint
-    report["weights"] = weights
-    report["protocol"] = protocol
-    if tiling:
-        report["tiling"] = tiling
-    return report
+        bar.close()
+    return times
 
 
 @torch.no_grad()
 def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
                    size: Optional[Sequence[int]] = None, warmup: Optional[int] = None, iters: Optional[int] = None,
-                   out_dir: Optional[str] = None, random_weights: bool = False, print_fn=print) -> Dict[str, Any]:
+                   out_dir: Optional[str] = None, random_weights: bool = False, progress: bool = True,
+                   print_fn=print) -> Dict[str, Any]:
     """Milliseconds per full-resolution image (see the module docstring).
+
+    Says first what it times (model, device, input size, pass counts); ``progress`` shows a
+    bar over the passes.
 
     ``size`` (packed h, w) times a random input of that size instead of the first test image;
     ``random_weights`` skips loading a checkpoint (timing does not depend on the weights).
@@ -368,63 +420,56 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     if not random_weights:
         checkpoint = checkpoint or default_checkpoint(cfg)
         check_checkpoint_path(checkpoint)  # before the result folder is made
-    prepare_output_dir(out_dir, what)  # before the model
-    if random_weights:
-        from ..models import build_model
-        model = build_model(cfg).to(dev).eval()
+    with provisional_output_dir(out_dir, what):  # before the model; a failed run leaves no empty folder
+        if random_weights:
+            from ..models import build_model
+            model = build_model(cfg).to(dev).eval()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            checkpoint = None
+        else:
+            model = load_model(cfg, checkpoint, dev, channels_last)
+        if size:
+            smallest = int(getattr(model, "min_input_size", 1))
+            if min(int(size[0]), int(size[1])) < smallest:
+                raise TestSetupError(f"--size {int(size[0])} {int(size[1])}: the model needs a packed input of "
+                                     f"at least {smallest} x {smallest} (a full Sony frame is 1424 x 2128)")
+            x = torch.rand(1, cfg["model"]["in_channel"], int(size[0]), int(size[1]))
+            source = f"random input {int(size[0])}x{int(size[1])} (packed)"
+        else:
+            batch = next(iter(_loader(cfg)))
+            x = batch["noisy_raw"][:1]
+            source = str(batch["img_file"][0])
+        model, fast = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+        x = x.to(dev)
         if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        checkpoint = None
-    else:
-        model = load_model(cfg, checkpoint, dev, channels_last)
-    if size:
-        smallest = int(getattr(model, "min_input_size", 1))
-        if min(int(size[0]), int(size[1])) < smallest:
-            raise TestSetupError(f"--size {int(size[0])} {int(size[1])}: the model needs a packed input of at least "
-                                 f"{smallest} x {smallest} (a full Sony frame is 1424 x 2128)")
-        x = torch.rand(1, cfg["model"]["in_channel"], int(size[0]), int(size[1]))
-        source = f"random input {int(size[0])}x{int(size[1])} (packed)"
-    else:
-        batch = next(iter(_loader(cfg)))
-        x = batch["noisy_raw"][:1]
-        source = str(batch["img_file"][0])
-    model, fast = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
-    x = x.to(dev)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    amp = test.get("amp", "off")
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    for _ in range(warmup):
-        with autocast_context(dev, amp):
-            model(x)
-    synchronize(dev)
-    times = []
-    for _ in range(iters):
-        synchronize(dev)
-        start = time.perf_counter()
-        with autocast_context(dev, amp):
-            model(x)
-        synchronize(dev)
-        times.append((time.perf_counter() - start) * 1000.0)
-    result = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "model": cfg["model"]["type"], "config": cfg.get("name"), "checkpoint": checkpoint,
-        "input": source, "packed_size": list(x.shape[-2:]),
-        "rgb_size": [int(s) * int(cfg["model"]["block_size"]) for s in x.shape[-2:]],
-        "amp": amp, "channels_last": channels_last, "fast": fast.describe(), "warmup": warmup, "iters": iters,
-        "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times), "ms_min": min(times),
-        "images_per_s": 1000.0 / statistics.fmean(times),
-        "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
-        "torch": torch.__version__,
-    }
-    atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
-    print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}, "
-             f"{result['fast']}): "
-             f"{result['ms_mean']:.1f} ms/image mean, {result['ms_median']:.1f} median, {result['ms_min']:.1f} min "
-             f"over {iters} runs after {warmup} warm-up; {result['images_per_s']:.2f} images/s"
-             + (f"; peak memory {result['peak_memory_gb']:.2f} GB" if result["peak_memory_gb"] is not None else ""))
-    return result
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = test.get("amp", "off")
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        block = int(cfg["model"]["block_size"])
+        print_fn(f"throughput of {cfg['model']['type']} ({'random weights' if random_weights else checkpoint}) on "
+                 f"{_device_name(dev)}: {source}, RGB {x.shape[-2] * block}x{x.shape[-1] * block}; "
+                 f"{warmup} warm-up and {iters} timed pass(es)")
+        times = _timed_passes(model, x, dev, amp, warmup, iters, progress, print_fn)
+        result = {
+            "device": _device_name(dev),
+            "model": cfg["model"]["type"], "config": cfg.get("name"), "checkpoint": checkpoint,
+            "input": source, "packed_size": list(x.shape[-2:]),
+            "rgb_size": [int(s) * block for s in x.shape[-2:]],
+            "amp": amp, "channels_last": channels_last, "fast": fast.describe(), "warmup": warmup, "iters": iters,
+            "ms_mean": statistics.fmean(times), "ms_median": statistics.median(times), "ms_min": min(times),
+            "images_per_s": 1000.0 / statistics.fmean(times),
+            "peak_memory_gb": (torch.cuda.max_memory_allocated(dev) / 1e9) if dev.type == "cuda" else None,
+            "torch": torch.__version__,
+        }
+        atomic_write_text(os.path.join(out_dir, "throughput.json"), json.dumps(result, indent=2) + "\n")
+        print_fn(f"throughput on {result['device']} ({source}, packed {x.shape[-2]}x{x.shape[-1]}, amp {amp}, "
+                 f"{result['fast']}): "
+                 f"{result['ms_mean']:.1f} ms/image mean, {result['ms_median']:.1f} median, {result['ms_min']:.1f} min "
+                 f"over {iters} runs after {warmup} warm-up; {result['images_per_s']:.2f} images/s"
+                 + (f"; peak memory {result['peak_memory_gb']:.2f} GB" if result["peak_memory_gb"] is not None else ""))
+        return result
 
 
 __all__ = ["run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device", "TestSetupError"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 
 class LayerNorm2d(nn.Module):
@@ -43,13 +44,14 @@ def channel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     """Channel-affinity attention used by GCP and the CANS++ heads.
 
     query, key: (B, C, h, w) pooled maps (h * w = s * s); value: (B, C, H, W).
-    Returns ``softmax(q @ k^T, -1) @ v`` reshaped to (B, C, H, W).
+    Returns ``softmax(q @ k^T, -1) @ v`` reshaped to (B, C, H, W): a (B, C, C) affinity
+    between channels, whatever the spatial size (the reshapes as the authors write them).
     """
-    b, c, h, w = value.shape
-    q = query.flatten(2)
-    k = key.flatten(2)
+    h, w = value.shape[-2:]
+    q = rearrange(query, "b c h w -> b c (h w)")
+    k = rearrange(key, "b c h w -> b c (h w)")
     attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # (B, C, C)
-    return (attn @ value.flatten(2)).view(b, c, h, w)
+    return rearrange(attn @ rearrange(value, "b c h w -> b c (h w)"), "b c (h w) -> b c h w", h=h, w=w)
 
 
 class SGU(nn.Module):

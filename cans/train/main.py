@@ -65,8 +65,10 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
 
     The config's keys are checked together first (``cans.config_checks``); rank 0 creates the
     synthetic data set when the config asks for it (``data.synthetic.auto_create``); a run that
-    fails says why at the end of ``train.log``; with ``train.test_at_end`` the best checkpoint (else
-    the last) is scored on the test split and the paper's two tables are printed.
+    fails says why at the end of ``train.log``, except a start that fails its checks (data, the
+    pretrained file) before anything is written: the run folder it made is removed again; with
+    ``train.test_at_end`` the best checkpoint (else the last) is scored on the test split and the
+    paper's two tables are printed.
     """
     from ..config_checks import check_config
     from .signals import sigterm_as_interrupt
@@ -77,11 +79,13 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     check_model(cfg)
     device = du.init_distributed(timeout_s=float(cfg["train"].get("dist_timeout") or 1800))
     trainer = None
+    made = []  # the run folder (and parents) this start creates: removed again if it fails while they are empty
     try:
         if du.is_main_process():
             from ..data import ensure_synthetic
-            from ..outdirs import prepare_output_dir
+            from ..outdirs import missing_folders, prepare_output_dir
             if cfg.get("output_dir"):  # a folder that cannot be made: one line, before the data set is made
+                made = missing_folders(cfg["output_dir"])
                 prepare_output_dir(cfg["output_dir"], "output_dir")
             ensure_synthetic(cfg)
             preflight(cfg)
@@ -98,6 +102,8 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         du.cleanup_distributed()
         return 1
     except BaseException as exc:
+        from ..outdirs import remove_empty_folders
+        remove_empty_folders(made)  # a start that failed before writing leaves no new folder (nor a log in one)
         record_failure(cfg, exc)
         if trainer is not None:
             trainer.close()
