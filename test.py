@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, list(args.set) + (["data.test.only_00=false"] if args.all_frames else []))
         if args.throughput:
             run_throughput(cfg, args.checkpoint, device=args.device, size=args.size, out_dir=args.out,
-                           random_weights=args.random_weights)
+                           random_weights=args.random_weights, progress=not args.no_progress)
         else:
             run_test(cfg, args.checkpoint, device=args.device, out_dir=args.out,
                      compare_paper=True if args.compare_paper else None,

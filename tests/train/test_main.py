@@ -201,6 +201,7 @@ def test_a_failed_run_says_why_in_train_log(tmp_path, capsys):
     bad.write_bytes(b"junk" * 10)
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS),
                     "data": {"data_path": str(tmp_path / "nowhere")}, "train": {"pretrained": str(bad)}})
+    (tmp_path / "run").mkdir()  # a folder of the user's: kept, and the failure recorded in it
     with pytest.raises(Exception) as info:
         train_main(cfg, progress=False)
     last = (tmp_path / "run" / "train.log").read_text().strip().splitlines()[-1]
