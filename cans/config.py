@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import yaml
 
 from .errors import ConfigError
-from .registry import DATASETS, MODELS, Registry
+from .registry import DATASETS, LOSSES, MODELS, Registry
 
 _MISSING = object()
 
@@ -251,8 +251,8 @@ SCHEMA: Dict[str, Any] = {
         "test": SPLIT,
     },
     "loss": {
-        "raw": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0, min=0)},
-        "rgb": {"type": Field("str", "L1", choices=["L1", "MSE"]), "weight": Field("float", 1.0, min=0)},
+        "raw": {"type": Field("str", "L1", registry=LOSSES), "weight": Field("float", 1.0, min=0)},
+        "rgb": {"type": Field("str", "L1", registry=LOSSES), "weight": Field("float", 1.0, min=0)},
         "prior": {
             "weighting": Field("str", "fixed", choices=["fixed", "gradient_agreement"]),
             "every": Field("int", 1, min=1, doc="steps between gamma updates (gradient_agreement)"),

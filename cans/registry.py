@@ -87,5 +87,6 @@ def import_class(spec: str, key: str) -> type:
 
 MODELS = Registry("model.type", "cans.models")
 DATASETS = Registry("data.type", "cans.data")
+LOSSES = Registry("loss.<term>.type", "cans.train.losses")
 
-__all__ = ["DATASETS", "MODELS", "Registry", "import_class"]
+__all__ = ["DATASETS", "LOSSES", "MODELS", "Registry", "import_class"]

@@ -350,7 +350,7 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     for its own size (about a minute, and a slot of dynamo's recompilation limit) and measure
     that graph, which needs less memory than the eager tiles. One-pass tiles run compiled: for
     them the eager figure errs on the safe side."""
-    from .evaluate.scores import autocast_context
+    from .engine.fastpath import autocast_context
 
     net = unwrap_model(model)
     x = torch.zeros(1, int(net.in_channel), size, size, device=device)
@@ -392,7 +392,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
     """
-    from .evaluate.scores import autocast_context
+    from .engine.fastpath import autocast_context
 
     device = x.device
     multiple, smallest = tile_limits(model)

@@ -111,7 +111,7 @@ def synthetic_test_images(tmp_path_factory):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_low_precision_outputs_close_to_fp32(synthetic_test_images, amp):
     from cans.config import load_config
-    from cans.evaluate.scores import autocast_context
+    from cans.engine.fastpath import autocast_context
 
     cfg = load_config(str(REPO / "configs/CANS_Plus/Sony.yaml"))
     torch.manual_seed(3407)  # the paper configs' initial weights (no trained weights needed)

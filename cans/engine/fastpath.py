@@ -28,6 +28,7 @@ without a GPU); ``apply_fast_path`` applies a plan to a model.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -187,5 +188,23 @@ def fast_model_for_test(cfg: Mapping[str, Any], model: nn.Module, device, log=pr
     return apply_fast_path(model, plan, evaluation=True)
 
 
-__all__ = ["FastPlan", "EvalEntry", "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags",
-           "compile_model", "compile_eval_model", "apply_fast_path"]
+def autocast_context(device: torch.device, amp: str = "off"):
+    """``torch.autocast`` for ``amp`` in {'off', 'bf16', 'fp16'} (fp16 only on CUDA)."""
+    if amp in (None, "off", False):
+        return contextlib.nullcontext()
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp: expected 'off', 'bf16' or 'fp16', got {amp!r}")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp: fp16 needs a CUDA device; use 'bf16' or 'off' on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (for timings); a no-op off CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+__all__ = ["EvalEntry", "FastPlan", "apply_fast_path", "autocast_context", "compile_eval_model", "compile_model",
+           "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags", "synchronize"]

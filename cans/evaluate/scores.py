@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
+from ..engine.fastpath import autocast_context, synchronize
 from ..files import atomic_write_text
 from .images import raw_preview, write_png
 from .metrics import psnr, ssim
@@ -55,23 +56,6 @@ REQUIRED_KEYS = ("noisy_raw", "clean_raw", "clean_rgb", "ratio", "img_file")
 # ---------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------
-
-def autocast_context(device: torch.device, amp: str = "off"):
-    """``torch.autocast`` for ``amp`` in {'off', 'bf16', 'fp16'} (fp16 only on CUDA)."""
-    if amp in (None, "off", False):
-        return contextlib.nullcontext()
-    if amp not in ("bf16", "fp16"):
-        raise ValueError(f"amp: expected 'off', 'bf16' or 'fp16', got {amp!r}")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp: fp16 needs a CUDA device; use 'bf16' or 'off' on the CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def ratio_group(ratio: float) -> str:
     """The denoising report's group of an exposure ratio: ``x<rounded ratio>``."""

@@ -43,13 +43,14 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 
 from ..engine import fastpath
+from ..engine.fastpath import autocast_context, synchronize
 from ..errors import TestSetupError
 from ..files import atomic_write_text
 from ..outdirs import provisional_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
-from .scores import autocast_context, evaluate, format_tables, synchronize, write_metrics_csv, write_metrics_json
+from .scores import evaluate, format_tables, write_metrics_csv, write_metrics_json
 
 
 def camera_name(cfg: Mapping[str, Any]) -> str:

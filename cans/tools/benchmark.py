@@ -18,8 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.fastpath import compile_model, plan_fast_path
-from ..evaluate.scores import autocast_context, synchronize
+from ..engine.fastpath import autocast_context, compile_model, plan_fast_path, synchronize
 from ..models import build_model
 from ..train.losses import build_loss
 from ..train.schedule import build_optimizer

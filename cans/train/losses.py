@@ -3,8 +3,8 @@
 ``loss.raw`` supervises the RAW head: its output ``raw`` (B, b*b, H, W) against the
 colour-balanced clean packed RAW ``clean_raw`` (B, b*b, H, W), values about [0, 1].
 ``loss.rgb`` supervises the RGB head: ``rgb`` (B, 3, H*b, W*b) against ``clean_rgb``
-(B, 3, H*b, W*b) in [0, 1]. Each term has a ``type`` (a name of ``LOSS_REGISTRY``: ``L1``
-or ``MSE``, mean over all elements) and a ``weight``.
+(B, 3, H*b, W*b) in [0, 1]. Each term has a ``type`` (a name in ``cans.registry.LOSSES``: ``L1``
+or ``MSE``, mean over all elements, or a ``package.module:Class`` of your own) and a ``weight``.
 
 The weights actually applied may be changed by the adaptive prior
 (``cans.train.prior``); this module only computes the unweighted terms and the YAML
@@ -17,7 +17,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
-LOSS_REGISTRY: Dict[str, type] = {"L1": nn.L1Loss, "MSE": nn.MSELoss}
+from ..registry import LOSSES
+
+LOSSES.register(nn.L1Loss, name="L1")
+LOSSES.register(nn.MSELoss, name="MSE")
 
 # term name -> (model output index in ``(rgb, raw)``, sample key of the target)
 TERMS: Dict[str, Tuple[int, str]] = {"raw": (1, "clean_raw"), "rgb": (0, "clean_rgb")}
@@ -35,10 +38,7 @@ class CANSLoss(nn.Module):
     def __init__(self, raw_type: str = "L1", raw_weight: float = 1.0,
                  rgb_type: str = "L1", rgb_weight: float = 1.0):
         super().__init__()
-        for key, name in (("loss.raw.type", raw_type), ("loss.rgb.type", rgb_type)):
-            if name not in LOSS_REGISTRY:
-                raise ValueError(f"{key}: unknown loss {name!r}; expected one of {sorted(LOSS_REGISTRY)}")
-        self.fns = nn.ModuleDict({"raw": LOSS_REGISTRY[raw_type](), "rgb": LOSS_REGISTRY[rgb_type]()})
+        self.fns = nn.ModuleDict({"raw": LOSSES.get(raw_type)(), "rgb": LOSSES.get(rgb_type)()})
         self.weights = {"raw": float(raw_weight), "rgb": float(rgb_weight)}
 
     def forward(self, outputs, targets: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -103,4 +103,4 @@ def build_objective(cfg: Mapping[str, Any]) -> Objective:
     return Objective(build_loss(cfg), build_prior(cfg))
 
 
-__all__ = ["CANSLoss", "LOSS_REGISTRY", "Objective", "build_loss", "build_objective"]
+__all__ = ["CANSLoss", "Objective", "build_loss", "build_objective"]

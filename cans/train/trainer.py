@@ -49,9 +49,9 @@ from ..engine.checkpoint import (
     load_checkpoint,
     trusted_checkpoints,
 )
+from ..engine.fastpath import autocast_context
 from ..errors import NonFiniteLossError
 from ..evaluate.images import validation_panels
-from ..evaluate.scores import autocast_context
 from ..models import unwrap_model
 from ..outdirs import prepare_output_dir
 from .loaders import TrainLoader, valid_loader
