@@ -245,6 +245,15 @@ SCHEMA: Dict[str, Any] = {
             "width": Field("int", 576, doc="mosaic width of the synthetic images (Bayer pixels)"),
             "workers": Field("int", 0, min=0, doc="processes that build the caches (0 = in-process)"),
         },
+        "noise": {  # CleanFrameDataset: the short exposure synthesised from clean frames (docs/noise_calibration.md)
+            "profile": Field("str", None, doc="CleanFrameDataset: a profile.yaml of scripts/calibrate_noise.py, or "
+                                              "the built-in A7S2 (the synthetic SID's noise)"),
+            "ratios": Field("list[float]", [100.0, 250.0, 300.0], min=1,
+                            doc="CleanFrameDataset: exposure ratios a synthetic sample draws from"),
+            "fraction": Field("float", 1.0, min=0, max=1,
+                              doc="CleanFrameDataset: share of the train samples of a pair list synthesised "
+                                  "from its long file (the rest: the real pair); clean-file lists: all"),
+        },
         "process": PROCESS,
         "train": SPLIT,
         "valid": SPLIT,

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..registry import DATASETS
 from .base import PairDataset
+from .cleanframes import CleanFrameDataset
 from .errors import DataError
 from .mcr import MCRDictSet
 from .packing import pack_bayer, pack_xtrans
@@ -227,5 +228,6 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
 __all__ = ["DATASETS", "build_dataset", "dataset_class", "build_dataloader", "collate_samples", "loader_kwargs",
            "ensure_synthetic", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
+           "CleanFrameDataset",
            "pack_bayer", "pack_xtrans",
            "read_bayer"]

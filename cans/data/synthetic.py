@@ -596,3 +596,38 @@ def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration frames of the own camera (the calibrated-noise example, docs/noise_calibration.md)
+# ---------------------------------------------------------------------------------------
+
+#: ISO -> system gain K in :data:`NOISE`'s 14-bit DN of the own camera's simulated calibration
+#: frames: four gains over the upper part of NOISE's K range (below 0.3 the 12-bit camera's read
+#: noise is under one DN, too coarse to measure).
+OWN_CALIBRATION_K = {400: 0.375, 800: 0.75, 1600: 1.5, 6400: 6.0}
+
+
+def own_camera_noise_params(k14: float) -> Dict[str, float]:
+    """The noise of :data:`OWN_CAMERA` at system gain ``k14`` (14-bit DN per electron), in the
+    camera's own 12-bit DN as :func:`cans.data.calibration.simulate_frame` takes it: the median
+    of :func:`add_noise`'s model (no jitter), scaled by ``white / 16383`` as
+    :func:`write_own_camera_scene` scales it; Gaussian read noise is Tukey lambda 0.14."""
+    n, back = NOISE, OWN_CAMERA["white"] / 16383.0
+    log_k = float(np.log(k14))
+    return {"K": k14 * back, "read_sigma": float(np.exp(n["read_slope"] * log_k + n["read_bias"])) * back,
+            "row_sigma": float(np.exp(n["row_slope"] * log_k + n["row_bias"])) * back,
+            "read_lambda": 0.14, "black_bias": 0.0}
+
+
+def make_own_camera_calibration(out: str, height: int = 64, width: int = 96, seed: int = 0):
+    """Simulated dark and flat DNG frames of :data:`OWN_CAMERA` at the ISOs of
+    :data:`OWN_CALIBRATION_K` (:func:`cans.data.calibration.simulate_calibration_set`): returns the
+    (dark, flat) folders under ``out``, the input of ``scripts/calibrate_noise.py``."""
+    from .calibration import simulate_calibration_set
+
+    cam = OWN_CAMERA
+    params = {iso: own_camera_noise_params(k) for iso, k in OWN_CALIBRATION_K.items()}
+    return simulate_calibration_set(out, params, height=height, width=width, cfa=cam["cfa"], black=cam["black"],
+                                    white=cam["white"], seed=seed, make=cam["make"], model=cam["model"],
+                                    color_matrix=np.array(cam["matrix"]) / 10000.0)

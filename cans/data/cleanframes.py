@@ -1,0 +1,277 @@
+"""``CleanFrameDataset``: train from clean long exposures alone, the short exposure synthesised.
+
+The physics-based route of ELD (Wei et al., CVPR 2020): no paired shots, only clean photos of the
+camera and its noise profile (``scripts/calibrate_noise.py``, docs/noise_calibration.md).
+
+List file (``data.<split>.image_list_file``), one line each, paths as for ``RawPairDataset``:
+
+* ``clean_file``: a clean (long, low-ISO) RAW file; every sample of it is synthetic;
+* ``short_file long_file [ratio]``: a real pair (an own-camera or SID-style list). In the train
+  split a sample of it is synthetic from the long file with probability ``data.noise.fraction``,
+  else the real pair; in valid / test it is always the real pair (scores on real noise).
+
+A synthetic sample (:meth:`CleanFrameDataset.synthesise`): ratio drawn from ``data.noise.ratios``;
+system gain K log-uniform over the profile's ``[k_min, k_max]``; on the (cropped) clean signal in
+DN above black divided by the ratio: shot noise ``K * Poisson(signal / K)``; read noise with
+``log(sigma) = read_slope * log(K) + read_bias + N(0, read_jitter)``, Tukey-lambda of shape
+``fit.read_lambda`` when the profile has one (a calibrated profile) else Gaussian; row noise (one
+Gaussian value per mosaic row) from the ``row_*`` fit; uniform quantisation noise in [-0.5, 0.5];
+then rounded, the file's black level added, clipped to [0, white]: the stored short exposure,
+which the shared loader (:mod:`cans.data.base`) normalises and multiplies by the ratio as for a
+real pair. The targets (clean packed RAW, 16-bit rendering) are ``RawPairDataset``'s. The black
+bias of a profile is not simulated (the loader subtracts the metadata black, as for real files).
+
+``data.noise.profile``: a ``profile.yaml`` path (its DN are the camera's own), or the built-in
+``A7S2`` (:data:`cans.data.synthetic.NOISE`, ELD's Sony A7S2 model, Gaussian read noise): its DN
+are 14-bit ones, so the signal is scaled by ``16383 / white`` into them and back, the rule the
+synthetic own-camera set's noise uses (:func:`cans.data.synthetic.write_own_camera_scene`).
+
+In the train split the draws come from the global numpy generator, which the training loader
+seeds per sample (``cans.train.loaders``): exact resumes. In valid / test a clean-file line is
+synthesised from a generator seeded by its position in the list, the same at every validation.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..registry import DATASETS
+from .errors import DataError
+from .lists import _read_lines
+from .prepare import cache_path, resolve
+from .rawpair import RawPairDataset, RawPairEntry, parse_pair_list, read_pair_file
+
+#: the built-in profile names (ELD's A7S2 fit, cans.data.synthetic.NOISE) and the white level of their 14-bit DN
+BUILTIN_PROFILES = ("A7S2",)
+BUILTIN_WHITE = 16383.0
+
+
+def _builtin(name: str) -> Dict[str, Any]:
+    from .synthetic import NOISE
+    return {"fit": dict(NOISE), "builtin": name}
+
+
+def resolve_profile(spec: Optional[str]) -> Dict[str, Any]:
+    """The noise profile ``data.noise.profile`` names: a built-in name or a profile.yaml path
+    (relative paths from the current folder). One-line :class:`DataError` naming the key."""
+    if not spec:
+        raise DataError("data.noise.profile is not set: give a profile.yaml written by scripts/calibrate_noise.py, "
+                        f"or a built-in profile ({', '.join(BUILTIN_PROFILES)})")
+    if spec in BUILTIN_PROFILES:
+        return _builtin(spec)
+    if not (spec.lower().endswith((".yaml", ".yml")) or os.sep in spec or "/" in spec):
+        raise DataError(f"data.noise.profile: unknown built-in profile {spec!r}; expected one of "
+                        f"{', '.join(BUILTIN_PROFILES)} or a profile.yaml path (scripts/calibrate_noise.py)")
+    from .calibration import load_profile
+    try:
+        profile = load_profile(spec)
+    except DataError as exc:
+        raise DataError(f"data.noise.profile: {exc}") from None
+    return dict(profile)
+
+
+def check_ratios(ratios: Sequence[float]) -> List[float]:
+    """``data.noise.ratios`` as floats; DataError unless a non-empty list of numbers >= 1."""
+    if not ratios or any(not (isinstance(r, (int, float)) and math.isfinite(r) and r >= 1) for r in ratios):
+        raise DataError(f"data.noise.ratios: expected a non-empty list of exposure ratios >= 1, got {ratios!r}")
+    return [float(r) for r in ratios]
+
+
+class NoiseModel:
+    """A profile's ``fit`` as a sampler: :meth:`short_exposure` turns a clean packed crop into the
+    short exposure a camera would store. ``scale`` maps the file's DN into the profile's."""
+
+    def __init__(self, profile: Mapping[str, Any]):
+        fit = profile["fit"]
+        self.fit = {k: float(v) for k, v in fit.items() if isinstance(v, (int, float))}
+        self.builtin = profile.get("builtin")
+        self.read_lambda = None if self.builtin else self.fit.get("read_lambda")
+        self.white = None if self.builtin else (profile.get("camera") or {}).get("white")
+
+    def scale(self, white: float) -> float:
+        return BUILTIN_WHITE / white if self.builtin else 1.0
+
+    def short_exposure(self, clean: np.ndarray, black: np.ndarray, white: float, ratio: float, rng) -> np.ndarray:
+        """clean: packed (4, h, w) stored values (RGGB channels R, G, B, G: channels 0, 1 on even
+        mosaic rows, 2, 3 on odd ones); black (4, 1, 1); returns uint16 (4, h, w). ``rng``: the
+        ``numpy.random`` module (global generator) or a ``numpy.random.Generator``."""
+        f = self.fit
+        s = self.scale(white)
+        signal = np.maximum(clean.astype(np.float64) - black, 0.0) * (s / ratio)
+        k = math.exp(rng.uniform(math.log(f["k_min"]), math.log(f["k_max"])))
+        log_k = math.log(k)
+        read_sigma = math.exp(f["read_slope"] * log_k + f["read_bias"] + rng.normal(0.0, f["read_jitter"]))
+        row_sigma = math.exp(f["row_slope"] * log_k + f["row_bias"] + rng.normal(0.0, f["row_jitter"]))
+        x = k * rng.poisson(signal / k)
+        if self.read_lambda is not None:
+            from .calibration import tukey_noise
+            x += tukey_noise(rng, self.read_lambda, read_sigma, signal.shape)
+        else:
+            x += rng.normal(0.0, read_sigma, signal.shape)
+        c, h, _ = signal.shape
+        rows = rng.normal(0.0, row_sigma, (2, h, 1))          # even and odd mosaic rows of each packed row
+        x += rows[np.arange(c) // 2]
+        x += rng.uniform(-0.5, 0.5, signal.shape)
+        return np.clip(np.round(x / s + black), 0, white).astype(np.uint16)
+
+
+class _SyntheticShort:
+    """The short exposure of a synthetic sample as an array-like: slicing it (the shared loader's
+    crop) synthesises the noise on the sliced clean pixels only."""
+
+    def __init__(self, clean, black, white, ratio, model: NoiseModel, rng):
+        self.clean, self.black, self.white, self.ratio, self.model, self.rng = clean, black, white, ratio, model, rng
+        self.shape, self.ndim = tuple(clean.shape), 3
+
+    def __getitem__(self, key):
+        return self.model.short_exposure(np.asarray(self.clean[key]), self.black, self.white, self.ratio, self.rng)
+
+
+@DATASETS.register
+class CleanFrameDataset(RawPairDataset):
+    """Clean Bayer RAW files with the short exposure synthesised from a noise profile (module docstring)."""
+    packed_channels, block_size = 4, 2
+    camera = "own camera (clean frames)"
+    paper_camera = None
+    own_camera = True
+    synthetic = "bayer"
+    base_config = "configs/example_calibrated_noise.yaml"
+
+    def __init__(self, data_path: str, image_list_file: Optional[str], split: str = "train", *,
+                 noise_profile: Any = None, noise_ratios: Optional[Sequence[float]] = None,
+                 noise_fraction: Optional[float] = None, **kwargs):
+        """``noise_profile``: ``data.noise.profile`` (or a profile dict); ``noise_ratios`` and
+        ``noise_fraction``: ``data.noise.ratios`` / ``.fraction``, None for the schema's defaults."""
+        from ..config import SCHEMA
+        defaults = SCHEMA["data"]["noise"]
+        noise_ratios = defaults["ratios"].default if noise_ratios is None else noise_ratios
+        noise_fraction = defaults["fraction"].default if noise_fraction is None else noise_fraction
+        profile = noise_profile if isinstance(noise_profile, Mapping) else resolve_profile(noise_profile)
+        self.noise = NoiseModel(profile)
+        self.noise_ratios = check_ratios(list(noise_ratios))
+        if not 0.0 <= noise_fraction <= 1.0:
+            raise DataError(f"data.noise.fraction: expected a number in [0, 1], got {noise_fraction}")
+        self.noise_fraction = float(noise_fraction)
+        super().__init__(data_path, image_list_file, split, **kwargs)
+        if self.noise.white is not None:
+            for e in self.entries:
+                white = self._file_meta(e.lbl_file).white
+                if abs(white - float(self.noise.white)) > 0.5:
+                    raise DataError(f"data.noise.profile: calibrated on a camera with white level "
+                                    f"{self.noise.white:g}, but {e.lbl_file} ({e.source}) has {white:g}; "
+                                    f"use a profile of this camera")
+
+    @staticmethod
+    def data_options(data: Mapping[str, Any]) -> Dict[str, Any]:
+        noise = data.get("noise") or {}
+        return {**RawPairDataset.data_options(data), "noise_profile": noise.get("profile"),
+                "noise_ratios": noise.get("ratios"), "noise_fraction": noise.get("fraction")}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print):
+        ensure_example_profile(cfg, log)
+        return super().from_config(cfg, split, log=log)
+
+    def prepare_hint(self) -> str:
+        return (f"write the list file(s) (one clean RAW file a line, or 'short long [ratio]' pairs); with "
+                f"data.load_npy: true a pair list is cached by `python scripts/prepare_pairs.py --data-path "
+                f"{self.data_path} --lists LIST...`, a list of clean files needs data.load_npy: false "
+                f"(docs/noise_calibration.md)")
+
+    def _entries(self) -> List[RawPairEntry]:
+        """A list of clean files (one path a line) or of pairs (``RawPairDataset``'s lines), not both."""
+        lines = list(_read_lines(self.list_file))
+        singles = [(n, t) for n, t in lines if len(t.split()) == 1]
+        if not singles:
+            return parse_pair_list(self.list_file)
+        if len(singles) != len(lines):
+            number = next(n for n, t in lines if len(t.split()) != 1)
+            raise DataError(f"{self.list_file}:{number}: a pair line in a list of clean files; a list holds "
+                            f"either one clean RAW file a line or 'short long [ratio]' pairs")
+        return [RawPairEntry(t, t, source=f"{self.list_file}:{n}", fixed_ratio=1.0, max_ratio=None)
+                for n, t in singles]
+
+    def _check_entry(self, entry) -> None:
+        if entry.img_file != entry.lbl_file:
+            return super()._check_entry(entry)
+        meta = self._file_meta(entry.lbl_file)
+        if self.load_npy and not os.path.isfile(cache_path(self.data_path, entry.lbl_file, "post_int")):
+            raise DataError(f"cache file not found: {cache_path(self.data_path, entry.lbl_file, 'post_int')}")
+        entry.input_exposure = entry.gt_exposure = meta.exposure
+
+    def load(self, entry) -> Dict[str, Any]:
+        clean_only = entry.img_file == entry.lbl_file
+        if self.split == "train":
+            if not clean_only and not (self.noise_fraction > 0 and np.random.random() < self.noise_fraction):
+                return super().load(entry)
+            rng = np.random
+        else:
+            if not clean_only:
+                return super().load(entry)
+            rng = np.random.default_rng([int(entry.source.rsplit(":", 1)[1])])
+        ratio = self.noise_ratios[min(int(rng.random() * len(self.noise_ratios)), len(self.noise_ratios) - 1)]
+        exposure = self._file_meta(entry.lbl_file).exposure
+        sample_entry = replace(entry, fixed_ratio=ratio, input_exposure=exposure / ratio, gt_exposure=exposure)
+        self._draw = (ratio, rng)
+        try:
+            return super().load(sample_entry)
+        finally:
+            self._draw = None
+
+    _draw = None
+
+    def _raw_arrays(self, entry):
+        if self._draw is None:
+            return super()._raw_arrays(entry)
+        if self.load_npy:
+            clean = self._open_cached(cache_path(self.data_path, entry.lbl_file, "pack"))
+            rgb = self._open_cached(cache_path(self.data_path, entry.lbl_file, "post_int"))
+        else:
+            _, clean, rgb = read_pair_file(resolve(self.data_path, entry.lbl_file), self.block_size, render=True)
+        black, white = self._file_levels(entry.lbl_file)
+        ratio, rng = self._draw
+        return _SyntheticShort(clean, black, white, ratio, self.noise, rng), clean, rgb
+
+    def _levels(self, entry):
+        if self._draw is None:
+            return super()._levels(entry)
+        levels = self._file_levels(entry.lbl_file)
+        return levels, levels
+
+
+#: where the example's calibration frames and profile go inside ``data.data_path``
+EXAMPLE_CALIBRATION = "calibration"
+
+
+def ensure_example_profile(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
+    """``data.synthetic.auto_create`` for the noise profile: when ``data.noise.profile`` is a path
+    inside ``data.data_path`` that does not exist yet, write the synthetic own camera's dark and
+    flat frames there (``<data_path>/calibration/{dark,flat}``,
+    :func:`cans.data.synthetic.make_own_camera_calibration`) and calibrate them, as
+    ``scripts/calibrate_noise.py --dark ... --flat ... --out PROFILE`` does. True when it wrote one."""
+    data = cfg["data"]
+    spec = (data.get("noise") or {}).get("profile")
+    if not (data.get("synthetic") or {}).get("auto_create") or not spec or spec in BUILTIN_PROFILES \
+            or os.path.isfile(spec):
+        return False
+    root, where = os.path.abspath(data["data_path"]), os.path.abspath(spec)
+    if os.path.commonpath([root, where]) != root or not os.path.isdir(root):
+        return False
+    import time
+
+    from .calibration import calibrate, write_profile
+    from .synthetic import make_own_camera_calibration
+
+    t0 = time.time()
+    folder = os.path.join(root, EXAMPLE_CALIBRATION)
+    log(f"[data] {where} is missing: simulating the own camera's dark and flat frames in {folder} and "
+        f"calibrating them (data.synthetic.auto_create: true) ...")
+    dark, flat = make_own_camera_calibration(folder)
+    profile, _ = calibrate(dark, flat, log=lambda m: log(f"[data]   {m}"))
+    write_profile(profile, where)
+    log(f"[data] noise profile written to {where} ({time.time() - t0:.1f} s)")
+    return True
