@@ -70,6 +70,43 @@ def nonfinite_advice(tcfg: Mapping[str, Any]) -> str:
             f"{tcfg.get('clip_grad')}) or set train.amp=off (now {tcfg.get('amp')})")
 
 
+class UnreadSteps:
+    """The steps a sync-free epoch took since the host last read the device
+    (:meth:`Trainer.sync_free_possible`).
+
+    Each step's finite flag stays on the device: ``skipped`` (steps whose loss or gradient was not
+    finite: fused AdamW skipped them through its ``found_inf``), ``streak`` (non-finite steps in a
+    row at the newest step) and ``longest`` (the longest such streak since the last read) are
+    0-dim float64 device tensors (exact counts up to 2**53); ``batches`` (a host int) counts the
+    steps taken since the last read, good or skipped.
+    """
+
+    def __init__(self, device: torch.device, streak: int):
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        self.batches = 0
+        self.skipped = zero
+        self.streak = zero + streak  # a scalar kernel argument: no host-to-device copy
+        self.longest = self.streak
+
+    def add(self, ok: torch.Tensor) -> None:
+        """Count one step; ``ok``: its 0-dim bool flag (True: the optimiser step was taken)."""
+        bad = (~ok).double()
+        self.batches += 1
+        self.skipped = self.skipped + bad
+        self.streak = (self.streak + 1) * bad
+        self.longest = torch.maximum(self.longest, self.streak)
+
+    def counters(self) -> torch.Tensor:
+        """``[skipped, streak, longest]`` (float64, on the device), to be read with other values."""
+        return torch.stack([self.skipped, self.streak, self.longest])
+
+    def clear(self) -> None:
+        """Start counting afresh after a read (the streak goes on)."""
+        self.batches = 0
+        self.skipped = torch.zeros_like(self.skipped)
+        self.longest = self.streak
+
+
 # ---------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------
@@ -82,6 +119,14 @@ class Trainer:
     ``valid_set`` (datasets of sample dicts; default ``cans.data.build_dataset(cfg, split)``;
     ``valid_set=False`` disables validation), ``resume`` (a checkpoint path), ``progress``
     (tqdm bars), ``device``.
+
+    The sync-free mode (``sync_free``, see :meth:`sync_free_possible`: fused AdamW, one process):
+    a step reads nothing back; non-finite steps are skipped on the device and counted by
+    :class:`UnreadSteps`. ``step``, ``nonfinite_total`` / ``nonfinite_streak`` and the epoch's
+    count are then exact as of the last read (a logging step, a stop, the epoch end: so at every
+    log line and save) and lag behind while the epoch runs; a log line is due when ``step`` plus
+    the unread steps (the step number had none been skipped) reaches the cadence, as the
+    per-step read's when nothing is skipped.
     """
 
     def __init__(self, cfg: Mapping[str, Any], *, model: Optional[nn.Module] = None,
@@ -171,6 +216,11 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)
         self.objective = build_objective(cfg)
         self.criterion, self.prior = self.objective.loss, self.objective.prior
+        # skip non-finite steps without a host read when the optimiser can (see sync_free_possible);
+        # tests set it False to compare with the per-step read
+        self.sync_free = self.sync_free_possible()
+        self._unread: Optional[UnreadSteps] = None  # the sync-free steps not yet read
+        self._last_ok: Optional[torch.Tensor] = None  # the newest sync-free step's flag (device)
 
         # wrappers
         train_model = model
@@ -356,13 +406,25 @@ class Trainer:
         self.stop_agreed = self.stop.requested is not None
         return bool(flag.item() >= 1)
 
+    def sync_free_possible(self) -> bool:
+        """Whether non-finite steps can be skipped with no host read (the sync-free mode): the
+        optimiser is fused Adam(W), which skips a step on the device through its ``found_inf`` (as
+        GradScaler uses it); no fp16 grad scaler (it has its own skip); no adaptive prior (it reads
+        the terms before the backward); one process (DDP agrees on each step with an all-reduce)."""
+        fused = (isinstance(self.optimizer, torch.optim.Adam)
+                 and all(g.get("fused") for g in self.optimizer.param_groups))
+        return bool(fused) and not self.scaler.is_enabled() and not self.prior.adaptive and self.world_size == 1
+
     def train_step(self, batch: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         """One optimiser step on ``batch``; returns the logged values (0-dim tensors on the device
         and floats, read by the caller only when it logs), or None when skipped.
 
         One host synchronisation per step, after the backward: the loss terms and the gradient
         norm are checked together on the device (the adaptive prior, which reads the terms before
-        the backward, adds one before it)."""
+        the backward, adds one before it). In the sync-free mode (``self.sync_free``) none: the
+        flag goes to the optimiser (:meth:`_step_unread`) and the values always come back, the flag
+        in ``self._last_ok``."""
+        self._last_ok = None
         x = self._to_device(batch["noisy_raw"])
         targets = {k: self._to_device(batch[k]) for k in ("clean_raw", "clean_rgb")}
         with self._autocast():
@@ -379,13 +441,80 @@ class Trainer:
         # the fp16 scaler skips inf/nan gradients itself: only the loss is checked then
         terms = [logs[k] for k in ("raw", "rgb")]
         checked = terms + ([] if self.scaler.is_enabled() else [grad_norm.detach().reshape(())])
-        if not self._agree(torch.stack(checked).isfinite().all()):
+        ok = torch.stack(checked).isfinite().all()
+        if self.sync_free:
+            return self._step_unread(ok, logs, total, grad_norm)
+        if not self._agree(ok):
             return self._skip(logs, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
         self.nonfinite_streak = 0
         return dict(logs, total=total.detach(), grad_norm=grad_norm.detach())
+
+    def _step_unread(self, ok: torch.Tensor, logs: Dict[str, Any], total: torch.Tensor,
+                     grad_norm: torch.Tensor) -> Dict[str, Any]:
+        """The sync-free optimiser step: fused Adam(W) takes it, or leaves the weights, moments and
+        its step counter untouched when ``ok`` (0-dim bool, device) is False, without the host
+        reading ``ok``; :class:`UnreadSteps` counts it until the next read (:meth:`_read_unread`)."""
+        if self._unread is None:
+            self._unread = UnreadSteps(self.device, self.nonfinite_streak)
+        opt = self.optimizer
+        opt.grad_scale, opt.found_inf = None, (~ok).float()
+        try:
+            opt.step()
+        finally:
+            del opt.grad_scale, opt.found_inf
+        self._unread.add(ok)
+        self._last_ok = ok
+        self.stop_agreed = self.stop.requested is not None
+        return dict(logs, total=total.detach(), grad_norm=grad_norm.detach())
+
+    def _read_unread(self, values: Optional[Mapping[str, Any]] = None) -> Optional[Dict[str, Any]]:
+        """Read the sync-free steps' counters, with the newest step's flag and ``values``' tensors
+        (one host read), and bring ``step``, ``nonfinite_total``, ``nonfinite_streak`` and the
+        epoch's count up to date; warn of skipped steps; raise :class:`NonFiniteLossError` once
+        ``train.max_nonfinite`` in a row were skipped (noticed here, not at the step itself).
+        Returns ``values`` as floats, or None when the newest step was skipped or none were given."""
+        unread = self._unread
+        if unread is None:
+            return None
+        keys = [k for k, v in (values or {}).items() if isinstance(v, torch.Tensor)]
+        parts = [unread.counters()]
+        if values is not None:
+            parts += [self._last_ok.double().reshape(1)] + [values[k].double().reshape(1) for k in keys]
+        read = torch.cat(parts).tolist()
+        skipped, streak, longest = (int(x) for x in read[:3])
+        taken, done = unread.batches, unread.batches - skipped
+        unread.clear()
+        self.step += done
+        self.nonfinite_total += skipped
+        self.nonfinite_streak = streak
+        if self.epoch_sums:
+            self.epoch_sums["count"] = int(self.epoch_sums.get("count") or 0) + done
+            if not self.epoch_sums["count"]:
+                self.epoch_sums.get("sums", {}).clear()  # no step taken: nothing to average (as per-step)
+        if skipped:
+            self.logger.warning(f"{skipped} of the last {taken} step(s) skipped for a non-finite loss or gradient, "
+                                f"up to step {self.step} (epoch {self.epoch + 1}; {streak} in a row now, "
+                                f"{self.nonfinite_total} in total)")
+        limit = int(self.tcfg.get("max_nonfinite") or 10)
+        if longest >= limit:
+            raise NonFiniteLossError(
+                f"{longest} non-finite losses in a row (train.max_nonfinite {limit}), noticed at step {self.step} "
+                f"(epoch {self.epoch + 1}; the device is read every train.log_every steps): {skipped} of the last "
+                f"{taken} step(s) skipped, {self.nonfinite_total} in total; stopping. The last checkpoint in "
+                f"{self.ckpt_dir} was left as it was. Lower train.base_lr, keep train.clip_grad on or switch "
+                "train.amp off.")
+        if values is None or read[3] < 1:
+            return None
+        return dict(values, **dict(zip(keys, read[4:])))
+
+    def _settle(self) -> None:
+        """Read the sync-free steps still unread (an epoch end, a stop): the counters exact for a save."""
+        if self._unread is not None:
+            self._read_unread()
+            self._unread = None
 
     def _skip(self, terms: Mapping[str, torch.Tensor], grad_norm: Optional[torch.Tensor]) -> None:
         """A non-finite step: say which numbers (read now, on this rare path) and skip it."""
@@ -426,21 +555,34 @@ class Trainer:
                 values["lr"] = lr
                 if self.device.type == "cuda":
                     values["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 30
-                for k, v in values.items():  # tensors stay on the device: no sync here
-                    sums[k] = sums.get(k, 0.0) + (v.double() if isinstance(v, torch.Tensor) else v)
-                self.epoch_sums["count"] += 1
-                if self.step % tb_every == 0 or self.step % log_every == 0:  # read the values now
-                    values = {k: float(v) for k, v in values.items()}
-                    bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
-                    self.logger.scalars(values, self.step, prefix="train")
-                    if self.step % log_every == 0:
-                        self.logger.info(f"epoch {epoch + 1} step {self.step} " +
-                                         " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+                ok = self._last_ok
+                if ok is None:  # a step taken (the flag was read)
+                    for k, v in values.items():  # tensors stay on the device: no sync here
+                        sums[k] = sums.get(k, 0.0) + (v.double() if isinstance(v, torch.Tensor) else v)
+                    self.epoch_sums["count"] += 1
+                    due = self.step
+                else:  # sync-free: the unread flag masks the sums; the count comes with the next read
+                    ok_d = ok.double()
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + (torch.where(ok, v.double(), 0.0) if isinstance(v, torch.Tensor)
+                                                      else ok_d * v)
+                    due = self.step + self._unread.batches  # the step number were no unread step skipped
+                if due % tb_every == 0 or due % log_every == 0:  # read the values now
+                    values = ({k: float(v) for k, v in values.items()} if ok is None
+                              else self._read_unread(values))
+                    if values is not None:  # None: this unread step was skipped
+                        bar.set_postfix(loss=f"{values['total']:.4f}", lr=f"{lr:.2e}")
+                        self.logger.scalars(values, self.step, prefix="train")
+                        if due % log_every == 0:
+                            self.logger.info(f"epoch {epoch + 1} step {self.step} " +
+                                             " ".join(f"{k} {v:.4g}" for k, v in values.items()))
             if self.stop_agreed:
                 bar.close()
+                self._settle()
                 return None
             t_data = time.perf_counter()
         bar.close()
+        self._settle()
         count = self.epoch_sums["count"]
         means = {k: float(v) / max(count, 1) for k, v in sums.items()}
         means["lr"] = lr
