@@ -74,10 +74,11 @@ def _assert_aligned(sample, b=2):
 
 def test_registry_names_and_the_facts_on_each_class():
     classes = DATASETS.classes()
-    assert set(classes) == {"SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset"}
+    assert set(classes) == {"SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
+                            "CleanFrameDataset"}
     facts = {n: (c.packed_channels, c.block_size) for n, c in classes.items()}
     assert facts == {"SonyDictSet": (4, 2), "FujiDictSet": (9, 3), "MCRDictSet": (4, 2), "RawPairDataset": (4, 2),
-                     "XTransPairDataset": (9, 3)}
+                     "XTransPairDataset": (9, 3), "CleanFrameDataset": (4, 2)}
 
 
 def test_crop_alignment_with_flips_and_transpose(tmp_path):
