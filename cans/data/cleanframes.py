@@ -41,7 +41,6 @@ import numpy as np
 
 from ..registry import DATASETS
 from .errors import DataError
-from .lists import _read_lines
 from .prepare import cache_path, resolve
 from .rawpair import RawPairDataset, RawPairEntry, parse_pair_list, read_pair_file
 
@@ -178,25 +177,21 @@ class CleanFrameDataset(RawPairDataset):
 
     def prepare_hint(self) -> str:
         return (f"write the list file(s) (one clean RAW file a line, or 'short long [ratio]' pairs); with "
-                f"data.load_npy: true a pair list is cached by `python scripts/prepare_pairs.py --data-path "
-                f"{self.data_path} --lists LIST...`, a list of clean files needs data.load_npy: false "
-                f"(docs/noise_calibration.md)")
+                f"data.load_npy: true cache them with `python scripts/prepare_pairs.py --data-path "
+                f"{self.data_path} --lists LIST...` (docs/noise_calibration.md)")
 
     def _entries(self) -> List[RawPairEntry]:
         """A list of clean files (one path a line) or of pairs (``RawPairDataset``'s lines), not both."""
-        lines = list(_read_lines(self.list_file))
-        singles = [(n, t) for n, t in lines if len(t.split()) == 1]
-        if not singles:
-            return parse_pair_list(self.list_file)
-        if len(singles) != len(lines):
-            number = next(n for n, t in lines if len(t.split()) != 1)
+        entries = parse_pair_list(self.list_file, clean_files=True)
+        clean = [e.clean for e in entries]
+        if any(clean) and not all(clean):
+            number = entries[clean.index(False)].source.rsplit(":", 1)[1]
             raise DataError(f"{self.list_file}:{number}: a pair line in a list of clean files; a list holds "
                             f"either one clean RAW file a line or 'short long [ratio]' pairs")
-        return [RawPairEntry(t, t, source=f"{self.list_file}:{n}", fixed_ratio=1.0, max_ratio=None)
-                for n, t in singles]
+        return entries
 
     def _check_entry(self, entry) -> None:
-        if entry.img_file != entry.lbl_file:
+        if not entry.clean:
             return super()._check_entry(entry)
         meta = self._file_meta(entry.lbl_file)
         if self.load_npy and not os.path.isfile(cache_path(self.data_path, entry.lbl_file, "post_int")):
@@ -204,7 +199,7 @@ class CleanFrameDataset(RawPairDataset):
         entry.input_exposure = entry.gt_exposure = meta.exposure
 
     def load(self, entry) -> Dict[str, Any]:
-        clean_only = entry.img_file == entry.lbl_file
+        clean_only = entry.clean
         if self.split == "train":
             if not clean_only and not (self.noise_fraction > 0 and np.random.random() < self.noise_fraction):
                 return super().load(entry)

@@ -104,10 +104,11 @@ class FileMeta:
 class RawPairEntry(PairEntry):
     """A list line; ``fixed_ratio`` is the ratio written in the list (None: from the metadata);
     ``meta_ratio`` the metadata ratio used (capped at ``data.max_ratio``), ``uncapped_ratio`` the
-    metadata ratio before the cap."""
+    metadata ratio before the cap; ``clean``: a line of one clean file (``CleanFrameDataset``)."""
     fixed_ratio: Optional[float] = None
     meta_ratio: Optional[float] = None
     uncapped_ratio: Optional[float] = None
+    clean: bool = False
 
     @property
     def ratio(self) -> float:
@@ -198,12 +199,18 @@ def packed_size(hw: Sequence[int], block_size: int) -> Tuple[int, int]:
 # Lists, ratios and pair checks
 # ---------------------------------------------------------------------------------------------
 
-def parse_pair_list(path: str) -> List[RawPairEntry]:
-    """``short long [ratio]`` lines -> entries; DataError with ``file:line`` for a bad line."""
+def parse_pair_list(path: str, clean_files: bool = False) -> List[RawPairEntry]:
+    """``short long [ratio]`` lines -> entries; DataError with ``file:line`` for a bad line.
+    ``clean_files``: a line of one file is a clean frame (an entry whose short and long file are
+    that file, ratio 1), as ``CleanFrameDataset`` lists them, so that its caches get prepared."""
     entries = []
     for number, text in _read_lines(path):
         where = f"{path}:{number}"
         tokens = text.split()
+        if clean_files and len(tokens) == 1:
+            entries.append(RawPairEntry(tokens[0], tokens[0], source=where, fixed_ratio=1.0, max_ratio=None,
+                                        clean=True))
+            continue
         if len(tokens) not in (2, 3):
             raise DataError(f"{where}: expected '<short RAW> <long RAW> [ratio]', got {text!r}")
         ratio = None
@@ -345,7 +352,7 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
     lists = []
     for lf in list_files:
         path = lf if os.path.isabs(lf) else os.path.join(data_path, lf)
-        lists.append(parse_pair_list(path))
+        lists.append(parse_pair_list(path, clean_files=True))
     longs = {e.lbl_file for es in lists for e in es}
     table = load_meta_table(data_path)
     if table and not table.get("files"):

@@ -138,3 +138,22 @@ def test_a_pair_line_in_a_clean_list_names_the_line(tmp_path):
         fh.write("flat_0.dng flat_0.dng\n")
     with pytest.raises(DataError, match=r"clean.txt:2: a pair line in a list of clean files"):
         CleanFrameDataset(str(tmp_path), lst, "train", noise_profile="A7S2", load_npy=False, **QUIET)
+
+
+def test_a_clean_list_is_prepared_and_both_reading_modes_give_the_same_samples(tmp_path):
+    """scripts/prepare_pairs.py caches a list of clean files too; the cached samples are the RAW ones."""
+    from cans.data.rawpair import prepare_pairs
+    levels = [0, 500, 3500]
+    lst = _flat_list(str(tmp_path), levels)
+    summary = prepare_pairs(str(tmp_path), [lst], block_size=2, progress=False, **QUIET)
+    assert not summary["failed"] and not summary["bad_pairs"]
+    kw = dict(noise_profile=FIXED, noise_ratios=[10, 100], max_clip=None, h_flip=False, v_flip=False, **QUIET)
+    samples = {}
+    for load_npy in (False, True):
+        ds = CleanFrameDataset(str(tmp_path), lst, "train", load_npy=load_npy, **kw)
+        np.random.seed(3)
+        samples[load_npy] = [ds[i] for i in range(len(levels))]
+    for a, b in zip(samples[False], samples[True]):
+        assert a["ratio"] == b["ratio"]
+        for key in ("noisy_raw", "clean_raw", "clean_rgb"):
+            assert torch.equal(a[key], b[key]), key
