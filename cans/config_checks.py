@@ -92,7 +92,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 def _check_learning_rates(train: Mapping[str, Any]) -> None:
     """The cosine schedule decays from ``train.base_lr`` to ``train.min_lr``: a floor above the start
     would make the rate rise over the run (the constant schedule reads only ``base_lr``)."""
-    if (train.get("lr_scheduler") or {}).get("type", "cosine") != "cosine":
+    if train["lr_scheduler"]["type"] != "cosine":
         return
     base, low = train["base_lr"], train["min_lr"]
     if low > base:

@@ -425,7 +425,7 @@ def cli_main(args) -> int:
         print(f"weights: {weights_line(checkpoint)}")
         model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
         opts = split_options(cfg, "test")
-        amp = args.amp or cfg["test"].get("amp", "off")
+        amp = args.amp or cfg["test"]["amp"]
         tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
         check_tiling(model, tile, overlap)
         if isinstance(tile, int):

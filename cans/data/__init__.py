@@ -166,10 +166,10 @@ def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], N
                         f"not creating the own-camera example set there (data.synthetic.auto_create)")
     kind = "X-Trans " if sensor == "xtrans" else ""
     log(f"[data] {where} is missing: creating the synthetic {kind}own-camera set there (data.synthetic.auto_create: "
-        f"true; {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
+        f"true; {syn['scenes']} scenes, seed {syn['seed']}) ...")
     t0 = time.time()
-    make_own_camera_set(path, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
-                        height=syn.get("height", 384), width=syn.get("width", 576), log=log, progress=False,
+    make_own_camera_set(path, scenes=syn["scenes"], seed=syn["seed"],
+                        height=syn["height"], width=syn["width"], log=log, progress=False,
                         sensor=sensor)
     log(f"[data] own-camera set ready at {where} ({time.time() - t0:.1f} s)")
     return True
@@ -188,9 +188,9 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     from .synthetic import make_synthetic_sid
 
     data = cfg["data"]
-    syn = data.get("synthetic") or {}
+    syn = data["synthetic"]
     path = data["data_path"]
-    if not syn.get("auto_create", False):
+    if not syn["auto_create"]:
         return False
     stand_in = getattr(dataset_class(cfg), "synthetic", None)
     if stand_in in ("bayer", "xtrans"):
@@ -216,11 +216,11 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     else:
         _check_create_location(path, camera)
         log(f"[data] {where} is missing: creating the synthetic SID there (data.synthetic.auto_create: true; "
-            f"camera {camera}, {syn.get('scenes', 8)} scenes, seed {syn.get('seed', 0)}) ...")
+            f"camera {camera}, {syn['scenes']} scenes, seed {syn['seed']}) ...")
     t0 = time.time()
-    make_synthetic_sid(path, camera=camera, scenes=syn.get("scenes", 8), seed=syn.get("seed", 0),
-                       height=syn.get("height", 384), width=syn.get("width", 576),
-                       workers=syn.get("workers", 0), log=log, progress=False, overwrite=overwrite)
+    make_synthetic_sid(path, camera=camera, scenes=syn["scenes"], seed=syn["seed"],
+                       height=syn["height"], width=syn["width"],
+                       workers=syn["workers"], log=log, progress=False, overwrite=overwrite)
     log(f"[data] synthetic {camera} SID ready at {where} ({time.time() - t0:.1f} s)")
     return True
 

@@ -486,8 +486,8 @@ class RawPairDataset(PairDataset):
     @staticmethod
     def data_options(data: Mapping[str, Any]) -> Dict[str, Any]:
         """The ``data.*`` keys this dataset takes besides the split options."""
-        return {"ratio_mode": data.get("ratio_mode") or "exposure",
-                "max_ratio": data.get("max_ratio", DEFAULT_MAX_RATIO)}
+        return {"ratio_mode": data["ratio_mode"],
+                "max_ratio": data["max_ratio"]}
 
     def prepare_hint(self) -> str:
         return (f"write the list file(s) and, with data.load_npy: true, cache the files with `python "

@@ -278,7 +278,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     check_checkpoint_path(checkpoint)  # before the result folder is made
     with provisional_output_dir(out_dir, what):  # before the model and the data; a failed run leaves no empty folder
-        model = load_model(cfg, checkpoint, dev, test.get("channels_last", False))
+        model = load_model(cfg, checkpoint, dev, test["channels_last"])
         from ..models.published import describe_weights, weights_line
         weights = describe_weights(checkpoint)
         print_fn(f"weights: {weights_line(weights)}")
@@ -297,8 +297,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         _remove_dead_stages(out_dir)
         stage, lock = _make_stage(out_dir)
         try:
-            report = evaluate(model, loader, dev, amp=test.get("amp", "off"),
-                              channels_last=test.get("channels_last", False),
+            report = evaluate(model, loader, dev, amp=test["amp"],
+                              channels_last=test["channels_last"],
                               save_dir=os.path.join(stage, REPORT_IMAGES), save_images=save_images,
                               save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
                               max_images=max_images)
@@ -415,7 +415,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
     iters = test["throughput_iters"] if iters is None else iters
     if iters < 1:
         raise ValueError(f"throughput iterations must be >= 1, got {iters}")
-    channels_last = test.get("channels_last", False)
+    channels_last = test["channels_last"]
     what = "--out" if out_dir else "output_dir"
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
     if not random_weights:
@@ -445,7 +445,7 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         x = x.to(dev)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = test.get("amp", "off")
+        amp = test["amp"]
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         block = int(cfg["model"]["block_size"])
