@@ -29,7 +29,8 @@ from cans.files import atomic_write_text  # noqa: E402
 
 # name -> (config, extra --set overrides): the runs the documentation quotes, in the order of
 # docs/figures.md. "{demo}" stands for the demo run's folder: a run naming it trains after "demo"
-# (which --only then adds) from the demo model, as docs/own_camera.md shows.
+# (which --only then adds) from the demo model, as docs/own_camera.md shows. The wall time
+# includes making a demo's synthetic data set only when datasets/ does not hold it yet.
 DEMOS = {
     "demo": ("configs/demo.yaml", ()),
     "demo_fuji": ("configs/demo_fuji.yaml", ()),
@@ -57,6 +58,13 @@ def command(name: str, output_dir: str, demo_dir: str = "") -> list:
     config, extra = DEMOS[name]
     return (["train.py", "-c", config, "--no-progress", "--set", f"output_dir={output_dir}"]
             + [s.replace("{demo}", demo_dir) for s in extra])
+
+
+def shown_command(name: str) -> str:
+    """Demo ``name``'s command as the documentation gives it (the demo run in its usual folder)."""
+    config, extra = DEMOS[name]
+    sets = [s.replace("{demo}", "runs/CANS_Plus_demo") for s in extra]
+    return f"python train.py -c {config}" + (" --set " + " ".join(sets) if sets else "")
 
 
 def run_demo(args: list, output_dir: str) -> dict:
@@ -180,9 +188,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="cans_figures_") as tmp:
             for name in selected(args.only):
                 cmd = command(name, os.path.join(tmp, name), os.path.join(tmp, "demo"))
-                shown = " ".join(["python"] + command(name, "TMP", "runs/CANS_Plus_demo")).replace(
-                    " --no-progress --set output_dir=TMP", "")
-                shown = shown.replace(" train.pretrained", " --set train.pretrained", 1)
+                shown = shown_command(name)
                 print(f"{name}: {shown} ...", file=sys.stderr, flush=True)
                 summary = run_demo(cmd, os.path.join(tmp, name))
                 results[name] = (shown, summary)
