@@ -68,7 +68,8 @@ def shown_command(name: str) -> str:
 
 
 def run_demo(args: list, output_dir: str) -> dict:
-    """Run train.py with ``args`` (:func:`command`) training into ``output_dir`` (a subprocess of train.py, run from the repository root);
+    """Run train.py with ``args`` (:func:`command`) training into ``output_dir`` (a subprocess of
+    train.py, run from the repository root);
     return its train_summary.json with ``"measured_wall_s"`` (the whole command: data creation,
     model build, validation and training). A failing run raises ConfigError with train.py's last line."""
     cmd = [sys.executable] + list(args)
@@ -78,7 +79,8 @@ def run_demo(args: list, output_dir: str) -> dict:
     summary_path = os.path.join(output_dir, "train_summary.json")
     if proc.returncode != 0 or not os.path.isfile(summary_path):
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
-        raise ConfigError(f"{' '.join(args[:3])}: train.py exited with {proc.returncode}: {lines[-1] if lines else 'no output'}")
+        last = lines[-1] if lines else "no output"
+        raise ConfigError(f"{' '.join(args[:3])}: train.py exited with {proc.returncode}: {last}")
     with open(summary_path, encoding="utf-8") as f:
         summary = json.load(f)
     summary["measured_wall_s"] = round(wall, 1)
@@ -158,7 +160,8 @@ def render(results: dict, tests: int = None, when: str = None, cpus: int = None,
     if tests is not None:
         lines.append(f"- tests: {tests} collected by `python -m pytest -q --co`")
     lines += ["", "Validation figures are means over each demo's validation images, untrained = before "
-                  "epoch 1 (`train.validate_at_start`), starting = the demo model's best.pth; runs are deterministic on the same machine and versions.", ""]
+                  "epoch 1 (`train.validate_at_start`), starting = the demo model's best.pth; runs are deterministic "
+                  "on the same machine and versions.", ""]
     for name, (shown, summary) in results.items():
         lines.append(demo_table(name, shown, summary))
     return "\n".join(lines).rstrip() + "\n"
