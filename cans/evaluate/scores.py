@@ -1,32 +1,11 @@
 """Full-resolution evaluation: the paper's reconstruction and denoising reports.
 
-``evaluate(model, loader, device, ...)`` runs the model over a DataLoader of sample
-dicts and returns::
-
-    {"reconstruction": {"psnr", "ssim", "images"},
-     "denoising": {"x100": {"psnr", "ssim", "images"}, "x250": ..., "x300": ...,
-                   [other ratio groups present], "average": {...}, "all_images": {...}},
-     "per_image": [record, ...], "skipped": [{"img_file", "lbl_file", "source", "reason"}, ...]}
-
-* Reconstruction: the RGB output (B, 3, h*b, w*b) against ``clean_rgb``, metrics of
-  docs/testing.md (clamped to [0, 1], 0..255 scale), averaged over images.
-* Denoising: the packed RAW output (B, C, h, w) against ``clean_raw``, both clipped to
-  [0, 1], data range 1, the same SSIM window; averaged per ratio group (``x<round(ratio)>``:
-  x100, x250, x300 for SID Sony, always listed, ``psnr``/``ssim`` null when a group has
-  no image). ``average`` is the mean of the non-empty group means, which is how the
-  paper's "average" row is formed (its CANS and CANS++ rows equal the mean of their three
-  group rows); ``all_images`` is the plain mean over every image.
-* ``skipped``: the pairs left out because their files are unreadable (``data.skip_bad_files``);
-  they are in no average.
-* ``per_image`` records: ``img_file``, ``lbl_file``, ``ratio``, ``group``, ``rgb_psnr``,
-  ``rgb_ssim``, ``raw_psnr``, ``raw_ssim``, ``height``, ``width`` (of the RGB output),
-  ``time_ms`` (forward pass per image, CUDA-synchronised) and ``output`` (saved PNG or null).
-
-When ``torch.distributed`` is initialised the records of all ranks are gathered
-(``all_gather_object``) and de-duplicated by (img_file, lbl_file) (a DistributedSampler
-pads the last batch with repeats), so every rank returns the same report.
-
-Writers: ``write_metrics_json`` (atomic), ``write_metrics_csv`` (atomic) and
+:func:`evaluate` runs a model over a DataLoader of sample dicts and scores the RGB output against
+``clean_rgb`` (reconstruction) and the packed RAW output against ``clean_raw`` (denoising, per ratio
+group ``x<round(ratio)>``); :func:`summarize` forms the report (its docstring gives the layout,
+docs/testing.md the metrics and the tables). Unreadable pairs left out by ``data.skip_bad_files``
+are listed under ``skipped`` and are in no average. Under ``torch.distributed`` every rank returns
+the same report. Writers: ``write_metrics_json``, ``write_metrics_csv`` (both atomic) and
 ``format_tables`` (Markdown, optionally beside the paper's numbers).
 """
 from __future__ import annotations
@@ -128,7 +107,16 @@ def _unwrap(model):
 # ---------------------------------------------------------------------------------------
 
 def summarize(records: List[Mapping[str, Any]]) -> Dict[str, Any]:
-    """Per-image records -> ``{"reconstruction": ..., "denoising": ...}`` (see the module doc)."""
+    """Per-image records -> ``{"reconstruction": {"psnr", "ssim", "images"}, "denoising": {...}}``.
+
+    ``denoising`` has one entry per ratio group (x100, x250, x300 always listed, ``psnr`` / ``ssim``
+    None when a group has no image; other groups as present), ``average`` (the mean of the
+    non-empty group means: how the paper's "average" row is formed) and ``all_images`` (the plain
+    mean over every image). :func:`evaluate` adds ``per_image`` (these records: ``img_file``,
+    ``lbl_file``, ``ratio``, ``group``, ``rgb_psnr``, ``rgb_ssim``, ``raw_psnr``, ``raw_ssim``,
+    ``height``, ``width`` of the RGB output, ``time_ms`` (CUDA-synchronised forward per image),
+    ``output`` (saved PNG or None)) and ``skipped`` (``img_file``, ``lbl_file``, ``source``, ``reason``).
+    """
     recon = {"psnr": _mean(r["rgb_psnr"] for r in records), "ssim": _mean(r["rgb_ssim"] for r in records),
              "images": len(records)}
     groups: Dict[str, list] = {g: [] for g in PAPER_GROUPS}
@@ -149,6 +137,8 @@ def summarize(records: List[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 def _gather_records(records: List[dict]) -> List[dict]:
+    """Every rank's records (``all_gather_object``), de-duplicated by (img_file, lbl_file): a
+    DistributedSampler pads the last batch with repeats. The same list on every rank."""
     rank, world = _dist_info()
     if world == 1:
         return records

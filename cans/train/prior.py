@@ -1,33 +1,11 @@
 """The adaptive denoising prior: how much the RAW (denoising) term weighs against the RGB term.
 
-The RAW head is supervised by the colour-balanced clean RAW (docs/data.md). The
-weight of that term is chosen by ``loss.prior.weighting``:
-
-* ``fixed``: the YAML weights ``loss.raw.weight`` and ``loss.rgb.weight`` (the paper
-  configs: 1 and 1);
-* ``gradient_agreement``: every ``loss.prior.every`` steps, ``g1`` and ``g2`` are the
-  gradients of the (YAML-weighted) RAW term and RGB term with respect to the parameters of
-  the shared backbone, and
-
-      gamma = clip((|g2|^2 - g1.g2) / |g1 - g2|^2, 0, 1)      (0.5 when g1 == g2)
-
-  is the minimum-norm point ``gamma g1 + (1 - gamma) g2`` of the segment between the two
-  gradients (the two-task MGDA solution). The RAW term is weighted by ``2 gamma`` and the
-  RGB term by ``2 (1 - gamma)`` (times their YAML weights), so that gamma = 0.5 gives the
-  scale of the fixed mode. Between updates the last gamma holds; it starts at 0.5 and is
-  saved in the checkpoints.
-
-Under DistributedDataParallel the two gradients are averaged over the ranks before gamma
-is computed, so that every rank applies the same weights.
-
-Under ``torch.compile`` the two gradients differentiate the step's graph with
-``retain_graph=True`` before the step's own backward. AOTAutograd compiles the backward at its
-first call, and when that call is a plain backward (a resumed run whose first step is not a
-multiple of ``every``) it may donate the saved activations to the backward's outputs; the next
-``retain_graph=True`` call then fails ("compiled with non-empty donated buffers"; reproduced with
-``aot_eager`` and with inductor on the CPU). So the adaptive mode turns buffer donation off
-(``torch._functorch.config.donated_buffer``) when it is built, before anything compiles: a fresh
-run's first compiled backward (a retained one) never donates either, so nothing is lost.
+``loss.prior.weighting``: ``fixed`` keeps the YAML weights ``loss.raw.weight`` / ``loss.rgb.weight``;
+``gradient_agreement`` re-weights them every ``loss.prior.every`` steps by the two-task MGDA point
+(:func:`mgda_gamma`) of the RAW and RGB gradients on the shared backbone: RAW ``2 gamma``, RGB
+``2 (1 - gamma)``, so gamma = 0.5 is the fixed scale (docs/training.md). Gamma starts at 0.5, holds
+between updates and is checkpointed; under DDP the gradients are averaged over the ranks first, so
+every rank applies the same weights. :func:`allow_retained_backward` says why buffer donation is off.
 """
 from __future__ import annotations
 
@@ -71,7 +49,15 @@ def shared_parameters(model: nn.Module) -> List[nn.Parameter]:
 
 def allow_retained_backward() -> None:
     """Let a compiled model's graph be differentiated with ``retain_graph=True`` whatever its first
-    backward was: no donated buffers in backwards compiled from now on (module docstring)."""
+    backward was: no donated buffers in backwards compiled from now on.
+
+    Why: the two gradients differentiate the step's graph with ``retain_graph=True`` before the
+    step's own backward. AOTAutograd compiles the backward at its first call; when that is a plain
+    backward (a resumed run whose first step is not a multiple of ``every``) it may donate the saved
+    activations, and the next retained call fails ("compiled with non-empty donated buffers";
+    reproduced with ``aot_eager`` and inductor on the CPU). Called when the adaptive mode is built,
+    before anything compiles; a fresh run's first backward (a retained one) never donates either.
+    """
     try:
         import torch._functorch.config as functorch_config
     except Exception:  # pragma: no cover - a torch without AOTAutograd compiles nothing

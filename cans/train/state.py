@@ -1,34 +1,11 @@
 """The resumable state of a training run: what a training checkpoint holds and how a resume restores it.
 
-``cans.engine.checkpoint`` does the file work (atomic writes, reading with clear errors, capturing
-and restoring RNG states); this module decides what goes into a checkpoint of a ``Trainer`` and
-how a resumed ``Trainer`` takes it back:
-
-- :func:`capture_train_state`: the checkpoint dict: ``model`` (state_dict, no ``module.``
-  prefix), ``optimizer``, ``param_names`` (the parameter of each optimizer slot), ``scheduler``,
-  ``scaler`` (fp16 grad scaler or None), ``epoch`` (number of *completed* epochs), ``step``
-  (optimiser steps done), ``best_metric`` / ``best_epoch`` (validation PSNR, dB),
-  ``bad_validations`` (validations since the best, for ``train.early_stop``), ``rng`` (this
-  rank's python, numpy, torch CPU and CUDA states), ``rng_ranks`` (every rank's, DDP) and
-  ``world_size``, ``config`` (the resolved config), ``prior`` (the adaptive prior's state),
-  ``nonfinite`` (count of skipped non-finite steps), ``history`` (initial / last validation
-  metrics); ``batches_done`` / ``epoch_sums`` (the batches of epoch ``epoch + 1`` already trained
-  and the running sums of its logged values: a run stopped mid-epoch resumes at the next batch),
-  ``end_pending`` (epoch ``epoch`` is trained but its validation and saves are not done); a
-  stopped run's ``last.pth`` adds ``interrupted: True``;
-- :func:`restore_train_state`: a resume. The weights must fit the model exactly; the optimizer
-  state must have been saved for the same parameter order (:func:`param_names`); the AdamW
-  moments come from the checkpoint but its hyper-parameters (betas, eps, weight decay) and the
-  learning rate come from this config (:func:`load_optimizer_state`, ``sync_schedule``); each
-  rank gets its own RNG state back when the number of processes is unchanged;
-- :func:`interrupt_state`: the checkpoint of a run stopped outside its training steps
-  (validation, saving), without collective calls.
-
-The functions read and set the attributes of a ``cans.train.trainer.Trainer`` (``model``,
-``optimizer``, ``scheduler``, ``scaler``, ``prior``, ``cfg``, ``tcfg``, ``seed``, ``rank``,
-``world_size``, ``logger`` and the counters ``epoch``, ``step``, ``best_metric``,
-``best_epoch``, ``bad_validations``, ``nonfinite_total``, ``history``, ``batches_done``,
-``epoch_sums``, ``end_pending``).
+``cans.engine.checkpoint`` does the file work (atomic writes, clear read errors, RNG capture); this
+module decides what a ``Trainer``'s checkpoint holds (:func:`capture_train_state`, which lists the
+keys), how a resumed ``Trainer`` takes it back (:func:`restore_train_state`) and what a run stopped
+outside its training steps saves (:func:`interrupt_state`). The functions read and set the
+attributes of a ``cans.train.trainer.Trainer`` (model, optimizer, scheduler, scaler, prior, config,
+rank and the run's counters), so a new counter must be added here to survive a resume.
 """
 from __future__ import annotations
 
@@ -57,7 +34,18 @@ def param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> List[str]
 
 def capture_train_state(trainer, gather_rng: bool = True) -> Dict[str, Any]:
     """Everything a resume needs, as the checkpoint dict. ``gather_rng`` collects every rank's
-    RNG state (a collective call: all ranks must call it); without it ``rng_ranks`` is None."""
+    RNG state (a collective call: all ranks must call it); without it ``rng_ranks`` is None.
+
+    Keys: ``model`` (state_dict, no ``module.`` prefix), ``optimizer``, ``param_names`` (the
+    parameter of each optimizer slot), ``scheduler``, ``scaler`` (fp16 grad scaler or None),
+    ``epoch`` (*completed* epochs), ``step`` (optimiser steps), ``best_metric`` / ``best_epoch``
+    (validation PSNR, dB), ``bad_validations`` (since the best, for ``train.early_stop``), ``rng``
+    (this rank's python, numpy, torch CPU and CUDA states), ``rng_ranks`` and ``world_size``,
+    ``config`` (resolved), ``prior``, ``nonfinite`` (skipped non-finite steps), ``history``
+    (initial / last validation metrics), ``batches_done`` / ``epoch_sums`` (batches of epoch
+    ``epoch + 1`` already trained and its running logged sums: a mid-epoch stop resumes at the next
+    batch), ``end_pending`` (epoch ``epoch`` trained, its validation and saves not done).
+    """
     rng = capture_rng_state()
     rng_ranks = None
     if gather_rng and trainer.world_size > 1:
@@ -115,7 +103,13 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Mapping[str, A
 def restore_train_state(trainer, ckpt: Mapping[str, Any], path: str) -> None:
     """Resume ``trainer`` from ``ckpt``, a checkpoint dict read from ``path``: weights, optimizer,
     schedule, grad scaler, counters, adaptive prior, RNG. Raises CheckpointError (one message
-    naming ``path``) when the checkpoint does not fit the model or the optimizer."""
+    naming ``path``) when the checkpoint does not fit the model or the optimizer.
+
+    The weights must fit the model exactly and the optimizer state must be for the same parameter
+    order (:func:`param_names`); the AdamW moments come from the checkpoint, its hyper-parameters
+    and the learning rate from this config (:func:`load_optimizer_state`, ``sync_schedule``); each
+    rank gets its own RNG state back when the number of processes is unchanged.
+    """
     from ..models import extract_state_dict, load_state_dict_strict
     try:
         load_state_dict_strict(unwrap_model(trainer.model), extract_state_dict(ckpt["model"], path), source=path)
