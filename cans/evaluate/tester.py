@@ -1,30 +1,11 @@
 """``test.py``: the paper's two reports for a checkpoint, and the throughput mode.
 
-``run_test(cfg, checkpoint, ...)`` builds the config's model, loads the weights, runs
-:func:`cans.evaluate.scores.evaluate` over the test split at full resolution and writes, in
-``<output_dir>/test/`` (or ``out_dir``):
-
-* ``metrics.json``: the report plus ``config`` (the resolved config), ``checkpoint``, ``weights``
-  (path and git blob id: the authors' published files are recognised) and ``protocol`` (data set,
-  list, ``only_00``, image count; with ``--compare-paper`` how it differs from the paper's);
-* ``metrics.csv``: one row per image;
-* ``tables.md``: the two Markdown tables (also printed);
-* ``images/<input stem>.png`` (8-bit, 16-bit with ``test.save_16bit``) and, with
-  ``test.save_grid``, ``images/grid/<stem>_grid.png``: input | output | target; one file per
-  test image (the scores are in metrics.csv / metrics.json).
-
-The report is written in a stage folder ``<out_dir>/.report-partial-<random>/`` and swapped in
-when complete (the previous report's files and PNGs replaced; other files in the folder kept), so
-an interrupted or failed run leaves the previous report whole; the stage of a run that was killed
-outright is removed by the next run.
-
-The config's keys are checked together first (``cans.config_checks``). Pairs left out by
-``data.skip_bad_files`` are listed under ``skipped`` in metrics.json and under the tables.
-
-``run_throughput(cfg, checkpoint, ...)``: milliseconds per full-resolution image (the first
-test image, or a random input of a given packed size) after ``test.throughput_warmup``
-warm-up passes, averaged over ``test.throughput_iters`` passes, each timed with CUDA
-synchronisation; written to ``throughput.json``.
+:func:`run_test` builds the config's model (keys checked together first, ``cans.config_checks``),
+loads the weights, runs :func:`cans.evaluate.scores.evaluate` over the test split at full resolution
+and writes ``metrics.json``, ``metrics.csv``, ``tables.md`` and the PNGs into ``<output_dir>/test/``
+(docs/testing.md lists them). The report is built in a stage folder ``.report-partial-<random>/`` and
+swapped in when complete, so an interrupted or failed run leaves the previous report whole.
+:func:`run_throughput`: milliseconds per full-resolution image, CUDA-synchronised, to ``throughput.json``.
 """
 from __future__ import annotations
 
@@ -257,7 +238,13 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
              tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True) -> Dict[str, Any]:
-    """Score ``checkpoint`` on the test split; returns the report (see the module docstring).
+    """Score ``checkpoint`` on the test split; returns the report of :func:`cans.evaluate.scores.evaluate`.
+
+    ``metrics.json`` adds ``config`` (resolved), ``checkpoint``, ``weights`` (path and git blob id,
+    so the authors' published files are recognised) and ``protocol`` (data set, list, ``only_00``,
+    image count; with ``compare_paper`` how it differs from the paper's). PNGs go to
+    ``images/<input stem>.png`` (16-bit with ``test.save_16bit``; ``test.save_grid`` adds
+    ``images/grid/<stem>_grid.png``: input | output | target).
 
     ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
     (:mod:`cans.tiling`); without ``tile`` whole frames, retried in tiles on a GPU out-of-memory.
@@ -400,7 +387,8 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
                    size: Optional[Sequence[int]] = None, warmup: Optional[int] = None, iters: Optional[int] = None,
                    out_dir: Optional[str] = None, random_weights: bool = False, progress: bool = True,
                    print_fn=print) -> Dict[str, Any]:
-    """Milliseconds per full-resolution image (see the module docstring).
+    """Milliseconds per full-resolution image: ``test.throughput_warmup`` warm-up passes, then the
+    mean over ``test.throughput_iters`` passes, each timed with CUDA synchronisation.
 
     Says first what it times (model, device, input size, pass counts); ``progress`` shows a
     bar over the passes.

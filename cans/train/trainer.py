@@ -1,28 +1,11 @@
 """The training loop of CANS (docs/training.md), single process or DistributedDataParallel.
 
-``Trainer(cfg, ...)`` builds everything from a resolved config (``cans.config.load_config``):
-the model (``model:``), the loss (``loss:``), AdamW with gradient clipping and a per-epoch
-cosine schedule (``train:``), the data loaders (``data:``), the run folder
-(``output_dir``: ``config.yaml``, ``train.log``, ``tensorboard/``, ``checkpoints/``), and
-``fit()`` trains, validates, saves and returns a summary dict.
-
-Batches are sample dicts of ``cans.data``: ``noisy_raw`` (B, C, h, w) float32, the
-ratio-amplified packed input; ``clean_raw`` (B, C, h, w), the colour-balanced clean packed
-RAW; ``clean_rgb`` (B, 3, h*b, w*b) in [0, 1]. The model returns ``(rgb, raw)`` of the
-targets' shapes.
-
-The learning rate follows ``cans.train.schedule`` (per-epoch cosine); the data loaders come
-from ``cans.train.loaders``, seeds from ``cans.train.seeding``, signal handling from
-``cans.train.signals``. What a checkpoint holds and how a resume restores it is
-``cans.train.state`` (the files themselves: ``cans.engine.checkpoint``); the validation
-image panels are ``cans.evaluate.images.validation_panels``; the run folder's lock and the rule
-for a folder that already holds a run are ``cans.train.rundir``.
-
-What survives what (docs/training.md): Ctrl-C or SIGTERM stops after the current step and saves
-an exact mid-epoch ``last.pth`` (a second signal stops at once); ``kill -9`` loses only the steps
-since the last ``last.pth``; either way the resumed run equals the uninterrupted one. Weights that
-are not finite, or a validation that is not, are never saved; a full disk stops the run with one
-line naming the checkpoint that is still good.
+``Trainer(cfg, ...)`` builds everything from a resolved config (``cans.config.load_config``): model,
+loss, AdamW with gradient clipping and the per-epoch cosine schedule (``cans.train.schedule``), the
+data loaders (``cans.train.loaders``) and the run folder (``cans.train.rundir``); ``fit()`` trains,
+validates, saves and returns a summary dict. Batches are ``cans.data`` sample dicts; the model returns
+``(rgb, raw)`` of the targets' shapes. What a checkpoint holds is ``cans.train.state``; signals are
+``cans.train.signals``. What survives an interrupt, a crash or a full disk: docs/training.md.
 """
 from __future__ import annotations
 
