@@ -1,39 +1,12 @@
-"""Enhancing your own RAW photos: the logic behind ``scripts/infer.py``.
+"""Enhancing your own RAW photos: the logic behind ``scripts/infer.py`` (user guide: docs/inference.md).
 
-A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): the visible mosaic, the black
-level of each CFA site, the white level and the colour filter layout all come from the
-file. Then:
-
-1. **Normalise**: ``(float32(raw) - black) / (white - black)`` (black per CFA site); values
-   below the black level stay negative, as the network saw them in training.
-2. **Gain**: times the exposure ratio, clipped as the test split of the config says
-   (``data.process.max_clip``, 1.0 in the paper configs). ``--ratio auto`` chooses
-   ``ratio = target_mean / mean(normalised mosaic)``, clamped to ``[1, max_ratio]``
-   (defaults: target 0.1 and max 300, the largest ratio of SID), so that the amplified
-   mosaic's mean is 0.1 of the white level, roughly the brightness of SID's long
-   exposures; pass ``--target-mean`` for a brighter or darker result.
-3. **Phase**: the model was trained on RGGB mosaics (X-Trans: the Fuji X-T2 layout
-   ``cans.data.packing.XTRANS_PATTERN``). A mosaic whose cell starts elsewhere (GRBG,
-   GBRG, BGGR) is brought to that phase by adding ``dy`` rows above and ``dx`` columns to
-   the left (dy, dx in {0, 1} for Bayer, 0..5 for X-Trans) copied from one CFA period
-   further in (for Bayer this is reflect padding: row -1 is row 1), so every site keeps
-   its colour. The bottom and right are padded the same way to whole cells.
-4. **Run** the model (it reflect-pads to its own multiple internally) and **crop** the
-   RGB output back to the input's visible area: the output has exactly the input mosaic's
-   height and width. ``--rotate`` then applies the orientation stored in the file (LibRaw's
-   ``sizes.flip``: 3 = 180 degrees, 5 = 90 counter-clockwise, 6 = 90 clockwise), as a photo viewer
-   would; without it the output keeps the sensor's orientation.
-
-Large photos: ``--tile SIZE --overlap PIXELS`` (packed pixels) runs the network on overlapping
-tiles (:mod:`cans.tiling`), so the memory it needs no longer grows with the frame; ``--tile auto``
-picks the largest tile that fits the free GPU memory; a whole frame that runs out of GPU memory
-is retried in tiles, with a message. Tiles get the frame's global colour statistics from a first
-pass (``--one-pass`` skips it: half the time, further from the whole-frame result; docs/tiling.md
-measures both).
-
-Non-mosaic sensors (Foveon, linear DNG) and filters other than R/G/B fail with a clear
-error; a Bayer file with a Fuji (9-channel) config or an X-Trans file with a Bayer config
-too.
+A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): mosaic, black per CFA site, white level
+and CFA layout come from the file. It is normalised as in training (values below black stay
+negative), multiplied by the ratio (``--ratio auto``: the mosaic's mean brought to ``--target-mean``,
+clamped to ``[1, max_ratio]``), brought to the trained phase by padding one CFA period further in
+(so the output keeps the photo's size and every site its colour), run through the model (whole, or in
+tiles: :mod:`cans.tiling`) and cropped back to the visible area; ``--rotate`` applies the file's
+orientation (LibRaw ``sizes.flip``: 3 = 180 degrees, 5 = 90 counter-clockwise, 6 = 90 clockwise).
 """
 from __future__ import annotations
 

@@ -1,30 +1,13 @@
-"""Tiled inference: any photo size on any GPU (``--tile SIZE --overlap PIXELS``).
+"""Tiled inference: any photo size on any GPU (``--tile SIZE --overlap PIXELS``; docs/tiling.md).
 
-:class:`TiledModel` wraps a CANS / CANS++ model and has the same ``forward(x) -> (rgb, raw)``,
-but runs the network on overlapping tiles of ``tile`` x ``tile`` packed pixels, so the memory the
-network needs no longer grows with the frame (only the input and the two outputs are whole-frame
-tensors). Sizes are in *packed* pixels (a Bayer tile of 512 covers 1024 x 1024 sensor pixels).
-
-Layout: the input is first reflect-padded to the model's multiple (16), exactly as the model
-pads a whole frame; the tile size is rounded down to that multiple; tile origins are multiples
-of it, spaced ``tile - overlap`` apart (rounded down to the multiple, so the real overlap is at
-least ``overlap``), the last tile flush with the frame's end. Outputs are blended with linear
-ramps across each overlap (weights sum to 1), then cropped back like the model's output. When
-one tile covers the frame the wrapped model runs on the whole frame: the result is identical.
-
-Global statistics (``two_pass=True``, the default; ``--one-pass`` turns it off): the chromatic
-attention (every GCP of the decoder, and the query / key of the CANS++ heads) average-pools its
-features to ``s x s`` over the *whole* frame, so a tile sees other statistics than the frame.
-The two-pass scheme runs the tiles twice: the
-first pass records, at every pooling point, the feature sums of each of the frame's ``s x s``
-pooling regions, each tile contributing the part of the frame it owns (overlaps split in the
-middle); the second pass runs the tiles again with those frame-wide pooled values in place of the
-tile's own. The first pass itself uses tile statistics, so this is an approximation of the
-whole-frame result, at twice the cost of the tiles; it is the default because it comes much
-closer to the whole-frame output (docs/tiling.md measures how close).
-
-``--tile auto`` (:func:`auto_tile`) picks the largest tile that fits the free GPU memory, and
-:func:`run_with_fallback` retries a whole frame that runs out of GPU memory in tiles.
+:class:`TiledModel` wraps a CANS / CANS++ model with the same ``forward(x) -> (rgb, raw)`` but runs
+it on overlapping tiles of ``tile`` x ``tile`` *packed* pixels, so the network's memory no longer
+grows with the frame. Tile origins are multiples of the model's multiple (16), the real overlap at
+least ``overlap``, outputs blended with linear ramps; one tile covering the frame is the whole-frame
+run. ``two_pass=True`` (default) first records the frame-wide pooled statistics of the chromatic
+attention, then reruns the tiles with them, because a tile alone sees other statistics than the
+frame. :func:`auto_tile` picks the largest tile that fits the free GPU memory; :func:`run_with_fallback`
+retries a whole frame that runs out of GPU memory in tiles.
 """
 from __future__ import annotations
 
@@ -232,6 +215,9 @@ class TiledModel(nn.Module):
     tile: packed pixels a side (rounded down to the model's multiple, at least its smallest input);
     overlap: packed pixels shared by neighbouring tiles; two_pass: frame-wide pooled statistics.
     ``calls`` records the (h, w) of every input the wrapped model received (tests, logs).
+    The input is first reflect-padded to the model's multiple, exactly as the model pads a whole
+    frame; origins are spaced ``tile - overlap`` apart rounded down to the multiple, the last tile
+    flush with the frame's end; the blended output is cropped back like the model's.
     """
 
     def __init__(self, model: nn.Module, tile: int, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,

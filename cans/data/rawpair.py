@@ -1,45 +1,13 @@
 """``RawPairDataset``: paired short / long captures from any camera LibRaw reads (your own sensor).
 
-List file (``data.<split>.image_list_file``, relative to ``data.data_path``), one pair a line::
-
-    short_file long_file [ratio]
-
-paths relative to ``data.data_path`` (or absolute); blank lines and ``#`` comments are ignored.
-Without a ratio the exposure ratio comes from the files' metadata: ``long exposure time / short
-exposure time`` (rawpy ``other.shutter_speed``), times ``long ISO / short ISO`` with
-``data.ratio_mode: exposure_iso``, capped at ``data.max_ratio`` (default 300, as SID; null: no cap).
-A ratio written in the list is used as it is.
-
-Everything else comes from each file: black level per CFA site, white level, CFA layout and the
-as-shot white balance. The mosaics are brought to the phase the model was trained on (RGGB for
-Bayer, the X-T2 layout for X-Trans) by dropping the first ``cy`` rows and ``cx`` columns (0 or 1
-for Bayer, 0..5 for X-Trans) of both images and of the RGB target, so that every pixel keeps its
-colour and the target stays aligned (``scripts/infer.py`` pads instead, to keep the photo's size).
-The RGB target is LibRaw's 16-bit rendering of the long file, exactly as for SID; the RAW target
-is the long file's packed RAW times its own as-shot white balance per channel.
-
-A pair whose sizes, colour filter layout or camera (colour matrix and white level) differ is an
-error naming both files. Bayer files go through ``RawPairDataset`` (4 channels); X-Trans files
-through ``XTransPairDataset`` (9 channels); a file of the other kind is an error naming it.
-
-Sample values (as the SID loaders): ``noisy_raw = min((float32(raw) - black) / (white - black)
-* ratio, max_clip)`` with black per packed channel (values below black stay negative),
-``clean_raw = (float32(raw) - black) / (white - black) * wb``, ``clean_rgb`` in [0, 1].
-
-Two reading modes, identical samples:
-
-* ``data.load_npy: false``: the RAW files through rawpy (metadata read once, at start);
-* ``data.load_npy: true``: caches written by :func:`prepare_pairs` (``scripts/prepare_pairs.py``)
-  in the SID cache format: ``<folder>_pack/<file name>.npy`` (packed uint16 RAW after the phase
-  crop, black not subtracted) for every file, ``<folder>_post_int/<file name>.npy`` (uint16
-  (3, H, W) rendering) for every long file, where ``<folder>`` is the file's folder in the list
-  (files at the top of ``data_path`` get ``_pack/`` and ``_post_int/``; absolute paths get them
-  beside their own folder; :func:`cans.data.prepare.cache_path`); plus one JSON,
-  ``<data_path>/raw_pairs.json``, with each file's metadata (black per packed channel, white,
-  CFA, white balance, exposure, ISO, camera, phase crop), so normalisation happens at load time,
-  and under ``failed`` each file the preparation could not read, with why: the loader then names
-  the file as unreadable (:class:`cans.data.base.BadFileError`: replace it, or leave its pair out
-  with ``data.skip_bad_files: true``) rather than as not prepared.
+List file (``data.<split>.image_list_file``): ``short_file long_file [ratio]`` a line, paths relative
+to ``data.data_path`` or absolute; without a ratio it comes from the metadata (:func:`metadata_ratio`,
+``data.ratio_mode``, capped at ``data.max_ratio``). Levels, CFA and white balance come from each file;
+the mosaics are cropped to the trained phase (RGGB, or the X-T2 X-Trans layout) so every pixel keeps
+its colour (``scripts/infer.py`` pads instead, to keep the photo's size). Bayer: ``RawPairDataset``
+(4 channels); X-Trans: ``XTransPairDataset`` (9). With ``data.load_npy: true`` samples come from the
+caches of :func:`prepare_pairs` (SID's cache format plus ``raw_pairs.json``), identical to reading the
+RAW files. User guide: docs/own_camera.md.
 """
 from __future__ import annotations
 
@@ -228,7 +196,11 @@ def parse_pair_list(path: str, clean_files: bool = False) -> List[RawPairEntry]:
 
 def metadata_ratio(short: FileMeta, long: FileMeta, mode: str = "exposure",
                    max_ratio: Optional[float] = DEFAULT_MAX_RATIO, names: Tuple[str, str] = ("short", "long")) -> float:
-    """The exposure ratio of a pair from its metadata (module docstring); DataError when unknown."""
+    """The exposure ratio of a pair from its metadata; DataError when unknown.
+
+    ``long exposure time / short exposure time`` (rawpy ``other.shutter_speed``), times
+    ``long ISO / short ISO`` with ``mode="exposure_iso"``, capped at ``max_ratio`` (None: no cap).
+    """
     if mode not in RATIO_MODES:
         raise DataError(f"data.ratio_mode: {mode!r} is not one of {list(RATIO_MODES)}")
     for meta, name in ((short, names[0]), (long, names[1])):
@@ -328,7 +300,15 @@ def detect_block_size(data_path: str, rels: Sequence[str]) -> Optional[int]:
 def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optional[int] = None, workers: int = 0,
                   log: Callable[[str], None] = print, progress: bool = True, ratio_mode: str = "exposure",
                   max_ratio: Optional[float] = DEFAULT_MAX_RATIO) -> Dict[str, Any]:
-    """Write the caches and ``raw_pairs.json`` for every file named by ``list_files`` (module docstring).
+    """Write the caches and ``raw_pairs.json`` for every file named by ``list_files``.
+
+    Caches, in the SID format: ``<folder>_pack/<file name>.npy`` (packed uint16 RAW after the phase
+    crop, black not subtracted) for every file and ``<folder>_post_int/<file name>.npy`` (uint16
+    (3, H, W) rendering) for every long file, ``<folder>`` being the file's folder in the list
+    (:func:`cans.data.prepare.cache_path`). ``<data_path>/raw_pairs.json`` holds each file's
+    metadata (black per packed channel, white, CFA, white balance, exposure, ISO, camera, phase crop),
+    so normalisation happens at load time, and under ``failed`` each unreadable file with why (the
+    loader then raises :class:`cans.data.base.BadFileError` for it, not "not prepared").
 
     ``block_size``: 2 (Bayer, ``RawPairDataset``) or 3 (X-Trans, ``XTransPairDataset``); None
     (default): the one of an existing ``raw_pairs.json``, else the colour filter of the first
@@ -457,7 +437,14 @@ def _tick(results, bar):
 
 @DATASETS.register
 class RawPairDataset(PairDataset):
-    """Pairs of Bayer RAW files from any camera (module docstring); packed to 4 channels."""
+    """Pairs of Bayer RAW files from any camera (module docstring); packed to 4 channels.
+
+    The phase crop drops the first ``cy`` rows and ``cx`` columns (0 or 1; X-Trans 0..5) of both
+    images and of the RGB target. ``noisy_raw = min((float32(raw) - black) / (white - black) * ratio,
+    max_clip)`` with black per packed channel (values below black stay negative); ``clean_raw`` is
+    the long file normalised the same way times its own as-shot white balance; ``clean_rgb`` is
+    LibRaw's 16-bit rendering of the long file in [0, 1], exactly as for SID.
+    """
     packed_channels, block_size = 4, 2
     camera = "own camera"
     own_camera = True
