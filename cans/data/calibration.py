@@ -1,32 +1,12 @@
 """Noise calibration of a Bayer camera from dark and flat frames (ELD, Wei et al. CVPR 2020).
 
-What ``scripts/calibrate_noise.py`` runs; the shooting guide and the profile format are in
-docs/noise_calibration.md. All values are digital numbers (DN) of the camera's own raw scale,
-after the black level of the file's metadata is subtracted.
-
-Noise model of a frame (per pixel, DN above black)::
-
-    x = K * Poisson(signal / K) + read + row + black_bias, rounded to whole DN
-
-``K``: system gain (DN per photo-electron); ``read``: per-pixel read noise, Tukey-lambda with
-shape ``read_lambda`` and scale ``read_scale`` (standard deviation ``read_sigma``); ``row``: one
-Gaussian value per row and frame (``row_sigma``); ``black_bias``: the dark mean's offset from
-the metadata black level. The rounding adds 1/12 DN^2, which ``read_sigma`` leaves out (a
-generator adds it as uniform quantisation noise, as ``cans.data.synthetic.add_noise`` does).
-
-Per ISO (:func:`dark_statistics`, :func:`photon_transfer`):
-
-* dark frames -> ``black_bias`` (per CFA site and mean), ``row_sigma`` (variance of the row
-  means, each row's mean over frames removed: a fixed row pattern is not noise), ``read_sigma``
-  (variance of the pixels minus their row mean) and the Tukey-lambda shape by the
-  probability-plot correlation (``scipy.stats.ppcc_max``) and scale (slope of the probability plot);
-* flat frames -> ``K`` from the photon transfer: for two frames of one exposure, per CFA site,
-  ``var(a - b) / 2 = K * mean + c`` (the difference cancels the fixed pattern and the
-  illumination); a weighted line through every level and site; clipped sites left out.
-
-Across ISOs (:func:`fit_across_isos`): ``log(sigma) = slope * log(K) + bias`` (natural logs) for
-read, row and Tukey scale, with the residual standard deviation as ``*_jitter``: the keys of
-:data:`cans.data.synthetic.NOISE`, so a profile's ``fit`` is a noise model of the same form.
+What ``scripts/calibrate_noise.py`` runs; the noise model, the shooting guide and the profile format
+are in docs/noise_calibration.md. All values are digital numbers (DN) of the camera's own raw scale,
+after the metadata black level is subtracted. Per ISO, :func:`dark_statistics` gives black bias, row
+and read noise (Tukey-lambda shape and scale) from dark frames and :func:`photon_transfer` the
+system gain K from pairs of flats; :func:`fit_across_isos` fits ``log(sigma) = slope * log(K) +
+bias`` with the keys of :data:`cans.data.synthetic.NOISE`, so a profile's ``fit`` is a noise model of
+the same form as the built-in one.
 """
 from __future__ import annotations
 
@@ -182,7 +162,13 @@ def tukey_fit(samples: np.ndarray) -> Tuple[float, float]:
 
 
 def dark_statistics(paths: Sequence[str], seed: int = 0) -> DarkStats:
-    """Estimates from the dark frames of one ISO (see the module docstring); frames read one at a time."""
+    """Estimates from the dark frames of one ISO; frames read one at a time.
+
+    ``row_sigma``: variance of the row means, each row's mean over frames removed (a fixed row
+    pattern is not noise); ``read_sigma``: variance of the pixels minus their row mean, without the
+    1/12 DN^2 of rounding; Tukey-lambda shape by probability-plot correlation (``scipy.stats.ppcc_max``)
+    and scale by the plot's slope (docs/noise_calibration.md).
+    """
     rng = np.random.default_rng(seed)
     n = len(paths)
     per_frame = max(1, LAMBDA_SAMPLES // n)

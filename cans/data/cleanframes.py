@@ -1,34 +1,13 @@
 """``CleanFrameDataset``: train from clean long exposures alone, the short exposure synthesised.
 
 The physics-based route of ELD (Wei et al., CVPR 2020): no paired shots, only clean photos of the
-camera and its noise profile (``scripts/calibrate_noise.py``, docs/noise_calibration.md).
-
-List file (``data.<split>.image_list_file``), one line each, paths as for ``RawPairDataset``:
-
-* ``clean_file``: a clean (long, low-ISO) RAW file; every sample of it is synthetic;
-* ``short_file long_file [ratio]``: a real pair (an own-camera or SID-style list). In the train
-  split a sample of it is synthetic from the long file with probability ``data.noise.fraction``,
-  else the real pair; in valid / test it is always the real pair (scores on real noise).
-
-A synthetic sample (:meth:`CleanFrameDataset.synthesise`): ratio drawn from ``data.noise.ratios``;
-system gain K log-uniform over the profile's ``[k_min, k_max]``; on the (cropped) clean signal in
-DN above black divided by the ratio: shot noise ``K * Poisson(signal / K)``; read noise with
-``log(sigma) = read_slope * log(K) + read_bias + N(0, read_jitter)``, Tukey-lambda of shape
-``fit.read_lambda`` when the profile has one (a calibrated profile) else Gaussian; row noise (one
-Gaussian value per mosaic row) from the ``row_*`` fit; uniform quantisation noise in [-0.5, 0.5];
-then rounded, the file's black level added, clipped to [0, white]: the stored short exposure,
-which the shared loader (:mod:`cans.data.base`) normalises and multiplies by the ratio as for a
-real pair. The targets (clean packed RAW, 16-bit rendering) are ``RawPairDataset``'s. The black
-bias of a profile is not simulated (the loader subtracts the metadata black, as for real files).
-
-``data.noise.profile``: a ``profile.yaml`` path (its DN are the camera's own), or the built-in
-``A7S2`` (:data:`cans.data.synthetic.NOISE`, ELD's Sony A7S2 model, Gaussian read noise): its DN
-are 14-bit ones, so the signal is scaled by ``16383 / white`` into them and back, the rule the
-synthetic own-camera set's noise uses (:func:`cans.data.synthetic.write_own_camera_scene`).
-
-In the train split the draws come from the global numpy generator, which the training loader
-seeds per sample (``cans.train.loaders``): exact resumes. In valid / test a clean-file line is
-synthesised from a generator seeded by its position in the list, the same at every validation.
+camera and its noise profile (``data.noise.profile``: a ``scripts/calibrate_noise.py`` profile or the
+built-in ``A7S2``). A list line is a clean file (always synthetic) or a ``RawPairDataset`` pair
+(in train synthetic from its long file with probability ``data.noise.fraction``; in valid / test the
+real pair). :meth:`NoiseModel.short_exposure` draws the noisy short exposure; the targets are
+``RawPairDataset``'s. Train draws use the global numpy generator, which the loader seeds per sample
+(exact resumes); valid / test clean lines use a generator seeded by their position in the list.
+The noise model and the list rules: docs/noise_calibration.md.
 """
 from __future__ import annotations
 
@@ -97,7 +76,8 @@ class NoiseModel:
     def short_exposure(self, clean: np.ndarray, black: np.ndarray, white: float, ratio: float, rng) -> np.ndarray:
         """clean: packed (4, h, w) stored values (RGGB channels R, G, B, G: channels 0, 1 on even
         mosaic rows, 2, 3 on odd ones); black (4, 1, 1); returns uint16 (4, h, w). ``rng``: the
-        ``numpy.random`` module (global generator) or a ``numpy.random.Generator``."""
+        ``numpy.random`` module (global generator) or a ``numpy.random.Generator``. A profile's
+        black bias is not simulated: the loader subtracts the metadata black, as for real files."""
         f = self.fit
         s = self.scale(white)
         signal = np.maximum(clean.astype(np.float64) - black, 0.0) * (s / ratio)
