@@ -1,30 +1,13 @@
 """The CUDA fast path: one place that decides and applies the speed settings for a device.
 
-``train.fast`` / ``test.fast`` (default ``true``) switch it; it acts on CUDA devices only, so a
-CPU run is exactly what it was without it. On CUDA with ``fast: true``:
-
-* TF32 for matrix products and convolutions (``torch.backends.cuda.matmul.allow_tf32``,
-  ``torch.backends.cudnn.allow_tf32``);
-* ``torch.backends.cudnn.benchmark`` (not with ``train.deterministic``);
-* ``torch.compile(model, dynamic=False)`` (when Triton is installed: inductor needs it on CUDA;
-  without it the plan stays eager and its description says why): static shapes, so the padding arithmetic of the
-  model's forward is plain Python integers (no symbolic shapes, no graph breaks). Training
-  compiles once for its crops. Evaluation (validation, test.py, infer.py) compiles through
-  :func:`compile_eval_model`: static shapes for the first frame size (a test set of one image
-  size compiles once, as fast as it gets), then dynamic shapes, so a data set of many frame
-  sizes compiles a few times in all rather than once per size, and never reaches dynamo's
-  recompilation limit (8 graphs per function by default), after which it would run the
-  remaining sizes eagerly;
-* fused AdamW (training);
-* optionally (``train.triton_dwconv`` / ``test.triton_dwconv``, default ``false``) the RDE's
-  depthwise 7x7 reflect convolution as the Triton kernel of :mod:`cans.kernels.dwconv7`.
-
-With ``fast: false`` on CUDA the run is float32 eager with TF32 off (what the reference
-computes). ``train.compile: true`` (the older switch) still compiles the training step on any
-device.
-
-``plan_fast_path`` only decides (a pure function of the device and the switches, testable
-without a GPU); ``apply_fast_path`` applies a plan to a model.
+``train.fast`` / ``test.fast`` (default ``true``) switch it; it acts on CUDA devices only, so a CPU
+run is exactly what it was without it. On CUDA: TF32, ``cudnn.benchmark`` (not with
+``train.deterministic``), ``torch.compile`` with static shapes when Triton is installed (evaluation
+through :func:`compile_eval_model`), fused AdamW, and optionally (``triton_dwconv``) the RDE's
+depthwise convolution as :mod:`cans.kernels.dwconv7`; ``fast: false`` is float32 eager with TF32 off.
+``train.compile: true`` (the older switch) still compiles the training step on any device. What each
+setting buys: docs/performance.md. :func:`plan_fast_path` only decides (a pure function of the device
+and the switches, testable without a GPU); :func:`apply_fast_path` applies a plan to a model.
 """
 from __future__ import annotations
 
@@ -114,7 +97,9 @@ def set_backend_flags(plan: FastPlan) -> None:
 
 
 def compile_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = None) -> nn.Module:
-    """``torch.compile`` with static shapes (see the module doc); ``backend`` for tests."""
+    """``torch.compile`` with static shapes; ``backend`` for tests. Static shapes keep the padding
+    arithmetic of the model's forward plain Python integers (no symbolic shapes, no graph breaks);
+    training compiles once for its crops."""
     kwargs: Dict[str, Any] = {"dynamic": False}
     if plan.compile_mode:
         kwargs["mode"] = plan.compile_mode

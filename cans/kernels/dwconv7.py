@@ -1,35 +1,13 @@
-"""Depthwise 7x7 convolution with reflect padding 3, as one Triton kernel per pass.
+"""Depthwise 7x7 convolution with reflect padding 3, as one Triton kernel per pass (docs/performance.md).
 
-The RDE block computes ``conv2d(pad(x, 3, 'reflect'), weight, bias, groups=C)`` with
-``weight`` (C, 1, 7, 7) and ``bias`` (C,). In eager PyTorch that is two kernels (the pad
-writes a padded copy of ``x``; cuDNN's depthwise convolution reads it), and the backward
-adds a third pass that folds the padded gradient back. Here the reflection is done on the
-indices inside the kernels, so no padded copy of ``x`` is ever written:
-
-* forward: ``y[n, c, h, w] = bias[c] + sum_ij weight[c, i, j] * x[n, c, r(h + i - 3), r(w + j - 3)]``
-  with ``r(k) = -k`` for ``k < 0``, ``2H - 2 - k`` for ``k >= H`` (PyTorch's 'reflect');
-* grad input: the transposed convolution of ``dy``, evaluated at the padded-grid positions that
-  reflect onto each pixel (the pixel itself, plus its mirror images in the three border rows /
-  columns for pixels near an edge) and summed, in one pass that writes ``dx`` in ``dy``'s dtype
-  (only tiles that touch a border compute the mirrored terms);
-* grad weight and bias: per-tile partial sums of ``dy * x(shifted, reflected)`` (49 taps)
-  and of ``dy``, reduced over tiles and batch in float32.
-
-Shapes: ``x`` (N, C, H, W) with H, W >= 4 (reflect padding 3 needs 4 pixels), float32,
-bfloat16 or float16; ``weight`` (C, 1, 7, 7); ``bias`` (C,) or None. Accumulation is float32;
-the output has ``x``'s dtype; weight and bias gradients have their parameters' dtype.
-
-PyTorch sees the three passes as custom operators (``torch.library.custom_op``):
-``cans::dwconv7_reflect(x, weight, bias?, block_h, block_w)`` with its autograd formula, which
-calls ``cans::dwconv7_reflect_grad_input`` and ``cans::dwconv7_reflect_grad_params``. Each has
-
-* a CUDA kernel: the Triton kernels (the torch operations if Triton is missing);
-* a CPU kernel: the Triton kernels under ``TRITON_INTERPRET=1``, else the torch operations
-  (:func:`dwconv7_reference` and its gradients), as before the operators existed;
-* a default for other devices (the torch operations) and a fake implementation (output shapes,
-  dtypes, contiguous layout), so ``torch.compile`` keeps each operator as one opaque node of
-  its forward / backward graph (no graph break, ``fullgraph=True`` works) and inductor calls it
-  as it is, around its own fused kernels.
+The RDE block computes ``conv2d(pad(x, 3, 'reflect'), weight, bias, groups=C)``; eager PyTorch writes
+a padded copy of ``x`` and, in the backward, folds the padded gradient back. Here the reflection is
+done on the indices inside the kernels (forward, grad input, grad weight + bias), so no padded copy
+is ever written. Shapes: ``x`` (N, C, H, W), H, W >= 4, float32 / bfloat16 / float16; ``weight``
+(C, 1, 7, 7); ``bias`` (C,) or None; accumulation in float32, the output in ``x``'s dtype. The passes
+are custom operators (``cans::dwconv7_reflect`` and its ``_grad_input`` / ``_grad_params``) with CUDA,
+CPU (Triton under ``TRITON_INTERPRET=1``, else :func:`dwconv7_reference`), default and fake kernels,
+so ``torch.compile`` keeps each as one opaque node (no graph break, ``fullgraph=True`` works).
 """
 # No ``from __future__ import annotations`` here: the interpreter of Triton 3.0 and 3.1 (PyTorch
 # 2.4, 2.5) knows a ``tl.constexpr`` parameter by its annotation object; as the string that import
@@ -68,7 +46,14 @@ _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def dwconv7_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """The same operation in torch: ``conv2d(pad(x, 3, 'reflect'), weight, bias, groups=C)``."""
+    """The same operation in torch: ``conv2d(pad(x, 3, 'reflect'), weight, bias, groups=C)``.
+
+    What the kernels compute: ``y[n, c, h, w] = bias[c] + sum_ij weight[c, i, j] * x[n, c, r(h + i - 3),
+    r(w + j - 3)]`` with ``r(k) = -k`` for ``k < 0`` and ``2H - 2 - k`` for ``k >= H``; grad input sums
+    the transposed convolution of ``dy`` over the padded positions that reflect onto each pixel; grad
+    weight and bias are per-tile partial sums reduced over tiles and batch in float32, returned in
+    the parameters' dtype.
+    """
     return F.conv2d(F.pad(x, (PAD, PAD, PAD, PAD), mode="reflect"), weight, bias, groups=x.shape[1])
 
 
