@@ -1,30 +1,12 @@
-"""The dataset logic shared by the SID and MCR loaders: list filtering, crops, flips, bad files.
+"""The dataset logic shared by the SID, MCR and own-camera loaders: list filtering, crops, flips, bad files.
 
-A subclass provides ``_entries()`` (the parsed list), ``_check_entry(entry)`` (a cheap check
-run once per pair at construction), ``_levels(entry)`` (black and white levels of the two
-exposures) and
-``_arrays(entry)`` which returns three array-likes as stored (numpy arrays or read-only memory
-maps; slicing a memory map reads only the slice):
-
-* noisy (C, h, w): the short exposure, packed, as the sensor recorded it (e.g. uint16);
-* clean (C, h, w): the long exposure, packed, same levels;
-* rgb (3, H, W) integers, H >= h * b and W >= w * b, divided by ``rgb_scale``.
-
-Sample (dict of tensors / numbers), computed as the authors' loader computes it:
-``noisy_raw`` (C, h, w) float32 = clip((noisy - black) / (white - black) * ratio, min_clip,
-max_clip), where a ``None`` bound is not applied (the paper configs clip above at 1.0 only, so
-values below the black level stay negative); ``clean_raw`` (C, h, w) float32 =
-(clean - black) / (white - black), times the white balance per channel when the list gives one;
-``clean_rgb`` (3, h*b, w*b) float32 in [0, 1]; ``ratio``, ``input_exposure``, ``gt_exposure``
-(float); ``img_file``, ``lbl_file`` (str, as in the list).
-
-Crops (docs/data.md): ``patch_size`` is in mosaic pixels and must be a multiple of b.
-train: random packed offset yy in [0, (H - patch) // b) (0 when that range is empty), same for
-xx; the packed crop is patch / b a side at (yy, xx); the RGB crop starts at (yy*b, xx*b);
-random horizontal / vertical flips and transpose (each with probability 1/2 when enabled),
-applied to all three arrays together. valid: the centre crop when patch_size is set, else the
-full image; no flips. test: the full image, no flips. Random numbers come from torch's
-generator, so DataLoader workers draw different crops and a seed reproduces them.
+:class:`PairDataset` turns a subclass's stored arrays (packed noisy and clean RAW (C, h, w) as the
+sensor recorded them, RGB (3, H, W) integers) into sample dicts, computed as the authors' loader
+computes them: ``noisy_raw`` (C, h, w) float32, normalised, times the ratio and clipped;
+``clean_raw`` (C, h, w) float32; ``clean_rgb`` (3, h*b, w*b) in [0, 1]; ``ratio`` and file names.
+Train crops are random with random flips / transpose, valid the centre crop, test the full image
+(docs/data.md). Random numbers come from torch's generator, so DataLoader workers draw different
+crops and a seed reproduces them.
 """
 from __future__ import annotations
 
@@ -89,7 +71,16 @@ def missing_list_hint(written: str, list_file: str) -> Optional[str]:
 class PairDataset(Dataset):
     """The in-tree data sets' common logic (module docstring). The class attributes are the camera
     facts the rest of the project reads from the registered class (``cans.registry.DATASETS``):
-    the config checks, the tester's protocol and the synthetic stand-in."""
+    the config checks, the tester's protocol and the synthetic stand-in.
+
+    A subclass provides ``_entries()`` (the parsed list), ``_check_entry(entry)`` (a cheap check run
+    once per pair at construction), ``_levels(entry)`` (black and white levels of the two exposures)
+    and ``_arrays(entry)``: noisy (C, h, w) and clean (C, h, w) packed as stored (e.g. uint16), rgb
+    (3, H, W) integers with H >= h * b, W >= w * b, divided by ``rgb_scale``; numpy arrays or
+    read-only memory maps (slicing a memory map reads only the slice). ``noisy_raw`` = clip((noisy -
+    black) / (white - black) * ratio, min_clip, max_clip), a ``None`` bound not applied;
+    ``clean_raw`` = (clean - black) / (white - black), times the list's white balance when given.
+    """
     #: packed channels (4 Bayer, 9 X-Trans) and mosaic pixels per packed pixel (2, 3)
     packed_channels = 4
     block_size = 2

@@ -1,30 +1,13 @@
-"""A small SID look-alike made from scikit-image's colour photographs (no download).
+"""A small SID look-alike made from scikit-image's colour photographs (no download; docs/data.md,
+"Synthetic SID").
 
-Pipeline for each scene (docs/data.md, "Synthetic SID"):
-
-1. clean sRGB photograph (H, W, 3) in [0, 1], resized and cropped from one of
-   :data:`SOURCE_IMAGES`;
-2. inverse ISP: sRGB curve undone -> linear sRGB -> camera RGB with LibRaw's own camera
-   matrix (``cam_rgb = XYZ_to_cam @ sRGB_to_XYZ``, rows normalised to sum 1, exactly what
-   LibRaw inverts) -> divided by the as-shot white-balance gains -> CFA mosaic (RGGB, or
-   X-Trans for the Fuji look-alike) -> scaled to digital numbers above black with headroom;
-3. long exposure (10 s): the clean signal with the noise model at the lowest system gain;
-4. short exposures at ratios 100, 250, 300 (0.1 s, 0.04 s, 0.033 s): signal / ratio with the
-   low-light noise model below, as a real short exposure sees it (the loader multiplies by
-   the ratio again);
-5. written as real DNG files (:func:`write_dng`) under SID's names (``.ARW`` / ``.RAF``; LibRaw
-   identifies DNG by content), plus list files; then the caches are built by
-   :func:`cans.data.prepare.prepare_sid`, so both reading modes work.
-
-Noise model (ELD, Wei et al. CVPR 2020, Sony A7S2 calibration; digital numbers of the 14-bit
-raw after black subtraction), parameters in :data:`NOISE`:
-system gain K log-uniform in [0.0939, 6.0106]; shot noise ``K * Poisson(signal / K)``;
-Gaussian read noise, ``log(sigma) = 0.5407 log(K) + 1.2182 + N(0, 0.2675)``; row noise (one
-Gaussian value per row), ``log(sigma_r) = 0.5275 log(K) - 0.5917 + N(0, 0.2943)``;
-quantisation noise uniform in [-0.5, 0.5]; the result is rounded, offset by the black level
-and clipped to [0, white]. The long exposure uses K = 0.0939 without jitter.
-
-Everything is deterministic for a seed: scene ``i`` draws from ``np.random.default_rng([seed, i])``.
+Each scene: a photograph of :data:`SOURCE_IMAGES` taken back through an inverse ISP (LibRaw's camera
+matrix, :func:`camera_from_srgb_matrix`; as-shot white balance; RGGB or X-Trans mosaic), a 10 s long
+exposure and short ones at ratios 100, 250, 300 with ELD's Sony A7S2 noise model (:data:`NOISE`, in
+DN of the 14-bit raw above black; :func:`add_noise`), written as real DNG files (:func:`write_dng`)
+under SID's names with list files and caches, so both reading modes work. Deterministic for a seed:
+scene ``i`` draws from generators seeded by ``(seed, i)``. Also the own-camera and calibration
+stand-ins the tests and examples use (:func:`make_own_camera_set`, :func:`make_own_camera_calibration`).
 """
 from __future__ import annotations
 
@@ -240,7 +223,10 @@ def inverse_isp(srgb: np.ndarray, camera: str, wb_gains: Sequence[float], level:
 
 
 def add_noise(signal: np.ndarray, k: float, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
-    """ELD low-light noise (module docstring) on a clean signal in DN above black (float64)."""
+    """ELD low-light noise on a clean signal in DN above black (float64), gain ``k``: shot noise
+    ``k * Poisson(signal / k)``, Gaussian read noise ``log(sigma) = read_slope * log(k) + read_bias +
+    N(0, read_jitter)``, row noise (one value per row) of the ``row_*`` form, uniform quantisation
+    noise in [-0.5, 0.5]. ``jitter=False`` drops the N(0, jitter) terms (the long exposure: k_min)."""
     n = NOISE
     logk = np.log(k)
     shot = k * rng.poisson(np.maximum(signal, 0.0) / k)
