@@ -1,20 +1,11 @@
 """Checks across config keys, made before any work starts (``train.py`` / ``test.py``).
 
-``cans.config.load_config`` checks every key on its own (name, type); ``check_config(cfg)``
-checks that the keys fit together, so that a wrong combination fails at once with one line
-naming the keys to change, instead of a shape error from inside the model minutes later:
-
-* ``model.enc_blk_nums`` and ``model.dec_blk_nums``: one entry per level each, as many levels;
-* the camera's packed input (the ``packed_channels`` and ``block_size`` of the ``data.type``
-  class: Bayer 4 channels, block 2; X-Trans 9 channels, block 3) against ``model.in_channel``,
-  ``model.block_size`` and ``model.adaptive_size``;
-* ``data.synthetic.camera`` against ``data.type`` when ``data.synthetic.auto_create`` is on;
-* every split's ``patch_size`` (mosaic pixels): a multiple of the block size, and at least
-  the smallest input the model accepts (``smallest_patch``);
-* ``train.min_lr`` at most ``train.base_lr`` under the cosine schedule (it decays from one to
-  the other).
-
-The packing and the model's smallest input are described in docs/data.md and docs/models.md.
+``cans.config.load_config`` checks every key on its own (name, type); :func:`check_config` checks that
+the keys fit together (block counts per level, the camera's packed input against the model's
+channels and block size, the synthetic camera against ``data.type``, every ``patch_size`` against
+the block size and ``smallest_patch``, ``train.min_lr`` against ``train.base_lr``; docs/training.md
+lists them), so a wrong combination fails at once with one line naming the keys to change, instead
+of a shape error from inside the model minutes later.
 """
 from __future__ import annotations
 

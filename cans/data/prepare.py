@@ -1,22 +1,12 @@
-"""SID preparation: caches in the authors' format, white balance and list files.
+"""SID preparation: caches in the authors' format, white balance and list files (``scripts/prepare_sid.py``).
 
-For every pair of the official lists (``<camera>_*_list.txt``) this writes, under ``data_path``,
-the same files as the authors' own preprocessing, so caches made by either work with either:
-
-* ``<camera>/short_pack/<file name>.npy`` (``<file name>`` keeps the RAW extension, e.g.
-  ``10003_00_0.04s.ARW.npy``): the packed ``raw_image_visible`` of the short RAW, **uint16**,
-  (4, H/2, W/2) Bayer or (9, H/3, W/3) X-Trans, black level not subtracted;
-* ``<camera>/long_pack/<file name>.npy``: the packed long RAW, same layout;
-* ``<camera>/long_post_int/<file name>.npy``: LibRaw's 16-bit sRGB rendering of the long RAW,
-  uint16 (3, H, W), cut to the packed image's size times the block size;
-* ``<camera>_wb.json``: the as-shot white balance (R, G, B, green = 1) of every long RAW;
-* the list files with the three white-balance numbers appended, and for Sony the "new" test
-  list without the misaligned scenes (``Sony_new_test_list.txt``).
-
-Normalisation (black level, white level, ratio, clipping) happens when a sample is loaded, so a
-cache is exactly the sensor data. Every file goes to a temporary name first and is renamed;
-files that exist are skipped, so an interrupted run resumes. A cache holds exactly what the
-loader computes from the RAW file when ``load_npy: false``.
+For every pair of the official lists (``<camera>_*_list.txt``) :func:`prepare_sid` writes, under
+``data_path``, the same files as the authors' own preprocessing, so caches made by either work with
+either: packed uint16 RAW (black not subtracted) in ``<camera>/short_pack/`` and ``long_pack/``,
+LibRaw's 16-bit rendering in ``long_post_int/``, ``<camera>_wb.json`` and the lists with the white
+balance appended (file layout: docs/data.md, "Caches"). A cache is exactly the sensor data:
+normalisation happens when a sample is loaded. Files go to a temporary name and are renamed, and
+existing files are skipped, so an interrupted run resumes.
 """
 from __future__ import annotations
 
