@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .errors import DataError
-from .raw_io import _raw_from_handle, open_raw
+from .raw_io import _raw_from_handle, open_raw, shot_metadata
 
 MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
 MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)
@@ -57,15 +57,8 @@ def read_frame(path: str, pixels: bool = True) -> Tuple[FrameInfo, Optional[np.n
     DataError naming the file for an unreadable file, a non-Bayer sensor (X-Trans, ...) or no ISO."""
     with open_raw(path) as rp:
         rf = _raw_from_handle(rp, path)
-        try:
-            iso = float(rp.other.iso_speed)
-            exposure = float(rp.other.shutter_speed)
-        except Exception:
-            iso, exposure = 0.0, 0.0
-        try:
-            matrix = np.round(np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3], 4).tolist()
-        except Exception:
-            matrix = []
+        exposure, iso, cm = shot_metadata(rp)
+    matrix = np.round(cm, 4).tolist()
     if rf.cfa.shape != (2, 2) or sorted(rf.cfa.reshape(-1).tolist()) != [0, 1, 1, 2]:
         raise DataError(f"{path}: a {rf.cfa.shape[0]}x{rf.cfa.shape[1]} colour filter ('{rf.pattern[:8]}'); "
                         f"noise calibration reads Bayer files only (2x2 cell, RGGB/GRBG/GBRG/BGGR), "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -77,6 +77,20 @@ def _as_shot_wb(rp) -> np.ndarray:
     if not np.all(np.isfinite(wb)) or wb[1] <= 0 or np.any(wb <= 0):
         return np.ones(3, dtype=np.float32)
     return (wb / wb[1]).astype(np.float32)
+
+
+def shot_metadata(rp) -> Tuple[float, float, np.ndarray]:
+    """``(exposure time in s, ISO, 3x3 colour matrix)`` of an open rawpy file; 0, 0 and zeros for
+    what the file does not record (converted copies often lack them)."""
+    try:
+        exposure, iso = float(rp.other.shutter_speed), float(rp.other.iso_speed)
+    except Exception:
+        exposure, iso = 0.0, 0.0
+    try:
+        matrix = np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3]
+    except Exception:
+        matrix = np.zeros((3, 3))
+    return exposure, iso, matrix
 
 
 def cfa_letters(pattern: np.ndarray, desc: str, path: str) -> np.ndarray:

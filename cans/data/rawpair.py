@@ -27,7 +27,7 @@ from .errors import DataError
 from .lists import PairEntry, _read_lines
 from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
 from .prepare import cache_path, rendering_chw, resolve, save_npy
-from .raw_io import _raw_from_handle, open_raw, render_srgb16
+from .raw_io import _raw_from_handle, open_raw, render_srgb16, shot_metadata
 
 META_FILE = "raw_pairs.json"
 META_VERSION = 1
@@ -117,15 +117,7 @@ def read_pair_file(path: str, block_size: int, render: bool = False, pixels: boo
         raise
     with handle as rp:
         rf = _raw_from_handle(rp, path)
-        try:
-            exposure = float(rp.other.shutter_speed)
-            iso = float(rp.other.iso_speed)
-        except Exception:
-            exposure, iso = 0.0, 0.0
-        try:
-            cm = np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3]
-        except Exception:
-            cm = np.zeros((3, 3))
+        exposure, iso, cm = shot_metadata(rp)
         rgb = render_srgb16(rp, path, user_flip=0) if render else None
     p = reference.shape[0]
     if rf.cfa.shape != (p, p):
