@@ -2,10 +2,8 @@
 with one line naming the key (or the file / override) and what was expected."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from helpers import REPO
+from helpers import REPO, load_script
 
 from cans.config import SCHEMA, ConfigError, Field, load_config, validate
 from cans.config_checks import check_config
@@ -167,10 +165,7 @@ def test_a_value_shown_in_an_error_is_abridged():
 # ----------------------------------------------------------------------------- the command line
 
 def _train_main():
-    spec = importlib.util.spec_from_file_location("config_values_train", REPO / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return load_script("train.py").main
 
 
 @pytest.mark.parametrize("override, name", [

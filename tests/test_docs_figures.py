@@ -1,17 +1,12 @@
 """scripts/docs_figures.py writes docs/figures.md from the runs' summaries (faked here: no training)."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
-from helpers import REPO
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("docs_figures", REPO / "scripts" / "docs_figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/docs_figures.py")
 
 
 def _summary(initial, final, raw=(13.0, 30.0), started_from=None):

@@ -1,6 +1,5 @@
 """scripts/infer.py and cans.inference on synthetic DNGs in the four Bayer phases (and X-Trans); the
 notes it prints; a compiler failure or a CUDA error, simulated on the CPU, stops it at the first file."""
-import importlib.util
 import subprocess
 import sys
 
@@ -195,10 +194,7 @@ def test_folder_scan_skips_hidden_files(tmp_path):
 
 
 def test_cli_rejects_bad_auto_ratio_options(capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts" / "infer.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/infer.py")
     for bad in (["--target-mean", "0"], ["--max-ratio", "0.5"]):   # --ratio: test_infer_refuses_a_ratio_...
         with pytest.raises(SystemExit) as info:
             script.parse_args(["-c", "x.yaml", "photo.ARW", *bad])
@@ -255,10 +251,7 @@ def infer_setup(tmp_path_factory):
 
 
 def _infer_main():
-    spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts/infer.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script.main
+    return load_script("scripts/infer.py").main
 
 
 def _run_infer(infer_setup, tmp_path, monkeypatch, wrap):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-from helpers import REPO
+from helpers import REPO, load_script
 
 from cans.inference import apply_orientation
 from cans.models import build_model
@@ -324,10 +324,7 @@ def test_two_pass_unwraps_a_compiled_model():
 
 @pytest.mark.parametrize("script_path", ["test.py", "scripts/infer.py"])
 def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("script_under_test", REPO / script_path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(script_path)
     base = ["-c", "x.yaml"] + (["photo.ARW"] if "infer" in script_path else [])
     args = script.parse_args(base + ["--tile", "256", "--overlap", "16", "--one-pass"])
     assert (args.tile, args.overlap, args.one_pass) == (256, 16, True)

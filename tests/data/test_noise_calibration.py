@@ -4,12 +4,12 @@ The frames are written by ``cans.data.calibration.simulate_calibration_set``: sh
 Tukey-lambda read noise, Gaussian row noise, a black-level bias, rounding; flats with an illumination
 gradient, a fixed 1 % pixel response pattern and one exposure time that clips the green sites.
 """
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 
 from cans.data.calibration import load_profile, simulate_calibration_set, write_profile
 from cans.data.errors import DataError
@@ -27,10 +27,7 @@ TOLERANCE = {"K": 0.03, "read_sigma": 0.05, "row_sigma": 0.10, "read_lambda": 0.
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("calibrate_noise", REPO / "scripts" / "calibrate_noise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/calibrate_noise.py")
 
 
 @pytest.fixture(scope="module")

@@ -323,7 +323,6 @@ class _FakeRaw:
                                          (b"RGBE", "that is the cell 'RGEB' (expected only R, G and B sites")],
                          ids=["short", "empty", "rgbe"])
 def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, desc, expect):
-    import importlib.util
 
     from cans.data import DataError, raw_io
     from cans.data.rawpair import RawPairDataset
@@ -342,9 +341,7 @@ def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch
         RawPairDataset(str(tmp_path), "list.txt", "test", load_npy=False, log=lambda s: None)
     assert told in str(info.value) and "IndexError" not in str(info.value)
     # scripts/prepare_pairs.py: the file is FAILED with that line, not an IndexError
-    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/prepare_pairs.py")
     code = script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"])
     out = capsys.readouterr()
     assert code == 1 and "IndexError" not in out.out + out.err
@@ -379,14 +376,11 @@ NOTE = ("2 of 4 pairs have an exposure ratio above data.max_ratio=300 (largest 6
 
 
 def test_ratios_capped_by_max_ratio_are_reported_at_preparation_and_load(tmp_path, monkeypatch, capsys):
-    import importlib.util
 
     from cans.data.rawpair import RawPairDataset
 
     _own_camera_pairs(tmp_path, monkeypatch)
-    spec = importlib.util.spec_from_file_location("prepare_pairs", REPO / "scripts/prepare_pairs.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("scripts/prepare_pairs.py")
     assert script.main(["--data-path", str(tmp_path), "--lists", "list.txt", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"warning: {NOTE}" in out, out

@@ -9,7 +9,6 @@ DNG with ``scripts/infer.py``.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ rawpy = pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 torch = pytest.importorskip("torch")
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, load_script  # noqa: E402
 
 from cans.data import DataError  # noqa: E402
 from cans.data.packing import XTRANS_PATTERN, pack_xtrans  # noqa: E402
@@ -35,10 +34,7 @@ TINY = ("model:\n  width: 4\n  enc_blk_nums: [1, 1]\n  dec_blk_nums: [1, 1]\n  m
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name.replace("/", "_").replace(".", "_"), REPO / name)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def _list_lines(folder: Path, name: str):

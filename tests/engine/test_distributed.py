@@ -34,14 +34,19 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_gloo_processes_train_in_step(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT)
+def torchrun_two(tmp_path, source: str) -> subprocess.CompletedProcess:
+    """Run the script ``source`` as 2 gloo processes under torchrun (arguments: the run folder, tests/)."""
+    script = tmp_path / "ddp_script.py"
+    script.write_text(source)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), str(tmp_path), str(TESTS)]
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
+    return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
+
+
+def test_two_gloo_processes_train_in_step(tmp_path):
+    proc = torchrun_two(tmp_path, SCRIPT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     # same weights and the same gamma on both ranks
@@ -93,14 +98,8 @@ HANG_SCRIPT = textwrap.dedent("""
 
 def test_a_silent_rank_stops_the_others_within_dist_timeout_and_the_log_says_why(tmp_path):
     import time
-    script = tmp_path / "ddp_hang.py"
-    script.write_text(HANG_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path), str(TESTS)]
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=110)
+    proc = torchrun_two(tmp_path, HANG_SCRIPT)
     assert proc.returncode != 0 and time.time() - t0 < 100
     log = (tmp_path / "run" / "train.log").read_text()
     assert "waited more than train.dist_timeout=4 s for the other processes" in log, log[-2000:]

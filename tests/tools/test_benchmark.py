@@ -1,7 +1,6 @@
 """scripts/benchmark.py's logic runs on the CPU and reports every field for every mode; a bad
 argument is one line naming the option, before anything is measured."""
 import dataclasses
-import importlib.util
 import json
 import math
 
@@ -73,10 +72,7 @@ def test_rgb_psnr():
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts/benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/benchmark.py")
 
 
 def test_script_arguments(capsys):

@@ -2,7 +2,6 @@
 stops it before any work with one line, and a failed run says why in train.log."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -20,10 +19,7 @@ TINY = ["model.width=8", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,
 
 
 def _train_module():
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train.py")
 
 
 @pytest.fixture(scope="module")
