@@ -30,7 +30,6 @@ from ..engine.checkpoint import (
     atomic_write_bytes,
     check_free_space,
     load_checkpoint,
-    trusted_checkpoints,
 )
 from ..engine.fastpath import autocast_context
 from ..errors import NonFiniteLossError
@@ -155,7 +154,7 @@ class Trainer:
         resume = du.broadcast_object(self._resume_decision(resume) if self.is_main else None)
         if isinstance(resume, ConfigError):
             raise resume
-        self.trust = bool(self.tcfg.get("trust_checkpoint"))
+        self.trust = bool(self.tcfg["trust_checkpoint"])  # --resume / train.pretrained beyond weights-only
         if device.type == "cpu":
             self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
 
@@ -294,7 +293,7 @@ class Trainer:
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from ..engine.checkpoint import load_model_weights
         try:
-            load_model_weights(model, path, self.cfg, trust=bool(self.tcfg.get("trust_checkpoint")))
+            load_model_weights(model, path, self.cfg, trust=self.trust)
         except CheckpointError as exc:
             raise CheckpointError(f"train.pretrained: {exc}") from None
 
@@ -349,8 +348,7 @@ class Trainer:
 
     def load(self, path: str) -> None:
         """Restore everything saved by ``save`` (resume; ``cans.train.state.restore_train_state``)."""
-        with trusted_checkpoints(bool(self.tcfg.get("trust_checkpoint"))):
-            ckpt = load_checkpoint(path, map_location="cpu")
+        ckpt = load_checkpoint(path, map_location="cpu", trust=self.trust)
         restore_train_state(self, ckpt, path)
         best = (f"best validation PSNR {self.best_metric:.3f} dB (epoch {self.best_epoch})"
                 if self.best_epoch is not None and math.isfinite(self.best_metric) else "no validation yet")
@@ -365,14 +363,14 @@ class Trainer:
         self.nonfinite_total += 1
         self.nonfinite_streak += 1
         self.optimizer.zero_grad(set_to_none=True)
-        limit = int(self.tcfg.get("max_nonfinite") or 10)
+        limit = self.tcfg["max_nonfinite"]
         self.logger.warning(f"step {self.step}: {reason}; step skipped "
                             f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in total)")
         if self.nonfinite_streak >= limit:
             raise NonFiniteLossError(
                 f"{limit} non-finite losses in a row, the last at step {self.step} (epoch {self.epoch + 1}); "
-                f"stopping. The last checkpoint in {self.ckpt_dir} was left as it was. Lower train.base_lr, "
-                "keep train.clip_grad on or switch train.amp off.")
+                f"stopping. The last checkpoint in {self.ckpt_dir} was left as it was. "
+                f"{nonfinite_advice(self.tcfg).capitalize()}")
 
     def _agree(self, ok: torch.Tensor) -> bool:
         """``ok`` (a 0-dim bool tensor on the device) on every rank, read with one host sync; under
@@ -481,14 +479,13 @@ class Trainer:
             self.logger.warning(f"{skipped} of the last {taken} step(s) skipped for a non-finite loss or gradient, "
                                 f"up to step {self.step} (epoch {self.epoch + 1}; {streak} in a row now, "
                                 f"{self.nonfinite_total} in total)")
-        limit = int(self.tcfg.get("max_nonfinite") or 10)
+        limit = self.tcfg["max_nonfinite"]
         if longest >= limit:
             raise NonFiniteLossError(
                 f"{longest} non-finite losses in a row (train.max_nonfinite {limit}), noticed at step {self.step} "
                 f"(epoch {self.epoch + 1}; the device is read every train.log_every steps): {skipped} of the last "
                 f"{taken} step(s) skipped, {self.nonfinite_total} in total; stopping. The last checkpoint in "
-                f"{self.ckpt_dir} was left as it was. Lower train.base_lr, keep train.clip_grad on or switch "
-                "train.amp off.")
+                f"{self.ckpt_dir} was left as it was. {nonfinite_advice(self.tcfg).capitalize()}")
         if values is None or read[3] < 1:
             return None
         return dict(values, **dict(zip(keys, read[4:])))
