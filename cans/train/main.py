@@ -44,12 +44,14 @@ def record_failure(cfg: Mapping[str, Any], exc: BaseException) -> None:
     if not out or not os.path.isdir(out):
         return
     from ..cli import USER_ERRORS, user_message
-    reason = stop_reason(exc, float(cfg["train"].get("dist_timeout") or 1800))
-    if reason and (du.get_rank() == 0 or not isinstance(exc, KeyboardInterrupt)):
+    reason = stop_reason(exc, cfg["train"]["dist_timeout"])
+    if reason:
+        if isinstance(exc, KeyboardInterrupt) and du.get_rank() != 0:
+            return  # every rank was interrupted: rank 0 says so once
         text = ("INFO " if isinstance(exc, KeyboardInterrupt) else "ERROR ") + reason
         if isinstance(exc, RuntimeError):
             text += f" ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})"
-    elif du.get_rank() != 0 or reason:
+    elif du.get_rank() != 0:
         return
     elif isinstance(exc, USER_ERRORS):
         text = f"ERROR {user_message(exc)}"
@@ -71,13 +73,12 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     paper's two tables are printed.
     """
     from ..config_checks import check_config
-    from .signals import sigterm_as_interrupt
     from .trainer import NonFiniteLossError, Trainer
 
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work
     check_model(cfg)
-    device = du.init_distributed(timeout_s=float(cfg["train"].get("dist_timeout") or 1800))
+    device = du.init_distributed(timeout_s=cfg["train"]["dist_timeout"])
     trainer = None
     made = []  # the run folder (and parents) this start creates: removed again if it fails while they are empty
     try:
@@ -93,8 +94,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
         if "data" in cfg:
             trainer.logger.info(f"data: {os.path.abspath(cfg['data']['data_path'])} ({cfg['data']['type']})")
-        with sigterm_as_interrupt():  # a SIGTERM (torchrun on Ctrl-C, pre-emption) saves last.pth too
-            summary = trainer.fit()
+        summary = trainer.fit()  # Ctrl-C / SIGTERM (torchrun, a pre-emption): fit saves last.pth and re-raises
     except NonFiniteLossError as exc:
         trainer.logger.error(str(exc))
         trainer.close()

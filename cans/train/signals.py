@@ -1,5 +1,5 @@
-"""Signals during training: a graceful stop at the next step boundary, SIGTERM handled like
-Ctrl-C, and a section no signal interrupts."""
+"""Signals during training: Ctrl-C and SIGTERM as a graceful stop at the next step boundary
+(:class:`StopRequest`, installed by ``Trainer.fit``), and a section no signal interrupts."""
 from __future__ import annotations
 
 import contextlib
@@ -27,23 +27,6 @@ def stop_signals_to(handler):
 def signals_ignored():
     """SIGINT and SIGTERM ignored inside (a save that no signal may cut short)."""
     return stop_signals_to(signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Inside, SIGTERM (torchrun stopping its workers, a cluster pre-empting a job) raises
-    KeyboardInterrupt, so that training saves ``last.pth`` as on Ctrl-C (main thread only)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 class StopRequest:
@@ -75,4 +58,4 @@ class StopRequest:
         return stop_signals_to(self._handler)
 
 
-__all__ = ["StopRequest", "signals_ignored", "sigterm_as_interrupt", "stop_signals_to"]
+__all__ = ["StopRequest", "signals_ignored", "stop_signals_to"]

@@ -42,7 +42,7 @@ from .losses import build_objective
 from .rundir import RunLock, remove_leftovers, resume_point
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
-from .signals import StopRequest, signals_ignored, sigterm_as_interrupt
+from .signals import StopRequest, signals_ignored
 from .state import capture_train_state, interrupt_state, restore_train_state
 
 
@@ -125,7 +125,7 @@ class Trainer:
             device = du.init_distributed()
         else:
             # starts the process group when launched by torchrun
-            du.init_distributed(device.type, timeout_s=float(self.tcfg.get("dist_timeout") or 1800))
+            du.init_distributed(device.type, timeout_s=self.tcfg["dist_timeout"])
         self.device = device
         self.rank, self.world_size = du.get_rank(), du.get_world_size()
         self.is_main = self.rank == 0
@@ -789,5 +789,4 @@ class Trainer:
             self.lock = None
 
 
-__all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything",
-           "sigterm_as_interrupt"]
+__all__ = ["NonFiniteLossError", "Trainer", "build_optimizer", "build_scheduler", "cosine_lr", "seed_everything"]
