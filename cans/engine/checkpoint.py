@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, DiskFullError
-from ..files import atomic_write_bytes, check_free_space, fsync_folder, unique_temp_name
+from ..files import atomic_write_bytes
 
 
 def error_text(exc: BaseException) -> str:
@@ -291,7 +291,6 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None, trust: O
     return obj
 
 
-__all__ = ["CheckpointError", "DiskFullError", "TRUST_OPTION", "atomic_torch_save", "atomic_write_bytes",
-           "capture_rng_state", "check_checkpoint_file", "check_free_space", "error_text", "fsync_folder",
-           "load_checkpoint", "load_model_weights", "mismatch_text", "model_config_hint", "read_torch_file",
-           "restore_rng_state", "trusted_checkpoints", "unique_temp_name", "verify_archive"]
+__all__ = ["CheckpointError", "DiskFullError", "TRUST_OPTION", "atomic_torch_save", "capture_rng_state",
+           "check_checkpoint_file", "error_text", "load_checkpoint", "load_model_weights", "mismatch_text",
+           "model_config_hint", "read_torch_file", "restore_rng_state", "trusted_checkpoints", "verify_archive"]

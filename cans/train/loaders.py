@@ -52,8 +52,8 @@ class EpochSampler(Sampler):
     chooses the epoch and the position to start at (a resume in the middle of an epoch).
     """
 
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        self.size, self.seed, self.rank, self.world_size, self.shuffle = size, seed, rank, world_size, shuffle
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -61,12 +61,9 @@ class EpochSampler(Sampler):
 
     def order(self) -> list:
         """This rank's indices of the whole epoch (from position 0)."""
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(loader_seed(self.seed, self.epoch, 0))
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
+        g = torch.Generator()
+        g.manual_seed(loader_seed(self.seed, self.epoch, 0))
+        order = torch.randperm(self.size, generator=g).tolist()
         if self.world_size > 1 and order:
             total = -(-len(order) // self.world_size) * self.world_size
             order = (order * (total // len(order) + 1))[:total][self.rank::self.world_size]
@@ -124,11 +121,6 @@ class TrainLoader:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Iterate (0-based) ``epoch`` from its batch ``start_batch`` on."""
         self.sampler.set_epoch(epoch, start_batch * self.batch_size)
-
-    def batches_per_epoch(self) -> int:
-        size, world = self.sampler.size, self.sampler.world_size
-        per_rank = size if world == 1 else -(-size // world)
-        return -(-per_rank // self.batch_size)
 
 
 def valid_loader(dataset: Dataset, cfg: Mapping[str, Any], device: torch.device, rank: int = 0,

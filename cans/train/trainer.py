@@ -20,20 +20,14 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, to_yaml
+from ..config import ConfigError, dump_config
 from ..engine import distributed as du
 from ..engine import fastpath
-from ..engine.checkpoint import (
-    CheckpointError,
-    DiskFullError,
-    atomic_torch_save,
-    atomic_write_bytes,
-    check_free_space,
-    load_checkpoint,
-)
+from ..engine.checkpoint import CheckpointError, DiskFullError, atomic_torch_save, load_checkpoint
 from ..engine.fastpath import autocast_context
 from ..errors import NonFiniteLossError
 from ..evaluate.images import validation_panels
+from ..files import atomic_write_text, check_free_space
 from ..models import unwrap_model
 from ..outdirs import prepare_output_dir
 from .loaders import TrainLoader, valid_loader
@@ -254,7 +248,7 @@ class Trainer:
         if self.is_main:
             os.makedirs(self.ckpt_dir, exist_ok=True)
             self.check_disk_space(2)
-            atomic_write_bytes(to_yaml(cfg).encode("utf-8"), os.path.join(self.output_dir, "config.yaml"))
+            dump_config(cfg, os.path.join(self.output_dir, "config.yaml"))
         if resume:
             self.load(resume)
             self._last_good = f"{os.path.abspath(resume)} ({self.progress_text()})"
@@ -668,8 +662,8 @@ class Trainer:
             "wall_s": round(time.time() - started, 1),
         }
         if self.is_main:
-            atomic_write_bytes(json.dumps(summary, indent=2).encode("utf-8"),
-                               os.path.join(self.output_dir, "train_summary.json"))
+            atomic_write_text(os.path.join(self.output_dir, "train_summary.json"), json.dumps(summary, indent=2),
+                              durable=True)
         self.logger.flush()
         return summary
 
