@@ -5,6 +5,7 @@
     python test.py -c configs/demo.yaml --checkpoint runs/CANS_Plus_demo/checkpoints/best.pth
     python test.py -c configs/demo_fuji.yaml --checkpoint runs/CANS_Plus_demo_fuji/checkpoints/best.pth
     python test.py -c configs/CANS_Plus/Sony.yaml --throughput
+    python test.py -c configs/demo.yaml --onnx runs/CANS_Plus_demo/checkpoints/best.onnx   # on the CPU
 
 Writes <output_dir>/test/{metrics.json, metrics.csv, tables.md, images/}; see cans/evaluate/tester.py.
 """
@@ -13,6 +14,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# --device mps: operators the MPS backend lacks run on the CPU (read when torch loads)
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. test.save_grid=true")
     p.add_argument("--out", default=None, help="result folder (default <output_dir>/test)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
+    p.add_argument("--device", default=None,
+                   help="cuda, cuda:1, cpu or mps (Apple silicon) (default: cuda when available)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "openvino", "onnxruntime"],
+                   help="what runs an ONNX export on the CPU (default auto: OpenVINO, the faster here, else "
+                        "ONNX Runtime)")
+    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="score this export (scripts/export_onnx.py) on the CPU (see --runtime) instead of a "
+                        "checkpoint")
     p.add_argument("--compare-paper", action="store_true",
                    help="show the paper's numbers and the difference; warns when the data or protocol differ")
     p.add_argument("--all-frames", action="store_true",
@@ -63,7 +73,8 @@ def main(argv=None) -> int:
             run_test(cfg, args.checkpoint, device=args.device, out_dir=args.out,
                      compare_paper=True if args.compare_paper else None,
                      save_images=False if args.no_images else None, max_images=args.max_images,
-                     progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=not args.one_pass)
+                     progress=not args.no_progress, tile=args.tile, overlap=args.overlap, two_pass=not args.one_pass,
+                     onnx=args.onnx, runtime=args.runtime)
         return 0
 
     return run_cli(run, trust_checkpoint=args.trust_checkpoint)

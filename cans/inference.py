@@ -376,30 +376,101 @@ def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
         raise InferenceError(str(exc)) from None
 
 
-def cli_main(args) -> int:
-    """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
-    enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
-    from .config import load_config, split_options
+def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto") -> Optional[str]:
+    """On the CPU without ``--onnx``: the ONNX export beside ``checkpoint`` (``<checkpoint>.onnx``,
+    :func:`cans.onnx_model.default_onnx_path`) when it was exported from these very weights (its git
+    blob id) and this model; otherwise None, with one line saying why or how to make it."""
+    from .models.published import git_blob_id
+    from .onnx_model import default_onnx_path, read_metadata, require_runtime
+
+    candidate = default_onnx_path(checkpoint)
+    export = f"python scripts/export_onnx.py -c CONFIG --checkpoint {checkpoint}"
+    if not os.path.isfile(candidate):
+        log(f"tip: on the CPU, an ONNX export runs this model several times faster than PyTorch "
+            f"(docs/performance.md): {export} writes {candidate}, which infer.py then uses")
+        return None
+    try:
+        require_runtime(runtime)
+        meta = read_metadata(candidate)
+    except InferenceError as exc:   # MissingPackageError included: "... is not installed ..."
+        log(f"note: not using {candidate}: {exc}")
+        return None
+    import yaml
+    exported_model = (yaml.safe_load(meta.get("config", "")) or {}).get("model")
+    if meta.get("weights_git_blob") != git_blob_id(checkpoint) or exported_model != dict(cfg.get("model") or {}):
+        log(f"note: {candidate} was exported from other weights or another model; running PyTorch "
+            f"(export again: {export})")
+        return None
+    return candidate
+
+
+def _load_runner(args):
+    """(model, cfg, device, label) for infer.py: the ``--onnx`` file, the export found beside the
+    checkpoint on the CPU, or the checkpoint in PyTorch."""
+    from .config import apply_overrides, load_config, validate
     from .engine.fastpath import fast_model_for_test
     from .evaluate.tester import check_checkpoint_path, load_model, pick_device
-    from .outdirs import provisional_output_dir
+    from .onnx_model import OnnxModel, check_same_model, weights_info
 
+    onnx_path = getattr(args, "onnx", None)
+    if onnx_path:
+        if args.device not in (None, "cpu"):
+            raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {args.device} is "
+                                 f"for PyTorch (leave --onnx out to run the checkpoint there)")
+        model = OnnxModel(onnx_path, getattr(args, "threads", None), getattr(args, "runtime", "auto"))
+        if args.config:
+            cfg = load_config(args.config, args.set)
+            check_same_model(model, cfg, args.config)
+        else:
+            cfg = validate(apply_overrides(dict(model.config), args.set))
+        return model, cfg, torch.device("cpu"), weights_info(model)
+    if not args.config:
+        raise InferenceError("-c/--config is required (without --onnx, whose file holds its config)")
     cfg = load_config(args.config, args.set)
     checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
     if not checkpoint:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
+    check_checkpoint_path(checkpoint)
+    device = pick_device(args.device)
+    if device.type == "cpu" and not getattr(args, "no_onnx", False) and (args.amp or "off") == "off":
+        found = find_export(checkpoint, cfg, runtime=getattr(args, "runtime", "auto"))
+        if found:
+            model = OnnxModel(found, getattr(args, "threads", None), getattr(args, "runtime", "auto"))
+            print(f"using {model.runtime_name} with {found} (exported from this checkpoint; --no-onnx runs PyTorch)")
+            return model, cfg, device, weights_info(model)
+    model = load_model(cfg, checkpoint, device)
+    model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
+    return model, cfg, device, checkpoint
+
+
+def cli_main(args) -> int:
+    """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
+    enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
+    from .config import split_options
+    from .models.published import weights_line
+    from .onnx_model import OnnxModel
+    from .outdirs import provisional_output_dir
+
     files = find_inputs(args.inputs)
-    check_checkpoint_path(checkpoint)  # before the result folder is made
+    if getattr(args, "onnx", None) is None and args.checkpoint:
+        from .evaluate.tester import check_checkpoint_path
+        check_checkpoint_path(args.checkpoint)  # before the result folder is made
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
     with provisional_output_dir(args.out, "--out"):
-        device = pick_device(args.device)
-        model = load_model(cfg, checkpoint, device)
-        from .models.published import weights_line
-        print(f"weights: {weights_line(checkpoint)}")
-        model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
+        model, cfg, device, weights = _load_runner(args)
+        onnx_file = weights.get("onnx") if isinstance(weights, dict) else None
+        print(f"weights: {weights_line(weights)}"
+              + (f", as ONNX {onnx_file} run by {model.runtime_name}" if onnx_file else ""))
         opts = split_options(cfg, "test")
-        amp = args.amp or cfg["test"]["amp"]
+        onnx = isinstance(model, OnnxModel)
+        amp = "off" if onnx else (args.amp or cfg["test"]["amp"])
+        if onnx and args.amp not in (None, "off"):
+            raise InferenceError(f"--amp {args.amp}: {model.runtime_name} runs the float32 export; leave --amp out")
         tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
+        two_pass = not getattr(args, "one_pass", False)
+        if onnx:
+            from .evaluate.tester import onnx_tile_passes
+            two_pass = onnx_tile_passes(tile, two_pass)
         check_tiling(model, tile, overlap)
         if isinstance(tile, int):
             from .tiling import tile_for_model, tile_limits
@@ -411,7 +482,7 @@ def cli_main(args) -> int:
                                    target_mean=args.target_mean, max_ratio=args.max_ratio,
                                    max_clip=opts.get("max_clip"), min_clip=opts.get("min_clip"),
                                    progress=not args.no_progress, tile=tile, overlap=overlap,
-                                   two_pass=not getattr(args, "one_pass", False), rotate=getattr(args, "rotate", False))
+                                   two_pass=two_pass, rotate=getattr(args, "rotate", False))
         except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
             print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
                   f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
@@ -435,4 +506,4 @@ def cli_main(args) -> int:
 __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "find_inputs", "enhance", "check_tiling", "run_inference", "RAW_EXTENSIONS",
-           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main"]
+           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main", "find_export"]

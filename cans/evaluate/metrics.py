@@ -114,6 +114,17 @@ def psnr_ssim(output: torch.Tensor, target: torch.Tensor, data_range: float = 1.
     return psnr(output, target, data_range), ssim(output, target, data_range)
 
 
+def fidelity_psnr(out: torch.Tensor, ref: torch.Tensor) -> "float | None":
+    """How close ``out`` is to a reference output ``ref`` of the same model (another precision, runtime
+    or kernel): PSNR in dB with peak 1 (the sRGB range) on the outputs as they are, not clamped
+    (clamping would hide differences outside [0, 1]), in float64; None when identical."""
+    out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
+    mse = torch.mean((out - ref) ** 2).item()
+    if mse == 0:
+        return None
+    return -10.0 * math.log10(mse)
+
+
 def finite_mean(values) -> float:
     """Mean of a list of floats, ``inf`` kept (identical images), ``nan`` when empty."""
     values = [float(v) for v in values]

@@ -54,7 +54,12 @@ def pick_device(name: Optional[str] = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise TestSetupError(f"--device {name}: not a device name; use cpu, cuda or cuda:N") from None
+        raise TestSetupError(f"--device {name}: not a device name; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise TestSetupError(f"--device {name}: PyTorch's MPS backend is not available here (Apple silicon, "
+                                 f"macOS 12.3 or later); use cpu")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= count:
@@ -234,10 +239,20 @@ def _swap(stage: str, out_dir: str) -> None:
         os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
 
 
+def onnx_tile_passes(tile, two_pass: bool, print_fn=print) -> bool:
+    """The ``two_pass`` an ONNX model's tiles run: one pass, said once when two were asked for (the
+    two-pass statistics hook into the PyTorch modules, which an ONNX graph does not have)."""
+    if tile is not None and two_pass:
+        print_fn("note: with an ONNX export, tiles run in one pass (each tile's own colour statistics, as "
+                 "--one-pass; the two-pass statistics need the PyTorch model: docs/tiling.md)")
+    return False if tile is not None else two_pass
+
+
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
-             tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True) -> Dict[str, Any]:
+             tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True,
+             onnx: Optional[str] = None, runtime: str = "auto") -> Dict[str, Any]:
     """Score ``checkpoint`` on the test split; returns the report of :func:`cans.evaluate.scores.evaluate`.
 
     ``metrics.json`` adds ``config`` (resolved), ``checkpoint``, ``weights`` (path and git blob id,
@@ -248,6 +263,9 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
 
     ``tile`` (packed pixels, or 'auto'), ``overlap``, ``two_pass``: tiled inference
     (:mod:`cans.tiling`); without ``tile`` whole frames, retried in tiles on a GPU out-of-memory.
+    ``onnx``: score this export (scripts/export_onnx.py) on the CPU with ``runtime`` ('auto':
+    OpenVINO, else ONNX Runtime) instead of a checkpoint; the report names the checkpoint it was
+    exported from (its git blob id), the file and the runtime.
     """
     from ..config_checks import check_config
 
@@ -257,19 +275,32 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     max_images = test.get("max_images") if max_images is None else max_images
     if max_images is not None and max_images < 1:
         raise TestSetupError(f"--max-images / test.max_images: expected a number >= 1, got {max_images}")
-    dev = pick_device(device)
-    check_amp(test.get("amp"), dev)
+    if onnx is not None and device not in (None, "cpu"):
+        raise TestSetupError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {device} is for PyTorch")
+    dev = pick_device("cpu" if onnx is not None else device)
+    amp = "off" if onnx is not None else test.get("amp")
+    check_amp(amp, dev)
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     what = "--out" if out_dir else "output_dir"
     out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
-    check_checkpoint_path(checkpoint)  # before the result folder is made
+    if onnx is None:
+        check_checkpoint_path(checkpoint)  # before the result folder is made
     with provisional_output_dir(out_dir, what):  # before the model and the data; a failed run leaves no empty folder
-        model = load_model(cfg, checkpoint, dev, test["channels_last"])
         from ..models.published import describe_weights, weights_line
-        weights = describe_weights(checkpoint)
-        print_fn(f"weights: {weights_line(weights)}")
-        model, _ = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+        if onnx is not None:
+            from ..onnx_model import OnnxModel, check_same_model, weights_info
+            model = OnnxModel(onnx, runtime=runtime)
+            check_same_model(model, cfg, "the config")
+            weights = {**weights_info(model), "runtime": model.runtime_name}
+            checkpoint = weights["path"] or onnx
+            two_pass = onnx_tile_passes(tile, two_pass, print_fn)
+        else:
+            model = load_model(cfg, checkpoint, dev, test["channels_last"])
+            weights = describe_weights(checkpoint)
+            model, _ = fastpath.fast_model_for_test(cfg, model, dev, print_fn)  # test.fast: CUDA only
+        print_fn(f"weights: {weights_line(weights)}"
+                 + (f", as ONNX {weights['onnx']} run by {weights['runtime']}" if onnx is not None else ""))
         try:
             model = FallbackModel(model, tile, overlap, two_pass, log=print_fn)
         except ValueError as exc:
@@ -284,8 +315,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         _remove_dead_stages(out_dir)
         stage, lock = _make_stage(out_dir)
         try:
-            report = evaluate(model, loader, dev, amp=test["amp"],
-                              channels_last=test["channels_last"],
+            report = evaluate(model, loader, dev, amp=amp,
+                              channels_last=test["channels_last"] and onnx is None,
                               save_dir=os.path.join(stage, REPORT_IMAGES), save_images=save_images,
                               save_16bit=test["save_16bit"], save_grid=test["save_grid"], progress=progress,
                               max_images=max_images)
@@ -306,6 +337,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
                       f"protocol: {protocol['name']}\n\n"
                       f"checkpoint: `{checkpoint}` (git blob `{weights['git_blob']}`"
                       + (f", {weights['published']})" if weights["published"] else ")") + "\n\n"
+                      + (f"run by {weights['runtime']} on the CPU from `{weights['onnx']}`\n\n"
+                         if onnx is not None else "")
                       + "".join(f"warning: not the paper's protocol: {n}\n\n"
                                 for n in protocol.get("differs_from_paper", [])))
             tiling = {"tile": tile, "overlap": overlap, "two_pass": two_pass} if tile is not None else None
@@ -461,4 +494,5 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         return result
 
 
-__all__ = ["run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device", "TestSetupError"]
+__all__ = ["onnx_tile_passes", "run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device",
+           "TestSetupError"]

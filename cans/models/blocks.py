@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
 
 
@@ -54,6 +55,44 @@ def channel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return rearrange(attn @ rearrange(value, "b c h w -> b c (h w)"), "b c (h w) -> b c h w", h=h, w=w)
 
 
+def exporting() -> bool:
+    """True while ``torch.export`` traces the model (ONNX export), where the shapes are symbolic."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
+
+
+def _pooling_matrix(n, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(size, n): row i averages the i-th window of adaptive average pooling over ``n`` samples,
+    ``[floor(i n / size), ceil((i + 1) n / size))``, as ``nn.AdaptiveAvgPool2d`` places them."""
+    i = torch.arange(size, device=like.device)
+    start, end = (i * n) // size, ((i + 1) * n + size - 1) // size
+    j = torch.arange(n, device=like.device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Adaptive average pooling of a (B, C, H, W) map to (B, C, size, size).
+
+    While ``torch.export`` traces (ONNX export), the same windows are written as two products
+    with pooling matrices built from the traced H and W: the exporter turns the operator itself
+    into a pooling whose kernel is fixed by the export size, so the graph would fail at any other
+    size. Both forms give the same windows; they differ by float rounding (about 1e-7)."""
+    if not exporting():
+        return F.adaptive_avg_pool2d(x, size)
+    h, w = x.shape[-2], x.shape[-1]
+    return torch.einsum("ih,bchw,jw->bcij", _pooling_matrix(h, size, x), x, _pooling_matrix(w, size, x))
+
+
+class AdaptivePool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` (a square output) that stays shape-generic when exported
+    (:func:`adaptive_pool`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.output_size if isinstance(self.output_size, int) else self.output_size[0]
+        return adaptive_pool(x, size)
+
+
 class SGU(nn.Module):
     """Simple gated unit: 1x1 conv C->2C, product of the two halves, 1x1 conv C->C."""
 
@@ -90,7 +129,7 @@ class GCP(nn.Module):
         self.pconv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
         self.dconv = nn.Conv2d(3 * channels, 3 * channels, 3, padding=1,
                                groups=3 * channels, bias=False)
-        self.pool = nn.AdaptiveAvgPool2d(adaptive_size)
+        self.pool = AdaptivePool2d(adaptive_size)
         self.out = nn.Conv2d(channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

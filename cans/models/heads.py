@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import LayerNorm2d, channel_attention
+from .blocks import AdaptivePool2d, LayerNorm2d, adaptive_pool, channel_attention
 
 
 def _reflect_conv3x3(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
@@ -59,7 +59,7 @@ class SharedKV(nn.Sequential):
 
     def forward(self, x: torch.Tensor):
         k, v = super().forward(x).chunk(2, dim=1)
-        return F.adaptive_avg_pool2d(k, self.adaptive_size), v
+        return adaptive_pool(k, self.adaptive_size), v
 
 
 class ComputeAttn(nn.Module):
@@ -84,7 +84,7 @@ class _InteractiveHead:
     def __init__(self, width: int, block_size: int, adaptive_size: int):
         nn.Module.__init__(self)
         self.get_q = nn.Sequential(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
-                                   nn.AdaptiveAvgPool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
+                                   AdaptivePool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
         self.compute_attn = ComputeAttn(width)
         self._build_final(width, block_size)
 

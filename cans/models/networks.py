@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .backbone import Backbone
+from .blocks import exporting
 from .heads import InteractiveRawHead, InteractiveRGBHead, RawHead, RGBHead, SharedKV
 
 # The 7x7 reflect padding of the RDE needs the deepest feature map to be at least
@@ -66,7 +67,9 @@ class _CANSBase(nn.Module):
         self.check_input(x)
         h, w = x.shape[-2:]
         left, right, top, bottom = self.padding(h, w)
-        if left or right or top or bottom:
+        # traced for export, the pads are symbolic: pad always (a zero pad is a copy), so the
+        # graph is not specialised to whether the export size needed padding
+        if exporting() or left or right or top or bottom:
             x = F.pad(x, (left, right, top, bottom), mode="reflect")
         rgb, raw = self.heads(self.backbone(x))
         b = self.block_size

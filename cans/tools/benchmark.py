@@ -9,7 +9,6 @@ still run; on the CPU the compiled modes run only with ``cpu_compile`` (inductor
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.fastpath import autocast_context, compile_model, plan_fast_path, synchronize
+from ..evaluate.metrics import fidelity_psnr as rgb_psnr
 from ..models import build_model
 from ..train.losses import build_loss
 from ..train.schedule import build_optimizer
@@ -125,16 +125,6 @@ def _peak_reset(device):
 
 def _peak_gb(device):
     return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-
-
-def rgb_psnr(out: torch.Tensor, ref: torch.Tensor) -> Optional[float]:
-    """PSNR (dB) of ``out`` against ``ref`` with peak 1 (the sRGB range), on the outputs as they
-    are (not clamped: clamping would hide differences outside [0, 1]); None when identical."""
-    out, ref = out.double().cpu(), ref.double().cpu()
-    mse = torch.mean((out - ref) ** 2).item()
-    if mse == 0:
-        return None
-    return -10.0 * math.log10(mse)
 
 
 def top_kernels(prof, device: torch.device, n: int = TOP_KERNELS) -> List[Dict[str, Any]]:

@@ -1,0 +1,360 @@
+"""The model as an ONNX graph, run on the CPU by OpenVINO or ONNX Runtime (docs/inference.md,
+"Without an NVIDIA GPU").
+
+:func:`export_onnx` traces a CANS / CANS++ network with ``torch.export`` and writes one ``.onnx``
+file whose height and width are dynamic: the reflect padding to the model's multiple (16) and the
+adaptive pooling are computed from the input's shape inside the graph (see
+:func:`cans.models.blocks.adaptive_pool`), so any size from the model's smallest input up runs,
+odd sizes included. The file's metadata holds the config (YAML), the block size, the input
+channels, the smallest input and the weights' git blob id, so a model file says what it is.
+
+:class:`OnnxModel` puts a runtime behind the network's interface: ``forward(x) -> (rgb, raw)`` on
+(B, C, h, w) float32 tensors, with ``block_size``, ``in_channel``, ``min_input_size`` and
+``multiple``; tiles, ``--ratio`` and the test protocol use it unchanged. OpenVINO comes first
+because it measured fastest on a full frame (docs/performance.md); ONNX Runtime is the other.
+An ONNX file is data (a protobuf): reading it runs no Python code.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import InferenceError
+
+INPUT_NAME = "packed_raw"
+OUTPUT_NAMES = ("rgb", "raw")
+#: metadata keys of an exported file (strings, as ONNX stores them)
+META_PREFIX = "cans."
+FORMAT_VERSION = "1"
+#: the largest height / width (packed pixels) the graph is traced for (a bound is needed; a
+#: 100-megapixel Bayer frame is about 5800 x 4400 packed)
+MAX_SIDE = 1 << 15
+#: the export check fails below this RGB PSNR (dB) against PyTorch float32 (the goal is 60 dB)
+MIN_CHECK_PSNR = 60.0
+
+
+class MissingPackageError(InferenceError):
+    """A runtime (or, to export, onnx / onnxscript) is not installed: one line, exit 2."""
+
+
+#: the runtimes an export runs on, fastest first on the CPUs measured (docs/performance.md): ``auto``
+#: takes the first one installed
+RUNTIMES = ("openvino", "onnxruntime")
+_RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+
+
+def runtime_name(runtime: str) -> str:
+    """'OpenVINO' / 'ONNX Runtime', for messages."""
+    return _RUNTIME_NAMES.get(runtime, runtime)
+
+
+def require_runtime(runtime: str = "auto") -> str:
+    """The runtime to use (``auto``: the first of :data:`RUNTIMES` installed); MissingPackageError,
+    saying what to install, when it (or, for ``auto``, every one) is missing."""
+    import importlib
+
+    if runtime not in ("auto",) + RUNTIMES:
+        raise InferenceError(f"--runtime {runtime}: expected auto, {' or '.join(RUNTIMES)}")
+    for name in (RUNTIMES if runtime == "auto" else (runtime,)):
+        try:
+            importlib.import_module(name)
+            return name
+        except ImportError:
+            continue
+    if runtime == "auto":
+        raise MissingPackageError("neither OpenVINO nor ONNX Runtime is installed: pip install openvino "
+                                  "onnxruntime (both are in requirements.txt)")
+    raise MissingPackageError(f"{runtime_name(runtime)} is not installed: pip install {runtime} (it is in "
+                              f"requirements.txt), or choose the other --runtime")
+
+
+def require_exporter() -> None:
+    """:class:`MissingPackageError` unless what ``torch.onnx.export(dynamo=True)`` needs is there:
+    PyTorch 2.5 or newer, onnx and onnxscript."""
+    from .requirements import release
+
+    if (release(torch.__version__) or (0, 0)) < (2, 5):
+        raise MissingPackageError(f"exporting to ONNX needs PyTorch 2.5 or newer (torch.onnx.export with "
+                                  f"dynamo=True); this is {torch.__version__}")
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise MissingPackageError(f"exporting to ONNX needs the package {exc.name or 'onnx'}: pip install onnx "
+                                  f"onnxscript (both are in requirements.txt)") from None
+
+
+def default_onnx_path(checkpoint: str) -> str:
+    """Where the export of ``checkpoint`` goes by default, and where infer.py looks for it: beside
+    the checkpoint, ``.pth`` replaced by ``.onnx``."""
+    root, ext = os.path.splitext(checkpoint)
+    return (root if ext.lower() in (".pth", ".pt", ".ckpt") else checkpoint) + ".onnx"
+
+
+def model_facts(net: nn.Module) -> Dict[str, int]:
+    """The shape facts a runner needs: block size, input channels, smallest input, padding multiple."""
+    missing = [a for a in ("block_size", "in_channel", "min_input_size", "multiple") if not hasattr(net, a)]
+    if missing:
+        raise InferenceError(f"{type(net).__name__}: cannot export a model without {', '.join(missing)} "
+                             f"(the in-tree CANS and CANS_Plus have them; docs/extending.md)")
+    return {a: int(getattr(net, a)) for a in ("block_size", "in_channel", "min_input_size", "multiple")}
+
+
+@torch.no_grad()
+def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, Any]] = None,
+                weights_git_blob: str = "", checkpoint: str = "", opset: Optional[int] = None,
+                example_hw: Optional[Tuple[int, int]] = None) -> Dict[str, str]:
+    """Export ``model`` (float32, eval, on the CPU) to ``path``; returns the metadata written.
+
+    Height and width are dynamic (from the model's smallest input up); the batch is 1. The file is
+    written whole or not at all (:func:`cans.files.atomic_write_bytes`)."""
+    import onnx
+
+    from .config import to_yaml
+    from .files import atomic_write_bytes
+    from .models import unwrap_model
+
+    require_exporter()
+    net = unwrap_model(model).float().cpu().eval()
+    facts = model_facts(net)
+    lo, m = facts["min_input_size"], facts["multiple"]
+    # a multiple of the padding multiple: traced at a size that needs padding, torch.export derives
+    # contradictory bounds for the padded size; the graph pads any other size all the same (tested)
+    h, w = example_hw or (-(-max(lo, 4 * m) // m) * m, -(-max(lo, 6 * m) // m) * m)
+    x = torch.rand(1, facts["in_channel"], h, w, generator=torch.Generator().manual_seed(0))
+    dims = {2: torch.export.Dim("height", min=lo, max=MAX_SIDE), 3: torch.export.Dim("width", min=lo, max=MAX_SIDE)}
+    kwargs = {"opset_version": opset} if opset else {}
+    program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},), input_names=[INPUT_NAME],
+                                output_names=list(OUTPUT_NAMES), optimize=True, verbose=False, **kwargs)
+    proto = program.model_proto
+    meta = {f"{META_PREFIX}{k}": str(v) for k, v in facts.items()}
+    meta.update({f"{META_PREFIX}format": FORMAT_VERSION, f"{META_PREFIX}weights_git_blob": weights_git_blob,
+                 f"{META_PREFIX}checkpoint": checkpoint, f"{META_PREFIX}torch": torch.__version__,
+                 f"{META_PREFIX}model_type": type(net).__name__})
+    if config is not None:
+        meta[f"{META_PREFIX}config"] = to_yaml(dict(config))
+    onnx.helper.set_model_props(proto, meta)
+    atomic_write_bytes(proto.SerializeToString(), path, what="ONNX model")
+    return meta
+
+
+def read_metadata(path: str) -> Dict[str, str]:
+    """The ``cans.*`` metadata of an exported file (prefix removed); InferenceError for a missing
+    file, one that is not a readable ONNX model, or one not written by :func:`export_onnx`."""
+    if not os.path.isfile(path):
+        raise InferenceError(f"--onnx {path}: no such file (make it with scripts/export_onnx.py)")
+    try:
+        import onnx
+    except ImportError:
+        raise MissingPackageError("reading an ONNX model needs the package onnx: pip install onnx (it is in "
+                                  "requirements.txt)") from None
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise InferenceError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {first})") from None
+    meta = {p.key[len(META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(META_PREFIX)}
+    if "block_size" not in meta:
+        raise InferenceError(f"{path}: an ONNX model without the cans.* metadata scripts/export_onnx.py writes "
+                             f"(block size, input channels, config); export it with that script")
+    return meta
+
+
+def _onnxruntime_runner(path: str, threads: Optional[int]):
+    """ONNX Runtime on the CPU: every graph optimisation, no memory arena (the arena keeps the
+    largest frame's buffers for the session's life: 4.8 against 2.9 GB peak for a quarter Sony
+    frame, at the same speed). Returns ``run(x) -> (rgb, raw)`` on numpy arrays."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = False
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda x: tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: x}))
+
+
+def _openvino_runner(path: str, threads: Optional[int]):
+    """OpenVINO's CPU plugin in float32 (it may otherwise pick bfloat16 where the CPU has it).
+    Returns ``run(x) -> (rgb, raw)`` on numpy arrays."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    compiled = ov.Core().compile_model(path, "CPU", config)
+    outputs = [compiled.output(name) for name in OUTPUT_NAMES]
+
+    def run(x):
+        result = compiled({INPUT_NAME: x})
+        return tuple(np.asarray(result[o]) for o in outputs)
+    return run
+
+
+class OnnxModel(nn.Module):
+    """An exported model run on the CPU by OpenVINO or ONNX Runtime, behind the network's interface.
+
+    ``forward(x)``: x (B, in_channel, h, w) float32, h and w at least ``min_input_size`` ->
+    ``(rgb (B, 3, h*b, w*b), raw (B, b*b, h, w))`` float32 CPU tensors, unclamped as the network's.
+    ``runtime``: 'auto' (the first of :data:`RUNTIMES` installed), 'openvino' or 'onnxruntime';
+    ``config``: the exporting run's config (a dict, from the metadata); ``weights_git_blob``: the
+    blob id of the checkpoint it was exported from."""
+
+    def __init__(self, path: str, threads: Optional[int] = None, runtime: str = "auto"):
+        super().__init__()
+        import yaml
+
+        self.path = path
+        self.runtime = require_runtime(runtime)
+        self.meta = read_metadata(path)
+        try:
+            self.block_size = int(self.meta["block_size"])
+            self.in_channel = int(self.meta["in_channel"])
+            self.min_input_size = int(self.meta["min_input_size"])
+            self.multiple = int(self.meta["multiple"])
+            self.config = yaml.safe_load(self.meta.get("config", "")) or {}
+        except (KeyError, ValueError, yaml.YAMLError) as exc:
+            raise InferenceError(f"{path}: damaged cans.* metadata ({type(exc).__name__}: {exc})") from None
+        self.weights_git_blob = self.meta.get("weights_git_blob", "")
+        make = _openvino_runner if self.runtime == "openvino" else _onnxruntime_runner
+        try:
+            self.run_numpy = make(path, threads)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InferenceError(f"{path}: {runtime_name(self.runtime)} cannot load it ({first})") from None
+
+    @property
+    def runtime_name(self) -> str:
+        return runtime_name(self.runtime)
+
+    def padding(self, h: int, w: int) -> Tuple[int, int, int, int]:
+        """(left, right, top, bottom) reflect padding to the multiple, as the graph pads."""
+        dh, dw = (-h) % self.multiple, (-w) % self.multiple
+        return dw // 2, dw - dw // 2, dh // 2, dh - dh // 2
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channel:
+            raise ValueError(f"{os.path.basename(self.path)} expects a packed RAW tensor of shape "
+                             f"(B, {self.in_channel}, H, W), got {tuple(x.shape)}")
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(f"input of {x.shape[-2]}x{x.shape[-1]} (packed) is too small: the smallest size "
+                             f"accepted is {self.min_input_size}x{self.min_input_size}")
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        outs = [self.run_numpy(arr[i:i + 1]) for i in range(arr.shape[0])]
+        rgb = torch.from_numpy(outs[0][0]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[0]) for o in outs])
+        raw = torch.from_numpy(outs[0][1]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[1]) for o in outs])
+        return rgb, raw
+
+
+@torch.no_grad()
+def compare_with_pytorch(onnx_model: OnnxModel, net: nn.Module, sizes: Sequence[Tuple[int, int]],
+                         seed: int = 0) -> list:
+    """Run both on random packed inputs of each (h, w); per size ``{"size", "max_abs_rgb", "max_abs_raw",
+    "rgb_psnr"}`` (:func:`cans.evaluate.metrics.fidelity_psnr`, None when identical)."""
+    from .evaluate.metrics import fidelity_psnr
+
+    rows = []
+    gen = torch.Generator().manual_seed(seed)
+    for h, w in sizes:
+        x = torch.rand(1, onnx_model.in_channel, h, w, generator=gen)
+        rgb_t, raw_t = net(x)
+        rgb_o, raw_o = onnx_model(x)
+        rows.append({"size": (h, w), "max_abs_rgb": float((rgb_o - rgb_t).abs().max()),
+                     "max_abs_raw": float((raw_o - raw_t).abs().max()), "rgb_psnr": fidelity_psnr(rgb_o, rgb_t)})
+    return rows
+
+
+def check_same_model(onnx_model: OnnxModel, cfg: Mapping[str, Any], where: str) -> None:
+    """InferenceError when the config's ``model:`` differs from the one the file was exported with
+    (a Sony config with a Fuji export, another width ...), naming the keys that differ."""
+    exported = dict(onnx_model.config.get("model") or {})
+    wanted = dict(cfg.get("model") or {})
+    if not exported:
+        return
+    keys = sorted((k for k in set(exported) | set(wanted) if exported.get(k) != wanted.get(k)),
+                  key=lambda k: (k != "type", k))   # the model type first: it says the most
+    if keys:
+        shown = "; ".join(f"{k}: {wanted.get(k)!r} in {where}, {exported.get(k)!r} in the export" for k in keys[:3])
+        raise InferenceError(f"{onnx_model.path} was exported from another model than {where} describes ({shown}); "
+                             f"use its config, or leave -c out to use the one stored in the file")
+
+
+def weights_info(onnx_model: OnnxModel) -> Dict[str, Optional[str]]:
+    """``{"path", "git_blob", "published", "onnx"}`` for reports: the checkpoint the file was exported
+    from, by its git blob id (:func:`cans.models.published.describe_weights`'s fields)."""
+    from .models.published import published_name
+
+    blob = onnx_model.weights_git_blob
+    return {"path": onnx_model.meta.get("checkpoint", ""), "git_blob": blob or "unknown",
+            "published": published_name(blob) if blob else None, "onnx": os.path.abspath(onnx_model.path)}
+
+
+def check_sizes(facts: Mapping[str, int]) -> list:
+    """The (h, w) the export is checked at: the smallest input and sizes that need padding, odd ones included."""
+    lo, m = facts["min_input_size"], facts["multiple"]
+    return [(lo, lo + 2), (4 * m + 1, 6 * m + 3), (5 * m - 1, 3 * m + 7)]
+
+
+def export_main(args) -> int:
+    """``scripts/export_onnx.py`` (through ``cans.cli.run_cli``): export, check against PyTorch on
+    inputs that need padding, then move the file into place; 1 when the check fails (no file is
+    left at ``--out`` then), 0 otherwise."""
+    import time
+
+    from .config import load_config
+    from .evaluate.tester import check_checkpoint_path, default_checkpoint, load_model
+    from .files import unique_temp_name
+    from .models.published import describe_weights, weights_line
+    from .outdirs import check_output_file
+
+    require_exporter()
+    require_runtime(args.runtime)
+    cfg = load_config(args.config, args.set)
+    checkpoint = args.checkpoint or cfg["test"].get("checkpoint") or default_checkpoint(cfg)
+    check_checkpoint_path(checkpoint)
+    out = check_output_file(args.out or default_onnx_path(checkpoint), "--out")
+    model = load_model(cfg, checkpoint, torch.device("cpu"))
+    weights = describe_weights(checkpoint)
+    print(f"weights: {weights_line(weights)}")
+    facts = model_facts(model)
+    print(f"exporting {type(model).__name__} (block size {facts['block_size']}, {facts['in_channel']} input channels) "
+          f"with dynamic height and width, from {facts['min_input_size']} packed pixels up ...", flush=True)
+    tmp = unique_temp_name(out)
+    try:
+        start = time.perf_counter()
+        export_onnx(model, tmp, config=cfg, weights_git_blob=weights["git_blob"], checkpoint=checkpoint,
+                    opset=args.opset)
+        print(f"exported in {time.perf_counter() - start:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB)")
+        onnx_model = OnnxModel(tmp, runtime=args.runtime)
+        rows = compare_with_pytorch(onnx_model, model, check_sizes(facts))
+        worst = min((r["rgb_psnr"] if r["rgb_psnr"] is not None else float("inf")) for r in rows)
+        for r in rows:
+            psnr = "identical" if r["rgb_psnr"] is None else f"{r['rgb_psnr']:.1f} dB"
+            print(f"check: packed {r['size'][0]}x{r['size'][1]}: {onnx_model.runtime_name} vs PyTorch max |diff| rgb "
+                  f"{r['max_abs_rgb']:.1e}, raw {r['max_abs_raw']:.1e}; RGB PSNR {psnr}")
+        if worst < MIN_CHECK_PSNR:
+            print(f"error: the export differs from PyTorch (RGB PSNR {worst:.1f} dB, below {MIN_CHECK_PSNR:g}); "
+                  f"nothing written to {out}", file=sys.stderr)
+            return 1
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"written: {os.path.abspath(out)}")
+    print(f"use it: python scripts/infer.py --onnx {out} PHOTO.ARW  (on the CPU, infer.py -c ... --checkpoint "
+          f"{checkpoint} finds it by itself)")
+    return 0
+
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_same_model",
+           "check_sizes", "compare_with_pytorch", "default_onnx_path", "export_main", "export_onnx", "model_facts",
+           "read_metadata", "require_exporter", "require_runtime", "runtime_name", "weights_info"]

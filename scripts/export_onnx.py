@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+r"""Export a trained CANS / CANS++ model to ONNX, for OpenVINO or ONNX Runtime on a CPU (no NVIDIA GPU needed).
+
+    python scripts/export_onnx.py -c configs/CANS_Plus/Sony.yaml \
+        --checkpoint pretrained_weights/CANS_Plus/Sony.pth --out CANS_Plus_Sony.onnx
+    python scripts/infer.py --onnx CANS_Plus_Sony.onnx --ratio auto photo.ARW
+
+Height and width are dynamic: any packed size from the model's smallest input up runs, padding
+included. The file holds the config, block size and the weights' git blob id as metadata. After
+the export, the runtime and PyTorch are run on inputs that need padding and compared; the file is
+written only when they agree (RGB PSNR at least 60 dB). Default --out: the checkpoint's path with
+.onnx, where infer.py on the CPU looks for it. Details: docs/inference.md.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of export_onnx.py (also read by tests/test_docs_commands.py)."""
+    from cans.cli import add_trust_argument
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="model config, e.g. configs/CANS_Plus/Sony.yaml")
+    p.add_argument("--checkpoint", default=None, help="weights (.pth); default: test.checkpoint of the config, "
+                                                      "else pretrained_weights/<model.type>/<camera>.pth")
+    p.add_argument("--out", default=None, help="the .onnx file (default: the checkpoint's path with .onnx)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "openvino", "onnxruntime"],
+                   help="the runtime the check after the export runs (default auto: OpenVINO, else ONNX Runtime)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_trust_argument(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from cans.cli import run_cli
+    from cans.onnx_model import export_main
+    return run_cli(lambda: export_main(args), trust_checkpoint=args.trust_checkpoint)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

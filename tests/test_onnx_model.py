@@ -1,0 +1,263 @@
+"""cans.onnx_model, scripts/export_onnx.py and the ONNX paths of infer.py and test.py: one export of a
+tiny CANS++ at the paper's depth (about 25 s), then OpenVINO and ONNX Runtime against PyTorch at sizes
+that need padding, on DNG files, a real camera RAW and a small test set; the one-line errors (missing
+runtime, not an ONNX file, another model's config)."""
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import REPO, load_script, one_error_line, write
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("onnxscript")
+pytest.importorskip("rawpy")
+pytest.importorskip("tifffile")
+
+from cans.evaluate.metrics import fidelity_psnr  # noqa: E402
+from cans.models import build_model  # noqa: E402
+from cans.models.published import git_blob_id  # noqa: E402
+from cans.onnx_model import OnnxModel, compare_with_pytorch, default_onnx_path, read_metadata  # noqa: E402
+
+# CANS++ at the paper's depth (4 levels: padding to 16, every pooling point), narrow and one block a level
+TINY = {"type": "CANS_Plus", "in_channel": 4, "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+        "dec_blk_nums": [1, 1, 1, 1], "adaptive_size": 2, "block_size": 2}
+
+
+def _config(folder, name="tiny.yaml", model=TINY, extra=""):
+    return write(folder / name, f"base: {REPO / 'configs/base/Sony.yaml'}\nname: tiny\noutput_dir: {folder / 'run'}\n"
+                 f"model: {json.dumps(model)}\n" + extra)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny CANS++ checkpoint, its config, and its export by scripts/export_onnx.py at the default path."""
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    net = build_model(TINY).eval()
+    ckpt = folder / "tiny.pth"
+    torch.save({"model": net.state_dict()}, ckpt)
+    cfg = _config(folder, extra=f"data:\n  data_path: {folder / 'SID'}\n  num_workers: 0\n"
+                                "  synthetic: {auto_create: true, scenes: 3, height: 136, width: 200}\n")
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = load_script("scripts/export_onnx.py").main(["-c", cfg, "--checkpoint", str(ckpt)])
+    assert code == 0, out.getvalue()
+    return {"folder": folder, "ckpt": ckpt, "cfg": cfg, "net": net, "onnx": default_onnx_path(str(ckpt)),
+            "stdout": out.getvalue()}
+
+
+def test_export_checks_itself_and_records_what_it_is(exported):
+    text = exported["stdout"]
+    checks = [line for line in text.splitlines() if line.startswith("check: packed")]
+    assert len(checks) == 3 and all("RGB PSNR" in line for line in checks), text
+    assert f"written: {exported['onnx']}" in text
+    meta = read_metadata(exported["onnx"])
+    assert meta["block_size"] == "2" and meta["in_channel"] == "4" and meta["multiple"] == "16"
+    assert meta["min_input_size"] == str(exported["net"].min_input_size)
+    assert meta["weights_git_blob"] == git_blob_id(str(exported["ckpt"]))
+    model = OnnxModel(exported["onnx"])
+    assert model.config["model"]["width"] == 8 and model.config["model"]["type"] == "CANS_Plus"
+
+
+@pytest.fixture(scope="module")
+def runners(exported):
+    """The export loaded once per runtime."""
+    return {rt: OnnxModel(exported["onnx"], runtime=rt) for rt in ("openvino", "onnxruntime")}
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("size", [(49, 49), (49, 51), (64, 96), (65, 99), (97, 131), (50, 300), (160, 48 + 33)])
+def test_any_size_from_the_smallest_up_matches_pytorch(exported, runners, runtime, size):
+    """Sizes that need padding on one axis, both, odd ones, and none: the graph pads as the model does."""
+    row, = compare_with_pytorch(runners[runtime], exported["net"], [size], seed=sum(size))
+    assert row["max_abs_rgb"] < 1e-5 and row["max_abs_raw"] < 1e-5, row
+    assert row["rgb_psnr"] is None or row["rgb_psnr"] >= 60.0, row
+
+
+def test_auto_takes_openvino_then_onnxruntime(exported, monkeypatch):
+    assert OnnxModel(exported["onnx"]).runtime == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert OnnxModel(exported["onnx"]).runtime == "onnxruntime"
+
+
+def test_too_small_input_and_wrong_channels_are_refused(runners):
+    model = runners["openvino"]
+    with pytest.raises(ValueError, match="too small"):
+        model(torch.zeros(1, 4, 48, 64))
+    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+        model(torch.zeros(1, 9, 64, 64))
+    rgb, raw = model(torch.rand(2, 4, 49, 50))   # a batch runs one image at a time
+    assert rgb.shape == (2, 3, 98, 100) and raw.shape == (2, 4, 49, 50)
+
+
+def _dngs(folder):
+    from cans.data.synthetic import write_dng
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    # odd sizes in two phases: the phase pad and the model's padding both apply
+    write_dng(str(folder / "odd.dng"), rng.integers(512, 3000, size=(203, 301), dtype=np.uint16), cfa="GRBG",
+              black=512, white=16383)
+    write_dng(str(folder / "wide.dng"), rng.integers(512, 3000, size=(130, 410), dtype=np.uint16), cfa="RGGB",
+              black=512, white=16383)
+    return folder
+
+
+def _infer(args, capsys):
+    code = load_script("scripts/infer.py").main(args + ["--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _png(path):
+    import imageio.v3 as iio
+    return torch.from_numpy(iio.imread(path).astype(np.float64) / 65535.0)
+
+
+def test_infer_with_onnx_matches_pytorch_on_dng_files(exported, tmp_path, capsys):
+    """infer.py --onnx (config from the file) against --no-onnx (PyTorch), 16-bit PNGs, a numeric
+    --ratio, then tiles: ONNX tiles run one pass, as PyTorch's --one-pass, and say so."""
+    inputs = _dngs(tmp_path / "in")
+    code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "onnx"),
+                             "--ratio", "20", "--16bit"], capsys)
+    assert code == 0, out + err
+    assert "as ONNX" in out and "2 of 2 file(s)" in out
+    assert "run by OpenVINO" in out
+    code, out, err = _infer(["--onnx", exported["onnx"], "--runtime", "onnxruntime", str(inputs), "--out",
+                             str(tmp_path / "ort"), "--ratio", "20", "--16bit"], capsys)
+    assert code == 0 and "run by ONNX Runtime" in out, out + err
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--no-onnx", str(inputs),
+                             "--out", str(tmp_path / "torch"), "--ratio", "20", "--16bit"], capsys)
+    assert code == 0, out + err
+    assert "ONNX" not in out
+    for name in ("odd.png", "wide.png"):
+        b = _png(tmp_path / "torch" / name)
+        for runtime in ("onnx", "ort"):
+            a = _png(tmp_path / runtime / name)
+            assert a.shape == b.shape and a.shape[:2] in ((203, 301), (130, 410))
+            psnr = fidelity_psnr(a, b)
+            assert psnr is None or psnr >= 60.0, (name, runtime, psnr)
+    code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "onnx_tiles"),
+                             "--ratio", "20", "--16bit", "--tile", "64", "--overlap", "16"], capsys)
+    assert code == 0, out + err
+    assert "tiles run in one pass" in out and "tiles of 64" in out
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--no-onnx", str(inputs),
+                             "--out", str(tmp_path / "torch_tiles"), "--ratio", "20", "--16bit", "--tile", "64",
+                             "--overlap", "16", "--one-pass"], capsys)
+    assert code == 0, out + err
+    for name in ("odd.png", "wide.png"):
+        psnr = fidelity_psnr(_png(tmp_path / "onnx_tiles" / name), _png(tmp_path / "torch_tiles" / name))
+        assert psnr is None or psnr >= 60.0, (name, psnr)
+
+
+def test_infer_on_the_cpu_uses_the_export_beside_the_checkpoint_only_for_its_weights(exported, tmp_path, capsys):
+    inputs = _dngs(tmp_path / "in")
+    args = ["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--device", "cpu", str(inputs / "odd.dng")]
+    code, out, err = _infer(args + ["--out", str(tmp_path / "a")], capsys)
+    assert code == 0 and "using OpenVINO with" in out, out + err
+    # other weights under another name: the export beside it is not theirs
+    other = tmp_path / "other.pth"
+    torch.manual_seed(1)
+    torch.save({"model": build_model(TINY).state_dict()}, other)
+    (tmp_path / "other.onnx").write_bytes(open(exported["onnx"], "rb").read())
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(other), "--device", "cpu",
+                             str(inputs / "odd.dng"), "--out", str(tmp_path / "b")], capsys)
+    assert code == 0 and "exported from other weights" in out and "using OpenVINO" not in out and "using ONNX" not in out, out + err
+    # no export at all: one line says how to make one
+    (tmp_path / "other.onnx").unlink()
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(other), "--device", "cpu",
+                             str(inputs / "odd.dng"), "--out", str(tmp_path / "c")], capsys)
+    assert code == 0 and "tip: on the CPU, an ONNX export" in out and "scripts/export_onnx.py" in out, out + err
+
+
+def test_real_camera_raw_through_onnx_matches_pytorch(exported, runners, reference_dir):
+    from cans.inference import enhance
+
+    path = reference_dir / "real_raw" / "kodak_dc50.kdc"
+    if not path.exists():
+        pytest.skip(f"no {path}")
+    torch_out = enhance(exported["net"], str(path), "auto", "cpu", log=lambda *_: None)
+    for runtime, model in runners.items():
+        onnx = enhance(model, str(path), "auto", "cpu", log=lambda *_: None)
+        assert onnx["rgb"].shape == torch_out["rgb"].shape == (3, 512, 768)
+        psnr = fidelity_psnr(onnx["rgb"], torch_out["rgb"])
+        assert psnr is None or psnr >= 60.0, (runtime, psnr)
+
+
+def test_test_py_scores_the_export_as_it_scores_the_checkpoint(exported, tmp_path, capsys):
+    test_main = load_script("test.py").main
+    common = ["-c", exported["cfg"], "--no-progress", "--no-images", "--all-frames"]
+    assert test_main(common + ["--checkpoint", str(exported["ckpt"]), "--out", str(tmp_path / "torch")]) == 0
+    code = test_main(common + ["--onnx", exported["onnx"], "--out", str(tmp_path / "onnx")])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    a = json.loads((tmp_path / "torch" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    assert b["weights"]["onnx"].endswith("tiny.onnx") and b["weights"]["git_blob"] == a["weights"]["git_blob"]
+    assert len(a["per_image"]) == len(b["per_image"]) >= 3
+    for ra, rb in zip(a["per_image"], b["per_image"]):
+        assert ra["img_file"] == rb["img_file"]
+        for key in ("rgb_psnr", "raw_psnr"):
+            assert abs(ra[key] - rb[key]) < 1e-3, (key, ra[key], rb[key])
+    assert "run by OpenVINO" in (tmp_path / "onnx" / "tables.md").read_text()
+
+
+def test_missing_runtime_is_one_line(exported, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)   # `import openvino` raises ImportError
+    inputs = _dngs(tmp_path / "in")
+    code, out, err = _infer(["--onnx", exported["onnx"], "--runtime", "openvino", str(inputs), "--out",
+                             str(tmp_path / "o")], capsys)
+    one_error_line(code, err, "OpenVINO is not installed", "pip install openvino")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "o")], capsys)
+    one_error_line(code, err, "neither OpenVINO nor ONNX Runtime is installed", "pip install")
+    assert not (tmp_path / "o").exists()
+    code = load_script("scripts/export_onnx.py").main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
+                                                       "--out", str(tmp_path / "x.onnx")])
+    one_error_line(code, capsys.readouterr().err, "neither OpenVINO nor ONNX Runtime is installed")
+    # without the runtime, infer.py on the CPU runs PyTorch and says why it did not use the export
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--device", "cpu",
+                             str(inputs / "odd.dng"), "--out", str(tmp_path / "p")], capsys)
+    assert code == 0 and "neither OpenVINO nor ONNX Runtime" in out and "using OpenVINO" not in out and "using ONNX" not in out, out + err
+
+
+def test_missing_exporter_is_one_line(exported, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    code = load_script("scripts/export_onnx.py").main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
+                                                       "--out", str(tmp_path / "x.onnx")])
+    one_error_line(code, capsys.readouterr().err, "onnxscript", "pip install")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_bad_onnx_inputs_are_one_line(exported, tmp_path, capsys):
+    inputs = _dngs(tmp_path / "in")
+    cases = [
+        (["--onnx", str(exported["ckpt"])], [str(exported["ckpt"]), "not a readable ONNX model"]),
+        (["--onnx", str(tmp_path / "missing.onnx")], ["missing.onnx", "no such file"]),
+        (["--onnx", exported["onnx"], "-c", str(REPO / "configs/CANS/Sony.yaml")], ["another model", "type"]),
+        (["--onnx", exported["onnx"], "--amp", "bf16"], ["--amp bf16", "float32"]),
+    ]
+    for args, names in cases:
+        code, out, err = _infer(args + [str(inputs), "--out", str(tmp_path / "o")], capsys)
+        one_error_line(code, err, *names)
+    # an ONNX model from elsewhere: no cans.* metadata
+    import onnx
+    proto = onnx.load(exported["onnx"])
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    code, out, err = _infer(["--onnx", str(tmp_path / "foreign.onnx"), str(inputs), "--out", str(tmp_path / "o")],
+                            capsys)
+    one_error_line(code, err, "foreign.onnx", "metadata")
+
+
+def test_mps_device_that_is_not_there_is_one_line(monkeypatch):
+    from cans.errors import TestSetupError
+    from cans.evaluate.tester import pick_device
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(TestSetupError, match="MPS backend is not available"):
+        pick_device("mps")
