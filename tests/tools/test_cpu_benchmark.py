@@ -8,28 +8,37 @@ from helpers import REPO, load_script, one_error_line
 
 from cans.tools import cpu_benchmark as cb
 
-TINY = {"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1]}
 
-
-def test_eager_and_compile_in_child_processes_against_eager(monkeypatch):
-    """Two real children (eager, then torch.compile stubbed to run eagerly, so no inductor build):
-    each reports its timings and peak memory, compile's output equals eager's (PSNR None =
-    identical), a missing package is a skip with its name, and the table shows every mode."""
-    monkeypatch.setattr(cb, "_unavailable", lambda mode: "not installed: openvino" if mode == "openvino" else "")
+def test_the_script_runs_each_mode_apart_and_compares_it_with_eager(tmp_path, capsys, monkeypatch):
+    """Three real children: eager; torch.compile with a backend that runs eagerly (no inductor
+    build), whose output therefore equals eager's; the ONNX export, made to fail, so openvino
+    reports the failure. onnxruntime is reported missing. Each finished mode reports its timings and peak memory; the failure and the skip are
+    reported and the other modes still run; the JSON and the table are written."""
+    monkeypatch.setattr(cb, "_unavailable", lambda mode: "not installed: onnxruntime" if mode == "onnxruntime" else "")
     monkeypatch.setenv("CANS_BENCH_COMPILE_BACKEND", "eager")
-    report = cb.run_cpu_benchmark(TINY, ["compile", "openvino"], (32, 48), warmup=0, iters=2, threads=1,
-                                  log=lambda *_: None)
-    eager, compiled = report["modes"]["eager"], report["modes"]["compile"]
-    assert list(report["modes"]) == ["eager", "compile", "openvino"]
+    monkeypatch.setenv("CANS_BENCH_FAIL_MODE", "export")
+    main = load_script("scripts/benchmark_cpu.py").main
+    out, table = tmp_path / "cpu.json", tmp_path / "cpu.md"
+    code = main(["-c", str(REPO / "configs/CANS_Plus/Sony.yaml"), "--set", "model.width=4",
+                 "model.enc_blk_nums=[1,1]", "model.dec_blk_nums=[1,1]", "--modes", "compile", "openvino",
+                 "onnxruntime", "--size", "32", "48", "--warmup", "0", "--iters", "2", "--threads", "1",
+                 "--out", str(out), "--table", str(table)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    modes = report["modes"]
+    assert list(modes) == ["eager", "compile", "openvino", "onnxruntime"] and report["packed_size"] == [32, 48]
+    eager, compiled = modes["eager"], modes["compile"]
     assert eager["status"] == compiled["status"] == "ok", report
     assert len(eager["seconds"]) == 2 and eager["median_s"] > 0 and eager["peak_rss_gb"] > 0.05
     assert eager["speedup_vs_eager"] == 1.0 and eager["rgb_psnr_vs_eager"] is None
     assert compiled["rgb_psnr_vs_eager"] is None or compiled["rgb_psnr_vs_eager"] > 100, compiled
     assert compiled["faithful"] and report["fastest_faithful"] in ("eager", "compile")
-    assert report["modes"]["openvino"] == {"status": "skipped", "reason": "not installed: openvino"}
-    table = cb.format_cpu_table(report)
-    assert "| eager |" in table and "| compile |" in table and "skipped: not installed: openvino" in table
-    assert report["cpu"] in table and "packed 32 x 48" in table
+    assert modes["openvino"]["status"] == "error" and "export failed" in modes["openvino"]["error"]
+    assert "asked to fail" in modes["openvino"]["error"]
+    assert modes["onnxruntime"] == {"status": "skipped", "reason": "not installed: onnxruntime"}
+    text = table.read_text()
+    assert "| eager |" in text and "| compile |" in text and "| openvino | error" in text
+    assert "skipped: not installed: onnxruntime" in text and report["cpu"] in text and "packed 32 x 48" in text
 
 
 def test_compare_picks_the_fastest_faithful_mode(tmp_path):
@@ -48,19 +57,8 @@ def test_compare_picks_the_fastest_faithful_mode(tmp_path):
     assert report["fastest_faithful"] == "onnxruntime"
 
 
-def test_command_line_writes_json_and_table_a_failing_mode_and_refuses_bad_values(tmp_path, capsys, monkeypatch):
-    """The script end to end; a mode that fails is reported with its error and the others still run."""
-    main = load_script("scripts/benchmark_cpu.py").main
-    monkeypatch.setattr(cb, "_unavailable", lambda mode: "")
-    monkeypatch.setenv("CANS_BENCH_FAIL_MODE", "compile")
-    code = main(["--size", "0", "16", "--modes", "eager"])
-    one_error_line(code, capsys.readouterr().err, "--size")
-    out, table = tmp_path / "cpu.json", tmp_path / "cpu.md"
-    code = main(["-c", str(REPO / "configs/CANS_Plus/Sony.yaml"), "--set", "model.width=4",
-                 "model.enc_blk_nums=[1,1]", "model.dec_blk_nums=[1,1]", "--modes", "compile", "--size", "32", "32",
-                 "--warmup", "0", "--iters", "1", "--out", str(out), "--table", str(table)])
-    assert code == 0, capsys.readouterr().err
-    data = json.loads(out.read_text())
-    assert data["modes"]["eager"]["status"] == "ok" and data["packed_size"] == [32, 32]
-    assert data["modes"]["compile"]["status"] == "error" and "asked to fail" in data["modes"]["compile"]["error"]
-    assert "| eager |" in table.read_text() and "| compile | error" in table.read_text()
+@pytest.mark.parametrize("args, name", [(["--size", "0", "16"], "--size"), (["--iters", "0"], "--iters"),
+                                        (["--out", "."], "--out")])
+def test_bad_values_are_one_line_before_anything_runs(args, name, capsys):
+    code = load_script("scripts/benchmark_cpu.py").main(args + ["--modes", "eager"])
+    one_error_line(code, capsys.readouterr().err, name)
