@@ -168,7 +168,8 @@ def read_metadata(path: str) -> Dict[str, str]:
 def _onnxruntime_runner(path: str, threads: Optional[int]):
     """ONNX Runtime on the CPU: every graph optimisation, no memory arena (the arena keeps the
     largest frame's buffers for the session's life: 4.8 against 2.9 GB peak for a quarter Sony
-    frame, at the same speed). Returns ``run(x) -> (rgb, raw)`` on numpy arrays."""
+    frame, at about the same speed; docs/performance.md). Returns ``run(x) -> (rgb, raw)`` on
+    numpy arrays."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
