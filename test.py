@@ -66,6 +66,10 @@ def main(argv=None) -> int:
 
     def run() -> int:
         cfg = load_config(args.config, list(args.set) + (["data.test.only_00=false"] if args.all_frames else []))
+        if args.throughput and args.onnx:
+            from cans.errors import TestSetupError
+            raise TestSetupError("--throughput times the PyTorch model; for an ONNX export use "
+                                 "scripts/benchmark_cpu.py (it times eager, compile, ONNX Runtime and OpenVINO)")
         if args.throughput:
             run_throughput(cfg, args.checkpoint, device=args.device, size=args.size, out_dir=args.out,
                            random_weights=args.random_weights, progress=not args.no_progress)

@@ -418,6 +418,9 @@ def _load_runner(args):
             raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {args.device} is "
                                  f"for PyTorch (leave --onnx out to run the checkpoint there)")
         model = OnnxModel(onnx_path, getattr(args, "threads", None), getattr(args, "runtime", "auto"))
+        if args.checkpoint:
+            print(f"note: --checkpoint is not used with --onnx: {onnx_path} holds its own weights (exported "
+                  f"from {model.meta.get('checkpoint') or 'a checkpoint'})")
         if args.config:
             cfg = load_config(args.config, args.set)
             check_same_model(model, cfg, args.config)

@@ -123,9 +123,9 @@ def test_infer_with_onnx_matches_pytorch_on_dng_files(exported, tmp_path, capsys
     --ratio, then tiles: ONNX tiles run one pass, as PyTorch's --one-pass, and say so."""
     inputs = _dngs(tmp_path / "in")
     code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "onnx"),
-                             "--ratio", "20", "--16bit"], capsys)
+                             "--ratio", "20", "--16bit", "--checkpoint", str(exported["ckpt"])], capsys)
     assert code == 0, out + err
-    assert "as ONNX" in out and "2 of 2 file(s)" in out
+    assert "as ONNX" in out and "2 of 2 file(s)" in out and "--checkpoint is not used with --onnx" in out
     assert "run by OpenVINO" in out
     code, out, err = _infer(["--onnx", exported["onnx"], "--runtime", "onnxruntime", str(inputs), "--out",
                              str(tmp_path / "ort"), "--ratio", "20", "--16bit"], capsys)
@@ -244,6 +244,8 @@ def test_bad_onnx_inputs_are_one_line(exported, tmp_path, capsys):
     for args, names in cases:
         code, out, err = _infer(args + [str(inputs), "--out", str(tmp_path / "o")], capsys)
         one_error_line(code, err, *names)
+    code = load_script("test.py").main(["-c", exported["cfg"], "--throughput", "--onnx", exported["onnx"]])
+    one_error_line(code, capsys.readouterr().err, "--throughput", "scripts/benchmark_cpu.py")
     # an ONNX model from elsewhere: no cans.* metadata
     import onnx
     proto = onnx.load(exported["onnx"])
