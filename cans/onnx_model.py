@@ -16,6 +16,7 @@ An ONNX file is data (a protobuf): reading it runs no Python code.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -129,8 +130,16 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     x = torch.rand(1, facts["in_channel"], h, w, generator=torch.Generator().manual_seed(0))
     dims = {2: torch.export.Dim("height", min=lo, max=MAX_SIDE), 3: torch.export.Dim("width", min=lo, max=MAX_SIDE)}
     kwargs = {"opset_version": opset} if opset else {}
-    program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},), input_names=[INPUT_NAME],
-                                output_names=list(OUTPUT_NAMES), optimize=True, verbose=False, **kwargs)
+    # the exporter warns once per torchvision operator it cannot register when torchvision (not a
+    # dependency here) is missing: noise for a model that uses none of them
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},), input_names=[INPUT_NAME],
+                                    output_names=list(OUTPUT_NAMES), optimize=True, verbose=False, **kwargs)
+    finally:
+        registration.setLevel(level)
     proto = program.model_proto
     meta = {f"{META_PREFIX}{k}": str(v) for k, v in facts.items()}
     meta.update({f"{META_PREFIX}format": FORMAT_VERSION, f"{META_PREFIX}weights_git_blob": weights_git_blob,
