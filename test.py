@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cans.cli import add_trust_argument
     from cans.tiling import add_tile_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
+    p.add_argument("-c", "--config", default=None,
+                   help="config file (default configs/CANS_Plus/Sony.yaml; with --onnx, the config stored in the file)")
     p.add_argument("--checkpoint", default=None,
                    help="weights; default test.checkpoint, else pretrained_weights/<model.type>/<camera>.pth")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -65,7 +66,12 @@ def main(argv=None) -> int:
     from cans.evaluate.tester import run_test, run_throughput
 
     def run() -> int:
-        cfg = load_config(args.config, list(args.set) + (["data.test.only_00=false"] if args.all_frames else []))
+        overrides = list(args.set) + (["data.test.only_00=false"] if args.all_frames else [])
+        if args.onnx and not args.config:   # the export's own config
+            from cans.onnx_model import OnnxModel, config_for_export
+            cfg = config_for_export(OnnxModel(args.onnx, runtime=args.runtime), None, overrides)
+        else:
+            cfg = load_config(args.config or "configs/CANS_Plus/Sony.yaml", overrides)
         if args.throughput and args.onnx:
             from cans.errors import TestSetupError
             raise TestSetupError("--throughput times the PyTorch model; for an ONNX export use "

@@ -376,7 +376,8 @@ def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
         raise InferenceError(str(exc)) from None
 
 
-def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto") -> Optional[str]:
+def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
+                config_path: str = "CONFIG") -> Optional[str]:
     """On the CPU without ``--onnx``: the ONNX export beside ``checkpoint`` (``<checkpoint>.onnx``,
     :func:`cans.onnx_model.default_onnx_path`) when it was exported from these very weights (its git
     blob id) and this model; otherwise None, with one line saying why or how to make it."""
@@ -384,7 +385,7 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto") -> Optio
     from .onnx_model import default_onnx_path, read_metadata, require_runtime
 
     candidate = default_onnx_path(checkpoint)
-    export = f"python scripts/export_onnx.py -c CONFIG --checkpoint {checkpoint}"
+    export = f"python scripts/export_onnx.py -c {config_path} --checkpoint {checkpoint}"
     if not os.path.isfile(candidate):
         log(f"tip: on the CPU, an ONNX export runs this model several times faster than PyTorch "
             f"(docs/performance.md): {export} writes {candidate}, which infer.py then uses")
@@ -405,28 +406,25 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto") -> Optio
 
 
 def _load_runner(args):
-    """(model, cfg, device, label) for infer.py: the ``--onnx`` file, the export found beside the
-    checkpoint on the CPU, or the checkpoint in PyTorch."""
-    from .config import apply_overrides, load_config, validate
+    """(model, cfg, device, weights, how) for infer.py: the ``--onnx`` file, the export found beside
+    the checkpoint on the CPU, or the checkpoint in PyTorch; ``how`` ends the weights line."""
+    from .config import load_config
     from .engine.fastpath import fast_model_for_test
     from .evaluate.tester import check_checkpoint_path, load_model, pick_device
-    from .onnx_model import OnnxModel, check_same_model, weights_info
+    from .onnx_model import OnnxModel, config_for_export, weights_info
 
     onnx_path = getattr(args, "onnx", None)
+    runtime, threads = getattr(args, "runtime", "auto"), getattr(args, "threads", None)
     if onnx_path:
         if args.device not in (None, "cpu"):
             raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {args.device} is "
                                  f"for PyTorch (leave --onnx out to run the checkpoint there)")
-        model = OnnxModel(onnx_path, getattr(args, "threads", None), getattr(args, "runtime", "auto"))
+        model = OnnxModel(onnx_path, threads, runtime)
         if args.checkpoint:
             print(f"note: --checkpoint is not used with --onnx: {onnx_path} holds its own weights (exported "
                   f"from {model.meta.get('checkpoint') or 'a checkpoint'})")
-        if args.config:
-            cfg = load_config(args.config, args.set)
-            check_same_model(model, cfg, args.config)
-        else:
-            cfg = validate(apply_overrides(dict(model.config), args.set))
-        return model, cfg, torch.device("cpu"), weights_info(model)
+        cfg = config_for_export(model, args.config, args.set)
+        return model, cfg, torch.device("cpu"), weights_info(model), ""
     if not args.config:
         raise InferenceError("-c/--config is required (without --onnx, whose file holds its config)")
     cfg = load_config(args.config, args.set)
@@ -435,15 +433,18 @@ def _load_runner(args):
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     check_checkpoint_path(checkpoint)
     device = pick_device(args.device)
-    if device.type == "cpu" and not getattr(args, "no_onnx", False) and (args.amp or "off") == "off":
-        found = find_export(checkpoint, cfg, runtime=getattr(args, "runtime", "auto"))
-        if found:
-            model = OnnxModel(found, getattr(args, "threads", None), getattr(args, "runtime", "auto"))
-            print(f"using {model.runtime_name} with {found} (exported from this checkpoint; --no-onnx runs PyTorch)")
-            return model, cfg, device, weights_info(model)
+    if device.type == "cpu" and not getattr(args, "no_onnx", False):
+        found = find_export(checkpoint, cfg, runtime=runtime, config_path=args.config)
+        amp = args.amp or cfg["test"]["amp"]
+        if found and amp != "off":
+            print(f"note: not using {found}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch runs it)")
+        elif found:
+            model = OnnxModel(found, threads, runtime)
+            how = " (the export beside the checkpoint; --no-onnx runs PyTorch)"
+            return model, cfg, device, weights_info(model), how
     model = load_model(cfg, checkpoint, device)
     model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
-    return model, cfg, device, checkpoint
+    return model, cfg, device, checkpoint, ""
 
 
 def cli_main(args) -> int:
@@ -460,10 +461,10 @@ def cli_main(args) -> int:
         check_checkpoint_path(args.checkpoint)  # before the result folder is made
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
     with provisional_output_dir(args.out, "--out"):
-        model, cfg, device, weights = _load_runner(args)
+        model, cfg, device, weights, how = _load_runner(args)
         onnx_file = weights.get("onnx") if isinstance(weights, dict) else None
         print(f"weights: {weights_line(weights)}"
-              + (f", as ONNX {onnx_file} run by {model.runtime_name}" if onnx_file else ""))
+              + (f", as ONNX {onnx_file} run by {model.runtime_name}{how}" if onnx_file else ""))
         opts = split_options(cfg, "test")
         onnx = isinstance(model, OnnxModel)
         amp = "off" if onnx else (args.amp or cfg["test"]["amp"])

@@ -298,6 +298,18 @@ def check_same_model(onnx_model: OnnxModel, cfg: Mapping[str, Any], where: str) 
                              f"use its config, or leave -c out to use the one stored in the file")
 
 
+def config_for_export(onnx_model: OnnxModel, config_path: Optional[str], overrides: Sequence[str] = ()) -> Dict:
+    """The config a run with an export uses: ``config_path`` (which must describe the exported
+    model, :func:`check_same_model`), else the one stored in the file; ``overrides`` applied."""
+    from .config import apply_overrides, load_config, validate
+
+    if config_path:
+        cfg = load_config(config_path, list(overrides))
+        check_same_model(onnx_model, cfg, config_path)
+        return cfg
+    return validate(apply_overrides(dict(onnx_model.config), list(overrides)))
+
+
 def weights_info(onnx_model: OnnxModel) -> Dict[str, Optional[str]]:
     """``{"path", "git_blob", "published", "onnx"}`` for reports: the checkpoint the file was exported
     from, by its git blob id (:func:`cans.models.published.describe_weights`'s fields)."""
@@ -331,7 +343,10 @@ def export_main(args) -> int:
     cfg = load_config(args.config, args.set)
     checkpoint = args.checkpoint or cfg["test"].get("checkpoint") or default_checkpoint(cfg)
     check_checkpoint_path(checkpoint)
-    out = check_output_file(args.out or default_onnx_path(checkpoint), "--out")
+    out = args.out or default_onnx_path(checkpoint)
+    if not out.lower().endswith(".onnx") or os.path.abspath(out) == os.path.abspath(checkpoint):
+        raise InferenceError(f"--out {out}: expected a file name ending in .onnx (not the checkpoint, not a folder)")
+    check_output_file(out, "--out")
     model = load_model(cfg, checkpoint, torch.device("cpu"))
     weights = describe_weights(checkpoint)
     print(f"weights: {weights_line(weights)}")
@@ -360,11 +375,13 @@ def export_main(args) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
     print(f"written: {os.path.abspath(out)}")
-    print(f"use it: python scripts/infer.py --onnx {out} PHOTO.ARW  (on the CPU, infer.py -c ... --checkpoint "
-          f"{checkpoint} finds it by itself)")
+    found = os.path.abspath(out) == os.path.abspath(default_onnx_path(checkpoint))
+    beside = f"  (on the CPU, infer.py -c {args.config} --checkpoint {checkpoint} finds it by itself)"
+    print(f"use it: python scripts/infer.py --onnx {out} PHOTO.ARW" + (beside if found else ""))
     return 0
 
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_same_model",
+           "config_for_export",
            "check_sizes", "compare_with_pytorch", "default_onnx_path", "export_main", "export_onnx", "model_facts",
            "read_metadata", "require_exporter", "require_runtime", "runtime_name", "weights_info"]

@@ -158,7 +158,11 @@ def test_infer_on_the_cpu_uses_the_export_beside_the_checkpoint_only_for_its_wei
     inputs = _dngs(tmp_path / "in")
     args = ["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--device", "cpu", str(inputs / "odd.dng")]
     code, out, err = _infer(args + ["--out", str(tmp_path / "a")], capsys)
-    assert code == 0 and "using OpenVINO with" in out, out + err
+    assert code == 0 and "the export beside the checkpoint; --no-onnx runs PyTorch" in out, out + err
+    assert "run by OpenVINO" in out and out.count("weights:") == 1
+    # --amp asks for another precision than the export's: PyTorch runs, and a note says why
+    code, out, err = _infer(args + ["--out", str(tmp_path / "amp"), "--amp", "bf16"], capsys)
+    assert code == 0 and "not using" in out and "bf16" in out and "as ONNX" not in out, out + err
     # other weights under another name: the export beside it is not theirs
     other = tmp_path / "other.pth"
     torch.manual_seed(1)
@@ -166,7 +170,8 @@ def test_infer_on_the_cpu_uses_the_export_beside_the_checkpoint_only_for_its_wei
     (tmp_path / "other.onnx").write_bytes(open(exported["onnx"], "rb").read())
     code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(other), "--device", "cpu",
                              str(inputs / "odd.dng"), "--out", str(tmp_path / "b")], capsys)
-    assert code == 0 and "exported from other weights" in out and "using OpenVINO" not in out and "using ONNX" not in out, out + err
+    assert code == 0 and "exported from other weights" in out and "as ONNX" not in out, out + err
+    assert f"export_onnx.py -c {exported['cfg']} --checkpoint" in out   # the command to copy, with the config
     # no export at all: one line says how to make one
     (tmp_path / "other.onnx").unlink()
     code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(other), "--device", "cpu",
@@ -190,20 +195,23 @@ def test_real_camera_raw_through_onnx_matches_pytorch(exported, runners, referen
 
 def test_test_py_scores_the_export_as_it_scores_the_checkpoint(exported, tmp_path, capsys):
     test_main = load_script("test.py").main
-    common = ["-c", exported["cfg"], "--no-progress", "--no-images", "--all-frames"]
-    assert test_main(common + ["--checkpoint", str(exported["ckpt"]), "--out", str(tmp_path / "torch")]) == 0
-    code = test_main(common + ["--onnx", exported["onnx"], "--out", str(tmp_path / "onnx")])
+    common = ["--no-progress", "--no-images", "--all-frames"]
+    assert test_main(common + ["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"])]) == 0
+    # without -c: the config stored in the export (the same data set); the report goes to test_onnx/
+    code = test_main(common + ["--onnx", exported["onnx"]])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
-    a = json.loads((tmp_path / "torch" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    assert f"testing {exported['onnx']}" in out.out
+    run = exported["folder"] / "run"
+    a = json.loads((run / "test" / "metrics.json").read_text())
+    b = json.loads((run / "test_onnx" / "metrics.json").read_text())
     assert b["weights"]["onnx"].endswith("tiny.onnx") and b["weights"]["git_blob"] == a["weights"]["git_blob"]
     assert len(a["per_image"]) == len(b["per_image"]) >= 3
     for ra, rb in zip(a["per_image"], b["per_image"]):
         assert ra["img_file"] == rb["img_file"]
         for key in ("rgb_psnr", "raw_psnr"):
             assert abs(ra[key] - rb[key]) < 1e-3, (key, ra[key], rb[key])
-    assert "run by OpenVINO" in (tmp_path / "onnx" / "tables.md").read_text()
+    assert "run by OpenVINO" in (run / "test_onnx" / "tables.md").read_text()
 
 
 def test_missing_runtime_is_one_line(exported, tmp_path, capsys, monkeypatch):
@@ -222,7 +230,24 @@ def test_missing_runtime_is_one_line(exported, tmp_path, capsys, monkeypatch):
     # without the runtime, infer.py on the CPU runs PyTorch and says why it did not use the export
     code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--device", "cpu",
                              str(inputs / "odd.dng"), "--out", str(tmp_path / "p")], capsys)
-    assert code == 0 and "neither OpenVINO nor ONNX Runtime" in out and "using OpenVINO" not in out and "using ONNX" not in out, out + err
+    assert code == 0 and "neither OpenVINO nor ONNX Runtime" in out and "as ONNX" not in out, out + err
+
+
+def test_export_out_must_be_an_onnx_file_name(exported, tmp_path, capsys):
+    """Not the checkpoint (it would be overwritten), not a folder, checked before the export."""
+    export_main = load_script("scripts/export_onnx.py").main
+    before = exported["ckpt"].read_bytes()
+    for out in (str(exported["ckpt"]), str(tmp_path / "newdir") + "/", str(tmp_path / "x.pth")):
+        code = export_main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--out", out])
+        one_error_line(code, capsys.readouterr().err, "--out", ".onnx")
+    assert exported["ckpt"].read_bytes() == before and not (tmp_path / "newdir").exists()
+
+
+def test_an_export_given_as_checkpoint_says_to_use_onnx(exported, tmp_path, capsys):
+    inputs = _dngs(tmp_path / "in")
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", exported["onnx"], "--no-onnx", str(inputs),
+                             "--out", str(tmp_path / "o")], capsys)
+    one_error_line(code, err, "an ONNX export", "--onnx")
 
 
 def test_missing_exporter_is_one_line(exported, tmp_path, capsys, monkeypatch):

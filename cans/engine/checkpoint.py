@@ -232,6 +232,9 @@ def read_torch_file(path: str, map_location="cpu", trust: Optional[bool] = None)
         except Exception as exc:
             refused = _unsafe_globals(path, exc) if "eights only" in str(exc) else []
             if not refused:
+                if not is_zip and path.lower().endswith(".onnx"):
+                    raise CheckpointError(f"cannot read checkpoint {path}: an ONNX export, not a PyTorch checkpoint; "
+                                          f"run it with --onnx {path}") from None
                 kind = "truncated or damaged" if is_zip else "not a PyTorch checkpoint"
                 detail = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
                 raise CheckpointError(f"cannot read checkpoint {path}: {kind} ({type(exc).__name__}: "

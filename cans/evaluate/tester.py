@@ -242,7 +242,7 @@ def _swap(stage: str, out_dir: str) -> None:
 def onnx_tile_passes(tile, two_pass: bool, print_fn=print) -> bool:
     """The ``two_pass`` an ONNX model's tiles run: one pass, said once when two were asked for (the
     two-pass statistics hook into the PyTorch modules, which an ONNX graph does not have)."""
-    if tile is not None and two_pass:
+    if isinstance(tile, int) and two_pass:   # 'auto' on the CPU runs whole frames
         print_fn("note: with an ONNX export, tiles run in one pass (each tile's own colour statistics, as "
                  "--one-pass; the two-pass statistics need the PyTorch model: docs/tiling.md)")
     return False if tile is not None else two_pass
@@ -283,7 +283,8 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     if dev.type == "cpu":
         print("note: testing on the CPU: fine for the demo, slow for full-resolution SID", file=sys.stderr)
     what = "--out" if out_dir else "output_dir"
-    out_dir = out_dir or os.path.join(cfg["output_dir"], "test")
+    # an export's report goes beside the checkpoint's, not over it
+    out_dir = out_dir or os.path.join(cfg["output_dir"], "test" if onnx is None else "test_onnx")
     if onnx is None:
         check_checkpoint_path(checkpoint)  # before the result folder is made
     with provisional_output_dir(out_dir, what):  # before the model and the data; a failed run leaves no empty folder
@@ -308,7 +309,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         loader = loader if loader is not None else _loader(cfg)
         save_images = test["save_images"] if save_images is None else save_images
         compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
-        print_fn(f"testing {os.path.abspath(checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
+        print_fn(f"testing {os.path.abspath(onnx or checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
                  f"results in {os.path.abspath(out_dir)}")
         # the report is written in a stage folder and swapped in when complete: an interrupted or failed
         # run leaves the previous report as it was (and its stage goes; a killed run's goes next time)
