@@ -472,9 +472,6 @@ def cli_main(args) -> int:
             raise InferenceError(f"--amp {args.amp}: {model.runtime_name} runs the float32 export; leave --amp out")
         tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
         two_pass = not getattr(args, "one_pass", False)
-        if onnx:
-            from .evaluate.tester import onnx_tile_passes
-            two_pass = onnx_tile_passes(tile, two_pass)
         check_tiling(model, tile, overlap)
         if isinstance(tile, int):
             from .tiling import tile_for_model, tile_limits

@@ -16,9 +16,11 @@ An ONNX file is data (a protobuf): reading it runs no Python code.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -109,11 +111,15 @@ def model_facts(net: nn.Module) -> Dict[str, int]:
 @torch.no_grad()
 def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, Any]] = None,
                 weights_git_blob: str = "", checkpoint: str = "", opset: Optional[int] = None,
-                example_hw: Optional[Tuple[int, int]] = None) -> Dict[str, str]:
+                example_hw: Optional[Tuple[int, int]] = None, tiles_to: Optional[str] = None,
+                tiles_name: Optional[str] = None) -> Dict[str, str]:
     """Export ``model`` (float32, eval, on the CPU) to ``path``; returns the metadata written.
 
-    Height and width are dynamic (from the model's smallest input up); the batch is 1. The file is
-    written whole or not at all (:func:`cans.files.atomic_write_bytes`)."""
+    Height and width are dynamic (from the model's smallest input up); the batch is 1. Files are
+    written whole or not at all (:func:`cans.files.atomic_write_bytes`). ``tiles_to``: also write
+    the tile graph (:class:`_TileGraph`, for two-pass tiles) there; the metadata names it
+    ``tiles_name`` (default: the basename of :func:`tile_graph_path` of ``path``), the file it will
+    have beside ``path``."""
     import onnx
 
     from .config import to_yaml
@@ -129,7 +135,8 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     h, w = example_hw or (-(-max(lo, 4 * m) // m) * m, -(-max(lo, 6 * m) // m) * m)
     x = torch.rand(1, facts["in_channel"], h, w, generator=torch.Generator().manual_seed(0))
     dims = {2: torch.export.Dim("height", min=lo, max=MAX_SIDE), 3: torch.export.Dim("width", min=lo, max=MAX_SIDE)}
-    kwargs = {"opset_version": opset} if opset else {}
+    kwargs = {"opset_version": opset, "optimize": True, "verbose": False} if opset else \
+        {"optimize": True, "verbose": False}
     # the exporter warns once per torchvision operator it cannot register when torchvision (not a
     # dependency here) is missing: noise for a model that uses none of them
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -137,7 +144,17 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     registration.setLevel(logging.ERROR)
     try:
         program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},), input_names=[INPUT_NAME],
-                                    output_names=list(OUTPUT_NAMES), optimize=True, verbose=False, **kwargs)
+                                    output_names=list(OUTPUT_NAMES), **kwargs)
+        if tiles_to:
+            points = pool_points(net, x)
+            given = [torch.zeros(1, c, size, size) for c, size in points]
+            with warnings.catch_warnings():   # the list input: "dynamic axes will not be renamed", harmless
+                warnings.filterwarnings("ignore", message=".*dynamic axes will not be renamed")
+                tiles = torch.onnx.export(
+                    _TileGraph(net).eval(), (x, torch.zeros(()), list(given)), dynamo=True,
+                    dynamic_shapes=({**dims}, None, [None] * len(points)),
+                    input_names=[INPUT_NAME, "use_given"] + [f"given_{k}" for k in range(len(points))],
+                    output_names=list(OUTPUT_NAMES) + [f"feature_{k}" for k in range(len(points))], **kwargs)
     finally:
         registration.setLevel(level)
     proto = program.model_proto
@@ -147,6 +164,10 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
                  f"{META_PREFIX}model_type": type(net).__name__})
     if config is not None:
         meta[f"{META_PREFIX}config"] = to_yaml(dict(config))
+    if tiles_to:
+        meta[f"{META_PREFIX}tile_graph"] = tiles_name or os.path.basename(tile_graph_path(path))
+        meta[f"{META_PREFIX}pool_points"] = json.dumps(points)
+        atomic_write_bytes(tiles.model_proto.SerializeToString(), tiles_to, what="ONNX tile graph")
     onnx.helper.set_model_props(proto, meta)
     atomic_write_bytes(proto.SerializeToString(), path, what="ONNX model")
     return meta
@@ -177,8 +198,8 @@ def read_metadata(path: str) -> Dict[str, str]:
 def _onnxruntime_runner(path: str, threads: Optional[int]):
     """ONNX Runtime on the CPU: every graph optimisation, no memory arena (the arena keeps the
     largest frame's buffers for the session's life: 4.8 against 2.9 GB peak for a quarter Sony
-    frame, at about the same speed; docs/performance.md). Returns ``run(x) -> (rgb, raw)`` on
-    numpy arrays."""
+    frame, at about the same speed; docs/performance.md). Returns ``run(feeds) -> [outputs]``
+    (numpy arrays, in the graph's output order)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -187,24 +208,82 @@ def _onnxruntime_runner(path: str, threads: Optional[int]):
     if threads:
         options.intra_op_num_threads = int(threads)
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return lambda x: tuple(session.run(list(OUTPUT_NAMES), {INPUT_NAME: x}))
+    return lambda feeds: session.run(None, feeds)
+
+
+_OV_CORE = []
+
+
+def _openvino_core():
+    """One ``openvino.Core`` for the process. With one Core per model, a process that had loaded
+    and freed two models crashed (SIGSEGV) on the next SIGINT (Ctrl-C) in this OpenVINO release."""
+    if not _OV_CORE:
+        import openvino as ov
+        _OV_CORE.append(ov.Core())
+    return _OV_CORE[0]
 
 
 def _openvino_runner(path: str, threads: Optional[int]):
     """OpenVINO's CPU plugin in float32 (it may otherwise pick bfloat16 where the CPU has it).
-    Returns ``run(x) -> (rgb, raw)`` on numpy arrays."""
-    import openvino as ov
-
+    Returns ``run(feeds) -> [outputs]`` (numpy arrays, in the graph's output order)."""
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = ov.Core().compile_model(path, "CPU", config)
-    outputs = [compiled.output(name) for name in OUTPUT_NAMES]
+    compiled = _openvino_core().compile_model(path, "CPU", config)
+    outputs = list(compiled.outputs)
 
-    def run(x):
-        result = compiled({INPUT_NAME: x})
-        return tuple(np.asarray(result[o]) for o in outputs)
+    def run(feeds):
+        result = compiled(feeds)
+        return [np.asarray(result[o]) for o in outputs]
     return run
+
+
+def tile_graph_path(path: str) -> str:
+    """The tile graph written beside an export: ``X.onnx`` -> ``X.tiles.onnx``."""
+    return (path[:-5] if path.lower().endswith(".onnx") else path) + ".tiles.onnx"
+
+
+class _TileGraph(nn.Module):
+    """The network with its pooling points exposed, for two-pass tiles (:mod:`cans.tiling`).
+
+    forward(x, use, given) -> (rgb, raw, *features): ``use`` a 0-d float (0: each pooling point
+    uses its own pooled value, 1: the ``given`` one, (1, C_k, s, s) per point, in call order);
+    ``features`` are what each pooling point pooled, (1, C_k, h_k, w_k). Pass 1 of the tiles runs
+    it with ``use`` 0 and sums the features over the frame's pooling windows; pass 2 with 1 and
+    the frame-wide means: what the hooks of :class:`cans.tiling.GlobalPoolStats` do in PyTorch."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, use, given):
+        from .models import blocks
+
+        feats = []
+
+        def tap(feat, pooled):
+            k = len(feats)
+            feats.append(feat)
+            return torch.where(use > 0, given[k], pooled)
+        blocks.POOL_TAP = tap
+        try:
+            rgb, raw = self.net(x)
+        finally:
+            blocks.POOL_TAP = None
+        return (rgb, raw, *feats)
+
+
+def pool_points(net: nn.Module, x: torch.Tensor) -> list:
+    """[(channels, size)] of every pooling call of one forward pass of ``net`` on ``x``, in order."""
+    from .models import blocks
+
+    points = []
+    blocks.POOL_TAP = lambda feat, pooled: points.append((int(pooled.shape[1]), int(pooled.shape[-1]))) or pooled
+    try:
+        net(x)
+    finally:
+        blocks.POOL_TAP = None
+    return points
 
 
 class OnnxModel(nn.Module):
@@ -232,12 +311,58 @@ class OnnxModel(nn.Module):
         except (KeyError, ValueError, yaml.YAMLError) as exc:
             raise InferenceError(f"{path}: damaged cans.* metadata ({type(exc).__name__}: {exc})") from None
         self.weights_git_blob = self.meta.get("weights_git_blob", "")
+        self.threads = threads
+        self._run = self._load(path)
+        self._tiles = None    # the tile graph's runner, loaded on first use
+        self._stats = None    # the two-pass statistics of the frame being tiled (pool_stats)
+
+    def _load(self, path: str):
         make = _openvino_runner if self.runtime == "openvino" else _onnxruntime_runner
         try:
-            self.run_numpy = make(path, threads)
+            return make(path, self.threads)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InferenceError(f"{path}: {runtime_name(self.runtime)} cannot load it ({first})") from None
+
+    def run_numpy(self, x: np.ndarray):
+        """(rgb, raw) of one (1, C, h, w) float32 array, whole frame."""
+        return tuple(self._run({INPUT_NAME: x})[:2])
+
+    def pool_stats(self, frame_hw: Tuple[int, int]):
+        """Two-pass tiles (:class:`cans.tiling.TiledModel`): the statistics object the tiles fill
+        (pass 1) and read (pass 2), served by the tile graph written beside the export."""
+        from .tiling import GlobalPoolStats
+
+        if self._tiles is None:
+            tiles = os.path.join(os.path.dirname(self.path), self.meta.get("tile_graph", ""))
+            if not self.meta.get("tile_graph") or not os.path.isfile(tiles):
+                raise InferenceError(f"{self.path}: two-pass tiles need its tile graph {tile_graph_path(self.path)}, "
+                                     f"which is missing; export again with scripts/export_onnx.py, or pass --one-pass")
+            self._tiles = self._load(tiles)
+        self._stats = GlobalPoolStats(None, frame_hw)
+        self._stats.on_close = lambda: setattr(self, "_stats", None)
+        return self._stats
+
+    def _run_one(self, x: np.ndarray):
+        stats = self._stats
+        if stats is None or stats.mode not in ("collect", "apply"):
+            return self.run_numpy(x)
+        points = self.pool_points
+        apply = stats.mode == "apply"
+        feeds = {INPUT_NAME: x, "use_given": np.asarray(1.0 if apply else 0.0, dtype=np.float32)}
+        like = torch.zeros(())
+        for k, (c, size) in enumerate(points):
+            feeds[f"given_{k}"] = (stats.mean(("onnx", k), like).numpy().astype(np.float32) if apply
+                                   else np.zeros((1, c, size, size), np.float32))
+        outs = self._tiles(feeds)
+        if not apply:
+            for k, (c, size) in enumerate(points):
+                stats.collect(("onnx", k), torch.from_numpy(outs[2 + k]), size)
+        return outs[0], outs[1]
+
+    @property
+    def pool_points(self) -> list:
+        return [tuple(p) for p in json.loads(self.meta.get("pool_points", "[]"))]
 
     @property
     def runtime_name(self) -> str:
@@ -259,7 +384,7 @@ class OnnxModel(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        outs = [self.run_numpy(arr[i:i + 1]) for i in range(arr.shape[0])]
+        outs = [self._run_one(arr[i:i + 1]) for i in range(arr.shape[0])]
         rgb = torch.from_numpy(outs[0][0]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[0]) for o in outs])
         raw = torch.from_numpy(outs[0][1]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[1]) for o in outs])
         return rgb, raw
@@ -353,12 +478,13 @@ def export_main(args) -> int:
     facts = model_facts(model)
     print(f"exporting {type(model).__name__} (block size {facts['block_size']}, {facts['in_channel']} input channels) "
           f"with dynamic height and width, from {facts['min_input_size']} packed pixels up ...", flush=True)
-    tmp = unique_temp_name(out)
+    tmp, tmp_tiles = unique_temp_name(out), unique_temp_name(tile_graph_path(out))
     try:
         start = time.perf_counter()
         export_onnx(model, tmp, config=cfg, weights_git_blob=weights["git_blob"], checkpoint=checkpoint,
-                    opset=args.opset)
-        print(f"exported in {time.perf_counter() - start:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB)")
+                    opset=args.opset, tiles_to=tmp_tiles, tiles_name=os.path.basename(tile_graph_path(out)))
+        print(f"exported in {time.perf_counter() - start:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB, the tile "
+          f"graph {os.path.getsize(tmp_tiles) / 2 ** 20:.1f} MiB)")
         onnx_model = OnnxModel(tmp, runtime=args.runtime)
         rows = compare_with_pytorch(onnx_model, model, check_sizes(facts))
         worst = min((r["rgb_psnr"] if r["rgb_psnr"] is not None else float("inf")) for r in rows)
@@ -370,11 +496,14 @@ def export_main(args) -> int:
             print(f"error: the export differs from PyTorch (RGB PSNR {worst:.1f} dB, below {MIN_CHECK_PSNR:g}); "
                   f"nothing written to {out}", file=sys.stderr)
             return 1
+        os.replace(tmp_tiles, tile_graph_path(out))   # first: the model file names it
         os.replace(tmp, out)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    print(f"written: {os.path.abspath(out)}")
+        for left in (tmp, tmp_tiles):
+            if os.path.exists(left):
+                os.remove(left)
+    print(f"written: {os.path.abspath(out)} (and its tile graph for two-pass tiles, "
+          f"{os.path.basename(tile_graph_path(out))})")
     found = os.path.abspath(out) == os.path.abspath(default_onnx_path(checkpoint))
     beside = f"  (on the CPU, infer.py -c {args.config} --checkpoint {checkpoint} finds it by itself)"
     print(f"use it: python scripts/infer.py --onnx {out} PHOTO.ARW" + (beside if found else ""))
@@ -384,4 +513,5 @@ def export_main(args) -> int:
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_same_model",
            "config_for_export",
            "check_sizes", "compare_with_pytorch", "default_onnx_path", "export_main", "export_onnx", "model_facts",
-           "read_metadata", "require_exporter", "require_runtime", "runtime_name", "weights_info"]
+           "pool_points", "read_metadata", "require_exporter", "tile_graph_path", "require_runtime", "runtime_name",
+           "weights_info"]

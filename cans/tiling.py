@@ -80,7 +80,9 @@ class GlobalPoolStats:
     c1 and c2; the CANS++ heads' query pool) and the pooled key of ``SharedKV`` (CANS++).
     """
 
-    def __init__(self, net: nn.Module, frame_hw: Tuple[int, int]):
+    def __init__(self, net: Optional[nn.Module], frame_hw: Tuple[int, int]):
+        """``net`` None: no hooks; the caller feeds :meth:`collect` and reads :meth:`mean` itself
+        (an ONNX export's tile graph, :meth:`cans.onnx_model.OnnxModel.pool_stats`)."""
         from .models.heads import SharedKV
 
         self.frame_hw = frame_hw
@@ -91,7 +93,8 @@ class GlobalPoolStats:
         self.counts: Dict[Tuple[str, int], torch.Tensor] = {}
         self.calls: Dict[str, int] = {}
         self.handles = []
-        for name, mod in net.named_modules():
+        self.on_close: Optional[Callable[[], None]] = None
+        for name, mod in (net.named_modules() if net is not None else ()):
             if isinstance(mod, nn.AdaptiveAvgPool2d):
                 self.handles.append(mod.register_forward_hook(self._pool_hook(name, mod.output_size)))
             elif isinstance(mod, SharedKV):
@@ -103,6 +106,17 @@ class GlobalPoolStats:
         for h in self.handles:
             h.remove()
         self.handles = []
+        if self.on_close is not None:
+            self.on_close()
+            self.on_close = None
+
+    def collect(self, key, feat: torch.Tensor, s: int) -> None:
+        """Pass 1: add the part of ``feat`` (a pooling point's input) that the current tile owns."""
+        self._collect(key, feat, s)
+
+    def mean(self, key, like: torch.Tensor) -> torch.Tensor:
+        """Pass 2: the frame-wide pooled value of pooling point ``key``."""
+        return self._mean(key, like)
 
     def start_tile(self, y0: int, x0: int, tile_hw: Tuple[int, int], owned_y, owned_x) -> None:
         self.window = (y0, x0, owned_y[0], owned_y[1], owned_x[0], owned_x[1])
@@ -262,7 +276,10 @@ class TiledModel(nn.Module):
         th, tw = min(self.tile, hp), min(self.tile, wp)
         ys = tile_starts(hp, th, self.overlap, self.multiple)
         xs = tile_starts(wp, tw, self.overlap, self.multiple)
-        stats = GlobalPoolStats(self._runner, (hp, wp)) if self.two_pass else None
+        stats = None
+        if self.two_pass:   # an ONNX export brings its own (its tile graph exposes the pooling points)
+            own = getattr(self._runner, "pool_stats", None)
+            stats = own((hp, wp)) if own is not None else GlobalPoolStats(self._runner, (hp, wp))
         try:
             if stats is not None:
                 stats.mode = "collect"

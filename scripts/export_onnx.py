@@ -9,7 +9,8 @@ Height and width are dynamic: any packed size from the model's smallest input up
 included. The file holds the config, block size and the weights' git blob id as metadata. After
 the export, the runtime and PyTorch are run on inputs that need padding and compared; the file is
 written only when they agree (RGB PSNR at least 60 dB). Default --out: the checkpoint's path with
-.onnx, where infer.py on the CPU looks for it. Details: docs/inference.md.
+.onnx, where infer.py on the CPU looks for it. Beside it goes X.tiles.onnx, the tile graph that
+two-pass tiles (--tile) run. Details: docs/inference.md.
 """
 import argparse
 import os

@@ -239,15 +239,6 @@ def _swap(stage: str, out_dir: str) -> None:
         os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
 
 
-def onnx_tile_passes(tile, two_pass: bool, print_fn=print) -> bool:
-    """The ``two_pass`` an ONNX model's tiles run: one pass, said once when two were asked for (the
-    two-pass statistics hook into the PyTorch modules, which an ONNX graph does not have)."""
-    if isinstance(tile, int) and two_pass:   # 'auto' on the CPU runs whole frames
-        print_fn("note: with an ONNX export, tiles run in one pass (each tile's own colour statistics, as "
-                 "--one-pass; the two-pass statistics need the PyTorch model: docs/tiling.md)")
-    return False if tile is not None else two_pass
-
-
 def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device: Optional[str] = None,
              out_dir: Optional[str] = None, compare_paper: Optional[bool] = None, save_images: Optional[bool] = None,
              max_images: Optional[int] = None, progress: bool = True, loader=None, print_fn=print,
@@ -295,7 +286,6 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
             check_same_model(model, cfg, "the config")
             weights = {**weights_info(model), "runtime": model.runtime_name}
             checkpoint = weights["path"] or onnx
-            two_pass = onnx_tile_passes(tile, two_pass, print_fn)
         else:
             model = load_model(cfg, checkpoint, dev, test["channels_last"])
             weights = describe_weights(checkpoint)
@@ -495,5 +485,5 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         return result
 
 
-__all__ = ["onnx_tile_passes", "run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device",
+__all__ = ["run_test", "run_throughput", "default_checkpoint", "load_model", "pick_device",
            "TestSetupError"]

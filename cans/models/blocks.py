@@ -71,6 +71,11 @@ def _pooling_matrix(n, size: int, like: torch.Tensor) -> torch.Tensor:
     return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
+#: set only while the tile graph of an ONNX export is traced (cans.onnx_model): every pooling point
+#: calls it with (its input, its pooled value) and uses what it returns
+POOL_TAP = None
+
+
 def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """Adaptive average pooling of a (B, C, H, W) map to (B, C, size, size).
 
@@ -79,9 +84,11 @@ def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     into a pooling whose kernel is fixed by the export size, so the graph would fail at any other
     size. Both forms give the same windows; they differ by float rounding (about 1e-7)."""
     if not exporting():
-        return F.adaptive_avg_pool2d(x, size)
-    h, w = x.shape[-2], x.shape[-1]
-    return torch.einsum("ih,bchw,jw->bcij", _pooling_matrix(h, size, x), x, _pooling_matrix(w, size, x))
+        pooled = F.adaptive_avg_pool2d(x, size)
+    else:
+        h, w = x.shape[-2], x.shape[-1]
+        pooled = torch.einsum("ih,bchw,jw->bcij", _pooling_matrix(h, size, x), x, _pooling_matrix(w, size, x))
+    return pooled if POOL_TAP is None else POOL_TAP(x, pooled)
 
 
 class AdaptivePool2d(nn.AdaptiveAvgPool2d):
