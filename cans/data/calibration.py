@@ -356,6 +356,13 @@ def calibrate(dark_dir: str, flat_dir: str, log: Callable[[str], None] = print) 
     return profile, details
 
 
+def _number(v: object, what: str) -> float:
+    """``v`` when it is a finite int or float (not a bool); DataError naming ``what`` otherwise."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise DataError(f"{what} must be a number, got {v!r}")
+    return v
+
+
 def validate_profile(profile: object, where: str) -> Dict[str, object]:
     """Check a profile's structure (``per_iso`` and ``fit`` keys, finite positive values); DataError
     naming ``where`` and the key. Returns the profile."""
@@ -372,18 +379,14 @@ def validate_profile(profile: object, where: str) -> Dict[str, object]:
         if not isinstance(values, Mapping):
             raise DataError(f"{where}: per_iso.{iso} must be a mapping of {', '.join(PER_ISO_KEYS)}")
         for key in PER_ISO_KEYS:
-            v = values.get(key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise DataError(f"{where}: per_iso.{iso}.{key} must be a number, got {v!r}")
+            v = _number(values.get(key), f"{where}: per_iso.{iso}.{key}")
             if key in ("K", "read_sigma") and v <= 0 or key == "row_sigma" and v < 0:
                 raise DataError(f"{where}: per_iso.{iso}.{key} must be positive, got {v!r}")
     fit = profile.get("fit")
     if not isinstance(fit, Mapping):
         raise DataError(f"{where}: fit must be a mapping of {', '.join(FIT_KEYS)}")
     for key in FIT_KEYS:
-        v = fit.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise DataError(f"{where}: fit.{key} must be a number, got {v!r}")
+        _number(fit.get(key), f"{where}: fit.{key}")
     if not 0 < fit["k_min"] <= fit["k_max"]:
         raise DataError(f"{where}: fit.k_min ({fit['k_min']}) and fit.k_max ({fit['k_max']}) must satisfy "
                         f"0 < k_min <= k_max")
