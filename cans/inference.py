@@ -377,12 +377,13 @@ def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
 
 
 def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
-                config_path: str = "CONFIG") -> Optional[str]:
+                config_path: str = "CONFIG") -> Optional[Tuple[str, Dict[str, str]]]:
     """On the CPU without ``--onnx``: the ONNX export beside ``checkpoint`` (``<checkpoint>.onnx``,
-    :func:`cans.onnx_model.default_onnx_path`) when it was exported from these very weights (its git
-    blob id) and this model; otherwise None, with one line saying why or how to make it."""
+    :func:`cans.onnx_model.default_onnx_path`) and its metadata, when it was exported from these
+    very weights (its git blob id) and this model; otherwise None, with one line saying why or how
+    to make it."""
     from .models.published import git_blob_id
-    from .onnx_model import default_onnx_path, read_metadata, require_runtime
+    from .onnx_model import default_onnx_path, exported_config, model_differences, read_metadata, require_runtime
 
     candidate = default_onnx_path(checkpoint)
     export = f"python scripts/export_onnx.py -c {config_path} --checkpoint {checkpoint}"
@@ -396,13 +397,11 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
     except InferenceError as exc:   # MissingPackageError included: "... is not installed ..."
         log(f"note: not using {candidate}: {exc}")
         return None
-    import yaml
-    exported_model = (yaml.safe_load(meta.get("config", "")) or {}).get("model")
-    if meta.get("weights_git_blob") != git_blob_id(checkpoint) or exported_model != dict(cfg.get("model") or {}):
+    if meta.get("weights_git_blob") != git_blob_id(checkpoint) or model_differences(exported_config(meta), cfg):
         log(f"note: {candidate} was exported from other weights or another model; running PyTorch "
             f"(export again: {export})")
         return None
-    return candidate
+    return candidate, meta
 
 
 def _load_runner(args):
@@ -437,9 +436,10 @@ def _load_runner(args):
         found = find_export(checkpoint, cfg, runtime=runtime, config_path=args.config)
         amp = args.amp or cfg["test"]["amp"]
         if found and amp != "off":
-            print(f"note: not using {found}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch runs it)")
+            print(f"note: not using {found[0]}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch "
+                  f"runs it)")
         elif found:
-            model = OnnxModel(found, threads, runtime)
+            model = OnnxModel(found[0], threads, runtime, meta=found[1])
             how = " (the export beside the checkpoint; --no-onnx runs PyTorch)"
             return model, cfg, device, weights_info(model), how
     model = load_model(cfg, checkpoint, device)
@@ -462,11 +462,10 @@ def cli_main(args) -> int:
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
     with provisional_output_dir(args.out, "--out"):
         model, cfg, device, weights, how = _load_runner(args)
-        onnx_file = weights.get("onnx") if isinstance(weights, dict) else None
-        print(f"weights: {weights_line(weights)}"
-              + (f", as ONNX {onnx_file} run by {model.runtime_name}{how}" if onnx_file else ""))
-        opts = split_options(cfg, "test")
         onnx = isinstance(model, OnnxModel)
+        print(f"weights: {weights_line(weights)}"
+              + (f", as ONNX {weights['onnx']} run by {model.runtime_name}{how}" if onnx else ""))
+        opts = split_options(cfg, "test")
         amp = "off" if onnx else (args.amp or cfg["test"]["amp"])
         if onnx and args.amp not in (None, "off"):
             raise InferenceError(f"--amp {args.amp}: {model.runtime_name} runs the float32 export; leave --amp out")

@@ -265,11 +265,8 @@ class _TileGraph(nn.Module):
             k = len(feats)
             feats.append(feat)
             return torch.where(use > 0, given[k], pooled)
-        blocks.POOL_TAP = tap
-        try:
+        with blocks.pool_tap(tap):
             rgb, raw = self.net(x)
-        finally:
-            blocks.POOL_TAP = None
         return (rgb, raw, *feats)
 
 
@@ -278,11 +275,8 @@ def pool_points(net: nn.Module, x: torch.Tensor) -> list:
     from .models import blocks
 
     points = []
-    blocks.POOL_TAP = lambda feat, pooled: points.append((int(pooled.shape[1]), int(pooled.shape[-1]))) or pooled
-    try:
+    with blocks.pool_tap(lambda feat, pooled: points.append((int(pooled.shape[1]), int(pooled.shape[-1]))) or pooled):
         net(x)
-    finally:
-        blocks.POOL_TAP = None
     return points
 
 
@@ -295,19 +289,20 @@ class OnnxModel(nn.Module):
     ``config``: the exporting run's config (a dict, from the metadata); ``weights_git_blob``: the
     blob id of the checkpoint it was exported from."""
 
-    def __init__(self, path: str, threads: Optional[int] = None, runtime: str = "auto"):
+    def __init__(self, path: str, threads: Optional[int] = None, runtime: str = "auto",
+                 meta: Optional[Dict[str, str]] = None):
         super().__init__()
         import yaml
 
         self.path = path
         self.runtime = require_runtime(runtime)
-        self.meta = read_metadata(path)
+        self.meta = meta if meta is not None else read_metadata(path)   # meta: read already by the caller
         try:
             self.block_size = int(self.meta["block_size"])
             self.in_channel = int(self.meta["in_channel"])
             self.min_input_size = int(self.meta["min_input_size"])
             self.multiple = int(self.meta["multiple"])
-            self.config = yaml.safe_load(self.meta.get("config", "")) or {}
+            self.config = exported_config(self.meta)
         except (KeyError, ValueError, yaml.YAMLError) as exc:
             raise InferenceError(f"{path}: damaged cans.* metadata ({type(exc).__name__}: {exc})") from None
         self.weights_git_blob = self.meta.get("weights_git_blob", "")
@@ -385,9 +380,9 @@ class OnnxModel(nn.Module):
         self.check_input(x)
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outs = [self._run_one(arr[i:i + 1]) for i in range(arr.shape[0])]
-        rgb = torch.from_numpy(outs[0][0]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[0]) for o in outs])
-        raw = torch.from_numpy(outs[0][1]) if len(outs) == 1 else torch.cat([torch.from_numpy(o[1]) for o in outs])
-        return rgb, raw
+        if len(outs) == 1:
+            return torch.from_numpy(outs[0][0]), torch.from_numpy(outs[0][1])
+        return tuple(torch.cat([torch.from_numpy(o[i]) for o in outs]) for i in (0, 1))
 
 
 @torch.no_grad()
@@ -408,15 +403,29 @@ def compare_with_pytorch(onnx_model: OnnxModel, net: nn.Module, sizes: Sequence[
     return rows
 
 
+def exported_config(meta: Mapping[str, str]) -> Dict[str, Any]:
+    """The config stored in an export's metadata (a dict; empty when there is none)."""
+    import yaml
+
+    return yaml.safe_load(meta.get("config", "")) or {}
+
+
+def model_differences(exported: Mapping[str, Any], cfg: Mapping[str, Any]) -> list:
+    """The ``model:`` keys in which ``cfg`` differs from an export's config (``type`` first: it says
+    the most); none when the export holds no config."""
+    exported, wanted = dict(exported.get("model") or {}), dict(cfg.get("model") or {})
+    if not exported:
+        return []
+    return sorted((k for k in set(exported) | set(wanted) if exported.get(k) != wanted.get(k)),
+                  key=lambda k: (k != "type", k))
+
+
 def check_same_model(onnx_model: OnnxModel, cfg: Mapping[str, Any], where: str) -> None:
     """InferenceError when the config's ``model:`` differs from the one the file was exported with
     (a Sony config with a Fuji export, another width ...), naming the keys that differ."""
     exported = dict(onnx_model.config.get("model") or {})
     wanted = dict(cfg.get("model") or {})
-    if not exported:
-        return
-    keys = sorted((k for k in set(exported) | set(wanted) if exported.get(k) != wanted.get(k)),
-                  key=lambda k: (k != "type", k))   # the model type first: it says the most
+    keys = model_differences(onnx_model.config, cfg)
     if keys:
         shown = "; ".join(f"{k}: {wanted.get(k)!r} in {where}, {exported.get(k)!r} in the export" for k in keys[:3])
         raise InferenceError(f"{onnx_model.path} was exported from another model than {where} describes ({shown}); "
@@ -511,7 +520,7 @@ def export_main(args) -> int:
 
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_same_model",
-           "config_for_export",
+           "config_for_export", "exported_config", "model_differences",
            "check_sizes", "compare_with_pytorch", "default_onnx_path", "export_main", "export_onnx", "model_facts",
            "pool_points", "read_metadata", "require_exporter", "tile_graph_path", "require_runtime", "runtime_name",
            "weights_info"]

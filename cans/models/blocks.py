@@ -6,6 +6,8 @@ Attribute names follow the authors' implementation so that their ``state_dict``
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -71,9 +73,20 @@ def _pooling_matrix(n, size: int, like: torch.Tensor) -> torch.Tensor:
     return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
-#: set only while the tile graph of an ONNX export is traced (cans.onnx_model): every pooling point
-#: calls it with (its input, its pooled value) and uses what it returns
+#: set only inside :func:`pool_tap` (the tile graph of an ONNX export, cans.onnx_model): every pooling
+#: point calls it with (its input, its pooled value) and uses what it returns
 POOL_TAP = None
+
+
+@contextlib.contextmanager
+def pool_tap(tap):
+    """Route every pooling point through ``tap(feature, pooled) -> pooled`` inside the block."""
+    global POOL_TAP
+    POOL_TAP = tap
+    try:
+        yield
+    finally:
+        POOL_TAP = None
 
 
 def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
