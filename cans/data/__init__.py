@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import random
+import signal
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -53,8 +54,37 @@ def build_dataset(cfg: Mapping[str, Any], split: str, log: Callable[[str], None]
     return cls(cfg, split)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def start_workers(loader: DataLoader):
+    """``iter(loader)``, its worker processes started with SIGINT and SIGTERM ignored from birth:
+    a stop sent to the whole process group (Ctrl-C, ``timeout``, SLURM) is this process's to
+    handle, and a worker killed by it would fail the very step being stopped. The signals are
+    blocked here meanwhile, so one that arrives while the workers start is delivered to this
+    process's own handler afterwards (Linux keeps a blocked signal pending even when ignored)."""
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        return iter(loader)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: the handlers cannot change
+        handlers = {}
+    try:
+        return iter(loader)  # forked and spawned workers inherit the ignored dispositions
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def _worker_init(worker_id: int) -> None:
-    # torch seeds `random` and torch in each worker from the loader's base seed; numpy too
+    """Seed numpy like torch and ``random`` (torch seeds those from the loader's base seed); ignore
+    SIGINT / SIGTERM, also in a worker started without :func:`start_workers`."""
+    for sig in _STOP_SIGNALS:  # already so when start_workers started this worker
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # a forked worker inherits start_workers' block
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -226,6 +256,7 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
 
 
 __all__ = ["DATASETS", "build_dataset", "dataset_class", "build_dataloader", "collate_samples", "loader_kwargs",
+           "start_workers",
            "ensure_synthetic", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
            "CleanFrameDataset",

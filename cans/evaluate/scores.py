@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
+from ..data import start_workers
 from ..engine.fastpath import autocast_context, synchronize
 from ..files import atomic_write_text
 from .images import raw_preview, write_png
@@ -202,7 +203,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable[Mapping[str, Any]], device
     entries = getattr(getattr(loader, "dataset", None), "entries", None)
     names = output_names(e.img_file for e in entries) if entries and hasattr(entries[0], "img_file") else {}
     try:
-        for batch in loader:
+        for batch in start_workers(loader):
             if max_images is not None and len(records) >= max_images:
                 break
             skipped.extend(batch.get("skipped") or [])

@@ -78,6 +78,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work
     check_model(cfg)
+    cfg, moved = run_folder(cfg, resume)  # before anything is written: a refusal leaves no trace in a run's folder
     device = du.init_distributed(timeout_s=cfg["train"]["dist_timeout"])
     trainer = None
     made = []  # the run folder (and parents) this start creates: removed again if it fails while they are empty
@@ -92,6 +93,8 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
             preflight(cfg)
         du.barrier()
         trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+        if moved:
+            trainer.logger.info(moved)
         if "data" in cfg:
             trainer.logger.info(f"data: {os.path.abspath(cfg['data']['data_path'])} ({cfg['data']['type']})")
         summary = trainer.fit()  # Ctrl-C / SIGTERM (torchrun, a pre-emption): fit saves last.pth and re-raises
@@ -157,6 +160,24 @@ def final_checkpoint(ckpt_dir: str, summary: Mapping[str, Any]):
     return None, f"test at end: skipped, {ckpt_dir} holds neither best.pth nor last.pth"
 
 
+def run_folder(cfg: Mapping[str, Any], resume: Optional[str]):
+    """``(cfg, note)``: ``cfg`` with the folder this start writes as ``output_dir``, and a line to
+    log when a resume moved it there (``note`` else None). A resume writes the run folder of its
+    checkpoint (``cans.train.rundir.resume_folder``); a folder that holds a run without a resume
+    asked for is refused (``resume_point``). Both refusals are one line, before anything is written."""
+    from ..engine.checkpoint import check_checkpoint_file
+    from .rundir import resume_folder, resume_point
+    out, note = cfg["output_dir"], None
+    if resume:
+        check_checkpoint_file(resume)
+        out = resume_folder(resume, out, default_dir=os.path.join("runs", cfg["name"]))
+        if out != cfg["output_dir"]:
+            note = (f"--resume {resume}: continuing in its run folder {out} (a new run of this config would "
+                    f"write {cfg['output_dir']})")
+    resume_point(out, resume, bool(cfg["train"].get("auto_resume")))
+    return dict(cfg, output_dir=out), note
+
+
 def check_model(cfg: Mapping[str, Any]) -> None:
     """Build the configured network on the ``meta`` device (no memory, no time): a user's class
     that does not take its options, or lacks ``block_size``, is one line before any work."""
@@ -192,7 +213,7 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     pretrained = cfg["train"].get("pretrained")
     if pretrained:
         try:
-            read_torch_file(pretrained, trust=bool(cfg["train"].get("trust_checkpoint")))
+            read_torch_file(pretrained)  # trust: --trust-checkpoint only (cans.cli.run_cli)
         except (CheckpointError, FileNotFoundError) as exc:
             problems.append(f"train.pretrained: {exc}")
     if len(problems) == 1:
@@ -226,4 +247,4 @@ def patch_problems(cfg: Mapping[str, Any], dataset) -> list:
     return []
 
 
-__all__ = ["check_model", "final_checkpoint", "preflight", "stop_reason", "train_main"]
+__all__ = ["check_model", "final_checkpoint", "preflight", "run_folder", "stop_reason", "train_main"]

@@ -10,6 +10,8 @@ and the clean-up of temporary files that killed writers left behind.
 - :func:`resume_point`: a folder that already holds a run (a checkpoint or
   ``train_summary.json``) is resumed when asked (``--resume``, ``train.auto_resume``), and
   otherwise refused with one line naming both ways out; a run's results are never replaced.
+- :func:`resume_folder`: a resume writes the run folder its checkpoint belongs to, never another
+  run's.
 - :func:`remove_leftovers`: ``*.tmp`` files of interrupted atomic writes.
 """
 from __future__ import annotations
@@ -98,12 +100,51 @@ def run_files(output_dir: str) -> List[str]:
     return found + ([summary] if os.path.isfile(summary) else [])
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def checkpoint_run_folder(checkpoint: str) -> Optional[str]:
+    """The run folder ``checkpoint`` belongs to: the folder above its ``checkpoints/`` folder, or
+    None for a file kept elsewhere (a copy, a download)."""
+    parent = os.path.dirname(os.path.abspath(checkpoint))
+    return os.path.dirname(parent) if os.path.basename(parent) == "checkpoints" else None
+
+
+def resume_folder(resume: str, output_dir: str, default_dir: Optional[str] = None) -> str:
+    """The folder a run resumed from ``resume`` writes: the run folder the checkpoint belongs to
+    (:func:`checkpoint_run_folder`), so that ``--resume`` works as typed whatever ``output_dir``
+    the config would give a new run. ``output_dir`` is used only when it is that folder, or when it
+    is the default (``default_dir``, ``runs/<name>``) and the checkpoint belongs to no run folder.
+
+    Refused (:class:`ConfigError`, one line): a config that names another ``output_dir`` than the
+    checkpoint's run folder, and a checkpoint from elsewhere resumed into a folder that holds a
+    run: a checkpoint from another run never writes into a run's folder."""
+    owner = checkpoint_run_folder(resume)
+    if owner is not None:
+        if _same_folder(owner, output_dir):
+            return output_dir
+        if default_dir is not None and _same_folder(output_dir, default_dir):
+            return owner
+        raise ConfigError(f"--resume {resume} belongs to the run folder {owner}, but output_dir is {output_dir}: a "
+                          f"resume continues in its own run's folder; leave output_dir out or --set "
+                          f"output_dir={owner} (to start a new run from its weights: --set train.pretrained={resume} "
+                          f"output_dir=<new folder>, without --resume)")
+    held = run_files(output_dir)
+    if held:
+        raise ConfigError(f"--resume {resume} is not one of the checkpoints of output_dir {output_dir}, which holds "
+                          f"another run ({os.path.relpath(held[0], output_dir)}, ...): a checkpoint from another run "
+                          f"never writes into a run's folder; choose a new folder with --set output_dir=<new folder>")
+    return output_dir
+
+
 def resume_point(output_dir: str, resume: Optional[str], auto_resume: bool) -> Optional[str]:
-    """The checkpoint a run into ``output_dir`` starts from: ``resume`` when given; with
-    ``auto_resume``, ``checkpoints/last.pth`` when present. A folder that holds a run and no
-    resume asked for: :class:`ConfigError` naming ``--resume``, ``train.auto_resume`` and a new
-    ``output_dir``."""
+    """The checkpoint a run into ``output_dir`` starts from: ``resume`` when given (it must belong
+    to ``output_dir``, :func:`resume_folder`); with ``auto_resume``, ``checkpoints/last.pth`` when
+    present. A folder that holds a run and no resume asked for: :class:`ConfigError` naming
+    ``--resume``, ``train.auto_resume`` and a new ``output_dir``."""
     if resume:
+        resume_folder(resume, output_dir)
         return resume
     last = os.path.join(output_dir, "checkpoints", "last.pth")
     if auto_resume and os.path.isfile(last):
@@ -132,4 +173,5 @@ def remove_leftovers(output_dir: str) -> List[str]:
     return removed
 
 
-__all__ = ["LOCK_FILE", "RunLock", "remove_leftovers", "resume_point", "run_files"]
+__all__ = ["LOCK_FILE", "RunLock", "checkpoint_run_folder", "remove_leftovers", "resume_folder", "resume_point",
+           "run_files"]

@@ -21,6 +21,7 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, dump_config
+from ..data import start_workers
 from ..engine import distributed as du
 from ..engine import fastpath
 from ..engine.checkpoint import CheckpointError, DiskFullError, atomic_torch_save, load_checkpoint
@@ -44,6 +45,13 @@ def nonfinite_advice(tcfg: Mapping[str, Any]) -> str:
     """The keys most likely behind non-finite numbers, with this run's values."""
     return (f"lower train.base_lr (now {tcfg.get('base_lr'):g}), keep train.clip_grad on (now "
             f"{tcfg.get('clip_grad')}) or set train.amp=off (now {tcfg.get('amp')})")
+
+
+def resume_hint(path: str) -> str:
+    """How to continue from the checkpoint ``path``, as typed: the run folder follows the checkpoint
+    (``cans.train.rundir.resume_folder``), so no ``--set output_dir`` is needed."""
+    return (f"to continue exactly where it stopped, run the same command with --resume {path} "
+            f"(or with --set train.auto_resume=true)")
 
 
 class UnreadSteps:
@@ -136,6 +144,11 @@ class Trainer:
         if self.is_main:
             prepare_output_dir(self.output_dir, "output_dir")  # one line now, not an OSError later
             self.lock = RunLock(self.output_dir).acquire()  # before anything in the folder is written
+        # a folder that holds a run is resumed when asked, else refused (decided on rank 0), before
+        # the logs open: a refused start writes nothing into the run's folder
+        resume = du.broadcast_object(self._resume_decision(resume) if self.is_main else None)
+        if isinstance(resume, ConfigError):
+            raise resume
         self.logger = RunLogger(self.output_dir, enabled=self.is_main)
         if self.lock is not None and self.lock.notice:
             self.logger.warning(self.lock.notice)
@@ -144,11 +157,6 @@ class Trainer:
             if removed:
                 self.logger.info(f"removed {len(removed)} temporary file(s) of an interrupted write: "
                                  f"{', '.join(removed)}")
-        # a folder that holds a run is resumed when asked, else refused (decided on rank 0)
-        resume = du.broadcast_object(self._resume_decision(resume) if self.is_main else None)
-        if isinstance(resume, ConfigError):
-            raise resume
-        self.trust = bool(self.tcfg["trust_checkpoint"])  # --resume / train.pretrained beyond weights-only
         if device.type == "cpu":
             self.logger.warning("no CUDA device: training on the CPU, which is for demos and tests only (slow)")
 
@@ -242,6 +250,7 @@ class Trainer:
         self.end_pending = False  # epoch self.epoch trained, its validation and saves not yet done
         self.stop = StopRequest()
         self._last_good: Optional[str] = None  # what the newest last.pth holds, for error messages
+        self._probe: Optional[torch.Tensor] = None  # one training input, set by the first step
         self._stop_saved = False
         self._valid_skipped: list = []  # markers of validation images skipped (data.skip_bad_files)
 
@@ -287,7 +296,7 @@ class Trainer:
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from ..engine.checkpoint import load_model_weights
         try:
-            load_model_weights(model, path, self.cfg, trust=self.trust)
+            load_model_weights(model, path, self.cfg)
         except CheckpointError as exc:
             raise CheckpointError(f"train.pretrained: {exc}") from None
 
@@ -315,15 +324,47 @@ class Trainer:
     def weights_finite(self) -> bool:
         return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all().item())
 
+    @torch.no_grad()
+    def outputs_finite(self, collective: bool = True) -> bool:
+        """Whether the model turns ``self._probe`` (the first sample of the run's first training
+        batch) into finite images: finite weights can be so large (1e30 after one step at a huge
+        learning rate) that every output is NaN. True before any step. Under DDP the ranks agree
+        (an all-reduce) unless ``collective`` is False."""
+        if self._probe is None:
+            return True
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._autocast():
+                outputs = self.model(self._probe)
+            ok = torch.stack([o.isfinite().all() for o in outputs]).all().float().reshape(1)
+        finally:
+            self.model.train(was_training)
+        if collective and self.world_size > 1:
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        return bool(ok.item() >= 1)
+
+    def _unsaveable(self, collective: bool = True) -> Optional[str]:
+        """Why the model must not be saved (non-finite weights, or outputs on the probe), or None."""
+        if not self.weights_finite():
+            return "the weights hold non-finite values"
+        if not self.outputs_finite(collective):
+            top = max(float(p.detach().abs().max()) for p in self.model.parameters())
+            return f"the model's outputs are not finite (its weights reach {top:.3g})"
+        return None
+
     def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
         """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP).
 
-        Weights that are not finite are never written (:class:`NonFiniteLossError`, the files on
-        disk kept); a full disk is a :class:`DiskFullError` naming the checkpoint still good."""
-        if not self.weights_finite():
+        A model whose weights or outputs (:meth:`outputs_finite`) are not finite is never written
+        (:class:`NonFiniteLossError` naming the last checkpoint that is good, the files on disk
+        kept); a full disk is a :class:`DiskFullError` naming the checkpoint still good."""
+        why = self._unsaveable()
+        if why:
             raise NonFiniteLossError(
-                f"epoch {self.epoch}, step {self.step}: the weights hold non-finite values; {name} not written"
-                f"{'; ' + self._kept() if self._last_good else ''}. {nonfinite_advice(self.tcfg).capitalize()}")
+                f"epoch {self.epoch}, step {self.step}: {why}; {name} not written; "
+                f"{self._kept() if self._last_good else 'no good checkpoint of this run was written yet'}. "
+                f"{nonfinite_advice(self.tcfg).capitalize()}")
         state = self.state_dict() if state is None else state
         if not self.is_main:
             return None
@@ -342,7 +383,7 @@ class Trainer:
 
     def load(self, path: str) -> None:
         """Restore everything saved by ``save`` (resume; ``cans.train.state.restore_train_state``)."""
-        ckpt = load_checkpoint(path, map_location="cpu", trust=self.trust)
+        ckpt = load_checkpoint(path, map_location="cpu")
         restore_train_state(self, ckpt, path)
         best = (f"best validation PSNR {self.best_metric:.3f} dB (epoch {self.best_epoch})"
                 if self.best_epoch is not None and math.isfinite(self.best_metric) else "no validation yet")
@@ -401,6 +442,8 @@ class Trainer:
         in ``self._last_ok``."""
         self._last_ok = None
         x = self._to_device(batch["noisy_raw"])
+        if self._probe is None:  # what outputs_finite feeds the model before each save
+            self._probe = torch.nan_to_num(x[:1].detach(), nan=0.0, posinf=1.0, neginf=0.0)  # a copy
         targets = {k: self._to_device(batch[k]) for k in ("clean_raw", "clean_rgb")}
         with self._autocast():
             outputs = self.train_model(x)
@@ -513,7 +556,8 @@ class Trainer:
         tb_every = max(1, log_every // 10)
         sums: Dict[str, float] = dict(self.epoch_sums.get("sums") or {})
         self.epoch_sums = {"sums": sums, "count": int(self.epoch_sums.get("count") or 0)}
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+        bar = tqdm(start_workers(self.train_loader), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   dynamic_ncols=True,
                    initial=self.batches_done, total=self.batches_done + len(self.train_loader),
                    disable=not (self.progress and self.is_main))
         t_data = time.perf_counter()
@@ -560,6 +604,7 @@ class Trainer:
         count = self.epoch_sums["count"]
         means = {k: float(v) / max(count, 1) for k, v in sums.items()}
         means["lr"] = lr
+        means["steps"], means["batches"] = count, self.batches_done  # steps taken of the epoch's batches
         self.batches_done, self.epoch_sums = 0, {}
         return means
 
@@ -708,8 +753,15 @@ class Trainer:
         save_every = int(self.tcfg.get("save_per_epoch") or 0)
         early = self.tcfg.get("early_stop")
         self.logger.scalars({"epoch_loss": means.get("total"), "lr": means.get("lr")}, self.step, prefix="epoch")
-        msg = (f"epoch {self.epoch}/{epochs} loss {means.get('total', float('nan')):.4f} "
-               f"(raw {means.get('raw', float('nan')):.4f}, rgb {means.get('rgb', float('nan')):.4f}) "
+        taken, batches = int(means.get("steps", -1)), int(means.get("batches", 0))
+        if taken == 0:
+            loss = f"no step taken: all {batches} steps skipped as non-finite, the weights did not change"
+        else:
+            loss = (f"loss {means.get('total', float('nan')):.4f} (raw {means.get('raw', float('nan')):.4f}, "
+                    f"rgb {means.get('rgb', float('nan')):.4f})")
+            if 0 < taken < batches:
+                loss += f" over {taken} steps ({batches - taken} of {batches} skipped as non-finite)"
+        msg = (f"epoch {self.epoch}/{epochs} {loss} "
                f"lr {means.get('lr', float('nan')):.3e}" + (f" {time.time() - t0:.1f}s" if t0 else " (resumed)"))
         if self.prior.adaptive:
             msg += f" gamma {self.prior.gamma:.3f}"
@@ -748,7 +800,7 @@ class Trainer:
         self._stop_saved = True
         if path:
             self.logger.info(f"stopped ({self.stop.requested}): saved {path} ({self.progress_text()}); "
-                             "--resume it (or train.auto_resume=true) to continue exactly where it stopped")
+                             f"{resume_hint(path)}")
 
     def _after_hard_stop(self, exc: BaseException) -> None:
         """An immediate interrupt. Inside the training steps a step may be half done: nothing is
@@ -764,12 +816,15 @@ class Trainer:
             with signals_ignored():
                 path = os.path.join(self.ckpt_dir, "last.pth")
                 state = interrupt_state(self)  # no collective calls
-                if not self.weights_finite():
+                why = self._unsaveable(collective=False)
+                if why:
+                    self.logger.info(f"interrupted: {why}, last.pth not written; "
+                                     f"{self._kept() if self._last_good else 'no checkpoint was written yet'}")
                     return
                 atomic_torch_save(state, path, "checkpoint last.pth (interrupted)")
             self.logger.info(f"interrupted: saved {path} ({self.progress_text()}"
                              f"{', its validation and saves still to do' if self.end_pending else ''}); "
-                             "continue with --resume or train.auto_resume=true")
+                             f"{resume_hint(path)}")
         except Exception as err:  # a failing save must not hide the interrupt
             self.logger.error(f"interrupted, and saving last.pth failed ({err}); "
                               f"{self._kept() if self._last_good else 'no checkpoint was written yet'}")

@@ -213,3 +213,74 @@ def test_train_output_dir_under_a_file_fails_before_the_data_set_is_made(tmp_pat
                                      f"data.data_path={data}", "train.epochs=1"])
     one_error_line(code, capsys.readouterr().err, "output_dir", str(blocker / "run"))
     assert not data.exists() and blocker.read_text() == "a file, not a folder"
+
+
+# ------------------------------------------------- a resume never writes into another run's folder
+
+def _folder_state(folder):
+    """Every file of a run folder with its bytes (the lock file aside)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_a_resume_continues_in_its_own_run_folder_and_leaves_a_finished_run_alone(tmp_path, synthetic,
+                                                                                  monkeypatch, capsys):
+    """The new user's path: a finished run in the config's default folder, a second run stopped in
+    --set output_dir=runs/ctrlc, then --resume its last.pth without repeating --set output_dir."""
+    monkeypatch.chdir(tmp_path)
+    demo = str(REPO / "configs" / "demo.yaml")
+    base = ["--no-progress", "--set", *TINY, *synthetic, "data.train.repeat=1", "train.validate_at_start=false",
+            "train.test_at_end=false"]
+    assert _train_module().main(["-c", demo, *base, "train.epochs=1"]) == 0
+    finished = tmp_path / "runs" / "CANS_Plus_demo"
+    assert (finished / "checkpoints" / "best.pth").is_file()
+    before = _folder_state(finished)
+    assert _train_module().main(["-c", demo, *base, "train.epochs=1", "output_dir=runs/ctrlc"]) == 0
+    capsys.readouterr()
+
+    last = "runs/ctrlc/checkpoints/last.pth"
+    assert _train_module().main(["-c", demo, *base, "train.epochs=2", "--resume", last]) == 0
+    printed = capsys.readouterr().out
+    assert f"continuing in its run folder {tmp_path / 'runs' / 'ctrlc'}" in printed, printed
+    assert load_checkpoint(last)["epoch"] == 2
+    assert _folder_state(finished) == before  # best.pth, train.log, tensorboard/: not a byte changed
+
+    # a config naming another folder: one line, nothing created or written there
+    code = _train_module().main(["-c", demo, *base, "train.epochs=3", "output_dir=runs/other", "--resume", last])
+    one_error_line(code, capsys.readouterr().err, "belongs to the run folder", "--set output_dir=")
+    assert not (tmp_path / "runs" / "other").exists()
+    # a start refused because the folder holds a run writes nothing into it (no log line, no events file)
+    code = _train_module().main(["-c", demo, *base, "train.epochs=3"])
+    one_error_line(code, capsys.readouterr().err, "already holds a run")
+    assert _folder_state(finished) == before
+
+
+# ------------------------------------------------- a stop sent to the whole process group (timeout, SLURM)
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_sent_to_the_process_group_saves_where_the_run_stands(tmp_path, synthetic, sig):
+    """SLURM's pre-emption, ``timeout`` and Ctrl-C reach the DataLoader workers too: the run still
+    stops after its step, saves last.pth mid-epoch, says so once, and exits without a traceback."""
+    import subprocess
+    import time
+
+    from cans.data import ensure_synthetic
+    ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
+    out = tmp_path / "run"
+    args = _subprocess_cfg(out, synthetic) + ["data.train.repeat=400", "train.log_every=5", "train.epochs=1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    log, deadline = out / "train.log", time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and "epoch 1 step 10 " in log.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the stop"
+    os.killpg(proc.pid, sig)  # to every process of the job, the worker included
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr[-3000:]
+    assert stdout.count("stopping after this step") == 1, stdout[-3000:]
+    last = load_checkpoint(str(out / "checkpoints" / "last.pth"))
+    assert last["interrupted"] and last["epoch"] == 0 and last["batches_done"] >= 10
+    assert f"--resume {out / 'checkpoints' / 'last.pth'}" in stdout

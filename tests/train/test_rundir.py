@@ -26,3 +26,42 @@ def test_a_run_in_another_process_holds_the_folder(tmp_path):
     lock = RunLock(str(tmp_path)).acquire()
     assert lock.notice and f"process {holder.pid}" in lock.notice
     lock.release()
+
+
+# ------------------------------------------------------------------ where a resume writes
+
+def _run_folder(root, name, last=True):
+    """A folder that holds a run: checkpoints/last.pth (a stand-in file) and train_summary.json."""
+    folder = root / name
+    (folder / "checkpoints").mkdir(parents=True)
+    if last:
+        (folder / "checkpoints" / "last.pth").write_bytes(b"checkpoint")
+    (folder / "train_summary.json").write_text("{}")
+    return folder
+
+
+def test_a_resume_writes_the_folder_its_checkpoint_belongs_to(tmp_path):
+    from cans.train.rundir import checkpoint_run_folder, resume_folder
+    finished, stopped = _run_folder(tmp_path, "finished"), _run_folder(tmp_path, "stopped")
+    ckpt = str(stopped / "checkpoints" / "last.pth")
+    assert checkpoint_run_folder(ckpt) == str(stopped)
+    # the config's default folder holds another (finished) run: the resume goes to the checkpoint's own folder
+    assert resume_folder(ckpt, str(finished), default_dir=str(finished)) == str(stopped)
+    assert resume_folder(ckpt, str(stopped)) == str(stopped)
+    # a config that names another folder is refused, whether that folder holds a run or not
+    for other in (finished, tmp_path / "new"):
+        with pytest.raises(ConfigError, match=rf"belongs to the run folder {stopped}, but output_dir is {other}.*"
+                                              rf"--set output_dir={stopped}"):
+            resume_folder(ckpt, str(other), default_dir=str(tmp_path / "default"))
+
+
+def test_a_checkpoint_kept_elsewhere_never_writes_into_a_run_folder(tmp_path):
+    from cans.train.rundir import resume_folder, resume_point
+    finished = _run_folder(tmp_path, "finished")
+    loose = tmp_path / "downloaded.pth"
+    loose.write_bytes(b"checkpoint")
+    with pytest.raises(ConfigError, match=r"not one of the checkpoints of output_dir .*finished.*another run"):
+        resume_folder(str(loose), str(finished), default_dir=str(finished))
+    with pytest.raises(ConfigError, match="another run"):  # the Trainer's own check says the same
+        resume_point(str(finished), str(loose), auto_resume=False)
+    assert resume_folder(str(loose), str(tmp_path / "new")) == str(tmp_path / "new")

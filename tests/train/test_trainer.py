@@ -230,6 +230,9 @@ def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
 def test_bad_checkpoints_give_a_checkpoint_error_with_the_fix(tmp_path):
     from cans.engine.checkpoint import CheckpointError
     _, last = trained_once(tmp_path / "a", n=1)
+    loose = tmp_path / "copy.pth"  # a copy kept outside a run folder may start a new folder
+    loose.write_bytes(last.read_bytes())
+    last = loose
     wide = make_cfg(tmp_path / "b", epochs=1)
     wide["model"]["middle_blk_num"] = 2  # one more block: unexpected keys (a KeyError inside)
     for kw in ({"resume": str(last)}, {}):

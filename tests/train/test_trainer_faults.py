@@ -195,3 +195,41 @@ def test_finetuning_keeps_the_start_as_best_when_training_makes_it_worse(tmp_pat
     assert best["epoch"] == 0 and best["best_epoch"] == 0
     assert "starting model: validation PSNR" in (tmp_path / "b" / "run" / "train.log").read_text()
     assert json.loads((tmp_path / "b" / "run" / "train_summary.json").read_text())["started_from"] == pretrained
+
+
+def test_weights_that_give_nan_images_are_never_saved_as_good(tmp_path):
+    """A learning rate of 1e30: the first step takes the weights to ~1e30 (finite), every image the
+    model then makes is NaN and the later steps are skipped. No checkpoint is written, the epoch
+    line says how many steps were skipped, and the error names no checkpoint as good."""
+    cfg = make_cfg(tmp_path, epochs=3, base_lr=1e30, min_lr=1e30, save_per_epoch=1)
+    cfg["data"]["train"]["batch_size"] = 1
+    tr = tiny_trainer(cfg, n=3, size=16)
+    with pytest.raises(NonFiniteLossError, match=r"outputs are not finite \(its weights reach .*\); last\.pth not "
+                                                 r"written; no good checkpoint of this run was written yet"):
+        tr.fit()
+    tr.close()
+    assert all(torch.isfinite(v).all() for v in weights(tr).values())  # finite weights, NaN images
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.pth"))
+    assert "over 1 steps (2 of 3 skipped as non-finite)" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_an_interrupt_does_not_save_weights_that_give_nan_images(tmp_path):
+    tr = tiny_trainer(make_cfg(tmp_path, epochs=2, save_per_epoch=0), n=2, size=16)
+    tr.fit(max_epochs=1)
+    last = tmp_path / "run" / "checkpoints" / "last.pth"
+    before = last.read_bytes()
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.mul_(1e30)
+    assert tr.weights_finite() and not tr.outputs_finite()
+    tr._after_hard_stop(KeyboardInterrupt("SIGTERM"))  # during validation: the state is whole, but not good
+    tr.close()
+    assert last.read_bytes() == before
+    assert "outputs are not finite" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_an_epoch_whose_steps_were_all_skipped_says_so(tmp_path):
+    tr = tiny_trainer(make_cfg(tmp_path, epochs=1, max_nonfinite=100), n=4, size=16, all_nan=True)
+    tr.fit()
+    tr.close()
+    assert "no step taken: all 2 steps skipped as non-finite" in (tmp_path / "run" / "train.log").read_text()
