@@ -20,15 +20,14 @@ os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of test.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_trust_argument
+    from cans.cli import add_set_argument, add_trust_argument
     from cans.tiling import add_tile_arguments
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default=None,
                    help="config file (default configs/CANS_Plus/Sony.yaml; with --onnx, the config stored in the file)")
     p.add_argument("--checkpoint", default=None,
                    help="weights; default test.checkpoint, else pretrained_weights/<model.type>/<camera>.pth")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. test.save_grid=true")
+    add_set_argument(p, "config overrides, e.g. test.save_grid=true")
     p.add_argument("--out", default=None, help="result folder (default <output_dir>/test)")
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, cpu or mps (Apple silicon) (default: cuda when available)")

@@ -18,12 +18,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of train.py (also read by tests/test_docs_commands.py)."""
+    from cans.cli import add_set_argument, add_trust_argument
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml", help="config file")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, values parsed as YAML, e.g. train.base_lr=1e-4 train.amp=bf16")
+    add_set_argument(p, "config overrides, values parsed as YAML, e.g. train.base_lr=1e-4 train.amp=bf16")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from a training checkpoint (model, optimizer, schedule, epoch, RNG)")
+    add_trust_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     return p
 
@@ -39,7 +41,7 @@ def main(argv=None) -> int:
     from cans.train.main import train_main
 
     return run_cli(lambda: train_main(load_config(args.config, args.set), resume=args.resume,
-                                      progress=not args.no_progress))
+                                      progress=not args.no_progress), trust_checkpoint=args.trust_checkpoint)
 
 
 if __name__ == "__main__":

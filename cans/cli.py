@@ -41,6 +41,14 @@ def add_trust_argument(parser) -> None:
                              "code from the file): only for files from a source you trust")
 
 
+def add_set_argument(parser, help: str = "config overrides", groups: bool = False) -> None:
+    """``--set KEY=VALUE ...``: config overrides, applied in order. Given more than once, every group
+    counts (``args.set``: all the words, in order); ``groups``: a list per ``--set`` instead, for a
+    caller that splits each group's trailing words off (scripts/infer.py's inputs)."""
+    parser.add_argument("--set", nargs="*", action="append" if groups else "extend", default=[],
+                        metavar="KEY=VALUE", help=help + " (--set may be given more than once: all apply, in order)")
+
+
 def run_cli(main: Callable[[], int], trust_checkpoint: bool = False) -> int:
     """Run ``main()``; a user error prints ``error: <message>`` and returns 2, a failing
     ``torch.compile`` prints one line naming the switch that avoids it and returns 1, Ctrl-C

@@ -6,7 +6,9 @@ and default: an unknown or misspelt key fails with its dotted path, where it cam
 file and line, or the ``--set`` override) and the likeliest valid names; a value of the wrong
 type or out of the key's range (a negative ``train.epochs``, ``train.base_lr: 0``, a float that
 is inf or nan, a list of the wrong length) fails with what was expected, and where it came from.
-Files and overrides nested deeper than ``MAX_NESTING`` are refused as they are read.
+Files and overrides nested deeper than ``MAX_NESTING`` are refused as they are read, and so is a
+key given twice in one mapping of a file (PyYAML would keep the last silently). A key the schema
+no longer has (``RETIRED``) gets a line saying why, not a "did you mean".
 
 Inheritance: a file may name ``base: other.yaml`` (a path relative to the file, or a
 list of them, applied in order); the file's own keys are merged over the base's,
@@ -296,9 +298,6 @@ SCHEMA: Dict[str, Any] = {
         "triton_dwconv": Field("bool", False, doc="CUDA fast path: the RDE's 7x7 depthwise conv as a Triton kernel"),
         "auto_resume": Field("bool", False),
         "pretrained": Field("str", None, doc="weights to start from (published checkpoints too)"),
-        "trust_checkpoint": Field("bool", False, doc="load train.pretrained / --resume files that need more than "
-                                  "PyTorch's weights-only loader (it can run code from the file): only for files "
-                                  "you trust"),
         "dist_timeout": Field("int", 1800, min=1, doc="seconds a process waits for the others in a collective call "
                               "before the run stops (several processes, torchrun)"),
         "log_every": Field("int", 50, min=1, doc="steps between text-log lines"),
@@ -323,6 +322,27 @@ SCHEMA: Dict[str, Any] = {
         "max_images": Field("int", None, min=1, doc="score only the first N test images"),
     },
 }
+
+#: keys the schema no longer has -> (the value a config may still carry, harmless and dropped: what
+#: run folders' config.yaml and exports' configs hold; why any other value is refused)
+RETIRED = {
+    "train.trust_checkpoint": (False, "trust to load a checkpoint with the full unpickler (which can run code "
+                                      "from the file) is granted only by --trust-checkpoint on the command "
+                                      "line, never by a config: remove the key, pass --trust-checkpoint"),
+}
+
+
+def registry_keys(schema: Mapping[str, Any] = SCHEMA, prefix: str = "") -> List[str]:
+    """The dotted keys whose value names a class (``model.type``, ``data.type``, ``loss.raw.type``, ...):
+    a registered name, or ``package.module:Class`` imported from the Python path."""
+    keys = []
+    for name, spec in schema.items():
+        if isinstance(spec, Field):
+            if spec.registry is not None:
+                keys.append(f"{prefix}{name}")
+        else:
+            keys += registry_keys(spec, f"{prefix}{name}.")
+    return keys
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,6 +400,48 @@ def _too_deep_error(where: str) -> ConfigError:
                        f"expected a config a few levels deep (e.g. data.synthetic.seed)")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently): a :class:`ConfigError` naming the file, the dotted key and both lines."""
+
+    def construct_document(self, node):
+        _check_duplicate_keys(node, self.name)
+        return super().construct_document(node)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_duplicate_keys(root: yaml.Node, where: str) -> None:
+    """:class:`ConfigError` for the first mapping of the node tree ``root`` that sets a key twice
+    (``<<`` merges aside: a key given next to a merge overrides it). Iterative; each node once."""
+    stack, seen_nodes = [(root, "")], set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: Dict[tuple, int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                dotted = f"{path}.{key.value}" if path else key.value
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in lines:
+                    raise ConfigError(f"{where}: {dotted} is given twice, on lines {lines[key.tag, key.value]} "
+                                      f"and {line}; keep one (YAML would silently use the last)")
+                lines[key.tag, key.value] = line
+                stack.append((value, dotted))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node.value))
+
+
+def _load_yaml(fh) -> Any:
+    """The YAML document of the open file ``fh`` (:class:`_ConfigLoader`: safe, no key twice)."""
+    return yaml.load(fh, Loader=_ConfigLoader)
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
     if os.path.isdir(path):
         raise ConfigError(f"config file {path} is a folder; expected a YAML file "
@@ -388,7 +450,9 @@ def _read_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = _load_yaml(fh)
+    except ConfigError:   # a key given twice
+        raise
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {yaml_error_line(exc)}") from None
     except UnicodeDecodeError:
@@ -517,6 +581,11 @@ def validate(cfg: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix:
     out: Dict[str, Any] = {}
     for key, value in cfg.items():
         path = f"{prefix}{key}"
+        if path in RETIRED and key not in schema:
+            harmless, why = RETIRED[path]
+            if type(value) is type(harmless) and value == harmless:
+                continue
+            raise _keyed(ConfigError(f"{path}: {why}"), path)
         if key not in schema:
             close = suggest_keys(str(key), schema, prefix)
             hint = ("; did you mean " + ", ".join(close) + "?") if close else \
@@ -577,7 +646,7 @@ def _file_setting(path: str, parts: Sequence[str], chain: Sequence[str] = ()) ->
         return path, line
     try:
         with open(path, "r", encoding="utf-8") as fh:
-            bases = (yaml.safe_load(fh) or {}).get("base")
+            bases = (_load_yaml(fh) or {}).get("base")
     except Exception:  # noqa: BLE001
         return None
     bases = [bases] if isinstance(bases, str) else bases if isinstance(bases, list) else []

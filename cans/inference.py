@@ -229,12 +229,38 @@ def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int
     return torch.from_numpy(np.ascontiguousarray(packed, dtype=np.float32))[None], offset, data.shape
 
 
+#: the first bytes of image formats a camera or an editor writes beside (or from) a RAW file
+_PROCESSED_FORMATS = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG\r\n\x1a\n", "a PNG image"))
+_HEIF_BRANDS = {b"heic": "a HEIC image", b"heix": "a HEIC image", b"mif1": "a HEIF image", b"avif": "an AVIF image"}
+
+
+def processed_image_kind(path: str) -> Optional[str]:
+    """'a JPEG image' (PNG, WebP, HEIC, AVIF) when the file ``path``, whose extension is not
+    a RAW one (:data:`RAW_EXTENSIONS`), starts as such an image does; None otherwise (LibRaw decides)."""
+    if os.path.splitext(path)[1].lower() in RAW_EXTENSIONS:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return None
+    for magic, kind in _PROCESSED_FORMATS:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if head[4:8] == b"ftyp":
+        return _HEIF_BRANDS.get(head[8:12])
+    return None
+
+
 def find_inputs(inputs: Sequence[str], log=print) -> List[str]:
     """Files as given, plus the RAW files (by extension) directly inside any folder given
     (hidden files such as macOS's ``._IMG_0001.ARW`` resource forks are left out). Sub-folders
     are not entered (a folder of results or of other cameras would be swept in); ``log`` gets one
-    line per folder that has some, saying how many. A path that does not exist, or a folder
-    without RAW files, raises :class:`InferenceError` before any work."""
+    line per folder that has some, saying how many. A path that does not exist, a folder
+    without RAW files, or a file that is a JPEG (PNG, HEIC, ...: :func:`processed_image_kind`)
+    raises :class:`InferenceError` before any work."""
     files: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
@@ -257,6 +283,10 @@ def find_inputs(inputs: Sequence[str], log=print) -> List[str]:
         elif not os.path.exists(item):
             raise InferenceError(f"input {item}: no such file or folder")
         else:
+            kind = processed_image_kind(item)
+            if kind:
+                raise InferenceError(f"input {item}: {kind}, not a camera RAW file; CANS enhances the RAW file the "
+                                     f"camera wrote (ARW, DNG, NEF, CR2, RAF, ...), before any processing")
             files.append(item)
     return files
 
@@ -505,5 +535,6 @@ def cli_main(args) -> int:
 
 __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
-           "prepare_input", "find_inputs", "enhance", "check_tiling", "run_inference", "RAW_EXTENSIONS",
+           "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
+           "RAW_EXTENSIONS",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main", "find_export"]

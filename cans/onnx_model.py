@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -211,6 +212,29 @@ def _onnxruntime_runner(path: str, threads: Optional[int]):
     return lambda feeds: session.run(None, feeds)
 
 
+#: lines of a runtime's error that say where in its sources it was raised, not why: OpenVINO's
+#: "Exception from src/.../core.cpp:132:", "Check 'false' failed at src/.../frontend.cpp:47:",
+#: ONNX Runtime's "[ONNXRuntimeError] : 1 : FAIL : " and "tensorprotoutils.cc:592 Function "
+_RUNTIME_NOISE = (re.compile(r"^(Exception from|Check '.*' failed at) \S+:\d+:?$"),
+                  re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : "),
+                  re.compile(r"\b[\w/]+\.(cc|cpp|h):\d+ \w+ "))
+
+
+def runtime_error_text(exc: BaseException) -> str:
+    """The reason in a runtime's error, on one line: OpenVINO's message is a stack of source
+    locations with the reason last (a path outside the model's folder, a missing file ...)."""
+    kept = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if not line or _RUNTIME_NOISE[0].match(line):
+            continue
+        for noise in _RUNTIME_NOISE[1:]:
+            line = noise.sub("", line)
+        if line:
+            kept.append(line.rstrip(":"))
+    return "; ".join(kept) if kept else type(exc).__name__
+
+
 _OV_CORE = []
 
 
@@ -316,8 +340,8 @@ class OnnxModel(nn.Module):
         try:
             return make(path, self.threads)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InferenceError(f"{path}: {runtime_name(self.runtime)} cannot load it ({first})") from None
+            raise InferenceError(f"{path}: {runtime_name(self.runtime)} cannot load it "
+                                 f"({runtime_error_text(exc)})") from None
 
     def run_numpy(self, x: np.ndarray):
         """(rgb, raw) of one (1, C, h, w) float32 array, whole frame."""
@@ -441,7 +465,29 @@ def config_for_export(onnx_model: OnnxModel, config_path: Optional[str], overrid
         cfg = load_config(config_path, list(overrides))
         check_same_model(onnx_model, cfg, config_path)
         return cfg
-    return validate(apply_overrides(dict(onnx_model.config), list(overrides)))
+    cfg = apply_overrides(dict(onnx_model.config), list(overrides))
+    check_no_outside_class(onnx_model, cfg)
+    return validate(cfg)
+
+
+def check_no_outside_class(onnx_model: OnnxModel, cfg: Mapping[str, Any]) -> None:
+    """InferenceError when ``cfg`` still holds a ``package.module:Class`` type of the config stored in
+    the file (``model.type``, ``data.type``, the losses'): a model file is data, and validating such
+    a type would import that module, so it is refused before anything is imported; the user's own
+    config (``-c``) or a ``--set`` of that key names a class from the command line instead."""
+    from .config import registry_keys
+
+    def value(tree, key):
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, Mapping) else None
+        return tree
+
+    for key in registry_keys():
+        stored = value(onnx_model.config, key)
+        if isinstance(stored, str) and ":" in stored and value(cfg, key) == stored:
+            raise InferenceError(f"{onnx_model.path}: the config stored in it names {key} {stored!r}, a class from "
+                                 f"outside the repository, which is not imported from a model file; pass -c with "
+                                 f"your config (the one it was exported with) to use it")
 
 
 def weights_info(onnx_model: OnnxModel) -> Dict[str, Optional[str]]:
@@ -519,8 +565,8 @@ def export_main(args) -> int:
     return 0
 
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_same_model",
-           "config_for_export", "exported_config", "model_differences",
-           "check_sizes", "compare_with_pytorch", "default_onnx_path", "export_main", "export_onnx", "model_facts",
-           "pool_points", "read_metadata", "require_exporter", "tile_graph_path", "require_runtime", "runtime_name",
-           "weights_info"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_no_outside_class",
+           "check_same_model", "check_sizes", "compare_with_pytorch", "config_for_export", "default_onnx_path",
+           "export_main", "export_onnx", "exported_config", "model_differences", "model_facts", "pool_points",
+           "read_metadata", "require_exporter", "require_runtime", "runtime_error_text", "runtime_name",
+           "tile_graph_path", "weights_info"]

@@ -4,7 +4,10 @@ A class registers itself where it is defined (``@MODELS.register``, ``@DATASETS.
 the config schema's choices, the cross-key checks and the tester's camera facts all read the
 registered classes, so a new in-tree model or data set is one new file (imported by its
 package's ``__init__``). A YAML ``type`` of the form ``package.module:Class`` imports the class
-from the Python path instead, with no edit of ``cans/`` (docs/extending.md).
+from the Python path instead, with no edit of ``cans/`` (docs/extending.md). Such a class must
+subclass the registry's ``base`` (a model ``torch.nn.Module``, a data set
+``torch.utils.data.Dataset``, a loss ``torch.nn.Module``), checked before anything calls it: a
+config cannot make the run call ``subprocess:Popen`` or any other class.
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ from .errors import ConfigError
 
 class Registry:
     """Names -> classes for one config key (``model.type``, ``data.type``). ``package`` is
-    imported on first use: importing it registers the in-tree classes."""
+    imported on first use: importing it registers the in-tree classes. ``base`` (``module:Class``,
+    imported on first use so that this module does not import torch) is what a user's
+    ``package.module:Class`` must subclass."""
 
-    def __init__(self, key: str, package: str):
-        self.key, self.package = key, package
+    def __init__(self, key: str, package: str, base: str):
+        self.key, self.package, self.base = key, package, base
         self._classes: Dict[str, type] = {}
 
     def register(self, cls: Optional[type] = None, *, name: Optional[str] = None) -> Callable:
@@ -51,7 +56,7 @@ class Registry:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.key}: expected a name, got {name!r}")
         if ":" in name:
-            return import_class(name, self.key)
+            return import_class(name, self.key, self.base)
         self._load()
         if name not in self._classes:
             close = difflib.get_close_matches(name, list(self._classes), n=2)
@@ -61,9 +66,10 @@ class Registry:
         return self._classes[name]
 
 
-def import_class(spec: str, key: str) -> type:
+def import_class(spec: str, key: str, base: Optional[str] = None) -> type:
     """``package.module:Class`` imported from the Python path; one :class:`ConfigError` line when it
-    cannot be (module missing, error inside it, no such class)."""
+    cannot be (module missing, error inside it, no such class) or, with ``base`` (``module:Class``),
+    when it does not subclass ``base``. Nothing is called: the class is only looked up and checked."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr or ":" in attr:
         raise ConfigError(f"{key}: {spec!r}: expected package.module:Class")
@@ -82,11 +88,17 @@ def import_class(spec: str, key: str) -> type:
             raise ConfigError(f"{key}: {module_name!r} has no {attr!r} (from {spec!r})")
     if not isinstance(obj, type):
         raise ConfigError(f"{key}: {spec!r} is a {type(obj).__name__}, not a class")
+    if base is not None:
+        base_module, _, base_name = base.partition(":")
+        expected = getattr(importlib.import_module(base_module), base_name)
+        if not issubclass(obj, expected):
+            raise ConfigError(f"{key}: {spec!r} is a class but not a {base_module}.{base_name} subclass; "
+                              f"expected a {base_module}.{base_name} of your own (docs/extending.md)")
     return obj
 
 
-MODELS = Registry("model.type", "cans.models")
-DATASETS = Registry("data.type", "cans.data")
-LOSSES = Registry("loss.<term>.type", "cans.train.losses")
+MODELS = Registry("model.type", "cans.models", base="torch.nn:Module")
+DATASETS = Registry("data.type", "cans.data", base="torch.utils.data:Dataset")
+LOSSES = Registry("loss.<term>.type", "cans.train.losses", base="torch.nn:Module")
 
 __all__ = ["DATASETS", "LOSSES", "MODELS", "Registry", "import_class"]

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from cans.cli import add_set_argument  # noqa: E402
 from cans.config import ConfigError, load_config  # noqa: E402
 from cans.files import atomic_write_text  # noqa: E402
 from cans.outdirs import check_output_file  # noqa: E402
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml",
                         help="model config (default configs/CANS_Plus/Sony.yaml)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(parser)
     parser.add_argument("--modes", nargs="+", default=["plain", "tf32", "bf16"], choices=MODES + ("all",),
                         metavar="MODE", help="modes to run, in this order (default plain tf32 bf16); 'all' adds "
                                              "every mode not named before it. MODE: " + ", ".join(MODES + ("all",)))

@@ -20,12 +20,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of benchmark_cpu.py (also read by tests/test_docs_commands.py)."""
+    from cans.cli import add_set_argument
     from cans.tools.cpu_benchmark import MODES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", default="configs/CANS_Plus/Sony.yaml",
                    help="model config (default configs/CANS_Plus/Sony.yaml)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(p)
     p.add_argument("--checkpoint", default=None, help="weights (default: seeded random weights)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, metavar="MODE",
                    help=f"modes (default all: {' '.join(MODES)}); eager always runs, as the reference")

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of export_onnx.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_trust_argument
+    from cans.cli import add_set_argument, add_trust_argument
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="model config, e.g. configs/CANS_Plus/Sony.yaml")
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--runtime", default="auto", choices=["auto", "openvino", "onnxruntime"],
                    help="the runtime the check after the export runs (default auto: OpenVINO, else ONNX Runtime)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(p)
     add_trust_argument(p)
     return p
 

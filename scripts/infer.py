@@ -32,7 +32,7 @@ os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of infer.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_trust_argument
+    from cans.cli import add_set_argument, add_trust_argument
     from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
     from cans.tiling import add_tile_arguments
 
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: cuda when available)")
     p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(p, groups=True)   # a list per --set: parse_args splits each one's trailing inputs off
     add_tile_arguments(p)
     add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
@@ -81,12 +81,16 @@ _OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # the dotted.key= start
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words that are not
-    # dotted.key=value (no '=', or a path such as night/iso=3200/ before it) are inputs
-    tail = len(args.set)
-    while tail and not _OVERRIDE.match(args.set[tail - 1]):
-        tail -= 1
-    args.inputs, args.set = args.set[tail:] + args.inputs, args.set[:tail]
+    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words of each --set
+    # that are not dotted.key=value (no '=', or a path such as night/iso=3200/ before it) are inputs
+    overrides, inputs = [], []
+    for group in args.set:
+        tail = len(group)
+        while tail and not _OVERRIDE.match(group[tail - 1]):
+            tail -= 1
+        overrides += group[:tail]
+        inputs += group[tail:]
+    args.inputs, args.set = inputs + args.inputs, overrides
     if not args.inputs:
         p.error("no INPUT: name RAW files and/or folders of RAW files")
     if not args.config and not args.onnx:

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of tiling_table.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_trust_argument
+    from cans.cli import add_set_argument, add_trust_argument
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="config whose test split is used")
     p.add_argument("--checkpoint", required=True, help="weights (.pth)")
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=None, help="only the first N test images")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="Markdown file (default <output_dir>/test/tiling.md)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_trust_argument(p)
     return p

@@ -1,6 +1,8 @@
 """cans.cli: the entry points' user errors become one ``error:`` line (exit 2), a failing
-torch.compile one line naming the switch (exit 1); every other exception keeps its traceback."""
+torch.compile one line naming the switch (exit 1); every other exception keeps its traceback;
+``--set`` given several times applies every group, in order."""
 import pytest
+from helpers import DEMO, load_script
 
 from cans.config import load_config
 
@@ -46,3 +48,31 @@ def test_cli_turns_a_failing_torch_compile_into_one_line_naming_the_switch(capsy
 
     with pytest.raises(RuntimeError, match="not a compile error"):  # everything else keeps its traceback
         run_cli(other_bug)
+
+
+@pytest.mark.parametrize("script, extra", [
+    ("train.py", []), ("test.py", []), ("scripts/export_onnx.py", ["-c", "x.yaml"]),
+    ("scripts/tiling_table.py", ["-c", "x.yaml", "--checkpoint", "w.pth"]), ("scripts/benchmark.py", []),
+    ("scripts/benchmark_cpu.py", []),
+])
+def test_every_set_given_applies_in_order(script, extra):
+    """``--set a=1 --set b=2``: argparse's nargs="*" kept only the last group; all apply, in order."""
+    parser = load_script(script).build_parser()
+    args = parser.parse_args([*extra, "--set", "train.epochs=2", "model.width=8", "--set", "output_dir=/tmp/r",
+                              "--set", "train.epochs=3"])
+    assert args.set == ["train.epochs=2", "model.width=8", "output_dir=/tmp/r", "train.epochs=3"]
+    assert parser.parse_args(extra).set == []   # the default is not shared with an earlier parse
+    assert parser.parse_args(extra).set is not args.set
+
+
+def test_infer_set_groups_apply_in_order_and_their_trailing_words_are_inputs():
+    args = load_script("scripts/infer.py").parse_args(["-c", "x.yaml", "--set", "train.epochs=2", "a.ARW",
+                                                       "--set", "model.width=8", "b.ARW", "c.ARW"])
+    assert args.set == ["train.epochs=2", "model.width=8"] and args.inputs == ["a.ARW", "b.ARW", "c.ARW"]
+
+
+def test_repeated_set_reaches_the_config(tmp_path):
+    args = load_script("train.py").parse_args(["-c", DEMO, "--set", "train.epochs=2", "--set",
+                                               f"output_dir={tmp_path / 'r'}"])
+    cfg = load_config(args.config, args.set)
+    assert cfg["train"]["epochs"] == 2 and cfg["output_dir"] == str(tmp_path / "r")

@@ -166,3 +166,52 @@ def test_a_broken_config_file_is_one_line_with_where(tmp_path, capsys, content, 
 def test_a_config_path_that_is_a_folder_says_so(capsys):
     code = load_script("test.py").main(["-c", str(REPO / "configs"), "--no-progress"])
     one_error_line(code, capsys.readouterr().err, "is a folder", "YAML file")
+
+
+# ---------------------------------------------- a key given twice, a retired key
+
+@pytest.mark.parametrize("content, key, lines", [
+    ("train:\n  epochs: 1\n  base_lr: 1.0e-3\n  epochs: 999\n", "train.epochs", "lines 2 and 4"),
+    ("name: a\nmodel: {width: 8}\nname: b\n", "name", "lines 1 and 3"),
+    ("data:\n  train:\n    patch_size: 64\n  valid: {}\n  train:\n    batch_size: 2\n", "data.train", "lines 2 and 5"),
+])
+def test_a_key_given_twice_in_a_file_names_the_file_the_key_and_both_lines(tmp_path, capsys, content, key, lines):
+    """PyYAML keeps the last of two equal keys silently (epochs: 1, then epochs: 999 trains 999 epochs)."""
+    path = write(tmp_path / "twice.yaml", content)
+    msg = config_error(path)
+    assert msg.startswith(f"{path}: {key} is given twice, on {lines}"), msg
+    code = load_script("train.py").main(["-c", path, "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, path, key, lines)
+
+
+def test_a_key_given_twice_in_a_base_file_names_the_base(tmp_path):
+    base = write(tmp_path / "base.yaml", "train:\n  epochs: 1\n  epochs: 2\n")
+    path = write(tmp_path / "c.yaml", "base: base.yaml\n")
+    assert config_error(path).startswith(f"{base}: train.epochs is given twice, on lines 2 and 3"), config_error(path)
+
+
+def test_a_key_repeated_in_separate_mappings_or_through_a_merge_is_fine(tmp_path):
+    path = write(tmp_path / "ok.yaml", "data:\n  train: &split {batch_size: 2}\n  valid:\n    <<: *split\n"
+                                       "    batch_size: 1\n  test: {batch_size: 3}\n")
+    cfg = load_config(path)
+    assert [cfg["data"][s]["batch_size"] for s in ("train", "valid", "test")] == [2, 1, 3]
+
+
+@pytest.mark.parametrize("where", ["file", "--set"])
+def test_trust_checkpoint_in_a_config_says_trust_comes_from_the_command_line(tmp_path, where):
+    """Trust to unpickle a file is never granted by a (possibly downloaded) config."""
+    if where == "file":
+        path, overrides = write(tmp_path / "c.yaml", "train:\n  epochs: 1\n  trust_checkpoint: true\n"), []
+    else:
+        path, overrides = write(tmp_path / "c.yaml", "{}\n"), ["train.trust_checkpoint=true"]
+    msg = config_error(path, overrides)
+    origin = f"{path}, line 3" if where == "file" else "--set train.trust_checkpoint=true"
+    assert msg.startswith(f"{origin}: train.trust_checkpoint: trust to load a checkpoint"), msg
+    assert "only by --trust-checkpoint on the command line" in msg and "did you mean" not in msg, msg
+
+
+def test_a_saved_config_with_trust_checkpoint_false_still_loads(tmp_path):
+    """Run folders' config.yaml and exports' stored configs carry the old default, false: harmless."""
+    path = write(tmp_path / "config.yaml", "train:\n  epochs: 1\n  trust_checkpoint: false\n")
+    cfg = load_config(path)
+    assert cfg["train"]["epochs"] == 1 and "trust_checkpoint" not in cfg["train"]

@@ -81,7 +81,6 @@ def test_null_stays_allowed_where_it_was(override):
     ("train.base_lr=1e999", ["train.base_lr", "finite"]),
     ("train.base_lr=" + "9" * 400, ["train.base_lr", "expected float > 0, got int"]),
     ("train.dist_timeout=0", ["train.dist_timeout", "int >= 1"]),
-    ("train.trust_checkpoint=yes please", ["train.trust_checkpoint", "expected bool"]),
     ("train.epochs=-3", ["train.epochs", ">= 0", "-3"]),
     ("data.train.batch_size=0", ["data.train.batch_size", ">= 1"]),
     ("data.num_workers=-1", ["data.num_workers", ">= 0"]),
@@ -113,9 +112,9 @@ def test_min_lr_above_base_lr_names_the_key_to_change():
 
 def test_the_new_train_keys_have_their_defaults():
     cfg = validate({})
-    assert cfg["train"]["trust_checkpoint"] is False and cfg["train"]["dist_timeout"] == 1800
-    cfg = load_config(DEMO, ["train.trust_checkpoint=true", "train.dist_timeout=60"])
-    assert cfg["train"]["trust_checkpoint"] is True and cfg["train"]["dist_timeout"] == 60
+    assert cfg["train"]["dist_timeout"] == 1800
+    cfg = load_config(DEMO, ["train.dist_timeout=60"])
+    assert cfg["train"]["dist_timeout"] == 60
 
 
 # ----------------------------------------------------------------------------- nesting

@@ -501,3 +501,27 @@ def test_infer_with_a_missing_checkpoint_leaves_no_result_folder(tmp_path, capsy
                                              "--out", str(out), "--device", "cpu", "--no-progress"])
     one_error_line(code, capsys.readouterr().err, "checkpoint not found", "missing.pth")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, fmt, kind", [("photo.jpg", "JPEG", "a JPEG image"), ("photo.png", "PNG", "a PNG image"),
+                                             ("IMG_0001.HEIC", None, "a HEIC image")])
+def test_infer_says_a_jpeg_is_not_raw_before_loading_the_model(tmp_path, capsys, monkeypatch, name, fmt, kind):
+    """Before, the model was loaded (seconds to minutes with a large one) and then the file failed."""
+    from PIL import Image
+
+    import cans.inference
+
+    path = tmp_path / name
+    if fmt:
+        Image.new("RGB", (16, 16), (200, 30, 30)).save(path, fmt)
+    else:   # the ISO base media box a HEIC file starts with
+        path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+
+    def no_model(args):
+        raise AssertionError("the model was loaded before the inputs were checked")
+    monkeypatch.setattr(cans.inference, "_load_runner", no_model)
+    (tmp_path / "w.pth").write_bytes(b"not read")
+    code = load_script("scripts/infer.py").main([str(path), "-c", DEMO, "--checkpoint", str(tmp_path / "w.pth"),
+                                                 "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"])
+    one_error_line(code, capsys.readouterr().err, str(path), kind, "not a camera RAW file")
+    assert not (tmp_path / "out").exists()

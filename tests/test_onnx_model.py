@@ -341,3 +341,67 @@ def test_ctrl_c_after_openvino_models_were_freed_is_an_interrupt_not_a_crash(exp
             "    print('interrupted')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "interrupted" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
+
+
+# ------------------------------------------ a model file is data: its metadata and external data are checked
+
+def _edited_copy(exported, path, edit):
+    """A copy of the export at ``path`` after ``edit(proto)``."""
+    import onnx
+    proto = onnx.load(exported["onnx"])
+    edit(proto)
+    onnx.save(proto, str(path))
+    return str(path)
+
+
+def test_a_class_named_in_the_stored_config_is_never_imported(exported, tmp_path, capsys, monkeypatch):
+    """The stored config's data.type was validated through the registry, importing the module it names."""
+    import yaml
+    marker = tmp_path / "IMPORTED"
+    write(tmp_path / "cans_evil_module.py", f"open({str(marker)!r}, 'w').close()\nclass Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def evil(proto):
+        for prop in proto.metadata_props:
+            if prop.key == "cans.config":
+                cfg = yaml.safe_load(prop.value)
+                cfg["data"]["type"] = "cans_evil_module:Thing"
+                prop.value = yaml.safe_dump(cfg)
+    path = _edited_copy(exported, tmp_path / "evil.onnx", evil)
+    inputs = _dngs(tmp_path / "in")
+    code, out, err = _infer(["--onnx", path, str(inputs), "--out", str(tmp_path / "o")], capsys)
+    one_error_line(code, err, path, "data.type", "cans_evil_module:Thing", "pass -c")
+    code = load_script("test.py").main(["--onnx", path, "--no-progress", "--set", f"output_dir={tmp_path / 'run'}"])
+    one_error_line(code, capsys.readouterr().err, path, "data.type", "cans_evil_module:Thing")
+    assert not marker.exists() and "cans_evil_module" not in sys.modules
+    # the user's own config (-c) still runs the export: the class is named on the command line then
+    code, out, err = _infer(["--onnx", path, "-c", exported["cfg"], str(inputs / "odd.dng"), "--out",
+                             str(tmp_path / "o2")], capsys)
+    assert code == 0, out + err
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("location", ["../" * 40 + "etc/passwd", "/etc/passwd"], ids=["relative", "absolute"])
+def test_external_data_outside_the_folder_is_one_line_naming_the_file_and_why(exported, tmp_path, runtime, location):
+    """OpenVINO's error began with 'Exception from src/inference/src/cpp/core.cpp:132:', which was all
+    the line showed; both runtimes refuse such a path, and the line now says why."""
+    from onnx import TensorProto
+
+    from cans.errors import InferenceError
+
+    def external(proto):
+        tensor = next(t for t in proto.graph.initializer if len(t.raw_data) >= 16)
+        length = len(tensor.raw_data)
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    path = _edited_copy(exported, tmp_path / "external.onnx", external)
+    with pytest.raises(InferenceError) as info:
+        OnnxModel(path, runtime=runtime)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"{path}: ") and "cannot load it" in text, text
+    assert "Exception from" not in text and "ONNXRuntimeError" not in text, text
+    assert any(why in text for why in ("outside the base directory", "escapes model directory",
+                                       "Absolute path not allowed")), text

@@ -139,7 +139,7 @@ def check_checkpoint_file(path: str, example: str = "last.pth") -> None:
 # ---------------------------------------------------------------------------------------
 
 #: what the opt-in is called where a refusal tells the user about it
-TRUST_OPTION = "--trust-checkpoint (train.py: --set train.trust_checkpoint=true)"
+TRUST_OPTION = "--trust-checkpoint (on the command line of train.py, test.py, scripts/infer.py ...)"
 
 _TRUST: contextvars.ContextVar = contextvars.ContextVar("cans_trust_checkpoint", default=False)
 
@@ -187,16 +187,43 @@ def _unsafe_globals(path: str, exc: BaseException) -> list:
     return sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
 
 
+#: the most a checkpoint's compressed records may declare, as a multiple of the file's size, before
+#: they are inflated: torch.save stores its records uncompressed, and weights (noise-like floats)
+#: barely compress, so more is a file made to expand (4 MB declaring 4.85 GB took 211 s)
+MAX_EXPANSION = 20
+_EXPANSION_FLOOR = 1 << 20   # bytes any archive may declare (small compressed text records)
+
+
+def _check_expansion(path: str, archive: zipfile.ZipFile, size: int) -> None:
+    """:class:`CheckpointError` when the compressed records of ``archive`` declare more than
+    :data:`MAX_EXPANSION` times the file's ``size`` (read from the zip directory: nothing inflated)."""
+    packed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    total = sum(info.file_size for info in packed)
+    if total <= max(MAX_EXPANSION * size, _EXPANSION_FLOOR):
+        return
+    worst = max(packed, key=lambda info: info.file_size)
+    raise CheckpointError(
+        f"refusing checkpoint {path}: record {worst.filename} declares {worst.file_size:,} bytes compressed into "
+        f"{worst.compress_size:,}, and the {size:,}-byte file would expand to {total:,} bytes (more than "
+        f"{MAX_EXPANSION}x); torch.save writes weights uncompressed, so this is no checkpoint as saved: use the "
+        f"original file")
+
+
 def verify_archive(path: str) -> None:
     """Raise :class:`CheckpointError` when the zip archive ``path`` (PyTorch's file format) is
-    truncated or one of its records fails its CRC check (``torch.load`` checks neither)."""
+    truncated, declares far more data than a weights file holds (:func:`_check_expansion`, checked
+    before anything is inflated) or one of its records fails its CRC check (``torch.load`` checks
+    neither)."""
     size = os.path.getsize(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or damaged ({size:,} bytes, the end of "
                               "the file is missing); copy or download it again")
     try:
         with zipfile.ZipFile(path) as archive:
+            _check_expansion(path, archive, size)
             bad = archive.testzip()
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
         bad = f"? ({exc})"
     if bad is not None:
@@ -245,7 +272,7 @@ def read_torch_file(path: str, map_location="cpu", trust: Optional[bool] = None)
                 f"{', ...' if len(refused) > 6 else ''}) whose loading could run code from the file; if you "
                 f"trust where it came from, rerun with {TRUST_OPTION}")
         print(f"warning: loading {path} with the full unpickler ({', '.join(refused[:6])}): trusted by "
-              "--trust-checkpoint / train.trust_checkpoint", file=sys.stderr, flush=True)
+              "--trust-checkpoint", file=sys.stderr, flush=True)
         try:
             return torch.load(path, map_location=map_location, weights_only=False)
         except Exception as exc:

@@ -17,6 +17,7 @@ from typing import Dict, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..cli import add_set_argument
 from ..config import ConfigError, load_config
 from ..models import build_model
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", required=True, help="YAML config")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
                         help="packed input size (default 512 512 = a 1024x1024 Bayer patch)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    add_set_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON only")
     return parser
 
