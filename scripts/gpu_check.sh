@@ -277,7 +277,9 @@ resume_check() {  # FROM TO [KEY=VALUE ...]: resume OUT/FROM's last.pth for one 
     fi
     done_epochs=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['epochs_done'])" \
         "$OUT/$from/train_summary.json")
-    timeout "$LIM" "$PY" train.py -c configs/demo.yaml --no-progress --resume "$OUT/$from/checkpoints/last.pth" \
+    # a copy outside the run folder: a resume writes its checkpoint's own run folder, and this one branches off
+    cp "$OUT/$from/checkpoints/last.pth" "$OUT/$from.last.pth"
+    timeout "$LIM" "$PY" train.py -c configs/demo.yaml --no-progress --resume "$OUT/$from.last.pth" \
         --set "${DEMO_SET[@]}" "output_dir=$OUT/$to" "train.epochs=$(( done_epochs + 1 ))" train.fast=true "$@" \
         > "$OUT/$to.log" 2>&1
     rc=$?
