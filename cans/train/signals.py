@@ -34,9 +34,11 @@ class StopRequest:
 
     Inside :meth:`handling`, while :attr:`graceful` is true (the training steps of an epoch), the
     first signal only sets :attr:`requested`: the loop finishes its step and saves an exact
-    mid-epoch state. A second signal, or any signal while :attr:`graceful` is false (validation,
-    saving), raises ``KeyboardInterrupt`` at once. ``notice`` is called with a line on the first
-    signal.
+    mid-epoch state. A second Ctrl-C (SIGINT), or any signal while :attr:`graceful` is false
+    (validation, saving), raises ``KeyboardInterrupt`` at once. A repeated SIGTERM is not a
+    second request: SLURM sends it to every process of a job step, and torchrun forwards its own
+    copy to its ranks, so one pre-emption reaches a rank twice. ``notice`` is called with a line
+    on the first signal.
     """
 
     def __init__(self, notice: Optional[Callable[[str], None]] = None):
@@ -49,8 +51,10 @@ class StopRequest:
         if self.graceful and self.requested is None:
             self.requested = name
             if self.notice is not None:
-                self.notice(f"{name}: stopping after this step and saving last.pth (again to stop at once)")
+                self.notice(f"{name}: stopping after this step and saving last.pth (Ctrl-C again to stop at once)")
             return
+        if self.graceful and signum == signal.SIGTERM:
+            return  # the same stop, delivered again (see the class docstring)
         raise KeyboardInterrupt(name)
 
     def handling(self):

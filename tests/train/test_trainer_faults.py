@@ -233,3 +233,25 @@ def test_an_epoch_whose_steps_were_all_skipped_says_so(tmp_path):
     tr.fit()
     tr.close()
     assert "no step taken: all 2 steps skipped as non-finite" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_repeated_sigterm_is_one_stop(tmp_path):
+    """SLURM sends SIGTERM to every process of a job step and torchrun forwards its own copy: a rank
+    gets it twice, and must still finish its step and save, not stop at once with nothing saved."""
+    cfg = worker_cfg(tmp_path)
+    cfg["data"]["num_workers"] = 0
+    tr = tiny_trainer(cfg, n=4, size=16)
+    real = tr.train_step
+
+    def step_twice_terminated(batch):
+        if tr.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(batch)
+
+    tr.train_step = step_twice_terminated
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    tr.close()
+    after = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.pth"))
+    assert after["interrupted"] and after["step"] == 3 and after["batches_done"] == 3
