@@ -32,6 +32,13 @@ def test_requirements_floor_is_the_checked_one():
     assert floor == [f"torch>={MIN_TORCH[0]}.{MIN_TORCH[1]}"], lines
 
 
+def test_pyproject_floor_is_the_checked_one():
+    """pyproject.toml (``pip install -e .``) asks for the same oldest torch too."""
+    tomllib = pytest.importorskip("tomllib", reason="needs Python 3.11's tomllib")
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert [d for d in deps if re.match(r"torch\s*[<>=!~]", d)] == [f"torch>={MIN_TORCH[0]}.{MIN_TORCH[1]}"], deps
+
+
 def test_import_refuses_an_old_torch_before_anything_runs(tmp_path):
     """``import cans`` with a torch that reports 2.1.2 (its metadata faked): the ImportError names
     the version and the fix, and torch itself was not imported for the check."""

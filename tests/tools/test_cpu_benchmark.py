@@ -1,6 +1,7 @@
 """scripts/benchmark_cpu.py / cans.tools.cpu_benchmark: every mode in a child process of its own, the
 comparison with eager (PSNR, speed-up, the fastest faithful mode), skipped and failing modes, the table."""
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -8,15 +9,35 @@ from helpers import REPO, load_script, one_error_line
 
 from cans.tools import cpu_benchmark as cb
 
+#: a child process as the library's, except that torch.compile runs eagerly (no minutes-long inductor
+#: build; its output therefore equals eager's) and the ONNX export fails
+FAKE_CHILD = """
+import sys
+import torch
+from cans.tools import cpu_benchmark as cb
+real_compile, real_run = torch.compile, cb.run_mode
+torch.compile = lambda model, **kw: real_compile(model, **{**kw, "backend": "eager"})
+def run_mode(mode, *args, **kwargs):
+    if mode == "export":
+        raise RuntimeError("export: asked to fail by the test")
+    return real_run(mode, *args, **kwargs)
+cb.run_mode = run_mode
+sys.exit(cb._child(sys.argv[1]))
+"""
+
+
+def test_the_library_has_no_test_switches():
+    """What the tests change in a child process they change from the tests, not through the library."""
+    assert "os.environ" not in (REPO / "cans/tools/cpu_benchmark.py").read_text()
+
 
 def test_the_script_runs_each_mode_apart_and_compares_it_with_eager(tmp_path, capsys, monkeypatch):
-    """Three real children: eager; torch.compile with a backend that runs eagerly (no inductor
-    build), whose output therefore equals eager's; the ONNX export, made to fail, so openvino
-    reports the failure. onnxruntime is reported missing. Each finished mode reports its timings and peak memory; the failure and the skip are
-    reported and the other modes still run; the JSON and the table are written."""
+    """Three real children (FAKE_CHILD): eager; torch.compile, run eagerly; the ONNX export, made to
+    fail, so openvino reports the failure. onnxruntime is reported missing. Each finished mode reports
+    its timings and peak memory; the failure and the skip are reported and the other modes still run;
+    the JSON and the table are written."""
+    monkeypatch.setattr(cb, "_child_command", lambda spec: [sys.executable, "-c", FAKE_CHILD, spec])
     monkeypatch.setattr(cb, "_unavailable", lambda mode: "not installed: onnxruntime" if mode == "onnxruntime" else "")
-    monkeypatch.setenv("CANS_BENCH_COMPILE_BACKEND", "eager")
-    monkeypatch.setenv("CANS_BENCH_FAIL_MODE", "export")
     main = load_script("scripts/benchmark_cpu.py").main
     out, table = tmp_path / "cpu.json", tmp_path / "cpu.md"
     code = main(["-c", str(REPO / "configs/CANS_Plus/Sony.yaml"), "--set", "model.width=4",
