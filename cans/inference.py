@@ -406,6 +406,18 @@ def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
         raise InferenceError(str(exc)) from None
 
 
+def check_not_an_export(checkpoint: str) -> None:
+    """InferenceError when ``checkpoint`` is an ONNX export (an ``.onnx`` file that is no PyTorch zip
+    archive): said first, before a tip about exporting it is printed."""
+    if not checkpoint.lower().endswith(".onnx") or not os.path.isfile(checkpoint):
+        return
+    with open(checkpoint, "rb") as fh:
+        if fh.read(4) == b"PK\x03\x04":   # a PyTorch checkpoint, oddly named: its loading decides
+            return
+    raise InferenceError(f"cannot read checkpoint {checkpoint}: an ONNX export, not a PyTorch checkpoint; "
+                         f"run it with --onnx {checkpoint}")
+
+
 def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
                 config_path: str = "CONFIG") -> Optional[Tuple[str, Dict[str, str]]]:
     """On the CPU without ``--onnx``: the ONNX export beside ``checkpoint`` (``<checkpoint>.onnx``,
@@ -461,6 +473,7 @@ def _load_runner(args):
     if not checkpoint:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     check_checkpoint_path(checkpoint)
+    check_not_an_export(checkpoint)
     device = pick_device(args.device)
     if device.type == "cpu" and not getattr(args, "no_onnx", False):
         found = find_export(checkpoint, cfg, runtime=runtime, config_path=args.config)
@@ -489,6 +502,7 @@ def cli_main(args) -> int:
     if getattr(args, "onnx", None) is None and args.checkpoint:
         from .evaluate.tester import check_checkpoint_path
         check_checkpoint_path(args.checkpoint)  # before the result folder is made
+        check_not_an_export(args.checkpoint)
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
     with provisional_output_dir(args.out, "--out"):
         model, cfg, device, weights, how = _load_runner(args)
@@ -537,4 +551,4 @@ __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cud
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
            "RAW_EXTENSIONS",
-           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "cli_main", "find_export"]
+           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "cli_main", "find_export"]

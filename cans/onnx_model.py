@@ -16,13 +16,16 @@ An ONNX file is data (a protobuf): reading it runs no Python code.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import re
 import sys
+import time
 import warnings
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -109,18 +112,65 @@ def model_facts(net: nn.Module) -> Dict[str, int]:
     return {a: int(getattr(net, a)) for a in ("block_size", "in_channel", "min_input_size", "multiple")}
 
 
+#: the steps torch.onnx.export(verbose=True) announces ("[torch.onnx] Run decompositions..."), as
+#: the export's progress names them
+_EXPORTER_STEPS = (("Obtain model graph", "tracing (torch.export)"),
+                   ("Run decompositions", "converting: decomposing into core operators"),
+                   ("Translate the graph into ONNX", "converting: translating into ONNX"),
+                   ("Optimize the ONNX graph", "converting: optimizing the ONNX graph"))
+
+
+class _StepLines(io.TextIOBase):
+    """Stands in for stdout during ``torch.onnx.export(verbose=True)``: each step it starts becomes
+    one ``log`` line (with the seconds since ``start``); the rest it prints (its ticks, its
+    reports) is dropped, as with ``verbose=False``."""
+
+    def __init__(self, what: str, log: Callable[[str], None], stdout, start: float):
+        self.what, self.log, self.stdout, self.start, self.pending = what, log, stdout, start, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        while "\n" in self.pending:
+            line, self.pending = self.pending.split("\n", 1)
+            line = line.replace("[torch.onnx]", "").strip()
+            step = next((name for key, name in _EXPORTER_STEPS if line.startswith(key) and line.endswith("...")), None)
+            if step:
+                sys.stdout = self.stdout   # the log line goes where stdout went before
+                try:
+                    self.log(f"{self.what}: {step} ... ({time.perf_counter() - self.start:.0f} s so far)")
+                finally:
+                    sys.stdout = self
+        return len(text)
+
+
+@contextlib.contextmanager
+def _exporter_steps(what: str, log: Optional[Callable[[str], None]], start: float) -> Iterator[Dict[str, Any]]:
+    """The keyword arguments that make torch.onnx.export report its steps through ``log`` (none
+    when ``log`` is None: the export is quiet)."""
+    if log is None:
+        yield {"verbose": False}
+        return
+    real = sys.stdout
+    sys.stdout = _StepLines(what, log, real, start)
+    try:
+        yield {"verbose": True}
+    finally:
+        sys.stdout = real
+
+
 @torch.no_grad()
 def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, Any]] = None,
                 weights_git_blob: str = "", checkpoint: str = "", opset: Optional[int] = None,
                 example_hw: Optional[Tuple[int, int]] = None, tiles_to: Optional[str] = None,
-                tiles_name: Optional[str] = None) -> Dict[str, str]:
+                tiles_name: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> Dict[str, str]:
     """Export ``model`` (float32, eval, on the CPU) to ``path``; returns the metadata written.
 
     Height and width are dynamic (from the model's smallest input up); the batch is 1. Files are
     written whole or not at all (:func:`cans.files.atomic_write_bytes`). ``tiles_to``: also write
     the tile graph (:class:`_TileGraph`, for two-pass tiles) there; the metadata names it
     ``tiles_name`` (default: the basename of :func:`tile_graph_path` of ``path``), the file it will
-    have beside ``path``."""
+    have beside ``path``. ``log``: called with a line per step (tracing, converting) of each graph,
+    and how long the tile graph is estimated to take; none by default."""
     import onnx
 
     from .config import to_yaml
@@ -136,26 +186,36 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     h, w = example_hw or (-(-max(lo, 4 * m) // m) * m, -(-max(lo, 6 * m) // m) * m)
     x = torch.rand(1, facts["in_channel"], h, w, generator=torch.Generator().manual_seed(0))
     dims = {2: torch.export.Dim("height", min=lo, max=MAX_SIDE), 3: torch.export.Dim("width", min=lo, max=MAX_SIDE)}
-    kwargs = {"opset_version": opset, "optimize": True, "verbose": False} if opset else \
-        {"optimize": True, "verbose": False}
+    kwargs = {"opset_version": opset, "optimize": True} if opset else {"optimize": True}
     # the exporter warns once per torchvision operator it cannot register when torchvision (not a
     # dependency here) is missing: noise for a model that uses none of them
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)
     try:
-        program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},), input_names=[INPUT_NAME],
-                                    output_names=list(OUTPUT_NAMES), **kwargs)
+        start = time.perf_counter()
+        with _exporter_steps("model graph", log, start) as verbose:
+            program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=({**dims},),
+                                        input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), **kwargs, **verbose)
+        took = time.perf_counter() - start
+        if log:
+            log(f"model graph: done in {took:.0f} s" + (f"; the tile graph next, about {took:.0f} s (estimated: as "
+                                                        f"long as the model graph)" if tiles_to else ""))
         if tiles_to:
+            start = time.perf_counter()
             points = pool_points(net, x)
             given = [torch.zeros(1, c, size, size) for c, size in points]
-            with warnings.catch_warnings():   # the list input: "dynamic axes will not be renamed", harmless
+            with warnings.catch_warnings(), _exporter_steps("tile graph", log, start) as verbose:
+                # the list input: "dynamic axes will not be renamed", harmless
                 warnings.filterwarnings("ignore", message=".*dynamic axes will not be renamed")
                 tiles = torch.onnx.export(
                     _TileGraph(net).eval(), (x, torch.zeros(()), list(given)), dynamo=True,
                     dynamic_shapes=({**dims}, None, [None] * len(points)),
                     input_names=[INPUT_NAME, "use_given"] + [f"given_{k}" for k in range(len(points))],
-                    output_names=list(OUTPUT_NAMES) + [f"feature_{k}" for k in range(len(points))], **kwargs)
+                    output_names=list(OUTPUT_NAMES) + [f"feature_{k}" for k in range(len(points))], **kwargs,
+                    **verbose)
+            if log:
+                log(f"tile graph: done in {time.perf_counter() - start:.0f} s")
     finally:
         registration.setLevel(level)
     proto = program.model_proto
@@ -411,9 +471,10 @@ class OnnxModel(nn.Module):
 
 @torch.no_grad()
 def compare_with_pytorch(onnx_model: OnnxModel, net: nn.Module, sizes: Sequence[Tuple[int, int]],
-                         seed: int = 0) -> list:
+                         seed: int = 0, each: Optional[Callable[[Dict[str, Any]], None]] = None) -> list:
     """Run both on random packed inputs of each (h, w); per size ``{"size", "max_abs_rgb", "max_abs_raw",
-    "rgb_psnr"}`` (:func:`cans.evaluate.metrics.fidelity_psnr`, None when identical)."""
+    "rgb_psnr"}`` (:func:`cans.evaluate.metrics.fidelity_psnr`, None when identical). ``each``: called
+    with each row as soon as it is measured."""
     from .evaluate.metrics import fidelity_psnr
 
     rows = []
@@ -424,6 +485,8 @@ def compare_with_pytorch(onnx_model: OnnxModel, net: nn.Module, sizes: Sequence[
         rgb_o, raw_o = onnx_model(x)
         rows.append({"size": (h, w), "max_abs_rgb": float((rgb_o - rgb_t).abs().max()),
                      "max_abs_raw": float((raw_o - raw_t).abs().max()), "rgb_psnr": fidelity_psnr(rgb_o, rgb_t)})
+        if each:
+            each(rows[-1])
     return rows
 
 
@@ -510,8 +573,6 @@ def export_main(args) -> int:
     """``scripts/export_onnx.py`` (through ``cans.cli.run_cli``): export, check against PyTorch on
     inputs that need padding, then move the file into place; 1 when the check fails (no file is
     left at ``--out`` then), 0 otherwise."""
-    import time
-
     from .config import load_config
     from .evaluate.tester import check_checkpoint_path, default_checkpoint, load_model
     from .files import unique_temp_name
@@ -531,22 +592,34 @@ def export_main(args) -> int:
     weights = describe_weights(checkpoint)
     print(f"weights: {weights_line(weights)}")
     facts = model_facts(model)
+    sizes = check_sizes(facts)
     print(f"exporting {type(model).__name__} (block size {facts['block_size']}, {facts['in_channel']} input channels) "
-          f"with dynamic height and width, from {facts['min_input_size']} packed pixels up ...", flush=True)
+          f"with dynamic height and width, from {facts['min_input_size']} packed pixels up: the model graph, then "
+          f"the tile graph, then a check at {len(sizes)} sizes (the paper's CANS++ takes about 2 minutes on 2 CPU "
+          f"cores) ...", flush=True)
     tmp, tmp_tiles = unique_temp_name(out), unique_temp_name(tile_graph_path(out))
     try:
         start = time.perf_counter()
         export_onnx(model, tmp, config=cfg, weights_git_blob=weights["git_blob"], checkpoint=checkpoint,
-                    opset=args.opset, tiles_to=tmp_tiles, tiles_name=os.path.basename(tile_graph_path(out)))
-        print(f"exported in {time.perf_counter() - start:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB, the tile "
-          f"graph {os.path.getsize(tmp_tiles) / 2 ** 20:.1f} MiB)")
+                    opset=args.opset, tiles_to=tmp_tiles, tiles_name=os.path.basename(tile_graph_path(out)),
+                    log=lambda line: print(line, flush=True))
+        took = time.perf_counter() - start
+        print(f"exported in {took:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB, the tile graph "
+              f"{os.path.getsize(tmp_tiles) / 2 ** 20:.1f} MiB)")
         onnx_model = OnnxModel(tmp, runtime=args.runtime)
-        rows = compare_with_pytorch(onnx_model, model, check_sizes(facts))
-        worst = min((r["rgb_psnr"] if r["rgb_psnr"] is not None else float("inf")) for r in rows)
-        for r in rows:
+        print(f"check: {onnx_model.runtime_name} against PyTorch at {len(sizes)} sizes, about "
+              f"{max(1, round(took / 10))} s (estimated: a tenth of the export) ...", flush=True)
+
+        shown = []
+
+        def show(r):
+            shown.append(r)
             psnr = "identical" if r["rgb_psnr"] is None else f"{r['rgb_psnr']:.1f} dB"
-            print(f"check: packed {r['size'][0]}x{r['size'][1]}: {onnx_model.runtime_name} vs PyTorch max |diff| rgb "
-                  f"{r['max_abs_rgb']:.1e}, raw {r['max_abs_raw']:.1e}; RGB PSNR {psnr}")
+            print(f"check: packed {r['size'][0]}x{r['size'][1]} ({len(shown)}/{len(sizes)}): "
+                  f"{onnx_model.runtime_name} vs PyTorch max |diff| rgb {r['max_abs_rgb']:.1e}, raw "
+                  f"{r['max_abs_raw']:.1e}; RGB PSNR {psnr}", flush=True)
+        rows = compare_with_pytorch(onnx_model, model, sizes, each=show)
+        worst = min((r["rgb_psnr"] if r["rgb_psnr"] is not None else float("inf")) for r in rows)
         if worst < MIN_CHECK_PSNR:
             print(f"error: the export differs from PyTorch (RGB PSNR {worst:.1f} dB, below {MIN_CHECK_PSNR:g}); "
                   f"nothing written to {out}", file=sys.stderr)

@@ -503,6 +503,34 @@ def test_infer_with_a_missing_checkpoint_leaves_no_result_folder(tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.parametrize("where", ["--checkpoint", "test.checkpoint"])
+def test_an_onnx_file_as_checkpoint_is_one_error_and_no_tip(tmp_path, capsys, where):
+    """Before, infer.py on the CPU first printed a tip to export it ("... writes best.onnx.onnx"),
+    then the error; now the error alone, and no result folder."""
+    photo, onnx = tmp_path / "photo.ARW", tmp_path / "best.onnx"
+    photo.write_bytes(b"never read")
+    onnx.write_bytes(b"\x08\x09\x12\x07pytorch" + bytes(64))   # the start of a protobuf, as an export's
+    cfg = write(tmp_path / "c.yaml", f"base: {DEMO}\ntest:\n  checkpoint: {onnx}\n")
+    args = ["--checkpoint", str(onnx)] if where == "--checkpoint" else []
+    code = load_script("scripts/infer.py").main([str(photo), "-c", cfg, *args, "--out", str(tmp_path / "out"),
+                                                 "--device", "cpu", "--no-progress"])
+    out, err = capsys.readouterr()
+    one_error_line(code, err, f"cannot read checkpoint {onnx}: an ONNX export", f"--onnx {onnx}")
+    assert "tip" not in out + err and "onnx.onnx" not in out + err, out + err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pytorch_checkpoint_named_onnx_is_not_taken_for_an_export(tmp_path):
+    from cans.inference import check_not_an_export
+
+    torch.save({"model": {}}, tmp_path / "odd.onnx")   # a zip archive: its loading decides what it is
+    check_not_an_export(str(tmp_path / "odd.onnx"))
+    check_not_an_export(str(tmp_path / "missing.onnx"))   # a missing file: check_checkpoint_path says so
+    (tmp_path / "real.onnx").write_bytes(b"\x08\x09")
+    with pytest.raises(InferenceError, match="an ONNX export, not a PyTorch checkpoint"):
+        check_not_an_export(str(tmp_path / "real.onnx"))
+
+
 @pytest.mark.parametrize("name, fmt, kind", [("photo.jpg", "JPEG", "a JPEG image"), ("photo.png", "PNG", "a PNG image"),
                                              ("IMG_0001.HEIC", None, "a HEIC image")])
 def test_infer_says_a_jpeg_is_not_raw_before_loading_the_model(tmp_path, capsys, monkeypatch, name, fmt, kind):

@@ -3,6 +3,7 @@ tiny CANS++ at the paper's depth (about 25 s), then OpenVINO and ONNX Runtime ag
 that need padding, on DNG files, a real camera RAW and a small test set; the one-line errors (missing
 runtime, not an ONNX file, another model's config)."""
 import json
+import re
 import sys
 
 import numpy as np
@@ -62,6 +63,26 @@ def test_export_checks_itself_and_records_what_it_is(exported):
     assert meta["weights_git_blob"] == git_blob_id(str(exported["ckpt"]))
     model = OnnxModel(exported["onnx"])
     assert model.config["model"]["width"] == 8 and model.config["model"]["type"] == "CANS_Plus"
+
+
+def test_export_shows_each_step_and_estimates_what_is_left(exported):
+    """Before, nothing was printed between the first line and the check (two minutes for the paper's
+    model): now each graph's tracing and converting, the estimate for the tile graph and each
+    checked size, in order, as they happen."""
+    lines = exported["stdout"].splitlines()
+    at = {}
+    for graph in ("model graph", "tile graph"):
+        steps = [i for i, line in enumerate(lines) if line.startswith(f"{graph}: ")]
+        assert lines[steps[0]].startswith(f"{graph}: tracing (torch.export) ..."), lines
+        assert any(lines[i].startswith(f"{graph}: converting: ") for i in steps), lines
+        assert re.fullmatch(rf"{graph}: done in \d+ s.*", lines[steps[-1]]), lines
+        at[graph] = steps
+    assert max(at["model graph"]) < min(at["tile graph"]), lines
+    assert re.search(r"the tile graph next, about \d+ s \(estimated", lines[max(at["model graph"])]), lines
+    check = next(i for i, line in enumerate(lines) if line.startswith("check: "))
+    assert check > max(at["tile graph"]) and "(estimated" in lines[check], lines
+    sizes = [line for line in lines if line.startswith("check: packed")]
+    assert [s.split(" ")[3] for s in sizes] == ["(1/3):", "(2/3):", "(3/3):"], sizes
 
 
 @pytest.fixture(scope="module")
@@ -276,11 +297,16 @@ def test_export_out_must_be_an_onnx_file_name(exported, tmp_path, capsys):
     assert exported["ckpt"].read_bytes() == before and not (tmp_path / "newdir").exists()
 
 
-def test_an_export_given_as_checkpoint_says_to_use_onnx(exported, tmp_path, capsys):
+@pytest.mark.parametrize("how", ["--no-onnx", "cpu"])
+def test_an_export_given_as_checkpoint_says_to_use_onnx(exported, tmp_path, capsys, how):
+    """On the CPU (the export beside a checkpoint is looked for) the error comes alone: before, a tip
+    to export it first ("... writes tiny.onnx.onnx") came ahead of it."""
     inputs = _dngs(tmp_path / "in")
-    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", exported["onnx"], "--no-onnx", str(inputs),
+    extra = ["--no-onnx"] if how == "--no-onnx" else ["--device", "cpu"]
+    code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", exported["onnx"], *extra, str(inputs),
                              "--out", str(tmp_path / "o")], capsys)
-    one_error_line(code, err, "an ONNX export", "--onnx")
+    one_error_line(code, err, "an ONNX export", f"--onnx {exported['onnx']}")
+    assert "tip" not in out + err and ".onnx.onnx" not in out + err, out + err
 
 
 def test_missing_exporter_is_one_line(exported, tmp_path, capsys, monkeypatch):
