@@ -12,6 +12,7 @@ import difflib
 import os
 import random
 import signal
+import threading
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -58,11 +59,12 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def start_workers(loader: DataLoader):
-    """``iter(loader)``, its worker processes started with SIGINT and SIGTERM ignored from birth:
-    a stop sent to the whole process group (Ctrl-C, ``timeout``, SLURM) is this process's to
-    handle, and a worker killed by it would fail the very step being stopped. The signals are
-    blocked here meanwhile, so one that arrives while the workers start is delivered to this
-    process's own handler afterwards (Linux keeps a blocked signal pending even when ignored)."""
+    """``iter(loader)``, its worker processes started with SIGINT and SIGTERM ignored until
+    ``_worker_init`` takes over: a stop sent to the whole process group (Ctrl-C, ``timeout``,
+    SLURM) is this process's to handle, and a worker killed by it would fail the very step being
+    stopped. The signals are blocked here meanwhile, so one that arrives while the workers start
+    is delivered to this process's own handler afterwards (Linux keeps a blocked signal pending
+    even when ignored)."""
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
         return iter(loader)
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -78,13 +80,27 @@ def start_workers(loader: DataLoader):
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
+def _exit_when_the_parent_terminates(parent: int) -> None:
+    """A worker's thread: take the worker's SIGTERMs (blocked in every thread, so they queue here)
+    and exit when the sender is the parent, as when a DataLoader or ``multiprocessing`` shuts a
+    worker down; one from anyone else (a stop sent to the whole process group) is the parent's to
+    act on, and the worker goes on serving it."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
+
+
 def _worker_init(worker_id: int) -> None:
-    """Seed numpy like torch and ``random`` (torch seeds those from the loader's base seed); ignore
-    SIGINT / SIGTERM, also in a worker started without :func:`start_workers`."""
-    for sig in _STOP_SIGNALS:  # already so when start_workers started this worker
-        signal.signal(sig, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # a forked worker inherits start_workers' block
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    """Seed numpy like torch and ``random`` (torch seeds those from the loader's base seed); leave
+    a stop sent to the process group to the parent: SIGINT ignored, SIGTERM ends the worker only
+    when the parent sends it (:func:`_exit_when_the_parent_terminates`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # before the thread: it inherits the block
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_exit_when_the_parent_terminates, args=(os.getppid(),), daemon=True,
+                         name="cans-worker-sigterm").start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a forked worker inherits start_workers' block
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)

@@ -7,7 +7,7 @@ import pytest
 from helpers import REPO
 
 SCRIPT = '''
-import os, signal, sys, time
+import os, signal, subprocess, sys, time
 sys.path.insert(0, sys.argv[3])
 from torch.utils.data import DataLoader, Dataset
 from cans.data import _worker_init, start_workers
@@ -24,7 +24,9 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *a: got.append("TERM"))
     loader = DataLoader(Slow(), num_workers=2, worker_init_fn=_worker_init, multiprocessing_context=sys.argv[1])
     batches = start_workers(loader) if sys.argv[2] == "start_workers" else iter(loader)
-    os.killpg(os.getpgid(0), signal.SIGTERM)  # the workers are still starting
+    # from another process, as timeout, SLURM or kill send it: the workers are still starting
+    subprocess.run([sys.executable, "-c", "import os, signal, sys; os.killpg(int(sys.argv[1]), signal.SIGTERM)",
+                    str(os.getpgid(0))])
     try:
         print([int(b) for b in batches], got, flush=True)
     except RuntimeError as exc:
@@ -41,3 +43,22 @@ def test_workers_started_by_start_workers_survive_a_stop_sent_to_the_group(tmp_p
                           text=True, timeout=120, start_new_session=True)
     # every batch arrives, and the stop reaches this process's handler (to be acted on by the caller)
     assert proc.stdout.strip() == "[0, 1, 2, 3] ['TERM']", proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_worker_still_ends_when_its_parent_terminates_it():
+    """The parent's own SIGTERM (a DataLoader's or multiprocessing's shutdown at exit) still ends a
+    worker: only a stop from elsewhere is left to the parent."""
+    import os
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    from cans.data import _worker_init, start_workers
+
+    batches = start_workers(DataLoader(list(range(8)), num_workers=1, persistent_workers=True,
+                                       worker_init_fn=_worker_init))
+    assert [int(b) for b in batches] == list(range(8))
+    worker = batches._workers[0]
+    os.kill(worker.pid, signal.SIGTERM)  # sent by this process: the parent
+    worker.join(timeout=20)
+    assert not worker.is_alive()
