@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import uuid
 from typing import IO, Iterator
@@ -20,6 +21,37 @@ from .errors import DiskFullError
 def unique_temp_name(path: str) -> str:
     """``<path>.<pid>.<random>.tmp``: two writers of ``path`` never share a temporary file."""
     return f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+_TEMP_NAME = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_orphaned_temps(folder: str) -> int:
+    """Remove the temporary files (:func:`unique_temp_name`) in ``folder`` whose writing process is
+    gone: left by a writer killed mid-write (the workers of a terminated pool), they only take space;
+    the files they were to replace are untouched. POSIX only (elsewhere nothing); returns how many."""
+    if os.name != "posix":
+        return 0
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMP_NAME.search(name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)   # signal 0: only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            pass
+        except OSError:   # another user's process: alive
+            continue
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, name))
+            removed += 1
+    return removed
 
 
 def fsync_folder(folder: str) -> None:
@@ -89,4 +121,4 @@ def atomic_write_text(path: str, text: str, durable: bool = False) -> str:
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "check_free_space", "fsync_folder",
-           "unique_temp_name"]
+           "remove_orphaned_temps", "unique_temp_name"]

@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     from cans.cli import run_cli
 
     def run() -> int:
+        from cans.config_checks import check_workers
+        check_workers(args.workers, "--workers")  # before any process starts
         t0 = time.time()
         info = make_synthetic_sid(args.out, camera=args.camera, scenes=args.scenes, seed=args.seed,
                                   height=args.height, width=args.width, workers=args.workers,

@@ -62,9 +62,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from cans.cli import run_cli
+    from cans.config_checks import check_workers
     from cans.data.rawpair import DEFAULT_MAX_RATIO, prepare_pairs
 
     def run() -> int:
+        check_workers(args.workers, "--workers")  # before any process is started
         sensor = "xtrans" if args.xtrans else args.sensor
         max_ratio = {None: DEFAULT_MAX_RATIO, "none": None}.get(args.max_ratio, args.max_ratio)
         summary = prepare_pairs(args.data_path, args.lists, block_size={"auto": None, "bayer": 2, "xtrans": 3}[sensor],

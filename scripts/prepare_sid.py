@@ -4,7 +4,8 @@
     python scripts/prepare_sid.py --data-path datasets/SID --camera Sony [--workers 8]
 
 Expects <data-path>/<camera>/short and <data-path>/<camera>/long (the SID download) and the
-official lists in datasets/lists/ (or --lists-dir). Resumable: finished files are skipped.
+official lists in datasets/lists/ (or --lists-dir). Resumable: finished files are skipped (also
+after a full disk, which stops it with one line).
 Details: cans/data/prepare.py and datasets/README.md.
 """
 import argparse
@@ -37,10 +38,12 @@ def main(argv=None) -> int:
     if args.workers is not None and args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
     from cans.cli import run_cli
+    from cans.config_checks import check_workers
     from cans.files import atomic_write_text
 
     def run() -> int:
         t0 = time.time()
+        check_workers(args.workers or 0, "--workers")  # before any process is started
         if args.summary_json:  # checked now, not after the whole preparation
             check_output_file(args.summary_json, "--summary-json")
         summary = prepare_sid(args.data_path, args.camera, lists_dir=args.lists_dir, workers=args.workers)

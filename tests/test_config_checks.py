@@ -73,3 +73,57 @@ def test_encoder_and_decoder_lists_of_different_lengths_are_refused_before_the_m
         check_config(cfg)
     text = str(info.value)
     assert "model.enc_blk_nums" in text and "model.dec_blk_nums" in text and "same length" in text, text
+
+
+# ------------------------------------------------------------------ worker processes against the machine
+
+def _machine(monkeypatch, cpus: int, gib: float, local_ranks: int = 1):
+    """A machine of ``cpus`` CPUs (its affinity mask) and ``gib`` GiB of available memory."""
+    import os
+
+    import cans.config_checks as checks
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(checks, "available_memory", lambda: int(gib * 2 ** 30), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_ranks))
+
+
+def test_absurd_num_workers_is_refused_naming_the_machine(monkeypatch):
+    """data.num_workers: 100000 forked workers for minutes and ran the machine out of memory; now one
+    line before any worker starts, naming the key, the CPUs, the memory and the largest value taken."""
+    _machine(monkeypatch, cpus=2, gib=64)
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(str(REPO / "configs" / "demo.yaml"), ["data.num_workers=100000"]))
+    assert str(info.value) == ("data.num_workers: 100000 worker processes are more than this machine can run: it has "
+                               "2 CPU(s) (at most 4 workers per CPU are useful) and 64.0 GiB of memory available (a "
+                               "worker holds 0.25 GiB at least); set data.num_workers to at most 8")
+    check_config(load_config(str(REPO / "configs" / "demo.yaml"), ["data.num_workers=8"]))
+    check_config(load_config(str(REPO / "configs" / "demo.yaml"), ["data.num_workers=0"]))
+
+
+def test_num_workers_counts_every_rank_of_the_machine_and_its_memory(monkeypatch):
+    """A 64-core machine with 8 GPUs (torchrun: LOCAL_WORLD_SIZE 8) runs 16 workers a rank; 40 a
+    rank (320 processes) is refused; little memory lowers the limit below the CPUs' one."""
+    demo = str(REPO / "configs" / "demo.yaml")
+    _machine(monkeypatch, cpus=64, gib=512, local_ranks=8)
+    check_config(load_config(demo, ["data.num_workers=16"]))
+    with pytest.raises(ConfigError, match=r"^data.num_workers: 40 worker processes for each of the 8 training "
+                                          r"processes on this machine \(LOCAL_WORLD_SIZE\) .* it has 64 CPU\(s\) .*"
+                                          r"set data.num_workers to at most 32$"):
+        check_config(load_config(demo, ["data.num_workers=40"]))
+    _machine(monkeypatch, cpus=16, gib=4)
+    check_config(load_config(demo, ["data.num_workers=16"]))
+    with pytest.raises(ConfigError, match=r"and 4.0 GiB of memory available .*set data.num_workers to at most 16$"):
+        check_config(load_config(demo, ["data.num_workers=32"]))
+    with pytest.raises(ConfigError, match=r"^data.synthetic.workers: 1000 worker processes .* at most 16$"):
+        check_config(load_config(demo, ["data.synthetic.workers=1000"]))
+
+
+def test_the_machine_figures_are_read():
+    import os
+
+    from cans.config_checks import available_memory, usable_cpus
+
+    assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+    memory = available_memory()
+    assert memory is None or memory > 0

@@ -6,23 +6,29 @@ either: packed uint16 RAW (black not subtracted) in ``<camera>/short_pack/`` and
 LibRaw's 16-bit rendering in ``long_post_int/``, ``<camera>_wb.json`` and the lists with the white
 balance appended (file layout: docs/data.md, "Caches"). A cache is exactly the sensor data:
 normalisation happens when a sample is loaded. Files go to a temporary name and are renamed, and
-existing files are skipped, so an interrupted run resumes.
+existing files are skipped, so an interrupted run resumes. A disk too small for the caches to
+write is one :class:`DiskFullError` line, before the work when the free space is short already,
+else when it fills: the run stops, the caches written are complete, a rerun goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import multiprocessing as mp
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..files import atomic_write_text, atomic_writer
+from ..errors import DiskFullError
+from ..files import atomic_write_text, atomic_writer, check_free_space, remove_orphaned_temps
 from .cameras import CameraSpec, camera_spec
 from .errors import DataError
 from .lists import MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list
-from .raw_io import RawFile, read_raw, read_raw_and_render
+from .raw_io import RawFile, open_raw, read_raw, read_raw_and_render
 
 #: failures printed one per line in the summary (all of them are in the returned dict)
 MAX_LISTED_FAILURES = 20
@@ -72,32 +78,131 @@ def rendering_chw(rgb_hwc: np.ndarray, packed_shape, block_size: int) -> np.ndar
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    """``np.save``, whole or not at all (``cans.files``)."""
-    with atomic_writer(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
+    """``np.save``, whole or not at all (``cans.files``). A full disk is a :class:`DiskFullError`
+    naming the folder: ENOSPC (``cans.files``), or numpy's short write ("N requested and M
+    written", an OSError without an errno, which is how ``np.save`` reports a full disk)."""
+    try:
+        with atomic_writer(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array))
+    except OSError as exc:
+        if exc.errno is None and "requested and" in str(exc):
+            raise DiskFullError(f"no space left in {os.path.dirname(os.path.abspath(path))} while writing "
+                                f"{os.path.basename(path)} ({exc})") from None
+        raise
 
 
-def _job(args) -> Tuple[str, str, str, Optional[List[float]], str]:
-    """Worker: (kind, rel, status, wb, message). status: 'done', 'skipped' or 'failed'."""
+@dataclass
+class CacheDiskFull:
+    """What a preparation job returns when the disk is full (the caller stops): the RAW file
+    (as listed) and the :class:`DiskFullError` line."""
+    rel: str
+    message: str
+
+
+def cache_bytes(path: str, long: bool) -> Optional[int]:
+    """About the bytes of the caches of one RAW file, from the image size in its header: the packed
+    mosaic 2 bytes a pixel, a long exposure's rendering 6 more; None when the header is unreadable
+    (the preparation names the file)."""
+    try:
+        with open_raw(path) as rp:
+            pixels = int(rp.sizes.height) * int(rp.sizes.width)
+    except Exception:  # noqa: BLE001 - unreadable: reported by the job that reads it
+        return None
+    return pixels * (8 if long else 2)
+
+
+def needed_bytes(data_path: str, files: Sequence[Tuple[str, bool]]) -> int:
+    """About the bytes the caches of ``files`` ((list entry, long exposure?) pairs) take: the
+    :func:`cache_bytes` of the first readable file of each kind times their number (a camera's
+    frames have one size; reading every header would cost a seek a file on a cold disk)."""
+    total = 0
+    for long in (False, True):
+        kind = [rel for rel, is_long in files if is_long == long]
+        each = next((b for b in (cache_bytes(resolve(data_path, rel), long) for rel in kind) if b), 0)
+        total += each * len(kind)
+    return total
+
+
+def check_cache_space(data_path: str, files: Sequence[Tuple[str, bool]], cached: int) -> None:
+    """:class:`DiskFullError` before any work when the disk of the caches of ``files`` has not the
+    room for them (:func:`needed_bytes`); ``cached``: files cached already (kept)."""
+    if not files:
+        return
+    folder = os.path.dirname(os.path.dirname(cache_path(data_path, files[0][0], "pack")))
+    try:
+        check_free_space(folder, needed_bytes(data_path, files), f"the caches of {len(files)} RAW file(s)")
+    except DiskFullError as exc:
+        raise DiskFullError(f"{exc} (disk full); free space, or prepare in a folder on another disk"
+                            + (f"; the {cached} file(s) cached already are kept, a rerun skips them" if cached else "")
+                            ) from None
+
+
+def disk_full_error(data_path: str, full: CacheDiskFull, left: Sequence[Tuple[str, bool]],
+                    cached: int) -> DiskFullError:
+    """The one line for a disk that filled during the preparation: where, how much the ``left``
+    files ((list entry, long exposure?), the full one included) still need, and that the ``cached``
+    files are complete and a rerun goes on."""
+    folder = os.path.dirname(cache_path(data_path, full.rel, "pack"))
+    try:
+        free = f", {_size(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = ""
+    return DiskFullError(f"{full.message} (disk full): {len(left)} RAW file(s) are not cached yet and need about "
+                         f"{_size(needed_bytes(data_path, left))} more{free}; the {cached} file(s) cached are "
+                         f"complete and valid: free space and run the preparation again, it goes on where it "
+                         f"stopped")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2 ** 30:,.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:,.1f} MiB"
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int, folders: Iterable[str] = ()) -> Iterator:
+    """``fn(job)`` of every job, in order in this process (``workers`` 0 or 1), else in any order
+    from a pool of ``workers`` spawned processes (LibRaw's OpenMP threads would deadlock a forked
+    child). Use under ``contextlib.closing``: leaving early terminates the pool and removes the
+    temporary files its killed workers left in ``folders`` (their targets are untouched)."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    finished = False
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
+        yield from pool.imap_unordered(fn, jobs, chunksize=1)
+        finished = True
+    finally:
+        pool.terminate()
+        pool.join()
+        if not finished:
+            for folder in folders:
+                remove_orphaned_temps(folder)
+
+
+def _cached(job) -> bool:
+    """Whether a :func:`_job`'s caches exist (and, for a long exposure, its white balance is known)."""
+    kind, rel, data_path, _, need_wb = job
+    if kind == "short":
+        return os.path.isfile(cache_path(data_path, rel, "pack"))
+    return not need_wb and all(os.path.isfile(cache_path(data_path, rel, k)) for k in ("pack", "post_int"))
+
+
+def _job(args):
+    """Worker: ``(kind, rel, status, wb, message)`` with status 'done' or 'failed', or a
+    :class:`CacheDiskFull`."""
     kind, rel, data_path, camera, need_wb = args
     spec = camera_spec(camera)
     src = resolve(data_path, rel)
     try:
         if kind == "short":
-            dst = cache_path(data_path, rel, "pack")
-            if os.path.isfile(dst):
-                return kind, rel, "skipped", None, ""
-            save_npy(dst, pack_raw(read_raw(src), spec))
+            save_npy(cache_path(data_path, rel, "pack"), pack_raw(read_raw(src), spec))
             return kind, rel, "done", None, ""
-        pack_dst = cache_path(data_path, rel, "pack")
-        rgb_dst = cache_path(data_path, rel, "post_int")
-        if os.path.isfile(pack_dst) and os.path.isfile(rgb_dst) and not need_wb:
-            return kind, rel, "skipped", None, ""
         rf, rgb = read_raw_and_render(src)
         packed = pack_raw(rf, spec)
-        save_npy(pack_dst, packed)
-        save_npy(rgb_dst, rendering_chw(rgb, packed.shape, spec.block_size))
+        save_npy(cache_path(data_path, rel, "pack"), packed)
+        save_npy(cache_path(data_path, rel, "post_int"), rendering_chw(rgb, packed.shape, spec.block_size))
         return kind, rel, "done", [float(v) for v in rf.wb], ""
+    except DiskFullError as exc:
+        return CacheDiskFull(rel, str(exc))
     except DataError as exc:
         return kind, rel, "failed", None, str(exc)
     except Exception as exc:  # keep going; reported in the summary
@@ -158,25 +263,34 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
     jobs = [("long", rel, data_path, camera, rel not in wb_table) for rel in longs] + \
            [("short", rel, data_path, camera, False) for rel in shorts]
     if workers is None:
-        workers = os.cpu_count() or 1
-    counts = {"done": 0, "skipped": 0, "failed": 0}
+        from ..config_checks import usable_cpus
+        workers = usable_cpus()
+    todo = [job for job in jobs if not _cached(job)]
+    counts = {"done": 0, "skipped": len(jobs) - len(todo), "failed": 0}
+    check_cache_space(data_path, [(rel, kind == "long") for kind, rel, *_ in todo], counts["skipped"])
     failed: Dict[str, str] = {}
-    bar = tqdm(total=len(jobs), desc=f"prepare {camera}", unit="file", disable=not progress)
+    finished, full = set(), None
+    caches = {os.path.dirname(cache_path(data_path, rel, k)) for _, rel, *_ in todo for k in ("pack", "post_int")}
+    bar = tqdm(total=len(todo), desc=f"prepare {camera}", unit="file", disable=not progress)
     try:
-        if workers > 1 and len(jobs) > 1:
-            # spawn, not fork: LibRaw's OpenMP threads in this process would deadlock a forked child
-            with mp.get_context("spawn").Pool(workers) as pool:
-                results = pool.imap_unordered(_job, jobs, chunksize=1)
-                for res in results:
-                    _collect(res, counts, failed, wb_table)
-                    bar.update(1)
-        else:
-            for job in jobs:
-                _collect(_job(job), counts, failed, wb_table)
+        with contextlib.closing(run_jobs(_job, todo, workers, sorted(caches))) as results:
+            for res in results:
+                if isinstance(res, CacheDiskFull):
+                    full = res
+                    break
+                _collect(res, counts, failed, wb_table)
+                finished.add((res[0], res[1]))
                 bar.update(1)
     finally:
         bar.close()
-        _write_text(wb_path, json.dumps(wb_table, indent=1, sort_keys=True) + "\n")
+        try:
+            _write_text(wb_path, json.dumps(wb_table, indent=1, sort_keys=True) + "\n")
+        except DiskFullError:
+            if full is None:
+                raise   # else: the disk-full line below says it all (the rerun reads those white balances again)
+    if full is not None:
+        left = [(rel, kind == "long") for kind, rel, *_ in todo if (kind, rel) not in finished]
+        raise disk_full_error(data_path, full, left, counts["done"] + counts["skipped"])
 
     written, not_written = [], []
     dropped = 0

@@ -2,6 +2,8 @@
 
 Public helpers (also used by ``scripts/infer.py``):
 
+* :func:`check_raw_file(path)`: the start-up check of a RAW file (present, LibRaw reads its
+  header, not truncated as far as its own directory tells: :func:`data_end`), without decoding.
 * :func:`read_raw(path)` -> :class:`RawFile`: the visible mosaic and everything needed to
   normalise it (black per CFA site, white level), the CFA layout and the as-shot white balance.
 * :func:`read_bayer(path)` -> dict, for Bayer sensors only (see its docstring).
@@ -13,11 +15,13 @@ Public helpers (also used by ``scripts/infer.py``):
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from ..errors import BadFileError
 from .errors import DataError
 
 try:  # rawpy is a hard dependency of the project; keep the import error readable
@@ -61,15 +65,129 @@ class RawFile:
 
 
 def open_raw(path: str):
-    """``rawpy.imread(path)`` with a :class:`DataError` naming the file on any failure."""
+    """``rawpy.imread(path)`` (LibRaw reads the header, not the pixels) after :func:`check_size`;
+    :class:`DataError` for a missing file, :class:`BadFileError` for one that is there but cannot
+    be used (empty, truncated, not a RAW format LibRaw knows)."""
     _need_rawpy()
-    if not os.path.isfile(path):
-        raise DataError(f"RAW file not found: {path}")
+    check_size(path)
     try:
         return rawpy.imread(path)
     except Exception as exc:  # LibRawFileUnsupportedError, LibRawIOError, ...
-        raise DataError(f"cannot read RAW file {path}: {type(exc).__name__}: {exc} "
-                        f"(unreadable, truncated or not a RAW format LibRaw knows)") from None
+        raise BadFileError(f"cannot read RAW file {path}: {type(exc).__name__}: {exc} "
+                           f"(unreadable, truncated or not a RAW format LibRaw knows)") from None
+
+
+def check_raw_file(path: str) -> None:
+    """The start-up check of one RAW file, without decoding it (about a millisecond): present,
+    not empty, not shorter than its own directory says (:func:`data_end`), header readable by
+    LibRaw. Raises as :func:`open_raw`. A file whose container :func:`data_end` does not read
+    (neither TIFF-based nor a Fuji RAF), or whose damage lies inside its image data, passes and
+    fails when a sample decodes it."""
+    open_raw(path).close()
+
+
+def check_size(path: str) -> None:
+    """:class:`DataError` for a missing file; :class:`BadFileError` for an empty one or one that
+    ends before its image data do (:func:`data_end`): an interrupted copy or download."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None
+    if size is None or not os.path.isfile(path):
+        raise DataError(f"RAW file not found: {path}")
+    if size == 0:
+        raise BadFileError(f"RAW file is empty: {path}")
+    end = data_end(path)
+    if end is not None and end > size:
+        raise BadFileError(f"cannot read RAW file {path}: truncated: {size:,} bytes, its own directory says at "
+                           f"least {end:,} (an interrupted copy or download?)")
+
+
+#: bytes per value of the TIFF field types
+_TIFF_WIDTH = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+_TIFF_UINT = {1: "B", 3: "H", 4: "I", 13: "I", 16: "Q"}
+#: (offsets, byte counts) tags of image data: strips, tiles, JPEG streams (some formats' raw data)
+_TIFF_DATA_TAGS = ((273, 279), (324, 325), (513, 514))
+_TIFF_SUBIFDS = 330
+_RAF_MAGIC = b"FUJIFILMCCD-RAW "
+
+
+def data_end(path: str) -> Optional[int]:
+    """The byte at which the image data of the RAW file ``path`` end, as the file's own directory
+    says; None where this cannot be told without decoding.
+
+    TIFF-based files (DNG, ARW, NEF, CR2, PEF, KDC, ...): the largest offset + byte count of the
+    strips / tiles of every image directory (IFD0's chain and its SubIFDs), or the end of a
+    directory itself; a Fuji RAF: the end of the preview, CFA header and CFA sections its header
+    names. Reads a few kB. None for other containers (CR3, ORF, RW2, ...) and for directories this
+    reader does not follow (BigTIFF, more than 64 directories or 4096 entries in one)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(108)
+            if head.startswith(_RAF_MAGIC):
+                if len(head) < 108:
+                    return 108
+                fields = struct.unpack(">6I", head[84:108])
+                return max(off + n for off, n in zip(fields[::2], fields[1::2]))
+            order = {b"II": "<", b"MM": ">"}.get(head[:2])
+            if order is None or len(head) < 8 or struct.unpack(order + "H", head[2:4])[0] != 42:
+                return None
+            return _tiff_end(fh, order, struct.unpack(order + "I", head[4:8])[0])
+    except (OSError, struct.error):
+        return None
+
+
+class _PastEnd(Exception):
+    """A directory, or a list it points to, that lies beyond the end of the file (``args[0]``: its end)."""
+
+
+def _tiff_end(fh, order: str, first: int) -> Optional[int]:
+    """:func:`data_end` of a TIFF whose first directory is at ``first``."""
+    def read(where: int, size: int) -> bytes:
+        fh.seek(where)
+        raw = fh.read(size)
+        if len(raw) < size:
+            raise _PastEnd(where + size)
+        return raw
+
+    def values(entry: bytes) -> Optional[list]:
+        kind, n, value = struct.unpack(order + "HI4s", entry[2:])
+        code = _TIFF_UINT.get(kind)
+        if code is None or n > 1 << 20:
+            return None
+        size = _TIFF_WIDTH[kind] * n
+        raw = value[:size] if size <= 4 else read(struct.unpack(order + "I", value)[0], size)
+        return list(struct.unpack(order + code * n, raw))
+
+    todo, seen, end = [first], set(), 0
+    try:
+        while todo:
+            where = todo.pop()
+            if where == 0 or where in seen:
+                continue
+            if len(seen) >= 64:
+                return None
+            seen.add(where)
+            count = struct.unpack(order + "H", read(where, 2))[0]
+            if count > 4096:
+                return None
+            body = read(where + 2, count * 12 + 4)
+            entries = {struct.unpack(order + "H", body[i:i + 2])[0]: body[i:i + 12] for i in range(0, count * 12, 12)}
+            for off_tag, len_tag in _TIFF_DATA_TAGS:
+                if off_tag in entries and len_tag in entries:
+                    offsets, lengths = values(entries[off_tag]), values(entries[len_tag])
+                    if offsets is None or lengths is None:
+                        return None
+                    end = max([end] + [o + n for o, n in zip(offsets, lengths)])
+            if _TIFF_SUBIFDS in entries:
+                subs = values(entries[_TIFF_SUBIFDS])
+                if subs is None:
+                    return None
+                todo.extend(subs)
+            todo.append(struct.unpack(order + "I", body[-4:])[0])
+    except _PastEnd as past:
+        return max(end, past.args[0])
+    return end
 
 
 def _as_shot_wb(rp) -> np.ndarray:

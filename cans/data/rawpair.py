@@ -11,22 +11,32 @@ RAW files. User guide: docs/own_camera.md.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import DiskFullError
 from ..files import atomic_write_text
 from ..registry import DATASETS
 from .base import BadFileError, PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
 from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
-from .prepare import cache_path, rendering_chw, resolve, save_npy
+from .prepare import (
+    CacheDiskFull,
+    cache_path,
+    check_cache_space,
+    disk_full_error,
+    rendering_chw,
+    resolve,
+    run_jobs,
+    save_npy,
+)
 from .raw_io import _raw_from_handle, open_raw, render_srgb16, shot_metadata
 
 META_FILE = "raw_pairs.json"
@@ -109,13 +119,7 @@ def read_pair_file(path: str, block_size: int, render: bool = False, pixels: boo
     the file for anything unreadable (:class:`BadFileError` for a file LibRaw cannot open) or of
     the wrong CFA kind."""
     reference, pack, kind = _kind(block_size)
-    try:
-        handle = open_raw(path)
-    except DataError as exc:
-        if os.path.isfile(path):   # there, but LibRaw cannot read it (truncated, corrupt, not RAW)
-            raise BadFileError(str(exc)) from None
-        raise
-    with handle as rp:
+    with open_raw(path) as rp:
         rf = _raw_from_handle(rp, path)
         exposure, iso, cm = shot_metadata(rp)
         rgb = render_srgb16(rp, path, user_flip=0) if render else None
@@ -257,6 +261,7 @@ def load_meta_table(data_path: str) -> Dict[str, Any]:
 
 
 def _prepare_job(args):
+    """Worker: ``(rel, metadata as JSON or None, error, unreadable?)``, or a :class:`CacheDiskFull`."""
     data_path, rel, block_size, is_long = args
     try:
         pack_dst = cache_path(data_path, rel, "pack")
@@ -266,6 +271,8 @@ def _prepare_job(args):
         if is_long:
             save_npy(rgb_dst, rgb)
         return rel, meta.to_json(), "", False
+    except DiskFullError as exc:
+        return CacheDiskFull(rel, str(exc))
     except DataError as exc:
         return rel, None, str(exc), isinstance(exc, BadFileError)
     except Exception as exc:  # reported in the summary, the other files go on
@@ -350,14 +357,19 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
             skipped += 1
         else:
             jobs.append((data_path, rel, block_size, is_long))
+    check_cache_space(data_path, [(rel, is_long) for _, rel, _, is_long in jobs], skipped)
     failed: Dict[str, str] = {}
+    full, results = None, []
+    caches = {os.path.dirname(cache_path(data_path, rel, k)) for _, rel, _, _ in jobs for k in ("pack", "post_int")}
     bar = tqdm(total=len(jobs), desc="prepare pairs", unit="file", disable=not progress or not jobs)
     try:
-        if workers > 1 and len(jobs) > 1:
-            with mp.get_context("spawn").Pool(workers) as pool:   # LibRaw's OpenMP does not survive fork
-                results = list(_tick(pool.imap_unordered(_prepare_job, jobs), bar))
-        else:
-            results = list(_tick(map(_prepare_job, jobs), bar))
+        with contextlib.closing(run_jobs(_prepare_job, jobs, workers, sorted(caches))) as done:
+            for res in done:
+                if isinstance(res, CacheDiskFull):
+                    full = res
+                    break
+                results.append(res)
+                bar.update(1)
     finally:
         bar.close()
     unreadable = set()
@@ -375,7 +387,15 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
         if rel not in table["files"]}
     if not table["failed"]:
         del table["failed"]
-    atomic_write_text(os.path.join(data_path, META_FILE), json.dumps(table, indent=1, sort_keys=True))
+    try:
+        atomic_write_text(os.path.join(data_path, META_FILE), json.dumps(table, indent=1, sort_keys=True))
+    except DiskFullError:
+        if full is None:
+            raise   # else: the line below says it (the rerun prepares this run's files again)
+    if full is not None:
+        finished = {res[0] for res in results}
+        left = [(rel, is_long) for _, rel, _, is_long in jobs if rel not in finished]
+        raise disk_full_error(data_path, full, left, len(table["files"]))
     bad_pairs, capped, good = [], [], 0
     for entries in lists:
         for e in entries:
@@ -415,12 +435,6 @@ def prepare_pairs(data_path: str, list_files: Sequence[str], block_size: Optiona
             log(f"  ... and {len(capped) - 20} more")
     return {"files": len(jobs) + skipped, "written": len(jobs) - len(failed), "skipped": skipped,
             "failed": failed, "bad_pairs": bad_pairs, "capped": capped, "block_size": block_size}
-
-
-def _tick(results, bar):
-    for r in results:
-        bar.update(1)
-        yield r
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_sid_list
 from .packing import wb_vector
 from .prepare import cache_path, legacy_cache_path, pack_raw, rendering_chw, resolve
-from .raw_io import read_raw, read_raw_and_render
+from .raw_io import check_raw_file, read_raw, read_raw_and_render
 
 
 def willneed_rows(arr: np.ndarray, axis: int, r0: int, r1: int) -> None:
@@ -73,10 +73,8 @@ class SIDDictSet(PairDataset):
                     self._check_legacy(entry)
                 arr = open_npy(path)   # header and size: a truncated cache fails here
                 self._check_cache_dtype(arr, path)
-            elif not os.path.isfile(path):
-                raise DataError(f"RAW file not found: {path}")
-            elif os.path.getsize(path) == 0:
-                raise DataError(f"RAW file is empty: {path}")
+            else:
+                check_raw_file(path)   # present, header readable, not truncated (without decoding)
 
     def _legacy_message(self, found: str) -> str:
         return (f"{found}: a cache in this project's old float32 layout; caches are now the authors' uint16 "

@@ -85,19 +85,41 @@ def test_missing_cache_file(sony_copy):
         SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, **QUIET)
 
 
-def test_truncated_raw_error_and_skip(sony_copy):
+def test_truncated_raw_is_found_at_construction_and_skipped(sony_copy):
+    """load_npy: false: a truncated RAW file fails the start-up check (its size against its own
+    directory, without decoding), not the loader after training started; skip_bad_files leaves it out."""
     bad = str(sony_copy / "Sony" / "short" / "00001_00_0.1s.ARW")
-    _truncate(bad, 0.3)
-    ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False, **QUIET)
+    _truncate(bad, 0.9)
     with pytest.raises(DataError) as info:
-        ds[0]
-    assert bad in str(info.value)
+        SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False, **QUIET)
+    msg = str(info.value)
+    assert f"cannot read RAW file {bad}: truncated: {os.path.getsize(bad):,} bytes" in msg, msg
+    assert "1 of 3 pairs have unreadable files" in msg and "data.skip_bad_files: true" in msg, msg
     messages = []
     ds = SonyDictSet(str(sony_copy), "Sony_train_list.txt", "train", patch_size=64, load_npy=False,
                      skip_bad_files=True, log=messages.append)
-    s = ds[0]
-    assert s["img_file"] != "./Sony/short/00001_00_0.1s.ARW"
-    assert ds.runtime_skipped == 1 and any(bad in m and "1 so far" in m for m in messages)
+    assert len(ds.entries) == 2 and ds.runtime_skipped == 0
+    assert ds.skipped_pairs() == [("./Sony/short/00001_00_0.1s.ARW", ds.skipped[0][1])] and bad in ds.skipped[0][1]
+    assert any("skipped 1 of 3" in m and "truncated" in m for m in messages), messages
+    assert all(ds[i]["img_file"] != "./Sony/short/00001_00_0.1s.ARW" for i in range(len(ds)))
+
+
+def test_preflight_finds_a_truncated_raw_before_training(sony_copy):
+    """The start-up checks of train.py (cans.train.main.preflight) name a truncated RAW file with
+    load_npy: false; the same set with its caches (load_npy: true) is not concerned."""
+    from cans.config import ConfigError
+    from cans.train.main import preflight
+
+    bad = sony_copy / "Sony" / "long" / "00001_00_10s.ARW"
+    _truncate(bad, 0.99)
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"),
+                      [f"data.data_path={sony_copy}", "data.load_npy=false", "data.train.patch_size=98",
+                       "data.synthetic.auto_create=false"])
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg)
+    assert f"cannot read RAW file {bad}: truncated" in str(info.value), str(info.value)
+    preflight(load_config(str(REPO / "configs" / "demo.yaml"),
+                          [f"data.data_path={sony_copy}", "data.train.patch_size=98", "data.synthetic.auto_create=false"]))
 
 
 def test_empty_raw_file(sony_copy):
@@ -253,7 +275,7 @@ def _score_test_split(ds):
 @pytest.mark.parametrize("load_npy", [False, True])
 def test_skipped_test_pair_is_left_out_in_both_modes(sony_copy, load_npy):
     """valid/test with skip_bad_files: a pair with a truncated file is left out of the scores (no stand-in,
-    no duplicate row), in RAW mode (found while loading) as in cache mode (found at construction),
+    no duplicate row), in RAW mode as in cache mode (both found at construction),
     and the report lists it under "skipped"."""
     probe = SonyDictSet(str(sony_copy), "Sony_test_list.txt", "test", load_npy=False, **QUIET)
     first = probe.entries[0]
@@ -450,3 +472,97 @@ def test_skipped_pairs_lists_what_skip_bad_files_left_out(tmp_path):
     assert ds.skipped_pairs() == [("s0.ARW", "s0.ARW: RAW file not found")]     # the worker's copy saw s2
     assert ds.skipped_pairs(markers) == [("s0.ARW", "s0.ARW: RAW file not found"), ("s2.ARW", "s2.ARW: truncated")]
     assert ds.skipped_pairs([{"img_file": "", "source": "list.txt:1", "reason": "x"}]) == ds.skipped_pairs()
+
+
+# ------------------------------------------------------------- a full disk while preparing: one line, resumable
+
+def _failing_save(monkeypatch, succeed: int, error: OSError) -> list:
+    """np.save writes ``succeed`` files, then raises ``error`` (as on a full disk); returns the paths written."""
+    import cans.data.prepare as prepare
+
+    real, written = np.save, []
+
+    def save(fh, array, *args, **kwargs):
+        if len(written) >= succeed:
+            raise error
+        written.append(fh.name)
+        return real(fh, array, *args, **kwargs)
+
+    monkeypatch.setattr(prepare.np, "save", save)
+    return written
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), OSError("2097152 requested and 0 written")],
+                         ids=["ENOSPC", "numpy-short-write"])
+def test_prepare_sid_on_a_full_disk_is_one_line_and_a_rerun_goes_on(sony_copy, capsys, monkeypatch, error):
+    """scripts/prepare_sid.py on a disk that fills: one `error:` line (exit 2) naming the folder, the full
+    disk, what is still needed and that the caches written are valid; no FAILED list; the rerun goes on."""
+    for sub in ("short_pack", "long_pack", "long_post_int"):
+        shutil.rmtree(sony_copy / "Sony" / sub)
+    written = _failing_save(monkeypatch, 4, error)      # the first two long exposures (pack + rendering each)
+    args = ["--data-path", str(sony_copy), "--camera", "Sony", "--lists-dir", str(sony_copy), "--workers", "0"]
+    code = load_script("scripts/prepare_sid.py").main(args)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    line = one_error_line(code, err, f"no space left in {sony_copy / 'Sony' / 'long_pack'}", "(disk full)",
+                          "10 RAW file(s) are not cached yet and need about", "the 2 file(s) cached are complete and "
+                          "valid", "run the preparation again, it goes on where it stopped")
+    assert "FAILED" not in out + err and "OSError" not in line, (out, err)
+    assert len(written) == 4 and all(np.load(p[: -len(".tmp")].rsplit(".", 2)[0]).dtype == np.uint16 for p in written)
+    assert not list(sony_copy.rglob("*.tmp"))
+    monkeypatch.undo()
+    summary = prepare_sid(str(sony_copy), "Sony", lists_dir=str(sony_copy), workers=0, progress=False, **QUIET)
+    assert summary["skipped_existing"] == 2 and summary["written"] == 10 and not summary["failed"]
+
+
+def test_prepare_sid_checks_the_free_space_before_the_work(sony_copy, capsys, monkeypatch):
+    """Too little room for the caches to write is found before any file is decoded or written."""
+    import cans.files
+
+    shutil.rmtree(sony_copy / "Sony" / "short_pack")
+    monkeypatch.setattr(cans.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 10))
+    written = _failing_save(monkeypatch, 10 ** 6, OSError("not reached"))
+    code = load_script("scripts/prepare_sid.py").main(["--data-path", str(sony_copy), "--camera", "Sony",
+                                                       "--lists-dir", str(sony_copy)])
+    one_error_line(code, capsys.readouterr().err, f"no space left in {sony_copy / 'Sony'} for the caches of 9 RAW "
+                   "file(s): 0.9 MiB needed, 0.0 MiB free (disk full)", "the 3 file(s) cached already are kept")
+    assert code == 2 and written == [] and not (sony_copy / "Sony" / "short_pack").exists()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("scripts/prepare_pairs.py", ["--data-path", "{tmp}/mine", "--lists", "l.txt"]),
+    ("scripts/prepare_sid.py", ["--data-path", "{tmp}/SID", "--camera", "Sony"]),
+])
+def test_absurd_workers_are_refused_before_any_process_starts(tmp_path, capsys, monkeypatch, script, args):
+    import cans.config_checks
+
+    monkeypatch.setattr(cans.config_checks, "usable_cpus", lambda: 4, raising=False)
+    monkeypatch.setattr(cans.config_checks, "available_memory", lambda: 64 * 2 ** 30, raising=False)
+    code = load_script(script).main([a.replace("{tmp}", str(tmp_path)) for a in args] + ["--workers", "100000"])
+    one_error_line(code, capsys.readouterr().err, "--workers: 100000 worker processes are more than this machine can "
+                   "run: it has 4 CPU(s)", "set --workers to at most 16")
+    assert code == 2 and not list(tmp_path.iterdir())
+
+
+def test_temporary_files_of_killed_writers_are_removed(tmp_path):
+    """After a full disk stops a pool of workers, their half-written temporary files go (they only
+    take space); a live writer's stays, and so does every finished file."""
+    from cans.files import remove_orphaned_temps, unique_temp_name
+
+    dead = subprocess_pid_that_exited()
+    (tmp_path / "a.npy").write_bytes(b"whole")
+    orphan = tmp_path / f"b.npy.{dead}.0123abcd.tmp"
+    orphan.write_bytes(b"half")
+    live = Path(unique_temp_name(str(tmp_path / "c.npy")))
+    live.write_bytes(b"being written")
+    assert remove_orphaned_temps(str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.npy", live.name])
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -288,6 +288,94 @@ def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_pa
         assert len(ds.entries) == 2 and ds.skipped_pairs()[0][0] == short
 
 
+def test_truncated_real_camera_file_is_found_without_decoding(reference_dir, tmp_path):
+    """The start-up check of a RAW file (cans.data.raw_io.check_raw_file) compares the file's size with
+    the end of the image data its own directory names: a real camera file cut anywhere fails with
+    'truncated' (LibRaw itself reads the header of every one of these, and fails only when decoding)."""
+    import shutil
+
+    from cans.data.raw_io import check_raw_file, data_end
+    from cans.errors import BadFileError
+
+    src = reference_dir / "real_raw" / "kodak_dc50.kdc"
+    if not src.exists():
+        pytest.skip(f"reference file not found: {src}")
+    whole = tmp_path / "whole.kdc"
+    shutil.copy(src, whole)
+    check_raw_file(str(whole))
+    size = whole.stat().st_size
+    assert data_end(str(whole)) == size
+    data = whole.read_bytes()
+    for keep in (size - 1, size // 2, 2000):
+        cut = tmp_path / f"cut_{keep}.kdc"
+        cut.write_bytes(data[:keep])
+        with rawpy.imread(str(cut)) as rp:     # LibRaw's header read alone does not notice
+            assert rp.sizes.raw_width == 768
+        with pytest.raises(BadFileError) as info:
+            check_raw_file(str(cut))
+        assert str(info.value) == (f"cannot read RAW file {cut}: truncated: {keep:,} bytes, its own directory says "
+                                   f"at least {size:,} (an interrupted copy or download?)")
+    # the own-camera data set names it at construction in both reading modes' start-up checks
+    shutil.copy(tmp_path / f"cut_{size // 2}.kdc", tmp_path / "b.kdc")
+    lst = make_set(tmp_path, ["whole.kdc b.kdc"])
+    with pytest.raises(DataError, match=r"b.kdc: truncated"):
+        RawPairDataset(str(tmp_path), lst, "train", load_npy=False, log=lambda m: None)
+
+
+def test_prepare_pairs_on_a_full_disk_stops_with_one_error_and_a_rerun_goes_on(tmp_path, monkeypatch):
+    """The own-camera preparation on a disk that fills: one DiskFullError (not a FAILED line per file);
+    raw_pairs.json keeps the files cached before, which the rerun skips."""
+    import cans.data.prepare as prepare
+    from cans.data.synthetic import make_own_camera_set
+    from cans.errors import DiskFullError
+
+    out = tmp_path / "own"
+    make_own_camera_set(str(out), scenes=3, height=112, width=112, progress=False, prepare=False, log=lambda m: None)
+    real, calls = np.save, []
+
+    def save(fh, array, *args, **kwargs):
+        calls.append(fh.name)
+        if len(calls) > 2:     # the first long exposure's two caches, then the disk is full
+            raise OSError("25088 requested and 4096 written")
+        return real(fh, array, *args, **kwargs)
+
+    monkeypatch.setattr(prepare.np, "save", save)
+    with pytest.raises(DiskFullError) as info:
+        prepare_pairs(str(out), ["train_list.txt"], progress=False, log=lambda m: None)
+    msg = str(info.value)
+    assert msg.startswith(f"no space left in {out}/") and "(25088 requested and 4096 written) (disk full): " in msg, msg
+    assert "the 1 file(s) cached are complete and valid" in msg and "\n" not in msg, msg
+    monkeypatch.undo()
+    assert len(json.loads((out / "raw_pairs.json").read_text())["files"]) == 1
+    again = prepare_pairs(str(out), ["train_list.txt"], progress=False, log=lambda m: None)
+    assert again["skipped"] == 1 and again["written"] == again["files"] - 1 and not again["failed"]
+
+
+def test_data_end_of_a_fuji_raf_header_and_of_other_containers(tmp_path):
+    """A Fuji RAF names its sections in its header (big-endian offset / length pairs at byte 84):
+    the check reads them; a container it does not know gives None (only LibRaw's header read)."""
+    import struct
+
+    from cans.data.raw_io import check_size, data_end
+    from cans.errors import BadFileError
+
+    header = b"FUJIFILMCCD-RAW 0201FF389501" + b"X-T2".ljust(32, b"\0") + b"\0" * 24
+    header += struct.pack(">6I", 200, 100, 300, 50, 400, 1000)
+    raf = tmp_path / "x.RAF"
+    raf.write_bytes(header.ljust(1400, b"\1"))
+    assert data_end(str(raf)) == 1400
+    check_size(str(raf))
+    raf.write_bytes(header.ljust(900, b"\1"))
+    with pytest.raises(BadFileError, match="truncated: 900 bytes, its own directory says at least 1,400"):
+        check_size(str(raf))
+    other = tmp_path / "x.CR3"
+    other.write_bytes(b"\0\0\0\x18ftypcrx " + b"\0" * 100)
+    assert data_end(str(other)) is None
+    (tmp_path / "empty.ARW").write_bytes(b"")
+    with pytest.raises(BadFileError, match="RAW file is empty"):
+        check_size(str(tmp_path / "empty.ARW"))
+
+
 # ------------------------------ a bad CFA description is one line; ratios above data.max_ratio are reported
 
 class _FakeRaw:
