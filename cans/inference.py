@@ -21,6 +21,7 @@ import torch
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import normalize_mosaic, open_raw
+from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
 from .tiling import DEFAULT_OVERLAP
 
@@ -451,7 +452,6 @@ def _load_runner(args):
     the checkpoint on the CPU, or the checkpoint in PyTorch; ``how`` ends the weights line."""
     from .config import load_config
     from .engine.fastpath import fast_model_for_test
-    from .evaluate.tester import check_checkpoint_path, load_model, pick_device
     from .onnx_model import OnnxModel, config_for_export, weights_info
 
     onnx_path = getattr(args, "onnx", None)
@@ -500,7 +500,6 @@ def cli_main(args) -> int:
 
     files = find_inputs(args.inputs)
     if getattr(args, "onnx", None) is None and args.checkpoint:
-        from .evaluate.tester import check_checkpoint_path
         check_checkpoint_path(args.checkpoint)  # before the result folder is made
         check_not_an_export(args.checkpoint)
     # made before the model (not one failure per file at the end); removed again if nothing was written in it

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .engine.loading import check_checkpoint_path, default_checkpoint, load_model
 from .errors import InferenceError
 
 INPUT_NAME = "packed_raw"
@@ -574,7 +575,6 @@ def export_main(args) -> int:
     inputs that need padding, then move the file into place; 1 when the check fails (no file is
     left at ``--out`` then), 0 otherwise."""
     from .config import load_config
-    from .evaluate.tester import check_checkpoint_path, default_checkpoint, load_model
     from .files import unique_temp_name
     from .models.published import describe_weights, weights_line
     from .outdirs import check_output_file

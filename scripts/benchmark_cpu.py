@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             if path:
                 check_output_file(path, what)
         if args.checkpoint:
-            from cans.evaluate.tester import check_checkpoint_path
+            from cans.engine.loading import check_checkpoint_path
             check_checkpoint_path(args.checkpoint)
         report = run_cpu_benchmark(cfg["model"], args.modes, args.size, checkpoint=args.checkpoint,
                                    warmup=args.warmup, iters=args.iters, threads=args.threads,

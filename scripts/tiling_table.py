@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     def run() -> int:
         from cans.config import load_config
         from cans.data import build_dataset
-        from cans.evaluate.tester import load_model, pick_device
+        from cans.engine.loading import load_model, pick_device
         from cans.tiling import compare_tiling, format_tiling_table
 
         cfg = load_config(args.config, args.set)

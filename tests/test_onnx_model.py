@@ -341,8 +341,8 @@ def test_bad_onnx_inputs_are_one_line(exported, tmp_path, capsys):
 
 
 def test_mps_device_that_is_not_there_is_one_line(monkeypatch):
+    from cans.engine.loading import pick_device
     from cans.errors import TestSetupError
-    from cans.evaluate.tester import pick_device
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(TestSetupError, match="MPS backend is not available"):

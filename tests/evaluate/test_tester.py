@@ -97,7 +97,9 @@ def test_test_py_errors_and_throughput(synthetic_run):
 
 def test_tester_errors_are_clear(tmp_path):
     from cans.config import validate
-    from cans.evaluate.tester import TestSetupError, load_model, run_test, run_throughput
+    from cans.engine.loading import load_model
+    from cans.errors import TestSetupError
+    from cans.evaluate.tester import run_test, run_throughput
 
     cfg = validate({"name": "tiny", "output_dir": str(tmp_path / "run"), "model": dict(TINY_CANS)})
     with pytest.raises(TestSetupError, match="at least 49 x 49"):
@@ -113,7 +115,7 @@ def test_tester_errors_are_clear(tmp_path):
     assert "--set model.middle_blk_num=2" in text, text
     with pytest.raises(TestSetupError, match="max-images"):
         run_test(cfg, str(path), device="cpu", max_images=0, loader=[], print_fn=lambda s: None)
-    from cans.evaluate.tester import pick_device
+    from cans.engine.loading import pick_device
     with pytest.raises(TestSetupError, match="not a device name"):
         pick_device("gpu")
     with pytest.raises(TestSetupError, match="CUDA device"):
@@ -165,7 +167,8 @@ def test_two_test_runs_with_different_checkpoints_leave_one_image_per_test_image
 
 
 def test_a_checkpoint_of_the_other_camera_names_the_camera_not_model_keys(tmp_path):
-    from cans.evaluate.tester import TestSetupError, load_model
+    from cans.engine.loading import load_model
+    from cans.errors import TestSetupError
 
     fuji = validate({"name": "tiny_fuji", "model": dict(TINY_CANS, in_channel=9, block_size=3, adaptive_size=3),
                      "data": {"type": "FujiDictSet"}})
