@@ -5,17 +5,7 @@ import sys
 from typing import Callable
 
 from .engine.checkpoint import trusted_checkpoints
-from .errors import USER_ERRORS
-
-
-def user_message(exc: BaseException) -> str:
-    """The message of a user error; for one re-raised from a DataLoader worker (whose message
-    carries the worker's traceback), only the original error's last line."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
-    return text
+from .errors import USER_ERRORS, user_message
 
 
 def compile_failure(exc: BaseException) -> str:

@@ -47,6 +47,17 @@ class NonFiniteLossError(RuntimeError):
 #: errors caused by the user's input: one line, exit 2
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TestSetupError, InferenceError, FileNotFoundError)
 
+
+def user_message(exc: BaseException) -> str:
+    """The message of a user error; for one re-raised from a DataLoader worker (whose message
+    carries the worker's traceback), only the original error's last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return text
+
+
 __all__ = ["BadFileError", "CheckpointError", "ConfigError", "DataError", "DiskFullError", "InferenceError",
            "NonFiniteLossError",
-           "TestSetupError", "USER_ERRORS"]
+           "TestSetupError", "USER_ERRORS", "user_message"]

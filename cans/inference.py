@@ -20,14 +20,12 @@ import torch
 
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
-from .data.raw_io import normalize_mosaic, open_raw
+from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw
 from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
+from .png import write_png
 from .tiling import DEFAULT_OVERLAP
 
-RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
-                  ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
-                  ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
 DEFAULT_TARGET_MEAN = 0.1
 DEFAULT_MAX_RATIO = 300.0
 
@@ -352,7 +350,6 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     from tqdm import tqdm
 
-    from .evaluate.images import write_png
 
     files = list(inputs)
     model.eval()
@@ -549,5 +546,4 @@ def cli_main(args) -> int:
 __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
-           "RAW_EXTENSIONS",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "cli_main", "find_export"]

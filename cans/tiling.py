@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .evaluate.metrics import psnr
 from .models import unwrap_model
 
 DEFAULT_OVERLAP = 32
@@ -518,7 +519,6 @@ def compare_tiling(model: nn.Module, samples, settings: Sequence[Tuple[int, int,
 
     from tqdm import tqdm
 
-    from .evaluate.metrics import psnr
 
     device = torch.device(device)
     model = model.to(device).eval()

@@ -18,8 +18,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..png import write_png
 from .errors import DataError
-from .raw_io import _raw_from_handle, open_raw, shot_metadata
+from .raw_io import RAW_EXTENSIONS, _raw_from_handle, open_raw, shot_metadata
 
 MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
 MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)
@@ -81,7 +82,6 @@ def read_frame(path: str, pixels: bool = True) -> Tuple[FrameInfo, Optional[np.n
 
 def list_raw_files(folder: str, what: str) -> List[str]:
     """The RAW files (by extension, hidden files left out) directly in ``folder``, sorted by name."""
-    from ..inference import RAW_EXTENSIONS
 
     if not os.path.isdir(folder):
         raise DataError(f"{what}: {folder} is not a folder")
@@ -477,7 +477,6 @@ def write_plots(profile: Mapping[str, object], details: Mapping[int, tuple], fol
     """PNG plots in ``folder``: ``ptc_iso<ISO>.png`` (x: mean DN above black, y: half the variance
     of a pair's difference; points coloured by CFA site, black: the fitted line) and ``fit_read.png``
     / ``fit_row.png`` (x: log K, y: log sigma per ISO, black: the fit). Returns the paths."""
-    from ..evaluate.images import write_png
 
     os.makedirs(folder, exist_ok=True)
     cfa = str(profile["camera"]["cfa"])
@@ -504,7 +503,7 @@ def write_plots(profile: Mapping[str, object], details: Mapping[int, tuple], fol
 
 
 # ---------------------------------------------------------------------------------------
-# Simulated calibration frames (tests, examples)
+# The read noise's distribution (the simulated frames: cans.data.synthetic)
 # ---------------------------------------------------------------------------------------
 
 def tukey_noise(rng: np.random.Generator, lam: float, sigma: float, shape) -> np.ndarray:
@@ -516,59 +515,6 @@ def tukey_noise(rng: np.random.Generator, lam: float, sigma: float, shape) -> np
     return q * (sigma / float(stats.tukeylambda.std(lam)))
 
 
-def simulate_frame(rng: np.random.Generator, signal: np.ndarray, params: Mapping[str, float],
-                   black, white: int) -> np.ndarray:
-    """One frame as a camera stores it: uint16 (H, W) of the clean ``signal`` (DN above black,
-    (H, W) float) under the module's noise model with ``params`` (K, read_sigma, read_lambda,
-    row_sigma, black_bias), plus the per-site ``black`` (a number or (2, 2)), rounded and clipped."""
-    h, w = signal.shape
-    k = float(params["K"])
-    x = k * rng.poisson(np.maximum(signal, 0.0) / k)
-    x = x + tukey_noise(rng, float(params["read_lambda"]), float(params["read_sigma"]), (h, w))
-    x = x + rng.normal(0.0, float(params["row_sigma"]), (h, 1)) + float(params.get("black_bias", 0.0))
-    blk = np.asarray(black, dtype=np.float64)
-    if blk.size == 4:
-        blk = np.tile(blk.reshape(2, 2), (h // 2 + 1, w // 2 + 1))[:h, :w]
-    return np.clip(np.round(x + blk), 0, white).astype(np.uint16)
-
-
-def simulate_calibration_set(out: str, params: Mapping[int, Mapping[str, float]], height: int = 64,
-                             width: int = 96, dark_frames: int = 8, flat_times: Sequence[float] = (
-                                 0.01, 0.02, 0.04, 0.08, 0.16, 0.32), flat_frames: int = 2,
-                             full_time: float = 0.25, cfa: str = "RGGB", black=(510, 512, 514, 512),
-                             white: int = 16383, site_gain: Sequence[float] = (0.55, 1.0, 1.0, 0.7),
-                             seed: int = 0, **dng) -> Tuple[str, str]:
-    """Write simulated dark and flat DNG frames of a camera with known noise ``params`` (ISO ->
-    K, read_sigma, read_lambda, row_sigma, black_bias) to ``out/dark`` and ``out/flat``; returns
-    the two folders.
-
-    Flats: a uniform field with a gentle illumination gradient (+-5 %) and a fixed 1 % per-pixel
-    response pattern, brightness per CFA site ``site_gain`` times ``t / full_time`` of
-    ``white - black`` (so times above ``full_time`` clip the brightest site). ``dng``: extra
-    arguments of :func:`cans.data.synthetic.write_dng` (e.g. ``make``, ``color_matrix``)."""
-    from .synthetic import write_dng
-
-    dark_dir, flat_dir = os.path.join(out, "dark"), os.path.join(out, "flat")
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    field_ = 1.0 + 0.05 * (xx / width - 0.5) + 0.03 * (yy / height - 0.5)
-    prnu = 1.0 + 0.01 * rng.standard_normal((height, width))
-    gains = np.tile(np.asarray(site_gain, dtype=np.float64).reshape(2, 2), (height // 2 + 1, width // 2 + 1))
-    base = field_ * prnu * gains[:height, :width] * (white - max(np.asarray(black).reshape(-1)))
-    for iso, p in sorted(params.items()):
-        for i in range(dark_frames):
-            frame = simulate_frame(rng, np.zeros((height, width)), p, black, white)
-            write_dng(os.path.join(dark_dir, f"dark_iso{iso}_{i:02d}.dng"), frame, cfa=cfa, black=black,
-                      white=white, iso=iso, exposure_time=1 / 125, **dng)
-        for t in flat_times:
-            for i in range(flat_frames):
-                frame = simulate_frame(rng, base * (t / full_time), p, black, white)
-                write_dng(os.path.join(flat_dir, f"flat_iso{iso}_{t:g}s_{i:02d}.dng"), frame, cfa=cfa,
-                          black=black, white=white, iso=iso, exposure_time=t, **dng)
-    return dark_dir, flat_dir
-
-
 __all__ = ["FrameInfo", "DarkStats", "PhotonTransfer", "read_frame", "list_raw_files", "scan", "group_by_iso",
            "dark_statistics", "photon_transfer", "flat_levels", "tukey_fit", "log_linear", "fit_across_isos",
-           "calibrate", "validate_profile", "write_profile", "load_profile", "write_plots", "tukey_noise",
-           "simulate_frame", "simulate_calibration_set"]
+           "calibrate", "validate_profile", "write_profile", "load_profile", "write_plots", "tukey_noise"]

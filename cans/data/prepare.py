@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import DiskFullError
 from ..files import atomic_write_text, atomic_writer, check_free_space, remove_orphaned_temps
+from ..machine import usable_cpus
 from .cameras import CameraSpec, camera_spec
 from .errors import DataError
 from .lists import MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list
@@ -263,7 +264,6 @@ def prepare_sid(data_path: str, camera: str = "Sony", lists_dir: Optional[str] =
     jobs = [("long", rel, data_path, camera, rel not in wb_table) for rel in longs] + \
            [("short", rel, data_path, camera, False) for rel in shorts]
     if workers is None:
-        from ..config_checks import usable_cpus
         workers = usable_cpus()
     todo = [job for job in jobs if not _cached(job)]
     counts = {"done": 0, "skipped": len(jobs) - len(todo), "failed": 0}

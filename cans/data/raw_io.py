@@ -37,6 +37,10 @@ def _need_rawpy():
 
 
 COLOUR_LETTERS = "RGB"
+#: file extensions of camera RAW files (lower case): what a folder of photos is searched for
+RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
+                  ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
+                  ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
 
 
 @dataclass

@@ -24,7 +24,8 @@ import torch
 from ..data import start_workers
 from ..engine.fastpath import autocast_context, synchronize
 from ..files import atomic_write_text
-from .images import raw_preview, write_png
+from ..png import write_png
+from .images import raw_preview
 from .metrics import psnr, ssim
 
 PAPER_GROUPS = ("x100", "x250", "x300")

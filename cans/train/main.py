@@ -9,6 +9,7 @@ import traceback
 from typing import Any, Mapping, Optional
 
 from ..engine import distributed as du
+from ..errors import USER_ERRORS, user_message
 
 
 def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str:
@@ -43,7 +44,6 @@ def record_failure(cfg: Mapping[str, Any], exc: BaseException) -> None:
     out = cfg.get("output_dir")
     if not out or not os.path.isdir(out):
         return
-    from ..cli import USER_ERRORS, user_message
     reason = stop_reason(exc, cfg["train"]["dist_timeout"])
     if reason:
         if isinstance(exc, KeyboardInterrupt) and du.get_rank() != 0:

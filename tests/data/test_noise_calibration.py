@@ -1,6 +1,6 @@
 """scripts/calibrate_noise.py on simulated dark and flat DNG frames of known noise (cans/data/calibration.py).
 
-The frames are written by ``cans.data.calibration.simulate_calibration_set``: shot noise through K,
+The frames are written by ``cans.data.synthetic.simulate_calibration_set``: shot noise through K,
 Tukey-lambda read noise, Gaussian row noise, a black-level bias, rounding; flats with an illumination
 gradient, a fixed 1 % pixel response pattern and one exposure time that clips the green sites.
 """
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from helpers import load_script
 
-from cans.data.calibration import load_profile, simulate_calibration_set, write_profile
+from cans.data.calibration import load_profile, write_profile
 from cans.data.errors import DataError
 from cans.data.packing import XTRANS_PATTERN
-from cans.data.synthetic import write_dng
+from cans.data.synthetic import simulate_calibration_set, write_dng
 
 REPO = Path(__file__).resolve().parents[2]
 
