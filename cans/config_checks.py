@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .config import ConfigError
+from .data import dataset_class
 from .machine import available_memory, local_processes, usable_cpus
 from .models.networks import MIN_DEEPEST_SIZE  # the deepest feature map's smallest side (7x7 reflect padding)
+from .registry import DATASETS
 
 
 def smallest_input(cfg: Mapping[str, Any]) -> int:
@@ -35,7 +37,6 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _check_learning_rates(cfg["train"])
     check_workers(data["num_workers"], "data.num_workers", processes=local_processes())
     check_workers((data.get("synthetic") or {}).get("workers") or 0, "data.synthetic.workers")
-    from .data import dataset_class
     facts = dataset_class(cfg)  # the camera facts live on the registered (or the user's) class
     if ":" in model["type"]:  # a user's model: its block size is checked against the data when built
         return
@@ -64,7 +65,6 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {kind}; set "
                               "data.synthetic.auto_create=false or data.type=SonyDictSet")
         if syn.get("camera") and syn["camera"] != stand_in:
-            from .registry import DATASETS
             other = next((n for n, c in DATASETS.classes().items() if getattr(c, "synthetic", None) == syn["camera"]),
                          "another data.type")
             raise ConfigError(f"data.synthetic.camera is {syn['camera']} but data.type is {kind} ({camera}); "

@@ -18,13 +18,27 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .config import load_config, split_options
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw
+from .engine.fastpath import fast_model_for_test
 from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
+from .models.published import git_blob_id, weights_line
+from .onnx_model import (
+    OnnxModel,
+    config_for_export,
+    default_onnx_path,
+    exported_config,
+    model_differences,
+    read_metadata,
+    require_runtime,
+    weights_info,
+)
+from .outdirs import provisional_output_dir
 from .png import write_png
-from .tiling import DEFAULT_OVERLAP
+from .tiling import DEFAULT_OVERLAP, check_tile_arguments, run_with_fallback, tile_for_model, tile_limits
 
 DEFAULT_TARGET_MEAN = 0.1
 DEFAULT_MAX_RATIO = 300.0
@@ -302,7 +316,6 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
     ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`);
     ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
     (:func:`cans.tiling.run_with_fallback`)."""
-    from .tiling import run_with_fallback
 
     mosaic = read_mosaic(path)
     if isinstance(ratio, str):
@@ -396,7 +409,6 @@ def _stop_run(exc: BaseException, path: str, done: int, total: int) -> None:
 
 def check_tiling(model: torch.nn.Module, tile, overlap: int) -> None:
     """InferenceError for a --tile / --overlap the model cannot use, before any file is read."""
-    from .tiling import check_tile_arguments
 
     try:
         check_tile_arguments(model, tile, overlap)
@@ -422,8 +434,6 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
     :func:`cans.onnx_model.default_onnx_path`) and its metadata, when it was exported from these
     very weights (its git blob id) and this model; otherwise None, with one line saying why or how
     to make it."""
-    from .models.published import git_blob_id
-    from .onnx_model import default_onnx_path, exported_config, model_differences, read_metadata, require_runtime
 
     candidate = default_onnx_path(checkpoint)
     export = f"python scripts/export_onnx.py -c {config_path} --checkpoint {checkpoint}"
@@ -447,9 +457,6 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
 def _load_runner(args):
     """(model, cfg, device, weights, how) for infer.py: the ``--onnx`` file, the export found beside
     the checkpoint on the CPU, or the checkpoint in PyTorch; ``how`` ends the weights line."""
-    from .config import load_config
-    from .engine.fastpath import fast_model_for_test
-    from .onnx_model import OnnxModel, config_for_export, weights_info
 
     onnx_path = getattr(args, "onnx", None)
     runtime, threads = getattr(args, "runtime", "auto"), getattr(args, "threads", None)
@@ -490,10 +497,6 @@ def _load_runner(args):
 def cli_main(args) -> int:
     """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
     enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
-    from .config import split_options
-    from .models.published import weights_line
-    from .onnx_model import OnnxModel
-    from .outdirs import provisional_output_dir
 
     files = find_inputs(args.inputs)
     if getattr(args, "onnx", None) is None and args.checkpoint:
@@ -513,7 +516,6 @@ def cli_main(args) -> int:
         two_pass = not getattr(args, "one_pass", False)
         check_tiling(model, tile, overlap)
         if isinstance(tile, int):
-            from .tiling import tile_for_model, tile_limits
             if tile_for_model(model, tile, overlap) != tile:
                 print(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
                       f"using {tile_for_model(model, tile, overlap)}")

@@ -31,8 +31,16 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .config import apply_overrides, load_config, registry_keys, to_yaml, validate
 from .engine.loading import check_checkpoint_path, default_checkpoint, load_model
 from .errors import InferenceError
+from .evaluate.metrics import fidelity_psnr
+from .files import atomic_write_bytes, unique_temp_name
+from .models import blocks, unwrap_model
+from .models.published import describe_weights, published_name, weights_line
+from .outdirs import check_output_file
+from .requirements import release
+from .tiling import GlobalPoolStats
 
 INPUT_NAME = "packed_raw"
 OUTPUT_NAMES = ("rgb", "raw")
@@ -84,7 +92,6 @@ def require_runtime(runtime: str = "auto") -> str:
 def require_exporter() -> None:
     """:class:`MissingPackageError` unless what ``torch.onnx.export(dynamo=True)`` needs is there:
     PyTorch 2.5 or newer, onnx and onnxscript."""
-    from .requirements import release
 
     if (release(torch.__version__) or (0, 0)) < (2, 5):
         raise MissingPackageError(f"exporting to ONNX needs PyTorch 2.5 or newer (torch.onnx.export with "
@@ -174,9 +181,6 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     and how long the tile graph is estimated to take; none by default."""
     import onnx
 
-    from .config import to_yaml
-    from .files import atomic_write_bytes
-    from .models import unwrap_model
 
     require_exporter()
     net = unwrap_model(model).float().cpu().eval()
@@ -342,7 +346,6 @@ class _TileGraph(nn.Module):
         self.net = net
 
     def forward(self, x, use, given):
-        from .models import blocks
 
         feats = []
 
@@ -357,7 +360,6 @@ class _TileGraph(nn.Module):
 
 def pool_points(net: nn.Module, x: torch.Tensor) -> list:
     """[(channels, size)] of every pooling call of one forward pass of ``net`` on ``x``, in order."""
-    from .models import blocks
 
     points = []
     with blocks.pool_tap(lambda feat, pooled: points.append((int(pooled.shape[1]), int(pooled.shape[-1]))) or pooled):
@@ -411,7 +413,6 @@ class OnnxModel(nn.Module):
     def pool_stats(self, frame_hw: Tuple[int, int]):
         """Two-pass tiles (:class:`cans.tiling.TiledModel`): the statistics object the tiles fill
         (pass 1) and read (pass 2), served by the tile graph written beside the export."""
-        from .tiling import GlobalPoolStats
 
         if self._tiles is None:
             tiles = os.path.join(os.path.dirname(self.path), self.meta.get("tile_graph", ""))
@@ -476,7 +477,6 @@ def compare_with_pytorch(onnx_model: OnnxModel, net: nn.Module, sizes: Sequence[
     """Run both on random packed inputs of each (h, w); per size ``{"size", "max_abs_rgb", "max_abs_raw",
     "rgb_psnr"}`` (:func:`cans.evaluate.metrics.fidelity_psnr`, None when identical). ``each``: called
     with each row as soon as it is measured."""
-    from .evaluate.metrics import fidelity_psnr
 
     rows = []
     gen = torch.Generator().manual_seed(seed)
@@ -523,7 +523,6 @@ def check_same_model(onnx_model: OnnxModel, cfg: Mapping[str, Any], where: str) 
 def config_for_export(onnx_model: OnnxModel, config_path: Optional[str], overrides: Sequence[str] = ()) -> Dict:
     """The config a run with an export uses: ``config_path`` (which must describe the exported
     model, :func:`check_same_model`), else the one stored in the file; ``overrides`` applied."""
-    from .config import apply_overrides, load_config, validate
 
     if config_path:
         cfg = load_config(config_path, list(overrides))
@@ -539,7 +538,6 @@ def check_no_outside_class(onnx_model: OnnxModel, cfg: Mapping[str, Any]) -> Non
     the file (``model.type``, ``data.type``, the losses'): a model file is data, and validating such
     a type would import that module, so it is refused before anything is imported; the user's own
     config (``-c``) or a ``--set`` of that key names a class from the command line instead."""
-    from .config import registry_keys
 
     def value(tree, key):
         for part in key.split("."):
@@ -557,7 +555,6 @@ def check_no_outside_class(onnx_model: OnnxModel, cfg: Mapping[str, Any]) -> Non
 def weights_info(onnx_model: OnnxModel) -> Dict[str, Optional[str]]:
     """``{"path", "git_blob", "published", "onnx"}`` for reports: the checkpoint the file was exported
     from, by its git blob id (:func:`cans.models.published.describe_weights`'s fields)."""
-    from .models.published import published_name
 
     blob = onnx_model.weights_git_blob
     return {"path": onnx_model.meta.get("checkpoint", ""), "git_blob": blob or "unknown",
@@ -574,10 +571,6 @@ def export_main(args) -> int:
     """``scripts/export_onnx.py`` (through ``cans.cli.run_cli``): export, check against PyTorch on
     inputs that need padding, then move the file into place; 1 when the check fails (no file is
     left at ``--out`` then), 0 otherwise."""
-    from .config import load_config
-    from .files import unique_temp_name
-    from .models.published import describe_weights, weights_line
-    from .outdirs import check_output_file
 
     require_exporter()
     require_runtime(args.runtime)

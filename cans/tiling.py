@@ -19,8 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .engine.fastpath import autocast_context
 from .evaluate.metrics import psnr
 from .models import unwrap_model
+from .models.heads import SharedKV
 
 DEFAULT_OVERLAP = 32
 #: fraction of the free GPU memory ``auto_tile`` plans to use
@@ -84,7 +86,6 @@ class GlobalPoolStats:
     def __init__(self, net: Optional[nn.Module], frame_hw: Tuple[int, int]):
         """``net`` None: no hooks; the caller feeds :meth:`collect` and reads :meth:`mean` itself
         (an ONNX export's tile graph, :meth:`cans.onnx_model.OnnxModel.pool_stats`)."""
-        from .models.heads import SharedKV
 
         self.frame_hw = frame_hw
         self.mode = "off"
@@ -354,7 +355,6 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     for its own size (about a minute, and a slot of dynamo's recompilation limit) and measure
     that graph, which needs less memory than the eager tiles. One-pass tiles run compiled: for
     them the eager figure errs on the safe side."""
-    from .engine.fastpath import autocast_context
 
     net = unwrap_model(model)
     x = torch.zeros(1, int(net.in_channel), size, size, device=device)
@@ -396,7 +396,6 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
     """
-    from .engine.fastpath import autocast_context
 
     device = x.device
     multiple, smallest = tile_limits(model)

@@ -256,16 +256,16 @@ def _infer_main():
 
 def _run_infer(infer_setup, tmp_path, monkeypatch, wrap):
     """scripts/infer.py on the three files, the fast path's model replaced by ``wrap(model)``."""
-    import cans.engine.fastpath as fastpath
+    import cans.inference
 
     inputs, ckpt, cfg = infer_setup
-    original = fastpath.fast_model_for_test
+    original = cans.inference.fast_model_for_test
 
     def fast_model_for_test(cfg_, model, device, log=print):
         model, plan = original(cfg_, model, device, log)
         return wrap(model), plan
 
-    monkeypatch.setattr(fastpath, "fast_model_for_test", fast_model_for_test)
+    monkeypatch.setattr(cans.inference, "fast_model_for_test", fast_model_for_test)
     return _infer_main()(["-c", str(cfg), "--checkpoint", str(ckpt), str(inputs), "--out", str(tmp_path / "out"),
                           "--no-progress", "--device", "cpu"])
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import split_options
 from ..registry import DATASETS
 from .base import PairDataset
 from .cleanframes import CleanFrameDataset
@@ -29,6 +30,7 @@ from .packing import pack_bayer, pack_xtrans
 from .raw_io import read_bayer
 from .rawpair import RawPairDataset, XTransPairDataset
 from .sid import FujiDictSet, SonyDictSet
+from .synthetic import MARKER, make_own_camera_set, make_synthetic_sid
 
 #: what a data set class must provide (the contract of docs/extending.md)
 REQUIRED_FACTS = ("packed_channels", "block_size")
@@ -146,7 +148,6 @@ def loader_kwargs(cfg: Mapping[str, Any], pin_memory: Optional[bool] = None) -> 
 def build_dataloader(cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> DataLoader:
     """The evaluation loader of ``split`` (valid / test): in list order, ``batch_size`` of the split,
     the workers of ``data``. Training has its own (``cans.train.loaders``)."""
-    from ..config import split_options
     dataset = build_dataset(cfg, split, log=log)
     batch_size = split_options(cfg, split)["batch_size"]
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(cfg))
@@ -164,7 +165,6 @@ def _synthetic_camera(path: str) -> Optional[str]:
     """The camera of the synthetic set at ``path`` (from its ``synthetic_sid.json``), else None."""
     import json
 
-    from .synthetic import MARKER
 
     try:
         with open(os.path.join(path, MARKER), encoding="utf-8") as fh:
@@ -177,7 +177,6 @@ def _check_create_location(path: str, camera: str) -> None:
     """Refuse to auto-create a synthetic set where a typo or the wrong working folder would put it:
     the parent folder must exist, and the folder's name must not look like a misspelling of an
     existing synthetic set beside it or of the demo configs' standard names."""
-    from .synthetic import MARKER
 
     where = os.path.abspath(path)
     parent, name = os.path.dirname(where), os.path.basename(where)
@@ -202,7 +201,6 @@ def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], N
     """``data.synthetic.auto_create`` for ``RawPairDataset`` (``sensor="bayer"``) and
     ``XTransPairDataset`` (``sensor="xtrans"``): the synthetic own-camera example set
     (:func:`cans.data.synthetic.make_own_camera_set`) at ``path`` when that folder is missing or empty."""
-    from .synthetic import make_own_camera_set
 
     if synthetic_exists(path):
         return False
@@ -231,7 +229,6 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     not look like a misspelling of those or of a synthetic set beside it; anything else is a
     :class:`DataError` naming the absolute path (``scripts/make_synthetic_sid.py`` makes a set
     anywhere on purpose). Messages give absolute paths."""
-    from .synthetic import make_synthetic_sid
 
     data = cfg["data"]
     syn = data["synthetic"]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import split_options
 from ..errors import BadFileError
 from .errors import DataError
 from .lists import PairEntry, keep_first_capture
@@ -102,7 +103,6 @@ class PairDataset(Dataset):
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> "PairDataset":
         """The data set of ``split`` from the resolved config (``data.*`` and the split's options)."""
-        from ..config import split_options
         data = cfg["data"]
         opts = split_options(cfg, split)
         kwargs = {k: opts[k] for k in SPLIT_KEYS if k in opts}

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..files import atomic_write_text
 from ..png import write_png
 from .errors import DataError
 from .raw_io import RAW_EXTENSIONS, _raw_from_handle, open_raw, shot_metadata
@@ -397,7 +398,6 @@ def write_profile(profile: Mapping[str, object], path: str) -> str:
     """Validate and write ``profile`` as YAML (atomically), with a header comment; returns ``path``."""
     import yaml
 
-    from ..files import atomic_write_text
 
     validate_profile(profile, path)
     plain = json.loads(json.dumps(profile))  # numpy scalars -> Python; keys become strings ...

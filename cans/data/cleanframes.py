@@ -18,10 +18,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..config import SCHEMA
 from ..registry import DATASETS
+from .calibration import calibrate, load_profile, tukey_noise, write_profile
 from .errors import DataError
 from .prepare import cache_path, resolve
 from .rawpair import RawPairDataset, RawPairEntry, parse_pair_list, read_pair_file
+from .synthetic import NOISE, make_own_camera_calibration
 
 #: the built-in profile names (ELD's A7S2 fit, cans.data.synthetic.NOISE) and the white level of their 14-bit DN
 BUILTIN_PROFILES = ("A7S2",)
@@ -29,7 +32,6 @@ BUILTIN_WHITE = 16383.0
 
 
 def _builtin(name: str) -> Dict[str, Any]:
-    from .synthetic import NOISE
     return {"fit": dict(NOISE), "builtin": name}
 
 
@@ -44,7 +46,6 @@ def resolve_profile(spec: Optional[str]) -> Dict[str, Any]:
     if not (spec.lower().endswith((".yaml", ".yml")) or os.sep in spec or "/" in spec):
         raise DataError(f"data.noise.profile: unknown built-in profile {spec!r}; expected one of "
                         f"{', '.join(BUILTIN_PROFILES)} or a profile.yaml path (scripts/calibrate_noise.py)")
-    from .calibration import load_profile
     try:
         profile = load_profile(spec)
     except DataError as exc:
@@ -87,7 +88,6 @@ class NoiseModel:
         row_sigma = math.exp(f["row_slope"] * log_k + f["row_bias"] + rng.normal(0.0, f["row_jitter"]))
         x = k * rng.poisson(signal / k)
         if self.read_lambda is not None:
-            from .calibration import tukey_noise
             x += tukey_noise(rng, self.read_lambda, read_sigma, signal.shape)
         else:
             x += rng.normal(0.0, read_sigma, signal.shape)
@@ -125,7 +125,6 @@ class CleanFrameDataset(RawPairDataset):
                  noise_fraction: Optional[float] = None, **kwargs):
         """``noise_profile``: ``data.noise.profile`` (or a profile dict); ``noise_ratios`` and
         ``noise_fraction``: ``data.noise.ratios`` / ``.fraction``, None for the schema's defaults."""
-        from ..config import SCHEMA
         defaults = SCHEMA["data"]["noise"]
         noise_ratios = defaults["ratios"].default if noise_ratios is None else noise_ratios
         noise_fraction = defaults["fraction"].default if noise_fraction is None else noise_fraction
@@ -238,8 +237,6 @@ def ensure_example_profile(cfg: Mapping[str, Any], log: Callable[[str], None] = 
         return False
     import time
 
-    from .calibration import calibrate, write_profile
-    from .synthetic import make_own_camera_calibration
 
     t0 = time.time()
     folder = os.path.join(root, EXAMPLE_CALIBRATION)

@@ -21,9 +21,12 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..files import atomic_write_text
 from .calibration import tukey_noise
 from .errors import DataError
 from .packing import BAYER_RGGB, XTRANS_PATTERN, cfa_cell, mosaic_bayer, mosaic_cell, mosaic_xtrans, phase_crop
+from .prepare import prepare_sid
+from .rawpair import packed_size, prepare_pairs
 
 SOURCE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel")
@@ -321,7 +324,6 @@ def write_scene(out_dir: str, camera: str, index: int, scene_id: str, height: in
 
 
 def _write_text(path: str, text: str) -> None:
-    from ..files import atomic_write_text
     atomic_write_text(path, text)
 
 
@@ -343,7 +345,6 @@ def make_synthetic_sid(out: str, camera: str = "Sony", scenes: int = 8, seed: in
     """
     from tqdm import tqdm
 
-    from .prepare import prepare_sid
 
     if camera not in CAMERAS:
         raise DataError(f"synthetic SID: camera {camera!r} is not one of {sorted(CAMERAS)}")
@@ -528,7 +529,6 @@ def make_own_camera_set(out: str, scenes: int = 8, seed: int = 0, height: int = 
     """
     from tqdm import tqdm
 
-    from .rawpair import packed_size, prepare_pairs
 
     if sensor not in OWN_SENSORS:
         raise DataError(f"own-camera set: sensor {sensor!r} is not one of {sorted(OWN_SENSORS)}")

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import CheckpointError, DiskFullError
 from ..files import atomic_write_bytes
+from ..models import extract_state_dict, load_state_dict_strict
 
 
 def error_text(exc: BaseException) -> str:
@@ -302,7 +303,6 @@ def load_model_weights(model, path: str, cfg: Mapping[str, Any] = None, trust: O
     missing / unexpected names or the shape, and, when the checkpoint records its config, the
     ``--set model.*=...`` to add). Returns the loaded object (the whole checkpoint).
     """
-    from ..models import extract_state_dict, load_state_dict_strict
 
     obj = read_torch_file(path, trust=trust)
     try:

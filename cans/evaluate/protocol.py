@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
+from ..data import dataset_class
+
 #: camera -> (test list, images) of the authors' protocol
 PAPER_TEST_SETS = {"Sony": ("Sony_new_test_list.txt", 88), "Fuji": ("Fuji_test_list.txt", 94)}
 
@@ -25,7 +27,6 @@ def describe_protocol(cfg: Mapping[str, Any], camera: str, images: Optional[int]
     test = cfg["data"].get("test") or {}
     only_00 = bool(test.get("only_00", False))
     dataset = "MCR" if camera == "MCR" else f"SID {camera}"
-    from ..data import dataset_class
     cls = dataset_class(cfg)
     if getattr(cls, "own_camera", False):
         dataset = f"own camera ({cfg['data']['type']})"

@@ -23,11 +23,16 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from ..config_checks import check_config
+from ..data import build_dataloader, ensure_synthetic
 from ..engine import fastpath
 from ..engine.fastpath import autocast_context, synchronize
 from ..engine.loading import camera_name, check_amp, check_checkpoint_path, default_checkpoint, load_model, pick_device
 from ..errors import TestSetupError
 from ..files import atomic_write_text
+from ..models import build_model
+from ..models.published import describe_weights, weights_line
+from ..onnx_model import OnnxModel, check_same_model, weights_info
 from ..outdirs import provisional_output_dir
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
@@ -36,7 +41,6 @@ from .scores import evaluate, format_tables, write_metrics_csv, write_metrics_js
 
 
 def _loader(cfg: Mapping[str, Any]):
-    from ..data import build_dataloader, ensure_synthetic
 
     ensure_synthetic(cfg)
     return build_dataloader(cfg, "test")
@@ -191,7 +195,6 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     OpenVINO, else ONNX Runtime) instead of a checkpoint; the report names the checkpoint it was
     exported from (its git blob id), the file and the runtime.
     """
-    from ..config_checks import check_config
 
     check_config(cfg)
     test = cfg["test"]
@@ -212,9 +215,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
     if onnx is None:
         check_checkpoint_path(checkpoint)  # before the result folder is made
     with provisional_output_dir(out_dir, what):  # before the model and the data; a failed run leaves no empty folder
-        from ..models.published import describe_weights, weights_line
         if onnx is not None:
-            from ..onnx_model import OnnxModel, check_same_model, weights_info
             model = OnnxModel(onnx, runtime=runtime)
             check_same_model(model, cfg, "the config")
             weights = {**weights_info(model), "runtime": model.runtime_name}
@@ -368,7 +369,6 @@ def run_throughput(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, 
         check_checkpoint_path(checkpoint)  # before the result folder is made
     with provisional_output_dir(out_dir, what):  # before the model; a failed run leaves no empty folder
         if random_weights:
-            from ..models import build_model
             model = build_model(cfg).to(dev).eval()
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..registry import MODELS
+from .blocks import LayerNorm2d
 from .networks import CANS, CANS_Plus
 from .weights import extract_state_dict, load_state_dict_strict, unwrap_model
 
@@ -46,7 +47,6 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
     kwargs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in cfg.items()}
     model = cls(**kwargs)
     if amp_layernorm != "float32":
-        from .blocks import LayerNorm2d
         for module in model.modules():
             if isinstance(module, LayerNorm2d):
                 module.amp_float32 = False

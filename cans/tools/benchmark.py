@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..engine.fastpath import autocast_context, compile_model, plan_fast_path, synchronize
 from ..evaluate.metrics import fidelity_psnr as rgb_psnr
+from ..kernels import swap_rde_dwconv, triton_available
 from ..models import build_model
 from ..train.losses import build_loss
 from ..train.schedule import build_optimizer
@@ -180,7 +181,6 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
                              "cores); the compile modes are for CUDA: pass --cpu-compile to run them anyway")
         return result
     if spec.triton_dwconv:
-        from ..kernels import triton_available
         if not triton_available():
             result["skipped"] = "Triton is not installed"
             return result
@@ -191,7 +191,6 @@ def benchmark_mode(cfg: Mapping[str, Any], mode: str, device: torch.device, patc
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     if spec.triton_dwconv:
-        from ..kernels import swap_rde_dwconv
         swap_rde_dwconv(model)
     fmt = torch.channels_last if spec.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)

@@ -23,6 +23,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..engine.checkpoint import load_model_weights
+from ..evaluate.metrics import fidelity_psnr
+from ..models import build_model
+from ..onnx_model import OnnxModel, export_onnx
+
 MODES = ("eager", "compile", "onnxruntime", "openvino")
 #: below this RGB PSNR (dB) against eager a mode is not faithful and cannot be the default
 FAITHFUL_PSNR = 60.0
@@ -49,11 +54,9 @@ def _peak_rss_gb() -> float:
 def _build(model_cfg: Mapping[str, Any], checkpoint: Optional[str], seed: int):
     import torch
 
-    from ..models import build_model
     torch.manual_seed(seed)
     net = build_model(dict(model_cfg))
     if checkpoint:
-        from ..engine.checkpoint import load_model_weights
         load_model_weights(net, checkpoint)
     return net.eval()
 
@@ -89,12 +92,10 @@ def run_mode(mode: str, model_cfg: Mapping[str, Any], size: Sequence[int], work:
         run()   # the compile
         setup = time.perf_counter() - start
     elif mode == "export":   # a step of its own: its memory is not the runtimes'
-        from ..onnx_model import export_onnx
         start = time.perf_counter()
         export_onnx(net, os.path.join(work, "model.onnx"))
         return {"setup_s": time.perf_counter() - start, "peak_rss_gb": _peak_rss_gb()}
     elif mode in ("onnxruntime", "openvino"):   # as infer.py runs them (cans.onnx_model.OnnxModel)
-        from ..onnx_model import OnnxModel
         runner = OnnxModel(os.path.join(work, "model.onnx"), threads, runtime=mode).run_numpy
 
         def run():
@@ -200,7 +201,6 @@ def _compare(report: Dict[str, Any], work: str) -> None:
     """Speed-up and RGB PSNR of each finished mode against eager; ``fastest_faithful``."""
     import torch
 
-    from ..evaluate.metrics import fidelity_psnr
 
     modes = report["modes"]
     eager = modes.get("eager", {})

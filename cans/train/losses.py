@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..registry import LOSSES
+from .prior import build_prior
 
 LOSSES.register(nn.L1Loss, name="L1")
 LOSSES.register(nn.MSELoss, name="MSE")
@@ -99,7 +100,6 @@ class Objective:
 
 def build_objective(cfg: Mapping[str, Any]) -> Objective:
     """The training objective of a whole config: ``loss:`` and ``loss.prior``."""
-    from .prior import build_prior
     return Objective(build_loss(cfg), build_prior(cfg))
 
 

@@ -8,8 +8,17 @@ import time
 import traceback
 from typing import Any, Mapping, Optional
 
+from ..config import ConfigError, split_options
+from ..config_checks import check_config
+from ..data import DataError, build_dataset, ensure_synthetic
 from ..engine import distributed as du
+from ..engine.checkpoint import CheckpointError, check_checkpoint_file, read_torch_file
 from ..errors import USER_ERRORS, user_message
+from ..evaluate.tester import run_test
+from ..models import build_model
+from ..outdirs import missing_folders, prepare_output_dir, remove_empty_folders
+from .rundir import resume_folder, resume_point
+from .trainer import NonFiniteLossError, Trainer
 
 
 def _fmt(metrics: Optional[Mapping[str, Any]], key: str, digits: int = 3) -> str:
@@ -72,8 +81,6 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     ``train.test_at_end`` the best checkpoint (else the last) is scored on the test split and the
     paper's two tables are printed.
     """
-    from ..config_checks import check_config
-    from .trainer import NonFiniteLossError, Trainer
 
     t0 = time.time()
     check_config(cfg)  # keys that do not fit together: one line, before any work
@@ -84,8 +91,6 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     made = []  # the run folder (and parents) this start creates: removed again if it fails while they are empty
     try:
         if du.is_main_process():
-            from ..data import ensure_synthetic
-            from ..outdirs import missing_folders, prepare_output_dir
             if cfg.get("output_dir"):  # a folder that cannot be made: one line, before the data set is made
                 made = missing_folders(cfg["output_dir"])
                 prepare_output_dir(cfg["output_dir"], "output_dir")
@@ -105,7 +110,6 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         du.cleanup_distributed()
         return 1
     except BaseException as exc:
-        from ..outdirs import remove_empty_folders
         remove_empty_folders(made)  # a start that failed before writing leaves no new folder (nor a log in one)
         record_failure(cfg, exc)
         if trainer is not None:
@@ -137,7 +141,6 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     du.cleanup_distributed()
 
     if cfg["train"].get("test_at_end") and checkpoint and du.get_rank() == 0 and int(os.environ.get("RANK", "0")) == 0:
-        from ..evaluate.tester import run_test
         print("", flush=True)
         run_test(cfg, checkpoint, device=str(device), progress=progress)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -165,8 +168,6 @@ def run_folder(cfg: Mapping[str, Any], resume: Optional[str]):
     log when a resume moved it there (``note`` else None). A resume writes the run folder of its
     checkpoint (``cans.train.rundir.resume_folder``); a folder that holds a run without a resume
     asked for is refused (``resume_point``). Both refusals are one line, before anything is written."""
-    from ..engine.checkpoint import check_checkpoint_file
-    from .rundir import resume_folder, resume_point
     out, note = cfg["output_dir"], None
     if resume:
         check_checkpoint_file(resume)
@@ -183,7 +184,6 @@ def check_model(cfg: Mapping[str, Any]) -> None:
     that does not take its options, or lacks ``block_size``, is one line before any work."""
     import torch
 
-    from ..models import build_model
     with torch.device("meta"):
         build_model(cfg)
 
@@ -195,9 +195,6 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     ``train.pretrained`` file. (Output folder, lock, disk space: the Trainer, before any work.)"""
     if "data" not in cfg:
         return
-    from ..config import ConfigError
-    from ..data import DataError, build_dataset
-    from ..engine.checkpoint import CheckpointError, read_torch_file
     problems = []
     splits = ["train", "valid"] + (["test"] if cfg["train"].get("test_at_end") else [])
     for split in splits:
@@ -226,7 +223,6 @@ def preflight(cfg: Mapping[str, Any]) -> None:
 def patch_problems(cfg: Mapping[str, Any], dataset) -> list:
     """``data.train.patch_size`` against the training images' packed sizes (read from the caches'
     headers; with ``load_npy: false``, from the first pair only, as reading RAW files is slow)."""
-    from ..config import split_options
     patch = split_options(cfg, "train").get("patch_size")
     entries = getattr(dataset, "entries", None)
     if not patch or not entries or not hasattr(dataset, "_arrays"):

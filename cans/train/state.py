@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.checkpoint import CheckpointError, capture_rng_state, error_text, mismatch_text, restore_rng_state
-from ..models import unwrap_model
+from ..models import extract_state_dict, load_state_dict_strict, unwrap_model
 from .schedule import sync_schedule
 from .seeding import seed_everything
 
@@ -110,7 +110,6 @@ def restore_train_state(trainer, ckpt: Mapping[str, Any], path: str) -> None:
     and the learning rate from this config (:func:`load_optimizer_state`, ``sync_schedule``); each
     rank gets its own RNG state back when the number of processes is unchanged.
     """
-    from ..models import extract_state_dict, load_state_dict_strict
     try:
         load_state_dict_strict(unwrap_model(trainer.model), extract_state_dict(ckpt["model"], path), source=path)
     except (KeyError, ValueError) as exc:

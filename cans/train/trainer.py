@@ -21,15 +21,17 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from ..config import ConfigError, dump_config
-from ..data import start_workers
+from ..data import build_dataset, start_workers
 from ..engine import distributed as du
 from ..engine import fastpath
-from ..engine.checkpoint import CheckpointError, DiskFullError, atomic_torch_save, load_checkpoint
+from ..engine.checkpoint import CheckpointError, DiskFullError, atomic_torch_save, load_checkpoint, load_model_weights
 from ..engine.fastpath import autocast_context
 from ..errors import NonFiniteLossError
 from ..evaluate.images import validation_panels
+from ..evaluate.scores import evaluate
 from ..files import atomic_write_text, check_free_space
-from ..models import unwrap_model
+from ..models import build_model, unwrap_model
+from ..models.published import weights_line
 from ..outdirs import prepare_output_dir
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
@@ -171,11 +173,9 @@ class Trainer:
 
         # model
         if model is None:
-            from ..models import build_model
             model = build_model(cfg)
         if self.tcfg.get("pretrained") and not resume:
             self._load_pretrained(model, self.tcfg["pretrained"])
-            from ..models.published import weights_line
             self.logger.info(f"loaded pretrained weights {weights_line(self.tcfg['pretrained'])}")
         self.block_size = getattr(model, "block_size", 2)
         self.channels_last = bool(self.tcfg.get("channels_last"))
@@ -220,10 +220,8 @@ class Trainer:
 
         # data
         if train_set is None:
-            from ..data import build_dataset
             train_set = build_dataset(cfg, "train")
         if valid_set is None:
-            from ..data import build_dataset
             valid_set = build_dataset(cfg, "valid")
         self.train_set = train_set
         self.valid_set = valid_set or None
@@ -294,7 +292,6 @@ class Trainer:
         # otherwise cuDNN benchmark is the fast-path plan's (on CUDA: on unless deterministic, fast or not)
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
-        from ..engine.checkpoint import load_model_weights
         try:
             load_model_weights(model, path, self.cfg)
         except CheckpointError as exc:
@@ -613,7 +610,6 @@ class Trainer:
         """Full-image validation with ``cans.evaluate.scores``; averaged over all ranks' images."""
         if self.valid_loader is None:
             return None
-        from ..evaluate.scores import evaluate
 
         model = self.model
         was_training = model.training
