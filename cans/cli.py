@@ -5,22 +5,8 @@ import sys
 from typing import Callable
 
 from .engine.checkpoint import trusted_checkpoints
+from .engine.failures import compiler_failure, compiler_message
 from .errors import USER_ERRORS, user_message
-
-
-def compile_failure(exc: BaseException) -> str:
-    """One line for an error of ``torch.compile`` (the CUDA fast path compiles by default), or ""
-    when ``exc`` is not one: the compiler's own message, without the backend's preamble."""
-    try:
-        from torch._dynamo.exc import TorchDynamoException
-    except Exception:  # pragma: no cover - a torch without dynamo cannot have compiled anything
-        return ""
-    if not isinstance(exc, TorchDynamoException):
-        return ""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith("raised:"):  # "backend='inductor' raised:" then the cause
-        lines = lines[1:]
-    return lines[0] if lines else type(exc).__name__
 
 
 def add_trust_argument(parser) -> None:
@@ -54,9 +40,9 @@ def run_cli(main: Callable[[], int], trust_checkpoint: bool = False) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        why = compile_failure(exc)
-        if not why:
+        if not compiler_failure(exc):
             raise
+        why = compiler_message(exc)
         print(f"error: torch.compile failed on this machine ({why}); rerun with --set train.fast=false "
               f"test.fast=false to run without compiling (docs/performance.md)", file=sys.stderr)
         return 1

@@ -22,6 +22,7 @@ from .config import load_config, split_options
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw
+from .engine.failures import compiler_failure, cuda_failure
 from .engine.fastpath import fast_model_for_test
 from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
@@ -47,41 +48,6 @@ DEFAULT_MAX_RATIO = 300.0
 class DeviceFailure(RuntimeError):
     """A CUDA error while enhancing a file: the device is unusable for the rest of the process
     (CUDA errors are sticky), so the run stops there; the message names the file."""
-
-
-# where an exception raised inside the compiler (or the code it generated) comes from
-_COMPILER_FILES = ("/torch/_dynamo/", "/torch/_inductor/", "/torch/_functorch/", "/triton/", "torchinductor_")
-
-
-def compiler_failure(exc: BaseException) -> bool:
-    """True for a failure of ``torch.compile``: a dynamo / inductor error (``TorchDynamoException``,
-    which ``InductorError`` is) or a RuntimeError raised inside the compiler or the code it
-    generated (the innermost frame of its traceback is there)."""
-    try:
-        from torch._dynamo.exc import TorchDynamoException
-    except Exception:  # pragma: no cover - a torch without dynamo compiled nothing
-        return False
-    if isinstance(exc, TorchDynamoException):
-        return True
-    if not isinstance(exc, RuntimeError) or isinstance(exc, torch.OutOfMemoryError):
-        return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = tb.tb_frame.f_code.co_filename.replace(os.sep, "/") if tb is not None else ""
-    return any(part in where for part in _COMPILER_FILES)
-
-
-def cuda_failure(exc: BaseException) -> bool:
-    """True for a CUDA error (``torch.AcceleratorError``; before PyTorch 2.8 a RuntimeError whose
-    message starts with "CUDA error"), not for running out of memory, which the tiles handle."""
-    if isinstance(exc, torch.OutOfMemoryError) or not isinstance(exc, RuntimeError):
-        return False
-    accelerator = getattr(torch, "AcceleratorError", None)
-    if accelerator is not None and isinstance(exc, accelerator):
-        return True
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return first.startswith(("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -545,7 +511,7 @@ def cli_main(args) -> int:
         return 0
 
 
-__all__ = ["Mosaic", "InferenceError", "DeviceFailure", "compiler_failure", "cuda_failure", "read_mosaic",
+__all__ = ["Mosaic", "InferenceError", "DeviceFailure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "cli_main", "find_export"]

@@ -329,7 +329,7 @@ def _raise_from(filename: str, message: str):
 def test_compiler_and_cuda_failures_are_told_from_errors_of_one_file():
     from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
 
-    from cans.inference import compiler_failure, cuda_failure
+    from cans.engine.failures import compiler_failure, cuda_failure
 
     def caught(fn, *args):
         try:
