@@ -21,7 +21,7 @@ import torch
 from .config import load_config, split_options
 from .data.errors import DataError
 from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
-from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw
+from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw, raw_files_in
 from .engine.failures import compiler_failure, cuda_failure
 from .engine.fastpath import fast_model_for_test
 from .engine.loading import check_checkpoint_path, load_model, pick_device
@@ -243,10 +243,9 @@ def find_inputs(inputs: Sequence[str], log=print) -> List[str]:
     files: List[str] = []
     for item in inputs:
         if os.path.isdir(item):
-            names = sorted(n for n in os.listdir(item) if not n.startswith("."))
-            found = [os.path.join(item, n) for n in names
-                     if os.path.splitext(n)[1].lower() in RAW_EXTENSIONS and os.path.isfile(os.path.join(item, n))]
-            subdirs = [n for n in names if os.path.isdir(os.path.join(item, n))]
+            found = raw_files_in(item)
+            subdirs = sorted(n for n in os.listdir(item)
+                             if not n.startswith(".") and os.path.isdir(os.path.join(item, n)))
             shown = ", ".join(subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
             if not found and subdirs:
                 raise InferenceError(f"{item}: no RAW files directly in this folder, and its {len(subdirs)} "

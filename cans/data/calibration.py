@@ -21,7 +21,7 @@ import numpy as np
 from ..files import atomic_write_text
 from ..png import write_png
 from .errors import DataError
-from .raw_io import RAW_EXTENSIONS, _raw_from_handle, open_raw, shot_metadata
+from .raw_io import _raw_from_handle, open_raw, raw_files_in, shot_metadata
 
 MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
 MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)
@@ -86,9 +86,7 @@ def list_raw_files(folder: str, what: str) -> List[str]:
 
     if not os.path.isdir(folder):
         raise DataError(f"{what}: {folder} is not a folder")
-    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                   if not n.startswith(".") and os.path.splitext(n)[1].lower() in RAW_EXTENSIONS
-                   and os.path.isfile(os.path.join(folder, n)))
+    paths = raw_files_in(folder)
     if not paths:
         raise DataError(f"{what}: no RAW files in {folder} (expected extensions such as .dng, .arw, .nef, .cr2)")
     return paths

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -41,6 +41,14 @@ COLOUR_LETTERS = "RGB"
 RAW_EXTENSIONS = {".arw", ".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".raf", ".orf", ".rw2", ".pef",
                   ".srw", ".kdc", ".dcr", ".dcs", ".mrw", ".3fr", ".erf", ".raw", ".rwl", ".iiq", ".srf",
                   ".sr2", ".mos", ".mef", ".x3f", ".k25", ".fff", ".rwz", ".ari", ".bay", ".cap"}
+
+
+def raw_files_in(folder: str) -> List[str]:
+    """The RAW files (by extension) directly in ``folder``, sorted by name; hidden files (macOS's
+    ``._IMG_0001.ARW`` resource forks) and sub-folders are left out."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
+                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in RAW_EXTENSIONS
+                  and os.path.isfile(os.path.join(folder, n)))
 
 
 @dataclass
