@@ -9,15 +9,12 @@ swapped in when complete, so an interrupted or failed run leaves the previous re
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -34,6 +31,7 @@ from ..models import build_model
 from ..models.published import describe_weights, weights_line
 from ..onnx_model import OnnxModel, check_same_model, weights_info
 from ..outdirs import provisional_output_dir
+from ..signals import signals_deferred
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import describe_protocol, paper_differences
@@ -108,30 +106,6 @@ def _drop_stage(path: str, lock) -> None:
     lock.close()
 
 
-@contextlib.contextmanager
-def _signals_deferred():
-    """Ctrl-C (SIGINT) and SIGTERM wait until the block ends (the swap of the report: a few renames),
-    then take effect; only in the main thread, where Python handles signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda num, frame: caught.append(num))
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for num in caught[:1]:
-            handler = previous[num]
-            if callable(handler):
-                handler(num, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(num)
-
-
 def _commit_report(stage: str, out_dir: str) -> None:
     """Move the report written in ``stage`` into ``out_dir``, replacing the previous one.
 
@@ -146,7 +120,7 @@ def _commit_report(stage: str, out_dir: str) -> None:
     except OSError:  # pragma: no cover - a folder cannot be opened (Windows): no lock
         folder = None
     try:
-        with _signals_deferred():
+        with signals_deferred():
             if folder is not None:
                 _flock(folder, blocking=True)
             _swap(stage, out_dir)

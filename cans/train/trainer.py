@@ -5,7 +5,7 @@ loss, AdamW with gradient clipping and the per-epoch cosine schedule (``cans.tra
 data loaders (``cans.train.loaders``) and the run folder (``cans.train.rundir``); ``fit()`` trains,
 validates, saves and returns a summary dict. Batches are ``cans.data`` sample dicts; the model returns
 ``(rgb, raw)`` of the targets' shapes. What a checkpoint holds is ``cans.train.state``; signals are
-``cans.train.signals``. What survives an interrupt, a crash or a full disk: docs/training.md.
+``cans.signals``. What survives an interrupt, a crash or a full disk: docs/training.md.
 """
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ from ..files import atomic_write_text, check_free_space
 from ..models import build_model, unwrap_model
 from ..models.published import weights_line
 from ..outdirs import prepare_output_dir
+from ..signals import StopRequest, signals_ignored
 from .loaders import TrainLoader, valid_loader
 from .logger import RunLogger
 from .losses import build_objective
 from .rundir import RunLock, remove_leftovers, resume_point
 from .schedule import build_optimizer, build_scheduler, cosine_lr
 from .seeding import seed_everything
-from .signals import StopRequest, signals_ignored
 from .state import capture_train_state, interrupt_state, restore_train_state
 
 
@@ -654,7 +654,7 @@ class Trainer:
         Each epoch ends with validation (every ``valid_per_epoch``), ``best.pth`` on a new best
         validation PSNR, then ``last.pth``, and ``epoch_XXXX.pth`` every ``save_per_epoch``. With
         ``train.pretrained`` the starting weights are validated first and are the first candidate
-        for ``best.pth``. Ctrl-C / SIGTERM: see :class:`cans.train.signals.StopRequest`; the
+        for ``best.pth``. Ctrl-C / SIGTERM: see :class:`cans.signals.StopRequest`; the
         state is saved to ``last.pth`` and ``KeyboardInterrupt`` re-raised.
         """
         epochs = int(self.tcfg["epochs"])

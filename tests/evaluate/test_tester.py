@@ -305,11 +305,11 @@ def test_ctrl_c_during_the_swap_waits_until_it_is_done():
     import os
     import signal
 
-    from cans.evaluate.tester import _signals_deferred
+    from cans.signals import signals_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with _signals_deferred():
+        with signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("the rest of the swap")
     assert done == ["the rest of the swap"]

@@ -1,16 +1,18 @@
-"""Signals during training: Ctrl-C and SIGTERM as a graceful stop at the next step boundary
-(:class:`StopRequest`, installed by ``Trainer.fit``), and a section no signal interrupts."""
+"""Ctrl-C (SIGINT) and SIGTERM where work must not be cut anywhere: a graceful stop at the next
+step boundary of training (:class:`StopRequest`, installed by ``Trainer.fit``), a section no
+signal interrupts (:func:`signals_ignored`: a checkpoint save during a stop) and a section that
+takes them when it ends (:func:`signals_deferred`: the swap of a test report)."""
 from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 @contextlib.contextmanager
 def stop_signals_to(handler):
-    """SIGINT and SIGTERM go to ``handler`` inside, the previous handlers come back after (main
-    thread only; elsewhere a no-op)."""
+    """SIGINT and SIGTERM go to ``handler`` inside, the previous handlers (yielded, by signal) come
+    back after (main thread only; elsewhere a no-op)."""
     saved = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -18,7 +20,7 @@ def stop_signals_to(handler):
     except ValueError:  # not the main thread
         pass
     try:
-        yield
+        yield saved
     finally:
         for sig, previous in saved.items():
             signal.signal(sig, previous)
@@ -27,6 +29,21 @@ def stop_signals_to(handler):
 def signals_ignored():
     """SIGINT and SIGTERM ignored inside (a save that no signal may cut short)."""
     return stop_signals_to(signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, then take effect (the first one, through the
+    handler that was in place); main thread only, elsewhere a no-op."""
+    caught = []
+    with stop_signals_to(lambda num, frame: caught.append(num)) as previous:
+        yield
+    for num in caught[:1]:
+        handler = previous.get(num)
+        if callable(handler):
+            handler(num, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(num)
 
 
 class StopRequest:
@@ -62,4 +79,4 @@ class StopRequest:
         return stop_signals_to(self._handler)
 
 
-__all__ = ["StopRequest", "signals_ignored", "stop_signals_to"]
+__all__ = ["StopRequest", "signals_deferred", "signals_ignored", "stop_signals_to"]
