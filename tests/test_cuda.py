@@ -1,12 +1,15 @@
 """The CUDA path: run with ``python -m pytest -m cuda`` on a machine with a GPU (part of
-``scripts/gpu_check.sh``). Every test here skips cleanly without one.
+``scripts/gpu_check.sh``, whose verdict fails when one of these is skipped there). Every test
+here skips cleanly without one.
 
 * the fast path (TF32 + torch.compile) against float32 eager on the reference's parity vectors;
 * bf16 / fp16 autocast outputs against float32 on synthetic SID test images (>= 45 dB RGB PSNR,
   peak 1, unclamped; the paper config's seed-3407 initial weights: no trained weights needed);
 * an fp16 training step with the gradient scaler;
 * DistributedDataParallel over NCCL with one process;
-* the Triton depthwise kernel against torch on the GPU (forward and both backward passes);
+* the Triton depthwise kernel against torch on the GPU (forward and both backward passes), and
+  under autocast;
+* compiled evaluation over frame sizes covering every padding residue: at most 3 graphs;
 * ``scripts/infer.py`` on the GPU;
 * tiled inference: peak memory bounded by the tile, ``--tile auto``'s memory probe, the retry in
   tiles after an out-of-memory error.
@@ -360,3 +363,54 @@ def test_triton_swap_under_inductor_compile():
         err = (got - exp).abs().max().item() / max(exp.abs().max().item(), 1e-6)
         assert err < 1e-4, f"{name}: compiled with the kernel differs from eager by {err:.2e} of the maximum"
     _assert_same_grads(ref, net, rtol=1e-3)
+
+
+def test_triton_swap_follows_autocast():
+    """Under bf16 autocast a float32 input runs the kernel in bfloat16, as autocast runs the
+    convolution it replaces (a custom operator is not autocast: the module casts)."""
+    pytest.importorskip("triton")
+    from cans.kernels import TritonDWConv7
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 7, padding=3, padding_mode="reflect", groups=8).to(DEV)
+    swapped = TritonDWConv7.from_conv(conv)
+    x = torch.rand(2, 8, 40, 36, device=DEV)
+    set_backend_flags(plan_fast_path(DEV, False))
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        expected, got = conv(x), swapped(x)
+    assert expected.dtype == got.dtype == torch.bfloat16
+    assert (got.float() - expected.float()).abs().max().item() <= 3e-2 * expected.float().abs().max().item()
+
+
+# --------------------------------------------------------------------------------------------------
+# compiled evaluation over every padding residue: the device's own guards (its choice of convolution
+# kernel by size) may add graphs; aot_eager traces as inductor does, without building kernels
+# --------------------------------------------------------------------------------------------------
+
+def test_compiled_evaluation_over_every_padding_residue():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from cans.engine.fastpath import FastPlan, compile_eval_model
+
+    torch.manual_seed(0)
+    model = build_model({"type": "CANS_Plus", "width": 4, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1],
+                         "dec_blk_nums": [1, 1, 1, 1]}).to(DEV).eval()
+    m, base = model.multiple, model.min_input_size
+    sizes = [(base + 3 * k, base + 5 * k + 2) for k in range(m)]   # every residue of 16, both sides
+    counter = CompileCounterWithBackend("aot_eager")
+    calls = []
+
+    def backend(gm, example_inputs):
+        compiled = counter(gm, example_inputs)
+        return lambda *args: calls.append(1) or compiled(*args)
+
+    set_backend_flags(plan_fast_path(DEV, False))
+    evaluation = compile_eval_model(model, FastPlan("cuda", compile=True), backend=backend)
+    with torch.no_grad():
+        for k, (h, w) in enumerate(sizes):
+            x = torch.rand(1, 4, h, w, device=DEV)
+            got = evaluation(x)
+            assert len(calls) == k + 1, f"{h}x{w} ran eagerly"
+            for a, b in zip(got, model(x)):
+                assert torch.allclose(a, b, atol=1e-5)
+    assert counter.frame_count <= 3, f"{counter.frame_count} graphs for {len(sizes)} sizes"

@@ -109,7 +109,8 @@ def compile_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = Non
 
 
 class EvalEntry(nn.Module):
-    """``model`` behind a forward of its own, the entry point of a compiled evaluation model.
+    """The compiled part of an evaluation model: ``model.forward_padded`` (CANS, CANS++: the
+    network on a frame already padded to its multiple), or ``model``'s forward for another model.
 
     Dynamo keeps its compiled graphs, and counts them against its recompilation limit, per
     function: compiled directly, validation's frame sizes would share ``model.forward``'s graphs
@@ -119,14 +120,34 @@ class EvalEntry(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.module = model
+        self.padded = all(callable(getattr(model, name, None)) for name in ("forward_padded", "pad_run_crop"))
 
     def forward(self, x: torch.Tensor):
-        return self.module(x)
+        return self.module.forward_padded(x) if self.padded else self.module(x)
+
+
+class PaddedEval(nn.Module):
+    """A CANS model for evaluation: its forward, with the network on the padded frame compiled.
+
+    ``forward(x) -> (rgb, raw)`` as the model's (:meth:`pad_run_crop`): the reflect pad to the
+    model's multiple and the final crop run eagerly around ``compiled`` (a compiled
+    :class:`EvalEntry`), so its graph sees padded sizes only. Inside a graph with dynamic sizes,
+    whether each pad is zero was a guard (the ``if`` that skips a zero pad, and the contiguity of
+    the cropped views that AOTAutograd records), so each pattern of zero / non-zero pads traced a
+    new graph until dynamo's limit of 8, then ran eagerly. ``module`` is the model."""
+
+    def __init__(self, model: nn.Module, compiled: nn.Module):
+        super().__init__()
+        self.module = model
+        self.compiled = compiled
+
+    def forward(self, x: torch.Tensor):
+        return self.module.pad_run_crop(x, self.compiled)
 
 
 #: how :func:`compile_eval_model` compiles, for the logs
-EVAL_SHAPES = ("static shapes for the first frame size, then dynamic shapes (one more compile covers "
-               "the other sizes)")
+EVAL_SHAPES = ("static shapes for the first frame size, then dynamic shapes (the network compiles on the frame "
+               "padded to the model's multiple; one or two more compiles cover the other sizes)")
 
 
 def compile_eval_model(model: nn.Module, plan: FastPlan, backend: Optional[str] = None,
@@ -134,11 +155,12 @@ def compile_eval_model(model: nn.Module, plan: FastPlan, backend: Optional[str] 
     """``torch.compile`` of an evaluation model (validation, test.py, infer.py), inference only.
 
     Static shapes for the first frame size, then dynamic ones: PyTorch's automatic dynamic
-    shapes (``dynamic=None``) recompile a frame size that differs from the one seen with
-    symbolic sizes, which the next sizes reuse. A data set of many frame sizes (own-camera
-    photos) thus compiles about three times, instead of once per size until dynamo's
-    recompilation limit (8), after which it silently ran the rest eagerly. The graphs are
-    kept apart from training's by :class:`EvalEntry`. ``log``: says how it compiles."""
+    shapes (``dynamic=None``) recompile a size that differs from the one seen with symbolic
+    sizes (the dimensions that changed), which the next sizes reuse: at most 3 graphs for any
+    number of frame sizes, instead of one per size until dynamo's recompilation limit (8),
+    after which it silently ran the rest eagerly. A CANS model compiles its network on the
+    padded frame only (:class:`PaddedEval`): frames of the same padded size share a graph. The
+    graphs are kept apart from training's by :class:`EvalEntry`. ``log``: says how it compiles."""
     kwargs: Dict[str, Any] = {"dynamic": None}
     if plan.compile_mode:
         kwargs["mode"] = plan.compile_mode
@@ -146,7 +168,9 @@ def compile_eval_model(model: nn.Module, plan: FastPlan, backend: Optional[str] 
         kwargs["backend"] = backend
     if log is not None:
         log(f"evaluation compiles with {EVAL_SHAPES}")
-    return torch.compile(EvalEntry(model), **kwargs)
+    entry = EvalEntry(model)
+    compiled = torch.compile(entry, **kwargs)
+    return PaddedEval(model, compiled) if entry.padded else compiled
 
 
 def apply_fast_path(model: nn.Module, plan: FastPlan, *, backend: Optional[str] = None,
@@ -191,5 +215,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["EvalEntry", "FastPlan", "apply_fast_path", "autocast_context", "compile_eval_model", "compile_model",
-           "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags", "synchronize"]
+__all__ = ["EvalEntry", "FastPlan", "PaddedEval", "apply_fast_path", "autocast_context", "compile_eval_model",
+           "compile_model", "fast_model_for_test", "plan_fast_path", "plan_from_config", "set_backend_flags",
+           "synchronize"]

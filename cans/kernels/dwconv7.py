@@ -322,7 +322,8 @@ def _device_kernels(op, reference, triton_impl):
         *tensors, block_h, block_w = args
         if _use_triton(tensors[0].device):
             return triton_impl(*tensors, _block_of(block_h, block_w))
-        return reference(*tensors)
+        with torch.autocast(tensors[0].device.type, enabled=False):  # in the inputs' dtype, as the fake says
+            return reference(*tensors)
 
     op.register_kernel("cuda")(kernel)
     op.register_kernel("cpu")(kernel)
@@ -429,8 +430,13 @@ class TritonDWConv7(nn.Module):
         return cls(conv.weight, conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        if x.is_floating_point() and torch.is_autocast_enabled(device):
+            # as autocast runs the convolution this replaces (a custom operator is not autocast):
+            # in autocast's dtype, also for a float32 input
+            x = x.to(torch.get_autocast_dtype(device))
         weight, bias = self.weight, self.bias
-        if weight.dtype != x.dtype:  # autocast: run in the activations' precision
+        if weight.dtype != x.dtype:  # run in the activations' precision
             weight = weight.to(x.dtype)
             bias = bias.to(x.dtype) if bias is not None else None
         return dwconv7_reflect(x, weight, bias)

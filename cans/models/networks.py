@@ -63,7 +63,20 @@ class _CANSBase(nn.Module):
     def heads(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def forward_padded(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(rgb, raw)`` of an input already padded to multiples of :attr:`multiple`, not cropped."""
+        return self.heads(self.backbone(x))
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.pad_run_crop(x, self.forward_padded)
+
+    def pad_run_crop(self, x: torch.Tensor, run) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The forward around ``run``: check ``x``, reflect-pad it to multiples of :attr:`multiple`,
+        ``run`` (:meth:`forward_padded`, or a compiled one) the padded frame, crop ``(rgb, raw)`` back.
+
+        Compiled evaluation passes its compiled :meth:`forward_padded`
+        (:func:`cans.engine.fastpath.compile_eval_model`): the pad and the crop then run eagerly, so
+        the compiled graph sees padded sizes only and never which pads are zero."""
         self.check_input(x)
         h, w = x.shape[-2:]
         left, right, top, bottom = self.padding(h, w)
@@ -71,7 +84,7 @@ class _CANSBase(nn.Module):
         # graph is not specialised to whether the export size needed padding
         if exporting() or left or right or top or bottom:
             x = F.pad(x, (left, right, top, bottom), mode="reflect")
-        rgb, raw = self.heads(self.backbone(x))
+        rgb, raw = run(x)
         b = self.block_size
         raw = raw[..., top:top + h, left:left + w]
         rgb = rgb[..., top * b:(top + h) * b, left * b:(left + w) * b]

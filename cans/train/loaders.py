@@ -106,7 +106,12 @@ class SeededSamples(Dataset):
 
 class TrainLoader:
     """The training DataLoader (``.loader``) over :class:`SeededSamples` in :class:`EpochSampler`
-    order; :meth:`set_epoch` chooses the epoch and the batch to start at."""
+    order; :meth:`set_epoch` chooses the epoch and the batch to start at.
+
+    Full batches only: an epoch's last partial batch is dropped (the epoch's permutation decides
+    which samples, so another epoch draws them), as it would be a second input shape for the
+    static-shape compiled training step, i.e. a second compile. A rank with fewer samples than
+    a batch keeps its one partial batch. Resumes stay exact: a resume starts at a whole batch."""
 
     def __init__(self, dataset: Dataset, cfg: Mapping[str, Any], device: torch.device, seed: int,
                  rank: int = 0, world_size: int = 1):
@@ -116,7 +121,8 @@ class TrainLoader:
         self.generator = torch.Generator()  # only the loader's own worker base seed (unused by the samples)
         self.generator.manual_seed(loader_seed(seed, 0, rank))
         self.loader = DataLoader(SeededSamples(dataset), batch_size=self.batch_size, sampler=self.sampler,
-                                 drop_last=False, generator=self.generator, **loader_options(cfg, device))
+                                 drop_last=len(self.sampler) >= self.batch_size, generator=self.generator,
+                                 **loader_options(cfg, device))
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Iterate (0-based) ``epoch`` from its batch ``start_batch`` on."""

@@ -1,6 +1,7 @@
 """cans.engine.fastpath: what the fast path enables per device (no GPU needed), and that the
-compiled model has no graph breaks and compiles once per input size (dynamo with a counting
-backend: no inductor build, so it is quick on the CPU)."""
+compiled model has no graph breaks and compiles once per input size, evaluation at most 3 times
+over frame sizes of every padding residue, training once over an epoch with a partial last batch
+(dynamo with a counting backend: no inductor build, so it is quick on the CPU)."""
 
 import pytest
 import torch
@@ -196,3 +197,84 @@ def test_evaluation_of_nine_frame_sizes_stays_compiled():
     assert train_backend.graphs == 1
     assert eval_backend.graphs <= 3, f"{eval_backend.graphs} graphs for 9 sizes"
     assert len(messages) == 1 and "static shapes for the first frame size, then dynamic shapes" in messages[0]
+
+
+def test_evaluation_over_every_padding_residue_stays_compiled():
+    """Frame sizes covering every residue of the model's multiple (4 here) in both axes, so every
+    pattern of zero / non-zero pads. With the pad and the crop inside the dynamic-shape graph,
+    each pattern was a guard (the ``if`` that skips a zero pad, the cropped views' contiguity):
+    8 graphs, dynamo's limit, then eager. Padded outside the graph: at most 3, none eager."""
+    from cans.engine.fastpath import FastPlan, PaddedEval, compile_eval_model
+    from cans.models import unwrap_model
+
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    m, base = model.multiple, model.min_input_size
+    sizes = [(base + 5 * i, base + 2 + 5 * j) for i in range(m) for j in range(m)]
+    assert {h % m for h, _ in sizes} == {w % m for _, w in sizes} == set(range(m))
+    backend = CountingBackend()
+    torch._dynamo.reset()
+    try:
+        evaluation = compile_eval_model(model, FastPlan("cuda", compile=True), backend=backend)
+        assert isinstance(evaluation, PaddedEval) and unwrap_model(evaluation) is model
+        with torch.no_grad():
+            for k, (h, w) in enumerate(sizes):
+                x = torch.rand(1, 4, h, w)
+                got = evaluation(x)
+                assert backend.calls == k + 1, f"{h}x{w} ran eagerly"
+                for a, b in zip(got, model(x)):
+                    assert a.shape == b.shape
+                    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    finally:
+        torch._dynamo.reset()
+    assert backend.graphs <= 3, f"{backend.graphs} graphs for {len(sizes)} sizes"
+
+
+def test_evaluation_of_another_model_compiles_its_forward():
+    """A model without ``forward_padded`` / ``pad_run_crop`` is compiled whole, as before."""
+    from cans.engine.fastpath import EvalEntry, FastPlan, compile_eval_model
+
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    run = compile_eval_model(conv, FastPlan("cuda", compile=True), backend="eager")
+    assert isinstance(run._orig_mod, EvalEntry) and not run._orig_mod.padded
+    x = torch.rand(1, 4, 8, 8)
+    try:
+        assert torch.equal(run(x), conv(x))
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compiled_training_sees_one_batch_shape(tmp_path, monkeypatch):
+    """5 samples in batches of 2: the epoch's last partial batch is dropped (it was a second input
+    shape for the static-shape compiled step: a second compile), so one graph for two epochs; a
+    resume at batch 1 gives the uninterrupted epoch's second batch. A set smaller than a batch
+    keeps its one partial batch."""
+    from helpers import TinyPairs, make_cfg
+
+    import cans.engine.fastpath as fastpath
+    from cans.train.loaders import TrainLoader
+    from cans.train.trainer import Trainer
+
+    cfg = make_cfg(tmp_path, epochs=2, compile=True, save_per_epoch=0)
+    loading = TrainLoader(TinyPairs(n=5, size=16), cfg, torch.device("cpu"), seed=3)
+    loading.set_epoch(1)
+    batches = [b["img_file"] for b in loading.loader]
+    assert [len(b) for b in batches] == [2, 2] and len(loading.loader) == 2
+    loading.set_epoch(1, start_batch=1)
+    assert [b["img_file"] for b in loading.loader] == batches[1:] and len(loading.loader) == 1
+    small = TrainLoader(TinyPairs(n=1, size=16), cfg, torch.device("cpu"), seed=3)
+    assert [len(b["img_file"]) for b in small.loader] == [1]
+
+    counter = CountingBackend()
+    compile_model = fastpath.compile_model
+    monkeypatch.setattr(fastpath, "compile_model", lambda model, plan: compile_model(model, plan, backend=counter))
+    torch._dynamo.reset()
+    try:
+        tr = Trainer(cfg, train_set=TinyPairs(n=5, size=16), valid_set=False, progress=False,
+                     device=torch.device("cpu"))
+        summary = tr.fit()
+        tr.close()
+    finally:
+        torch._dynamo.reset()
+    assert summary["steps"] == 4 and counter.calls == 4
+    assert counter.graphs == 1, f"{counter.graphs} training graphs"

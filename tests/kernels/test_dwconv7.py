@@ -356,3 +356,41 @@ def test_triton_launches_are_guarded_by_the_tensors_device(monkeypatch):
     assert launches == [(name, torch.device("cuda:1"))
                         for name in ("_fwd_kernel", "_grad_input_kernel", "_grad_weight_kernel")], launches
     assert current[0] is None
+
+
+# ---------------------------------------- autocast and memory format
+
+def test_swapped_convolution_follows_autocast():
+    """Autocast runs a convolution in its dtype whatever the input's; a custom operator is not
+    autocast, so the module casts: under bf16 autocast a float32 input gives the bf16 result of the
+    convolution it replaces, eager and compiled (before: float32 compiled, as on the GPU's Triton
+    path). The operator itself computes in its inputs' dtype, as its fake implementation says."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 7, padding=3, padding_mode="reflect", groups=3)
+    swapped = TritonDWConv7.from_conv(conv)
+    x = torch.rand(1, 3, 9, 11)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(swapped, backend="aot_eager", fullgraph=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = conv(x)
+            outs = {"eager": swapped(x), "compiled": compiled(x)}
+            op = dwconv7_reflect(x, conv.weight, conv.bias)
+    finally:
+        torch._dynamo.reset()
+    assert expected.dtype == torch.bfloat16
+    for name, y in outs.items():
+        assert y.dtype == torch.bfloat16 and torch.equal(y, expected), name
+    assert op.dtype == torch.float32
+    outs["eager"].float().sum().backward()
+    assert conv.weight.grad.dtype == torch.float32 and conv.bias.grad is not None
+
+
+def test_a_channels_last_input_gives_a_contiguous_output():
+    """The kernels compute NCHW planes: a channels_last input is read as a contiguous copy and the
+    output is NCHW (docs/performance.md: one more read and write of the activation per call)."""
+    torch.manual_seed(0)
+    x, w, b = torch.rand(2, 3, 9, 11), torch.rand(3, 1, 7, 7), torch.rand(3)
+    y = dwconv7_reflect(x.contiguous(memory_format=torch.channels_last), w, b)
+    assert y.is_contiguous() and not y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, dwconv7_reference(x, w, b), rtol=1e-6, atol=1e-6)
