@@ -336,7 +336,8 @@ def _diff(ours, paper, digits: int) -> str:
 def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] = None,
                   paper_name: str = "paper") -> str:
     """The two reports as Markdown tables; with ``paper`` (an entry of ``cans.evaluate.paper.PAPER``)
-    each row also shows the paper's PSNR / SSIM and the difference (ours - paper)."""
+    each row also shows the paper's PSNR / SSIM and the difference (ours - paper). A ratio group
+    without images has a row only when the paper has a figure for it."""
     lines = ["### Reconstruction (sRGB): PSNR / SSIM", ""]
     rec = report["reconstruction"]
     if paper:
@@ -355,8 +356,8 @@ def format_tables(report: Mapping[str, Any], paper: Optional[Mapping[str, Any]] 
     else:
         lines += ["| ratio | images | PSNR (dB) | SSIM |", "|---|---:|---:|---:|"]
     for group, row in report["denoising"].items():
-        if group == "all_images":
-            continue
+        if group == "all_images" or (not row["images"] and not (paper and group in paper["denoising"])):
+            continue  # a ratio without images: a row only to show the paper's figure beside it
         label = "**average**" if group == "average" else group
         line = f"| {label} | {row['images']} | {_fmt(row['psnr'], 3)} | {_fmt(row['ssim'], 4)} |"
         if paper:

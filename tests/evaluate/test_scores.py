@@ -74,7 +74,9 @@ def test_summarize_empty_groups():
     assert list(s["denoising"]) == ["x7", "x100", "x250", "x300", "average", "all_images"]
     assert s["denoising"]["x250"] == {"psnr": None, "ssim": None, "images": 0}
     assert s["denoising"]["average"]["psnr"] == pytest.approx(32.0)
-    assert "| x250 | 0 | - | - |" in format_tables(s)
+    assert "| x250 |" not in format_tables(s)  # no images, no paper figure to show: no row
+    from cans.evaluate.paper import PAPER
+    assert "| x250 | 0 | - | - |" in format_tables(s, PAPER["CANS_Plus"], "CANS++")  # beside the paper's figure
 
 
 def test_real_model_restores_mode_and_checks_shapes():
