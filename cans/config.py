@@ -696,8 +696,13 @@ def load_config(path: str, overrides: Optional[Sequence[str]] = None) -> Dict[st
         stem = os.path.splitext(os.path.basename(path))[0]
         cfg["name"] = f"{cfg['model']['type']}_{stem}"
     if not cfg["output_dir"]:
-        cfg["output_dir"] = os.path.join("runs", cfg["name"])
+        cfg["output_dir"] = default_output_dir(cfg["name"])
     return cfg
+
+
+def default_output_dir(name: str) -> str:
+    """The run folder of a config that names no ``output_dir``: ``runs/<name>``."""
+    return os.path.join("runs", name)
 
 
 def split_options(cfg: Mapping[str, Any], split: str) -> Dict[str, Any]:

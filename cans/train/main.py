@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import Any, Mapping, Optional
 
-from ..config import ConfigError, split_options
+from ..config import ConfigError, default_output_dir, split_options
 from ..config_checks import check_config
 from ..data import DataError, build_dataset, ensure_synthetic
 from ..engine import distributed as du
@@ -171,7 +171,7 @@ def run_folder(cfg: Mapping[str, Any], resume: Optional[str]):
     out, note = cfg["output_dir"], None
     if resume:
         check_checkpoint_file(resume)
-        out = resume_folder(resume, out, default_dir=os.path.join("runs", cfg["name"]))
+        out = resume_folder(resume, out, default_dir=default_output_dir(cfg["name"]))
         if out != cfg["output_dir"]:
             note = (f"--resume {resume}: continuing in its run folder {out} (a new run of this config would "
                     f"write {cfg['output_dir']})")

@@ -114,8 +114,8 @@ def checkpoint_run_folder(checkpoint: str) -> Optional[str]:
 def resume_folder(resume: str, output_dir: str, default_dir: Optional[str] = None) -> str:
     """The folder a run resumed from ``resume`` writes: the run folder the checkpoint belongs to
     (:func:`checkpoint_run_folder`), so that ``--resume`` works as typed whatever ``output_dir``
-    the config would give a new run. ``output_dir`` is used only when it is that folder, or when it
-    is the default (``default_dir``, ``runs/<name>``) and the checkpoint belongs to no run folder.
+    the config would give a new run, when that is the default (``default_dir``, ``runs/<name>``).
+    A checkpoint kept outside a run folder writes ``output_dir``.
 
     Refused (:class:`ConfigError`, one line): a config that names another ``output_dir`` than the
     checkpoint's run folder, and a checkpoint from elsewhere resumed into a folder that holds a

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from ..config import ConfigError, dump_config
+from ..config import ConfigError, default_output_dir, dump_config
 from ..data import build_dataset, start_workers
 from ..engine import distributed as du
 from ..engine import fastpath
@@ -121,7 +121,7 @@ class Trainer:
         self.cfg = cfg
         self.tcfg = cfg["train"]
         self.progress = progress
-        self.output_dir = cfg.get("output_dir") or os.path.join("runs", cfg.get("name") or "run")
+        self.output_dir = cfg.get("output_dir") or default_output_dir(cfg.get("name") or "run")
         self.ckpt_dir = os.path.join(self.output_dir, "checkpoints")
 
         # device and processes
