@@ -350,19 +350,25 @@ class Trainer:
             return f"the model's outputs are not finite (its weights reach {top:.3g})"
         return None
 
-    def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
-        """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP).
-
-        A model whose weights or outputs (:meth:`outputs_finite`) are not finite is never written
-        (:class:`NonFiniteLossError` naming the last checkpoint that is good, the files on disk
-        kept); a full disk is a :class:`DiskFullError` naming the checkpoint still good."""
+    def saveable_state(self, name: str) -> Dict[str, Any]:
+        """:meth:`state_dict`, once the model is known to be worth saving (every rank must call it
+        in DDP): weights or outputs (:meth:`outputs_finite`) that are not finite raise
+        :class:`NonFiniteLossError` naming ``name``, the file not written, and the last checkpoint
+        that is good (the files on disk are kept)."""
         why = self._unsaveable()
         if why:
             raise NonFiniteLossError(
                 f"epoch {self.epoch}, step {self.step}: {why}; {name} not written; "
                 f"{self._kept() if self._last_good else 'no good checkpoint of this run was written yet'}. "
                 f"{nonfinite_advice(self.tcfg).capitalize()}")
-        state = self.state_dict() if state is None else state
+        return self.state_dict()
+
+    def save(self, name: str, state: Optional[Dict[str, Any]] = None) -> Optional[str]:
+        """Write ``checkpoints/<name>`` atomically on rank 0 (every rank must call it in DDP):
+        ``state``, taken from :meth:`saveable_state` (one check for the files an epoch end writes),
+        else :meth:`saveable_state` now. A full disk is a :class:`DiskFullError` naming the
+        checkpoint still good."""
+        state = self.saveable_state(name) if state is None else state
         if not self.is_main:
             return None
         path = os.path.join(self.ckpt_dir, name)
@@ -774,7 +780,7 @@ class Trainer:
                 self.bad_validations += 1
         self.logger.info(msg)
         self.end_pending, self.epoch_sums = False, {}
-        state = self.state_dict()
+        state = self.saveable_state("best.pth" if is_best else "last.pth")
         if is_best:
             self.save("best.pth", state)
         self.save("last.pth", state)
@@ -789,9 +795,9 @@ class Trainer:
     def _save_stopped(self) -> None:
         """A stop requested during the training steps: every rank stopped after the same step, so
         the state is whole; save it (the resume continues at the next batch)."""
-        state = self.state_dict()
-        state["interrupted"] = True
         with signals_ignored():
+            state = self.saveable_state("last.pth")
+            state["interrupted"] = True
             path = self.save("last.pth", state)
         self._stop_saved = True
         if path:
