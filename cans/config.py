@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import yaml
 
 from .errors import ConfigError
-from .files import atomic_write_text
+from .io.files import atomic_write_text
 from .registry import DATASETS, LOSSES, MODELS, Registry
 
 _MISSING = object()
@@ -716,7 +716,7 @@ def split_options(cfg: Mapping[str, Any], split: str) -> Dict[str, Any]:
 
 
 def dump_config(cfg: Mapping[str, Any], path: str) -> None:
-    """Write ``cfg`` as YAML, whole or not at all (``cans.files``)."""
+    """Write ``cfg`` as YAML, whole or not at all (``cans.io.files``)."""
     atomic_write_text(path, to_yaml(cfg), durable=True)
 
 

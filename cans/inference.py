@@ -1,6 +1,6 @@
 """Enhancing your own RAW photos: the logic behind ``scripts/infer.py`` (user guide: docs/inference.md).
 
-A file is read with rawpy/LibRaw (:mod:`cans.data.raw_io`): mosaic, black per CFA site, white level
+A file is read with rawpy/LibRaw (:mod:`cans.io.raw`): mosaic, black per CFA site, white level
 and CFA layout come from the file. It is normalised as in training (values below black stay
 negative), multiplied by the ratio (``--ratio auto``: the mosaic's mean brought to ``--target-mean``,
 clamped to ``[1, max_ratio]``), brought to the trained phase by padding one CFA period further in
@@ -18,14 +18,15 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .cfa import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
 from .config import load_config, split_options
 from .data.errors import DataError
-from .data.packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
-from .data.raw_io import RAW_EXTENSIONS, normalize_mosaic, open_raw, raw_files_in
 from .engine.failures import compiler_failure, cuda_failure
 from .engine.fastpath import fast_model_for_test
 from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
+from .io.png import write_png
+from .io.raw import RAW_EXTENSIONS, normalize_mosaic, raw_files_in, read_raw
 from .models.published import git_blob_id, weights_line
 from .onnx_model import (
     OnnxModel,
@@ -38,7 +39,6 @@ from .onnx_model import (
     weights_info,
 )
 from .outdirs import provisional_output_dir
-from .png import write_png
 from .tiling import DEFAULT_OVERLAP, check_tile_arguments, run_with_fallback, tile_for_model, tile_limits
 
 DEFAULT_TARGET_MEAN = 0.1
@@ -82,54 +82,14 @@ class Mosaic:
 
 
 def read_mosaic(path: str) -> Mosaic:
-    """Read a Bayer or X-Trans RAW with its levels and CFA layout; InferenceError otherwise."""
+    """Read a Bayer or X-Trans RAW with its levels and CFA layout (:func:`cans.io.raw.read_raw`);
+    InferenceError naming the file otherwise."""
     try:
-        with open_raw(path) as rp:
-            try:
-                pattern = rp.raw_pattern
-                mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
-                if pattern is None or mosaic.ndim != 2:
-                    raise InferenceError(f"{path}: not a colour-filter-array sensor (no Bayer or X-Trans "
-                                         f"pattern, e.g. Foveon or a linear DNG); CANS needs a Bayer or "
-                                         f"X-Trans mosaic")
-                colours = rp.raw_colors_visible
-                desc = rp.color_desc.decode("ascii", "replace")
-                per_channel = np.asarray(rp.black_level_per_channel, dtype=np.float32)
-                white = float(rp.white_level)
-                wb = np.asarray(rp.camera_whitebalance, dtype=np.float64)[:3]
-                try:
-                    flip = int(rp.sizes.flip)
-                except Exception:
-                    flip = 0
-            except InferenceError:
-                raise
-            except Exception as exc:
-                raise InferenceError(f"{path}: cannot read the RAW data: {type(exc).__name__}: {exc} "
-                                     f"(truncated or corrupt file?)") from None
+        rf = read_raw(path)
     except DataError as exc:
         raise InferenceError(str(exc)) from None
-    p = np.asarray(pattern).shape[0]
-    if p not in (2, 6) or np.asarray(pattern).shape != (p, p):
-        raise InferenceError(f"{path}: unsupported colour filter layout of shape {np.asarray(pattern).shape} "
-                             f"(expected a 2x2 Bayer or 6x6 X-Trans cell)")
-    if mosaic.shape[0] < p or mosaic.shape[1] < p:
-        raise InferenceError(f"{path}: image of {mosaic.shape} is smaller than one CFA cell")
-    # The layout of the visible area itself (robust to odd margins).
-    cell = np.asarray(colours)[:p, :p].astype(np.intp)
-    letters = np.array([desc[i] if i < len(desc) else "?" for i in cell.reshape(-1)]).reshape(p, p)
-    if not set(letters.reshape(-1)) <= set("RGB"):
-        raise InferenceError(f"{path}: unsupported colour filter {''.join(letters.reshape(-1))!r} from "
-                             f"colours {desc!r} (expected red, green and blue sites)")
-    cfa = np.zeros((p, p), dtype=np.uint8)
-    for code, letter in enumerate("RGB"):
-        cfa[letters == letter] = code
-    black = per_channel[cell] if per_channel.size > cell.max() else np.zeros((p, p), np.float32)
-    if not np.isfinite(white) or white <= float(black.max()):
-        raise InferenceError(f"{path}: white level {white} is not above the black level {float(black.max())}")
-    if not np.all(np.isfinite(wb)) or np.any(wb <= 0):
-        wb = np.ones(3)
-    return Mosaic(data=normalize_mosaic(mosaic, black, white), cfa=cfa, wb=(wb / wb[1]).astype(np.float32),
-                  path=path, flip=flip)
+    return Mosaic(data=normalize_mosaic(rf.mosaic, rf.black, rf.white), cfa=rf.cfa, wb=rf.wb, path=path,
+                  flip=rf.flip)
 
 
 def apply_orientation(image: torch.Tensor, flip: int) -> torch.Tensor:

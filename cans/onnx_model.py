@@ -35,7 +35,7 @@ from .config import apply_overrides, load_config, registry_keys, to_yaml, valida
 from .engine.loading import check_checkpoint_path, default_checkpoint, load_model
 from .errors import InferenceError
 from .evaluate.metrics import fidelity_psnr
-from .files import atomic_write_bytes, unique_temp_name
+from .io.files import atomic_write_bytes, unique_temp_name
 from .models import blocks, unwrap_model
 from .models.published import describe_weights, published_name, weights_line
 from .outdirs import check_output_file
@@ -174,7 +174,7 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     """Export ``model`` (float32, eval, on the CPU) to ``path``; returns the metadata written.
 
     Height and width are dynamic (from the model's smallest input up); the batch is 1. Files are
-    written whole or not at all (:func:`cans.files.atomic_write_bytes`). ``tiles_to``: also write
+    written whole or not at all (:func:`cans.io.files.atomic_write_bytes`). ``tiles_to``: also write
     the tile graph (:class:`_TileGraph`, for two-pass tiles) there; the metadata names it
     ``tiles_name`` (default: the basename of :func:`tile_graph_path` of ``path``), the file it will
     have beside ``path``. ``log``: called with a line per step (tracing, converting) of each graph,

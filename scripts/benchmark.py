@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from cans.cli import add_set_argument  # noqa: E402
 from cans.config import ConfigError, load_config  # noqa: E402
-from cans.files import atomic_write_text  # noqa: E402
+from cans.io.files import atomic_write_text  # noqa: E402
 from cans.outdirs import check_output_file  # noqa: E402
 from cans.tools.benchmark import MODES, format_table, run_benchmark  # noqa: E402
 

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
 
     def run() -> int:
         from cans.config import ConfigError, load_config
-        from cans.files import atomic_write_text
+        from cans.io.files import atomic_write_text
         from cans.outdirs import check_output_file
         from cans.tools.cpu_benchmark import format_cpu_table, run_cpu_benchmark
 

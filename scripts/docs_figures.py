@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from cans.config import ConfigError  # noqa: E402
-from cans.files import atomic_write_text  # noqa: E402
+from cans.io.files import atomic_write_text  # noqa: E402
 
 # name -> (config, extra --set overrides): the runs the documentation quotes, in the order of
 # docs/figures.md. "{demo}" stands for the demo run's folder: a run naming it trains after "demo"

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         p.error(f"--workers must be >= 0, got {args.workers}")
     from cans.cli import run_cli
     from cans.config_checks import check_workers
-    from cans.files import atomic_write_text
+    from cans.io.files import atomic_write_text
 
     def run() -> int:
         t0 = time.time()

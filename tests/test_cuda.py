@@ -256,7 +256,7 @@ def test_infer_script_on_gpu(tmp_path):
     pytest.importorskip("tifffile")
     import numpy as np
 
-    from cans.data.synthetic import write_dng
+    from cans.io.dng import write_dng
 
     tiny = {"type": "CANS_Plus", "width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1],
             "dec_blk_nums": [1, 1, 1]}

@@ -14,10 +14,10 @@ pytest.importorskip("tifffile")
 from helpers import DEMO, REPO, load_script, one_error_line, write  # noqa: E402
 
 from cans.inference import InferenceError, auto_ratio, enhance, periodic_pad, phase_offset, read_mosaic  # noqa: E402
+from cans.io.dng import write_dng  # noqa: E402
 from cans.models import build_model  # noqa: E402
 
-synthetic = pytest.importorskip("cans.data.synthetic")
-packing = pytest.importorskip("cans.data.packing")
+packing = pytest.importorskip("cans.cfa")
 
 REF = REFERENCE
 H, W = 101, 131  # odd on purpose: the output must keep this size
@@ -73,7 +73,7 @@ def bayer_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dng")
     img = scene()
     for pattern in ("RGGB", "GRBG", "GBRG", "BGGR"):
-        synthetic.write_dng(str(folder / f"scene_{pattern}.dng"), mosaic_of(img, bayer_cell(pattern)), cfa=pattern,
+        write_dng(str(folder / f"scene_{pattern}.dng"), mosaic_of(img, bayer_cell(pattern)), cfa=pattern,
                             black=BLACK, white=WHITE)
     return folder
 
@@ -109,7 +109,7 @@ def test_auto_tile_measured_once_for_files_of_one_size(bayer_files, tmp_path, mo
 def test_xtrans_phase(tmp_path):
     cell = np.roll(packing.XTRANS_PATTERN, (2, 3), axis=(0, 1))  # a shifted X-Trans layout
     path = str(tmp_path / "xtrans.dng")
-    synthetic.write_dng(path, mosaic_of(scene(), cell), cfa=cell, black=BLACK, white=WHITE)
+    write_dng(path, mosaic_of(scene(), cell), cfa=cell, black=BLACK, white=WHITE)
     out = enhance(Demosaic(3), path, 1.0, "cpu")
     rgb = out["rgb"].numpy()
     assert rgb.shape == (3, H, W) and out["pattern"] == "X-Trans"
@@ -209,7 +209,7 @@ def test_below_black_values_reach_the_model_negative(tmp_path):
     dark[::2, ::3] = BLACK - 40            # read noise below the black level
     dark[1::2, 1::2] = BLACK + 60
     path = str(tmp_path / "dark.dng")
-    synthetic.write_dng(path, dark, cfa="RGGB", black=BLACK, white=WHITE)
+    write_dng(path, dark, cfa="RGGB", black=BLACK, white=WHITE)
     mosaic = read_mosaic(path)
     assert float(mosaic.data.min()) == pytest.approx(-40 / (WHITE - BLACK), rel=1e-6)
     packed, _, _ = prepare_input(mosaic, 100.0, 2, 4, max_clip=1.0, min_clip=None)
@@ -233,7 +233,7 @@ def infer_setup(tmp_path_factory):
     """Three small Bayer DNGs, a tiny CANS++ checkpoint and its config."""
     pytest.importorskip("rawpy")
     pytest.importorskip("tifffile")
-    from cans.data.synthetic import write_dng
+    from cans.io.dng import write_dng
 
     folder = tmp_path_factory.mktemp("infer")
     rng = np.random.default_rng(0)
@@ -415,7 +415,7 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     pytest.importorskip("rawpy")
 
     from cans.config import validate
-    from cans.data.synthetic import write_dng
+    from cans.io.dng import write_dng
     from cans.models import build_model
 
     repo = REPO

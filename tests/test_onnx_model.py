@@ -117,7 +117,7 @@ def test_too_small_input_and_wrong_channels_are_refused(runners):
 
 
 def _dngs(folder):
-    from cans.data.synthetic import write_dng
+    from cans.io.dng import write_dng
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(3)
     # odd sizes in two phases: the phase pad and the model's padding both apply

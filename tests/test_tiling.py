@@ -236,7 +236,7 @@ def test_infer_cli_tiles_and_rejects_a_bad_tile(tmp_path, capsys):
 
     import numpy as np
     pytest.importorskip("rawpy")
-    from cans.data.synthetic import write_dng
+    from cans.io.dng import write_dng
 
     repo = REPO
     spec = importlib.util.spec_from_file_location("infer_script", repo / "scripts" / "infer.py")
@@ -265,8 +265,8 @@ def test_rotate_follows_libraws_own_rendering(tmp_path):
     import numpy as np
     rawpy = pytest.importorskip("rawpy")
     from cans.data.rawpair import read_pair_file
-    from cans.data.synthetic import write_dng
     from cans.inference import enhance
+    from cans.io.dng import write_dng
 
     mosaic = np.full((64, 96), 700, np.uint16)
     mosaic[:16, :24] = 12000                     # a bright block in the stored top-left corner

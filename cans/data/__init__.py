@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..cfa import pack_bayer, pack_xtrans
 from ..config import split_options
+from ..io.raw import read_bayer
 from ..registry import DATASETS
 from .base import PairDataset
 from .cleanframes import CleanFrameDataset
 from .errors import DataError
 from .mcr import MCRDictSet
-from .packing import pack_bayer, pack_xtrans
-from .raw_io import read_bayer
 from .rawpair import RawPairDataset, XTransPairDataset
 from .sid import FujiDictSet, SonyDictSet
 from .synthetic import MARKER, make_own_camera_set, make_synthetic_sid

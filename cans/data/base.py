@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from ..config import split_options
 from ..errors import BadFileError
+from ..io.raw import normalize_mosaic
 from .errors import DataError
 from .lists import PairEntry, keep_first_capture
-from .raw_io import normalize_mosaic
 
 SPLITS = ("train", "valid", "test")
 #: the split options (data.process / data.<split>) a PairDataset takes

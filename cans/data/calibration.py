@@ -18,10 +18,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..files import atomic_write_text
-from ..png import write_png
+from ..io.files import atomic_write_text
+from ..io.png import write_png
+from ..io.raw import _raw_from_handle, open_raw, raw_files_in, shot_metadata
 from .errors import DataError
-from .raw_io import _raw_from_handle, open_raw, raw_files_in, shot_metadata
 
 MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
 MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)

@@ -6,7 +6,7 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .packing import BAYER_WB_INDEX, XTRANS_WB_INDEX, pack_bayer, pack_xtrans
+from ..cfa import BAYER_WB_INDEX, XTRANS_WB_INDEX, pack_bayer, pack_xtrans
 
 
 @dataclass(frozen=True)

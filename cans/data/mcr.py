@@ -13,11 +13,11 @@ from typing import List
 
 import numpy as np
 
+from ..cfa import pack_bayer
 from ..registry import DATASETS
 from .base import PairDataset
 from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_mcr_list
-from .packing import pack_bayer
 from .prepare import resolve
 
 

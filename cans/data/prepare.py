@@ -24,12 +24,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 
 from ..errors import DiskFullError
-from ..files import atomic_write_text, atomic_writer, check_free_space, remove_orphaned_temps
+from ..io.files import atomic_write_text, atomic_writer, check_free_space, remove_orphaned_temps
+from ..io.raw import RawFile, open_raw, read_raw, read_raw_and_render
 from ..machine import usable_cpus
 from .cameras import CameraSpec, camera_spec
 from .errors import DataError
 from .lists import MISALIGNED_SONY_SCENES, drop_scenes, format_sid_line, parse_sid_list
-from .raw_io import RawFile, open_raw, read_raw, read_raw_and_render
 
 #: failures printed one per line in the summary (all of them are in the returned dict)
 MAX_LISTED_FAILURES = 20
@@ -79,8 +79,8 @@ def rendering_chw(rgb_hwc: np.ndarray, packed_shape, block_size: int) -> np.ndar
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    """``np.save``, whole or not at all (``cans.files``). A full disk is a :class:`DiskFullError`
-    naming the folder: ENOSPC (``cans.files``), or numpy's short write ("N requested and M
+    """``np.save``, whole or not at all (``cans.io.files``). A full disk is a :class:`DiskFullError`
+    naming the folder: ENOSPC (``cans.io.files``), or numpy's short write ("N requested and M
     written", an OSError without an errno, which is how ``np.save`` reports a full disk)."""
     try:
         with atomic_writer(path, "wb") as fh:

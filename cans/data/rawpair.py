@@ -20,13 +20,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..cfa import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
 from ..errors import DiskFullError
-from ..files import atomic_write_text
+from ..io.files import atomic_write_text
+from ..io.raw import _raw_from_handle, open_raw, render_srgb16, shot_metadata
 from ..registry import DATASETS
 from .base import BadFileError, PairDataset
 from .errors import DataError
 from .lists import PairEntry, _read_lines
-from .packing import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_crop, wb_vector
 from .prepare import (
     CacheDiskFull,
     cache_path,
@@ -37,7 +38,6 @@ from .prepare import (
     run_jobs,
     save_npy,
 )
-from .raw_io import _raw_from_handle, open_raw, render_srgb16, shot_metadata
 
 META_FILE = "raw_pairs.json"
 META_VERSION = 1

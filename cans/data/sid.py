@@ -18,14 +18,14 @@ from typing import List, Optional
 
 import numpy as np
 
+from ..cfa import wb_vector
+from ..io.raw import check_raw_file, read_raw, read_raw_and_render
 from ..registry import DATASETS
 from .base import PairDataset, open_npy
 from .cameras import FUJI, SONY, CameraSpec
 from .errors import DataError, prepare_hint
 from .lists import PairEntry, parse_sid_list
-from .packing import wb_vector
 from .prepare import cache_path, legacy_cache_path, pack_raw, rendering_chw, resolve
-from .raw_io import check_raw_file, read_raw, read_raw_and_render
 
 
 def willneed_rows(arr: np.ndarray, axis: int, r0: int, r1: int) -> None:

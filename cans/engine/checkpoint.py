@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, DiskFullError
-from ..files import atomic_write_bytes
+from ..io.files import atomic_write_bytes
 from ..models import extract_state_dict, load_state_dict_strict
 
 

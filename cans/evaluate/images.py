@@ -1,5 +1,5 @@
 """Result images: a preview of a packed RAW, and the validation panels that training shows in
-TensorBoard (PNG files: ``cans.png``)."""
+TensorBoard (PNG files: ``cans.io.png``)."""
 from __future__ import annotations
 
 import contextlib

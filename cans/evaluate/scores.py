@@ -23,8 +23,8 @@ import torch
 
 from ..data import start_workers
 from ..engine.fastpath import autocast_context, synchronize
-from ..files import atomic_write_text
-from ..png import write_png
+from ..io.files import atomic_write_text
+from ..io.png import write_png
 from .images import raw_preview
 from .metrics import psnr, ssim
 

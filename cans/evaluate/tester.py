@@ -26,7 +26,7 @@ from ..engine import fastpath
 from ..engine.fastpath import autocast_context, synchronize
 from ..engine.loading import camera_name, check_amp, check_checkpoint_path, default_checkpoint, load_model, pick_device
 from ..errors import TestSetupError
-from ..files import atomic_write_text
+from ..io.files import atomic_write_text
 from ..models import build_model
 from ..models.published import describe_weights, weights_line
 from ..onnx_model import OnnxModel, check_same_model, weights_info

@@ -29,7 +29,7 @@ from ..engine.fastpath import autocast_context
 from ..errors import NonFiniteLossError
 from ..evaluate.images import validation_panels
 from ..evaluate.scores import evaluate
-from ..files import atomic_write_text, check_free_space
+from ..io.files import atomic_write_text, check_free_space
 from ..models import build_model, unwrap_model
 from ..models.published import weights_line
 from ..outdirs import prepare_output_dir

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from cans.config import load_config
 from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset, collate_samples
 from cans.data.prepare import cache_path, prepare_sid
-from cans.data.synthetic import make_synthetic_sid, write_dng
+from cans.data.synthetic import make_synthetic_sid
+from cans.io.dng import write_dng
 
 QUIET = dict(log=lambda *_: None)
 
@@ -517,10 +518,10 @@ def test_prepare_sid_on_a_full_disk_is_one_line_and_a_rerun_goes_on(sony_copy, c
 
 def test_prepare_sid_checks_the_free_space_before_the_work(sony_copy, capsys, monkeypatch):
     """Too little room for the caches to write is found before any file is decoded or written."""
-    import cans.files
+    import cans.io.files
 
     shutil.rmtree(sony_copy / "Sony" / "short_pack")
-    monkeypatch.setattr(cans.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 10))
+    monkeypatch.setattr(cans.io.files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 10))
     written = _failing_save(monkeypatch, 10 ** 6, OSError("not reached"))
     code = load_script("scripts/prepare_sid.py").main(["--data-path", str(sony_copy), "--camera", "Sony",
                                                        "--lists-dir", str(sony_copy)])
@@ -547,7 +548,7 @@ def test_absurd_workers_are_refused_before_any_process_starts(tmp_path, capsys, 
 def test_temporary_files_of_killed_writers_are_removed(tmp_path):
     """After a full disk stops a pool of workers, their half-written temporary files go (they only
     take space); a live writer's stays, and so does every finished file."""
-    from cans.files import remove_orphaned_temps, unique_temp_name
+    from cans.io.files import remove_orphaned_temps, unique_temp_name
 
     dead = subprocess_pid_that_exited()
     (tmp_path / "a.npy").write_bytes(b"whole")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from helpers import load_script
 
+from cans.cfa import XTRANS_PATTERN
 from cans.data.calibration import load_profile, write_profile
 from cans.data.errors import DataError
-from cans.data.packing import XTRANS_PATTERN
-from cans.data.synthetic import simulate_calibration_set, write_dng
+from cans.data.synthetic import simulate_calibration_set
+from cans.io.dng import write_dng
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ pytest.importorskip("tifffile")
 
 from helpers import REPO, load_script  # noqa: E402
 
+from cans.cfa import XTRANS_PATTERN  # noqa: E402
 from cans.data import DataError, build_dataset  # noqa: E402
-from cans.data.packing import XTRANS_PATTERN  # noqa: E402
 from cans.data.rawpair import (  # noqa: E402
     FileMeta,
     RawPairDataset,
@@ -26,7 +26,7 @@ from cans.data.rawpair import (  # noqa: E402
     prepare_pairs,
     read_pair_file,
 )
-from cans.data.synthetic import write_dng  # noqa: E402
+from cans.io.dng import write_dng  # noqa: E402
 
 H, W = 64, 96
 WHITE = 4095
@@ -289,13 +289,13 @@ def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_pa
 
 
 def test_truncated_real_camera_file_is_found_without_decoding(reference_dir, tmp_path):
-    """The start-up check of a RAW file (cans.data.raw_io.check_raw_file) compares the file's size with
+    """The start-up check of a RAW file (cans.io.raw.check_raw_file) compares the file's size with
     the end of the image data its own directory names: a real camera file cut anywhere fails with
     'truncated' (LibRaw itself reads the header of every one of these, and fails only when decoding)."""
     import shutil
 
-    from cans.data.raw_io import check_raw_file, data_end
     from cans.errors import BadFileError
+    from cans.io.raw import check_raw_file, data_end
 
     src = reference_dir / "real_raw" / "kodak_dc50.kdc"
     if not src.exists():
@@ -356,8 +356,8 @@ def test_data_end_of_a_fuji_raf_header_and_of_other_containers(tmp_path):
     the check reads them; a container it does not know gives None (only LibRaw's header read)."""
     import struct
 
-    from cans.data.raw_io import check_size, data_end
     from cans.errors import BadFileError
+    from cans.io.raw import check_size, data_end
 
     header = b"FUJIFILMCCD-RAW 0201FF389501" + b"X-T2".ljust(32, b"\0") + b"\0" * 24
     header += struct.pack(">6I", 200, 100, 300, 50, 400, 1000)
@@ -412,9 +412,10 @@ class _FakeRaw:
                          ids=["short", "empty", "rgbe"])
 def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, desc, expect):
 
-    from cans.data import DataError, raw_io
     from cans.data.rawpair import RawPairDataset
+    from cans.errors import DataError
     from cans.inference import InferenceError, read_mosaic
+    from cans.io import raw as raw_io
 
     monkeypatch.setattr(raw_io.rawpy, "imread", lambda path: _FakeRaw(desc, [[0, 1], [3, 2]]))
     for name in ("short.ARW", "long.ARW"):
@@ -443,7 +444,7 @@ def test_a_bad_cfa_description_is_one_line_naming_the_file(tmp_path, monkeypatch
 def _own_camera_pairs(tmp_path, monkeypatch):
     """Four pairs read through a fake rawpy: metadata ratios 100, 400 and 600, and one written in
     the list (1000 by the metadata, 250 in the list)."""
-    from cans.data import raw_io
+    from cans.io import raw as raw_io
 
     exposures = {"long.ARW": 10.0, "s100.ARW": 0.1, "s400.ARW": 0.025, "s600.ARW": 1 / 60, "s250.ARW": 0.01}
 

@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch")
 
 from helpers import REPO, load_script  # noqa: E402
 
+from cans.cfa import XTRANS_PATTERN, pack_xtrans  # noqa: E402
 from cans.data import DataError  # noqa: E402
-from cans.data.packing import XTRANS_PATTERN, pack_xtrans  # noqa: E402
 from cans.data.rawpair import XTransPairDataset, prepare_pairs  # noqa: E402
 from cans.data.synthetic import make_own_camera_set  # noqa: E402
 

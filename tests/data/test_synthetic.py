@@ -10,12 +10,13 @@ rawpy = pytest.importorskip("rawpy")
 
 from helpers import REPO, load_script  # noqa: E402
 
+from cans.cfa import XTRANS_PATTERN  # noqa: E402
 from cans.config import load_config  # noqa: E402
 from cans.data import ensure_synthetic  # noqa: E402
 from cans.data.errors import DataError  # noqa: E402
-from cans.data.packing import XTRANS_PATTERN  # noqa: E402
-from cans.data.raw_io import read_bayer, read_raw  # noqa: E402
-from cans.data.synthetic import NOISE, add_noise, make_scene, make_synthetic_sid, srgb_to_linear, write_dng  # noqa: E402
+from cans.data.synthetic import NOISE, add_noise, make_scene, make_synthetic_sid, srgb_to_linear  # noqa: E402
+from cans.io.dng import write_dng  # noqa: E402
+from cans.io.raw import read_bayer, read_raw  # noqa: E402
 
 SMALL = dict(scenes=3, height=192, width=288, progress=False)
 QUIET = dict(log=lambda *_: None)

@@ -135,7 +135,7 @@ def test_a_checkpoint_path_that_is_a_folder_says_so(tmp_path, capsys, small_set,
 def test_atomic_saves_of_two_writers_do_not_collide(tmp_path):
     """Two processes writing the same checkpoint name each use their own temporary file."""
     path = str(tmp_path / "last.pth")
-    from cans.files import unique_temp_name
+    from cans.io.files import unique_temp_name
     names = {unique_temp_name(path) for _ in range(100)}
     assert len(names) == 100 and all(n.endswith(".tmp") for n in names)
     ck.atomic_torch_save({"a": torch.ones(3)}, path)

@@ -10,7 +10,7 @@ def test_png_writer_8_and_16_bit(tmp_path):
     import struct
     import zlib
 
-    from cans.png import write_png
+    from cans.io.png import write_png
     img = torch.rand(3, 7, 9, generator=torch.Generator().manual_seed(3))
     for bits, dtype, peak in ((8, np.uint8, 255), (16, np.dtype(">u2"), 65535)):
         path = write_png(str(tmp_path / f"x{bits}.png"), img, bits)

@@ -21,8 +21,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..errors import BadFileError
-from .errors import DataError
+from ..errors import BadFileError, DataError
 
 try:  # rawpy is a hard dependency of the project; keep the import error readable
     import rawpy
@@ -62,6 +61,7 @@ class RawFile:
     white: float, the saturation level.
     wb: (3,) float32 as-shot white-balance gains R, G, B with G = 1 (all ones if the file has none).
     path: the file read.
+    flip: LibRaw's orientation flag (``sizes.flip``: 0, 3, 5 or 6) that a viewer applies.
     """
     mosaic: np.ndarray
     cfa: np.ndarray
@@ -69,6 +69,7 @@ class RawFile:
     white: float
     wb: np.ndarray
     path: str
+    flip: int = 0
 
     @property
     def pattern(self) -> str:
@@ -248,27 +249,40 @@ def cfa_letters(pattern: np.ndarray, desc: str, path: str) -> np.ndarray:
 
 def _raw_from_handle(rp, path: str) -> RawFile:
     try:
-        mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
         pattern = rp.raw_pattern
-        if pattern is None:
-            raise DataError(f"{path}: not a mosaic (CFA) sensor; LibRaw gives no raw_pattern")
-        pattern = np.asarray(pattern)
+        mosaic = np.array(rp.raw_image_visible, dtype=np.uint16, copy=True)
+        if pattern is None or mosaic.ndim != 2:
+            raise DataError(f"{path}: not a colour-filter-array sensor (no Bayer or X-Trans pattern, e.g. Foveon "
+                            f"or a linear DNG); CANS needs a Bayer or X-Trans mosaic")
+        p = np.asarray(pattern).shape[0]
+        if p not in (2, 6) or np.asarray(pattern).shape != (p, p):
+            raise DataError(f"{path}: unsupported colour filter layout of shape {np.asarray(pattern).shape} "
+                            f"(expected a 2x2 Bayer or 6x6 X-Trans cell)")
+        if mosaic.shape[0] < p or mosaic.shape[1] < p:
+            raise DataError(f"{path}: image of {mosaic.shape} is smaller than one CFA cell")
+        # The layout of the visible area itself, counted from its top-left site (robust to odd margins).
+        cell = np.asarray(rp.raw_colors_visible)[:p, :p].astype(np.intp)
         desc = rp.color_desc
-        letters = cfa_letters(pattern, desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc),
-                              path)
-        cfa = np.zeros(pattern.shape, dtype=np.uint8)
+        letters = cfa_letters(cell, desc.decode("ascii", "replace") if isinstance(desc, bytes) else str(desc), path)
+        cfa = np.zeros(cell.shape, dtype=np.uint8)
         for code, letter in enumerate(COLOUR_LETTERS):
             cfa[letters == letter] = code
         per_channel = np.asarray(rp.black_level_per_channel, dtype=np.float32)
-        black = per_channel[pattern.astype(np.intp)]
+        black = per_channel[cell] if per_channel.size > cell.max() else np.zeros((p, p), np.float32)
         white = float(rp.white_level)
+        if not np.isfinite(white) or white <= float(black.max()):
+            raise DataError(f"{path}: white level {white} is not above the black level {float(black.max())}")
         wb = _as_shot_wb(rp)
+        try:
+            flip = int(rp.sizes.flip)
+        except Exception:
+            flip = 0
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"cannot read RAW data of {path}: {type(exc).__name__}: {exc} "
                         f"(truncated or corrupt file?)") from None
-    return RawFile(mosaic=mosaic, cfa=cfa, black=black, white=white, wb=wb, path=path)
+    return RawFile(mosaic=mosaic, cfa=cfa, black=black, white=white, wb=wb, path=path, flip=flip)
 
 
 def read_raw(path: str) -> RawFile:

@@ -15,7 +15,7 @@ import shutil
 import uuid
 from typing import IO, Iterator
 
-from .errors import DiskFullError
+from ..errors import DiskFullError
 
 
 def unique_temp_name(path: str) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import REFERENCE
 
-from cans.data.packing import (
+from cans.cfa import (
     BAYER_RGGB,
     XTRANS_PATTERN,
     cfa_cell,
