@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ..config import ConfigError, default_output_dir, split_options
 from ..config_checks import check_config
@@ -87,7 +87,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
     check_model(cfg)
     cfg, moved = run_folder(cfg, resume)  # before anything is written: a refusal leaves no trace in a run's folder
     device = du.init_distributed(timeout_s=cfg["train"]["dist_timeout"])
-    trainer = None
+    trainer, built = None, {}
     made = []  # the run folder (and parents) this start creates: removed again if it fails while they are empty
     try:
         if du.is_main_process():
@@ -95,9 +95,11 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
                 made = missing_folders(cfg["output_dir"])
                 prepare_output_dir(cfg["output_dir"], "output_dir")
             ensure_synthetic(cfg)
-            preflight(cfg)
+            built = preflight(cfg)
         du.barrier()
-        trainer = Trainer(cfg, resume=resume, progress=progress, device=device)
+        # the sets the checks built are the run's (on rank 0; the other ranks build their own)
+        trainer = Trainer(cfg, resume=resume, progress=progress, device=device,
+                          train_set=built.get("train"), valid_set=built.get("valid"))
         if moved:
             trainer.logger.info(moved)
         if "data" in cfg:
@@ -188,18 +190,20 @@ def check_model(cfg: Mapping[str, Any]) -> None:
         build_model(cfg)
 
 
-def preflight(cfg: Mapping[str, Any]) -> None:
+def preflight(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     """Everything a run would otherwise find late, checked within seconds, all problems in one
     :class:`ConfigError`: every list the run reads (the test list too with ``train.test_at_end``),
     its files present and prepared, the training patch against the smallest training image, the
-    ``train.pretrained`` file. (Output folder, lock, disk space: the Trainer, before any work.)"""
+    ``train.pretrained`` file. (Output folder, lock, disk space: the Trainer, before any work.)
+    Returns the data sets it built, ``{split: dataset}``, for the run to use."""
+    built: Dict[str, Any] = {}
     if "data" not in cfg:
-        return
+        return built
     problems = []
     splits = ["train", "valid"] + (["test"] if cfg["train"].get("test_at_end") else [])
     for split in splits:
         try:
-            dataset = build_dataset(cfg, split, log=lambda line: None)
+            dataset = built[split] = build_dataset(cfg, split)
         except (DataError, ConfigError) as exc:
             text = str(exc).strip() if str(exc).startswith("data.") else f"data.{split}: {str(exc).strip()}"
             if str(exc).strip() not in " ".join(problems):  # one missing data_path, not one per split
@@ -218,6 +222,7 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     if problems:
         raise ConfigError(f"{len(problems)} problems found before training: "
                           + " | ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))
+    return built
 
 
 def patch_problems(cfg: Mapping[str, Any], dataset) -> list:

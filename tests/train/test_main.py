@@ -284,3 +284,26 @@ def test_a_stop_sent_to_the_process_group_saves_where_the_run_stands(tmp_path, s
     last = load_checkpoint(str(out / "checkpoints" / "last.pth"))
     assert last["interrupted"] and last["epoch"] == 0 and last["batches_done"] >= 10
     assert f"--resume {out / 'checkpoints' / 'last.pth'}" in stdout
+
+
+def test_a_run_builds_each_data_set_once(tmp_path, synthetic, monkeypatch):
+    """The start-up checks build the training and validation sets; the run uses those (it once
+    built them a second time, reading every list and cache header twice)."""
+    import cans.train.main as main_mod
+    import cans.train.trainer as trainer_mod
+
+    built = []
+
+    def counting(real):
+        def build(cfg, split, *args, **kwargs):
+            built.append(split)
+            return real(cfg, split, *args, **kwargs)
+        return build
+
+    monkeypatch.setattr(main_mod, "build_dataset", counting(main_mod.build_dataset))
+    monkeypatch.setattr(trainer_mod, "build_dataset", counting(trainer_mod.build_dataset))
+    overrides = TINY + synthetic + [f"output_dir={tmp_path / 'run'}", "train.epochs=1", "data.train.repeat=1",
+                                    "train.test_at_end=false", "train.validate_at_start=false"]
+    code = _train_module().main(["-c", str(REPO / "configs" / "demo.yaml"), "--no-progress", "--set", *overrides])
+    assert code == 0
+    assert sorted(built) == ["train", "valid"]
