@@ -27,6 +27,7 @@ from ..engine.fastpath import autocast_context, synchronize
 from ..engine.loading import camera_name, check_amp, check_checkpoint_path, default_checkpoint, load_model, pick_device
 from ..errors import TestSetupError
 from ..io.files import atomic_write_text
+from ..io.locks import FileLock, held_by_someone
 from ..models import build_model
 from ..models.published import describe_weights, weights_line
 from ..onnx_model import OnnxModel, check_same_model, weights_info
@@ -51,59 +52,36 @@ REPORT_IMAGES = "images"
 STAGE_PREFIX = ".report-partial-"
 #: the lock file in a stage folder, held (flock) while its run lives: an unlocked one is a dead run's
 STAGE_LOCK = ".lock"
-
-
-def _flock(fd: int, blocking: bool) -> bool:
-    """An exclusive flock on the open file descriptor ``fd``; False when another process holds it
-    (non-blocking) or the file system refuses. Without ``fcntl`` (Windows) True, no lock taken."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        return True
-    except OSError:
-        return False
+#: the lock file in the result folder, held while a run swaps its report in
+SWAP_LOCK = ".report.lock"
 
 
 def _remove_dead_stages(out_dir: str) -> None:
     """Remove the stage folders of earlier runs that died before finishing (killed, power loss):
-    those whose lock file nobody holds. A stage being set up (no lock file yet) or of a live run
-    (the lock held, even by another process on the same folder) is left alone; without ``fcntl``
-    (Windows) every stage is left alone (they are hidden and ignored)."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - not POSIX
-        return
+    those whose lock file nobody holds (``cans.io.locks``). A stage being set up (no lock file
+    yet) or of a live run (its lock held, by this process or another) is left alone; without
+    ``fcntl`` (Windows) every stage is left alone (they are hidden and ignored)."""
     for name in os.listdir(out_dir):
         path = os.path.join(out_dir, name)
         if not name.startswith(STAGE_PREFIX) or not os.path.isdir(path) or os.path.islink(path):
             continue
-        try:
-            fd = os.open(os.path.join(path, STAGE_LOCK), os.O_RDWR)   # never created here
-        except OSError:
-            continue
-        try:
-            if _flock(fd, blocking=False):
-                shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
+        lock = os.path.join(path, STAGE_LOCK)
+        if os.path.isfile(lock) and not held_by_someone(lock):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _make_stage(out_dir: str):
-    """A new stage folder in ``out_dir`` with its lock held: ``(path, open lock file)``. The lock
-    file is locked before it takes its name, so another run never sees this stage unlocked."""
+    """A new stage folder in ``out_dir`` with its lock held: ``(path, FileLock)``. The lock file is
+    locked before it takes its name, so another run never sees this stage unlocked."""
     path = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out_dir)
-    fh = open(os.path.join(path, STAGE_LOCK + ".new"), "w")
-    _flock(fh.fileno(), blocking=False)
-    os.replace(os.path.join(path, STAGE_LOCK + ".new"), os.path.join(path, STAGE_LOCK))
-    return path, fh
+    lock = FileLock(os.path.join(path, STAGE_LOCK))
+    lock.acquire_new(lock.path)
+    return path, lock
 
 
-def _drop_stage(path: str, lock) -> None:
+def _drop_stage(path: str, lock: FileLock) -> None:
     shutil.rmtree(path, ignore_errors=True)
-    lock.close()
+    lock.release()
 
 
 def _commit_report(stage: str, out_dir: str) -> None:
@@ -112,21 +90,15 @@ def _commit_report(stage: str, out_dir: str) -> None:
     The files (``REPORT_FILES``) are replaced one by one (``os.replace``); ``images/`` is replaced
     whole when the run wrote one (the PNGs of the previous report go with it), keeping the files
     of the old ``images/`` and ``images/grid/`` that are not PNGs (a user's notes). Signals wait
-    until the swap is done; two runs do not swap at the same time (a lock on the folder itself,
-    where the file system has flock).
+    until the swap is done; two runs do not swap at the same time (``<out_dir>/.report.lock``).
     """
-    try:
-        folder = os.open(out_dir, os.O_RDONLY)
-    except OSError:  # pragma: no cover - a folder cannot be opened (Windows): no lock
-        folder = None
-    try:
-        with signals_deferred():
-            if folder is not None:
-                _flock(folder, blocking=True)
+    lock = FileLock(os.path.join(out_dir, SWAP_LOCK))
+    with signals_deferred():
+        lock.acquire(blocking=True)
+        try:
             _swap(stage, out_dir)
-    finally:
-        if folder is not None:
-            os.close(folder)   # releases the lock
+        finally:
+            lock.release()
 
 
 def _swap(stage: str, out_dir: str) -> None:

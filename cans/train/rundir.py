@@ -1,12 +1,10 @@
 """One run folder, one writer: the lock, what a new run may do with a folder that holds a run,
 and the clean-up of temporary files that killed writers left behind.
 
-- :class:`RunLock`: an exclusive POSIX record lock (``lockf``) on ``<output_dir>/.lock``, held
-  while a training run writes the folder; a second writer is refused with one line naming the
-  holder (pid, host, start time). The operating system drops the lock when its process dies
-  (``kill -9`` included; unlike ``flock``, DataLoader workers forked from it do not inherit it,
-  so an orphaned worker cannot keep it), so a stale lock is simply taken over, with a line naming
-  the dead holder.
+- :class:`RunLock`: the lock on ``<output_dir>/.lock`` (``cans.io.locks``), held while a training
+  run writes the folder; a second writer is refused with one line naming the holder (pid, host,
+  start time). A dead holder's lock is gone with it, so a stale one is simply taken over, with a
+  line naming the dead holder.
 - :func:`resume_point`: a folder that already holds a run (a checkpoint or
   ``train_summary.json``) is resumed when asked (``--resume``, ``train.auto_resume``), and
   otherwise refused with one line naming both ways out; a run's results are never replaced.
@@ -23,42 +21,30 @@ import time
 from typing import List, Optional
 
 from ..config import ConfigError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on POSIX: no lock (said once in the log)
-    fcntl = None
+from ..io.locks import FileLock
 
 LOCK_FILE = ".lock"
-_HELD = set()  # folders locked by this process (POSIX locks do not exclude their own process)
 
 
 class RunLock:
-    """``with RunLock(folder) as lock:`` holds the folder's lock; ``lock.notice`` is a line to log
-    (a stale lock taken over, or no locking on this system), or ``None``."""
+    """``with RunLock(folder) as lock:`` holds the folder's lock (``cans.io.locks.FileLock`` on
+    ``<folder>/.lock``, which names its holder); ``lock.notice`` is a line to log (a stale lock
+    taken over, or no locking on this system), or ``None``."""
 
     def __init__(self, folder: str):
         self.folder = folder
-        self.path = os.path.join(folder, LOCK_FILE)
-        self.fh = None
+        self.lock = FileLock(os.path.join(folder, LOCK_FILE))
         self.notice: Optional[str] = None
 
     def acquire(self) -> "RunLock":
-        if fcntl is None:
+        if not FileLock.supported:
             self.notice = "this system has no fcntl: the run folder is not locked against a second writer"
             return self
-        key = os.path.realpath(self.folder)
-        fh = open(self.path, "a+", encoding="utf-8")
-        try:
-            if key in _HELD:
-                raise OSError("held by this process")
-            fcntl.lockf(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+        if not self.lock.acquire():
+            holder = self.lock.read() or "another process"
             raise ConfigError(f"output_dir {self.folder} is in use by {holder}: one run writes a folder at a time; "
-                              f"wait for it to end, or choose another output_dir (--set output_dir=...)") from None
+                              f"wait for it to end, or choose another output_dir (--set output_dir=...)")
+        fh = self.lock.fh
         fh.seek(0)
         previous = fh.read().strip()
         if previous:  # its holder ended without releasing it: killed, or its machine went down
@@ -67,24 +53,19 @@ class RunLock:
         fh.truncate()
         fh.write(f"process {os.getpid()} on {socket.gethostname()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         fh.flush()
-        self.fh, self.key = fh, key
-        _HELD.add(key)
         return self
 
     def release(self) -> None:
-        """Clear and unlock (the file stays: removing it would race with a waiting writer)."""
-        if self.fh is None:
-            return
-        try:
-            self.fh.seek(0)
-            self.fh.truncate()
-            self.fh.flush()
-            fcntl.lockf(self.fh.fileno(), fcntl.LOCK_UN)
-        except OSError:
-            pass
-        self.fh.close()
-        self.fh = None
-        _HELD.discard(self.key)
+        """Clear the holder's line and unlock."""
+        fh = self.lock.fh
+        if fh is not None:
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.flush()
+            except OSError:
+                pass
+        self.lock.release()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -297,8 +297,8 @@ def test_an_interrupted_test_run_leaves_the_previous_report_whole(tmp_path):
     assert [r["output"] for r in saved["per_image"]] == [str(out / "images" / f"1000{i}_00_0.1s.png")
                                                          for i in range(6)]
     assert after["images/notes.txt"] == before["images/notes.txt"] and "throughput.json" in after
-    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.csv", "metrics.json", "tables.md",
-                                                     "throughput.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".report.lock", "images", "metrics.csv", "metrics.json",
+                                                     "tables.md", "throughput.json"]
 
 
 def test_ctrl_c_during_the_swap_waits_until_it_is_done():

@@ -28,6 +28,23 @@ def test_a_run_in_another_process_holds_the_folder(tmp_path):
     lock.release()
 
 
+def test_a_refused_second_run_lock_in_this_process_keeps_the_first(tmp_path):
+    """RunLock's refusal reads the holder's line; that read must not drop the lock it reports."""
+    import os
+    import subprocess
+    import sys
+
+    from cans.train.rundir import RunLock
+
+    first = RunLock(str(tmp_path)).acquire()
+    with pytest.raises(ConfigError, match=f"in use by process {os.getpid()} "):
+        RunLock(str(tmp_path)).acquire()
+    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from cans.io.locks import FileLock; " \
+           f"print(FileLock({str(tmp_path / '.lock')!r}).acquire())"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    first.release()
+
+
 # ------------------------------------------------------------------ where a resume writes
 
 def _run_folder(root, name, last=True):
