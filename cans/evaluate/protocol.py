@@ -13,13 +13,31 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..data import dataset_class
+from ..data.base import PairDataset
 
 #: camera -> (test list, images) of the authors' protocol
 PAPER_TEST_SETS = {"Sony": ("Sony_new_test_list.txt", 88), "Fuji": ("Fuji_test_list.txt", 94)}
 
 
+def reads_data_path(cfg: Mapping[str, Any]) -> bool:
+    """Whether the config's data set reads ``data.data_path`` and its list files: every built-in
+    one does; a class of one's own says so with ``reads_data_path = True`` (docs/extending.md)."""
+    cls = dataset_class(cfg)
+    return bool(getattr(cls, "reads_data_path", issubclass(cls, PairDataset)))
+
+
+def data_source(cfg: Mapping[str, Any]) -> str:
+    """Where the config's images come from, for logs and reports: ``data.data_path`` (absolute) and
+    the class, or only the class when it reads no ``data.data_path`` (never the schema's default
+    folder of a data set that does not look there)."""
+    data = cfg["data"]
+    if reads_data_path(cfg):
+        return f"{os.path.abspath(data['data_path'])} ({data['type']})"
+    return f"{data['type']} (reads no data.data_path)"
+
+
 def is_synthetic(cfg: Mapping[str, Any]) -> bool:
-    return os.path.isfile(os.path.join(cfg["data"]["data_path"], "synthetic_sid.json"))
+    return reads_data_path(cfg) and os.path.isfile(os.path.join(cfg["data"]["data_path"], "synthetic_sid.json"))
 
 
 def describe_protocol(cfg: Mapping[str, Any], camera: str, images: Optional[int] = None) -> Dict[str, Any]:
@@ -35,9 +53,10 @@ def describe_protocol(cfg: Mapping[str, Any], camera: str, images: Optional[int]
     elif is_synthetic(cfg):
         dataset = f"synthetic {dataset}"
     frames = "first capture of each scene (only_00)" if only_00 else "every frame of the list"
-    out = {"dataset": dataset, "list": test.get("image_list_file"), "only_00": only_00, "images": images,
-           "name": f"{dataset}, {test.get('image_list_file')}, {frames}"
-                   + (f", {images} images" if images is not None else "")}
+    listed = reads_data_path(cfg)
+    parts = [dataset] + ([str(test.get("image_list_file")), frames] if listed else [])
+    out = {"dataset": dataset, "list": test.get("image_list_file") if listed else None, "only_00": only_00,
+           "images": images, "name": ", ".join(parts) + (f", {images} images" if images is not None else "")}
     return out
 
 

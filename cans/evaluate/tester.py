@@ -35,7 +35,7 @@ from ..outdirs import provisional_output_dir
 from ..signals import signals_deferred
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
-from .protocol import describe_protocol, paper_differences
+from .protocol import data_source, describe_protocol, paper_differences
 from .scores import evaluate, format_tables, write_metrics_csv, write_metrics_json
 
 
@@ -179,7 +179,7 @@ def run_test(cfg: Mapping[str, Any], checkpoint: Optional[str] = None, *, device
         loader = loader if loader is not None else _loader(cfg)
         save_images = test["save_images"] if save_images is None else save_images
         compare_paper = test["compare_paper"] if compare_paper is None else compare_paper
-        print_fn(f"testing {os.path.abspath(onnx or checkpoint)} on {os.path.abspath(cfg['data']['data_path'])}; "
+        print_fn(f"testing {os.path.abspath(onnx or checkpoint)} on {data_source(cfg)}; "
                  f"results in {os.path.abspath(out_dir)}")
         # the report is written in a stage folder and swapped in when complete: an interrupted or failed
         # run leaves the previous report as it was (and its stage goes; a killed run's goes next time)

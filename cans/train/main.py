@@ -14,6 +14,7 @@ from ..data import DataError, build_dataset, ensure_synthetic
 from ..engine import distributed as du
 from ..engine.checkpoint import CheckpointError, check_checkpoint_file, read_torch_file
 from ..errors import USER_ERRORS, user_message
+from ..evaluate.protocol import data_source
 from ..evaluate.tester import run_test
 from ..models import build_model
 from ..outdirs import missing_folders, prepare_output_dir, remove_empty_folders
@@ -103,7 +104,7 @@ def train_main(cfg: Mapping[str, Any], resume: Optional[str] = None, progress: b
         if moved:
             trainer.logger.info(moved)
         if "data" in cfg:
-            trainer.logger.info(f"data: {os.path.abspath(cfg['data']['data_path'])} ({cfg['data']['type']})")
+            trainer.logger.info(f"data: {data_source(cfg)}")
         summary = trainer.fit()  # Ctrl-C / SIGTERM (torchrun, a pre-emption): fit saves last.pth and re-raises
     except NonFiniteLossError as exc:
         trainer.logger.error(str(exc))

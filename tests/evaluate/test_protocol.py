@@ -57,3 +57,24 @@ def test_paper_differences(tmp_path):
     assert any("SID Sony" in n for n in paper_differences(describe_protocol(fuji, "Fuji", 94), "Fuji"))
     (tmp_path / "synthetic_sid.json").write_text("{}")
     assert any("synthetic" in n for n in paper_differences(describe_protocol(cfg, "Sony", 88), "Sony"))
+
+
+def test_a_data_set_of_ones_own_is_reported_without_the_default_folder(monkeypatch):
+    """A class that reads no data.data_path (docs/extending.md) is not reported as reading the
+    schema's default datasets/SID, nor with a list file it does not have; one that says it reads
+    data.data_path (reads_data_path = True) is."""
+    import helpers
+
+    from cans.evaluate.protocol import data_source
+
+    monkeypatch.setattr(helpers.IdentityPairs, "packed_channels", 4, raising=False)
+    monkeypatch.setattr(helpers.IdentityPairs, "block_size", 2, raising=False)
+    cfg = load_config(str(REPO / "configs" / "demo.yaml"), ["data.type=helpers:IdentityPairs"])
+    assert data_source(cfg) == "helpers:IdentityPairs (reads no data.data_path)"
+    protocol = describe_protocol(cfg, None, 4)
+    assert protocol["name"] == "helpers:IdentityPairs, 4 images" and protocol["list"] is None
+    monkeypatch.setattr(helpers.IdentityPairs, "reads_data_path", True, raising=False)
+    assert data_source(cfg).endswith("synthetic_sid (helpers:IdentityPairs)")
+    assert describe_protocol(cfg, None)["name"].startswith("helpers:IdentityPairs, ")
+    demo = load_config(str(REPO / "configs" / "demo.yaml"))
+    assert data_source(demo).endswith("synthetic_sid (SonyDictSet)")
