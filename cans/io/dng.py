@@ -6,15 +6,18 @@ IFD with exposure time and ISO, which tifffile cannot write itself (:func:`_appe
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
-import tempfile
 from fractions import Fraction
 from typing import List, Optional, Sequence
 
 import numpy as np
+import tifffile
 
 from ..cfa import cfa_cell
+from .files import atomic_write_bytes
+from .raw import SRGB_TO_XYZ
 
 #: The Sony A7S2 (ILCE-7SM2) XYZ -> camera matrix (D65) as LibRaw has it, times 1/10000:
 #: :func:`write_dng`'s default colour matrix.
@@ -32,35 +35,33 @@ def _rational(x: float, signed: bool) -> List[int]:
 _EXIF_PLACEHOLDER = 34666
 
 
-def _append_exif(path: str, exposure_time: Optional[float], iso: Optional[int]) -> None:
-    """Append an EXIF IFD with ExposureTime / ISOSpeedRatings to the classic little-endian TIFF
-    ``path`` and turn the placeholder tag of IFD 0 into the ExifIFD pointer to it."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tf:
+def _append_exif(fh: io.BytesIO, exposure_time: Optional[float], iso: Optional[int]) -> None:
+    """Append an EXIF IFD with ExposureTime / ISOSpeedRatings to the classic little-endian TIFF in
+    ``fh`` and turn the placeholder tag of IFD 0 into the ExifIFD pointer to it."""
+    fh.seek(0)
+    with tifffile.TiffFile(fh) as tf:
         if tf.byteorder != "<" or tf.is_bigtiff:
-            raise ValueError(f"write_dng: cannot add EXIF to {path} (not a little-endian classic TIFF)")
+            raise ValueError("write_dng: cannot add EXIF (not a little-endian classic TIFF)")
         value_offset = tf.pages[0].tags[_EXIF_PLACEHOLDER].valueoffset
     entries = []
     if exposure_time is not None:
         entries.append((33434, 5, _rational(exposure_time, False)))   # ExposureTime, RATIONAL
     if iso is not None:
         entries.append((34855, 3, int(iso)))                           # ISOSpeedRatings, SHORT
-    with open(path, "r+b") as fh:
-        fh.seek(0, 2)
-        end = fh.tell()
-        start = end + end % 2                      # IFDs start on a word boundary
-        extra = start + 2 + 12 * len(entries) + 4  # where out-of-line values go
-        ifd, tail = struct.pack("<H", len(entries)), b""
-        for tag, kind, value in entries:
-            if kind == 5:
-                ifd += struct.pack("<HHII", tag, kind, 1, extra + len(tail))
-                tail += struct.pack("<II", *value)
-            else:
-                ifd += struct.pack("<HHIHH", tag, kind, 1, value, 0)
-        fh.write(b"\0" * (start - end) + ifd + struct.pack("<I", 0) + tail)
-        fh.seek(value_offset - 8)                   # the 12-byte entry: tag, type, count, value
-        fh.write(struct.pack("<HHII", 34665, 4, 1, start))
+    fh.seek(0, 2)
+    end = fh.tell()
+    start = end + end % 2                      # IFDs start on a word boundary
+    extra = start + 2 + 12 * len(entries) + 4  # where out-of-line values go
+    ifd, tail = struct.pack("<H", len(entries)), b""
+    for tag, kind, value in entries:
+        if kind == 5:
+            ifd += struct.pack("<HHII", tag, kind, 1, extra + len(tail))
+            tail += struct.pack("<II", *value)
+        else:
+            ifd += struct.pack("<HHIHH", tag, kind, 1, value, 0)
+    fh.write(b"\0" * (start - end) + ifd + struct.pack("<I", 0) + tail)
+    fh.seek(value_offset - 8)                   # the 12-byte entry: tag, type, count, value
+    fh.write(struct.pack("<HHII", 34665, 4, 1, start))
 
 
 def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512, white: int = 16383,
@@ -84,11 +85,9 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
         counter-clockwise): what a portrait photo carries (rawpy's ``sizes.flip``).
     exposure_time (seconds), iso: written to an EXIF IFD (ExposureTime, ISOSpeedRatings), where
         LibRaw reads them (rawpy's ``other.shutter_speed`` and ``other.iso_speed``); omitted if None.
-    The file is written to a temporary name and renamed. LibRaw refuses images smaller than
+    The file is written whole or not at all (``cans.io.files``). LibRaw refuses images smaller than
     22 pixels a side, so smaller mosaics raise ValueError here.
     """
-    import tifffile
-
     mosaic = np.asarray(mosaic_uint16)
     if mosaic.ndim != 2:
         raise ValueError(f"write_dng: expected a (H, W) mosaic, got shape {mosaic.shape}")
@@ -145,15 +144,56 @@ def write_dng(path: str, mosaic_uint16: np.ndarray, cfa="RGGB", black: int = 512
         # tifffile does not write the ExifIFD pointer (34665): a placeholder tag takes its place
         # in the tag order and is patched once the EXIF IFD is appended (_append_exif).
         tags.append((_EXIF_PLACEHOLDER, "I", 1, (0,), True))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".dng", dir=folder)
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, data, photometric=32803, subfiletype=0, extratags=tags)
-        if exif:
-            _append_exif(tmp, exposure_time, iso)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, data, photometric=32803, subfiletype=0, extratags=tags)
+    if exif:
+        _append_exif(buf, exposure_time, iso)
+    atomic_write_bytes(buf.getvalue(), path, what=f"DNG {os.path.basename(path)}", durable=False)
+
+
+#: LibRaw's orientation flag (``sizes.flip``) -> the TIFF Orientation tag that asks for the same turn
+FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
+
+
+def output_levels(black: np.ndarray, white: float) -> tuple:
+    """The black level(s) a DNG of a network output is written at: the input's four per-site levels
+    for a Bayer cell, else one level (the cell's mean, rounded; X-Trans cameras have one), and the
+    input's white level."""
+    black = np.asarray(black, dtype=np.float64)
+    if black.shape == (2, 2):
+        return tuple(int(round(v)) for v in black.reshape(-1)), int(round(white))
+    return (int(round(float(black.mean()))),), int(round(white))
+
+
+def to_digital(mosaic: np.ndarray, cfa: np.ndarray, black: Sequence[int], white: int) -> np.ndarray:
+    """A normalised mosaic (0 = black, 1 = white; above 1 clips) -> uint16 DN at the levels
+    ``black`` (one, or four per site of a 2x2 ``cfa`` cell) and ``white``."""
+    h, w = mosaic.shape
+    levels = np.asarray(black, dtype=np.float64)
+    if levels.size == 4:
+        p = np.asarray(cfa).shape[0]
+        levels = np.tile(levels.reshape(2, 2), (-(-h // p), -(-w // p)))[:h, :w]
+    dn = np.asarray(mosaic, dtype=np.float64) * (float(white) - levels) + levels
+    return np.clip(np.round(dn), 0, white).astype(np.uint16)
+
+
+def write_output_dng(path: str, mosaic: np.ndarray, cfa: np.ndarray, black: np.ndarray, white: float,
+                     wb: np.ndarray, info) -> str:
+    """Write a network's RAW output as a CFA DNG for RAW editors: ``mosaic`` (H, W) float32 in the
+    input's normalised units (0 black, 1 white, at the amplified exposure), laid out as the input's
+    visible area (``cfa``: its (p, p) cell, p = 2 Bayer or 6 X-Trans); ``black`` (p, p) and
+    ``white``: the input's levels (:func:`output_levels` says which are written); ``wb``: (3,)
+    as-shot gains (AsShotNeutral = 1 / wb); ``info``: the input's ``cans.io.raw.ShotInfo`` (camera
+    names, exposure, ISO, colour matrix, orientation). Returns ``path``."""
+    levels, white_dn = output_levels(black, white)
+    # a camera without a colour matrix is written as if its primaries were sRGB's (the DNG still renders)
+    matrix = info.xyz_to_cam if info.xyz_to_cam is not None else np.linalg.inv(SRGB_TO_XYZ)
+    wb = np.asarray(wb, dtype=np.float64)
+    neutral = 1.0 / wb if np.all(np.isfinite(wb)) and np.all(wb > 0) else np.ones(3)
+    write_dng(path, to_digital(mosaic, cfa, levels, white_dn), cfa=np.asarray(cfa, dtype=np.uint8),
+              black=levels if len(levels) == 4 else levels[0], white=white_dn, as_shot_neutral=tuple(neutral),
+              color_matrix=matrix, make=info.make or "Unknown", model=info.model or "camera",
+              exposure_time=info.exposure if info.exposure > 0 else None,
+              iso=int(round(info.iso)) if 0 < info.iso < 65536 else None,
+              orientation=FLIP_TO_ORIENTATION.get(int(info.flip), 1))
+    return path

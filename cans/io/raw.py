@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
+import tifffile
 
 from ..errors import BadFileError, DataError
 
@@ -356,3 +357,66 @@ def read_raw_and_render(path: str):
         rf = _raw_from_handle(rp, path)
         rgb = render_srgb16(rp, path)
     return rf, rgb
+
+
+@dataclass
+class ShotInfo:
+    """What a RAW file says about its shot, for a DNG written from it (``cans.io.dng``).
+
+    make, model: the camera's names ('' when the file's container does not say);
+    exposure (s), iso: 0 when not recorded; xyz_to_cam: (3, 3) XYZ -> camera matrix (D65) as
+    LibRaw has it, or None when LibRaw has none for this camera; flip: LibRaw's orientation flag.
+    """
+    make: str
+    model: str
+    exposure: float
+    iso: float
+    xyz_to_cam: Optional[np.ndarray]
+    flip: int
+
+
+def _container_names(path: str) -> Tuple[str, str]:
+    """(make, model) from a TIFF-based RAW's IFD 0 (ARW, NEF, CR2, DNG, PEF, KDC, ...) or a Fuji
+    RAF header; ('', '') for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+        if head.startswith(_RAF_MAGIC):   # RAF: the camera's model name at byte 28, 32 bytes, NUL-padded
+            return "FUJIFILM", head[28:60].split(b"\0")[0].decode("ascii", "replace").strip()
+        with tifffile.TiffFile(path) as tf:
+            tags = tf.pages[0].tags
+            return tuple(str(tags[t].value).strip() if t in tags else "" for t in (271, 272))
+    except Exception:
+        return "", ""
+
+
+#: LibRaw's linear sRGB (D65) -> XYZ matrix (``xyz_rgb``)
+SRGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423],
+                        [0.212671, 0.715160, 0.072169],
+                        [0.019334, 0.119193, 0.950227]])
+
+
+def _xyz_to_cam(rp) -> np.ndarray:
+    """The XYZ -> camera matrix that LibRaw renders an open file with: the one that gives back its
+    ``rgb_cam`` (``color_matrix``; rows normalised as LibRaw does), since a DNG's own ColorMatrix
+    wins over LibRaw's table entry for the camera (``rgb_xyz_matrix``); zeros if there is none."""
+    try:
+        rgb_cam = np.asarray(rp.color_matrix, dtype=np.float64)[:3, :3]
+        return np.linalg.inv(rgb_cam) @ np.linalg.inv(SRGB_TO_XYZ)
+    except Exception:
+        return np.zeros((3, 3))
+
+
+def read_shot_info(path: str) -> ShotInfo:
+    """The :class:`ShotInfo` of the RAW file ``path`` (raises as :func:`open_raw`)."""
+    make, model = _container_names(path)
+    with open_raw(path) as rp:
+        exposure, iso, _ = shot_metadata(rp)
+        matrix = _xyz_to_cam(rp)
+        try:
+            flip = int(rp.sizes.flip)
+        except Exception:
+            flip = 0
+    usable = np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix)) > 1e-12
+    return ShotInfo(make=make, model=model, exposure=exposure, iso=iso,
+                    xyz_to_cam=matrix if usable else None, flip=flip)
