@@ -1,7 +1,7 @@
 """Every exception a user can cause, in one place.
 
 Each one's message is one line naming the file, list line or config key and what was expected;
-``cans.cli.run_cli`` prints it as ``error: <message>`` and exits 2 (the :data:`USER_ERRORS`).
+``cans.cli.common.run_cli`` prints it as ``error: <message>`` and exits 2 (the :data:`USER_ERRORS`).
 ``NonFiniteLossError`` and ``CompileFailure``-like errors are the run's, not the input's: exit 1.
 """
 from __future__ import annotations

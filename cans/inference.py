@@ -1,4 +1,5 @@
-"""Enhancing your own RAW photos: the logic behind ``scripts/infer.py`` (user guide: docs/inference.md).
+"""Enhancing your own RAW photos: the logic behind ``scripts/infer.py`` (:mod:`cans.cli.infer`; user guide:
+docs/inference.md).
 
 A file is read with rawpy/LibRaw (:mod:`cans.io.raw`): mosaic, black per CFA site, white level
 and CFA layout come from the file. It is normalised as in training (values below black stay
@@ -11,7 +12,6 @@ orientation (LibRaw ``sizes.flip``: 3 = 180 degrees, 5 = 90 counter-clockwise, 6
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -278,7 +278,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
     With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
     A failure of ``torch.compile`` (:func:`compiler_failure`) or a CUDA error (:func:`cuda_failure`)
     would fail every file the same way (and recompile for each), so the first one stops the run:
-    the compiler's error is raised as a ``TorchDynamoException`` (``cans.cli.run_cli`` turns it
+    the compiler's error is raised as a ``TorchDynamoException`` (``cans.cli.common.run_cli`` turns it
     into one line naming ``--set test.fast=false``), a CUDA error as :class:`DeviceFailure`.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
@@ -379,98 +379,108 @@ def find_export(checkpoint: str, cfg, log=print, runtime: str = "auto",
     return candidate, meta
 
 
-def _load_runner(args):
-    """(model, cfg, device, weights, how) for infer.py: the ``--onnx`` file, the export found beside
-    the checkpoint on the CPU, or the checkpoint in PyTorch; ``how`` ends the weights line."""
+@dataclass
+class Runner:
+    """What enhances the files: ``model`` (PyTorch, or an :class:`OnnxModel`), its ``cfg`` and
+    ``device``, ``weights`` (the checkpoint path, or :func:`weights_info` of an export) and ``how``
+    (the end of the weights line: why an export runs)."""
+    model: torch.nn.Module
+    cfg: dict
+    device: torch.device
+    weights: object
+    how: str = ""
 
-    onnx_path = getattr(args, "onnx", None)
-    runtime, threads = getattr(args, "runtime", "auto"), getattr(args, "threads", None)
-    if onnx_path:
-        if args.device not in (None, "cpu"):
-            raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {args.device} is "
+
+def load_runner(*, config: Optional[str] = None, overrides: Sequence[str] = (), checkpoint: Optional[str] = None,
+                onnx: Optional[str] = None, runtime: str = "auto", threads: Optional[int] = None,
+                use_export: bool = True, device: Optional[str] = None, amp: Optional[str] = None,
+                log=print) -> Runner:
+    """The model that enhances the files: the ``onnx`` export, the export found beside ``checkpoint``
+    on the CPU (unless ``use_export`` is False, or ``amp`` asks for other than float32), or the
+    checkpoint in PyTorch (``checkpoint`` None: the config's ``test.checkpoint``). ``config``: the
+    config file (with ``onnx``: optional, checked against the export's own); ``overrides``: its
+    ``--set`` words; ``device`` None: CUDA when available."""
+
+    if onnx:
+        if device not in (None, "cpu"):
+            raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {device} is "
                                  f"for PyTorch (leave --onnx out to run the checkpoint there)")
-        model = OnnxModel(onnx_path, threads, runtime)
-        if args.checkpoint:
-            print(f"note: --checkpoint is not used with --onnx: {onnx_path} holds its own weights (exported "
-                  f"from {model.meta.get('checkpoint') or 'a checkpoint'})")
-        cfg = config_for_export(model, args.config, args.set)
-        return model, cfg, torch.device("cpu"), weights_info(model), ""
-    if not args.config:
+        model = OnnxModel(onnx, threads, runtime)
+        if checkpoint:
+            log(f"note: --checkpoint is not used with --onnx: {onnx} holds its own weights (exported "
+                f"from {model.meta.get('checkpoint') or 'a checkpoint'})")
+        cfg = config_for_export(model, config, overrides)
+        return Runner(model, cfg, torch.device("cpu"), weights_info(model))
+    if not config:
         raise InferenceError("-c/--config is required (without --onnx, whose file holds its config)")
-    cfg = load_config(args.config, args.set)
-    checkpoint = args.checkpoint or cfg["test"].get("checkpoint")
+    cfg = load_config(config, overrides)
+    checkpoint = checkpoint or cfg["test"].get("checkpoint")
     if not checkpoint:
         raise InferenceError("no checkpoint: pass --checkpoint PATH (or set test.checkpoint in the config)")
     check_checkpoint_path(checkpoint)
     check_not_an_export(checkpoint)
-    device = pick_device(args.device)
-    if device.type == "cpu" and not getattr(args, "no_onnx", False):
-        found = find_export(checkpoint, cfg, runtime=runtime, config_path=args.config)
-        amp = args.amp or cfg["test"]["amp"]
+    torch_device = pick_device(device)
+    if torch_device.type == "cpu" and use_export:
+        found = find_export(checkpoint, cfg, log=log, runtime=runtime, config_path=config)
+        amp = amp or cfg["test"]["amp"]
         if found and amp != "off":
-            print(f"note: not using {found[0]}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch "
-                  f"runs it)")
+            log(f"note: not using {found[0]}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch "
+                f"runs it)")
         elif found:
             model = OnnxModel(found[0], threads, runtime, meta=found[1])
             how = " (the export beside the checkpoint; --no-onnx runs PyTorch)"
-            return model, cfg, device, weights_info(model), how
-    model = load_model(cfg, checkpoint, device)
-    model, _ = fast_model_for_test(cfg, model, device)  # test.fast: CUDA only
-    return model, cfg, device, checkpoint, ""
+            return Runner(model, cfg, torch_device, weights_info(model), how)
+    model = load_model(cfg, checkpoint, torch_device)
+    model, _ = fast_model_for_test(cfg, model, torch_device)  # test.fast: CUDA only
+    return Runner(model, cfg, torch_device, checkpoint)
 
 
-def cli_main(args) -> int:
-    """``scripts/infer.py`` (run through ``cans.cli.run_cli``): returns 0 when every file was
-    enhanced, 1 when some failed; bad usage raises a user error (exit status 2)."""
+def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] = None,
+                  overrides: Sequence[str] = (), checkpoint: Optional[str] = None, onnx: Optional[str] = None,
+                  runtime: str = "auto", threads: Optional[int] = None, use_export: bool = True,
+                  device: Optional[str] = None, amp: Optional[str] = None, ratio="auto",
+                  target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO, bits: int = 8,
+                  tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
+                  progress: bool = True, log=print) -> Dict[str, object]:
+    """Enhance the RAW files and folders ``inputs`` (:func:`find_inputs`) into ``out_dir``, with the
+    model :func:`load_runner` picks (its keyword parameters); ``amp`` None: the config's ``test.amp``;
+    the other parameters as :func:`run_inference` takes them. ``out_dir`` is made before the model
+    loads and removed again when nothing was written in it. ``log`` gets the notes and the weights line.
 
-    files = find_inputs(args.inputs)
-    if getattr(args, "onnx", None) is None and args.checkpoint:
-        check_checkpoint_path(args.checkpoint)  # before the result folder is made
-        check_not_an_export(args.checkpoint)
+    Returns :func:`run_inference`'s dict plus ``"files"`` (the inputs found). Bad usage raises a
+    user error; a CUDA error raises :class:`DeviceFailure` (the GPU is unusable afterwards)."""
+
+    files = find_inputs(inputs, log=log)
+    if onnx is None and checkpoint:
+        check_checkpoint_path(checkpoint)  # before the result folder is made
+        check_not_an_export(checkpoint)
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
-    with provisional_output_dir(args.out, "--out"):
-        model, cfg, device, weights, how = _load_runner(args)
-        onnx = isinstance(model, OnnxModel)
-        print(f"weights: {weights_line(weights)}"
-              + (f", as ONNX {weights['onnx']} run by {model.runtime_name}{how}" if onnx else ""))
-        opts = split_options(cfg, "test")
-        amp = "off" if onnx else (args.amp or cfg["test"]["amp"])
-        if onnx and args.amp not in (None, "off"):
-            raise InferenceError(f"--amp {args.amp}: {model.runtime_name} runs the float32 export; leave --amp out")
-        tile, overlap = getattr(args, "tile", None), getattr(args, "overlap", DEFAULT_OVERLAP)
-        two_pass = not getattr(args, "one_pass", False)
+    with provisional_output_dir(out_dir, "--out"):
+        runner = load_runner(config=config, overrides=overrides, checkpoint=checkpoint, onnx=onnx, runtime=runtime,
+                             threads=threads, use_export=use_export, device=device, amp=amp, log=log)
+        model = runner.model
+        is_onnx = isinstance(model, OnnxModel)
+        log(f"weights: {weights_line(runner.weights)}"
+            + (f", as ONNX {runner.weights['onnx']} run by {model.runtime_name}{runner.how}" if is_onnx else ""))
+        opts = split_options(runner.cfg, "test")
+        if is_onnx and amp not in (None, "off"):
+            raise InferenceError(f"--amp {amp}: {model.runtime_name} runs the float32 export; leave --amp out")
         check_tiling(model, tile, overlap)
         if isinstance(tile, int):
             if tile_for_model(model, tile, overlap) != tile:
-                print(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
-                      f"using {tile_for_model(model, tile, overlap)}")
-        try:
-            result = run_inference(model, files, args.out, args.ratio, device, amp=amp, bits=16 if args.bits16 else 8,
-                                   target_mean=args.target_mean, max_ratio=args.max_ratio,
-                                   max_clip=opts.get("max_clip"), min_clip=opts.get("min_clip"),
-                                   progress=not args.no_progress, tile=tile, overlap=overlap,
-                                   two_pass=two_pass, rotate=getattr(args, "rotate", False))
-        except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
-            print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
-                  f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
-                  file=sys.stderr)
-            return 1
-        for src, out, ratio in result["done"]:
-            tile = result["tiles"].get(src)
-            print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
-        n = len(result["done"])
-        per_file = f", {result['seconds'] / n:.2f} s per file" if n else ""
-        print(f"summary: {n} of {len(files)} file(s) enhanced into {args.out} in {result['seconds']:.1f} s{per_file}"
-              + (f"; {len(result['failed'])} failed" if result["failed"] else ""))
-        if result["failed"]:
-            print(f"{len(result['failed'])} file(s) failed:", file=sys.stderr)
-            for _, message in result["failed"]:
-                print(f"  {message}", file=sys.stderr)
-            return 1
-        return 0
+                log(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
+                    f"using {tile_for_model(model, tile, overlap)}")
+        result = run_inference(model, files, out_dir, ratio, runner.device,
+                               amp="off" if is_onnx else (amp or runner.cfg["test"]["amp"]), bits=bits,
+                               target_mean=target_mean, max_ratio=max_ratio, max_clip=opts.get("max_clip"),
+                               min_clip=opts.get("min_clip"), progress=progress, tile=tile, overlap=overlap,
+                               two_pass=two_pass, rotate=rotate)
+    result["files"] = files
+    return result
 
 
 __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
-           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "cli_main", "find_export"]
+           "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "enhance_files", "find_export",
+           "load_runner", "Runner"]

@@ -339,7 +339,8 @@ class _TileGraph(nn.Module):
     uses its own pooled value, 1: the ``given`` one, (1, C_k, s, s) per point, in call order);
     ``features`` are what each pooling point pooled, (1, C_k, h_k, w_k). Pass 1 of the tiles runs
     it with ``use`` 0 and sums the features over the frame's pooling windows; pass 2 with 1 and
-    the frame-wide means: what the hooks of :class:`cans.tiling.GlobalPoolStats` do in PyTorch."""
+    the frame-wide means: what :class:`cans.tiling.GlobalPoolStats` does in PyTorch through the same
+    tap."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -567,72 +568,71 @@ def check_sizes(facts: Mapping[str, int]) -> list:
     return [(lo, lo + 2), (4 * m + 1, 6 * m + 3), (5 * m - 1, 3 * m + 7)]
 
 
-def export_main(args) -> int:
-    """``scripts/export_onnx.py`` (through ``cans.cli.run_cli``): export, check against PyTorch on
-    inputs that need padding, then move the file into place; 1 when the check fails (no file is
-    left at ``--out`` then), 0 otherwise."""
+def export_checkpoint(config: str, *, overrides: Sequence[str] = (), checkpoint: Optional[str] = None,
+                      out: Optional[str] = None, opset: Optional[int] = None, runtime: str = "auto",
+                      log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Export the model of ``config`` (with its ``--set`` ``overrides``) and ``checkpoint`` (default:
+    the config's ``test.checkpoint``, else the published weights' place) to ``out`` (default: the
+    checkpoint's path with .onnx) with its tile graph beside it, check the export against PyTorch
+    with ``runtime`` on inputs that need padding, and move the files into place only when the check
+    passes. ``log`` gets each step as it starts.
+
+    Returns ``{"out", "checkpoint", "written": bool, "worst_psnr": float}``: ``written`` False when the
+    check failed (no file is left at ``out`` then)."""
 
     require_exporter()
-    require_runtime(args.runtime)
-    cfg = load_config(args.config, args.set)
-    checkpoint = args.checkpoint or cfg["test"].get("checkpoint") or default_checkpoint(cfg)
+    require_runtime(runtime)
+    cfg = load_config(config, overrides)
+    checkpoint = checkpoint or cfg["test"].get("checkpoint") or default_checkpoint(cfg)
     check_checkpoint_path(checkpoint)
-    out = args.out or default_onnx_path(checkpoint)
+    out = out or default_onnx_path(checkpoint)
     if not out.lower().endswith(".onnx") or os.path.abspath(out) == os.path.abspath(checkpoint):
         raise InferenceError(f"--out {out}: expected a file name ending in .onnx (not the checkpoint, not a folder)")
     check_output_file(out, "--out")
     model = load_model(cfg, checkpoint, torch.device("cpu"))
     weights = describe_weights(checkpoint)
-    print(f"weights: {weights_line(weights)}")
+    log(f"weights: {weights_line(weights)}")
     facts = model_facts(model)
     sizes = check_sizes(facts)
-    print(f"exporting {type(model).__name__} (block size {facts['block_size']}, {facts['in_channel']} input channels) "
-          f"with dynamic height and width, from {facts['min_input_size']} packed pixels up: the model graph, then "
-          f"the tile graph, then a check at {len(sizes)} sizes (the paper's CANS++ takes about 2 minutes on 2 CPU "
-          f"cores) ...", flush=True)
+    log(f"exporting {type(model).__name__} (block size {facts['block_size']}, {facts['in_channel']} input channels) "
+        f"with dynamic height and width, from {facts['min_input_size']} packed pixels up: the model graph, then "
+        f"the tile graph, then a check at {len(sizes)} sizes (the paper's CANS++ takes about 2 minutes on 2 CPU "
+        f"cores) ...")
     tmp, tmp_tiles = unique_temp_name(out), unique_temp_name(tile_graph_path(out))
     try:
         start = time.perf_counter()
         export_onnx(model, tmp, config=cfg, weights_git_blob=weights["git_blob"], checkpoint=checkpoint,
-                    opset=args.opset, tiles_to=tmp_tiles, tiles_name=os.path.basename(tile_graph_path(out)),
-                    log=lambda line: print(line, flush=True))
+                    opset=opset, tiles_to=tmp_tiles, tiles_name=os.path.basename(tile_graph_path(out)), log=log)
         took = time.perf_counter() - start
-        print(f"exported in {took:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB, the tile graph "
-              f"{os.path.getsize(tmp_tiles) / 2 ** 20:.1f} MiB)")
-        onnx_model = OnnxModel(tmp, runtime=args.runtime)
-        print(f"check: {onnx_model.runtime_name} against PyTorch at {len(sizes)} sizes, about "
-              f"{max(1, round(took / 10))} s (estimated: a tenth of the export) ...", flush=True)
+        log(f"exported in {took:.1f} s ({os.path.getsize(tmp) / 2 ** 20:.1f} MiB, the tile graph "
+            f"{os.path.getsize(tmp_tiles) / 2 ** 20:.1f} MiB)")
+        onnx_model = OnnxModel(tmp, runtime=runtime)
+        log(f"check: {onnx_model.runtime_name} against PyTorch at {len(sizes)} sizes, about "
+            f"{max(1, round(took / 10))} s (estimated: a tenth of the export) ...")
 
         shown = []
 
         def show(r):
             shown.append(r)
             psnr = "identical" if r["rgb_psnr"] is None else f"{r['rgb_psnr']:.1f} dB"
-            print(f"check: packed {r['size'][0]}x{r['size'][1]} ({len(shown)}/{len(sizes)}): "
-                  f"{onnx_model.runtime_name} vs PyTorch max |diff| rgb {r['max_abs_rgb']:.1e}, raw "
-                  f"{r['max_abs_raw']:.1e}; RGB PSNR {psnr}", flush=True)
+            log(f"check: packed {r['size'][0]}x{r['size'][1]} ({len(shown)}/{len(sizes)}): "
+                f"{onnx_model.runtime_name} vs PyTorch max |diff| rgb {r['max_abs_rgb']:.1e}, raw "
+                f"{r['max_abs_raw']:.1e}; RGB PSNR {psnr}")
         rows = compare_with_pytorch(onnx_model, model, sizes, each=show)
         worst = min((r["rgb_psnr"] if r["rgb_psnr"] is not None else float("inf")) for r in rows)
-        if worst < MIN_CHECK_PSNR:
-            print(f"error: the export differs from PyTorch (RGB PSNR {worst:.1f} dB, below {MIN_CHECK_PSNR:g}); "
-                  f"nothing written to {out}", file=sys.stderr)
-            return 1
-        os.replace(tmp_tiles, tile_graph_path(out))   # first: the model file names it
-        os.replace(tmp, out)
+        written = worst >= MIN_CHECK_PSNR
+        if written:
+            os.replace(tmp_tiles, tile_graph_path(out))   # first: the model file names it
+            os.replace(tmp, out)
     finally:
         for left in (tmp, tmp_tiles):
             if os.path.exists(left):
                 os.remove(left)
-    print(f"written: {os.path.abspath(out)} (and its tile graph for two-pass tiles, "
-          f"{os.path.basename(tile_graph_path(out))})")
-    found = os.path.abspath(out) == os.path.abspath(default_onnx_path(checkpoint))
-    beside = f"  (on the CPU, infer.py -c {args.config} --checkpoint {checkpoint} finds it by itself)"
-    print(f"use it: python scripts/infer.py --onnx {out} PHOTO.ARW" + (beside if found else ""))
-    return 0
+    return {"out": out, "checkpoint": checkpoint, "written": written, "worst_psnr": worst}
 
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "RUNTIMES", "MissingPackageError", "OnnxModel", "check_no_outside_class",
            "check_same_model", "check_sizes", "compare_with_pytorch", "config_for_export", "default_onnx_path",
-           "export_main", "export_onnx", "exported_config", "model_differences", "model_facts", "pool_points",
+           "export_checkpoint", "export_onnx", "exported_config", "model_differences", "model_facts", "pool_points",
            "read_metadata", "require_exporter", "require_runtime", "runtime_error_text", "runtime_name",
            "tile_graph_path", "weights_info"]

@@ -11,7 +11,7 @@ retries a whole frame that runs out of GPU memory in tiles.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from .engine.fastpath import autocast_context
 from .evaluate.metrics import psnr
-from .models import unwrap_model
-from .models.heads import SharedKV
+from .models import blocks, unwrap_model
 
 DEFAULT_OVERLAP = 32
 #: fraction of the free GPU memory ``auto_tile`` plans to use
@@ -77,15 +76,19 @@ def _regions(length: int, s: int) -> List[Tuple[int, int]]:
 
 
 class GlobalPoolStats:
-    """Forward hooks that collect (pass 1) or impose (pass 2) frame-wide pooled statistics.
+    """Frame-wide pooled statistics: collected (pass 1) or imposed (pass 2) at every pooling point.
 
-    Pooling points: every ``nn.AdaptiveAvgPool2d`` (GCP's pool, called twice per forward for
-    c1 and c2; the CANS++ heads' query pool) and the pooled key of ``SharedKV`` (CANS++).
+    The pooling points are the calls of :func:`cans.models.blocks.adaptive_pool` (GCP's pool, called
+    twice per forward for c1 and c2; the CANS++ heads' query pool and their shared key), reached
+    through :func:`cans.models.blocks.pool_tap`, the tap the ONNX tile graph uses too; a point is
+    known by its place in the forward pass (the same in every tile).
     """
 
     def __init__(self, net: Optional[nn.Module], frame_hw: Tuple[int, int]):
-        """``net`` None: no hooks; the caller feeds :meth:`collect` and reads :meth:`mean` itself
-        (an ONNX export's tile graph, :meth:`cans.onnx_model.OnnxModel.pool_stats`)."""
+        """``net`` given: the tap is set until :meth:`close` (every pooling point in the process
+        goes through it meanwhile; ``net`` runs there). ``net`` None: no tap; the caller feeds
+        :meth:`collect` and reads :meth:`mean` itself (an ONNX export's tile graph,
+        :meth:`cans.onnx_model.OnnxModel.pool_stats`)."""
 
         self.frame_hw = frame_hw
         self.mode = "off"
@@ -94,20 +97,13 @@ class GlobalPoolStats:
         self.sums: Dict[Tuple[str, int], torch.Tensor] = {}
         self.counts: Dict[Tuple[str, int], torch.Tensor] = {}
         self.calls: Dict[str, int] = {}
-        self.handles = []
         self.on_close: Optional[Callable[[], None]] = None
-        for name, mod in (net.named_modules() if net is not None else ()):
-            if isinstance(mod, nn.AdaptiveAvgPool2d):
-                self.handles.append(mod.register_forward_hook(self._pool_hook(name, mod.output_size)))
-            elif isinstance(mod, SharedKV):
-                s = mod.adaptive_size
-                self.handles.append(mod[-1].register_forward_hook(self._kv_collect(name, s)))
-                self.handles.append(mod.register_forward_hook(self._kv_apply(name)))
+        self._tap = contextlib.ExitStack()
+        if net is not None:
+            self._tap.enter_context(blocks.pool_tap(self._pool))
 
     def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+        self._tap.close()
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
@@ -158,33 +154,15 @@ class GlobalPoolStats:
             raise RuntimeError(f"two-pass tiling: no statistics collected for {key}")
         return (self.sums[key] / self.counts[key]).to(dtype=like.dtype, device=like.device)
 
-    def _pool_hook(self, name: str, output_size):
-        s = output_size if isinstance(output_size, int) else output_size[0]
-
-        def hook(mod, inputs, output):
-            if self.mode == "off":
-                return None
-            key = self._key(name)
-            if self.mode == "collect":
-                self._collect(key, inputs[0], s)
-                return None
-            return self._mean(key, output)
-        return hook
-
-    def _kv_collect(self, name: str, s: int):
-        def hook(mod, inputs, output):
-            if self.mode == "collect":
-                self._collect((name, 0), output.chunk(2, dim=1)[0], s)
-            return None
-        return hook
-
-    def _kv_apply(self, name: str):
-        def hook(mod, inputs, output):
-            if self.mode != "apply":
-                return None
-            k, v = output
-            return self._mean((name, 0), k), v
-        return hook
+    def _pool(self, feat: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """The tap: pass 1 adds the tile's owned part of ``feat``, pass 2 returns the frame's mean."""
+        if self.mode == "off":
+            return pooled
+        key = self._key("pool")
+        if self.mode == "collect":
+            self._collect(key, feat, int(pooled.shape[-1]))
+            return pooled
+        return self._mean(key, pooled)
 
 
 def tile_limits(model: nn.Module) -> Tuple[int, int]:
@@ -436,44 +414,6 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
         log(f"{name + ': ' if name else ''}out of memory on {what}; retrying in tiles of {nxt} packed pixels "
             f"(overlap {min(overlap, nxt // 2)}; set --tile to choose)")
         tile = nxt
-
-
-def tile_size(value: str):
-    """``--tile``'s value: ``'auto'`` or a positive number of packed pixels (an argparse ``type``)."""
-    if value == "auto":
-        return value
-    try:
-        tile = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of packed pixels or 'auto', got {value!r}") from None
-    if tile <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of packed pixels, got {tile}")
-    return tile
-
-
-def overlap_size(value: str) -> int:
-    """``--overlap``'s value: packed pixels >= 0 (an argparse ``type``)."""
-    try:
-        overlap = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of packed pixels, got {value!r}") from None
-    if overlap < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 packed pixels, got {overlap}")
-    return overlap
-
-
-def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tile SIZE|auto``, ``--overlap PIXELS`` and ``--one-pass``, as test.py and infer.py take them."""
-    parser.add_argument("--tile", default=None, type=tile_size, metavar="SIZE|auto",
-                        help="run the network on tiles of SIZE x SIZE packed pixels (a Bayer tile of 512 covers "
-                             "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
-                             "Default: whole frames, retried in tiles if the GPU runs out of memory")
-    parser.add_argument("--overlap", type=overlap_size, default=DEFAULT_OVERLAP, metavar="PIXELS",
-                        help="packed pixels shared by neighbouring tiles, blended linearly "
-                             f"(default {DEFAULT_OVERLAP})")
-    parser.add_argument("--one-pass", action="store_true",
-                        help="tiles use their own colour statistics instead of the whole frame's (collected by a "
-                             "first pass): half the time, further from the whole-frame result (docs/tiling.md)")
 
 
 class FallbackModel(nn.Module):

@@ -1,49 +1,16 @@
 #!/usr/bin/env python
-r"""Export a trained CANS / CANS++ model to ONNX, for OpenVINO or ONNX Runtime on a CPU (no NVIDIA GPU needed).
+"""Export a trained model to ONNX for the CPU runtimes.
 
-    python scripts/export_onnx.py -c configs/CANS_Plus/Sony.yaml \
-        --checkpoint pretrained_weights/CANS_Plus/Sony.pth --out CANS_Plus_Sony.onnx
-    python scripts/infer.py --onnx CANS_Plus_Sony.onnx --ratio auto photo.ARW
-
-Height and width are dynamic: any packed size from the model's smallest input up runs, padding
-included. The file holds the config, block size and the weights' git blob id as metadata. After
-the export, the runtime and PyTorch are run on inputs that need padding and compared; the file is
-written only when they agree (RGB PSNR at least 60 dB). Default --out: the checkpoint's path with
-.onnx, where infer.py on the CPU looks for it. Beside it goes X.tiles.onnx, the tile graph that
-two-pass tiles (--tile) run. About two minutes for the paper's CANS++ on 2 CPU cores: each step
-(tracing, converting, each checked size) is printed as it starts, with estimates of what is left.
-Details: docs/inference.md.
+The command cans/cli/export_onnx.py, run from a clone (installed: cans-export-onnx);
+its options and examples: --help.
 """
-import argparse
 import os
 import sys
 
+# cans importable from a clone, without pip install -e .
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of export_onnx.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_set_argument, add_trust_argument
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="model config, e.g. configs/CANS_Plus/Sony.yaml")
-    p.add_argument("--checkpoint", default=None, help="weights (.pth); default: test.checkpoint of the config, "
-                                                      "else pretrained_weights/<model.type>/<camera>.pth")
-    p.add_argument("--out", default=None, help="the .onnx file (default: the checkpoint's path with .onnx)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--runtime", default="auto", choices=["auto", "openvino", "onnxruntime"],
-                   help="the runtime the check after the export runs (default auto: OpenVINO, else ONNX Runtime)")
-    add_set_argument(p)
-    add_trust_argument(p)
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from cans.cli import run_cli
-    from cans.onnx_model import export_main
-    return run_cli(lambda: export_main(args), trust_checkpoint=args.trust_checkpoint)
-
+from cans.cli.export_onnx import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,16 @@
-"""The GPU check: prove the CUDA path on one GPU; a verdict that can fail (cans/tools/gpu_check.py).
+#!/usr/bin/env python
+"""The GPU check.
 
-    python scripts/gpu_check.py OUTDIR                       # every step
-    python scripts/gpu_check.py OUTDIR --steps pytest demo   # some (and what they need)
-    python scripts/gpu_check.py OUTDIR --rehearsal           # every step on the CPU, tiny sizes
+The command cans/cli/gpu_check.py, run from a clone (installed: cans-gpu-check);
+its options and examples: --help.
 """
 import os
 import sys
 
+# cans importable from a clone, without pip install -e .
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cans.tools.gpu_check import build_parser, main  # noqa: E402
-
-__all__ = ["build_parser", "main"]
+from cans.cli.gpu_check import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

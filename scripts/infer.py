@@ -1,127 +1,16 @@
 #!/usr/bin/env python
-r"""Enhance your own dark RAW photos with a trained CANS / CANS++ model.
+"""Enhance your own dark RAW photos.
 
-    python scripts/infer.py -c configs/CANS_Plus/Sony.yaml \
-        --checkpoint pretrained_weights/CANS_Plus/Sony.pth --ratio auto photo.ARW folder/ --out results/
-
-Without an NVIDIA GPU, OpenVINO (or ONNX Runtime) runs an export of the model several times
-faster than PyTorch on the CPU (scripts/export_onnx.py; infer.py on the CPU uses
-<checkpoint>.onnx when it is there):
-
-    python scripts/infer.py --onnx CANS_Plus_Sony.onnx --ratio auto photo.ARW
-
-Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X-Trans
-(Fuji RAF) files with the Fuji configs. Writes <out>/<file stem>.png with the input's size
-(--rotate: turned as the file's orientation flag says). Large photos on a small GPU:
-
-    python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --tile auto photo.ARW
-    python scripts/infer.py ... --tile 512 --overlap 64 photo.ARW   # packed pixels
-
-The details (phase alignment, --ratio auto, tiling) are in cans/inference.py and cans/tiling.py;
-docs/tiling.md measures how close tiles come to the whole-frame result.
+The command cans/cli/infer.py, run from a clone (installed: cans-infer);
+its options and examples: --help.
 """
-import argparse
 import os
-import re
 import sys
 
+# cans importable from a clone, without pip install -e .
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# --device mps: operators the MPS backend lacks run on the CPU (read when torch loads)
-os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of infer.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_set_argument, add_trust_argument
-    from cans.inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN
-    from cans.tiling import add_tile_arguments
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="RAW files and/or folders of RAW files")
-    p.add_argument("-c", "--config", default=None,
-                   help="model config, e.g. configs/CANS_Plus/Sony.yaml (required without --onnx; with --onnx the "
-                        "config stored in the file is used)")
-    p.add_argument("--checkpoint", default=None, help="weights (.pth); default: test.checkpoint of the config")
-    p.add_argument("--runtime", default="auto", choices=["auto", "openvino", "onnxruntime"],
-                   help="what runs an ONNX export on the CPU (default auto: OpenVINO, the faster here, else "
-                        "ONNX Runtime)")
-    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
-                   help="run this export (scripts/export_onnx.py) on the CPU (see --runtime) instead of PyTorch")
-    p.add_argument("--no-onnx", action="store_true",
-                   help="on the CPU, run PyTorch even when an export of the checkpoint lies beside it "
-                        "(<checkpoint>.onnx, used by default)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of the ONNX runtime (default: the runtime's, one per physical core)")
-    p.add_argument("--ratio", default="auto",
-                   help="exposure ratio (amplification) as a number, or 'auto' (default): the gain that "
-                        "brings the mean of the black-subtracted, normalised RAW to --target-mean")
-    p.add_argument("--target-mean", type=float, default=DEFAULT_TARGET_MEAN,
-                   help="brightness target of --ratio auto, fraction of the white level "
-                        f"(default {DEFAULT_TARGET_MEAN})")
-    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO,
-                   help=f"upper bound of --ratio auto (default {DEFAULT_MAX_RATIO:g}, SID's largest)")
-    p.add_argument("--out", default="results/infer", help="output folder (default results/infer)")
-    p.add_argument("--16bit", dest="bits16", action="store_true", help="write 16-bit PNG")
-    p.add_argument("--device", default=None,
-                   help="cuda, cuda:1, cpu, mps (Apple silicon; operators MPS lacks run on the CPU) "
-                        "(default: cuda when available)")
-    p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
-                   help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
-    add_set_argument(p, groups=True)   # a list per --set: parse_args splits each one's trailing inputs off
-    add_tile_arguments(p)
-    add_trust_argument(p)
-    p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")  # the dotted.key= start of a --set word
-
-
-def parse_args(argv=None):
-    p = build_parser()
-    args = p.parse_args(argv)
-    # `--set key=value photo.ARW`: --set takes every word after it; the trailing words of each --set
-    # that are not dotted.key=value (no '=', or a path such as night/iso=3200/ before it) are inputs
-    overrides, inputs = [], []
-    for group in args.set:
-        tail = len(group)
-        while tail and not _OVERRIDE.match(group[tail - 1]):
-            tail -= 1
-        overrides += group[:tail]
-        inputs += group[tail:]
-    args.inputs, args.set = inputs + args.inputs, overrides
-    if not args.inputs:
-        p.error("no INPUT: name RAW files and/or folders of RAW files")
-    if not args.config and not args.onnx:
-        p.error("-c/--config is required (or --onnx MODEL.onnx, whose file holds its config)")
-    if args.onnx and args.no_onnx:
-        p.error("--onnx and --no-onnx contradict each other")
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be at least 1, got {args.threads}")
-    if args.ratio != "auto":
-        try:
-            args.ratio = float(args.ratio)
-        except ValueError:
-            p.error(f"--ratio: expected a number or 'auto', got {args.ratio!r}")
-        if not 0 < args.ratio < float("inf"):  # also refuses nan
-            p.error(f"--ratio must be a positive number, got {args.ratio}")
-        if args.ratio < 1:
-            print(f"warning: --ratio {args.ratio:g} is below 1: it darkens the input (the ratio amplifies a dark "
-                  f"exposure, as SID's 100 to 300; --ratio auto picks one)", file=sys.stderr)
-    if not 0 < args.target_mean < float("inf"):
-        p.error(f"--target-mean must be positive, got {args.target_mean}")
-    if not 1 <= args.max_ratio < float("inf"):
-        p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from cans.cli import run_cli
-    from cans.inference import cli_main
-    return run_cli(lambda: cli_main(args), trust_checkpoint=args.trust_checkpoint)
-
+from cans.cli.infer import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

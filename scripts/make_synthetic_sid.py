@@ -1,60 +1,16 @@
 #!/usr/bin/env python
-"""Make a small synthetic SID (real DNG files under SID's names, lists and caches); no download.
+"""Make a small synthetic SID.
 
-    python scripts/make_synthetic_sid.py --out datasets/synthetic_sid [--camera Sony] [--scenes 8] [--seed 0]
-    python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji
-    python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji --overwrite   # replace a set
-
-See cans/data/synthetic.py for the inverse ISP and the noise model.
+The command cans/cli/make_synthetic_sid.py, run from a clone (installed: cans-make-synthetic-sid);
+its options and examples: --help.
 """
-import argparse
 import os
 import sys
-import time
 
+# cans importable from a clone, without pip install -e .
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cans.data.synthetic import make_synthetic_sid  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of make_synthetic_sid.py (also read by tests/test_docs_commands.py)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to create (must not exist or be empty, see --overwrite)")
-    p.add_argument("--camera", default="Sony", choices=["Sony", "Fuji"],
-                   help="Bayer (Sony) or X-Trans (Fuji) look-alike")
-    p.add_argument("--scenes", type=int, default=8,
-                   help="number of scenes (>= 3): 1/4 test, 1/8 validation, rest train")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=384, help="mosaic height in pixels")
-    p.add_argument("--width", type=int, default=576, help="mosaic width in pixels")
-    p.add_argument("--workers", type=int, default=0, help="processes for the caches (0 = in-process)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the synthetic set already at --out (only a folder this script made)")
-    return p
-
-
-def main(argv=None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    if args.workers < 0:
-        p.error(f"--workers must be >= 0, got {args.workers}")
-    from cans.cli import run_cli
-
-    def run() -> int:
-        from cans.config_checks import check_workers
-        check_workers(args.workers, "--workers")  # before any process starts
-        t0 = time.time()
-        info = make_synthetic_sid(args.out, camera=args.camera, scenes=args.scenes, seed=args.seed,
-                                  height=args.height, width=args.width, workers=args.workers,
-                                  overwrite=args.overwrite)
-        splits = ", ".join(f"{k} {v} pairs" for k, v in info["splits"].items())
-        print(f"synthetic {args.camera} SID at {os.path.abspath(args.out)}: {args.scenes} scenes "
-              f"({info['height']}x{info['width']}), {splits}; {time.time() - t0:.1f} s")
-        return 0
-
-    return run_cli(run)
-
+from cans.cli.make_synthetic_sid import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

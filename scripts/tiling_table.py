@@ -1,74 +1,16 @@
 #!/usr/bin/env python
-r"""Measure what tiled inference changes: PSNR of tiled against whole-frame output.
+"""What tiled inference changes.
 
-    python scripts/tiling_table.py -c configs/demo.yaml \
-        --checkpoint runs/CANS_Plus_demo/checkpoints/best.pth --tiles 64 96 128 --overlaps 16 32
-
-Runs every image of the config's test split whole and in tiles (with and without the two-pass
-global statistics) and prints a Markdown table (also written to --out, default
-<output_dir>/test/tiling.md). Sizes are packed pixels. See cans/tiling.py and docs/tiling.md.
+The command cans/cli/tiling_table.py, run from a clone (installed: cans-tiling-table);
+its options and examples: --help.
 """
-import argparse
-import json
 import os
 import sys
 
+# cans importable from a clone, without pip install -e .
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of tiling_table.py (also read by tests/test_docs_commands.py)."""
-    from cans.cli import add_set_argument, add_trust_argument
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="config whose test split is used")
-    p.add_argument("--checkpoint", required=True, help="weights (.pth)")
-    p.add_argument("--tiles", type=int, nargs="+", default=[64, 96, 128], help="tile sizes, packed pixels")
-    p.add_argument("--overlaps", type=int, nargs="+", default=[16, 32], help="overlaps, packed pixels")
-    p.add_argument("--no-two-pass", action="store_true", help="skip the two-pass rows")
-    p.add_argument("--max-images", type=int, default=None, help="only the first N test images")
-    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    p.add_argument("--out", default=None, help="Markdown file (default <output_dir>/test/tiling.md)")
-    add_set_argument(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_trust_argument(p)
-    return p
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from cans.cli import run_cli
-
-    def run() -> int:
-        from cans.config import load_config
-        from cans.data import build_dataset
-        from cans.engine.loading import load_model, pick_device
-        from cans.tiling import compare_tiling, format_tiling_table
-
-        cfg = load_config(args.config, args.set)
-        device = pick_device(args.device)
-        model = load_model(cfg, args.checkpoint, device)
-        dataset = build_dataset(cfg, "test")
-        n = len(dataset) if args.max_images is None else min(args.max_images, len(dataset))
-        settings = [(t, o, tp) for t in args.tiles for o in args.overlaps if o < t
-                    for tp in ((False,) if args.no_two_pass else (False, True))]
-        rows = compare_tiling(model, (dataset[i] for i in range(n)), settings, device, not args.no_progress, total=n)
-        table = format_tiling_table(rows)
-        print(table)
-        out = args.out or os.path.join(cfg["output_dir"], "test", "tiling.md")
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(table)
-        with open(os.path.splitext(out)[0] + ".json", "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=1)
-        print(f"written: {out}")
-        return 0
-
-    return run_cli(run, trust_checkpoint=args.trust_checkpoint)
-
+from cans.cli.tiling_table import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

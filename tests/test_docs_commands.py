@@ -4,7 +4,8 @@ Reads README.md, datasets/README.md and docs/*.md; takes the shell commands out 
 blocks and the inline code spans (lines joined at a trailing ``\\``) that run ``python train.py``,
 ``python test.py``, ``python scripts/<x>.py``, ``python -m cans.<module>``, ``sh train.sh``,
 ``sh test.sh``, ``bash scripts/<x>.sh`` or ``torchrun ... train.py``, and checks each against the
-script's own argument parser (``build_parser()`` of the script, built without running it):
+script's own argument parser (``build_parser()`` of its command module in cans/cli, built without
+running it):
 
 * the script (or module) exists;
 * every ``--option`` is one the parser defines (spelt out in full: no abbreviations);
@@ -166,15 +167,22 @@ SHELL_WITHOUT_OPTIONS = {"scripts/gpu_check.sh"}  # takes OUTDIR and environment
 _MODULES: Dict[str, Any] = {}
 
 
+#: modules the docs may run with ``python -m`` whose command line is another module's
+COMMAND_ALIASES = {"cans.tools.profile": "cans.cli.profile"}
+
+
+def command_module(program: str) -> str:
+    """The module that parses ``program``'s command line: ``train.py`` / ``scripts/X.py`` (shims) ->
+    ``cans.cli.train`` / ``cans.cli.X``; ``python -m`` modules as they are (or their alias)."""
+    if program.endswith(".py"):
+        return "cans.cli." + program.rsplit("/", 1)[-1][:-3]
+    return COMMAND_ALIASES.get(program, program)
+
+
 def parser_of(program: str) -> argparse.ArgumentParser:
-    """The argument parser of a Python entry point, built by its ``build_parser()``."""
+    """The argument parser of a Python entry point, built by its command module's ``build_parser()``."""
     if program not in _PARSERS:
-        if program.endswith(".py"):
-            spec = importlib.util.spec_from_file_location("docs_cmd_" + re.sub(r"\W", "_", program), REPO / program)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(program)
+        module = importlib.import_module(command_module(program))
         assert hasattr(module, "build_parser"), f"{program} has no build_parser(); the docs check needs one"
         _PARSERS[program] = module.build_parser()
         _MODULES[program] = module
@@ -341,7 +349,7 @@ def command_problems(cmd: Command) -> List[str]:
 # Options named alone in prose: `--tile auto`, `--compare-paper`
 # ------------------------------------------------------------------------------------------------
 
-ENTRY_POINTS = ["train.py", "test.py", "cans.tools.profile"] + sorted(
+ENTRY_POINTS = ["train.py", "test.py", "cans.cli.profile"] + sorted(
     p.relative_to(REPO).as_posix() for p in (REPO / "scripts").glob("*.py"))
 
 

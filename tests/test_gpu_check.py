@@ -1,4 +1,4 @@
-"""The GPU check (cans/tools/gpu_check.py, scripts/gpu_check.py, scripts/gpu_check.sh) without a GPU.
+"""The GPU check (cans/tools/gpu_check.py, cans/cli/gpu_check.py, scripts/gpu_check.py, scripts/gpu_check.sh) without a GPU.
 
 Its verdict: a mode that disagrees with plain float32, or that did not run, or ran out of its time,
 is FAIL (fake benchmark results and a fake benchmark process); the rehearsal runs every step on the
@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import REPO
 
+from cans.cli import gpu_check as gpu_check_cmd
 from cans.tools import gpu_check
 from cans.tools.gpu_check import MIN_PSNR, MIN_PSNR_BF16, Check, judge_mode
 
@@ -107,7 +108,7 @@ def fake_gpu(monkeypatch):
 
 
 def test_every_mode_right_passes(tmp_path, fake_gpu, capsys):
-    assert gpu_check.main([str(tmp_path), "--steps", "benchmark-CANS_Plus"]) == 0
+    assert gpu_check_cmd.main([str(tmp_path), "--steps", "benchmark-CANS_Plus"]) == 0
     assert fake_gpu == [("CANS_Plus", list(gpu_check.MODE_ORDER) + ["tf32", "channels_last", "compile",
                                                                      "fused_adamw"])]
     rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
@@ -127,7 +128,7 @@ def test_a_wrong_number_or_a_missing_mode_fails_the_run(tmp_path, fake_gpu, monk
         return results
 
     monkeypatch.setattr(gpu_check, "run_benchmark_modes", wrong)
-    assert gpu_check.main([str(tmp_path), "--steps", "benchmark-CANS_Plus"]) == 1
+    assert gpu_check_cmd.main([str(tmp_path), "--steps", "benchmark-CANS_Plus"]) == 1
     rows = {r["name"]: r for r in json.loads((tmp_path / "summary.json").read_text())["rows"]}
     failed = sorted(n for n, r in rows.items() if r["status"] == "FAIL")
     assert failed == ["benchmark CANS_Plus bf16_compile", "benchmark CANS_Plus cudagraphs",
@@ -146,7 +147,7 @@ def test_a_step_that_needs_a_failed_step_fails_naming_it(tmp_path, fake_gpu, mon
         check.add("CPU checkpoint", "FAIL", 0, "not run: the demo data failed")
 
     monkeypatch.setattr(gpu_check, "step_data", no_data)
-    assert gpu_check.main([str(tmp_path), "--steps", "resume", "infer"]) == 1
+    assert gpu_check_cmd.main([str(tmp_path), "--steps", "resume", "infer"]) == 1
     rows = {r["name"]: r for r in json.loads((tmp_path / "summary.json").read_text())["rows"]}
     assert list(rows) == ["demo data", "CPU checkpoint", "demo fast vs eager", "resume from a CPU checkpoint",
                           "resume from a fast=false checkpoint", "infer.py compiler failure"]
@@ -256,7 +257,7 @@ def test_rehearsal_with_no_time_fails_each_step_by_name(tmp_path):
 def test_an_outdir_with_an_earlier_check_is_refused(tmp_path, capsys):
     """train.py never writes over a run: a second check in the same OUTDIR stops at once, plainly."""
     (tmp_path / "demo_eager").mkdir()
-    assert gpu_check.main([str(tmp_path), "--rehearsal", "--steps", "demo"]) == 2
+    assert gpu_check_cmd.main([str(tmp_path), "--rehearsal", "--steps", "demo"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "demo_eager" in err and "another OUTDIR" in err
     assert not (tmp_path / "summary.md").exists()

@@ -11,8 +11,9 @@ from conftest import REFERENCE
 pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
-from helpers import DEMO, REPO, load_script, one_error_line, write  # noqa: E402
+from helpers import DEMO, REPO, one_error_line, write  # noqa: E402
 
+from cans.cli import infer as cmd_infer
 from cans.inference import InferenceError, auto_ratio, enhance, periodic_pad, phase_offset, read_mosaic  # noqa: E402
 from cans.io.dng import write_dng  # noqa: E402
 from cans.models import build_model  # noqa: E402
@@ -194,7 +195,7 @@ def test_folder_scan_skips_hidden_files(tmp_path):
 
 
 def test_cli_rejects_bad_auto_ratio_options(capsys):
-    script = load_script("scripts/infer.py")
+    script = cmd_infer
     for bad in (["--target-mean", "0"], ["--max-ratio", "0.5"]):   # --ratio: test_infer_refuses_a_ratio_...
         with pytest.raises(SystemExit) as info:
             script.parse_args(["-c", "x.yaml", "photo.ARW", *bad])
@@ -251,7 +252,7 @@ def infer_setup(tmp_path_factory):
 
 
 def _infer_main():
-    return load_script("scripts/infer.py").main
+    return cmd_infer.main
 
 
 def _run_infer(infer_setup, tmp_path, monkeypatch, wrap):
@@ -354,10 +355,10 @@ def test_compiler_and_cuda_failures_are_told_from_errors_of_one_file():
 @pytest.mark.cuda_path
 def test_a_compiler_runtime_error_stops_run_inference_as_a_compile_failure(infer_setup, tmp_path):
     """A RuntimeError from inside the compiler (not wrapped by dynamo) stops the run as a
-    TorchDynamoException, which cans.cli.run_cli turns into the one-line hint."""
+    TorchDynamoException, which cans.cli.common.run_cli turns into the one-line hint."""
     from torch._dynamo.exc import TorchDynamoException
 
-    from cans.cli import run_cli
+    from cans.cli.common import run_cli
     from cans.inference import run_inference
 
     inputs, _, _ = infer_setup
@@ -400,7 +401,7 @@ def test_infer_folder_says_how_many_sub_folders_it_did_not_enter(tmp_path):
 
 
 def test_infer_ratio_below_one_warns_that_it_darkens(capsys):
-    script = load_script("scripts/infer.py")
+    script = cmd_infer
     assert script.parse_args(["photo.ARW", "-c", "x.yaml", "--ratio", "0.5"]).ratio == 0.5
     err = capsys.readouterr().err
     assert err.startswith("warning: --ratio 0.5 is below 1: it darkens the input"), err
@@ -431,7 +432,7 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
     for name in ("a.dng", "a.kdc"):   # LibRaw reads the DNG content whatever the extension
         write_dng(str(photos / name), rng.integers(512, 2000, (240, 240)).astype(np.uint16), cfa="RGGB")
     out = tmp_path / "out"
-    code = load_script("scripts/infer.py").main(["-c", cfg, "--checkpoint", str(ckpt), "--device", "cpu", "--no-progress",
+    code = cmd_infer.main(["-c", cfg, "--checkpoint", str(ckpt), "--device", "cpu", "--no-progress",
                                 "--tile", "100", "--overlap", "16", "--out", str(out), str(photos)])
     text = capsys.readouterr().out
     assert code == 0, text
@@ -446,27 +447,27 @@ def test_infer_prints_renamed_outputs_and_the_tile_that_runs(tmp_path, capsys):
 @pytest.mark.parametrize("ratio", ["0", "-2", "abc", "nan", "inf"])
 def test_infer_refuses_a_ratio_that_is_not_a_positive_number(capsys, ratio):
     with pytest.raises(SystemExit) as info:
-        load_script("scripts/infer.py").parse_args(["photo.ARW", "-c", DEMO, "--ratio", ratio])
+        cmd_infer.parse_args(["photo.ARW", "-c", DEMO, "--ratio", ratio])
     one_error_line(info.value.code, capsys.readouterr().err, "--ratio", ratio)
 
 
 def test_infer_inputs_written_after_set_are_inputs_not_overrides():
-    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "model.width=8", "test.amp=off",
+    args = cmd_infer.parse_args(["-c", DEMO, "--set", "model.width=8", "test.amp=off",
                                                    "a.ARW", "folder"])
     assert args.set == ["model.width=8", "test.amp=off"] and args.inputs == ["a.ARW", "folder"]
 
 
 def test_infer_a_path_with_an_equals_sign_after_set_is_an_input():
-    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "test.amp=off", "night/iso=3200/",
+    args = cmd_infer.parse_args(["-c", DEMO, "--set", "test.amp=off", "night/iso=3200/",
                                                    "/photos/a=b.ARW"])
     assert args.set == ["test.amp=off"] and args.inputs == ["night/iso=3200/", "/photos/a=b.ARW"]
-    args = load_script("scripts/infer.py").parse_args(["-c", DEMO, "x.ARW", "--set", "test.amp=off", "trian.epochs=2"])
+    args = cmd_infer.parse_args(["-c", DEMO, "x.ARW", "--set", "test.amp=off", "trian.epochs=2"])
     assert args.set == ["test.amp=off", "trian.epochs=2"] and args.inputs == ["x.ARW"]  # a misspelt key stays an override
 
 
 def test_infer_without_inputs_says_so(capsys):
     with pytest.raises(SystemExit) as info:
-        load_script("scripts/infer.py").parse_args(["-c", DEMO, "--set", "model.width=8"])
+        cmd_infer.parse_args(["-c", DEMO, "--set", "model.width=8"])
     one_error_line(info.value.code, capsys.readouterr().err, "INPUT")
 
 
@@ -487,7 +488,7 @@ def test_infer_checks_inputs_and_out_before_the_model(tmp_path, capsys, case):
         if case == "folder without RAW":
             (folder / "notes.txt").write_text("x")
         inputs, names = [str(folder)], [str(folder), "no RAW files"]
-    code = load_script("scripts/infer.py").main([*inputs, "-c", DEMO, "--checkpoint", str(tmp_path / "not_read.pth"),
+    code = cmd_infer.main([*inputs, "-c", DEMO, "--checkpoint", str(tmp_path / "not_read.pth"),
                                              "--out", str(out), "--no-progress", "--device", "cpu"])
     one_error_line(code, capsys.readouterr().err, *names)
     assert case != "out is a file" or out.read_text() == "keep me"
@@ -497,7 +498,7 @@ def test_infer_with_a_missing_checkpoint_leaves_no_result_folder(tmp_path, capsy
     photo = tmp_path / "photo.ARW"
     photo.write_bytes(b"never read")
     out = tmp_path / "results"
-    code = load_script("scripts/infer.py").main([str(photo), "-c", DEMO, "--checkpoint", str(tmp_path / "missing.pth"),
+    code = cmd_infer.main([str(photo), "-c", DEMO, "--checkpoint", str(tmp_path / "missing.pth"),
                                              "--out", str(out), "--device", "cpu", "--no-progress"])
     one_error_line(code, capsys.readouterr().err, "checkpoint not found", "missing.pth")
     assert not out.exists()
@@ -512,7 +513,7 @@ def test_an_onnx_file_as_checkpoint_is_one_error_and_no_tip(tmp_path, capsys, wh
     onnx.write_bytes(b"\x08\x09\x12\x07pytorch" + bytes(64))   # the start of a protobuf, as an export's
     cfg = write(tmp_path / "c.yaml", f"base: {DEMO}\ntest:\n  checkpoint: {onnx}\n")
     args = ["--checkpoint", str(onnx)] if where == "--checkpoint" else []
-    code = load_script("scripts/infer.py").main([str(photo), "-c", cfg, *args, "--out", str(tmp_path / "out"),
+    code = cmd_infer.main([str(photo), "-c", cfg, *args, "--out", str(tmp_path / "out"),
                                                  "--device", "cpu", "--no-progress"])
     out, err = capsys.readouterr()
     one_error_line(code, err, f"cannot read checkpoint {onnx}: an ONNX export", f"--onnx {onnx}")
@@ -545,11 +546,11 @@ def test_infer_says_a_jpeg_is_not_raw_before_loading_the_model(tmp_path, capsys,
     else:   # the ISO base media box a HEIC file starts with
         path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
 
-    def no_model(args):
+    def no_model(**kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
-    monkeypatch.setattr(cans.inference, "_load_runner", no_model)
+    monkeypatch.setattr(cans.inference, "load_runner", no_model)
     (tmp_path / "w.pth").write_bytes(b"not read")
-    code = load_script("scripts/infer.py").main([str(path), "-c", DEMO, "--checkpoint", str(tmp_path / "w.pth"),
+    code = cmd_infer.main([str(path), "-c", DEMO, "--checkpoint", str(tmp_path / "w.pth"),
                                                  "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"])
     one_error_line(code, capsys.readouterr().err, str(path), kind, "not a camera RAW file")
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, load_script, one_error_line, write
+from helpers import REPO, one_error_line, write
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -17,6 +17,9 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
+from cans.cli import export_onnx as cmd_export_onnx
+from cans.cli import infer as cmd_infer
+from cans.cli import test as cmd_test
 from cans.evaluate.metrics import fidelity_psnr  # noqa: E402
 from cans.models import build_model  # noqa: E402
 from cans.models.published import git_blob_id  # noqa: E402
@@ -46,7 +49,7 @@ def exported(tmp_path_factory):
     import io
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = load_script("scripts/export_onnx.py").main(["-c", cfg, "--checkpoint", str(ckpt)])
+        code = cmd_export_onnx.main(["-c", cfg, "--checkpoint", str(ckpt)])
     assert code == 0, out.getvalue()
     return {"folder": folder, "ckpt": ckpt, "cfg": cfg, "net": net, "onnx": default_onnx_path(str(ckpt)),
             "stdout": out.getvalue()}
@@ -129,7 +132,7 @@ def _dngs(folder):
 
 
 def _infer(args, capsys):
-    code = load_script("scripts/infer.py").main(args + ["--no-progress"])
+    code = cmd_infer.main(args + ["--no-progress"])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -248,7 +251,7 @@ def test_real_camera_raw_through_onnx_matches_pytorch(exported, runners, referen
 
 
 def test_test_py_scores_the_export_as_it_scores_the_checkpoint(exported, tmp_path, capsys):
-    test_main = load_script("test.py").main
+    test_main = cmd_test.main
     common = ["--no-progress", "--no-images", "--all-frames"]
     assert test_main(common + ["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"])]) == 0
     # without -c: the config stored in the export (the same data set); the report goes to test_onnx/
@@ -278,7 +281,7 @@ def test_missing_runtime_is_one_line(exported, tmp_path, capsys, monkeypatch):
     code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "o")], capsys)
     one_error_line(code, err, "neither OpenVINO nor ONNX Runtime is installed", "pip install")
     assert not (tmp_path / "o").exists()
-    code = load_script("scripts/export_onnx.py").main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
+    code = cmd_export_onnx.main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
                                                        "--out", str(tmp_path / "x.onnx")])
     one_error_line(code, capsys.readouterr().err, "neither OpenVINO nor ONNX Runtime is installed")
     # without the runtime, infer.py on the CPU runs PyTorch and says why it did not use the export
@@ -289,7 +292,7 @@ def test_missing_runtime_is_one_line(exported, tmp_path, capsys, monkeypatch):
 
 def test_export_out_must_be_an_onnx_file_name(exported, tmp_path, capsys):
     """Not the checkpoint (it would be overwritten), not a folder, checked before the export."""
-    export_main = load_script("scripts/export_onnx.py").main
+    export_main = cmd_export_onnx.main
     before = exported["ckpt"].read_bytes()
     for out in (str(exported["ckpt"]), str(tmp_path / "newdir") + "/", str(tmp_path / "x.pth")):
         code = export_main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--out", out])
@@ -311,7 +314,7 @@ def test_an_export_given_as_checkpoint_says_to_use_onnx(exported, tmp_path, caps
 
 def test_missing_exporter_is_one_line(exported, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)
-    code = load_script("scripts/export_onnx.py").main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
+    code = cmd_export_onnx.main(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]),
                                                        "--out", str(tmp_path / "x.onnx")])
     one_error_line(code, capsys.readouterr().err, "onnxscript", "pip install")
     assert not (tmp_path / "x.onnx").exists()
@@ -328,7 +331,7 @@ def test_bad_onnx_inputs_are_one_line(exported, tmp_path, capsys):
     for args, names in cases:
         code, out, err = _infer(args + [str(inputs), "--out", str(tmp_path / "o")], capsys)
         one_error_line(code, err, *names)
-    code = load_script("test.py").main(["-c", exported["cfg"], "--throughput", "--onnx", exported["onnx"]])
+    code = cmd_test.main(["-c", exported["cfg"], "--throughput", "--onnx", exported["onnx"]])
     one_error_line(code, capsys.readouterr().err, "--throughput", "scripts/benchmark_cpu.py")
     # an ONNX model from elsewhere: no cans.* metadata
     import onnx
@@ -397,7 +400,7 @@ def test_a_class_named_in_the_stored_config_is_never_imported(exported, tmp_path
     inputs = _dngs(tmp_path / "in")
     code, out, err = _infer(["--onnx", path, str(inputs), "--out", str(tmp_path / "o")], capsys)
     one_error_line(code, err, path, "data.type", "cans_evil_module:Thing", "pass -c")
-    code = load_script("test.py").main(["--onnx", path, "--no-progress", "--set", f"output_dir={tmp_path / 'run'}"])
+    code = cmd_test.main(["--onnx", path, "--no-progress", "--set", f"output_dir={tmp_path / 'run'}"])
     one_error_line(code, capsys.readouterr().err, path, "data.type", "cans_evil_module:Thing")
     assert not marker.exists() and "cans_evil_module" not in sys.modules
     # the user's own config (-c) still runs the export: the class is named on the command line then

@@ -1,6 +1,5 @@
 """A start that fails leaves no new empty result folder (train.py, test.py, infer.py); a folder that
 existed before, or one with anything in it, is never removed."""
-import argparse
 from pathlib import Path
 
 import pytest
@@ -73,15 +72,16 @@ def test_train_py_failed_start_leaves_no_run_folder(tmp_path):
 
 
 def _infer_args(tmp_path, checkpoint, out):
+    from cans.cli import infer
+
     photo = tmp_path / "photo.ARW"
     photo.write_bytes(b"not a RAW file")
-    return argparse.Namespace(inputs=[str(photo)], config=DEMO, set=list(TINY), checkpoint=str(checkpoint),
-                              out=str(out), device="cpu", amp=None, ratio="auto", target_mean=None, max_ratio=None,
-                              bits16=False, tile=None, overlap=32, one_pass=False, rotate=False, no_progress=True)
+    return infer.parse_args([str(photo), "-c", DEMO, "--set", *TINY, "--checkpoint", str(checkpoint), "--out", str(out),
+                             "--device", "cpu", "--no-progress"])
 
 
 def test_infer_py_failed_start_or_nothing_written_leaves_no_out_folder(tmp_path, capsys):
-    from cans.inference import cli_main
+    from cans.cli.infer import run as cli_main
     from cans.models import build_model
 
     wrong = tmp_path / "wrong.pth"

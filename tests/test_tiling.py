@@ -2,10 +2,12 @@
 the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallback, orientation."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
-from helpers import REPO, load_script
+from helpers import REPO
 
 from cans.inference import apply_orientation
 from cans.models import build_model
@@ -20,6 +22,11 @@ from cans.tiling import (
     tile_for_model,
     tile_starts,
 )
+
+
+def command(script: str):
+    """The command module behind a repository script: "scripts/infer.py" -> cans.cli.infer."""
+    return importlib.import_module("cans.cli." + script.rsplit("/", 1)[-1][:-3])
 
 TINY = {"width": 8, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1]}
 
@@ -324,7 +331,7 @@ def test_two_pass_unwraps_a_compiled_model():
 
 @pytest.mark.parametrize("script_path", ["test.py", "scripts/infer.py"])
 def test_both_scripts_take_the_same_tile_arguments(script_path, capsys):
-    script = load_script(script_path)
+    script = command(script_path)
     base = ["-c", "x.yaml"] + (["photo.ARW"] if "infer" in script_path else [])
     args = script.parse_args(base + ["--tile", "256", "--overlap", "16", "--one-pass"])
     assert (args.tile, args.overlap, args.one_pass) == (256, 16, True)

@@ -73,20 +73,22 @@ def _pooling_matrix(n, size: int, like: torch.Tensor) -> torch.Tensor:
     return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
-#: set only inside :func:`pool_tap` (the tile graph of an ONNX export, cans.onnx_model): every pooling
-#: point calls it with (its input, its pooled value) and uses what it returns
+#: set only inside :func:`pool_tap` (the tile graph of an ONNX export, cans.onnx_model; two-pass tiles,
+#: cans.tiling.GlobalPoolStats): every pooling point calls it with (its input, its pooled value) and
+#: uses what it returns
 POOL_TAP = None
 
 
 @contextlib.contextmanager
 def pool_tap(tap):
-    """Route every pooling point through ``tap(feature, pooled) -> pooled`` inside the block."""
+    """Route every pooling point through ``tap(feature, pooled) -> pooled`` inside the block (the
+    tap set before it, if any, is back afterwards)."""
     global POOL_TAP
-    POOL_TAP = tap
+    previous, POOL_TAP = POOL_TAP, tap
     try:
         yield
     finally:
-        POOL_TAP = None
+        POOL_TAP = previous
 
 
 def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -36,7 +36,6 @@ docs/performance.md has the table.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import math
@@ -480,10 +479,9 @@ def judge_resume(check: Check, source: str, target: str, job: Optional[Job]) -> 
 
 
 def infer_with_failing_compiler(argv: Sequence[str]) -> int:
-    """``scripts/infer.py argv`` with ``test.fast`` as usual, then a compiler that always fails (what a
-    broken inductor / Triton install raises); prints how often it was tried. For the ``infer`` step."""
-    import importlib.util
-
+    """``scripts/infer.py argv`` (:mod:`cans.cli.infer`) with ``test.fast`` as usual, then a compiler that
+    always fails (what a broken inductor / Triton install raises); prints how often it was tried. For the
+    ``infer`` step."""
     import torch
 
     import cans.engine.fastpath as fastpath
@@ -502,10 +500,9 @@ def infer_with_failing_compiler(argv: Sequence[str]) -> int:
         return torch.compile(unwrap_model(model), backend=failing_compiler), plan
 
     fastpath.fast_model_for_test = fast_model_for_test
-    spec = importlib.util.spec_from_file_location("infer_script", REPO / "scripts" / "infer.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    status = script.main(list(argv))
+    # imported only now: cans.inference binds fast_model_for_test when it is first imported
+    infer = importlib.import_module("cans.cli.infer")
+    status = infer.main(list(argv))
     print(f"compile attempts: {len(attempts)}; exit status {status}", flush=True)
     return status
 
@@ -650,30 +647,18 @@ def write_summary(check: Check, where: str, seconds: float, notes: Sequence[str]
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scripts/gpu_check.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("outdir", metavar="OUTDIR", help="where every log, JSON and the summary go")
-    parser.add_argument("--steps", nargs="+", choices=STEPS, metavar="STEP",
-                        help="run these steps (and those they need) only; STEP: " + ", ".join(STEPS))
-    parser.add_argument("--modes", nargs="+", metavar="MODE",
-                        help="the benchmark's modes to check (default: every mode the device runs)")
-    parser.add_argument("--rehearsal", action="store_true", default=os.environ.get("GPU_CHECK_REHEARSAL") == "1",
-                        help="every step on the CPU with tiny sizes, to check this tool (env GPU_CHECK_REHEARSAL=1)")
-    parser.add_argument("--budget-scale", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET_SCALE") or 1),
-                        metavar="X", help="multiply every step's time limit by X (env GPU_CHECK_BUDGET_SCALE)")
-    parser.add_argument("--data", default=os.environ.get("GPU_CHECK_DATA")
-                        or os.path.join(os.environ.get("TMPDIR") or "/tmp", "cans_gpu_check_sid"),
-                        help="where the demo's synthetic SID is made and kept (env GPU_CHECK_DATA)")
-    return parser
+class UsageError(ValueError):
+    """A command-line value :func:`run_check` finds wrong (the command prints it as argparse does)."""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.budget_scale > 0:
-        parser.error("--budget-scale must be > 0")
-    out = Path(args.outdir).resolve()
+def run_check(outdir: str, *, steps: Optional[Sequence[str]] = None, modes: Optional[Sequence[str]] = None,
+              rehearsal: bool = False, budget_scale: float = 1.0, data: str = "/tmp/cans_gpu_check_sid") -> int:
+    """The whole check into ``outdir``: the ``steps`` (default all, plus those they need), the benchmark's
+    ``modes`` (default every mode the device runs), on the CPU with tiny sizes when ``rehearsal``, every
+    time limit times ``budget_scale``, the demo's synthetic SID made and kept in ``data``. Prints the
+    summary; returns 0 on PASS (or with no CUDA GPU: nothing checked), 1 on FAIL, 2 when ``outdir``
+    cannot be made or holds an earlier check. An unknown mode raises :class:`UsageError`."""
+    out = Path(outdir).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -696,21 +681,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if lacking:
         print(f"gpu_check: error: missing {', '.join(lacking)}: pip install -r requirements.txt", file=sys.stderr)
         return 1
-    if not args.rehearsal and not info["cuda_available"]:
+    if not rehearsal and not info["cuda_available"]:
         print("gpu_check: no CUDA GPU here (torch.cuda.is_available() is False): the CUDA checks were NOT run.")
         print(f"Run this on a machine with an NVIDIA GPU. Imports: {out / 'imports.json'}")
         return 0
     if os.environ.get("GPU_CHECK_BUDGET"):
         print("gpu_check: note: GPU_CHECK_BUDGET is no longer read: each step has its own time limit "
               "(--budget-scale / GPU_CHECK_BUDGET_SCALE multiplies them)")
-    check = Check(out=out, rehearsal=args.rehearsal, data_dir=Path(args.data).resolve(), scale=args.budget_scale,
-                  steps=selected(args.steps or STEPS), modes=tuple(args.modes) if args.modes else None,
+    check = Check(out=out, rehearsal=rehearsal, data_dir=Path(data).resolve(), scale=budget_scale,
+                  steps=selected(steps or STEPS), modes=tuple(modes) if modes else None,
                   missing=tuple(missing))
     if check.modes is not None:
         from .benchmark import MODES
         unknown = [m for m in check.modes if m not in MODES]
         if unknown:
-            parser.error(f"--modes {' '.join(unknown)}: not a mode of scripts/benchmark.py ({', '.join(MODES)})")
+            raise UsageError(f"--modes {' '.join(unknown)}: not a mode of scripts/benchmark.py ({', '.join(MODES)})")
     taken = [f for step in check.steps for f in STEP_FOLDERS.get(step, ()) if (out / f).exists()]
     if taken:
         print(f"gpu_check: error: {out} already holds an earlier check's {', '.join(taken)}: give another OUTDIR",
@@ -732,5 +717,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0 if verdict(check).startswith("verdict: PASS") else 1
 
 
-__all__ = ["BUDGETS", "Check", "MIN_PSNR", "MIN_PSNR_BF16", "Row", "STEPS", "build_parser", "judge_mode",
-           "main", "run_benchmark_modes", "run_steps"]
+__all__ = ["BUDGETS", "Check", "MIN_PSNR", "MIN_PSNR_BF16", "Row", "STEPS", "UsageError", "judge_mode",
+           "run_benchmark_modes", "run_check", "run_steps"]

@@ -1,15 +1,22 @@
 """scripts/benchmark.py's logic runs on the CPU and reports every field for every mode; a bad
 argument is one line naming the option, before anything is measured."""
 import dataclasses
+import importlib
 import json
 import math
 
 import pytest
 import torch
-from helpers import DEMO, REPO, load_script, one_error_line
+from helpers import DEMO, REPO, one_error_line
 
+from cans.cli import benchmark as cmd_benchmark
 from cans.config import load_config
 from cans.tools.benchmark import MODES, format_table, mode_spec, rgb_psnr, run_benchmark
+
+
+def command(script: str):
+    """The command module behind a repository script: "scripts/infer.py" -> cans.cli.infer."""
+    return importlib.import_module("cans.cli." + script.rsplit("/", 1)[-1][:-3])
 
 TINY = ["model.width=4", "model.enc_blk_nums=[1,1,1,1]", "model.dec_blk_nums=[1,1,1,1]"]
 NEEDS_CUDA_OR_SLOW_ON_CPU = {"compile", "cudagraphs", "bf16_compile", "triton_dwconv", "bf16_triton", "fast_triton"}
@@ -72,7 +79,7 @@ def test_rgb_psnr():
 
 
 def _script():
-    return load_script("scripts/benchmark.py")
+    return cmd_benchmark
 
 
 def test_script_arguments(capsys):
@@ -157,7 +164,7 @@ def test_a_failing_profiler_keeps_the_timings(monkeypatch):
 ])
 def test_argument_mistakes_name_the_option(capsys, script, args, names):
     with pytest.raises(SystemExit) as info:
-        load_script(script).parse_args(args)
+        command(script).parse_args(args)
     one_error_line(info.value.code, capsys.readouterr().err, *names)
 
 
@@ -168,7 +175,7 @@ def test_argument_mistakes_name_the_option(capsys, script, args, names):
 ])
 def test_benchmark_checks_its_arguments_before_measuring(tmp_path, capsys, args, names):
     fill = lambda s: s.replace("{tmp}", str(tmp_path))
-    code = load_script("scripts/benchmark.py").main(["-c", DEMO, "--device", "cpu", "--modes", "plain",
+    code = cmd_benchmark.main(["-c", DEMO, "--device", "cpu", "--modes", "plain",
                                                      *[fill(a) for a in args]])
     line = one_error_line(code, capsys.readouterr().err, *[fill(n) for n in names])  # through run_cli
     assert code == 2 and line.startswith("error: ")

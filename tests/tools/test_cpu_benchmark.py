@@ -5,8 +5,9 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, load_script, one_error_line
+from helpers import REPO, one_error_line
 
+from cans.cli import benchmark_cpu as cmd_benchmark_cpu
 from cans.tools import cpu_benchmark as cb
 
 #: a child process as the library's, except that torch.compile runs eagerly (no minutes-long inductor
@@ -38,7 +39,7 @@ def test_the_script_runs_each_mode_apart_and_compares_it_with_eager(tmp_path, ca
     the JSON and the table are written."""
     monkeypatch.setattr(cb, "_child_command", lambda spec: [sys.executable, "-c", FAKE_CHILD, spec])
     monkeypatch.setattr(cb, "_unavailable", lambda mode: "not installed: onnxruntime" if mode == "onnxruntime" else "")
-    main = load_script("scripts/benchmark_cpu.py").main
+    main = cmd_benchmark_cpu.main
     out, table = tmp_path / "cpu.json", tmp_path / "cpu.md"
     code = main(["-c", str(REPO / "configs/CANS_Plus/Sony.yaml"), "--set", "model.width=4",
                  "model.enc_blk_nums=[1,1]", "model.dec_blk_nums=[1,1]", "--modes", "compile", "openvino",
@@ -81,5 +82,5 @@ def test_compare_picks_the_fastest_faithful_mode(tmp_path):
 @pytest.mark.parametrize("args, name", [(["--size", "0", "16"], "--size"), (["--iters", "0"], "--iters"),
                                         (["--out", "."], "--out")])
 def test_bad_values_are_one_line_before_anything_runs(args, name, capsys):
-    code = load_script("scripts/benchmark_cpu.py").main(args + ["--modes", "eager"])
+    code = cmd_benchmark_cpu.main(args + ["--modes", "eager"])
     one_error_line(code, capsys.readouterr().err, name)

@@ -1,9 +1,10 @@
-"""python -m cans.tools.profile: parameters and FLOPs from torch.utils.flop_counter."""
+"""python -m cans.cli.profile (cans.tools.profile): parameters and FLOPs from torch.utils.flop_counter."""
 
 from helpers import REPO
 
+from cans.cli.profile import main
 from cans.config import load_config
-from cans.tools.profile import main, profile
+from cans.tools.profile import profile
 
 
 def test_cans_plus_sony_cost_matches_design():

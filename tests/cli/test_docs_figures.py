@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
-from helpers import load_script
+
+from cans.cli import docs_figures as cmd_docs_figures
 
 
 def _script():
-    return load_script("scripts/docs_figures.py")
+    return cmd_docs_figures
 
 
 def _summary(initial, final, raw=(13.0, 30.0), started_from=None):
