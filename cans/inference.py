@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .cfa import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset
+from .cfa import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset, unpack_bayer, unpack_xtrans
 from .config import load_config, split_options
 from .data.errors import DataError
 from .engine.failures import compiler_failure, cuda_failure
 from .engine.fastpath import fast_model_for_test
 from .engine.loading import check_checkpoint_path, load_model, pick_device
 from .errors import InferenceError
+from .io.dng import write_output_dng
 from .io.png import write_png
-from .io.raw import RAW_EXTENSIONS, normalize_mosaic, raw_files_in, read_raw
+from .io.raw import RAW_EXTENSIONS, normalize_mosaic, raw_files_in, read_raw, read_shot_info
 from .models.published import git_blob_id, weights_line
 from .onnx_model import (
     OnnxModel,
@@ -64,12 +65,16 @@ class Mosaic:
          the visible area (0 R, 1 G, 2 B); p = 2 (Bayer) or 6 (X-Trans).
     wb: (3,) as-shot white balance (G = 1).
     flip: the orientation the file asks for (see :func:`apply_orientation`).
+    black: (p, p) black level of each site of the cell, white: the saturation level (DN): what
+    ``data`` was normalised with, and what a DNG of the output is written at.
     """
     data: np.ndarray
     cfa: np.ndarray
     wb: np.ndarray
     path: str
     flip: int = 0        # LibRaw's orientation flag (sizes.flip): 0, 3, 5 or 6
+    black: Optional[np.ndarray] = None
+    white: float = 1.0
 
 
     @property
@@ -89,7 +94,7 @@ def read_mosaic(path: str) -> Mosaic:
     except DataError as exc:
         raise InferenceError(str(exc)) from None
     return Mosaic(data=normalize_mosaic(rf.mosaic, rf.black, rf.white), cfa=rf.cfa, wb=rf.wb, path=path,
-                  flip=rf.flip)
+                  flip=rf.flip, black=rf.black, white=rf.white)
 
 
 def apply_orientation(image: torch.Tensor, flip: int) -> torch.Tensor:
@@ -121,6 +126,16 @@ def periodic_pad(mosaic: np.ndarray, top: int, left: int, period: int) -> Tuple[
     cols = np.where(cols < 0, cols + period, cols)
     cols = np.where(cols >= w, cols - period, cols)
     return mosaic[np.ix_(rows, cols)], (top, left)
+
+
+def output_mosaic(raw: torch.Tensor, period: int, offset: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+    """The network's packed RAW output (C, h, w) of an input :func:`prepare_input` made, as a mosaic
+    laid out like the input's visible area: (H, W) float32, normalised (0 black, 1 white) at the
+    amplified exposure. Unpacked (Bayer or X-Trans), then the phase padding cropped off."""
+    unpack = unpack_bayer if period == 2 else unpack_xtrans
+    full = unpack(raw.detach().float().cpu().numpy())
+    top, left = offset
+    return np.ascontiguousarray(full[top:top + size[0], left:left + size[1]], dtype=np.float32)
 
 
 def auto_ratio(data: np.ndarray, target_mean: float = DEFAULT_TARGET_MEAN,
@@ -234,10 +249,12 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
             overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-            log=print, auto_tiles: Optional[dict] = None) -> Dict[str, object]:
+            log=print, auto_tiles: Optional[dict] = None, raw_mosaic: bool = False) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
-    "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None}``; H, W = the
-    input mosaic's size (swapped when ``rotate`` applies a 90-degree orientation).
+    "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None, "mosaic": the
+    input (:class:`Mosaic`)}``; H, W = the input mosaic's size (swapped when ``rotate`` applies a
+    90-degree orientation). ``raw_mosaic``: also ``"raw_mosaic"``, the RAW output as the input's
+    mosaic (:func:`output_mosaic`), for a DNG.
     ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`);
     ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
     (:func:`cans.tiling.run_with_fallback`)."""
@@ -262,16 +279,20 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
     rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
     if rotate and mosaic.flip:
         rgb = apply_orientation(rgb, mosaic.flip)
-    return {"rgb": rgb, "ratio": ratio, "pattern": mosaic.pattern if mosaic.period == 2 else "X-Trans",
-            "raw": raw[0].float().cpu(), "tile": used}
+    out = {"rgb": rgb, "ratio": ratio, "pattern": mosaic.pattern if mosaic.period == 2 else "X-Trans",
+           "raw": raw[0].float().cpu(), "tile": used, "mosaic": mosaic}
+    if raw_mosaic:
+        out["raw_mosaic"] = output_mosaic(raw[0], mosaic.period, (top, left), (h, w))
+    return out
 
 
 def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, ratio, device, *,
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
                   min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
-                  two_pass: bool = True, rotate: bool = False) -> Dict[str, list]:
-    """Enhance every file, writing ``<out_dir>/<stem>.png``; a failing file is reported and skipped.
+                  two_pass: bool = True, rotate: bool = False, dng: bool = False) -> Dict[str, list]:
+    """Enhance every file, writing ``<out_dir>/<stem>.png`` (and with ``dng`` the denoised RAW as
+    ``<stem>.dng``: :func:`cans.io.dng.write_output_dng`); a failing file is reported and skipped.
     Files whose names differ only in the folder or extension (``a.dng``, ``a.kdc``) would write the
     same PNG: the later ones get ``<stem>_1.png``, ``<stem>_2.png``, ... in input order, each with
     a note naming the file that took the name.
@@ -282,7 +303,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
     into one line naming ``--set test.fast=false``), a CUDA error as :class:`DeviceFailure`.
 
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
-    "tiles": {input: tile used or None}}``.
+    "tiles": {input: tile used or None}, "dngs": {input: the DNG written}}``.
     """
     import time
 
@@ -291,7 +312,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
 
     files = list(inputs)
     model.eval()
-    done, failed, used, tiles, auto_tiles = [], [], {}, {}, {}
+    done, failed, used, tiles, auto_tiles, dngs = [], [], {}, {}, {}, {}
     start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
     for path in bar:
@@ -299,7 +320,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
         try:
             result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
                              max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
-                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles)
+                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles, raw_mosaic=dng)
             tiles[path] = result["tile"]
             stem = os.path.splitext(os.path.basename(path))[0]
             name, k = stem, 1
@@ -309,6 +330,8 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             if name != stem:
                 tqdm.write(f"note: {stem}.png is taken by {used[stem]}: {path} -> {name}.png")
             out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
+            if dng:
+                dngs[path] = write_raw_dng(os.path.join(out_dir, name + ".dng"), result)
             done.append((path, out, result["ratio"]))
         except (InferenceError, DataError, ValueError, OSError, RuntimeError) as exc:
             if compiler_failure(exc) or cuda_failure(exc):
@@ -317,7 +340,18 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
             failed.append((path, message))
             tqdm.write(f"FAILED {message}")
-    return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles}
+    return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles, "dngs": dngs}
+
+
+def write_raw_dng(path: str, result: Mapping[str, object]) -> str:
+    """The denoised RAW of an :func:`enhance` result (made with ``raw_mosaic=True``) as a DNG with
+    the input's layout, levels and metadata (:func:`cans.io.dng.write_output_dng`)."""
+    mosaic = result["mosaic"]
+    try:
+        info = read_shot_info(mosaic.path)
+    except DataError as exc:
+        raise InferenceError(str(exc)) from None
+    return write_output_dng(path, result["raw_mosaic"], mosaic.cfa, mosaic.black, mosaic.white, mosaic.wb, info)
 
 
 def _stop_run(exc: BaseException, path: str, done: int, total: int) -> None:
@@ -441,7 +475,7 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
                   device: Optional[str] = None, amp: Optional[str] = None, ratio="auto",
                   target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO, bits: int = 8,
                   tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-                  progress: bool = True, log=print) -> Dict[str, object]:
+                  dng: bool = False, progress: bool = True, log=print) -> Dict[str, object]:
     """Enhance the RAW files and folders ``inputs`` (:func:`find_inputs`) into ``out_dir``, with the
     model :func:`load_runner` picks (its keyword parameters); ``amp`` None: the config's ``test.amp``;
     the other parameters as :func:`run_inference` takes them. ``out_dir`` is made before the model
@@ -474,7 +508,7 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
                                amp="off" if is_onnx else (amp or runner.cfg["test"]["amp"]), bits=bits,
                                target_mean=target_mean, max_ratio=max_ratio, max_clip=opts.get("max_clip"),
                                min_clip=opts.get("min_clip"), progress=progress, tile=tile, overlap=overlap,
-                               two_pass=two_pass, rotate=rotate)
+                               two_pass=two_pass, rotate=rotate, dng=dng)
     result["files"] = files
     return result
 

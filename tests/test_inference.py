@@ -150,11 +150,17 @@ def test_cli_with_tiny_model_and_corrupt_file(bayer_files, tmp_path):
     (inputs / "broken.ARW").write_bytes(b"not a raw file" * 100)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "scripts/infer.py"), "-c", str(cfg), "--checkpoint", str(ckpt),
-                           "--ratio", "auto", str(inputs), "--out", str(out), "--no-progress", "--device", "cpu"],
+                           "--ratio", "auto", str(inputs), "--out", str(out), "--no-progress", "--device", "cpu",
+                           "--dng"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "broken.ARW" in proc.stderr
     assert sorted(p.name for p in out.glob("*.png")) == ["scene_BGGR.png", "scene_RGGB.png"]
+    assert sorted(p.name for p in out.glob("*.dng")) == ["scene_BGGR.dng", "scene_RGGB.dng"]   # --dng
+    assert f"and {out / 'scene_BGGR.dng'} (ratio" in proc.stdout
+    import rawpy
+    with rawpy.imread(str(out / "scene_BGGR.dng")) as rp:
+        assert rp.raw_image_visible.shape == (H, W) and rp.postprocess().shape == (H, W, 3)
     from PIL import Image
     assert Image.open(out / "scene_BGGR.png").size == (W, H)
 
@@ -554,3 +560,30 @@ def test_infer_says_a_jpeg_is_not_raw_before_loading_the_model(tmp_path, capsys,
                                                  "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"])
     one_error_line(code, capsys.readouterr().err, str(path), kind, "not a camera RAW file")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", "GRBG", "GBRG", "BGGR", "X-Trans"])
+def test_dng_holds_the_raw_output_in_the_inputs_layout(tmp_path, pattern):
+    """--dng: with a model whose RAW output is its input, the DNG's mosaic is the input's times the
+    ratio (clipped at white), site for site: unpacked and cropped back in the input's phase; the
+    layout, levels and white balance are the input's."""
+    from cans.inference import run_inference
+    from cans.io.raw import read_raw
+
+    xtrans = pattern == "X-Trans"
+    cell = np.roll(packing.XTRANS_PATTERN, (2, 3), axis=(0, 1)) if xtrans else bayer_cell(pattern)
+    path = str(tmp_path / "in.dng")
+    write_dng(path, mosaic_of(scene(), cell), cfa=cell if xtrans else pattern, black=BLACK, white=WHITE,
+              as_shot_neutral=(0.5, 1.0, 0.8), iso=1600, exposure_time=0.05)
+    source = read_raw(path)
+    for ratio in (1.0, 2.0):
+        out = tmp_path / f"x{ratio:g}"
+        result = run_inference(Demosaic(3 if xtrans else 2), [path], str(out), ratio, "cpu", dng=True,
+                               progress=False)
+        assert not result["failed"] and result["dngs"][path] == str(out / "in.dng")
+        back = read_raw(str(out / "in.dng"))
+        expected = np.clip(np.round((source.mosaic.astype(np.float64) - BLACK) * ratio + BLACK), 0, WHITE)
+        assert np.array_equal(back.mosaic, expected.astype(np.uint16))
+        assert np.array_equal(back.cfa, source.cfa) and np.array_equal(back.black, source.black)
+        assert back.white == source.white and np.allclose(back.wb, source.wb)
+

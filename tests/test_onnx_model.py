@@ -147,7 +147,7 @@ def test_infer_with_onnx_matches_pytorch_on_dng_files(exported, tmp_path, capsys
     --ratio, then two-pass tiles against PyTorch's."""
     inputs = _dngs(tmp_path / "in")
     code, out, err = _infer(["--onnx", exported["onnx"], str(inputs), "--out", str(tmp_path / "onnx"),
-                             "--ratio", "20", "--16bit", "--checkpoint", str(exported["ckpt"])], capsys)
+                             "--ratio", "20", "--16bit", "--checkpoint", str(exported["ckpt"]), "--dng"], capsys)
     assert code == 0, out + err
     assert "as ONNX" in out and "2 of 2 file(s)" in out and "--checkpoint is not used with --onnx" in out
     assert "run by OpenVINO" in out
@@ -155,9 +155,15 @@ def test_infer_with_onnx_matches_pytorch_on_dng_files(exported, tmp_path, capsys
                              str(tmp_path / "ort"), "--ratio", "20", "--16bit"], capsys)
     assert code == 0 and "run by ONNX Runtime" in out, out + err
     code, out, err = _infer(["-c", exported["cfg"], "--checkpoint", str(exported["ckpt"]), "--no-onnx", str(inputs),
-                             "--out", str(tmp_path / "torch"), "--ratio", "20", "--16bit"], capsys)
+                             "--out", str(tmp_path / "torch"), "--ratio", "20", "--16bit", "--dng"], capsys)
     assert code == 0, out + err
     assert "ONNX" not in out
+    from cans.io.raw import read_raw
+    for name in ("odd.dng", "wide.dng"):   # --dng with --onnx: the export's RAW output, as PyTorch's
+        a, b = (read_raw(str(tmp_path / route / name)) for route in ("onnx", "torch"))
+        assert a.mosaic.shape == b.mosaic.shape and np.array_equal(a.cfa, b.cfa)
+        diff = np.abs(a.mosaic.astype(np.int64) - b.mosaic.astype(np.int64))
+        assert diff.max() <= 2, (name, diff.max())    # a DN or two: float32 rounding at 14 bits
     for name in ("odd.png", "wide.png"):
         b = _png(tmp_path / "torch" / name)
         for runtime in ("onnx", "ort"):

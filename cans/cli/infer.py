@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_arguments(p)
     add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
+    p.add_argument("--dng", action="store_true",
+                   help="also write the denoised RAW as <out>/<stem>.dng for a RAW editor (darktable, RawTherapee, "
+                        "Lightroom): the input's CFA layout, levels, colour matrix, white balance and EXIF")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                                threads=args.threads, use_export=not args.no_onnx, device=args.device, amp=args.amp,
                                ratio=args.ratio, target_mean=args.target_mean, max_ratio=args.max_ratio,
                                bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
-                               two_pass=not args.one_pass, rotate=args.rotate, progress=not args.no_progress)
+                               two_pass=not args.one_pass, rotate=args.rotate, dng=args.dng,
+                               progress=not args.no_progress)
     except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
         print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
               f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
@@ -134,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for src, out, ratio in result["done"]:
         tile = result["tiles"].get(src)
-        print(f"{src} -> {out} (ratio {ratio:.1f}" + (f", tiles of {tile}" if tile else "") + ")")
+        dng = result["dngs"].get(src)
+        print(f"{src} -> {out}" + (f" and {dng}" if dng else "") + f" (ratio {ratio:.1f}"
+              + (f", tiles of {tile}" if tile else "") + ")")
     n = len(result["done"])
     per_file = f", {result['seconds'] / n:.2f} s per file" if n else ""
     print(f"summary: {n} of {len(result['files'])} file(s) enhanced into {args.out} in {result['seconds']:.1f} s"
