@@ -469,6 +469,25 @@ def load_runner(*, config: Optional[str] = None, overrides: Sequence[str] = (), 
     return Runner(model, cfg, torch_device, checkpoint)
 
 
+def run_settings(runner: Runner, amp: Optional[str], tile, overlap: int, log=print) -> Dict[str, object]:
+    """Log the weights line, check ``amp`` and the tiles against the runner's model, and return the
+    keyword arguments of an :func:`enhance` that follow from its config: ``amp`` (None: the config's
+    ``test.amp``; 'off' for an export), ``max_clip`` and ``min_clip``."""
+    model = runner.model
+    is_onnx = isinstance(model, OnnxModel)
+    log(f"weights: {weights_line(runner.weights)}"
+        + (f", as ONNX {runner.weights['onnx']} run by {model.runtime_name}{runner.how}" if is_onnx else ""))
+    opts = split_options(runner.cfg, "test")
+    if is_onnx and amp not in (None, "off"):
+        raise InferenceError(f"--amp {amp}: {model.runtime_name} runs the float32 export; leave --amp out")
+    check_tiling(model, tile, overlap)
+    if isinstance(tile, int) and tile_for_model(model, tile, overlap) != tile:
+        log(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
+            f"using {tile_for_model(model, tile, overlap)}")
+    return {"amp": "off" if is_onnx else (amp or runner.cfg["test"]["amp"]), "max_clip": opts.get("max_clip"),
+            "min_clip": opts.get("min_clip")}
+
+
 def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] = None,
                   overrides: Sequence[str] = (), checkpoint: Optional[str] = None, onnx: Optional[str] = None,
                   runtime: str = "auto", threads: Optional[int] = None, use_export: bool = True,
@@ -492,23 +511,10 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
     with provisional_output_dir(out_dir, "--out"):
         runner = load_runner(config=config, overrides=overrides, checkpoint=checkpoint, onnx=onnx, runtime=runtime,
                              threads=threads, use_export=use_export, device=device, amp=amp, log=log)
-        model = runner.model
-        is_onnx = isinstance(model, OnnxModel)
-        log(f"weights: {weights_line(runner.weights)}"
-            + (f", as ONNX {runner.weights['onnx']} run by {model.runtime_name}{runner.how}" if is_onnx else ""))
-        opts = split_options(runner.cfg, "test")
-        if is_onnx and amp not in (None, "off"):
-            raise InferenceError(f"--amp {amp}: {model.runtime_name} runs the float32 export; leave --amp out")
-        check_tiling(model, tile, overlap)
-        if isinstance(tile, int):
-            if tile_for_model(model, tile, overlap) != tile:
-                log(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
-                    f"using {tile_for_model(model, tile, overlap)}")
-        result = run_inference(model, files, out_dir, ratio, runner.device,
-                               amp="off" if is_onnx else (amp or runner.cfg["test"]["amp"]), bits=bits,
-                               target_mean=target_mean, max_ratio=max_ratio, max_clip=opts.get("max_clip"),
-                               min_clip=opts.get("min_clip"), progress=progress, tile=tile, overlap=overlap,
-                               two_pass=two_pass, rotate=rotate, dng=dng)
+        settings = run_settings(runner, amp, tile, overlap, log)
+        result = run_inference(runner.model, files, out_dir, ratio, runner.device, bits=bits,
+                               target_mean=target_mean, max_ratio=max_ratio, progress=progress, tile=tile,
+                               overlap=overlap, two_pass=two_pass, rotate=rotate, dng=dng, **settings)
     result["files"] = files
     return result
 
@@ -517,4 +523,4 @@ __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "enhance_files", "find_export",
-           "load_runner", "Runner"]
+           "load_runner", "Runner", "output_mosaic", "run_settings", "write_raw_dng"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,7 +29,7 @@ MEMORY_FRACTION = 0.7
 PROBE_SIZE = 128
 
 
-def _padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
+def frame_padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
     """(left, right, top, bottom) reflect padding to multiples of ``m``, as the model pads."""
     if hasattr(net, "padding"):
         return net.padding(h, w)
@@ -115,6 +115,17 @@ class GlobalPoolStats:
     def mean(self, key, like: torch.Tensor) -> torch.Tensor:
         """Pass 2: the frame-wide pooled value of pooling point ``key``."""
         return self._mean(key, like)
+
+    def means(self) -> Dict[Tuple[str, int], torch.Tensor]:
+        """Every pooling point's frame-wide pooled value after pass 1: ``{key: (1, C, s, s) float64}``."""
+        return {key: self.sums[key] / self.counts[key] for key in self.sums}
+
+    def set_means(self, means: Mapping[Tuple[str, int], torch.Tensor]) -> None:
+        """Make pass 2 impose ``means`` (as :meth:`means` gives them) instead of the collected ones:
+        statistics shared over several frames (``cans.video.SteadyColour``)."""
+        self.sums = {key: value.double() for key, value in means.items()}
+        self.counts = {key: torch.ones(value.shape[-2:], dtype=torch.float64, device=value.device)
+                       for key, value in means.items()}
 
     def start_tile(self, y0: int, x0: int, tile_hw: Tuple[int, int], owned_y, owned_x) -> None:
         self.window = (y0, x0, owned_y[0], owned_y[1], owned_x[0], owned_x[1])
@@ -247,7 +258,7 @@ class TiledModel(nn.Module):
         if hasattr(net, "check_input"):
             net.check_input(x)
         h, w = x.shape[-2:]
-        left, right, top, bottom = _padding(net, h, w, self.multiple)
+        left, right, top, bottom = frame_padding(net, h, w, self.multiple)
         hp, wp = h + top + bottom, w + left + right
         if self.tile >= hp and self.tile >= wp:
             self.calls.append((h, w))

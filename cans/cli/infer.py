@@ -16,6 +16,11 @@ Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X
     python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --tile auto photo.ARW
     python scripts/infer.py ... --tile 512 --overlap 64 photo.ARW   # packed pixels
 
+A dark RAW sequence (a burst, a time-lapse, DNG video frames) as an MP4, in file-name order, one
+ratio for all frames, the colour held steady over 8 frames:
+
+    python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --video night.mp4 --steady frames/
+
 The details (phase alignment, --ratio auto, tiling) are in cans/inference.py and cans/tiling.py;
 docs/tiling.md measures how close tiles come to the whole-frame result.
 """
@@ -31,6 +36,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 from ..inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN, DeviceFailure, enhance_files  # noqa: E402
+from ..video import DEFAULT_FPS, DEFAULT_WINDOW, enhance_video  # noqa: E402
 from .common import add_set_argument, add_tile_arguments, add_trust_argument, run_cli  # noqa: E402
 
 
@@ -71,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_arguments(p)
     add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
+    p.add_argument("--video", default=None, metavar="OUT.mp4",
+                   help="write the inputs, in file-name order, as one H.264 video (one size and camera; --ratio "
+                        "auto picks one ratio for all frames); no PNGs unless --frames")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"--video's frame rate (default {DEFAULT_FPS:g})")
+    p.add_argument("--steady", type=int, nargs="?", const=DEFAULT_WINDOW, default=0, metavar="FRAMES",
+                   help=f"--video: share the network's global colour statistics over this many frames "
+                        f"(default {DEFAULT_WINDOW} when given without a number): steady colour on a still scene; "
+                        f"two passes per frame")
+    p.add_argument("--frames", action="store_true", help="--video: also write each frame's PNG into --out")
     p.add_argument("--dng", action="store_true",
                    help="also write the denoised RAW as <out>/<stem>.dng for a RAW editor (darktable, RawTherapee, "
                         "Lightroom): the input's CFA layout, levels, colour matrix, white balance and EXIF")
@@ -117,12 +132,41 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error(f"--target-mean must be positive, got {args.target_mean}")
     if not 1 <= args.max_ratio < float("inf"):
         p.error(f"--max-ratio must be at least 1, got {args.max_ratio}")
+    if args.video is None:
+        for flag, given in (("--steady", args.steady), ("--frames", args.frames)):
+            if given:
+                p.error(f"{flag} goes with --video OUT.mp4")
+    elif args.steady < 0:
+        p.error(f"--steady must be a number of frames (at least 1), got {args.steady}")
+    elif not args.video.lower().endswith(".mp4"):
+        p.error(f"--video {args.video}: expected a file name ending in .mp4")
+    if not 0 < args.fps < float("inf"):
+        p.error(f"--fps must be a positive number, got {args.fps}")
     return args
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """``--video``: the frames as one MP4; prints where it went, the time and the colour flicker."""
+    result = enhance_video(args.inputs, args.video, frames_dir=args.out if args.frames else None,
+                           config=args.config, overrides=args.set, checkpoint=args.checkpoint, onnx=args.onnx,
+                           runtime=args.runtime, threads=args.threads, use_export=not args.no_onnx,
+                           device=args.device, amp=args.amp, ratio=args.ratio, target_mean=args.target_mean,
+                           max_ratio=args.max_ratio, fps=args.fps, steady=args.steady, dng=args.dng,
+                           bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
+                           two_pass=not args.one_pass, rotate=args.rotate, progress=not args.no_progress)
+    n = result["frames"]
+    print(f"summary: {n} frame(s) -> {args.video} at {args.fps:g} fps (ratio {result['ratio']:.1f}"
+          + (f", steady colour over {args.steady} frames" if args.steady else "") + f") in {result['seconds']:.1f} s, "
+          f"{result['seconds'] / max(n, 1):.2f} s per frame; colour flicker (frame-to-frame std of the mean "
+          f"colour) {result['flicker']:.2f} levels of 255" + (f"; frames in {args.out}" if args.frames else ""))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Enhance the files of the parsed ``args`` and print what became of each: 0 when every file was
     enhanced, 1 when some failed (or a CUDA error stopped the run); bad usage raises a user error."""
+    if args.video:
+        return run_video(args)
     try:
         result = enhance_files(args.inputs, args.out, config=args.config, overrides=args.set,
                                checkpoint=args.checkpoint, onnx=args.onnx, runtime=args.runtime,

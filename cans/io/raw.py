@@ -365,7 +365,8 @@ class ShotInfo:
 
     make, model: the camera's names ('' when the file's container does not say);
     exposure (s), iso: 0 when not recorded; xyz_to_cam: (3, 3) XYZ -> camera matrix (D65) as
-    LibRaw has it, or None when LibRaw has none for this camera; flip: LibRaw's orientation flag.
+    LibRaw has it, or None when LibRaw has none for this camera; flip: LibRaw's orientation flag;
+    size: (height, width) of the visible mosaic.
     """
     make: str
     model: str
@@ -373,6 +374,7 @@ class ShotInfo:
     iso: float
     xyz_to_cam: Optional[np.ndarray]
     flip: int
+    size: Tuple[int, int] = (0, 0)
 
 
 def _container_names(path: str) -> Tuple[str, str]:
@@ -415,8 +417,9 @@ def read_shot_info(path: str) -> ShotInfo:
         matrix = _xyz_to_cam(rp)
         try:
             flip = int(rp.sizes.flip)
+            size = (int(rp.sizes.height), int(rp.sizes.width))
         except Exception:
-            flip = 0
+            flip, size = 0, (0, 0)
     usable = np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix)) > 1e-12
     return ShotInfo(make=make, model=model, exposure=exposure, iso=iso,
-                    xyz_to_cam=matrix if usable else None, flip=flip)
+                    xyz_to_cam=matrix if usable else None, flip=flip, size=size)
