@@ -240,7 +240,7 @@ SCHEMA: Dict[str, Any] = {
         "prefetch_factor": Field("int", 2, min=1),
         "synthetic": {
             "auto_create": Field("bool", False, doc="create the synthetic SID at data_path if missing "
-                                 "(see cans.data.ensure_synthetic for where it may)"),
+                                 "(see cans.synthetic.ensure_synthetic for where it may)"),
             "scenes": Field("int", 8),
             "seed": Field("int", 0, min=0),
             "camera": Field("str", None, choices=["Sony", "Fuji"], doc="null: the camera of data.type"),

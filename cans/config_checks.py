@@ -61,7 +61,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     syn = data.get("synthetic") or {}
     stand_in = getattr(facts, "synthetic", None)
     if syn.get("auto_create") and stand_in not in ("bayer", "xtrans"):
-        if stand_in is None:
+        if stand_in is None and ":" not in kind:  # a class of one's own: the key is ignored with a note
             raise ConfigError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {kind}; set "
                               "data.synthetic.auto_create=false or data.type=SonyDictSet")
         if syn.get("camera") and syn["camera"] != stand_in:

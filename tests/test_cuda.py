@@ -101,7 +101,7 @@ def synthetic_test_images(tmp_path_factory):
     pytest.importorskip("skimage")
     from cans.config import load_config
     from cans.data import build_dataset
-    from cans.data.synthetic import make_synthetic_sid
+    from cans.synthetic import make_synthetic_sid
 
     root = tmp_path_factory.mktemp("synthetic") / "sid"
     make_synthetic_sid(str(root), camera="Sony", scenes=4, seed=0, height=384, width=576, progress=False,

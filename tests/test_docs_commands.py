@@ -428,7 +428,7 @@ def test_the_docs_show_commands():
     cmds = all_commands()
     programs = {c.program for c in cmds}
     for must in ("train.sh", "test.sh", "test.py", "scripts/infer.py", "scripts/prepare_sid.py",
-                 "scripts/prepare_pairs.py", "scripts/benchmark.py", "scripts/gpu_check.sh", "cans.tools.profile"):
+                 "scripts/prepare_pairs.py", "scripts/benchmark.py", "scripts/gpu_check.sh", "cans.cli.profile"):
         assert must in programs, f"no `{must}` command found in the docs; found {sorted(programs)}"
     assert len(cmds) >= 40, len(cmds)
 

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     # imported here, not at the top: torch takes about 1.5 s to load, and --help needs none of it
-    from ..data.calibration import calibrate, write_plots, write_profile
+    from ..noise.calibration import calibrate
+    from ..noise.plots import write_plots
+    from ..noise.profile import write_profile
     from .common import run_cli
 
     def run() -> int:

@@ -4,7 +4,7 @@
     python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji
     python scripts/make_synthetic_sid.py --out datasets/synthetic_sid_fuji --camera Fuji --overwrite   # replace a set
 
-See cans/data/synthetic.py for the inverse ISP and the noise model.
+See cans/synthetic/ for the inverse ISP and cans/noise/model.py for the noise model.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     """Make the set and print a line about it."""
     # imported here, not at the top: torch takes about 1.5 s to load, and --help needs none of it
     from ..config_checks import check_workers
-    from ..data.synthetic import make_synthetic_sid
+    from ..synthetic import make_synthetic_sid
 
     check_workers(args.workers, "--workers")  # before any process starts
     t0 = time.time()

@@ -1,19 +1,17 @@
-"""Data: SID (Sony, Fuji), MCR and own-camera loaders, the synthetic SID, preparation helpers.
+"""Data: SID (Sony, Fuji), MCR, own-camera and clean-frame loaders, preparation helpers.
 
 The data sets register themselves (``cans.registry.DATASETS``): ``data.type`` names one, or a
 class of your own as ``package.module:Class`` (docs/extending.md). ``build_dataset(cfg, split)``
 builds a split, ``build_dataloader(cfg, split)`` its evaluation loader (the training loader is
-``cans.train.loaders``), ``ensure_synthetic(cfg)`` creates the synthetic stand-in that
-``data.synthetic.auto_create`` asks for. Samples are dicts, see :mod:`cans.data.base`.
+``cans.train.loaders``). Samples are dicts, see :mod:`cans.data.base`. This package reads data and
+never makes any: the synthetic sets and ``data.synthetic.auto_create`` are :mod:`cans.synthetic`'s.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import random
 import signal
 import threading
-import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
@@ -30,7 +28,6 @@ from .errors import DataError
 from .mcr import MCRDictSet
 from .rawpair import RawPairDataset, XTransPairDataset
 from .sid import FujiDictSet, SonyDictSet
-from .synthetic import MARKER, make_own_camera_set, make_synthetic_sid
 
 #: what a data set class must provide (the contract of docs/extending.md)
 REQUIRED_FACTS = ("packed_channels", "block_size")
@@ -153,124 +150,8 @@ def build_dataloader(cfg: Mapping[str, Any], split: str, log: Callable[[str], No
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(cfg))
 
 
-def synthetic_exists(path: str) -> bool:
-    return os.path.isdir(path) and bool(os.listdir(path))
-
-
-#: folder names the shipped demo configs use for synthetic sets
-STANDARD_SYNTHETIC_NAMES = ("synthetic_sid", "synthetic_sid_fuji")
-
-
-def _synthetic_camera(path: str) -> Optional[str]:
-    """The camera of the synthetic set at ``path`` (from its ``synthetic_sid.json``), else None."""
-    import json
-
-
-    try:
-        with open(os.path.join(path, MARKER), encoding="utf-8") as fh:
-            return json.load(fh).get("camera")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _check_create_location(path: str, camera: str) -> None:
-    """Refuse to auto-create a synthetic set where a typo or the wrong working folder would put it:
-    the parent folder must exist, and the folder's name must not look like a misspelling of an
-    existing synthetic set beside it or of the demo configs' standard names."""
-
-    where = os.path.abspath(path)
-    parent, name = os.path.dirname(where), os.path.basename(where)
-    by_hand = f"python scripts/make_synthetic_sid.py --out {where} --camera {camera}"
-    if not os.path.isdir(parent):
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        hint = (f"; relative paths are read from the current folder {os.getcwd()}: run from the repository "
-                f"root {root}" if not os.path.isabs(path) and os.path.abspath(os.getcwd()) != root else "")
-        raise DataError(f"data.data_path: {where} does not exist, nor does its folder {parent}: not creating a "
-                        f"synthetic set there (data.synthetic.auto_create){hint}, or set data.data_path")
-    if name in STANDARD_SYNTHETIC_NAMES:
-        return
-    siblings = [d for d in os.listdir(parent) if os.path.isfile(os.path.join(parent, d, MARKER))]
-    close = difflib.get_close_matches(name, siblings + list(STANDARD_SYNTHETIC_NAMES), n=1, cutoff=0.8)
-    if close:
-        raise DataError(f"data.data_path: {where} does not exist; did you mean {os.path.join(parent, close[0])}? "
-                        f"Not creating a new synthetic set at a path that looks misspelt; to make one there on "
-                        f"purpose run `{by_hand}`")
-
-
-def _ensure_own_camera(path: str, syn: Mapping[str, Any], log: Callable[[str], None], sensor: str = "bayer") -> bool:
-    """``data.synthetic.auto_create`` for ``RawPairDataset`` (``sensor="bayer"``) and
-    ``XTransPairDataset`` (``sensor="xtrans"``): the synthetic own-camera example set
-    (:func:`cans.data.synthetic.make_own_camera_set`) at ``path`` when that folder is missing or empty."""
-
-    if synthetic_exists(path):
-        return False
-    where = os.path.abspath(path)
-    if not os.path.isdir(os.path.dirname(where)):
-        raise DataError(f"data.data_path: {where} does not exist, nor does its folder {os.path.dirname(where)}: "
-                        f"not creating the own-camera example set there (data.synthetic.auto_create)")
-    kind = "X-Trans " if sensor == "xtrans" else ""
-    log(f"[data] {where} is missing: creating the synthetic {kind}own-camera set there (data.synthetic.auto_create: "
-        f"true; {syn['scenes']} scenes, seed {syn['seed']}) ...")
-    t0 = time.time()
-    make_own_camera_set(path, scenes=syn["scenes"], seed=syn["seed"],
-                        height=syn["height"], width=syn["width"], log=log, progress=False,
-                        sensor=sensor)
-    log(f"[data] own-camera set ready at {where} ({time.time() - t0:.1f} s)")
-    return True
-
-
-def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
-    """Create the synthetic SID at ``data.data_path`` when ``data.synthetic.auto_create`` is true and
-    the folder is missing or empty, or replace a synthetic set made there for the other camera.
-    Returns True when it created a set.
-
-    It creates a set only where the demo configs put one (``datasets/synthetic_sid``,
-    ``datasets/synthetic_sid_fuji``) or in a new folder whose parent exists and whose name does
-    not look like a misspelling of those or of a synthetic set beside it; anything else is a
-    :class:`DataError` naming the absolute path (``scripts/make_synthetic_sid.py`` makes a set
-    anywhere on purpose). Messages give absolute paths."""
-
-    data = cfg["data"]
-    syn = data["synthetic"]
-    path = data["data_path"]
-    if not syn["auto_create"]:
-        return False
-    stand_in = getattr(dataset_class(cfg), "synthetic", None)
-    if stand_in in ("bayer", "xtrans"):
-        return _ensure_own_camera(path, syn, log, stand_in)
-    where = os.path.abspath(path)
-    fits = stand_in
-    if fits is None:
-        have = [n for n, c in DATASETS.classes().items() if getattr(c, "synthetic", None)]
-        raise DataError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {data['type']} "
-                        f"(only {', '.join(have)} have one); set data.synthetic.auto_create=false")
-    camera = syn.get("camera") or fits
-    if camera != fits:
-        raise DataError(f"data.synthetic.camera is {camera} but data.type is {data['type']} ({fits}); "
-                        f"set data.synthetic.camera={fits}")
-    overwrite = False
-    if synthetic_exists(path):
-        made_for = _synthetic_camera(path)
-        if made_for is None or made_for == camera:  # a real SID folder is left as it is
-            return False
-        log(f"[data] {where} holds a synthetic {made_for} set, but data.type {data['type']} needs {camera}: "
-            f"replacing it with a synthetic {camera} set (data.synthetic.auto_create: true)")
-        overwrite = True
-    else:
-        _check_create_location(path, camera)
-        log(f"[data] {where} is missing: creating the synthetic SID there (data.synthetic.auto_create: true; "
-            f"camera {camera}, {syn['scenes']} scenes, seed {syn['seed']}) ...")
-    t0 = time.time()
-    make_synthetic_sid(path, camera=camera, scenes=syn["scenes"], seed=syn["seed"],
-                       height=syn["height"], width=syn["width"],
-                       workers=syn["workers"], log=log, progress=False, overwrite=overwrite)
-    log(f"[data] synthetic {camera} SID ready at {where} ({time.time() - t0:.1f} s)")
-    return True
-
-
 __all__ = ["DATASETS", "build_dataset", "dataset_class", "build_dataloader", "collate_samples", "loader_kwargs",
-           "start_workers",
-           "ensure_synthetic", "DataError",
+           "start_workers", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
            "CleanFrameDataset",
            "pack_bayer", "pack_xtrans",

@@ -93,7 +93,7 @@ class PairDataset(Dataset):
     #: pairs from the user's own camera (cans/data/rawpair.py)
     own_camera = False
     #: the synthetic set that stands in for it (data.synthetic.auto_create): a camera of
-    #: cans.data.synthetic ("Sony", "Fuji"), "bayer" / "xtrans" (own-camera sets), or None
+    #: cans.synthetic ("Sony", "Fuji"), "bayer" / "xtrans" (own-camera sets), or None
     synthetic: Optional[str] = None
     #: a config whose model keys fit this data (named by the cross-key checks)
     base_config = "configs/base/Sony.yaml"

@@ -4,53 +4,29 @@ The physics-based route of ELD (Wei et al., CVPR 2020): no paired shots, only cl
 camera and its noise profile (``data.noise.profile``: a ``scripts/calibrate_noise.py`` profile or the
 built-in ``A7S2``). A list line is a clean file (always synthetic) or a ``RawPairDataset`` pair
 (in train synthetic from its long file with probability ``data.noise.fraction``; in valid / test the
-real pair). :meth:`NoiseModel.short_exposure` draws the noisy short exposure; the targets are
+real pair). :meth:`NoiseModel.short_exposure` draws the noisy short exposure (the sampler of
+:mod:`cans.noise.model`); the targets are
 ``RawPairDataset``'s. Train draws use the global numpy generator, which the loader seeds per sample
 (exact resumes); valid / test clean lines use a generator seeded by their position in the list.
-The noise model and the list rules: docs/noise_calibration.md.
+The noise model and the list rules: docs/noise_calibration.md. The example profile that
+``data.synthetic.auto_create`` writes: :func:`cans.synthetic.ensure_synthetic`.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..config import SCHEMA
+from ..noise.model import sample_noise, to_digital
+from ..noise.profile import BUILTIN_WHITE, resolve_profile
 from ..registry import DATASETS
-from .calibration import calibrate, load_profile, tukey_noise, write_profile
 from .errors import DataError
 from .prepare import cache_path, resolve
 from .rawpair import RawPairDataset, RawPairEntry, parse_pair_list, read_pair_file
-from .synthetic import NOISE, make_own_camera_calibration
-
-#: the built-in profile names (ELD's A7S2 fit, cans.data.synthetic.NOISE) and the white level of their 14-bit DN
-BUILTIN_PROFILES = ("A7S2",)
-BUILTIN_WHITE = 16383.0
-
-
-def _builtin(name: str) -> Dict[str, Any]:
-    return {"fit": dict(NOISE), "builtin": name}
-
-
-def resolve_profile(spec: Optional[str]) -> Dict[str, Any]:
-    """The noise profile ``data.noise.profile`` names: a built-in name or a profile.yaml path
-    (relative paths from the current folder). One-line :class:`DataError` naming the key."""
-    if not spec:
-        raise DataError("data.noise.profile is not set: give a profile.yaml written by scripts/calibrate_noise.py, "
-                        f"or a built-in profile ({', '.join(BUILTIN_PROFILES)})")
-    if spec in BUILTIN_PROFILES:
-        return _builtin(spec)
-    if not (spec.lower().endswith((".yaml", ".yml")) or os.sep in spec or "/" in spec):
-        raise DataError(f"data.noise.profile: unknown built-in profile {spec!r}; expected one of "
-                        f"{', '.join(BUILTIN_PROFILES)} or a profile.yaml path (scripts/calibrate_noise.py)")
-    try:
-        profile = load_profile(spec)
-    except DataError as exc:
-        raise DataError(f"data.noise.profile: {exc}") from None
-    return dict(profile)
 
 
 def check_ratios(ratios: Sequence[float]) -> List[float]:
@@ -79,23 +55,10 @@ class NoiseModel:
         mosaic rows, 2, 3 on odd ones); black (4, 1, 1); returns uint16 (4, h, w). ``rng``: the
         ``numpy.random`` module (global generator) or a ``numpy.random.Generator``. A profile's
         black bias is not simulated: the loader subtracts the metadata black, as for real files."""
-        f = self.fit
         s = self.scale(white)
         signal = np.maximum(clean.astype(np.float64) - black, 0.0) * (s / ratio)
-        k = math.exp(rng.uniform(math.log(f["k_min"]), math.log(f["k_max"])))
-        log_k = math.log(k)
-        read_sigma = math.exp(f["read_slope"] * log_k + f["read_bias"] + rng.normal(0.0, f["read_jitter"]))
-        row_sigma = math.exp(f["row_slope"] * log_k + f["row_bias"] + rng.normal(0.0, f["row_jitter"]))
-        x = k * rng.poisson(signal / k)
-        if self.read_lambda is not None:
-            x += tukey_noise(rng, self.read_lambda, read_sigma, signal.shape)
-        else:
-            x += rng.normal(0.0, read_sigma, signal.shape)
-        c, h, _ = signal.shape
-        rows = rng.normal(0.0, row_sigma, (2, h, 1))          # even and odd mosaic rows of each packed row
-        x += rows[np.arange(c) // 2]
-        x += rng.uniform(-0.5, 0.5, signal.shape)
-        return np.clip(np.round(x / s + black), 0, white).astype(np.uint16)
+        noisy = sample_noise(signal, rng, fit=self.fit, read_lambda=self.read_lambda, rows="packed")
+        return to_digital(noisy / s, black, white)
 
 
 class _SyntheticShort:
@@ -148,11 +111,6 @@ class CleanFrameDataset(RawPairDataset):
         noise = data.get("noise") or {}
         return {**RawPairDataset.data_options(data), "noise_profile": noise.get("profile"),
                 "noise_ratios": noise.get("ratios"), "noise_fraction": noise.get("fraction")}
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print):
-        ensure_example_profile(cfg, log)
-        return super().from_config(cfg, split, log=log)
 
     def prepare_hint(self) -> str:
         return (f"write the list file(s) (one clean RAW file a line, or 'short long [ratio]' pairs); with "
@@ -215,35 +173,3 @@ class CleanFrameDataset(RawPairDataset):
             return super()._levels(entry)
         levels = self._file_levels(entry.lbl_file)
         return levels, levels
-
-
-#: where the example's calibration frames and profile go inside ``data.data_path``
-EXAMPLE_CALIBRATION = "calibration"
-
-
-def ensure_example_profile(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> bool:
-    """``data.synthetic.auto_create`` for the noise profile: when ``data.noise.profile`` is a path
-    inside ``data.data_path`` that does not exist yet, write the synthetic own camera's dark and
-    flat frames there (``<data_path>/calibration/{dark,flat}``,
-    :func:`cans.data.synthetic.make_own_camera_calibration`) and calibrate them, as
-    ``scripts/calibrate_noise.py --dark ... --flat ... --out PROFILE`` does. True when it wrote one."""
-    data = cfg["data"]
-    spec = (data.get("noise") or {}).get("profile")
-    if not (data.get("synthetic") or {}).get("auto_create") or not spec or spec in BUILTIN_PROFILES \
-            or os.path.isfile(spec):
-        return False
-    root, where = os.path.abspath(data["data_path"]), os.path.abspath(spec)
-    if os.path.commonpath([root, where]) != root or not os.path.isdir(root):
-        return False
-    import time
-
-
-    t0 = time.time()
-    folder = os.path.join(root, EXAMPLE_CALIBRATION)
-    log(f"[data] {where} is missing: simulating the own camera's dark and flat frames in {folder} and "
-        f"calibrating them (data.synthetic.auto_create: true) ...")
-    dark, flat = make_own_camera_calibration(folder)
-    profile, _ = calibrate(dark, flat, log=lambda m: log(f"[data]   {m}"))
-    write_profile(profile, where)
-    log(f"[data] noise profile written to {where} ({time.time() - t0:.1f} s)")
-    return True

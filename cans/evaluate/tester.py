@@ -21,7 +21,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 
 from ..config_checks import check_config
-from ..data import build_dataloader, ensure_synthetic
+from ..data import build_dataloader
 from ..engine import fastpath
 from ..engine.fastpath import autocast_context, synchronize
 from ..engine.loading import camera_name, check_amp, check_checkpoint_path, default_checkpoint, load_model, pick_device
@@ -33,6 +33,7 @@ from ..models.published import describe_weights, weights_line
 from ..onnx_model import OnnxModel, check_same_model, weights_info
 from ..outdirs import provisional_output_dir
 from ..signals import signals_deferred
+from ..synthetic import ensure_synthetic
 from ..tiling import DEFAULT_OVERLAP, FallbackModel, tile_for_model
 from .paper import DISPLAY_NAMES, PAPER_DATASET, paper_numbers
 from .protocol import data_source, describe_protocol, paper_differences

@@ -357,7 +357,7 @@ def step_benchmark(check: Check, model: str) -> None:
 
 # ------------------------------------------------------------------------------------------ data
 
-SYNTHETIC = ("import sys\nfrom cans.config import load_config\nfrom cans.data import ensure_synthetic\n"
+SYNTHETIC = ("import sys\nfrom cans.config import load_config\nfrom cans.synthetic import ensure_synthetic\n"
              "ensure_synthetic(load_config('configs/demo.yaml', sys.argv[1:]))\n")
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..config import ConfigError, default_output_dir, split_options
 from ..config_checks import check_config
-from ..data import DataError, build_dataset, ensure_synthetic
+from ..data import DataError, build_dataset
 from ..engine import distributed as du
 from ..engine.checkpoint import CheckpointError, check_checkpoint_file, read_torch_file
 from ..errors import USER_ERRORS, user_message
@@ -18,6 +18,7 @@ from ..evaluate.protocol import data_source
 from ..evaluate.tester import run_test
 from ..models import build_model
 from ..outdirs import missing_folders, prepare_output_dir, remove_empty_folders
+from ..synthetic import ensure_synthetic
 from .rundir import resume_folder, resume_point
 from .trainer import NonFiniteLossError, Trainer
 
@@ -215,7 +216,7 @@ def preflight(cfg: Mapping[str, Any]) -> Dict[str, Any]:
     pretrained = cfg["train"].get("pretrained")
     if pretrained:
         try:
-            read_torch_file(pretrained)  # trust: --trust-checkpoint only (cans.cli.run_cli)
+            read_torch_file(pretrained)  # trust: --trust-checkpoint only (cans.cli.common.run_cli)
         except (CheckpointError, FileNotFoundError) as exc:
             problems.append(f"train.pretrained: {exc}")
     if len(problems) == 1:

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from cans.config import load_config
 from cans.data import DataError, MCRDictSet, SonyDictSet, build_dataset, collate_samples
 from cans.data.prepare import cache_path, prepare_sid
-from cans.data.synthetic import make_synthetic_sid
 from cans.io.dng import write_dng
+from cans.synthetic import make_synthetic_sid
 
 QUIET = dict(log=lambda *_: None)
 
@@ -333,7 +333,7 @@ def test_old_float32_caches_say_to_prepare_again(sony_copy):
 def test_auto_create_leaves_the_old_caches_of_a_real_sid_folder_alone(sony_copy):
     """Only a synthetic set (its synthetic_sid.json) is rebuilt in place; in a real SID folder the
     old caches stay and the loader says to rerun prepare_sid.py."""
-    from cans.data import ensure_synthetic
+    from cans.synthetic import ensure_synthetic
     (sony_copy / "synthetic_sid.json").unlink()
     n = _make_legacy(sony_copy)
     cfg = load_config(str(REPO / "configs" / "demo.yaml"), [f"data.data_path={sony_copy}"])

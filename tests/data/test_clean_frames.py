@@ -9,8 +9,8 @@ from cans.config import ConfigError, load_config
 from cans.data import DATASETS, DataError, build_dataset
 from cans.data.cleanframes import CleanFrameDataset
 from cans.data.rawpair import RawPairDataset
-from cans.data.synthetic import OWN_CAMERA, make_own_camera_set
 from cans.io.dng import write_dng
+from cans.synthetic import OWN_CAMERA, make_own_camera_set
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "configs", "example_calibrated_noise.yaml")

@@ -264,7 +264,7 @@ def test_truncated_own_camera_raw_is_named_unreadable_with_skip_bad_files(tmp_pa
     pytest.importorskip("rawpy")
     from cans.data import DataError
     from cans.data.rawpair import RawPairDataset, prepare_pairs
-    from cans.data.synthetic import make_own_camera_set
+    from cans.synthetic import make_own_camera_set
 
     out = tmp_path / "own"
     make_own_camera_set(str(out), scenes=3, height=112, width=112, progress=False, prepare=False,
@@ -326,8 +326,8 @@ def test_prepare_pairs_on_a_full_disk_stops_with_one_error_and_a_rerun_goes_on(t
     """The own-camera preparation on a disk that fills: one DiskFullError (not a FAILED line per file);
     raw_pairs.json keeps the files cached before, which the rerun skips."""
     import cans.data.prepare as prepare
-    from cans.data.synthetic import make_own_camera_set
     from cans.errors import DiskFullError
+    from cans.synthetic import make_own_camera_set
 
     out = tmp_path / "own"
     make_own_camera_set(str(out), scenes=3, height=112, width=112, progress=False, prepare=False, log=lambda m: None)

@@ -24,7 +24,7 @@ from helpers import REPO, load_script  # noqa: E402
 from cans.cfa import XTRANS_PATTERN, pack_xtrans  # noqa: E402
 from cans.data import DataError  # noqa: E402
 from cans.data.rawpair import XTransPairDataset, prepare_pairs  # noqa: E402
-from cans.data.synthetic import make_own_camera_set  # noqa: E402
+from cans.synthetic import make_own_camera_set  # noqa: E402
 
 H, W = 96, 144                  # sensor pixels; packed 30 x 46 after the (1, 2) phase crop
 CROP = (1, 2)                   # the synthetic camera's filter is XTRANS_PATTERN shifted by one row, two columns
@@ -213,7 +213,8 @@ def test_example_xtrans_config_creates_its_set(tmp_path):
     makes (and caches) the X-Trans set for XTransPairDataset; small sizes here."""
     from cans.config import load_config
     from cans.config_checks import check_config
-    from cans.data import build_dataset, ensure_synthetic
+    from cans.data import build_dataset
+    from cans.synthetic import ensure_synthetic
 
     where = tmp_path / "example"
     cfg = load_config(str(REPO / "configs" / "example_own_camera_xtrans.yaml"),

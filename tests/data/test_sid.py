@@ -7,9 +7,9 @@ import torch
 from helpers import REPO
 
 from cans.config import load_config
-from cans.data import DATASETS, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset, ensure_synthetic
+from cans.data import DATASETS, DataError, FujiDictSet, SonyDictSet, build_dataloader, build_dataset
 from cans.data.prepare import cache_path, save_npy
-from cans.data.synthetic import make_synthetic_sid
+from cans.synthetic import ensure_synthetic, make_synthetic_sid
 
 QUIET = dict(log=lambda *_: None)
 SMALL = dict(scenes=3, height=192, width=288, progress=False, log=lambda *_: None)

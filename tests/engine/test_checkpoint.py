@@ -116,7 +116,7 @@ def test_train_pretrained_junk_is_one_line_too(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
-    from cans.data.synthetic import make_synthetic_sid
+    from cans.synthetic import make_synthetic_sid
     out = tmp_path_factory.mktemp("audit") / "sid"
     make_synthetic_sid(str(out), scenes=3, height=200, width=200, log=lambda *_: None)
     return out

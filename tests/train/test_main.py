@@ -63,7 +63,7 @@ def test_ctrl_c_saves_last_and_resume_continues(tmp_path, synthetic):
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),
                       TINY + synthetic + [f"output_dir={out}", "train.epochs=2", "data.train.repeat=1",
                                           "train.validate_at_start=false", "train.auto_resume=true"])
-    from cans.data import ensure_synthetic
+    from cans.synthetic import ensure_synthetic
     ensure_synthetic(cfg, log=lambda m: None)
     tr = Trainer(cfg, progress=False, device=torch.device("cpu"))
     real_step = tr.train_step
@@ -125,7 +125,7 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
     import subprocess
     import time
 
-    from cans.data import ensure_synthetic
+    from cans.synthetic import ensure_synthetic
     ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     straight = subprocess.run(_subprocess_cfg(tmp_path / "a", synthetic), capture_output=True, text=True,
@@ -160,7 +160,7 @@ def test_problems_a_run_would_meet_late_are_all_found_at_start(tmp_path, synthet
     """The own-camera trap: a test list that test_at_end reads at the end is checked at the start,
     with the other problems (a patch larger than every image, a missing pretrained file)."""
     from cans.config import ConfigError
-    from cans.data import ensure_synthetic
+    from cans.synthetic import ensure_synthetic
     from cans.train.main import preflight
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),
                       TINY + synthetic + [f"output_dir={tmp_path / 'run'}", "train.test_at_end=true",
@@ -264,7 +264,7 @@ def test_a_stop_sent_to_the_process_group_saves_where_the_run_stands(tmp_path, s
     import subprocess
     import time
 
-    from cans.data import ensure_synthetic
+    from cans.synthetic import ensure_synthetic
     ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
     out = tmp_path / "run"
     args = _subprocess_cfg(out, synthetic) + ["data.train.repeat=400", "train.log_every=5", "train.epochs=1"]

@@ -5,8 +5,8 @@ are in docs/noise_calibration.md. All values are digital numbers (DN) of the cam
 after the metadata black level is subtracted. Per ISO, :func:`dark_statistics` gives black bias, row
 and read noise (Tukey-lambda shape and scale) from dark frames and :func:`photon_transfer` the
 system gain K from pairs of flats; :func:`fit_across_isos` fits ``log(sigma) = slope * log(K) +
-bias`` with the keys of :data:`cans.data.synthetic.NOISE`, so a profile's ``fit`` is a noise model of
-the same form as the built-in one.
+bias`` with the keys of :data:`cans.noise.model.NOISE`, so a profile's ``fit`` is a noise model of
+the same form as the built-in one. The plots: :mod:`cans.noise.plots`.
 """
 from __future__ import annotations
 
@@ -18,20 +18,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..io.files import atomic_write_text
-from ..io.png import write_png
+from ..errors import DataError
 from ..io.raw import _raw_from_handle, open_raw, raw_files_in, shot_metadata
-from .errors import DataError
+from .profile import PROFILE_VERSION
 
 MIN_DARK_FRAMES = 2        # per ISO: the row means' fixed pattern needs two frames to be told from noise
 MIN_FLAT_LEVELS = 2        # per ISO: a line needs two brightness levels (unclipped)
 CLIP_FRACTION = 1e-4       # a site of a flat pair is clipped when more of its pixels than this reach white
 LAMBDA_SAMPLES = 100_000   # dark residuals used for the Tukey-lambda shape (a random subset)
 QUANT_VAR = 1.0 / 12.0     # variance of rounding to whole DN
-PROFILE_VERSION = 1
-
-PER_ISO_KEYS = ("K", "read_sigma", "row_sigma", "read_lambda", "black_bias")
-FIT_KEYS = ("k_min", "k_max", "read_slope", "read_bias", "read_jitter", "row_slope", "row_bias", "row_jitter")
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,7 +312,7 @@ def fit_across_isos(per_iso: Mapping[int, Mapping[str, float]]) -> Dict[str, flo
 
 def calibrate(dark_dir: str, flat_dir: str, log: Callable[[str], None] = print) -> Tuple[Dict[str, object], Dict]:
     """Calibrate from the RAW files in ``dark_dir`` and ``flat_dir``: (profile dict as written by
-    :func:`write_profile`, {ISO: (DarkStats, PhotonTransfer)} for the plots)."""
+    :func:`cans.noise.profile.write_profile`, {ISO: (DarkStats, PhotonTransfer)} for the plots)."""
     dark_paths = list_raw_files(dark_dir, "--dark")
     flat_paths = list_raw_files(flat_dir, "--flat")
     infos = scan(dark_paths + flat_paths)
@@ -355,164 +350,6 @@ def calibrate(dark_dir: str, flat_dir: str, log: Callable[[str], None] = print) 
     return profile, details
 
 
-def _number(v: object, what: str) -> float:
-    """``v`` when it is a finite int or float (not a bool); DataError naming ``what`` otherwise."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise DataError(f"{what} must be a number, got {v!r}")
-    return v
-
-
-def validate_profile(profile: object, where: str) -> Dict[str, object]:
-    """Check a profile's structure (``per_iso`` and ``fit`` keys, finite positive values); DataError
-    naming ``where`` and the key. Returns the profile."""
-    if not isinstance(profile, Mapping):
-        raise DataError(f"{where}: a noise profile must be a mapping with per_iso and fit, got "
-                        f"{type(profile).__name__}")
-    per_iso = profile.get("per_iso")
-    if not isinstance(per_iso, Mapping) or not per_iso:
-        raise DataError(f"{where}: per_iso must map each ISO (an integer) to its K, read_sigma, row_sigma, "
-                        f"read_lambda and black_bias")
-    for iso, values in per_iso.items():
-        if not isinstance(iso, int) or isinstance(iso, bool) or iso <= 0:
-            raise DataError(f"{where}: per_iso key {iso!r} is not an ISO (a positive integer)")
-        if not isinstance(values, Mapping):
-            raise DataError(f"{where}: per_iso.{iso} must be a mapping of {', '.join(PER_ISO_KEYS)}")
-        for key in PER_ISO_KEYS:
-            v = _number(values.get(key), f"{where}: per_iso.{iso}.{key}")
-            if key in ("K", "read_sigma") and v <= 0 or key == "row_sigma" and v < 0:
-                raise DataError(f"{where}: per_iso.{iso}.{key} must be positive, got {v!r}")
-    fit = profile.get("fit")
-    if not isinstance(fit, Mapping):
-        raise DataError(f"{where}: fit must be a mapping of {', '.join(FIT_KEYS)}")
-    for key in FIT_KEYS:
-        _number(fit.get(key), f"{where}: fit.{key}")
-    if not 0 < fit["k_min"] <= fit["k_max"]:
-        raise DataError(f"{where}: fit.k_min ({fit['k_min']}) and fit.k_max ({fit['k_max']}) must satisfy "
-                        f"0 < k_min <= k_max")
-    return dict(profile)
-
-
-def write_profile(profile: Mapping[str, object], path: str) -> str:
-    """Validate and write ``profile`` as YAML (atomically), with a header comment; returns ``path``."""
-    import yaml
-
-
-    validate_profile(profile, path)
-    plain = json.loads(json.dumps(profile))  # numpy scalars -> Python; keys become strings ...
-    plain["per_iso"] = {int(k): v for k, v in plain["per_iso"].items()}  # ... ISO keys are integers again
-    header = ("# Noise profile written by scripts/calibrate_noise.py (docs/noise_calibration.md).\n"
-              "# DN of this camera's raw scale above black; fit: log(sigma) = slope * log(K) + bias.\n")
-    return atomic_write_text(path, header + yaml.safe_dump(plain, sort_keys=False))
-
-
-def load_profile(path: str) -> Dict[str, object]:
-    """Read and validate a profile written by :func:`write_profile`; DataError naming the file."""
-    import yaml
-
-    if not os.path.isfile(path):
-        raise DataError(f"noise profile {path} not found (write one with scripts/calibrate_noise.py)")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return validate_profile(data, path)
-
-
-# ---------------------------------------------------------------------------------------
-# Plots (PNG, no plotting library)
-# ---------------------------------------------------------------------------------------
-
-SITE_COLOURS = {"R": (0.85, 0.1, 0.1), "G": (0.1, 0.6, 0.1), "B": (0.1, 0.2, 0.9)}
-
-
-class Canvas:
-    """A white RGB image with a plot area mapped to data ranges: axes, points and lines drawn as
-    pixels (enough for a photon-transfer or log-log plot; no text)."""
-
-    def __init__(self, height: int = 240, width: int = 320, margin: int = 20):
-        self.img = np.ones((3, height, width), dtype=np.float32)
-        self.h, self.w, self.m = height, width, margin
-        self.x0 = self.x1 = self.y0 = self.y1 = 0.0
-
-    def set_range(self, xs: np.ndarray, ys: np.ndarray) -> None:
-        """Fit the plot area to the data (5 % padding) and draw the axes along the bottom and left."""
-        def pad(lo, hi):
-            span = (hi - lo) or max(abs(hi), 1.0)
-            return lo - 0.05 * span, hi + 0.05 * span
-        self.x0, self.x1 = pad(float(np.min(xs)), float(np.max(xs)))
-        self.y0, self.y1 = pad(float(np.min(ys)), float(np.max(ys)))
-        m = self.m
-        self.img[:, self.h - m, m:self.w - m // 2] = 0.0
-        self.img[:, m // 2:self.h - m + 1, m] = 0.0
-        for i in range(1, 5):  # ticks at quarters
-            self.img[:, self.h - m:self.h - m + 4, int(m + i * (self.w - 1.5 * m) / 4)] = 0.0
-            self.img[:, int(self.h - m - i * (self.h - 1.5 * m) / 4), m - 4:m] = 0.0
-
-    def _pix(self, x, y):
-        m = self.m
-        px = m + (np.asarray(x) - self.x0) / (self.x1 - self.x0) * (self.w - 1.5 * m)
-        py = self.h - m - (np.asarray(y) - self.y0) / (self.y1 - self.y0) * (self.h - 1.5 * m)
-        return np.round(px).astype(int), np.round(py).astype(int)
-
-    def points(self, xs, ys, colour=(0, 0, 0), size: int = 2) -> None:
-        px, py = self._pix(xs, ys)
-        for x, y in zip(px.reshape(-1), py.reshape(-1)):
-            ya, yb = max(y - size, 0), min(y + size + 1, self.h)
-            xa, xb = max(x - size, 0), min(x + size + 1, self.w)
-            self.img[:, ya:yb, xa:xb] = np.asarray(colour, dtype=np.float32)[:, None, None]
-
-    def line(self, slope: float, intercept: float, colour=(0, 0, 0)) -> None:
-        xs = np.linspace(self.x0, self.x1, 4 * self.w)
-        ys = slope * xs + intercept
-        keep = (ys >= self.y0) & (ys <= self.y1)
-        px, py = self._pix(xs[keep], ys[keep])
-        ok = (px >= 0) & (px < self.w) & (py >= 0) & (py < self.h)
-        self.img[:, py[ok], px[ok]] = np.asarray(colour, dtype=np.float32)[:, None]
-
-
-def write_plots(profile: Mapping[str, object], details: Mapping[int, tuple], folder: str) -> List[str]:
-    """PNG plots in ``folder``: ``ptc_iso<ISO>.png`` (x: mean DN above black, y: half the variance
-    of a pair's difference; points coloured by CFA site, black: the fitted line) and ``fit_read.png``
-    / ``fit_row.png`` (x: log K, y: log sigma per ISO, black: the fit). Returns the paths."""
-
-    os.makedirs(folder, exist_ok=True)
-    cfa = str(profile["camera"]["cfa"])
-    written = []
-    for iso, (_, ptc) in sorted(details.items()):
-        c = Canvas()
-        c.set_range(np.append(ptc.means, 0.0), np.append(ptc.variances, max(ptc.intercept, 0.0)))
-        c.line(ptc.K, ptc.intercept)
-        for s in range(4):
-            sel = ptc.sites == s
-            c.points(ptc.means[sel], ptc.variances[sel], SITE_COLOURS[cfa[s]])
-        written.append(write_png(os.path.join(folder, f"ptc_iso{iso}.png"), c.img))
-    per_iso, fit = profile["per_iso"], profile["fit"]
-    isos = sorted(per_iso)
-    log_k = np.log([per_iso[i]["K"] for i in isos])
-    for name, key in (("read", "read_sigma"), ("row", "row_sigma")):
-        ys = np.log(np.maximum([per_iso[i][key] for i in isos], 1e-12))
-        c = Canvas()
-        c.set_range(log_k, ys)
-        c.line(fit[f"{name}_slope"], fit[f"{name}_bias"])
-        c.points(log_k, ys, (0.1, 0.2, 0.9), size=3)
-        written.append(write_png(os.path.join(folder, f"fit_{name}.png"), c.img))
-    return written
-
-
-# ---------------------------------------------------------------------------------------
-# The read noise's distribution (the simulated frames: cans.data.synthetic)
-# ---------------------------------------------------------------------------------------
-
-def tukey_noise(rng: np.random.Generator, lam: float, sigma: float, shape) -> np.ndarray:
-    """Tukey-lambda samples of shape ``lam`` scaled to standard deviation ``sigma``."""
-    from scipy import stats
-
-    u = rng.uniform(1e-12, 1.0 - 1e-12, shape)
-    q = np.log(u / (1.0 - u)) if abs(lam) < 1e-9 else (u ** lam - (1.0 - u) ** lam) / lam
-    return q * (sigma / float(stats.tukeylambda.std(lam)))
-
-
 __all__ = ["FrameInfo", "DarkStats", "PhotonTransfer", "read_frame", "list_raw_files", "scan", "group_by_iso",
            "dark_statistics", "photon_transfer", "flat_levels", "tukey_fit", "log_linear", "fit_across_isos",
-           "calibrate", "validate_profile", "write_profile", "load_profile", "write_plots", "tukey_noise"]
+           "calibrate"]

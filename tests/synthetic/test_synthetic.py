@@ -12,11 +12,12 @@ from helpers import REPO, load_script  # noqa: E402
 
 from cans.cfa import XTRANS_PATTERN  # noqa: E402
 from cans.config import load_config  # noqa: E402
-from cans.data import ensure_synthetic  # noqa: E402
 from cans.data.errors import DataError  # noqa: E402
-from cans.data.synthetic import NOISE, add_noise, make_scene, make_synthetic_sid, srgb_to_linear  # noqa: E402
 from cans.io.dng import write_dng  # noqa: E402
 from cans.io.raw import read_bayer, read_raw  # noqa: E402
+from cans.noise.model import NOISE, sample_noise  # noqa: E402
+from cans.synthetic import ensure_synthetic, make_synthetic_sid  # noqa: E402
+from cans.synthetic.isp import make_scene, srgb_to_linear  # noqa: E402
 
 SMALL = dict(scenes=3, height=192, width=288, progress=False)
 QUIET = dict(log=lambda *_: None)
@@ -106,7 +107,7 @@ def test_short_exposure_is_darker_by_the_ratio(sony_set):
 def test_noise_statistics():
     rng = np.random.default_rng(0)
     k, signal = 2.0, np.full((400, 400), 50.0)
-    noisy = add_noise(signal, k, rng, jitter=False)
+    noisy = sample_noise(signal, rng, fit=NOISE, k=k, jitter=False)
     read = np.exp(NOISE["read_slope"] * np.log(k) + NOISE["read_bias"])
     row = np.exp(NOISE["row_slope"] * np.log(k) + NOISE["row_bias"])
     assert noisy.mean() == pytest.approx(50, abs=0.5)

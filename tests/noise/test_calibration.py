@@ -1,6 +1,6 @@
-"""scripts/calibrate_noise.py on simulated dark and flat DNG frames of known noise (cans/data/calibration.py).
+"""scripts/calibrate_noise.py on simulated dark and flat DNG frames of known noise (cans/noise/calibration.py).
 
-The frames are written by ``cans.data.synthetic.simulate_calibration_set``: shot noise through K,
+The frames are written by ``cans.synthetic.calibration_set.simulate_calibration_set``: shot noise through K,
 Tukey-lambda read noise, Gaussian row noise, a black-level bias, rounding; flats with an illumination
 gradient, a fixed 1 % pixel response pattern and one exposure time that clips the green sites.
 """
@@ -12,10 +12,11 @@ import pytest
 from helpers import load_script
 
 from cans.cfa import XTRANS_PATTERN
-from cans.data.calibration import load_profile, write_profile
-from cans.data.errors import DataError
-from cans.data.synthetic import simulate_calibration_set
+from cans.errors import DataError
 from cans.io.dng import write_dng
+from cans.noise.plots import fit_figure, signed
+from cans.noise.profile import load_profile, write_profile
+from cans.synthetic.calibration_set import simulate_calibration_set
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,9 +81,22 @@ def test_plots_are_written(calibrated):
     Image = pytest.importorskip("PIL.Image")  # Pillow comes with scikit-image
     with Image.open(plots / "ptc_iso800.png") as im:
         px = np.asarray(im.convert("RGB"))
-    assert px.shape == (240, 320, 3)
-    assert (px < 50).all(axis=2).sum() > 200         # axes and the fitted line (black)
-    assert ((px[..., 1] > 120) & (px[..., 0] < 80)).sum() > 20  # green points
+    assert px.shape == (480, 640, 3)
+    assert (px < 50).all(axis=2).sum() > 2000        # text, axes and the fitted line (black)
+    assert ((px[..., 1] > 120) & (px[..., 0] < 80) & (px[..., 2] < 80)).sum() > 20  # green points
+
+
+def test_plot_labels_units_and_legend(calibrated):
+    """The fit plot names its axes with units and writes the fit as an equation, signs and all."""
+    profile = calibrated[0]
+    fit = dict(profile["fit"], read_slope=0.5407, read_bias=-1.26384, read_jitter=0.0123)
+    ax = fit_figure(profile["per_iso"], fit, "read").axes[0]
+    assert ax.get_xlabel() == "log K (K in DN/e⁻)" and ax.get_ylabel() == "log σ of the read noise (σ in DN)"
+    assert ax.get_title() == "Read noise against system gain"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["measured (one point per ISO)", "fit: log σ = 0.54·log K − 1.26  (residual σ 0.012)"]
+    assert len(ax.get_xticks()) > 2 and len(ax.get_yticks()) > 2
+    assert signed(1.2638) == "+ 1.26" and signed(-0.5, 3) == "− 0.500"
 
 
 # ---------------------------------------------------------------------------------------
