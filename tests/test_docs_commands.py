@@ -87,7 +87,7 @@ def snippets(text: str, name: str) -> List[Snippet]:
 @dataclass
 class Command:
     where: str
-    program: str  # "train.py", "scripts/infer.py", "cans.tools.profile", "train.sh", "scripts/gpu_check.sh"
+    program: str  # "train.py", "scripts/infer.py", "cans.cli.profile", "train.sh", "scripts/gpu_check.sh"
     args: List[str]
     text: str
     fragment: bool = False  # `test.py --all-frames` in prose: options only, not a whole command line
@@ -168,7 +168,7 @@ _MODULES: Dict[str, Any] = {}
 
 
 #: modules the docs may run with ``python -m`` whose command line is another module's
-COMMAND_ALIASES = {"cans.tools.profile": "cans.cli.profile"}
+COMMAND_ALIASES: Dict[str, str] = {}
 
 
 def command_module(program: str) -> str:
@@ -515,7 +515,7 @@ python scripts/infer.py -c configs/demo.yaml --checkpoint runs/x.pth \\
     --ratio auto --tile 512 photo.ARW
 ```
 Then `sh test.sh configs/demo.yaml runs/x.pth --compare-paper`, `train.fast`, `test.amp: bf16`,
-`python -m cans.tools.profile -c configs/CANS_Plus/Sony.yaml [--size H W]` and `bash scripts/gpu_check.sh OUT`;
+`python -m cans.cli.profile -c configs/CANS_Plus/Sony.yaml [--size H W]` and `bash scripts/gpu_check.sh OUT`;
 in prose `--tile auto`, `--amp off|bf16`.
 """
 
@@ -535,7 +535,7 @@ def test_a_correct_page_passes():
     ("configs/demo.yaml --set", "configs/demos.yaml --set"),  # a config that does not exist
     ("python scripts/infer.py", "python scripts/inference.py"),  # a script that does not exist
     ("[--size H W]", "[--sizes H W]"),  # module's parser
-    ("-m cans.tools.profile", "-m cans.profiles"),  # a module that does not exist
+    ("-m cans.cli.profile", "-m cans.cli.profiles"),  # a module that does not exist
     ("gpu_check.sh OUT", "gpu_check.sh --quick OUT"),  # a shell script without options
     ("--tile 512 photo.ARW", "--tile 512 --overlap"),  # does not parse (--overlap needs a value)
     ("`--tile auto`", "`--tiles-auto`"),  # an option in prose that no script has

@@ -5,7 +5,7 @@
 ``--size`` is the *packed* input size (H, W); the default 512 x 512 is a 1024 x 1024 Bayer
 patch. FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and
 matrix products; element-wise work such as LayerNorm, GELU and pooling is not counted).
-MACs = FLOPs / 2. ``python -m cans.tools.profile`` (the older name) runs this too.
+MACs = FLOPs / 2.
 """
 from __future__ import annotations
 

@@ -2,11 +2,9 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products;
 element-wise work such as LayerNorm, GELU and pooling is not counted). MACs = FLOPs / 2.
-``python -m cans.tools.profile``, the command's older name, still runs it.
 """
 from __future__ import annotations
 
-import sys
 from typing import Dict
 
 import torch
@@ -44,9 +42,3 @@ def profile(cfg, height: int = 512, width: int = 512) -> Dict[str, object]:
         "gmacs": flops["total"] / 2e9,
         "per_module_gflops": {k: v / 1e9 for k, v in flops["per_module"].items() if v and k.count(".") == 1},
     }
-
-
-if __name__ == "__main__":   # the older name of the command (docs/models.md)
-    from ..cli.profile import main
-
-    sys.exit(main())
