@@ -81,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the inputs, in file-name order, as one H.264 video (one size and camera; --ratio "
                         "auto picks one ratio for all frames); no PNGs unless --frames")
     p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"--video's frame rate (default {DEFAULT_FPS:g})")
-    p.add_argument("--steady", type=int, nargs="?", const=DEFAULT_WINDOW, default=0, metavar="FRAMES",
-                   help=f"--video: share the network's global colour statistics over this many frames "
-                        f"(default {DEFAULT_WINDOW} when given without a number): steady colour on a still scene; "
-                        f"two passes per frame")
+    p.add_argument("--steady", action="store_true",
+                   help="--video: share the network's global colour statistics over --steady-window frames: "
+                        "steady colour on a still scene (two passes per frame)")
+    p.add_argument("--steady-window", type=int, default=DEFAULT_WINDOW, metavar="FRAMES",
+                   help=f"frames --steady averages over (default {DEFAULT_WINDOW}; 1 is the plain output)")
     p.add_argument("--frames", action="store_true", help="--video: also write each frame's PNG into --out")
     p.add_argument("--dng", action="store_true",
                    help="also write the denoised RAW as <out>/<stem>.dng for a RAW editor (darktable, RawTherapee, "
@@ -136,9 +137,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         for flag, given in (("--steady", args.steady), ("--frames", args.frames)):
             if given:
                 p.error(f"{flag} goes with --video OUT.mp4")
-    elif args.steady < 0:
-        p.error(f"--steady must be a number of frames (at least 1), got {args.steady}")
-    elif not args.video.lower().endswith(".mp4"):
+    if args.steady_window < 1:
+        p.error(f"--steady-window must be a number of frames (at least 1), got {args.steady_window}")
+    if args.video is not None and not args.video.lower().endswith(".mp4"):
         p.error(f"--video {args.video}: expected a file name ending in .mp4")
     if not 0 < args.fps < float("inf"):
         p.error(f"--fps must be a positive number, got {args.fps}")
@@ -151,12 +152,14 @@ def run_video(args: argparse.Namespace) -> int:
                            config=args.config, overrides=args.set, checkpoint=args.checkpoint, onnx=args.onnx,
                            runtime=args.runtime, threads=args.threads, use_export=not args.no_onnx,
                            device=args.device, amp=args.amp, ratio=args.ratio, target_mean=args.target_mean,
-                           max_ratio=args.max_ratio, fps=args.fps, steady=args.steady, dng=args.dng,
+                           max_ratio=args.max_ratio, fps=args.fps,
+                           steady=args.steady_window if args.steady else 0, dng=args.dng,
                            bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
                            two_pass=not args.one_pass, rotate=args.rotate, progress=not args.no_progress)
     n = result["frames"]
     print(f"summary: {n} frame(s) -> {args.video} at {args.fps:g} fps (ratio {result['ratio']:.1f}"
-          + (f", steady colour over {args.steady} frames" if args.steady else "") + f") in {result['seconds']:.1f} s, "
+          + (f", steady colour over {args.steady_window} frames" if args.steady else "")
+          + f") in {result['seconds']:.1f} s, "
           f"{result['seconds'] / max(n, 1):.2f} s per frame; colour flicker (frame-to-frame std of the mean "
           f"colour) {result['flicker']:.2f} levels of 255" + (f"; frames in {args.out}" if args.frames else ""))
     return 0
