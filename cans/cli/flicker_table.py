@@ -24,6 +24,7 @@ from ..engine.loading import load_model, pick_device
 from ..inference import find_inputs
 from ..io.files import atomic_write_text
 from ..models import build_model
+from ..noise.model import NOISE
 from ..outdirs import prepare_output_dir
 from ..synthetic.sequence import make_still_sequence
 from ..tools.flicker import format_flicker_table, measure_flicker
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=[384, 576], metavar=("H", "W"),
                    help="its frame size in pixels (default 384 576)")
     p.add_argument("--scene", type=int, default=0, help="which synthetic scene (default 0)")
+    p.add_argument("--gain", type=float, default=NOISE["k_max"],
+                   help=f"the synthetic sequence's system gain K, DN per electron: its noise (default "
+                        f"{NOISE['k_max']:g}, the noisiest of ELD's Sony A7S2 fit; {NOISE['k_min']:g} the cleanest)")
     p.add_argument("--windows", type=int, nargs="+", default=[4, 8, 16], help="--steady windows (default 4 8 16)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     p.add_argument("--out", default="results/flicker", help="folder for the table, its JSON and the videos")
@@ -59,6 +63,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("give --checkpoint PATH or --random-weights (one of the two)")
     if any(w < 1 for w in args.windows):
         p.error(f"--windows must be numbers of frames (at least 1), got {args.windows}")
+    if not 0 < args.gain < float("inf"):
+        p.error(f"--gain must be a positive number of DN per electron, got {args.gain}")
     if args.frames < 2 or min(args.size) < 32:
         p.error("--frames must be at least 2 and --size at least 32 pixels a side")
     return args
@@ -75,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         camera = "Sony" if cfg["model"].get("in_channel", 4) == 4 else "Fuji"
         files = make_still_sequence(os.path.join(args.out, "sequence"), args.frames, camera, args.scene,
-                                    height=args.size[0], width=args.size[1])
-        what = f"a still synthetic scene ({args.frames} frames of {args.size[0]}x{args.size[1]}, fresh noise each)"
+                                    height=args.size[0], width=args.size[1], gain=args.gain)
+        what = (f"a still synthetic scene ({args.frames} frames of {args.size[0]}x{args.size[1]}, gain K "
+                f"{args.gain:g}, fresh noise each)")
     check_sequence(files)
     if args.random_weights:
         torch.manual_seed(0)

@@ -9,7 +9,7 @@ sequence (ELD's Sony A7S2 fit at its median), written as DNG files ``frame_000.d
 from __future__ import annotations
 
 import os
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -21,11 +21,13 @@ from .isp import camera_matrix, inverse_isp, make_scene
 
 
 def make_still_sequence(out: str, frames: int = 24, camera: str = "Sony", scene: int = 0, ratio: float = 100.0,
-                        height: int = 384, width: int = 576, seed: int = 0,
+                        height: int = 384, width: int = 576, seed: int = 0, gain: Optional[float] = None,
                         log: Callable[[str], None] = print) -> List[str]:
     """Write ``frames`` noisy dark frames of synthetic scene ``scene`` into the folder ``out``, each
     the scene's clean exposure divided by ``ratio`` with fresh shot, read, row and quantisation
-    noise (one gain and one pair of sigmas for the sequence); returns the files in order."""
+    noise (one gain and one pair of sigmas for the sequence); returns the files in order. ``gain``:
+    the system gain K (DN per electron; ELD's A7S2 spans 0.09 at base ISO to 6.0 at the highest),
+    None to draw one as the synthetic SID does."""
     if frames < 2:
         raise ValueError(f"a sequence needs at least 2 frames, got {frames}")
     spec = camera_spec(camera)
@@ -33,7 +35,7 @@ def make_still_sequence(out: str, frames: int = 24, camera: str = "Sony", scene:
     srgb = make_scene(scene, height, width, seed)
     neutral = np.array(spec.neutral)
     clean = inverse_isp(srgb, camera, 1.0 / neutral, 0.75) / float(ratio)
-    k = draw_gain(NOISE, rng)
+    k = draw_gain(NOISE, rng) if gain is None else float(gain)
     read_sigma, row_sigma = fitted_sigma(NOISE, "read", k), fitted_sigma(NOISE, "row", k)
     common = dict(cfa="RGGB" if spec.block_size == 2 else XTRANS_PATTERN, black=int(spec.black), white=int(spec.white),
                   as_shot_neutral=tuple(neutral), color_matrix=camera_matrix(camera), make="CANS",

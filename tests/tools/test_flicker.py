@@ -16,7 +16,7 @@ def test_flicker_table_of_a_still_synthetic_scene(tmp_path, capsys):
                                "2", "3", "--device", "cpu", "--out", str(out), "--no-progress", "--set", *TINY])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "a still synthetic scene (6 frames of 112x128" in printed and "| --steady 3 |" in printed
+    assert "a still synthetic scene (6 frames of 112x128, gain K 6.0106" in printed and "| --steady 3 |" in printed
     saved = json.loads((out / "flicker.json").read_text())
     assert [r["window"] for r in saved["rows"]] == [0, 2, 3]
     assert all(r["flicker"] >= 0 and r["seconds_per_frame"] > 0 for r in saved["rows"])
