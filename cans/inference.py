@@ -428,18 +428,19 @@ class Runner:
 def load_runner(*, config: Optional[str] = None, overrides: Sequence[str] = (), checkpoint: Optional[str] = None,
                 onnx: Optional[str] = None, runtime: str = "auto", threads: Optional[int] = None,
                 use_export: bool = True, device: Optional[str] = None, amp: Optional[str] = None,
-                log=print) -> Runner:
+                precision: str = "f32", log=print) -> Runner:
     """The model that enhances the files: the ``onnx`` export, the export found beside ``checkpoint``
     on the CPU (unless ``use_export`` is False, or ``amp`` asks for other than float32), or the
     checkpoint in PyTorch (``checkpoint`` None: the config's ``test.checkpoint``). ``config``: the
     config file (with ``onnx``: optional, checked against the export's own); ``overrides``: its
-    ``--set`` words; ``device`` None: CUDA when available."""
+    ``--set`` words; ``device`` None: CUDA when available; ``precision``: an export's (OpenVINO's
+    bfloat16 with 'bf16'; PyTorch takes it as ``amp``: :func:`run_settings`)."""
 
     if onnx:
         if device not in (None, "cpu"):
             raise InferenceError(f"--onnx runs on the CPU (OpenVINO or ONNX Runtime); --device {device} is "
                                  f"for PyTorch (leave --onnx out to run the checkpoint there)")
-        model = OnnxModel(onnx, threads, runtime)
+        model = OnnxModel(onnx, threads, runtime, precision=precision)
         if checkpoint:
             log(f"note: --checkpoint is not used with --onnx: {onnx} holds its own weights (exported "
                 f"from {model.meta.get('checkpoint') or 'a checkpoint'})")
@@ -461,7 +462,7 @@ def load_runner(*, config: Optional[str] = None, overrides: Sequence[str] = (), 
             log(f"note: not using {found[0]}: it runs float32, and --amp / test.amp asks for {amp} (PyTorch "
                 f"runs it)")
         elif found:
-            model = OnnxModel(found[0], threads, runtime, meta=found[1])
+            model = OnnxModel(found[0], threads, runtime, meta=found[1], precision=precision)
             how = " (the export beside the checkpoint; --no-onnx runs PyTorch)"
             return Runner(model, cfg, torch_device, weights_info(model), how)
     model = load_model(cfg, checkpoint, torch_device)
@@ -469,17 +470,27 @@ def load_runner(*, config: Optional[str] = None, overrides: Sequence[str] = (), 
     return Runner(model, cfg, torch_device, checkpoint)
 
 
-def run_settings(runner: Runner, amp: Optional[str], tile, overlap: int, log=print) -> Dict[str, object]:
+def run_settings(runner: Runner, amp: Optional[str], tile, overlap: int, log=print,
+                 precision: str = "f32") -> Dict[str, object]:
     """Log the weights line, check ``amp`` and the tiles against the runner's model, and return the
     keyword arguments of an :func:`enhance` that follow from its config: ``amp`` (None: the config's
-    ``test.amp``; 'off' for an export), ``max_clip`` and ``min_clip``."""
+    ``test.amp``; 'off' for an export; 'bf16' for PyTorch with ``precision`` 'bf16'), ``max_clip``
+    and ``min_clip``."""
     model = runner.model
     is_onnx = isinstance(model, OnnxModel)
     log(f"weights: {weights_line(runner.weights)}"
-        + (f", as ONNX {runner.weights['onnx']} run by {model.runtime_name}{runner.how}" if is_onnx else ""))
+        + (f", as ONNX {runner.weights['onnx']} run by {model.runtime_name}"
+           + (f" in {model.precision}" if model.precision != "f32" else "") + runner.how if is_onnx else ""))
     opts = split_options(runner.cfg, "test")
     if is_onnx and amp not in (None, "off"):
-        raise InferenceError(f"--amp {amp}: {model.runtime_name} runs the float32 export; leave --amp out")
+        raise InferenceError(f"--amp {amp}: {model.runtime_name} runs the float32 export; leave --amp out "
+                             f"(--precision bf16 asks OpenVINO for bfloat16)")
+    if not is_onnx and precision == "bf16":
+        if amp not in (None, "bf16"):
+            raise InferenceError(f"--precision bf16 and --amp {amp} contradict each other (PyTorch runs "
+                                 f"--precision bf16 as --amp bf16)")
+        log("note: PyTorch runs --precision bf16 as --amp bf16 (autocast)")
+        amp = "bf16"
     check_tiling(model, tile, overlap)
     if isinstance(tile, int) and tile_for_model(model, tile, overlap) != tile:
         log(f"--tile {tile}: tiles are a multiple of {tile_limits(model)[0]} packed pixels; "
@@ -494,7 +505,7 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
                   device: Optional[str] = None, amp: Optional[str] = None, ratio="auto",
                   target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO, bits: int = 8,
                   tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-                  dng: bool = False, progress: bool = True, log=print) -> Dict[str, object]:
+                  dng: bool = False, precision: str = "f32", progress: bool = True, log=print) -> Dict[str, object]:
     """Enhance the RAW files and folders ``inputs`` (:func:`find_inputs`) into ``out_dir``, with the
     model :func:`load_runner` picks (its keyword parameters); ``amp`` None: the config's ``test.amp``;
     the other parameters as :func:`run_inference` takes them. ``out_dir`` is made before the model
@@ -510,8 +521,9 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
     # made before the model (not one failure per file at the end); removed again if nothing was written in it
     with provisional_output_dir(out_dir, "--out"):
         runner = load_runner(config=config, overrides=overrides, checkpoint=checkpoint, onnx=onnx, runtime=runtime,
-                             threads=threads, use_export=use_export, device=device, amp=amp, log=log)
-        settings = run_settings(runner, amp, tile, overlap, log)
+                             threads=threads, use_export=use_export, device=device, amp=amp, precision=precision,
+                             log=log)
+        settings = run_settings(runner, amp, tile, overlap, log, precision)
         result = run_inference(runner.model, files, out_dir, ratio, runner.device, bits=bits,
                                target_mean=target_mean, max_ratio=max_ratio, progress=progress, tile=tile,
                                overlap=overlap, two_pass=two_pass, rotate=rotate, dng=dng, **settings)

@@ -61,6 +61,9 @@ class MissingPackageError(InferenceError):
 #: the runtimes an export runs on, fastest first on the CPUs measured (docs/performance.md): ``auto``
 #: takes the first one installed
 RUNTIMES = ("openvino", "onnxruntime")
+#: what an export computes in: float32, or bfloat16 (OpenVINO's CPU plugin only: its inference
+#: precision hint; the weights and activations in bfloat16, accumulation in float32)
+PRECISIONS = ("f32", "bf16")
 _RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 
 
@@ -312,10 +315,11 @@ def _openvino_core():
     return _OV_CORE[0]
 
 
-def _openvino_runner(path: str, threads: Optional[int]):
-    """OpenVINO's CPU plugin in float32 (it may otherwise pick bfloat16 where the CPU has it).
-    Returns ``run(feeds) -> [outputs]`` (numpy arrays, in the graph's output order)."""
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
+def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
+    """OpenVINO's CPU plugin in ``precision`` (float32 unless asked: it would otherwise pick
+    bfloat16 where the CPU has it). Returns ``run(feeds) -> [outputs]`` (numpy arrays, in the
+    graph's output order)."""
+    config = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     compiled = _openvino_core().compile_model(path, "CPU", config)
@@ -374,16 +378,25 @@ class OnnxModel(nn.Module):
     ``forward(x)``: x (B, in_channel, h, w) float32, h and w at least ``min_input_size`` ->
     ``(rgb (B, 3, h*b, w*b), raw (B, b*b, h, w))`` float32 CPU tensors, unclamped as the network's.
     ``runtime``: 'auto' (the first of :data:`RUNTIMES` installed), 'openvino' or 'onnxruntime';
+    ``precision``: one of :data:`PRECISIONS` ('bf16': OpenVINO only);
     ``config``: the exporting run's config (a dict, from the metadata); ``weights_git_blob``: the
     blob id of the checkpoint it was exported from."""
 
     def __init__(self, path: str, threads: Optional[int] = None, runtime: str = "auto",
-                 meta: Optional[Dict[str, str]] = None):
+                 meta: Optional[Dict[str, str]] = None, precision: str = "f32"):
         super().__init__()
         import yaml
 
         self.path = path
+        if precision not in PRECISIONS:
+            raise InferenceError(f"--precision {precision}: expected {' or '.join(PRECISIONS)}")
+        self.precision = precision
+        if precision != "f32" and runtime == "auto":
+            runtime = "openvino"
         self.runtime = require_runtime(runtime)
+        if precision != "f32" and self.runtime != "openvino":
+            raise InferenceError(f"--precision {precision} runs on OpenVINO (its CPU plugin's {precision}); "
+                                 f"ONNX Runtime runs the export in float32: use --runtime openvino")
         self.meta = meta if meta is not None else read_metadata(path)   # meta: read already by the caller
         try:
             self.block_size = int(self.meta["block_size"])
@@ -400,9 +413,10 @@ class OnnxModel(nn.Module):
         self._stats = None    # the two-pass statistics of the frame being tiled (pool_stats)
 
     def _load(self, path: str):
-        make = _openvino_runner if self.runtime == "openvino" else _onnxruntime_runner
         try:
-            return make(path, self.threads)
+            if self.runtime == "openvino":
+                return _openvino_runner(path, self.threads, self.precision)
+            return _onnxruntime_runner(path, self.threads)
         except Exception as exc:
             raise InferenceError(f"{path}: {runtime_name(self.runtime)} cannot load it "
                                  f"({runtime_error_text(exc)})") from None

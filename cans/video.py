@@ -232,7 +232,7 @@ def enhance_video(inputs: Sequence[str], out_path: str, *, frames_dir: Optional[
                   target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
                   fps: float = DEFAULT_FPS, steady: int = 0, dng: bool = False, bits: int = 8, tile=None,
                   overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-                  progress: bool = True, log=print) -> Dict[str, object]:
+                  precision: str = "f32", progress: bool = True, log=print) -> Dict[str, object]:
     """``infer.py --video``: the RAW files and folders ``inputs`` (:func:`cans.inference.find_inputs`),
     sorted by file name, as the MP4 ``out_path``; the model as :func:`cans.inference.load_runner`
     picks it. Everything a user can get wrong (inputs, mixed frames, the output's folder) is
@@ -256,8 +256,9 @@ def enhance_video(inputs: Sequence[str], out_path: str, *, frames_dir: Optional[
         log(f"ratio {ratio:.1f} for all {len(files)} frames (the median of --ratio auto over up to "
             f"{RATIO_SAMPLES} of them)")
     runner = load_runner(config=config, overrides=overrides, checkpoint=checkpoint, onnx=onnx, runtime=runtime,
-                         threads=threads, use_export=use_export, device=device, amp=amp, log=log)
-    settings = run_settings(runner, amp, tile, overlap, log)
+                         threads=threads, use_export=use_export, device=device, amp=amp, precision=precision,
+                         log=log)
+    settings = run_settings(runner, amp, tile, overlap, log, precision)
     result = enhance_sequence(runner.model, files, out_path, float(ratio), runner.device, fps=fps, steady=steady,
                               frames_dir=frames_dir, dng=dng, bits=bits, tile=tile, overlap=overlap,
                               two_pass=two_pass, rotate=rotate, progress=progress, log=log, **settings)

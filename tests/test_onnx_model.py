@@ -440,3 +440,20 @@ def test_external_data_outside_the_folder_is_one_line_naming_the_file_and_why(ex
     assert "Exception from" not in text and "ONNXRuntimeError" not in text, text
     assert any(why in text for why in ("outside the base directory", "escapes model directory",
                                        "Absolute path not allowed")), text
+
+
+def test_bf16_precision_runs_openvino_in_bfloat16_and_stays_close(exported, runners):
+    """--precision bf16: OpenVINO's bfloat16 hint; close to float32 (far from 60 dB bit-faithfulness
+    on a random tiny network, well above noise), and ONNX Runtime refused in one line."""
+    from cans.errors import InferenceError
+
+    bf16 = OnnxModel(exported["onnx"], precision="bf16")
+    assert bf16.runtime == "openvino" and bf16.precision == "bf16"
+    x = torch.rand(1, 4, 64, 96) * 0.5
+    rgb32, _ = runners["openvino"](x)
+    rgb16, raw16 = bf16(x)
+    assert raw16.dtype == torch.float32 and rgb16.shape == rgb32.shape
+    psnr = fidelity_psnr(rgb16, rgb32)
+    assert psnr is None or psnr >= 30.0, psnr
+    with pytest.raises(InferenceError, match="--precision bf16 runs on OpenVINO"):
+        OnnxModel(exported["onnx"], runtime="onnxruntime", precision="bf16")

@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 from ..inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN, DeviceFailure, enhance_files  # noqa: E402
+from ..onnx_model import PRECISIONS  # noqa: E402
 from ..video import DEFAULT_FPS, DEFAULT_WINDOW, enhance_video  # noqa: E402
 from .common import add_set_argument, add_tile_arguments, add_trust_argument, run_cli  # noqa: E402
 
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None,
                    help="cuda, cuda:1, cpu, mps (Apple silicon; operators MPS lacks run on the CPU) "
                         "(default: cuda when available)")
+    p.add_argument("--precision", default="f32", choices=list(PRECISIONS),
+                   help="what an ONNX export computes in on the CPU: f32 (default) or bf16 (OpenVINO's bfloat16, "
+                        "for CPUs with bfloat16 instructions; its speed and fidelity: docs/performance.md); "
+                        "PyTorch takes bf16 as --amp bf16")
     p.add_argument("--amp", default=None, choices=["off", "bf16", "fp16"],
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
     add_set_argument(p, groups=True)   # a list per --set: parse_args splits each one's trailing inputs off
@@ -155,7 +160,8 @@ def run_video(args: argparse.Namespace) -> int:
                            max_ratio=args.max_ratio, fps=args.fps,
                            steady=args.steady_window if args.steady else 0, dng=args.dng,
                            bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
-                           two_pass=not args.one_pass, rotate=args.rotate, progress=not args.no_progress)
+                           two_pass=not args.one_pass, rotate=args.rotate, precision=args.precision,
+                           progress=not args.no_progress)
     n = result["frames"]
     print(f"summary: {n} frame(s) -> {args.video} at {args.fps:g} fps (ratio {result['ratio']:.1f}"
           + (f", steady colour over {args.steady_window} frames" if args.steady else "")
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                                ratio=args.ratio, target_mean=args.target_mean, max_ratio=args.max_ratio,
                                bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
                                two_pass=not args.one_pass, rotate=args.rotate, dng=args.dng,
-                               progress=not args.no_progress)
+                               precision=args.precision, progress=not args.no_progress)
     except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
         print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
               f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
