@@ -12,11 +12,13 @@ orientation (LibRaw ``sizes.flip``: 3 = 180 degrees, 5 = 90 counter-clockwise, 6
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .cfa import BAYER_RGGB, XTRANS_PATTERN, pack_bayer, pack_xtrans, phase_offset, unpack_bayer, unpack_xtrans
 from .config import load_config, split_options
@@ -305,11 +307,6 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
     Returns ``{"done": [(input, output png, ratio)], "failed": [(input, message)], "seconds": float,
     "tiles": {input: tile used or None}, "dngs": {input: the DNG written}}``.
     """
-    import time
-
-    from tqdm import tqdm
-
-
     files = list(inputs)
     model.eval()
     done, failed, used, tiles, auto_tiles, dngs = [], [], {}, {}, {}, {}

@@ -3,6 +3,7 @@ tiny CANS++ at the paper's depth (about 25 s), then OpenVINO and ONNX Runtime ag
 that need padding, on DNG files, a real camera RAW and a small test set; the one-line errors (missing
 runtime, not an ONNX file, another model's config)."""
 import json
+import os
 import re
 import sys
 
@@ -457,3 +458,17 @@ def test_bf16_precision_runs_openvino_in_bfloat16_and_stays_close(exported, runn
     assert psnr is None or psnr >= 30.0, psnr
     with pytest.raises(InferenceError, match="--precision bf16 runs on OpenVINO"):
         OnnxModel(exported["onnx"], runtime="onnxruntime", precision="bf16")
+
+
+def test_precision_table_compares_bf16_with_f32_on_raw_files(exported, tmp_path, capsys):
+    from cans.cli import precision_table
+
+    inputs = _dngs(tmp_path / "in")
+    out = tmp_path / "precision.md"
+    assert precision_table.main([str(inputs), "--onnx", exported["onnx"], "--ratio", "20", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())
+    assert sorted(os.path.basename(r["file"]) for r in rows) == ["odd.dng", "wide.dng"]
+    for r in rows:
+        assert r["psnr_8bit"] is None or r["psnr_8bit"] >= 25.0, r
+        assert 0 <= r["changed"] <= 1 and r["f32_s"] > 0 and r["bf16_s"] > 0
+    assert "8-bit PSNR bf16 vs f32" in capsys.readouterr().out and out.is_file()

@@ -2,7 +2,8 @@
 
 Modes: ``eager`` (PyTorch float32 eager: the reference every other mode is compared with),
 ``compile`` (``torch.compile``, inductor on the CPU), ``onnxruntime`` and ``openvino`` (the export
-of :func:`cans.onnx_model.export_onnx` run by each runtime, as ``infer.py --onnx`` runs it). Each
+of :func:`cans.onnx_model.export_onnx` run by each runtime, as ``infer.py --onnx`` runs it) and
+``openvino_bf16`` (the same with ``--precision bf16``: OpenVINO's bfloat16). Each
 mode runs in a process of its own, so its peak memory (resident set) is its own and one mode's
 buffers do not slow the next; the modes see the same seeded weights and input. Reported per mode:
 median seconds per frame after warm-up, the one-off setup (export or compile), peak memory, and
@@ -28,7 +29,10 @@ from ..evaluate.metrics import fidelity_psnr
 from ..models import build_model
 from ..onnx_model import OnnxModel, export_onnx
 
-MODES = ("eager", "compile", "onnxruntime", "openvino")
+MODES = ("eager", "compile", "onnxruntime", "openvino", "openvino_bf16")
+#: the modes that run the export: runtime and precision
+EXPORT_MODES = {"onnxruntime": ("onnxruntime", "f32"), "openvino": ("openvino", "f32"),
+                "openvino_bf16": ("openvino", "bf16")}
 #: below this RGB PSNR (dB) against eager a mode is not faithful and cannot be the default
 FAITHFUL_PSNR = 60.0
 
@@ -95,8 +99,9 @@ def run_mode(mode: str, model_cfg: Mapping[str, Any], size: Sequence[int], work:
         start = time.perf_counter()
         export_onnx(net, os.path.join(work, "model.onnx"))
         return {"setup_s": time.perf_counter() - start, "peak_rss_gb": _peak_rss_gb()}
-    elif mode in ("onnxruntime", "openvino"):   # as infer.py runs them (cans.onnx_model.OnnxModel)
-        runner = OnnxModel(os.path.join(work, "model.onnx"), threads, runtime=mode).run_numpy
+    elif mode in EXPORT_MODES:   # as infer.py runs them (cans.onnx_model.OnnxModel)
+        runtime, precision = EXPORT_MODES[mode]
+        runner = OnnxModel(os.path.join(work, "model.onnx"), threads, runtime=runtime, precision=precision).run_numpy
 
         def run():
             return runner(x)[0]
@@ -117,7 +122,8 @@ def _unavailable(mode: str) -> str:
     """Why ``mode`` cannot run here ('' when it can)."""
     import importlib.util
 
-    needs = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "openvino": ("openvino", "onnx", "onnxscript")}
+    needs = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "openvino": ("openvino", "onnx", "onnxscript"),
+             "openvino_bf16": ("openvino", "onnx", "onnxscript")}
     missing = [m for m in needs.get(mode, ()) if importlib.util.find_spec(m) is None]
     return f"not installed: {', '.join(missing)}" if missing else ""
 
@@ -164,12 +170,12 @@ def run_cpu_benchmark(model_cfg: Mapping[str, Any], modes: Sequence[str], size: 
                 log(f"{mode}: skipped ({why})")
                 continue
             onnx_file = os.path.join(work, "model.onnx")
-            if mode in ("onnxruntime", "openvino") and export is None:
+            if mode in EXPORT_MODES and export is None:
                 log("export: torch.onnx.export of the model ...")
                 export = child("export")
                 if "error" not in export:
                     report["export"] = export
-            if mode in ("onnxruntime", "openvino") and not os.path.exists(onnx_file):
+            if mode in EXPORT_MODES and not os.path.exists(onnx_file):
                 report["modes"][mode] = {"status": "error", "error": f"export failed: {export.get('error')}"}
                 continue
             log(f"{mode}: running (packed {size[0]}x{size[1]}, {warmup} warm-up + {iters} timed) ...")
@@ -178,7 +184,7 @@ def run_cpu_benchmark(model_cfg: Mapping[str, Any], modes: Sequence[str], size: 
                 report["modes"][mode] = {"status": "error", "error": result["error"]}
                 log(f"{mode}: error: {result['error']}")
                 continue
-            if mode in ("onnxruntime", "openvino"):
+            if mode in EXPORT_MODES:
                 result["setup_s"] = export["setup_s"]
             result["median_s"] = statistics.median(result["seconds"])
             result["status"] = "ok"
