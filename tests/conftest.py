@@ -16,6 +16,7 @@ import atexit
 import lzma
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,12 @@ if _HERE not in sys.path:  # the tests of every sub-folder import ``helpers`` (a
     sys.path.insert(0, _HERE)
 
 from helpers import REPO, TESTS  # noqa: E402
+
+# A shell starts a background job (`pytest &`, nohup) with SIGINT ignored, and Python then raises no
+# KeyboardInterrupt: the tests of Ctrl-C would fail for that reason alone. Python's own handler
+# back (children started from here inherit the default again).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FIXTURES = TESTS / "fixtures" / "reference"
 
