@@ -472,3 +472,18 @@ def test_precision_table_compares_bf16_with_f32_on_raw_files(exported, tmp_path,
         assert r["psnr_8bit"] is None or r["psnr_8bit"] >= 25.0, r
         assert 0 <= r["changed"] <= 1 and r["f32_s"] > 0 and r["bf16_s"] > 0
     assert "8-bit PSNR bf16 vs f32" in capsys.readouterr().out and out.is_file()
+
+
+def test_steady_colour_through_the_exports_tile_graph(exported, runners):
+    """--video --steady with an export: the statistics go through the tile graph; a window of one
+    frame is the export's own output, a longer one keeps a history per pooling point."""
+    from cans.video import SteadyColour
+
+    x = torch.rand(1, 4, 64, 96) * 0.3
+    rgb, raw = runners["openvino"](x)
+    rgb1, raw1 = SteadyColour(runners["openvino"], 1)(x)
+    assert float((rgb1 - rgb).abs().max()) < 1e-5 and float((raw1 - raw).abs().max()) < 1e-5
+    steady = SteadyColour(runners["openvino"], 3)
+    for k in range(4):
+        steady(x + 0.02 * k)
+    assert len(steady.history) == 3 and len(steady.history[-1]) == len(runners["openvino"].pool_points)
