@@ -157,7 +157,8 @@ def prepare_input(mosaic: Mosaic, ratio: float, block_size: int, in_channel: int
     if block_size == 2 and in_channel == 4:
         if mosaic.period != 2:
             raise InferenceError(f"{mosaic.path}: an X-Trans file ({mosaic.pattern[:6]}...); "
-                                 f"X-Trans files need the Fuji configs (configs/*/Fuji.yaml)")
+                                 f"X-Trans files need a Fuji config (configs/*/Fuji.yaml, or configs/demo_fuji.yaml "
+                                 f"for the demo)")
         reference, pack = BAYER_RGGB, pack_bayer
     elif block_size == 3 and in_channel == 9:
         if mosaic.period != 6:

@@ -164,7 +164,7 @@ def run_video(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
     n = result["frames"]
     print(f"summary: {n} frame(s) -> {args.video} at {args.fps:g} fps (ratio {result['ratio']:.1f}"
-          + (f", steady colour over {args.steady_window} frames" if args.steady else "")
+          + (f", steady colour over {min(args.steady_window, n)} frames" if args.steady else "")
           + f") in {result['seconds']:.1f} s, "
           f"{result['seconds'] / max(n, 1):.2f} s per frame; colour flicker (frame-to-frame std of the mean "
           f"colour) {result['flicker']:.2f} levels of 255" + (f"; frames in {args.out}" if args.frames else ""))

@@ -47,8 +47,8 @@ def make_still_sequence(out: str, frames: int = 24, camera: str = "Sony", scene:
         path = os.path.join(out, f"frame_{i:03d}.dng")
         write_dng(path, to_digital(noisy, spec.black, spec.white), **common)
         paths.append(path)
-    log(f"{frames} frames of synthetic scene {scene} ({camera}, {height}x{width}, ratio {ratio:g}, gain K {k:.2f}) "
-        f"in {out}")
+    log(f"{frames} frames of synthetic scene {scene} ({camera}, {height}x{width}, 1/{ratio:g} of a full exposure, "
+        f"gain K {k:.2f}) in {out}")
     return paths
 
 
