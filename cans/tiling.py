@@ -214,7 +214,24 @@ def check_tile_arguments(model: nn.Module, tile, overlap: int = DEFAULT_OVERLAP)
         tile_for_model(model, int(tile), overlap)  # checks the overlap too
 
 
-class TiledModel(nn.Module):
+class ModelWrapper(nn.Module):
+    """A module that runs the network ``self.net`` its own way (tiles, shared statistics) and
+    answers for it what the rest of the code reads from a model."""
+
+    @property
+    def block_size(self) -> int:
+        return int(unwrap_model(self.net).block_size)
+
+    @property
+    def in_channel(self) -> int:
+        return int(unwrap_model(self.net).in_channel)
+
+    @property
+    def min_input_size(self) -> int:
+        return int(unwrap_model(self.net).min_input_size)
+
+
+class TiledModel(ModelWrapper):
     """``model`` run on overlapping tiles (module docstring); ``forward(x) -> (rgb, raw)`` as the model.
 
     tile: packed pixels a side (rounded down to the model's multiple, at least its smallest input);
@@ -235,19 +252,6 @@ class TiledModel(nn.Module):
         self._runner = unwrap_model(model) if self.two_pass else model
         self.progress = progress
         self.calls: List[Tuple[int, int]] = []
-
-    # attributes the rest of the code reads from a model
-    @property
-    def block_size(self) -> int:
-        return int(unwrap_model(self.net).block_size)
-
-    @property
-    def in_channel(self) -> int:
-        return int(unwrap_model(self.net).in_channel)
-
-    @property
-    def min_input_size(self) -> int:
-        return int(unwrap_model(self.net).min_input_size)
 
     def _run(self, x: torch.Tensor):
         self.calls.append(tuple(x.shape[-2:]))

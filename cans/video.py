@@ -41,7 +41,7 @@ from .io.png import write_png
 from .io.raw import read_shot_info
 from .models import unwrap_model
 from .outdirs import check_output_file, prepare_output_dir
-from .tiling import DEFAULT_OVERLAP, GlobalPoolStats, frame_padding, tile_limits
+from .tiling import DEFAULT_OVERLAP, GlobalPoolStats, ModelWrapper, frame_padding, tile_limits
 
 #: frames whose own --ratio auto the sequence's ratio is the median of (spread over the sequence)
 RATIO_SAMPLES = 16
@@ -49,7 +49,7 @@ DEFAULT_FPS = 24.0
 DEFAULT_WINDOW = 8
 
 
-class SteadyColour(nn.Module):
+class SteadyColour(ModelWrapper):
     """``model`` with its pooled statistics averaged over the last ``window`` frames it ran.
 
     Each call runs the network twice on the whole frame, padded as the network pads: pass 1
@@ -67,18 +67,6 @@ class SteadyColour(nn.Module):
         self.window = int(window)
         self._runner = unwrap_model(model)   # the pooling tap runs on the eager modules
         self.history: collections.deque = collections.deque(maxlen=self.window)
-
-    @property
-    def block_size(self) -> int:
-        return int(unwrap_model(self.net).block_size)
-
-    @property
-    def in_channel(self) -> int:
-        return int(unwrap_model(self.net).in_channel)
-
-    @property
-    def min_input_size(self) -> int:
-        return int(unwrap_model(self.net).min_input_size)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         net = self._runner

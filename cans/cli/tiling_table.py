@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from ..config import load_config
 from ..data import build_dataset
 from ..engine.loading import load_model, pick_device
+from ..io.files import atomic_write_text
 from ..tiling import compare_tiling, format_tiling_table
 from .common import add_set_argument, add_trust_argument, run_cli
 
@@ -56,11 +57,8 @@ def run(args: argparse.Namespace) -> int:
     table = format_tiling_table(rows)
     print(table)
     out = args.out or os.path.join(cfg["output_dir"], "test", "tiling.md")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as fh:
-        fh.write(table)
-    with open(os.path.splitext(out)[0] + ".json", "w", encoding="utf-8") as fh:
-        json.dump(rows, fh, indent=1)
+    atomic_write_text(out, table)
+    atomic_write_text(os.path.splitext(out)[0] + ".json", json.dumps(rows, indent=1))
     print(f"written: {out}")
     return 0
 
