@@ -230,6 +230,35 @@ class ModelWrapper(nn.Module):
     def min_input_size(self) -> int:
         return int(unwrap_model(self.net).min_input_size)
 
+    def frame_pads(self, x: torch.Tensor) -> Tuple[int, int, int, int]:
+        """``x`` checked as the network checks it, and its (left, right, top, bottom) reflect padding
+        to the network's multiple, exactly as the network pads a whole frame."""
+        net = unwrap_model(self.net)
+        if hasattr(net, "check_input"):
+            net.check_input(x)
+        return frame_padding(net, x.shape[-2], x.shape[-1], tile_limits(net)[0])
+
+    def crop(self, rgb: torch.Tensor, raw: torch.Tensor, pads: Tuple[int, int, int, int],
+             hw: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The outputs of the padded frame cropped back to the input's ``hw`` (packed pixels)."""
+        left, _, top, _ = pads
+        h, w = hw
+        b = self.block_size
+        return rgb[..., top * b:(top + h) * b, left * b:(left + w) * b], raw[..., top:top + h, left:left + w]
+
+
+def reflect_pad(x: torch.Tensor, pads: Tuple[int, int, int, int]) -> torch.Tensor:
+    """``x`` reflect-padded by ``pads`` (left, right, top, bottom); ``x`` itself when they are all 0."""
+    return F.pad(x, pads, mode="reflect") if any(pads) else x
+
+
+def frame_stats(runner: nn.Module, frame_hw: Tuple[int, int]) -> GlobalPoolStats:
+    """The frame-wide pooled statistics of ``runner`` on a (padded) frame of ``frame_hw``: an ONNX
+    export brings its own (its tile graph exposes the pooling points), a PyTorch network gets a
+    :class:`GlobalPoolStats` tapping it."""
+    own = getattr(runner, "pool_stats", None)
+    return own(frame_hw) if own is not None else GlobalPoolStats(runner, frame_hw)
+
 
 class TiledModel(ModelWrapper):
     """``model`` run on overlapping tiles (module docstring); ``forward(x) -> (rgb, raw)`` as the model.
@@ -258,23 +287,17 @@ class TiledModel(ModelWrapper):
         return self._runner(x)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        net = unwrap_model(self.net)
-        if hasattr(net, "check_input"):
-            net.check_input(x)
+        pads = self.frame_pads(x)
         h, w = x.shape[-2:]
-        left, right, top, bottom = frame_padding(net, h, w, self.multiple)
-        hp, wp = h + top + bottom, w + left + right
+        hp, wp = h + pads[2] + pads[3], w + pads[0] + pads[1]
         if self.tile >= hp and self.tile >= wp:
             self.calls.append((h, w))
             return self.net(x)           # one tile covers the frame: the model itself
-        xp = F.pad(x, (left, right, top, bottom), mode="reflect") if (left or right or top or bottom) else x
+        xp = reflect_pad(x, pads)
         th, tw = min(self.tile, hp), min(self.tile, wp)
         ys = tile_starts(hp, th, self.overlap, self.multiple)
         xs = tile_starts(wp, tw, self.overlap, self.multiple)
-        stats = None
-        if self.two_pass:   # an ONNX export brings its own (its tile graph exposes the pooling points)
-            own = getattr(self._runner, "pool_stats", None)
-            stats = own((hp, wp)) if own is not None else GlobalPoolStats(self._runner, (hp, wp))
+        stats = frame_stats(self._runner, (hp, wp)) if self.two_pass else None
         try:
             if stats is not None:
                 stats.mode = "collect"
@@ -288,10 +311,7 @@ class TiledModel(ModelWrapper):
         finally:
             if stats is not None:
                 stats.close()
-        b = self.block_size
-        raw = raw[..., top:top + h, left:left + w]
-        rgb = rgb[..., top * b:(top + h) * b, left * b:(left + w) * b]
-        return rgb, raw
+        return self.crop(rgb, raw, pads, (h, w))
 
     def _blend(self, xp, ys, xs, th, tw, stats):
         b = self.block_size

@@ -20,7 +20,6 @@ import av
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data.errors import DataError
@@ -41,7 +40,7 @@ from .io.png import write_png
 from .io.raw import read_shot_info
 from .models import unwrap_model
 from .outdirs import check_output_file, prepare_output_dir
-from .tiling import DEFAULT_OVERLAP, GlobalPoolStats, ModelWrapper, frame_padding, tile_limits
+from .tiling import DEFAULT_OVERLAP, ModelWrapper, frame_stats, reflect_pad
 
 #: frames whose own --ratio auto the sequence's ratio is the median of (spread over the sequence)
 RATIO_SAMPLES = 16
@@ -70,14 +69,10 @@ class SteadyColour(ModelWrapper):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         net = self._runner
-        if hasattr(net, "check_input"):
-            net.check_input(x)
-        h, w = x.shape[-2:]
-        left, right, top, bottom = frame_padding(net, h, w, tile_limits(net)[0])
-        xp = F.pad(x, (left, right, top, bottom), mode="reflect") if (left or right or top or bottom) else x
+        pads = self.frame_pads(x)
+        xp = reflect_pad(x, pads)
+        stats = frame_stats(net, tuple(xp.shape[-2:]))
         hp, wp = xp.shape[-2:]
-        own = getattr(net, "pool_stats", None)
-        stats = own((hp, wp)) if own is not None else GlobalPoolStats(net, (hp, wp))
         try:
             stats.mode = "collect"
             stats.start_tile(0, 0, (hp, wp), (0, hp), (0, wp))
@@ -93,8 +88,7 @@ class SteadyColour(ModelWrapper):
             rgb, raw = net(xp)
         finally:
             stats.close()
-        b = self.block_size
-        return rgb[..., top * b:(top + h) * b, left * b:(left + w) * b], raw[..., top:top + h, left:left + w]
+        return self.crop(rgb, raw, pads, tuple(x.shape[-2:]))
 
 
 def check_sequence(files: Sequence[str]) -> Tuple[int, int]:
