@@ -76,7 +76,7 @@ def _make_stage(out_dir: str):
     locked before it takes its name, so another run never sees this stage unlocked."""
     path = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out_dir)
     lock = FileLock(os.path.join(path, STAGE_LOCK))
-    lock.acquire_new(lock.path)
+    lock.acquire_new()
     return path, lock
 
 

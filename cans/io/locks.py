@@ -52,18 +52,20 @@ class FileLock:
         _HELD[key] = self
         return True
 
-    def acquire_new(self, path: str) -> None:
-        """Create the lock file under a temporary name, lock it, then give it its name ``path``:
-        nobody ever sees ``path`` unlocked (a stage another process could take for a dead one's)."""
-        self.path = path + ".new"
-        if self.acquire() and self.fh is not None:
-            os.replace(self.path, path)
+    def acquire_new(self) -> None:
+        """Create the lock file :attr:`path` already locked: it is made and locked under a temporary
+        name, then renamed, so nobody ever sees it unlocked (a stage another process could take
+        for a dead one's). Without ``fcntl`` the file is made, unlocked."""
+        final = self.path
+        self.path = final + ".new"
+        open(self.path, "a").close()
+        locked = self.acquire() and self.fh is not None
+        os.replace(self.path, final)
+        self.path = final
+        if locked:
             del _HELD[self.key]
-            self.path, self.key = path, os.path.realpath(path)
+            self.key = os.path.realpath(final)
             _HELD[self.key] = self
-        else:
-            os.replace(self.path, path)
-            self.path = path
 
     def read(self) -> str:
         """What the holder wrote in the lock file (the other process's, when :meth:`acquire` failed)."""

@@ -11,7 +11,7 @@ from helpers import REPO
 
 from cans.io.locks import FileLock, held_by_someone
 
-pytestmark = pytest.mark.skipif(not FileLock.supported, reason="no fcntl on this system")
+needs_fcntl = pytest.mark.skipif(not FileLock.supported, reason="no fcntl on this system")
 
 HOLDER = """
 import os, sys, time
@@ -28,6 +28,7 @@ time.sleep(60)
 """
 
 
+@needs_fcntl
 def test_a_lock_excludes_other_processes_and_dies_with_its_holder_not_its_forked_child(tmp_path):
     path = str(tmp_path / ".lock")
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(REPO), path], stdout=subprocess.PIPE, text=True)
@@ -52,6 +53,7 @@ def test_a_lock_excludes_other_processes_and_dies_with_its_holder_not_its_forked
             pass
 
 
+@needs_fcntl
 def test_this_process_cannot_lock_twice_and_a_probe_does_not_drop_its_lock(tmp_path):
     """POSIX record locks do not exclude their own process, and closing any descriptor of the file
     drops them: the table of held locks answers instead of opening the file again."""
@@ -67,12 +69,22 @@ def test_this_process_cannot_lock_twice_and_a_probe_does_not_drop_its_lock(tmp_p
     assert not held_by_someone(path) and FileLock(path).acquire()
 
 
+@needs_fcntl
 def test_a_new_lock_file_is_locked_before_it_has_its_name(tmp_path):
     path = str(tmp_path / "stage.lock")
     lock = FileLock(path)
-    lock.acquire_new(path)
+    lock.acquire_new()
     assert os.path.isfile(path) and not os.path.exists(path + ".new")
     assert held_by_someone(path)
     lock.release()
     assert not held_by_someone(path)
 
+
+
+def test_without_fcntl_a_new_lock_file_is_still_made(tmp_path, monkeypatch):
+    """Where nothing can be locked (no fcntl), a stage still gets its lock file."""
+    monkeypatch.setattr(FileLock, "supported", False)
+    path = str(tmp_path / "stage.lock")
+    lock = FileLock(path)
+    lock.acquire_new()
+    assert os.path.isfile(path) and not os.path.exists(path + ".new") and not lock.held
