@@ -4,13 +4,25 @@ options several commands take (``--set``, ``--trust-checkpoint``, ``--tile`` / `
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from ..engine.checkpoint import trusted_checkpoints
 from ..engine.failures import compiler_failure, compiler_message
 from ..errors import USER_ERRORS, user_message
+from ..io.files import atomic_write_text
 from ..tiling import DEFAULT_OVERLAP
+
+
+def write_table(path: str, table: str, data: Any) -> str:
+    """A measuring command's results: ``table`` (Markdown) at ``path`` and ``data`` as JSON beside it
+    (``.json`` for ``.md``), each whole or not at all; returns the JSON's path."""
+    json_path = os.path.splitext(path)[0] + ".json"
+    atomic_write_text(path, table)
+    atomic_write_text(json_path, json.dumps(data, indent=1))
+    return json_path
 
 
 def add_trust_argument(parser) -> None:

@@ -12,7 +12,6 @@ its JSON and one MP4 per setting to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional, Sequence
@@ -22,14 +21,13 @@ import torch
 from ..config import load_config
 from ..engine.loading import load_model, pick_device
 from ..inference import find_inputs
-from ..io.files import atomic_write_text
 from ..models import build_model
 from ..noise.model import NOISE
 from ..outdirs import prepare_output_dir
 from ..synthetic.sequence import make_still_sequence
 from ..tools.flicker import format_flicker_table, measure_flicker
 from ..video import check_sequence, sequence_ratio
-from .common import add_set_argument, add_trust_argument, run_cli
+from .common import add_set_argument, add_trust_argument, run_cli, write_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
     rows = measure_flicker(model, files, args.out, ratio, device, args.windows, progress=not args.no_progress)
     table = (f"{what}, ratio {ratio:.1f}, {weights}, {device}\n\n" + format_flicker_table(rows, len(files)))
     print(table)
-    atomic_write_text(os.path.join(args.out, "flicker.md"), table)
-    atomic_write_text(os.path.join(args.out, "flicker.json"),
-                      json.dumps({"sequence": what, "ratio": ratio, "weights": weights, "rows": rows}, indent=1))
+    write_table(os.path.join(args.out, "flicker.md"), table,
+                {"sequence": what, "ratio": ratio, "weights": weights, "rows": rows})
     print(f"written: {os.path.join(args.out, 'flicker.md')}, flicker.json and one MP4 per row")
     return 0
 

@@ -10,16 +10,13 @@ of 255, the share of values that differ, seconds per file in each) and writes it
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from typing import Optional, Sequence
 
 from ..inference import find_inputs
-from ..io.files import atomic_write_text
 from ..outdirs import check_output_file
 from ..tools.precision import compare_precisions, format_precision_table
-from .common import run_cli
+from .common import run_cli, write_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     rows = compare_precisions(args.onnx, files, ratio, args.threads)
     table = format_precision_table(rows)
     print(table)
-    atomic_write_text(args.out, table)
-    atomic_write_text(os.path.splitext(args.out)[0] + ".json", json.dumps(rows, indent=1))
+    write_table(args.out, table, rows)
     print(f"written: {args.out}")
     return 0
 

@@ -10,7 +10,6 @@ global statistics) and prints a Markdown table (also written to --out, default
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Optional, Sequence
@@ -18,9 +17,8 @@ from typing import Optional, Sequence
 from ..config import load_config
 from ..data import build_dataset
 from ..engine.loading import load_model, pick_device
-from ..io.files import atomic_write_text
 from ..tiling import compare_tiling, format_tiling_table
-from .common import add_set_argument, add_trust_argument, run_cli
+from .common import add_set_argument, add_trust_argument, run_cli, write_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +55,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_tiling_table(rows)
     print(table)
     out = args.out or os.path.join(cfg["output_dir"], "test", "tiling.md")
-    atomic_write_text(out, table)
-    atomic_write_text(os.path.splitext(out)[0] + ".json", json.dumps(rows, indent=1))
+    write_table(out, table, rows)
     print(f"written: {out}")
     return 0
 
