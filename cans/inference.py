@@ -320,13 +320,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                              max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
                              rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles, raw_mosaic=dng)
             tiles[path] = result["tile"]
-            stem = os.path.splitext(os.path.basename(path))[0]
-            name, k = stem, 1
-            while name in used:
-                name, k = f"{stem}_{k}", k + 1
-            used[name] = path
-            if name != stem:
-                tqdm.write(f"note: {stem}.png is taken by {used[stem]}: {path} -> {name}.png")
+            name = output_name(path, used, log=tqdm.write)
             out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
             if dng:
                 dngs[path] = write_raw_dng(os.path.join(out_dir, name + ".dng"), result)
@@ -339,6 +333,20 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             failed.append((path, message))
             tqdm.write(f"FAILED {message}")
     return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles, "dngs": dngs}
+
+
+def output_name(path: str, used: Dict[str, str], log=print) -> str:
+    """The file stem an input's outputs get: its own, or for a second input of that stem (``a.dng``
+    and ``a.kdc``, ``x/a.dng`` and ``y/a.dng``) ``<stem>_1``, ``<stem>_2``, ... in input order, with
+    a note. ``used``: the stems taken so far in this output folder (updated)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, k = stem, 1
+    while name in used:
+        name, k = f"{stem}_{k}", k + 1
+    used[name] = path
+    if name != stem:
+        log(f"note: {stem}.png is taken by {used[stem]}: {path} -> {name}.png")
+    return name
 
 
 def write_raw_dng(path: str, result: Mapping[str, object]) -> str:
@@ -533,4 +541,4 @@ __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "enhance_files", "find_export",
-           "load_runner", "Runner", "output_mosaic", "run_settings", "write_raw_dng"]
+           "load_runner", "Runner", "output_mosaic", "output_name", "run_settings", "write_raw_dng"]

@@ -14,7 +14,7 @@ import collections
 import os
 import time
 from fractions import Fraction
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
@@ -31,6 +31,7 @@ from .inference import (
     enhance,
     find_inputs,
     load_runner,
+    output_name,
     read_mosaic,
     run_settings,
     write_raw_dng,
@@ -176,8 +177,7 @@ def enhance_sequence(model: nn.Module, files: Sequence[str], out_path: str, rati
                      fps: float = DEFAULT_FPS, steady: int = 0, frames_dir: Optional[str] = None,
                      dng: bool = False, bits: int = 8, amp: str = "off", max_clip: Optional[float] = 1.0,
                      min_clip: Optional[float] = None, tile=None, overlap: int = DEFAULT_OVERLAP,
-                     two_pass: bool = True, rotate: bool = False, progress: bool = True,
-                     log: Callable[[str], None] = print) -> Dict[str, object]:
+                     two_pass: bool = True, rotate: bool = False, progress: bool = True) -> Dict[str, object]:
     """Enhance ``files`` in order into the MP4 ``out_path``; ``steady``: the window of
     :class:`SteadyColour` in frames (0: off); ``frames_dir``: also each frame's PNG (and with ``dng``
     its DNG) there. A frame that fails stops the video (a gap would shift every later frame).
@@ -187,6 +187,7 @@ def enhance_sequence(model: nn.Module, files: Sequence[str], out_path: str, rati
     runner = SteadyColour(model, steady) if steady else model
     model.eval()
     means: List[np.ndarray] = []
+    used: Dict[str, str] = {}   # the frames' stems in frames_dir
     start = time.perf_counter()
     bar = tqdm(files, desc="video", unit="frame", disable=not progress, dynamic_ncols=True)
     with Mp4Writer(out_path, fps) as video:
@@ -198,7 +199,7 @@ def enhance_sequence(model: nn.Module, files: Sequence[str], out_path: str, rati
             means.append(rgb.double().mean(dim=(1, 2)).numpy())
             video.add(frame_to_uint8(rgb))
             if frames_dir is not None:
-                stem = os.path.splitext(os.path.basename(path))[0]
+                stem = output_name(path, used, log=tqdm.write)
                 write_png(os.path.join(frames_dir, stem + ".png"), rgb, bits)
                 if dng:
                     write_raw_dng(os.path.join(frames_dir, stem + ".dng"), result)
@@ -243,7 +244,7 @@ def enhance_video(inputs: Sequence[str], out_path: str, *, frames_dir: Optional[
     settings = run_settings(runner, amp, tile, overlap, log, precision)
     result = enhance_sequence(runner.model, files, out_path, float(ratio), runner.device, fps=fps, steady=steady,
                               frames_dir=frames_dir, dng=dng, bits=bits, tile=tile, overlap=overlap,
-                              two_pass=two_pass, rotate=rotate, progress=progress, log=log, **settings)
+                              two_pass=two_pass, rotate=rotate, progress=progress, **settings)
     result.update(ratio=float(ratio), files=files)
     return result
 

@@ -140,3 +140,19 @@ def test_video_options_are_checked(args, message, capsys):
 def test_steady_with_tiles_is_refused(sequence, tmp_path, capsys):
     code = _video(sequence, tmp_path, "--video", str(tmp_path / "t.mp4"), "--steady", "--tile", "64")
     assert code == 2 and "--steady runs whole frames" in capsys.readouterr().err
+
+
+def test_frames_of_one_name_from_two_folders_keep_both_pngs(sequence, tmp_path, capsys):
+    """--frames: two folders holding frame_000.dng ... write frame_000.png and frame_000_1.png (as
+    infer.py names photos of one name), not one over the other."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(sequence["folder"], other)
+    code = cmd_infer.main([str(sequence["folder"]), str(other), "-c", sequence["cfg"], "--checkpoint",
+                           sequence["ckpt"], "--device", "cpu", "--no-onnx", "--no-progress", "--out",
+                           str(tmp_path / "frames"), "--video", str(tmp_path / "v.mp4"), "--frames"])
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert len(names) == 10 and "frame_000.png" in names and "frame_000_1.png" in names
+    assert "note: frame_000.png is taken by" in capsys.readouterr().out
