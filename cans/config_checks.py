@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .config import ConfigError
-from .data import dataset_class
+from .data import auto_create_ignored, dataset_class
 from .machine import available_memory, local_processes, usable_cpus
 from .models.networks import MIN_DEEPEST_SIZE  # the deepest feature map's smallest side (7x7 reflect padding)
 from .registry import DATASETS
@@ -60,8 +60,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             + f"; set {' '.join(f'{k}={wanted[k]}' for k in wrong)} (as {base} does), or change data.type")
     syn = data.get("synthetic") or {}
     stand_in = getattr(facts, "synthetic", None)
-    if syn.get("auto_create") and stand_in not in ("bayer", "xtrans"):
-        if stand_in is None and ":" not in kind:  # a class of one's own: the key is ignored with a note
+    if syn.get("auto_create") and stand_in not in ("bayer", "xtrans") and not auto_create_ignored(cfg):
+        if stand_in is None:
             raise ConfigError(f"data.synthetic.auto_create: no synthetic set stands in for data.type {kind}; set "
                               "data.synthetic.auto_create=false or data.type=SonyDictSet")
         if syn.get("camera") and syn["camera"] != stand_in:

@@ -43,6 +43,13 @@ def dataset_class(cfg: Mapping[str, Any]) -> type:
     return cls
 
 
+def auto_create_ignored(cfg: Mapping[str, Any]) -> bool:
+    """Whether ``data.synthetic.auto_create`` is ignored (with a note) rather than refused: the data
+    set is a class of the user's own (``package.module:Class``) with no synthetic stand-in (its
+    ``synthetic`` attribute), which reads its own data; a config inheriting the demo's key runs."""
+    return ":" in cfg["data"]["type"] and getattr(dataset_class(cfg), "synthetic", None) is None
+
+
 def build_dataset(cfg: Mapping[str, Any], split: str, log: Callable[[str], None] = print) -> Dataset:
     """The data set of ``split`` ('train', 'valid' or 'test') from the resolved config: an in-tree
     class through its ``from_config``, a user's class as ``Class(cfg, split)``."""
@@ -150,7 +157,8 @@ def build_dataloader(cfg: Mapping[str, Any], split: str, log: Callable[[str], No
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_kwargs(cfg))
 
 
-__all__ = ["DATASETS", "build_dataset", "dataset_class", "build_dataloader", "collate_samples", "loader_kwargs",
+__all__ = ["DATASETS", "auto_create_ignored", "build_dataset", "dataset_class", "build_dataloader", "collate_samples",
+           "loader_kwargs",
            "start_workers", "DataError",
            "PairDataset", "SonyDictSet", "FujiDictSet", "MCRDictSet", "RawPairDataset", "XTransPairDataset",
            "CleanFrameDataset",

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any, Callable, Mapping, Optional
 
-from ..data import dataset_class
+from ..data import auto_create_ignored, dataset_class
 from ..data.cleanframes import CleanFrameDataset
 from ..data.errors import DataError
 from ..noise.calibration import calibrate
@@ -140,7 +140,7 @@ def ensure_synthetic(cfg: Mapping[str, Any], log: Callable[[str], None] = print)
     where = os.path.abspath(path)
     fits = stand_in
     if fits is None:
-        if ":" in data["type"]:
+        if auto_create_ignored(cfg):
             log(f"[data] data.synthetic.auto_create is ignored: no synthetic set stands in for data.type "
                 f"{data['type']} (a class of your own reads its own data)")
             return False

@@ -4,6 +4,7 @@ import pytest
 from helpers import REPO
 
 from cans.config import load_config
+from cans.config_checks import check_config
 from cans.data import DataError, build_dataset
 from cans.synthetic import ensure_synthetic
 
@@ -39,6 +40,7 @@ def test_a_class_of_your_own_ignores_an_inherited_auto_create(tmp_path, monkeypa
     cfg = load_config(str(REPO / "configs" / "demo.yaml"),
                       ["data.type=lab_auto_create:Gradients", f"data.data_path={path}"])
     assert cfg["data"]["synthetic"]["auto_create"] is True
+    check_config(cfg)   # train.py's start-up checks pass it too (the demo's camera: Sony is inherited)
     messages = []
     assert ensure_synthetic(cfg, log=messages.append) is False
     assert len(messages) == 1 and "data.synthetic.auto_create is ignored" in messages[0] \
