@@ -7,11 +7,16 @@ Attribute names follow the authors' implementation so that their ``state_dict``
 from __future__ import annotations
 
 import contextlib
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+
+#: the deepest feature map is at least this many pixels a side (the RDE's 7x7 reflect padding
+#: needs it; the networks pad and check their input for it)
+MIN_DEEPEST_SIZE = 4
 
 
 class LayerNorm2d(nn.Module):
@@ -63,16 +68,23 @@ def exporting() -> bool:
     return bool(is_exporting is not None and is_exporting())
 
 
-def _pooling_matrix(n, size: int, like: torch.Tensor) -> torch.Tensor:
-    """(size, n): row i averages the i-th window of adaptive average pooling over ``n`` samples,
-    ``[floor(i n / size), ceil((i + 1) n / size))``, as ``nn.AdaptiveAvgPool2d`` places them."""
+def _windows(n, size: int):
+    """The ``size`` windows ``[floor(i n / size), ceil((i + 1) n / size))`` of adaptive average
+    pooling over ``n`` samples (``n`` may be a traced size), as ``nn.AdaptiveAvgPool2d`` places them."""
+    return [((i * n) // size, ((i + 1) * n + size - 1) // size) for i in range(size)]
+
+
+def _span(x: torch.Tensor, dim: int, start, stop) -> torch.Tensor:
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _window_lengths(n, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(size,): the length of each pooling window over ``n`` samples, as a tensor of ``like``'s dtype
+    (built from ``arange`` so that a traced ``n`` stays symbolic)."""
     i = torch.arange(size, device=like.device)
-    start, end = (i * n) // size, ((i + 1) * n + size - 1) // size
-    j = torch.arange(n, device=like.device)
-    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
-    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
-
-
+    return (((i + 1) * n + size - 1) // size - (i * n) // size).to(like.dtype)
 #: set only inside :func:`pool_tap` (the tile graph of an ONNX export, cans.onnx_model; two-pass tiles,
 #: cans.tiling.GlobalPoolStats): every pooling point calls it with (its input, its pooled value) and
 #: uses what it returns
@@ -94,16 +106,144 @@ def pool_tap(tap):
 def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """Adaptive average pooling of a (B, C, H, W) map to (B, C, size, size).
 
-    While ``torch.export`` traces (ONNX export), the same windows are written as two products
-    with pooling matrices built from the traced H and W: the exporter turns the operator itself
+    While ``torch.export`` traces (ONNX export), the same windows are written as means over slices
+    whose bounds come from the traced H and W, rows first: the exporter turns the operator itself
     into a pooling whose kernel is fixed by the export size, so the graph would fail at any other
     size. Both forms give the same windows; they differ by float rounding (about 1e-7)."""
     if not exporting():
         pooled = F.adaptive_avg_pool2d(x, size)
     else:
         h, w = x.shape[-2], x.shape[-1]
-        pooled = torch.einsum("ih,bchw,jw->bcij", _pooling_matrix(h, size, x), x, _pooling_matrix(w, size, x))
+        rows = torch.cat([_span(x, 2, a, b).mean(dim=2, keepdim=True) for a, b in _windows(h, size)], dim=2)
+        pooled = torch.cat([_span(rows, 3, a, b).mean(dim=3, keepdim=True) for a, b in _windows(w, size)], dim=3)
     return pooled if POOL_TAP is None else POOL_TAP(x, pooled)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forms for an exported graph. While torch.export traces (ONNX export), the blocks below write the
+# same arithmetic in the forms a CPU runtime runs fastest (docs/performance.md, "Where the time
+# goes"); outside tracing they run the reference forms. The output agrees to float rounding (the
+# export checks at least 60 dB against PyTorch; measured about 143 dB).
+# ---------------------------------------------------------------------------------------------
+
+def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int) -> torch.Tensor:
+    """Output channels ``[part C/parts, (part+1) C/parts)`` of ``conv`` applied to ``x``. For a
+    depthwise ``conv`` (groups == channels), ``x`` holds that part's input channels only."""
+    n = conv.out_channels // parts
+    weight = conv.weight[part * n:(part + 1) * n]
+    bias = None if conv.bias is None else conv.bias[part * n:(part + 1) * n]
+    groups = n if conv.groups == conv.out_channels else conv.groups
+    if conv.groups not in (1, conv.out_channels):
+        raise ValueError(f"_conv_part: a grouped convolution ({conv.groups} groups) cannot be split")
+    if conv.padding_mode != "zeros":
+        x = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        return F.conv2d(x, weight, bias, conv.stride, 0, conv.dilation, groups)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups)
+
+
+def conv_chunks(x: torch.Tensor, parts: int, pointwise: nn.Conv2d,
+                depthwise: Optional[nn.Conv2d] = None) -> Tuple[torch.Tensor, ...]:
+    """``depthwise(pointwise(x)).chunk(parts, dim=1)`` (``depthwise`` optional).
+
+    Exported, each chunk is convolutions of its own (the weights' rows of that chunk): OpenVINO
+    runs a channel Split in a reference kernel on plain layouts, which also slows the convolution
+    before it; it took a quarter of a full frame's time."""
+    if not exporting():
+        y = pointwise(x)
+        return (depthwise(y) if depthwise is not None else y).chunk(parts, dim=1)
+    return tuple(conv_chunk(x, i, parts, pointwise, depthwise) for i in range(parts))
+
+
+def conv_chunk(x: torch.Tensor, part: int, parts: int, pointwise: nn.Conv2d,
+               depthwise: Optional[nn.Conv2d] = None) -> torch.Tensor:
+    """Chunk ``part`` of :func:`conv_chunks`, computed alone (the convolutions' rows of that chunk)."""
+    y = _conv_part(pointwise, x, part, parts)
+    return y if depthwise is None else _conv_part(depthwise, y, part, parts)
+
+
+def _shifted_window_sums(x: torch.Tensor, dim: int, size: int, reflect: bool) -> torch.Tensor:
+    """Sums of ``x`` along ``dim`` over each pooling window shifted by -1, 0 and +1 samples
+    (``3 size`` entries along ``dim``: window i at 3i + 1, its shifts beside it). Outside the map a
+    sample is zero, or with ``reflect`` the mirrored one (reflect padding of one sample). Each
+    shift is the window's sum with one sample taken out and one put in."""
+    n = x.shape[dim]
+    out = []
+    for i, (a, b) in enumerate(_windows(n, size)):
+        base = _span(x, dim, a, b).sum(dim=dim, keepdim=True)
+        up, down = base - _span(x, dim, b - 1, b), base - _span(x, dim, a, a + 1)
+        if i > 0:                       # n >= size: window i > 0 starts after sample 0
+            up = up + _span(x, dim, a - 1, a)
+        elif reflect:
+            up = up + _span(x, dim, 1, 2)
+        if i < size - 1:
+            down = down + _span(x, dim, b, b + 1)
+        elif reflect:
+            down = down + _span(x, dim, n - 2, n - 1)
+        out += [up, base, down]
+    return torch.cat(out, dim=dim)
+
+
+def pooled_form_applies(size: int, pointwise: Optional[nn.Conv2d], depthwise: nn.Conv2d) -> bool:
+    """Whether :func:`pooled_conv` may skip the full-resolution maps: exported, no pooling tap
+    (the tile graph and two-pass tiles need every pooling point's input), a 3x3 depthwise
+    convolution padded by one, and windows no more than the smallest map (4 a side, so no window
+    starts at sample 0 after the first)."""
+    reflect = depthwise.padding_mode == "reflect"
+    return (exporting() and POOL_TAP is None and size <= MIN_DEEPEST_SIZE
+            and depthwise.kernel_size == (3, 3) and depthwise.padding == (1, 1)
+            and depthwise.stride == (1, 1) and depthwise.dilation == (1, 1)
+            and depthwise.groups == depthwise.out_channels
+            and depthwise.padding_mode in ("zeros", "reflect")
+            and (pointwise is None or (pointwise.kernel_size == (1, 1) and pointwise.groups == 1
+                                       and (pointwise.bias is None or reflect))))
+
+
+def pooled_conv(x: torch.Tensor, size: int, depthwise: nn.Conv2d, pointwise: Optional[nn.Conv2d] = None,
+                part: int = 0, parts: int = 1) -> torch.Tensor:
+    """``adaptive_pool(conv_chunks(x, parts, pointwise, depthwise)[part], size)`` (no ``pointwise``:
+    of ``depthwise(x)``), (B, C/parts, size, size).
+
+    Exported, the chunk is never made at full resolution: both convolutions are linear, so the
+    pooled value is the depthwise kernel applied to the pointwise map of the input's window means
+    shifted by one pixel each way (:func:`_shifted_window_sums`). This skips two thirds of each
+    GCP's convolutions at full resolution and the heads' query and key maps (a sixth of a frame)."""
+    if not pooled_form_applies(size, pointwise, depthwise):
+        if pointwise is None:
+            return adaptive_pool(depthwise(x), size)
+        return adaptive_pool(conv_chunks(x, parts, pointwise, depthwise)[part], size)
+    reflect = depthwise.padding_mode == "reflect"
+    h, w = x.shape[-2], x.shape[-1]
+    sums = _shifted_window_sums(_shifted_window_sums(x, 2, size, reflect), 3, size, reflect)  # (B, C, 3s, 3s)
+    if pointwise is not None:    # a 1x1 convolution commutes with the sums (its bias: reflect only, below)
+        n = pointwise.out_channels // parts
+        sums = torch.einsum("nc,bcyx->bnyx", pointwise.weight[part * n:(part + 1) * n, :, 0, 0], sums)
+    n = sums.shape[1]
+    kernel = depthwise.weight[part * n:(part + 1) * n, 0]                  # (n, 3, 3)
+    pooled = torch.einsum("bnyuxv,nuv->bnyx", sums.reshape(sums.shape[0], n, size, 3, size, 3), kernel)
+    pooled = pooled / (_window_lengths(h, size, x)[:, None] * _window_lengths(w, size, x)[None, :])
+    if pointwise is not None and pointwise.bias is not None:   # the bias through the kernel (reflect: no zeros)
+        pooled = pooled + (pointwise.bias[part * n:(part + 1) * n] * kernel.sum(dim=(1, 2))).reshape(1, n, 1, 1)
+    if depthwise.bias is not None:
+        pooled = pooled + depthwise.bias[part * n:(part + 1) * n].reshape(1, n, 1, 1)
+    return pooled
+
+
+def projected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        out: nn.Conv2d) -> torch.Tensor:
+    """``out(channel_attention(query, key, value))``, ``out`` a 1x1 convolution.
+
+    Exported, ``out``'s weight is multiplied into the (B, C, C) affinity first, so the full
+    resolution map goes through one product instead of two."""
+    if not exporting():
+        return out(channel_attention(query, key, value))
+    h, w = value.shape[-2:]
+    q = rearrange(query, "b c h w -> b c (h w)")
+    k = rearrange(key, "b c h w -> b c (h w)")
+    mix = out.weight[:, :, 0, 0] @ torch.softmax(q @ k.transpose(-2, -1), dim=-1)   # (B, C, C)
+    y = mix @ rearrange(value, "b c h w -> b c (h w)")
+    if out.bias is not None:
+        y = y + out.bias[:, None]
+    return rearrange(y, "b c (h w) -> b c h w", h=h, w=w)
 
 
 class AdaptivePool2d(nn.AdaptiveAvgPool2d):
@@ -124,7 +264,7 @@ class SGU(nn.Module):
         self.pconv2 = nn.Conv2d(channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = self.pconv1(x).chunk(2, dim=1)
+        x1, x2 = conv_chunks(x, 2, self.pconv1)
         return self.pconv2(x1 * x2)
 
 
@@ -153,11 +293,18 @@ class GCP(nn.Module):
                                groups=3 * channels, bias=False)
         self.pool = AdaptivePool2d(adaptive_size)
         self.out = nn.Conv2d(channels, channels, 1, bias=True)
+        self.pool_size = adaptive_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c1, c2, c3 = self.dconv(self.pconv(self.norm(x))).chunk(3, dim=1)
-        y = channel_attention(self.pool(c1), self.pool(c2), c3)
-        return self.out(y) + x
+        x_norm = self.norm(x)
+        if pooled_form_applies(self.pool_size, self.pconv, self.dconv):
+            # exported: c1 and c2 are only pooled, so only their pooled values are made (pooled_conv)
+            q, k = (pooled_conv(x_norm, self.pool_size, self.dconv, self.pconv, i, 3) for i in (0, 1))
+            c3 = conv_chunk(x_norm, 2, 3, self.pconv, self.dconv)
+        else:
+            c1, c2, c3 = conv_chunks(x_norm, 3, self.pconv, self.dconv)
+            q, k = self.pool(c1), self.pool(c2)
+        return projected_attention(q, k, c3, self.out) + x
 
 
 class CNPBlock(nn.Module):

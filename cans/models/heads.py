@@ -9,7 +9,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import AdaptivePool2d, LayerNorm2d, adaptive_pool, channel_attention
+from .blocks import (
+    AdaptivePool2d,
+    LayerNorm2d,
+    adaptive_pool,
+    conv_chunk,
+    conv_chunks,
+    pooled_conv,
+    pooled_form_applies,
+    projected_attention,
+)
 
 
 def _reflect_conv3x3(cin: int, cout: int, groups: int = 1) -> nn.Conv2d:
@@ -58,7 +67,12 @@ class SharedKV(nn.Sequential):
         self.adaptive_size = adaptive_size
 
     def forward(self, x: torch.Tensor):
-        k, v = super().forward(x).chunk(2, dim=1)
+        norm, pointwise, depthwise = self
+        x = norm(x)
+        if pooled_form_applies(self.adaptive_size, pointwise, depthwise):   # exported: k is only pooled
+            return (pooled_conv(x, self.adaptive_size, depthwise, pointwise, 0, 2),
+                    conv_chunk(x, 1, 2, pointwise, depthwise))
+        k, v = conv_chunks(x, 2, pointwise, depthwise)
         return adaptive_pool(k, self.adaptive_size), v
 
 
@@ -70,7 +84,25 @@ class ComputeAttn(nn.Module):
         self.out = nn.Conv2d(width, width, 1, bias=True)
 
     def forward(self, q, k, v, features):
-        return self.out(channel_attention(q, k, v)) + features
+        return projected_attention(q, k, v, self.out) + features
+
+
+class Query(nn.Sequential):
+    """A CANS++ head's query: LayerNorm2d -> dwconv 3x3 reflect -> adaptive pool -> 1x1 conv,
+    (B, w, H, W) -> (B, w, s, s). Exported, the pooled map is made without the full-resolution
+    one (:func:`cans.models.blocks.pooled_conv`)."""
+
+    def __init__(self, width: int, adaptive_size: int):
+        super().__init__(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
+                         AdaptivePool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
+        self.adaptive_size = adaptive_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm, depthwise, pool, project = self
+        x = norm(x)
+        if pooled_form_applies(self.adaptive_size, None, depthwise):
+            return project(pooled_conv(x, self.adaptive_size, depthwise))
+        return project(pool(depthwise(x)))
 
 
 class _InteractiveHead:
@@ -83,8 +115,7 @@ class _InteractiveHead:
 
     def __init__(self, width: int, block_size: int, adaptive_size: int):
         nn.Module.__init__(self)
-        self.get_q = nn.Sequential(LayerNorm2d(width), _reflect_conv3x3(width, width, groups=width),
-                                   AdaptivePool2d(adaptive_size), nn.Conv2d(width, width, 1, bias=True))
+        self.get_q = Query(width, adaptive_size)
         self.compute_attn = ComputeAttn(width)
         self._build_final(width, block_size)
 

@@ -16,12 +16,8 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .backbone import Backbone
-from .blocks import exporting
+from .blocks import MIN_DEEPEST_SIZE, exporting
 from .heads import InteractiveRawHead, InteractiveRGBHead, RawHead, RGBHead, SharedKV
-
-# The 7x7 reflect padding of the RDE needs the deepest feature map to be at least
-# this many pixels a side.
-MIN_DEEPEST_SIZE = 4
 
 
 class _CANSBase(nn.Module):

@@ -1,16 +1,19 @@
-"""The forms the model takes while torch.export traces it (the ONNX export): adaptive pooling as
-products with pooling matrices gives nn.AdaptiveAvgPool2d's windows at any size, overlapping ones
-included; outside tracing the forward is the plain one."""
+"""The forms the model takes while torch.export traces it (the ONNX export): adaptive pooling over
+slices gives nn.AdaptiveAvgPool2d's windows at any size, overlapping ones included; the chunked
+convolutions, the pooled convolutions and the projected attention compute what the reference forms
+compute; the whole network in its exported forms equals the network; outside tracing the forward
+is the plain one."""
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from cans.models import blocks
+from cans.models import blocks, build_model
 
 
 @pytest.mark.parametrize("size", [2, 3])
 @pytest.mark.parametrize("hw", [(4, 4), (7, 10), (16, 9), (5, 33)])
-def test_matrix_pooling_has_the_adaptive_windows(monkeypatch, size, hw):
+def test_sliced_pooling_has_the_adaptive_windows(monkeypatch, size, hw):
     x = torch.randn(2, 5, *hw, dtype=torch.float64)
     expected = F.adaptive_avg_pool2d(x, size)
     monkeypatch.setattr(blocks, "exporting", lambda: True)
@@ -26,3 +29,81 @@ def test_outside_tracing_the_plain_operator_runs(monkeypatch):
     assert not blocks.exporting()
     blocks.adaptive_pool(torch.zeros(1, 1, 6, 6), 2)
     assert calls == [2]
+
+
+def _conv(cin, cout, k=1, groups=1, bias=True, mode="zeros"):
+    torch.manual_seed(cin * 7 + cout + k + groups)
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=bias, padding_mode=mode).double()
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.normal_()
+    return conv
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_conv_chunks_exported_equal_the_chunked_convolutions(monkeypatch, parts, mode):
+    x = torch.randn(2, 4, 9, 11, dtype=torch.float64)
+    pw, dw = _conv(4, 3 * parts), _conv(3 * parts, 3 * parts, 3, groups=3 * parts, mode=mode)
+    expected = dw(pw(x)).chunk(parts, dim=1)
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    got = blocks.conv_chunks(x, parts, pw, dw)
+    assert len(got) == parts
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+    torch.testing.assert_close(blocks.conv_chunk(x, parts - 1, parts, pw, dw), expected[-1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("hw", [(4, 4), (5, 7), (16, 9), (13, 33)])
+@pytest.mark.parametrize("mode,bias", [("zeros", False), ("reflect", False), ("reflect", True)])
+def test_pooled_convolution_equals_pooling_the_full_map(monkeypatch, size, hw, mode, bias):
+    """Window means shifted by a pixel each way, through the 1x1 and the 3x3 depthwise kernels,
+    give the pooled map: at the borders (zeros or reflect), with overlapping windows and biases."""
+    x = torch.randn(2, 6, *hw, dtype=torch.float64)
+    pw, dw = _conv(6, 8, bias=bias), _conv(8, 8, 3, groups=8, bias=bias, mode=mode)
+    expected = [F.adaptive_avg_pool2d(c, size) for c in dw(pw(x)).chunk(2, dim=1)]
+    alone = F.adaptive_avg_pool2d(_conv(6, 6, 3, groups=6, bias=bias, mode=mode)(x), size)
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    assert blocks.pooled_form_applies(size, pw, dw)
+    for part in (0, 1):
+        torch.testing.assert_close(blocks.pooled_conv(x, size, dw, pw, part, 2), expected[part], rtol=0, atol=1e-10)
+    torch.testing.assert_close(blocks.pooled_conv(x, size, _conv(6, 6, 3, groups=6, bias=bias, mode=mode)),
+                               alone, rtol=0, atol=1e-10)
+
+
+def test_pooled_form_leaves_the_pooling_points_to_a_tap(monkeypatch):
+    """With a pooling tap (two-pass tiles, the tile graph) every pooling point's input is made."""
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    pw, dw = _conv(4, 4, bias=False), _conv(4, 4, 3, groups=4, bias=False)
+    assert blocks.pooled_form_applies(2, pw, dw)
+    seen = []
+    with blocks.pool_tap(lambda feat, pooled: seen.append(feat.shape) or pooled):
+        assert not blocks.pooled_form_applies(2, pw, dw)
+        blocks.pooled_conv(torch.randn(1, 4, 8, 8, dtype=torch.float64), 2, dw, pw)
+    assert seen == [(1, 4, 8, 8)]
+    assert not blocks.pooled_form_applies(5, pw, dw)          # windows larger than the smallest map
+    assert not blocks.pooled_form_applies(2, _conv(4, 4, bias=True), dw)   # a bias under zero padding
+
+
+def test_projected_attention_exported_equals_attention_then_projection(monkeypatch):
+    q, k = torch.randn(2, 5, 2, 2, dtype=torch.float64), torch.randn(2, 5, 2, 2, dtype=torch.float64)
+    v = torch.randn(2, 5, 7, 9, dtype=torch.float64)
+    out = _conv(5, 5)
+    expected = out(blocks.channel_attention(q, k, v))
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    torch.testing.assert_close(blocks.projected_attention(q, k, v, out), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
+def test_the_network_in_its_exported_forms_equals_the_network(monkeypatch, kind):
+    torch.manual_seed(0)
+    net = build_model({"type": kind, "width": 8, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1],
+                       "middle_blk_num": 1}).double().eval()
+    x = torch.rand(1, 4, 27, 38, dtype=torch.float64)
+    with torch.no_grad():
+        expected = net(x)
+        monkeypatch.setattr(blocks, "exporting", lambda: True)
+        got = net(x)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-10)
