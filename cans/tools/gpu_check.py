@@ -1,37 +1,45 @@
 """The GPU check: proves the CUDA path on one GPU, with a verdict that can fail.
 
-    python scripts/gpu_check.py OUTDIR [--steps STEP ...] [--modes MODE ...]
-    bash scripts/gpu_check.sh OUTDIR      (the same, with the first Python on the PATH that has torch)
+    bash scripts/gpu_check.sh OUTDIR      (part 1, with the first Python on the PATH that has torch)
+    python scripts/gpu_check.py OUTDIR [--part N | --steps STEP ... --modes MODE ...] [--deadline SECONDS]
+    python scripts/gpu_check.py --plan    (every part: its steps, their time limits and their sum)
 
-Nothing is downloaded. Steps, in this order (``--steps`` picks some; a step also runs the steps
-whose output it needs):
+Nothing is downloaded. The check is cut into parts, each made to fit one command of 10 minutes on
+a cold GPU (empty inductor caches): the time limits of a part's steps add up to at most the
+deadline (540 s) less the time kept to stop and report (10 s). Part 1 is the default:
 
-* ``data``: the demo's synthetic SID, and one demo epoch trained on the CPU (its checkpoint is
-  resumed on CUDA), before anything is timed;
-* ``benchmark-CANS_Plus``: ``scripts/benchmark.py`` at the paper's sizes, alone on the GPU, one
-  row per mode: each mode must run and agree with plain float32 (RGB PSNR of the full frame
-  against ``plain``: at least 60 dB, the bfloat16 modes 57 dB: :data:`MIN_PSNR_BF16` says why);
-* ``pytest`` (``pytest -m cuda tests/``: passes with no test skipped) and ``demo`` (the demo
-  trained with ``train.fast`` on and twice off; the fast run's final PSNR within max(0.5 dB,
-  3 x the two eager runs' difference) of the first eager run's), side by side;
-* ``resume`` (one more epoch on CUDA, compiled, from the CPU checkpoint and from the eager
-  demo's) and ``infer`` (``scripts/infer.py`` with a compiler made to fail: tried once, one-line
-  hint, exit 1), side by side;
-* ``throughput`` (``test.py --throughput``, full frame) and ``benchmark-CANS``.
+* ``benchmark-CANS_Plus``: ``scripts/benchmark.py`` at the paper's sizes, alone on the GPU, one row
+  per mode (part 1: ``plain``, ``fast``, ``bf16``, ``triton_dwconv``): each mode must run and agree
+  with plain float32 (RGB PSNR of the full frame against ``plain``: at least 60 dB, the bfloat16
+  modes 57 dB: :data:`MIN_PSNR_BF16` says why);
+* side by side: ``pytest`` (``pytest -m cuda tests/``: passes with no test skipped), and ``data``
+  (the demo's synthetic SID; then one demo epoch trained on the CPU, for ``resume``), ``demo`` (one
+  epoch of the demo trained with ``train.fast`` on and twice off, beside the CPU epoch; the fast
+  run's final PSNR within max(0.5 dB, 3 x the two eager runs' difference) of the first eager
+  run's), then ``resume`` (one more epoch on CUDA, compiled, from the CPU checkpoint and from the
+  eager demo's) and ``infer`` (``scripts/infer.py`` with a compiler made to fail: tried once,
+  one-line hint, exit 1);
+* the other parts (``--part 2`` ...): ``throughput`` (``test.py --throughput``, full frame),
+  ``benchmark-CANS`` and the benchmark's other modes; ``--plan`` lists them, ``--part all`` is
+  everything. ``--steps`` / ``--modes`` choose steps and modes instead (a step also runs the
+  steps whose output it needs).
 
-Every step runs in processes of its own, each with its own time limit (:data:`BUDGETS`, seconds;
-``--budget-scale`` multiplies them all): a step that fails, runs out of time or could not run (a
-module missing, a step it needs failed) is a FAIL row that says why, and the verdict, the last
-line printed, is PASS only when every row passed. Exit status 0 on PASS, 1 on FAIL; on a machine
-without CUDA, a message and 0 (nothing was checked). ``--rehearsal`` runs every step on the CPU
-with tiny sizes (the benchmark's CUDA-only and compiled modes are not rows there): it checks this
-tool, and no figure of it is a GPU result.
+Every step runs in processes of its own, with its own time limit (:data:`BUDGETS`, seconds;
+``--budget-scale`` multiplies them): the plan gives each step a latest end, the sum of its limit
+and those of the steps it waits for, so a step also has whatever time they left unused. A step that fails,
+runs out of its time or could not run (a module missing, a step it needs failed, the deadline came
+first) is a FAIL row that says why, and the verdict, the last line printed, is PASS only when
+every row passed. ``--deadline`` (default 540 s, from the start): no step starts after it, the
+running ones are ended, and the report is written before it. Exit status 0 on PASS, 1 on FAIL; on
+a machine without CUDA, a message and 0 (nothing was checked). ``--rehearsal`` runs the steps on the
+CPU with tiny sizes (the benchmark's CUDA-only and compiled modes are not rows there; pytest
+collects tests/test_cuda.py only): it checks this tool, and no figure of it is a GPU result.
 
-The GPU limits are sized for a cold H100 (empty inductor caches), from what each step costs in the
-rehearsal and the compile time of a CUDA graph (about a minute each, not measured here: no GPU):
-an eager benchmark mode is a few seconds of timing behind a process start (120 s), a compiled mode
-compiles an inference graph and a training graph (360 s), ``pytest -m cuda`` compiles about six
-times (900 s), a compiled demo or resume compiles its training step and validation (600 s / 420 s).
+The GPU limits are sized for a cold H100 from what each step costs in the rehearsal and the
+compile time of a CUDA graph (about a minute each, not measured here: no GPU): an eager benchmark
+mode is a few seconds of timing (30 s), a compiled mode compiles an inference and a training graph
+(150 s), ``pytest -m cuda`` compiles four graphs, two at the paper's depth (190 s), the fast demo
+compiles its training step and validation (150 s), a resume finds them in inductor's cache (60 s).
 docs/performance.md has the table.
 """
 from __future__ import annotations
@@ -49,7 +57,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,26 +68,32 @@ MIN_PSNR = 60.0
 #: half-precision LayerNorm (``model.amp_layernorm: reference``), the error this bar is to catch
 MIN_PSNR_BF16 = 57.0
 
-STEPS = ("data", "benchmark-CANS_Plus", "pytest", "demo", "resume", "infer", "throughput", "benchmark-CANS")
+#: the steps, in the order they run (``pytest`` beside ``data`` / ``demo`` / ``resume`` / ``infer``)
+STEPS = ("benchmark-CANS_Plus", "pytest", "data", "demo", "resume", "infer", "throughput", "benchmark-CANS")
 NEEDS = {"demo": ("data",), "resume": ("data", "demo"), "infer": ("data", "demo")}
+MODELS = ("CANS_Plus", "CANS")
 #: the benchmark's modes in the order they run: the baselines and the default first
 MODE_ORDER = ("plain", "authors_flags", "fast", "bf16", "bf16_triton", "triton_dwconv", "cudagraphs", "bf16_compile",
               "fast_triton")
 
 #: time limits in seconds, (GPU, rehearsal); a benchmark process's first mode also gets "benchmark start"
 BUDGETS: Dict[str, Tuple[float, float]] = {
-    "demo data": (120, 120),
-    "CPU checkpoint": (300, 180),
-    "benchmark start": (90, 60),      # importing torch, plain's reference output, the FLOP count
-    "eager mode": (120, 60),
-    "channels_last": (180, 60),       # about 3 s per full-frame inference on an H200
-    "compiled mode": (360, 600),      # an inference and a training graph, about a minute each, cold
-    "pytest -m cuda": (900, 240),
-    "demo run": (600, 240),
-    "resume run": (420, 240),
-    "infer.py compiler failure": (240, 120),
-    "test.py --throughput": (300, 120),
+    "benchmark start": (30, 30),      # importing torch, plain's reference output, the FLOP count
+    "eager mode": (30, 30),           # 2 + 5 timed runs and the profile: about 10 s (an H200's plain: 88 + 419 ms)
+    "channels_last": (60, 30),        # about 3 s per full-frame inference (2821 ms on an H200): 8 of them
+    "Triton mode": (45, 30),          # an eager mode that JIT-compiles the Triton kernel's 3 kernels first
+    "compiled mode": (150, 30),       # an inference and a training graph, about a minute each, cold
+    "pytest -m cuda": (190, 120),     # 4 inductor compiles (2 parity vectors, infer.py, the kernel), Triton JIT
+    "demo data": (30, 60),            # CPU only: 5 s for the demo's synthetic SID on 2 cores
+    "CPU checkpoint": (120, 90),      # CPU only, 4 threads: 15 steps and 2 validations at the demo's size
+    "demo run": (150, 120),           # one epoch, 120 steps; the fast one compiles its step and validation
+    "resume run": (60, 90),           # one compiled epoch: its graphs are the fast demo's, found in the cache
+    "infer.py compiler failure": (45, 60),  # stops at the first compile
+    "test.py --throughput": (120, 60),      # one full-frame compile, then 3 + 10 passes
 }
+#: the run's deadline by default (s from its start): one command of 600 s, less a minute for the
+#: Python start and what comes back
+DEFAULT_DEADLINE = 540.0
 REQUIRED = ("torch", "numpy", "yaml", "tqdm", "pytest", "einops")
 DATA_MODULES = ("rawpy", "tifffile", "skimage")
 OPTIONAL = ("triton", "PIL", "tensorboard")
@@ -88,6 +102,167 @@ STEP_MODULES = {"data": DATA_MODULES, "demo": DATA_MODULES, "resume": DATA_MODUL
 STEP_FOLDERS = {"data": ("ckpt_cpu",), "demo": ("demo_fast", "demo_eager", "demo_eager2"),
                 "resume": ("resume_from_cpu", "resume_from_eager"), "infer": ("infer_compile_failure",),
                 "throughput": ("throughput",)}
+POLL = 0.1   # seconds between looks at the running processes
+
+# ------------------------------------------------------------------------------------------ the plan
+
+#: part 1, the default: the paper model's modes that matter most (float32, the fast path, bf16, the
+#: Triton kernel), the CUDA tests, a short demo (fast against eager), the resumes and infer.py
+PART1_STEPS = ("benchmark-CANS_Plus", "pytest", "data", "demo", "resume", "infer")
+PART1_MODES = {"CANS_Plus": ("plain", "fast", "bf16", "triton_dwconv")}
+#: what the other parts hold, most important first: the steps part 1 leaves out (the throughput, the
+#: CANS benchmark's float32, fast path, bf16 and Triton kernel), then CANS++'s other modes, then
+#: CANS's (packed in this order into the first part with room; a mode of scripts/benchmark.py not
+#: named here comes last)
+REST_ORDER: Tuple[Union[str, Tuple[str, str]], ...] = (
+    "throughput", ("CANS", "plain"), ("CANS", "fast"), ("CANS", "bf16"), ("CANS", "triton_dwconv"),
+    ("CANS_Plus", "cudagraphs"), ("CANS_Plus", "bf16_compile"), ("CANS_Plus", "fast_triton"),
+    ("CANS_Plus", "bf16_triton"), ("CANS_Plus", "authors_flags"), ("CANS_Plus", "tf32"), ("CANS_Plus", "fused_adamw"),
+    ("CANS_Plus", "compile"), ("CANS_Plus", "channels_last"))
+
+
+def reserve(deadline: float) -> float:
+    """The seconds kept before the deadline to end the running processes and write the report."""
+    return min(10.0, max(1.0, deadline / 10))
+
+
+def mode_budget(mode: str, cuda: bool = True) -> str:
+    """The :data:`BUDGETS` key of a benchmark mode (``fast`` compiles on CUDA only)."""
+    from .benchmark import SPECS
+
+    spec = SPECS.get(mode)
+    if spec is None:
+        return "eager mode"
+    if spec.compile or (cuda and mode in ("fast", "fast_triton")):
+        return "compiled mode"
+    if spec.channels_last:
+        return "channels_last"
+    if spec.triton_dwconv:
+        return "Triton mode"
+    return "eager mode"
+
+
+def all_modes() -> List[str]:
+    """Every mode of scripts/benchmark.py, in the order the check runs them."""
+    from .benchmark import MODES
+
+    return list(MODE_ORDER) + [m for m in MODES if m not in MODE_ORDER]
+
+
+def plan_ends(steps: Sequence[str], modes: Dict[str, Sequence[str]], limit: Callable[[str], float],
+              cuda: bool = True) -> Dict[str, float]:
+    """When each item of a run ends at the latest (seconds after the steps begin), every step taking
+    all of its limit: ``benchmark MODEL MODE`` for each mode, and the :data:`BUDGETS` keys of the other
+    steps. It follows :func:`run_steps`: the CANS++ benchmark alone; then pytest beside the demo data,
+    which is followed by the CPU checkpoint beside the demos, which are followed by the resumes beside
+    infer.py; then the throughput, then the CANS benchmark, each alone."""
+    ends: Dict[str, float] = {}
+
+    def bench(model: str, t: float) -> float:
+        for i, mode in enumerate(modes.get(model, ())):
+            t += limit(mode_budget(mode, cuda)) + (limit("benchmark start") if i == 0 else 0)
+            ends[f"benchmark {model} {mode}"] = t
+        return t
+
+    t = bench("CANS_Plus", 0.0) if "benchmark-CANS_Plus" in steps else 0.0
+    if "pytest" in steps:
+        ends["pytest -m cuda"] = t + limit("pytest -m cuda")
+    data = t
+    if "data" in steps:
+        data = ends["demo data"] = t + limit("demo data")
+        ends["CPU checkpoint"] = data + limit("CPU checkpoint")
+    if "demo" in steps:
+        ends["demo run"] = data + limit("demo run")
+    after = max([data] + [ends[k] for k in ("CPU checkpoint", "demo run") if k in ends])
+    for step, key in (("resume", "resume run"), ("infer", "infer.py compiler failure")):
+        if step in steps:
+            ends[key] = after + limit(key)
+    t = max([t] + list(ends.values()))
+    if "throughput" in steps:
+        t = ends["test.py --throughput"] = t + limit("test.py --throughput")
+    if "benchmark-CANS" in steps:
+        bench("CANS", t)
+    return ends
+
+
+def gpu_limit(key: str) -> float:
+    return BUDGETS[key][0]
+
+
+@dataclass
+class Part:
+    """The steps of one part of the check and the benchmark's modes it runs, per model."""
+    steps: Tuple[str, ...]
+    modes: Dict[str, Tuple[str, ...]]
+
+    def ends(self, limit: Callable[[str], float] = gpu_limit) -> Dict[str, float]:
+        return plan_ends(self.steps, self.modes, limit)
+
+    def ceiling(self, limit: Callable[[str], float] = gpu_limit) -> float:
+        """The longest it can take: every step using all of its limit."""
+        return max(self.ends(limit).values(), default=0.0)
+
+    def plus(self, item: Union[str, Tuple[str, str]]) -> "Part":
+        """This part with one more step, or one more ``(model, mode)`` of the benchmark."""
+        steps, modes = set(self.steps), {k: set(v) for k, v in self.modes.items()}
+        if isinstance(item, str):
+            steps.add(item)
+        else:
+            steps.add(f"benchmark-{item[0]}")
+            modes.setdefault(item[0], set()).add(item[1])
+        order = all_modes()
+        return Part(tuple(s for s in STEPS if s in steps),
+                    {m: tuple(x for x in order if x in modes[m]) for m in MODELS if m in modes})
+
+
+def parts() -> Tuple[Part, ...]:
+    """The parts, each fitting one command on a GPU (its :meth:`Part.ceiling` at most the default
+    deadline less :func:`reserve`): part 1, then the rest packed in :data:`REST_ORDER` into the
+    first part with room. Together they run every step and every mode of both models."""
+    budget = DEFAULT_DEADLINE - reserve(DEFAULT_DEADLINE)
+    first = Part(PART1_STEPS, dict(PART1_MODES))
+    done = set(first.steps) | {(m, x) for m, xs in first.modes.items() for x in xs}
+    items = [i for i in REST_ORDER if i not in done]
+    items += [s for s in STEPS if s not in done and s not in items and not s.startswith("benchmark-")]
+    items += [(m, x) for m in MODELS for x in all_modes() if (m, x) not in done and (m, x) not in items]
+    rest: List[Part] = []
+    for item in items:
+        for i, part in enumerate(rest):
+            trial = part.plus(item)
+            if trial.ceiling() <= budget:
+                rest[i] = trial
+                break
+        else:
+            rest.append(Part((), {}).plus(item))
+    return (first, *rest)
+
+
+def describe_parts() -> str:
+    """Every part: its steps and modes, each limit, and their sum (``--plan``)."""
+    budget = DEFAULT_DEADLINE - reserve(DEFAULT_DEADLINE)
+    lines = []
+    for n, part in enumerate(parts(), 1):
+        ends = part.ends()
+        what = "the default: bash scripts/gpu_check.sh OUTDIR" if n == 1 else f"--part {n}"
+        lines.append(f"part {n} ({what}): the limits add up to {max(ends.values()):.0f} s of the {budget:.0f} s "
+                     f"before the deadline ({DEFAULT_DEADLINE:.0f} s, less {reserve(DEFAULT_DEADLINE):.0f} s to "
+                     f"stop and report)")
+        for model in MODELS:
+            if model in part.modes:
+                modes = part.modes[model]
+                lines.append(f"  benchmark {model}: start {gpu_limit('benchmark start'):.0f} s + "
+                             + ", ".join(f"{m} {gpu_limit(mode_budget(m)):.0f} s" for m in modes)
+                             + f" (done by {ends[f'benchmark {model} {modes[-1]}']:.0f} s)")
+        side = [k for k in ("pytest -m cuda", "demo data", "CPU checkpoint", "demo run", "resume run",
+                            "infer.py compiler failure") if k in ends]
+        if side:
+            lines.append("  side by side: " + ", ".join(f"{k} {gpu_limit(k):.0f} s" for k in side)
+                         + f" (done by {max(ends[k] for k in side):.0f} s: pytest beside the demo data, then "
+                           "the CPU checkpoint beside the 3 demos, then the 2 resumes beside infer.py)")
+        if "test.py --throughput" in ends:
+            lines.append(f"  test.py --throughput {gpu_limit('test.py --throughput'):.0f} s "
+                         f"(done by {ends['test.py --throughput']:.0f} s)")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -101,16 +276,21 @@ class Row:
 
 @dataclass
 class Check:
-    """What one run of the check knows: where it writes, how it runs, what it found."""
+    """What one run of the check knows: where it writes, how it runs, its plan, what it found."""
     out: Path
     rehearsal: bool = False
     data_dir: Path = Path("/tmp/cans_gpu_check_sid")
     scale: float = 1.0
     python: str = sys.executable
     steps: Tuple[str, ...] = STEPS
-    modes: Optional[Tuple[str, ...]] = None   # None: every mode the device runs
+    modes: Optional[Dict[str, Tuple[str, ...]]] = None   # None: every mode the device runs
+    explicit_modes: bool = False   # the modes were asked for by name (--modes): a rehearsal keeps them all
     missing: Tuple[str, ...] = ()
     rows: List[Row] = field(default_factory=list)
+    deadline: float = DEFAULT_DEADLINE
+    deadline_at: float = math.inf        # time.monotonic() after which nothing runs
+    steps_start: Optional[float] = None  # time.monotonic() when the steps began
+    ends: Dict[str, float] = field(default_factory=dict)   # plan_ends() of this run
 
     def limit(self, key: str) -> float:
         gpu, rehearsal = BUDGETS[key]
@@ -126,6 +306,33 @@ class Check:
         found = {r.name: r.status for r in self.rows}
         return all(found.get(n) == "PASS" for n in names)
 
+    @property
+    def grace(self) -> float:
+        """Seconds between asking a process to end (SIGTERM) and killing it."""
+        return reserve(self.deadline) / 4
+
+    def time_up(self) -> bool:
+        return time.monotonic() >= self.deadline_at
+
+    def deadline_note(self) -> str:
+        return f"not run: the run's deadline ({self.deadline:.0f} s) came first"
+
+    def window(self, item: str) -> Tuple[float, bool]:
+        """(when a process of ``item`` is ended, by time.monotonic(); whether that is the run's deadline
+        rather than the item's end in the plan). An item outside the plan gets its own limit from now."""
+        if item in self.ends and self.steps_start is not None:
+            end = self.steps_start + self.ends[item]
+        else:   # a BUDGETS key, or 'benchmark MODEL MODE'
+            key = item if item in BUDGETS else mode_budget(item.rsplit(" ", 1)[-1], cuda=not self.rehearsal)
+            end = time.monotonic() + self.limit(key)
+        return (end, False) if end < self.deadline_at else (self.deadline_at, True)
+
+    def job(self, item: str, cmd: Sequence[str], log: Path, **kwargs) -> "Job":
+        """``cmd`` started as a process of ``item`` (a :data:`BUDGETS` key), ended at :meth:`window`."""
+        until, by_deadline = self.window(item)
+        return Job(cmd, log, until, deadline=self.deadline if by_deadline else None, grace=self.grace,
+                   limit=self.limit(item), **kwargs)
+
     # sizes: the paper's on a GPU, tiny in a rehearsal
     def benchmark_sizes(self) -> List[str]:
         if self.rehearsal:
@@ -134,73 +341,109 @@ class Check:
         return ["--warmup", "2", "--iters", "5", "--profile"]
 
     def demo_set(self) -> List[str]:
-        extra = (["model.width=8", "train.epochs=1", "data.train.repeat=1", "train.num_threads=1",
-                  "data.num_workers=1", "data.synthetic.height=192", "data.synthetic.width=288"] if self.rehearsal
-                 else ["train.num_threads=null", "data.num_workers=2"])
+        extra = (["model.width=8", "model.middle_blk_num=1", "model.enc_blk_nums=[1,1,1,1]",
+                  "model.dec_blk_nums=[1,1,1,1]", "train.epochs=1", "data.train.repeat=1", "train.num_threads=1",
+                  "data.num_workers=0", "train.valid_per_epoch=1", "data.synthetic.height=192",
+                  "data.synthetic.width=288"] if self.rehearsal
+                 else ["train.epochs=1", "train.num_threads=null", "data.num_workers=2"])
         return [f"data.data_path={self.data_dir}", "train.test_at_end=false", "train.validate_at_start=false", *extra]
 
 
 # ------------------------------------------------------------------------------------------ processes
 
 class Job:
-    """A command in a process group of its own (a time limit ends it and its children), its
-    output written to ``log`` (stderr to ``err`` when given; ``append``: after what ``log`` holds)."""
+    """A command in a process group of its own, ended (SIGTERM, then SIGKILL after ``grace`` seconds)
+    once time.monotonic() passes ``until``; its output written to ``log`` (stderr to ``err`` when
+    given; ``append``: after what ``log`` holds). ``deadline``: the run's deadline in seconds when
+    ``until`` is that deadline (for the row), else None; ``limit``: its own limit (for the row)."""
 
-    def __init__(self, cmd: Sequence[str], log: Path, limit: float, env: Optional[Dict[str, str]] = None,
-                 err: Optional[Path] = None, append: bool = False):
-        self.limit, self.rc, self.timed_out = limit, None, False
+    def __init__(self, cmd: Sequence[str], log: Path, until: float, env: Optional[Dict[str, str]] = None,
+                 err: Optional[Path] = None, append: bool = False, deadline: Optional[float] = None,
+                 grace: float = 3.0, limit: Optional[float] = None):
+        self.until, self.deadline, self.grace, self.limit = until, deadline, grace, limit
+        self.rc, self.timed_out, self._term_at, self._killed = None, False, None, False
         self.start = time.monotonic()
+        self.given = max(until - self.start, 0.0)   # the seconds it had
         environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._out = open(log, "ab" if append else "wb")
         self._err = open(err, "wb") if err is not None else subprocess.STDOUT
         self.proc = subprocess.Popen(list(cmd), cwd=REPO, env=environ, stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.end: Optional[float] = None
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.start
+        return (self.end if self.end is not None else time.monotonic()) - self.start
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def poll(self) -> Optional[int]:
-        """The exit status once the process ended (a process past its limit is ended: -9)."""
+        """The exit status once the process ended; past ``until`` it is asked to end, and killed
+        ``grace`` seconds later (the row says it ran out of time). Never waits."""
         if self.rc is None:
             rc = self.proc.poll()
-            if rc is None and self.seconds > self.limit:
-                self.kill()
-                self.timed_out, rc = True, -9
+            now = time.monotonic()
+            if rc is None and now >= self.until:
+                if self._term_at is None:
+                    self.timed_out, self._term_at = True, now
+                    self._signal(signal.SIGTERM)
+                elif not self._killed and now >= self._term_at + self.grace:
+                    self._killed = True
+                    self._signal(signal.SIGKILL)
             if rc is not None:
-                self.rc = rc
+                self.rc, self.end = rc, now
                 self._out.close()
                 if self._err is not subprocess.STDOUT:
                     self._err.close()
         return self.rc
 
-    def kill(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            try:
-                self.proc.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+    def stop(self) -> None:
+        """End it now (at the next :meth:`poll`)."""
+        self.until = min(self.until, time.monotonic())
 
     def wait(self) -> int:
-        while self.poll() is None:
-            time.sleep(0.2)
+        wait_all(self)
         return self.rc
 
 
-def wait_all(*jobs: Job) -> None:
-    """Wait for every job, each ended at its own limit."""
+def nap(jobs: Sequence[Job], until: float = math.inf) -> None:
+    """Sleep until the next look: at most :data:`POLL`, less when a job's time (or ``until``) ends sooner."""
+    now = time.monotonic()
+    soonest = min([j.until for j in jobs if j.rc is None and j.until > now] + [until if until > now else math.inf])
+    time.sleep(min(POLL, max(soonest - now, 0.005)))
+
+
+def wait_all(*jobs: Optional[Job], also: Sequence[Optional[Job]] = ()) -> None:
+    """Wait for every job of ``jobs``, each ended at its own time; the jobs of ``also`` are looked
+    at meanwhile (so they too end on time) but not waited for."""
+    jobs = [j for j in jobs if j is not None]
+    others = [j for j in also if j is not None]
     while any(j.poll() is None for j in jobs):
-        time.sleep(0.2)
+        for j in others:
+            j.poll()
+        nap(jobs + others)
+    for j in others:
+        j.poll()
+
+
+def out_of_time(given: float, limit: Optional[float]) -> str:
+    """'ran out of its 212 s (its limit 190 s and 22 s left by the steps before it)'."""
+    extra = (f" (its limit {limit:.0f} s and {given - limit:.0f} s left by the steps before it)"
+             if limit is not None and given - limit >= 1 else "")
+    return f"ran out of its {given:.0f} s{extra}"
 
 
 def ended(job: Job) -> str:
-    """How a job ended, for a row: 'exit 1' or 'ran out of its 300 s'."""
-    return f"ran out of its {job.limit:.0f} s" if job.timed_out else f"exit {job.rc}"
+    """How a job ended, for a row: 'exit 1', 'ran out of its 300 s' or 'stopped at the run's deadline'."""
+    if not job.timed_out:
+        return f"exit {job.rc}"
+    if job.deadline is not None:
+        return f"stopped at the run's deadline ({job.deadline:.0f} s) after {job.seconds:.0f} s"
+    return out_of_time(job.given, job.limit)
 
 
 def read_json(path: Path) -> Optional[dict]:
@@ -228,20 +471,23 @@ def find_modules(names: Sequence[str]) -> Tuple[Dict[str, str], List[str]]:
 
 # ------------------------------------------------------------------------------------------ benchmark
 
-def benchmark_modes(check: Check) -> List[str]:
-    """The modes that are rows: every mode on a GPU; in a rehearsal those the CPU runs (not the
-    CUDA-only ones, not the compiled ones: inductor's CPU build takes minutes). ``--modes`` narrows."""
+def benchmark_modes(check: Check, model: str) -> List[str]:
+    """The modes of ``model`` that are rows: those of the part (default every mode) the device runs; in a
+    rehearsal not the CUDA-only or compiled ones (inductor's CPU build takes minutes), except those
+    asked for by name with ``--modes``, which run and fail."""
     import torch
 
-    from .benchmark import MODES, mode_spec
+    from .benchmark import mode_spec
 
-    order = list(MODE_ORDER) + [m for m in MODES if m not in MODE_ORDER]
+    order = all_modes()
     if check.rehearsal:
         cpu = torch.device("cpu")
         order = [m for m in order if not mode_spec(m, cpu).needs_cuda and not mode_spec(m, cpu).compile]
-    if check.modes is not None:
-        order = [m for m in order if m in check.modes] + [m for m in check.modes if m not in order]
-    return order
+    if check.modes is None:
+        return order
+    asked = check.modes.get(model, ())
+    chosen = [m for m in order if m in asked]
+    return chosen + [m for m in asked if m not in order] if check.explicit_modes else chosen
 
 
 def not_in_rehearsal() -> List[str]:
@@ -256,12 +502,7 @@ def not_in_rehearsal() -> List[str]:
 
 def mode_limit(check: Check, mode: str) -> float:
     """The time limit of one benchmark mode on this check's device."""
-    from .benchmark import mode_spec
-
-    if mode == "channels_last":
-        return check.limit("channels_last")
-    compiled = mode_spec(mode, "cpu" if check.rehearsal else "cuda").compile
-    return check.limit("compiled mode" if compiled else "eager mode")
+    return check.limit(mode_budget(mode, cuda=not check.rehearsal))
 
 
 def benchmark_command(check: Check, model: str, modes: Sequence[str], out: Path) -> List[str]:
@@ -270,22 +511,42 @@ def benchmark_command(check: Check, model: str, modes: Sequence[str], out: Path)
             "--modes", *modes, "--out", str(out)]
 
 
-def run_benchmark_modes(check: Check, model: str, modes: Sequence[str]) -> Dict[str, dict]:
-    """Each mode's result of ``scripts/benchmark.py`` (its JSON entry, ``seconds`` added), each mode
-    with its own time limit: the benchmark writes its JSON after every mode, so a mode past its
-    limit ends the process, is reported ``timed_out``, and a new process runs the modes after it.
-    A mode the process never reached is reported ``not_run``. All of it: OUT/benchmark_MODEL.json."""
+def run_benchmark_modes(check: Check, model: str, modes: Sequence[str],
+                        windows: Optional[Sequence[Tuple[float, bool]]] = None) -> Dict[str, dict]:
+    """Each mode's result of ``scripts/benchmark.py`` (its JSON entry, ``seconds`` added). Mode i must
+    deliver by ``windows[i]`` (time.monotonic(), and whether that is the run's deadline; default:
+    the benchmark's start and each mode's own limit, one after the other, from now): the benchmark
+    writes its JSON after every mode, so a mode past its time ends the process, is reported
+    ``timed_out`` (the seconds it had), and a new process runs the modes after it. A mode the
+    process never reached is reported ``not_run``. All of it: OUT/benchmark_MODEL.json."""
     log = check.out / f"benchmark_{model}.log"
+    if windows is None:
+        t, windows = time.monotonic() + check.limit("benchmark start"), []
+        for mode in modes:
+            t += mode_limit(check, mode)
+            windows.append((t, False) if t < check.deadline_at else (check.deadline_at, True))
     results: Dict[str, dict] = {}
     header: Dict[str, object] = {}
-    pending, part = list(modes), 0
+    pending, part, hung = list(range(len(modes))), 0, None
     while pending:
+        if check.time_up():
+            for i in pending:
+                results[modes[i]] = {"mode": modes[i], "not_run": f"the run's deadline ({check.deadline:.0f} s) "
+                                                                  f"came first"}
+            break
+        now = time.monotonic()
+        while pending and windows[pending[0]][0] <= now:   # the modes before it used up its time in the plan
+            results[modes[pending[0]]] = {"mode": modes[pending[0]], "not_run": "no time left: what ran before it "
+                                                                                 "used up its time in the plan"}
+            pending.pop(0)
+        if not pending:
+            break
         part += 1
         path = check.out / f"benchmark_{model}.part{part}.json"
         path.unlink(missing_ok=True)   # an earlier run's, in the same OUTDIR
-        first = check.limit("benchmark start") + mode_limit(check, pending[0])
-        job = Job(benchmark_command(check, model, pending, path), log, math.inf, append=part > 1)
-        seen, since, limit = 0, job.start, first
+        job = Job(benchmark_command(check, model, [modes[i] for i in pending], path), log, math.inf,
+                  append=part > 1, grace=check.grace)
+        seen, since = 0, job.start
         while True:
             rc = job.poll()
             report = read_json(path) or {}
@@ -293,24 +554,31 @@ def run_benchmark_modes(check: Check, model: str, modes: Sequence[str]) -> Dict[
                 now = time.monotonic()
                 results[r["mode"]] = dict(r, seconds=round(now - since, 1))
                 seen, since = seen + 1, now
-                limit = mode_limit(check, pending[seen]) if seen < len(pending) else math.inf
             header = header or {k: v for k, v in report.items() if k != "results"}
             if rc is not None or seen == len(pending):
-                job.limit = job.seconds + 60   # after its last mode it prints the report and exits
+                # after its last mode it prints the report and exits
+                job.until = min(time.monotonic() + 10, check.deadline_at)
                 job.wait()
-                for m in pending[seen:]:
-                    results[m] = {"mode": m, "not_run": f"the benchmark ended ({ended(job)}) before this mode; "
-                                                         f"see {log.name}"}
+                for i in pending[seen:]:
+                    results[modes[i]] = {"mode": modes[i], "not_run": f"the benchmark ended ({ended(job)}) before "
+                                                                      f"this mode; see {log.name}"}
                 pending = []
                 break
-            if time.monotonic() - since > limit:
-                job.kill()
+            until, by_deadline = windows[pending[seen]]
+            if time.monotonic() >= until:
+                job.stop()
                 job.wait()
-                m = pending[seen]
-                results[m] = {"mode": m, "timed_out": round(limit), "seconds": round(time.monotonic() - since, 1)}
-                pending = pending[seen + 1:]
+                m = modes[pending[seen]]
+                first = check.limit("benchmark start") if part == 1 and seen == 0 else 0
+                results[m] = {"mode": m, "timed_out": max(round(until - since), 0),
+                              "limit": mode_limit(check, m) + first, "seconds": round(time.monotonic() - since, 1)}
+                if by_deadline:
+                    results[m]["deadline"] = round(check.deadline)
+                if seen == 0 and hung is not None:
+                    results[m]["after"] = hung
+                hung, pending = m, pending[seen + 1:]
                 break
-            time.sleep(0.2)
+            nap([job], until)
     merged = dict(header, results=[results[m] for m in modes])
     (check.out / f"benchmark_{model}.json").write_text(json.dumps(merged, indent=2) + "\n")
     return results
@@ -324,7 +592,11 @@ def judge_mode(mode: str, result: Optional[dict]) -> Tuple[str, str]:
     if result is None:
         return "FAIL", "did not run: no result"
     if "timed_out" in result:
-        return "FAIL", f"ran out of its {result['timed_out']} s"
+        if "deadline" in result:
+            return "FAIL", f"stopped at the run's deadline ({result['deadline']} s) after {result['timed_out']} s"
+        after = (f" (in a new benchmark process, whose start came out of this time, after {result['after']} ran out of "
+                 f"its own)" if result.get("after") else "")
+        return "FAIL", out_of_time(result["timed_out"], result.get("limit")) + after
     for key, what in (("not_run", "did not run"), ("skipped", "did not run"), ("error", "error")):
         if key in result:
             return "FAIL", f"{what}: {result[key]}"
@@ -348,8 +620,13 @@ def judge_mode(mode: str, result: Optional[dict]) -> Tuple[str, str]:
 
 def step_benchmark(check: Check, model: str) -> None:
     """One row per benchmark mode of ``model``."""
-    modes = benchmark_modes(check)
-    results = run_benchmark_modes(check, model, modes)
+    modes = benchmark_modes(check, model)
+    if check.time_up():
+        for mode in modes:
+            check.add(f"benchmark {model} {mode}", "FAIL", 0, check.deadline_note())
+        return
+    windows = [check.window(f"benchmark {model} {m}") for m in modes]
+    results = run_benchmark_modes(check, model, modes, windows)
     for mode in modes:
         status, why = judge_mode(mode, results.get(mode))
         check.add(f"benchmark {model} {mode}", status, (results.get(mode) or {}).get("seconds", 0.0), why)
@@ -361,33 +638,34 @@ SYNTHETIC = ("import sys\nfrom cans.config import load_config\nfrom cans.synthet
              "ensure_synthetic(load_config('configs/demo.yaml', sys.argv[1:]))\n")
 
 
-def step_data(check: Check) -> None:
-    """Rows 'demo data' and 'CPU checkpoint' (a demo epoch on the CPU, for the resume step)."""
-    job = Job([check.python, "-c", SYNTHETIC, *check.demo_set()], check.out / "synthetic_sid.log",
-              check.limit("demo data"))
-    job.wait()
-    check.add("demo data", "PASS" if job.rc == 0 else "FAIL", job.seconds,
-              f"the synthetic SID in {check.data_dir}" if job.rc == 0 else f"{ended(job)}; see synthetic_sid.log")
-    if job.rc != 0:
-        check.add("CPU checkpoint", "FAIL", 0, "not run: the demo data failed")
-        return
-    job = Job([check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress", "--set", *check.demo_set(),
-               f"output_dir={check.out / 'ckpt_cpu'}", "train.epochs=1", "data.train.repeat=1"],
-              check.out / "ckpt_cpu.log", check.limit("CPU checkpoint"), env={"CUDA_VISIBLE_DEVICES": ""})
-    job.wait()
+def data_job(check: Check) -> Job:
+    """The demo's synthetic SID, made (or found) in ``check.data_dir``, started."""
+    return check.job("demo data", [check.python, "-c", SYNTHETIC, *check.demo_set()], check.out / "synthetic_sid.log")
+
+
+def ckpt_job(check: Check) -> Job:
+    """One demo epoch of 15 steps on the CPU (no GPU visible), started: the checkpoint ``resume`` resumes on CUDA."""
+    threads = [] if check.rehearsal else ["train.num_threads=4"]   # beside the demos and pytest's compiles
+    return check.job("CPU checkpoint", [check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress", "--set",
+                                        *check.demo_set(), f"output_dir={check.out / 'ckpt_cpu'}", "train.epochs=1",
+                                        "data.train.repeat=1", *threads],
+                     check.out / "ckpt_cpu.log", env={"CUDA_VISIBLE_DEVICES": ""})
+
+
+def judge_ckpt(check: Check, job: Job) -> Tuple[str, str]:
     ok = job.rc == 0 and (check.out / "ckpt_cpu" / "checkpoints" / "last.pth").is_file()
-    check.add("CPU checkpoint", "PASS" if ok else "FAIL", job.seconds,
-              "one demo epoch on the CPU (15 steps)" if ok else f"{ended(job)}; see ckpt_cpu.log")
+    return ("PASS", "one demo epoch on the CPU (15 steps)") if ok else ("FAIL", f"{ended(job)}; see ckpt_cpu.log")
 
 
 # ------------------------------------------------------------------------------------------ pytest, demo
 
 def pytest_job(check: Check) -> Job:
-    """``pytest -m cuda tests/``, started."""
+    """``pytest -m cuda tests/`` (a rehearsal: tests/test_cuda.py, where the CUDA tests are), started."""
     (check.out / "pytest_cuda.xml").unlink(missing_ok=True)
-    return Job([check.python, "-m", "pytest", "-m", "cuda", "tests/", "-q", "-rs", "-p", "no:cacheprovider",
-                f"--junitxml={check.out / 'pytest_cuda.xml'}"], check.out / "pytest_cuda.log",
-               check.limit("pytest -m cuda"))
+    where = "tests/test_cuda.py" if check.rehearsal else "tests/"
+    return check.job("pytest -m cuda", [check.python, "-m", "pytest", "-m", "cuda", where, "-q", "-rs", "-p",
+                                        "no:cacheprovider", f"--junitxml={check.out / 'pytest_cuda.xml'}"],
+                     check.out / "pytest_cuda.log")
 
 
 def judge_pytest(check: Check, job: Job) -> Tuple[str, str]:
@@ -412,12 +690,12 @@ def judge_pytest(check: Check, job: Job) -> Tuple[str, str]:
 
 
 def demo_jobs(check: Check) -> Dict[str, Job]:
-    """The three demo trainings (train.fast on, off, off), started side by side."""
+    """The three demo trainings (train.fast on, off, off; one epoch each), started side by side."""
     jobs = {}
     for name, fast in (("fast", "true"), ("eager", "false"), ("eager2", "false")):
-        jobs[name] = Job([check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress", "--set",
-                          *check.demo_set(), f"output_dir={check.out / ('demo_' + name)}", f"train.fast={fast}"],
-                         check.out / f"demo_{name}.log", check.limit("demo run"))
+        jobs[name] = check.job("demo run", [check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress",
+                                            "--set", *check.demo_set(), f"output_dir={check.out / ('demo_' + name)}",
+                                            f"train.fast={fast}"], check.out / f"demo_{name}.log")
     return jobs
 
 
@@ -451,9 +729,10 @@ def resume_job(check: Check, source: str, target: str, *extra: str) -> Optional[
         return None
     copy = check.out / f"{source}.last.pth"
     shutil.copyfile(ckpt, copy)
-    return Job([check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress", "--resume", str(copy), "--set",
-                *check.demo_set(), f"output_dir={check.out / target}", f"train.epochs={summary['epochs_done'] + 1}",
-                "train.fast=true", *extra], check.out / f"{target}.log", check.limit("resume run"))
+    return check.job("resume run", [check.python, "train.py", "-c", "configs/demo.yaml", "--no-progress", "--resume",
+                                    str(copy), "--set", *check.demo_set(), f"output_dir={check.out / target}",
+                                    f"train.epochs={summary['epochs_done'] + 1}", "train.fast=true", *extra],
+                     check.out / f"{target}.log")
 
 
 def judge_resume(check: Check, source: str, target: str, job: Optional[Job]) -> Tuple[str, str]:
@@ -517,11 +796,11 @@ def infer_job(check: Check) -> Optional[Job]:
     if not ckpt.is_file() or len(photos) < 3:
         return None
     device = ["--device", "cpu"] if check.rehearsal else []
-    return Job([check.python, "-c", INFER, "-c", "configs/demo.yaml", "--checkpoint", str(ckpt),
-                "--out", str(check.out / "infer_compile_failure"), "--no-progress", *device,
-                "--set", *check.demo_set(), *map(str, photos)],
-               check.out / "infer_compile_failure.log", check.limit("infer.py compiler failure"),
-               err=check.out / "infer_compile_failure.err")
+    return check.job("infer.py compiler failure",
+                     [check.python, "-c", INFER, "-c", "configs/demo.yaml", "--checkpoint", str(ckpt),
+                      "--out", str(check.out / "infer_compile_failure"), "--no-progress", *device,
+                      "--set", *check.demo_set(), *map(str, photos)],
+                     check.out / "infer_compile_failure.log", err=check.out / "infer_compile_failure.err")
 
 
 def judge_infer(check: Check, job: Optional[Job]) -> Tuple[str, str]:
@@ -541,10 +820,13 @@ def judge_infer(check: Check, job: Optional[Job]) -> Tuple[str, str]:
 
 def step_throughput(check: Check) -> None:
     """Row 'test.py --throughput' (CANS++, a full frame, test.fast)."""
+    if check.time_up():
+        check.add("test.py --throughput", "FAIL", 0, check.deadline_note())
+        return
     size = ["--size", "96", "128", "--device", "cpu"] if check.rehearsal else ["--size", "1424", "2128"]
-    job = Job([check.python, "test.py", "-c", "configs/CANS_Plus/Sony.yaml", "--throughput", "--random-weights",
-               *size, "--out", str(check.out / "throughput")], check.out / "throughput.log",
-              check.limit("test.py --throughput"))
+    job = check.job("test.py --throughput", [check.python, "test.py", "-c", "configs/CANS_Plus/Sony.yaml",
+                                             "--throughput", "--random-weights", *size,
+                                             "--out", str(check.out / "throughput")], check.out / "throughput.log")
     job.wait()
     found = re.search(r"[0-9.]+ ms/image mean", (check.out / "throughput.log").read_text(errors="replace"))
     ok = job.rc == 0 and found is not None
@@ -567,28 +849,36 @@ def missing_for(check: Check, step: str) -> List[str]:
     return [m for m in STEP_MODULES.get(step, ()) if m in check.missing]
 
 
-def run_steps(check: Check) -> None:
-    """Every selected step, in order; their rows go to ``check.rows``."""
+def run_side_by_side(check: Check) -> None:
+    """pytest beside the demo data, then the CPU checkpoint beside the three demos, then the two
+    resumes beside infer.py (each group starts when what it needs is done)."""
+    steps = check.steps
+
     def can_run(step, rows, needed_rows=()):
         lacking = missing_for(check, step)
         why = (f"not run: missing {', '.join(lacking)} (pip install -r requirements.txt)" if lacking else
+               check.deadline_note() if check.time_up() else
                None if check.passed(*needed_rows) else f"not run: it needs {', '.join(needed_rows)}, which failed")
         if why:
             for row in rows:
                 check.add(row, "FAIL", 0, why)
         return why is None
 
-    steps = check.steps
-    if "data" in steps and can_run("data", ("demo data", "CPU checkpoint")):
-        step_data(check)
-    if "benchmark-CANS_Plus" in steps:
-        step_benchmark(check, "CANS_Plus")
-    test = pytest_job(check) if "pytest" in steps else None
-    demos = demo_jobs(check) if "demo" in steps and can_run("demo", ("demo fast vs eager",), ("demo data",)) else None
-    wait_all(*([test] if test else []), *(demos.values() if demos else []))
-    if test is not None:
-        status, why = judge_pytest(check, test)
-        check.add("pytest -m cuda", status, test.seconds, why)
+    test = pytest_job(check) if "pytest" in steps and can_run("pytest", ("pytest -m cuda",)) else None
+    ckpt = demos = None
+    if "data" in steps and can_run("data", ("demo data",)):
+        data = data_job(check)
+        wait_all(data, also=[test])
+        check.add("demo data", "PASS" if data.rc == 0 else "FAIL", data.seconds,
+                  f"the synthetic SID in {check.data_dir}" if data.rc == 0 else f"{ended(data)}; see synthetic_sid.log")
+    if "data" in steps and can_run("data", ("CPU checkpoint",), ("demo data",)):
+        ckpt = ckpt_job(check)
+    if "demo" in steps and can_run("demo", ("demo fast vs eager",), ("demo data",)):
+        demos = demo_jobs(check)
+    wait_all(ckpt, *(demos or {}).values(), also=[test])
+    if ckpt is not None:
+        status, why = judge_ckpt(check, ckpt)
+        check.add("CPU checkpoint", status, ckpt.seconds, why)
     if demos is not None:
         status, why = judge_demo(check, demos)
         check.add("demo fast vs eager", status, max(j.seconds for j in demos.values()), why)
@@ -600,24 +890,49 @@ def run_steps(check: Check) -> None:
                                              ())):
             if can_run("resume", (row,), ("CPU checkpoint",) if source == "ckpt_cpu" else ()):
                 jobs[row] = (source, target, resume_job(check, source, target, *extra))
-    infer = None
     if "infer" in steps and can_run("infer", ("infer.py compiler failure",)):
-        infer = ("infer", None, infer_job(check))
-        jobs["infer.py compiler failure"] = infer
-    wait_all(*(j[2] for j in jobs.values() if j[2] is not None))
+        jobs["infer.py compiler failure"] = ("infer", None, infer_job(check))
+    wait_all(test, *(j[2] for j in jobs.values()))
+    if test is not None:
+        status, why = judge_pytest(check, test)
+        check.add("pytest -m cuda", status, test.seconds, why)
     for row, (source, target, job) in jobs.items():
         verdict = judge_infer(check, job) if source == "infer" else judge_resume(check, source, target, job)
         check.add(row, verdict[0], job.seconds if job is not None else 0, verdict[1])
-    if "throughput" in steps:
+
+
+def run_steps(check: Check) -> None:
+    """Every selected step, in the plan's order; their rows go to ``check.rows``."""
+    check.steps_start = time.monotonic()
+    check.ends = plan_of(check)
+    if "benchmark-CANS_Plus" in check.steps:
+        step_benchmark(check, "CANS_Plus")
+    run_side_by_side(check)
+    if "throughput" in check.steps:
         step_throughput(check)
-    if "benchmark-CANS" in steps:
+    if "benchmark-CANS" in check.steps:
         step_benchmark(check, "CANS")
 
 
-def verdict(check: Check) -> str:
+def plan_of(check: Check) -> Dict[str, float]:
+    """:func:`plan_ends` of this check's steps and modes, with its device's limits."""
+    modes = {m: benchmark_modes(check, m) for m in MODELS if f"benchmark-{m}" in check.steps}
+    return plan_ends(check.steps, modes, check.limit, cuda=not check.rehearsal)
+
+
+def scope(check: Check, part: Union[int, str, None]) -> str:
+    """What the verdict covers: '' (everything), ' (part 1 of 6)' or ' (only the steps asked for)'."""
+    if set(check.steps) == set(STEPS) and check.modes is None:
+        return ""
+    if isinstance(part, int):
+        return f" (part {part} of {len(parts())})"
+    return " (only the steps asked for)"
+
+
+def verdict(check: Check, part: Union[int, str, None] = None) -> str:
     """The last line: PASS only when every row passed."""
     failed = [r.name for r in check.rows if r.status != "PASS"]
-    subset = "" if set(check.steps) == set(STEPS) and check.modes is None else " (only the steps asked for)"
+    subset = scope(check, part)
     if not check.rows:
         return "verdict: FAIL: no check ran"
     if failed:
@@ -630,19 +945,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def write_summary(check: Check, where: str, seconds: float, notes: Sequence[str]) -> str:
+def write_summary(check: Check, where: str, seconds: float, notes: Sequence[str],
+                  part: Union[int, str, None] = None) -> str:
     """OUT/summary.tsv, .json and .md; returns the Markdown (its last line: the verdict)."""
     rows = check.rows
+    last = verdict(check, part)
     (check.out / "summary.tsv").write_text("".join(f"{r.name}\t{r.status}\t{r.seconds:.0f}\t{r.details}\n"
                                                    for r in rows))
     lines = [f"gpu_check on {where}: {seconds:.0f} s in all", *notes, "",
              "| check | result | seconds | details |", "|---|---|---:|---|"]
     lines += [f"| {r.name} | {r.status} | {r.seconds:.0f} | {_cell(r.details)} |" for r in rows]
-    lines += ["", verdict(check)]
+    lines += ["", last]
     text = "\n".join(lines) + "\n"
     (check.out / "summary.md").write_text(text)
     (check.out / "summary.json").write_text(json.dumps(
-        {"where": where, "seconds": round(seconds, 1), "verdict": verdict(check), "steps": list(check.steps),
+        {"where": where, "seconds": round(seconds, 1), "verdict": last, "steps": list(check.steps),
+         "part": part, "deadline_s": check.deadline, "plan_ends_s": {k: round(v, 1) for k, v in check.ends.items()},
          "rows": [r.__dict__ for r in rows]}, indent=2) + "\n")
     return text
 
@@ -652,12 +970,29 @@ class UsageError(ValueError):
 
 
 def run_check(outdir: str, *, steps: Optional[Sequence[str]] = None, modes: Optional[Sequence[str]] = None,
-              rehearsal: bool = False, budget_scale: float = 1.0, data: str = "/tmp/cans_gpu_check_sid") -> int:
-    """The whole check into ``outdir``: the ``steps`` (default all, plus those they need), the benchmark's
-    ``modes`` (default every mode the device runs), on the CPU with tiny sizes when ``rehearsal``, every
-    time limit times ``budget_scale``, the demo's synthetic SID made and kept in ``data``. Prints the
-    summary; returns 0 on PASS (or with no CUDA GPU: nothing checked), 1 on FAIL, 2 when ``outdir``
-    cannot be made or holds an earlier check. An unknown mode raises :class:`UsageError`."""
+              part: Union[int, str, None] = None, rehearsal: bool = False, budget_scale: float = 1.0,
+              deadline: float = DEFAULT_DEADLINE, data: str = "/tmp/cans_gpu_check_sid") -> int:
+    """The check into ``outdir``: ``part`` (1 when neither it nor ``steps`` / ``modes`` is given; 'all':
+    everything), or the ``steps`` (default all, plus those they need) and the benchmark's ``modes``
+    (default every mode the device runs); on the CPU with tiny sizes when ``rehearsal``, every time
+    limit times ``budget_scale``, nothing started after ``deadline`` seconds (the report written
+    before it), the demo's synthetic SID made and kept in ``data``. Prints the summary; returns 0 on
+    PASS (or with no CUDA GPU: nothing checked), 1 on FAIL, 2 when ``outdir`` cannot be made or holds
+    an earlier check. A wrong mode, part or deadline raises :class:`UsageError`."""
+    started = time.monotonic()
+    if not deadline > 0:
+        raise UsageError(f"--deadline {deadline:g}: it must be > 0 seconds")
+    if part is not None and (steps or modes):
+        raise UsageError("--part chooses the steps and modes: give it or --steps / --modes, not both")
+    if part is None and not steps and not modes:
+        part = 1
+    if part is not None and part != "all" and not (isinstance(part, int) and 1 <= part <= len(parts())):
+        raise UsageError(f"--part {part}: there are parts 1 to {len(parts())} and all (--plan lists them)")
+    if modes:
+        from .benchmark import MODES
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            raise UsageError(f"--modes {' '.join(unknown)}: not a mode of scripts/benchmark.py ({', '.join(MODES)})")
     out = Path(outdir).resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -687,15 +1022,18 @@ def run_check(outdir: str, *, steps: Optional[Sequence[str]] = None, modes: Opti
         return 0
     if os.environ.get("GPU_CHECK_BUDGET"):
         print("gpu_check: note: GPU_CHECK_BUDGET is no longer read: each step has its own time limit "
-              "(--budget-scale / GPU_CHECK_BUDGET_SCALE multiplies them)")
+              "(--budget-scale / GPU_CHECK_BUDGET_SCALE multiplies them, --deadline ends the run)")
+    if part == "all":
+        chosen_steps, chosen_modes = STEPS, None
+    elif part is not None:
+        chosen = parts()[part - 1]
+        chosen_steps, chosen_modes = chosen.steps, dict(chosen.modes)
+    else:
+        chosen_steps = selected(steps or STEPS)
+        chosen_modes = {m: tuple(modes) for m in MODELS} if modes else None
     check = Check(out=out, rehearsal=rehearsal, data_dir=Path(data).resolve(), scale=budget_scale,
-                  steps=selected(steps or STEPS), modes=tuple(modes) if modes else None,
-                  missing=tuple(missing))
-    if check.modes is not None:
-        from .benchmark import MODES
-        unknown = [m for m in check.modes if m not in MODES]
-        if unknown:
-            raise UsageError(f"--modes {' '.join(unknown)}: not a mode of scripts/benchmark.py ({', '.join(MODES)})")
+                  steps=chosen_steps, modes=chosen_modes, explicit_modes=bool(modes), missing=tuple(missing),
+                  deadline=float(deadline), deadline_at=started + deadline - reserve(deadline))
     taken = [f for step in check.steps for f in STEP_FOLDERS.get(step, ()) if (out / f).exists()]
     if taken:
         print(f"gpu_check: error: {out} already holds an earlier check's {', '.join(taken)}: give another OUTDIR",
@@ -703,19 +1041,28 @@ def run_check(outdir: str, *, steps: Optional[Sequence[str]] = None, modes: Opti
         return 2
     where = ("the CPU (REHEARSAL: tiny sizes, the CUDA tests skip; no figure here is a GPU result)" if check.rehearsal
              else info["gpu"])
-    print(f"gpu_check on {where}; steps {', '.join(check.steps)}; results in {out}", flush=True)
-    notes = []
+    what = ("everything" if part == "all" else f"part {part} of {len(parts())}" if part is not None
+            else "the steps asked for")
+    print(f"gpu_check on {where}; {what}: steps {', '.join(check.steps)}; results in {out}", flush=True)
+    ceiling = max(plan_of(check).values(), default=0.0)
+    room = deadline - reserve(deadline) - (time.monotonic() - started)
+    notes = [f"plan: {what}; its time limits add up to {ceiling:.0f} s; deadline {deadline:.0f} s "
+             f"(python scripts/gpu_check.py --plan lists the parts)"]
+    if ceiling > room:
+        notes.append(f"the limits add up to more than the {room:.0f} s left before the deadline: what the deadline "
+                     f"reaches is a FAIL row (--deadline SECONDS to change it; --part N for a part that fits)")
     if check.rehearsal:
         notes.append("not rows in a rehearsal (CUDA only, or compiled: inductor's CPU build takes minutes): benchmark "
-                     "modes " + ", ".join(not_in_rehearsal()))
+                     "modes " + ", ".join(not_in_rehearsal()) + "; pytest collects tests/test_cuda.py only")
     if [m for m in DATA_MODULES if m in missing]:
         notes.append("missing: " + ", ".join(m for m in DATA_MODULES if m in missing))
-    start = time.monotonic()
+    for note in notes:
+        print(f"gpu_check: note: {note}", flush=True)
     run_steps(check)
-    text = write_summary(check, where, time.monotonic() - start, notes)
+    text = write_summary(check, where, time.monotonic() - started, notes, part)
     print("\n" + text, end="", flush=True)
-    return 0 if verdict(check).startswith("verdict: PASS") else 1
+    return 0 if verdict(check, part).startswith("verdict: PASS") else 1
 
 
-__all__ = ["BUDGETS", "Check", "MIN_PSNR", "MIN_PSNR_BF16", "Row", "STEPS", "UsageError", "judge_mode",
-           "run_benchmark_modes", "run_check", "run_steps"]
+__all__ = ["BUDGETS", "Check", "DEFAULT_DEADLINE", "MIN_PSNR", "MIN_PSNR_BF16", "Part", "Row", "STEPS", "UsageError",
+           "describe_parts", "judge_mode", "parts", "plan_ends", "run_benchmark_modes", "run_check", "run_steps"]
