@@ -252,15 +252,17 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
             target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
             max_clip: Optional[float] = 1.0, min_clip: Optional[float] = None, tile=None,
             overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-            log=print, auto_tiles: Optional[dict] = None, raw_mosaic: bool = False) -> Dict[str, object]:
+            log=print, auto_tiles: Optional[dict] = None, raw_mosaic: bool = False,
+            max_memory_gb: Optional[float] = None) -> Dict[str, object]:
     """Enhance one RAW file: ``{"rgb": (3, H, W) float tensor in [0, 1] on the CPU, "ratio": float,
     "pattern": str, "raw": (C, h, w) denoised packed RAW, "tile": tile used or None, "mosaic": the
     input (:class:`Mosaic`)}``; H, W = the input mosaic's size (swapped when ``rotate`` applies a
     90-degree orientation). ``raw_mosaic``: also ``"raw_mosaic"``, the RAW output as the input's
     mosaic (:func:`output_mosaic`), for a DNG.
-    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`);
-    ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
-    (:func:`cans.tiling.run_with_fallback`)."""
+    ``tile``: None (whole frame; on the CPU, 'auto'), packed pixels a side, or 'auto' (see
+    :mod:`cans.tiling`); on the CPU 'auto' keeps the process within ``max_memory_gb``
+    (:func:`cans.tiling.cpu_memory_limit`); ``auto_tiles``: the sizes 'auto' already chose, kept
+    across the files of a run (:func:`cans.tiling.run_with_fallback`)."""
 
     mosaic = read_mosaic(path)
     if isinstance(ratio, str):
@@ -277,8 +279,11 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
         raise InferenceError(f"{path}: image of {h}x{w} pixels is too small; the model needs at least "
                              f"{net.min_input_size * b}x{net.min_input_size * b}")
     device = torch.device(device)
+    if tile is None and device.type == "cpu":   # the CPU has no out-of-memory error to fall back on: bound it
+        tile = "auto"
     rgb, raw, used = run_with_fallback(model, packed.to(device), tile=tile, overlap=overlap, two_pass=two_pass,
-                                       amp=amp, log=log, name=path, auto_tiles=auto_tiles)
+                                       amp=amp, log=log, name=path, auto_tiles=auto_tiles,
+                                       max_memory_gb=max_memory_gb)
     rgb = rgb[0, :, top:top + h, left:left + w].float().clamp(0, 1).cpu()
     if rotate and mosaic.flip:
         rgb = apply_orientation(rgb, mosaic.flip)
@@ -293,13 +298,15 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
                   amp: str = "off", bits: int = 8, target_mean: float = DEFAULT_TARGET_MEAN,
                   max_ratio: float = DEFAULT_MAX_RATIO, max_clip: Optional[float] = 1.0,
                   min_clip: Optional[float] = None, progress: bool = True, tile=None, overlap: int = DEFAULT_OVERLAP,
-                  two_pass: bool = True, rotate: bool = False, dng: bool = False) -> Dict[str, list]:
+                  two_pass: bool = True, rotate: bool = False, dng: bool = False,
+                  max_memory_gb: Optional[float] = None) -> Dict[str, list]:
     """Enhance every file, writing ``<out_dir>/<stem>.png`` (and with ``dng`` the denoised RAW as
     ``<stem>.dng``: :func:`cans.io.dng.write_output_dng`); a failing file is reported and skipped.
     Files whose names differ only in the folder or extension (``a.dng``, ``a.kdc``) would write the
     same PNG: the later ones get ``<stem>_1.png``, ``<stem>_2.png``, ... in input order, each with
     a note naming the file that took the name.
-    With ``tile='auto'`` the GPU memory is measured once per packed input size, not once per file.
+    With ``tile='auto'`` (on the CPU also ``tile=None``) the memory is measured once per packed input
+    size, not once per file; ``max_memory_gb``: the CPU's bound (:func:`enhance`).
     A failure of ``torch.compile`` (:func:`compiler_failure`) or a CUDA error (:func:`cuda_failure`)
     would fail every file the same way (and recompile for each), so the first one stops the run:
     the compiler's error is raised as a ``TorchDynamoException`` (``cans.cli.common.run_cli`` turns it
@@ -318,13 +325,15 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
         try:
             result = enhance(model, path, ratio, device, amp=amp, target_mean=target_mean, max_ratio=max_ratio,
                              max_clip=max_clip, min_clip=min_clip, tile=tile, overlap=overlap, two_pass=two_pass,
-                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles, raw_mosaic=dng)
+                             rotate=rotate, log=tqdm.write, auto_tiles=auto_tiles, raw_mosaic=dng,
+                             max_memory_gb=max_memory_gb)
             tiles[path] = result["tile"]
             name = output_name(path, used, log=tqdm.write)
             out = write_png(os.path.join(out_dir, name + ".png"), result["rgb"], bits)
             if dng:
                 dngs[path] = write_raw_dng(os.path.join(out_dir, name + ".dng"), result)
             done.append((path, out, result["ratio"]))
+            result = None   # the next file's memory bound (cans.tiling.cpu_tile) counts what is held
         except (InferenceError, DataError, ValueError, OSError, RuntimeError) as exc:
             if compiler_failure(exc) or cuda_failure(exc):
                 bar.close()
@@ -511,7 +520,8 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
                   device: Optional[str] = None, amp: Optional[str] = None, ratio="auto",
                   target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO, bits: int = 8,
                   tile=None, overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-                  dng: bool = False, precision: str = "f32", progress: bool = True, log=print) -> Dict[str, object]:
+                  dng: bool = False, precision: str = "f32", progress: bool = True, log=print,
+                  max_memory_gb: Optional[float] = None) -> Dict[str, object]:
     """Enhance the RAW files and folders ``inputs`` (:func:`find_inputs`) into ``out_dir``, with the
     model :func:`load_runner` picks (its keyword parameters); ``amp`` None: the config's ``test.amp``;
     the other parameters as :func:`run_inference` takes them. ``out_dir`` is made before the model
@@ -532,7 +542,8 @@ def enhance_files(inputs: Sequence[str], out_dir: str, *, config: Optional[str] 
         settings = run_settings(runner, amp, tile, overlap, log, precision)
         result = run_inference(runner.model, files, out_dir, ratio, runner.device, bits=bits,
                                target_mean=target_mean, max_ratio=max_ratio, progress=progress, tile=tile,
-                               overlap=overlap, two_pass=two_pass, rotate=rotate, dng=dng, **settings)
+                               overlap=overlap, two_pass=two_pass, rotate=rotate, dng=dng,
+                               max_memory_gb=max_memory_gb, **settings)
     result["files"] = files
     return result
 

@@ -2,6 +2,7 @@
 job's processes on it (for the checks that keep worker counts within what it can run)."""
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Optional
 
@@ -45,6 +46,47 @@ def available_memory() -> Optional[int]:
     return found
 
 
+def _status_bytes(key: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def resident_memory() -> Optional[int]:
+    """Bytes of memory this process holds now (``VmRSS``); None where /proc is not there."""
+    return _status_bytes("VmRSS")
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak of this process's resident memory (Linux: ``/proc/self/clear_refs``);
+    False where that cannot be done (then :func:`peak_memory` keeps the process's old peak)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory() -> Optional[int]:
+    """The most memory this process held (``VmHWM``) since it started or since :func:`reset_peak_memory`."""
+    return _status_bytes("VmHWM")
+
+
+def trim_memory() -> None:
+    """Hand the C library's free memory back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere), so that :func:`resident_memory` counts what is held, not what was freed."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def local_processes() -> int:
     """Training processes on this machine: ``LOCAL_WORLD_SIZE`` under torchrun (one per GPU), else 1."""
     try:
@@ -53,4 +95,5 @@ def local_processes() -> int:
         return 1
 
 
-__all__ = ["available_memory", "local_processes", "usable_cpus"]
+__all__ = ["available_memory", "local_processes", "peak_memory", "reset_peak_memory", "resident_memory",
+           "trim_memory", "usable_cpus"]

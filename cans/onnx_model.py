@@ -328,7 +328,17 @@ def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
     def run(feeds):
         result = compiled(feeds)
         return [np.asarray(result[o]) for o in outputs]
+    # OpenVINO keeps the buffers of the largest input it ran until told otherwise
+    run.release = compiled.release_memory
     return run
+
+
+def _release(run) -> None:
+    """Let a runtime free the buffers it keeps between runs (OpenVINO keeps those of the largest
+    input; ONNX Runtime, without its memory arena, keeps none)."""
+    release = getattr(run, "release", None)
+    if release is not None:
+        release()
 
 
 def tile_graph_path(path: str) -> str:
@@ -435,9 +445,20 @@ class OnnxModel(nn.Module):
                 raise InferenceError(f"{self.path}: two-pass tiles need its tile graph {tile_graph_path(self.path)}, "
                                      f"which is missing; export again with scripts/export_onnx.py, or pass --one-pass")
             self._tiles = self._load(tiles)
+        _release(self._run)   # the whole-frame graph's buffers are not needed while tiles run
+
+        def close():
+            self._stats = None
+            _release(self._tiles)
         self._stats = GlobalPoolStats(None, frame_hw)
-        self._stats.on_close = lambda: setattr(self, "_stats", None)
+        self._stats.on_close = close
         return self._stats
+
+    def release_memory(self) -> None:
+        """Free the buffers the runtime keeps from the last run of each graph."""
+        _release(self._run)
+        if self._tiles is not None:
+            _release(self._tiles)
 
     def _run_one(self, x: np.ndarray):
         stats = self._stats

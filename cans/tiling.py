@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -21,12 +22,22 @@ import torch.nn.functional as F
 
 from .engine.fastpath import autocast_context
 from .evaluate.metrics import psnr
+from .machine import available_memory, peak_memory, reset_peak_memory, resident_memory, trim_memory
 from .models import blocks, unwrap_model
 
 DEFAULT_OVERLAP = 32
 #: fraction of the free GPU memory ``auto_tile`` plans to use
 MEMORY_FRACTION = 0.7
 PROBE_SIZE = 128
+#: on the CPU, the most memory (bytes) inference holds at its peak unless ``--max-memory`` says
+#: otherwise: a little below what the authors' code needs for one full Sony frame (5.8 GB measured)
+CPU_MEMORY_LIMIT = 5.5 * 2 ** 30
+#: on the CPU, the share of the machine's available memory a run plans to take at most
+CPU_MEMORY_FRACTION = 0.8
+#: the share of the room left that the CPU's tiles plan to fill (:func:`cpu_tile`)
+CPU_PLAN_SHARE = 0.9
+#: the packed sizes of the CPU memory probe (:func:`measure_cpu_memory`)
+CPU_PROBE_SIZES = (256, 512)
 
 
 def frame_padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
@@ -380,12 +391,120 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
     return max(1.0, (torch.cuda.max_memory_allocated(device) - base) / float(size * size))
 
 
-def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off") -> Optional[int]:
-    """``--tile auto``: the largest tile that fits the free memory of a CUDA ``device`` (None: the
-    whole frame fits, or the device is not a GPU: the CPU has no such limit to plan for)."""
+@torch.no_grad()
+def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[float, float]]:
+    """What one pass of ``model`` adds to the process's resident memory on the CPU, as
+    ``(bytes per packed pixel, fixed bytes)``: the per-pixel figure is how much the process's peak
+    grows from one probe of :data:`CPU_PROBE_SIZES` to the next, the fixed part what the first
+    probe's peak holds beyond that above the memory held before. ``tiled``: a tile of the two-pass
+    tiles' first pass (for an ONNX export its tile graph, which also returns what every pooling
+    point pooled). None where the peak cannot be reset (not Linux). It measures the process, so
+    PyTorch networks and ONNX exports alike."""
+    runner = unwrap_model(model)
+    held = resident_memory()
+    peaks = []
+    for size in CPU_PROBE_SIZES:
+        x = torch.zeros(1, int(runner.in_channel), size, size)
+        if held is None or not reset_peak_memory():
+            return None
+        if tiled:
+            stats = frame_stats(runner, (size, size))
+            try:
+                stats.mode = "collect"
+                stats.start_tile(0, 0, (size, size), (0, size), (0, size))
+                runner(x)
+            finally:
+                stats.close()
+        else:
+            runner(x)
+        peaks.append(peak_memory())
+    if None in peaks:
+        return None
+    (s0, s1), (p0, p1) = CPU_PROBE_SIZES, peaks
+    per_pixel = max((p1 - p0) / float(s1 * s1 - s0 * s0), 1.0)
+    return per_pixel, max(p0 - held - per_pixel * s0 * s0, 0.0)
+
+
+#: the figures :func:`cpu_tile` measured, per model: {model: {tiled: (per pixel, fixed)}}
+_CPU_MEMORY = weakref.WeakKeyDictionary()
+
+
+def _cpu_memory(model: nn.Module, tiled: bool) -> Optional[Tuple[float, float]]:
+    """:func:`measure_cpu_memory`, once per model and kind of pass (the probe costs about a second)."""
+    runner = unwrap_model(model)
+    known = _CPU_MEMORY.setdefault(runner, {})
+    if tiled not in known:
+        known[tiled] = measure_cpu_memory(runner, tiled)
+    return known[tiled]
+
+
+def frame_bytes_per_pixel(model: nn.Module) -> int:
+    """Bytes per packed pixel a tiled frame holds besides its tiles: the padded input, the blended
+    outputs and their weights (float32), and as much again for the copies made of the outputs."""
+    net = unwrap_model(model)
+    b, c = int(net.block_size), int(net.in_channel)
+    return 2 * 4 * (c + 4 * b * b + 1)
+
+
+def cpu_memory_limit(max_memory_gb: Optional[float] = None) -> float:
+    """Bytes a CPU run may hold at its peak: ``max_memory_gb`` (default :data:`CPU_MEMORY_LIMIT`),
+    lowered to what the process holds plus :data:`CPU_MEMORY_FRACTION` of the available memory."""
+    limit = CPU_MEMORY_LIMIT if max_memory_gb is None else float(max_memory_gb) * 2 ** 30
+    avail = available_memory()
+    if avail is not None:
+        limit = min(limit, (resident_memory() or 0) + CPU_MEMORY_FRACTION * avail)
+    return limit
+
+
+def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: bool = True,
+             ) -> Tuple[Optional[int], str]:
+    """The tile (packed pixels a side) that keeps a frame of ``frame_hw`` within ``limit`` bytes of
+    resident memory on the CPU, None when the whole frame fits; and a line saying why, for the log.
+
+    Measured (:func:`measure_cpu_memory`, once per model) on the model that runs, whole frame first;
+    the tiles leave room for the frame's own buffers (:func:`frame_bytes_per_pixel`). An export's
+    runtime is told to free its buffers first (``release_memory``). Where the memory cannot be
+    measured the whole frame runs."""
+    h, w = int(frame_hw[0]), int(frame_hw[1])
+    release = getattr(unwrap_model(model), "release_memory", None)   # an export's runtime buffers
+    if release is not None:
+        release()
+    trim_memory()
+    held = resident_memory() or 0
+    whole = _cpu_memory(model, False)
+    if whole is None:
+        return None, "the memory cannot be measured here (no /proc): whole frame"
+    need = held + whole[1] + whole[0] * h * w
+    gb = 2 ** 30
+    if need <= limit:
+        return None, f"whole frame, about {need / gb:.1f} GB of {limit / gb:.1f} GB ({held / gb:.1f} GB held before)"
+    tiles = _cpu_memory(model, True) if two_pass else whole
+    if release is not None:   # what the probes left in the runtime
+        release()
+    if tiles is None:
+        return None, "the memory cannot be measured here (no /proc): whole frame"
+    # a tenth kept back: the figures come from small probes, and what a runtime keeps between runs varies
+    budget = CPU_PLAN_SHARE * (limit - held - tiles[1]) - frame_bytes_per_pixel(model) * h * w
+    multiple, smallest = tile_limits(model)
+    side = int(math.sqrt(max(budget, 0.0) / tiles[0])) // multiple * multiple
+    tile = max(side, -(-smallest // multiple) * multiple)
+    return tile, (f"the whole frame needs about {need / gb:.1f} GB ({held / gb:.1f} GB held before), more than "
+                  f"{limit / gb:.1f} GB: tiles of {tile}"
+                  + ("" if side >= smallest else " (the smallest; they may need more)"))
+
+
+def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off",
+              max_memory_gb: Optional[float] = None, two_pass: bool = True,
+              log: Optional[Callable[[str], None]] = None) -> Optional[int]:
+    """``--tile auto``: the largest tile that fits the free memory of a CUDA ``device``, or on the
+    CPU that keeps the process within ``max_memory_gb`` (:func:`cpu_memory_limit`, :func:`cpu_tile`);
+    None: the whole frame fits. ``log``: gets the CPU's reason."""
     device = torch.device(device)
     if device.type != "cuda":
-        return None
+        tile, why = cpu_tile(model, frame_hw, cpu_memory_limit(max_memory_gb), two_pass)
+        if log is not None:
+            log(f"packed {frame_hw[0]}x{frame_hw[1]}: {why} (--max-memory)")
+        return tile
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # torch's own cache
     per_pixel = measure_bytes_per_pixel(model, device, amp)
@@ -398,8 +517,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: int = DEFAULT_OVERLAP,
                       two_pass: bool = True, amp: str = "off", log: Callable[[str], None] = print,
-                      name: str = "", auto_tiles: Optional[Dict[Tuple[int, int], Optional[int]]] = None
-                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
+                      name: str = "", auto_tiles: Optional[Dict[Tuple[int, int], Optional[int]]] = None,
+                      max_memory_gb: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
     """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
@@ -408,6 +527,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     ``auto_tiles``: a dict the caller keeps for a run: ``tile='auto'`` then measures the memory
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
+    ``max_memory_gb``: on the CPU, the bound ``'auto'`` keeps to (:func:`cpu_memory_limit`).
     """
 
     device = x.device
@@ -415,11 +535,14 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     h, w = x.shape[-2:]
     remember = tile == "auto" and auto_tiles is not None
     if tile == "auto":
+        def choose():
+            return auto_tile(model, device, (h, w), amp, max_memory_gb, two_pass,
+                             log=lambda m: log(f"{name + ': ' if name else ''}{m}"))
         if auto_tiles is None:
-            tile = auto_tile(model, device, (h, w), amp)
+            tile = choose()
         else:
             if (h, w) not in auto_tiles:
-                auto_tiles[(h, w)] = auto_tile(model, device, (h, w), amp)
+                auto_tiles[(h, w)] = choose()
             tile = auto_tiles[(h, w)]
     while True:
         # a tile the fallback chose may be small: keep the overlap below half of it

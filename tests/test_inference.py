@@ -100,7 +100,7 @@ def test_auto_tile_measured_once_for_files_of_one_size(bayer_files, tmp_path, mo
     from cans.inference import run_inference
 
     sizes = []
-    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, hw, amp="off": sizes.append(tuple(hw)) or 32)
+    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, hw, amp="off", *a, **k: sizes.append(tuple(hw)) or 32)
     files = sorted(str(p) for p in bayer_files.glob("*.dng"))
     result = run_inference(Demosaic(), files, str(tmp_path), 1.0, "cpu", tile="auto", overlap=8, progress=False)
     assert not result["failed"] and len(result["done"]) == 4 and set(result["tiles"].values()) == {32}

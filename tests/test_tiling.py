@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from helpers import REPO
 
+from cans import machine, tiling
 from cans.inference import apply_orientation
 from cans.models import build_model
 from cans.tiling import (
@@ -217,7 +218,7 @@ def test_auto_tile_is_measured_once_per_input_size(monkeypatch):
 
     sizes = []
 
-    def fake_auto_tile(model, device, frame_hw, amp="off"):
+    def fake_auto_tile(model, device, frame_hw, amp="off", *args, **kwargs):
         sizes.append(tuple(frame_hw))
         return 48
 
@@ -302,7 +303,7 @@ def test_xtrans_two_pass_and_auto_on_cpu():
     with torch.no_grad():
         rgb0, _ = net(x)
         rgb1, raw1 = TiledModel(net, 64, 16, two_pass=True)(x)
-        rgb2, _, used = run_with_fallback(net, x, tile="auto")     # the CPU has no memory to plan for
+        rgb2, _, used = run_with_fallback(net, x, tile="auto")     # a small frame fits the CPU's bound whole
     assert rgb1.shape == rgb0.shape == (1, 3, 270, 360) and raw1.shape == (1, 9, 90, 120)
     assert used is None and torch.equal(rgb2, rgb0)
 
@@ -349,7 +350,7 @@ def test_auto_keeps_the_tile_an_out_of_memory_retry_fell_back_to(monkeypatch):
     next input of that size starts from the smaller one (no second failure, no second message)."""
     import cans.tiling as tiling
 
-    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, frame_hw, amp="off": 128)
+    monkeypatch.setattr(tiling, "auto_tile", lambda model, device, frame_hw, amp="off", *a, **k: 128)
     messages = []
     wrapped = FallbackModel(OOMAbove(80 * 80), "auto", 16, log=messages.append)
     x = torch.rand(1, 4, 150, 200)
@@ -389,3 +390,109 @@ def test_memory_probe_runs_the_eager_network_not_the_compiled_wrapper(monkeypatc
     assert counter.frame_count == 0, "the probe compiled the wrapper"
     assert eager_calls == [(1, 4, tiling.PROBE_SIZE, tiling.PROBE_SIZE)]
     assert per_pixel == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU's memory bound: --max-memory, --tile auto and infer.py's default on the CPU
+# ---------------------------------------------------------------------------------------------
+
+class Hungry(Pointwise):
+    """Holds PER_PIXEL bytes per packed pixel while it runs: a known appetite for the CPU's probe."""
+    PER_PIXEL = 4096
+
+    def forward(self, x):
+        hold = torch.ones(self.PER_PIXEL // 4, *x.shape[-2:])     # float32, written: resident
+        return super().forward(x + hold[:1].unsqueeze(0) * 0)
+
+
+needs_proc = pytest.mark.skipif(not machine.reset_peak_memory(), reason="no /proc/self/clear_refs (not Linux)")
+
+
+@needs_proc
+def test_cpu_memory_probe_measures_what_a_pass_holds():
+    per_pixel, fixed = tiling.measure_cpu_memory(Hungry())
+    assert Hungry.PER_PIXEL <= per_pixel <= 1.5 * Hungry.PER_PIXEL
+    assert fixed >= 0
+    per_tile, _ = tiling.measure_cpu_memory(Hungry(), tiled=True)   # the tiles' first pass, through the tap
+    assert Hungry.PER_PIXEL <= per_tile <= 1.5 * Hungry.PER_PIXEL
+
+
+@needs_proc
+def test_tiles_keep_a_cpu_run_within_the_bound():
+    """A frame that would need about 500 MB whole runs in tiles, and the process's peak (the probes
+    included) stays within the bound it was given; the output is the two-pass tiles' one."""
+    model, x = Hungry(), torch.rand(1, 4, 640, 768)
+    model.PER_PIXEL = 1024
+    machine.trim_memory()
+    held = machine.resident_memory()
+    limit_gb = (held + 400 * 2 ** 20) / 2 ** 30
+    lines = []
+    assert machine.reset_peak_memory()
+    rgb, raw, used = run_with_fallback(model, x, tile="auto", overlap=16, max_memory_gb=limit_gb, log=lines.append)
+    assert machine.peak_memory() <= limit_gb * 2 ** 30
+    assert used is not None and used < 640 and raw.shape[-2:] == (640, 768)
+    assert any("more than" in line and f"tiles of {used}" in line for line in lines), lines
+    expected, _ = TiledModel(Pointwise(), used, 16)(x)
+    torch.testing.assert_close(rgb, expected)
+
+
+def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
+    """With measured figures given, a frame that fits runs whole, one that does not gets the
+    largest tile (a multiple of 16) whose planned memory stays within the bound."""
+    figures = {False: (1000.0, 50e6), True: (3000.0, 80e6)}
+    monkeypatch.setattr(tiling, "_cpu_memory", lambda model, tiled: figures[tiled])
+    monkeypatch.setattr(tiling, "resident_memory", lambda: 500e6)
+    limit = 4e9
+    assert tiling.cpu_tile(Pointwise(), (1000, 1500), limit)[0] is None        # 0.5 + 0.05 + 1.5 GB
+    tile, why = tiling.cpu_tile(Pointwise(), (3000, 4000), limit)            # 12.55e9 bytes whole
+    assert tile % 16 == 0 and "tiles of" in why and "11.7 GB" in why   # GiB, as every figure printed
+
+    def planned(t):
+        frame = tiling.frame_bytes_per_pixel(Pointwise()) * 3000 * 4000
+        return 500e6 + figures[True][1] + (figures[True][0] * t * t + frame) / tiling.CPU_PLAN_SHARE
+
+    assert planned(tile) <= limit < planned(tile + 16)
+    assert tiling.cpu_tile(Pointwise(), (3000, 4000), limit, two_pass=False)[0] > tile   # one pass: 1000 B
+
+
+def test_cpu_limit_is_the_smaller_of_the_setting_and_the_machine(monkeypatch):
+    monkeypatch.setattr(tiling, "resident_memory", lambda: 1e9)
+    monkeypatch.setattr(tiling, "available_memory", lambda: 100e9)
+    assert tiling.cpu_memory_limit() == tiling.CPU_MEMORY_LIMIT
+    assert tiling.cpu_memory_limit(8) == 8 * 2 ** 30
+    monkeypatch.setattr(tiling, "available_memory", lambda: 2e9)
+    assert tiling.cpu_memory_limit(8) == 1e9 + tiling.CPU_MEMORY_FRACTION * 2e9
+
+
+def test_infer_bounds_memory_on_the_cpu_by_default(tmp_path, monkeypatch):
+    """infer.py on the CPU without --tile runs what the memory bound chose (here: tiles of 48);
+    --max-memory reaches the bound."""
+    import numpy as np
+
+    from cans.inference import enhance
+    from cans.io.dng import write_dng
+
+    path = str(tmp_path / "photo.dng")
+    write_dng(path, (600 + np.random.default_rng(0).random((192, 256)) * 400).astype(np.uint16))
+    asked = []
+
+    def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
+        asked.append((tuple(frame_hw), limit))
+        return 48, "tiles of 48 (a stand-in)"
+
+    monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
+    monkeypatch.setattr(tiling, "available_memory", lambda: None)
+    lines = []
+    out = enhance(Pointwise(), path, 4.0, "cpu", log=lines.append, max_memory_gb=2)
+    assert out["tile"] == 48 and asked == [((96, 128), 2 * 2 ** 30)]
+    assert any("tiles of 48" in line for line in lines)
+    assert enhance(Pointwise(), path, 4.0, "cpu", tile=64)["tile"] == 64 and len(asked) == 1   # a --tile of one's own
+
+
+def test_max_memory_must_be_a_positive_number(capsys):
+    for bad in ("0", "-1", "lots", "inf"):
+        with pytest.raises(SystemExit) as exc:
+            command("scripts/infer.py").parse_args(["--max-memory", bad, "x.dng"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "--max-memory" in err[-1] and "gigabytes" in err[-1]

@@ -77,6 +77,17 @@ def tile_size(value: str):
     return tile
 
 
+def positive_gb(value: str) -> float:
+    """A positive number of gigabytes (an argparse ``type``: ``--max-memory``)."""
+    try:
+        gb = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of gigabytes, got {value!r}") from None
+    if not gb > 0 or gb == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of gigabytes, got {value}")
+    return gb
+
+
 def overlap_size(value: str) -> int:
     """``--overlap``'s value: packed pixels >= 0 (an argparse ``type``)."""
     try:
@@ -93,8 +104,9 @@ def add_tile_arguments(parser: argparse.ArgumentParser) -> None:
     (:mod:`cans.tiling`)."""
     parser.add_argument("--tile", default=None, type=tile_size, metavar="SIZE|auto",
                         help="run the network on tiles of SIZE x SIZE packed pixels (a Bayer tile of 512 covers "
-                             "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory. "
-                             "Default: whole frames, retried in tiles if the GPU runs out of memory")
+                             "1024x1024 sensor pixels), or 'auto': the largest tile that fits the free GPU memory "
+                             "(on the CPU: the memory bound, infer.py's --max-memory). Default: whole frames, retried "
+                             "in tiles if the GPU runs out of memory; infer.py on the CPU: 'auto'")
     parser.add_argument("--overlap", type=overlap_size, default=DEFAULT_OVERLAP, metavar="PIXELS",
                         help="packed pixels shared by neighbouring tiles, blended linearly "
                              f"(default {DEFAULT_OVERLAP})")

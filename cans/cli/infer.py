@@ -37,8 +37,9 @@ os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
 from ..inference import DEFAULT_MAX_RATIO, DEFAULT_TARGET_MEAN, DeviceFailure, enhance_files  # noqa: E402
 from ..onnx_model import PRECISIONS  # noqa: E402
+from ..tiling import CPU_MEMORY_FRACTION, CPU_MEMORY_LIMIT  # noqa: E402
 from ..video import DEFAULT_FPS, DEFAULT_WINDOW, enhance_video  # noqa: E402
-from .common import add_set_argument, add_tile_arguments, add_trust_argument, run_cli  # noqa: E402
+from .common import add_set_argument, add_tile_arguments, add_trust_argument, positive_gb, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision (default: test.amp of the config, 'off' in the paper configs)")
     add_set_argument(p, groups=True)   # a list per --set: parse_args splits each one's trailing inputs off
     add_tile_arguments(p)
+    p.add_argument("--max-memory", type=positive_gb, default=None, metavar="GB",
+                   help="on the CPU: the most memory inference may hold; a photo that would need more runs in "
+                        f"two-pass tiles sized to fit (default {CPU_MEMORY_LIMIT / 2 ** 30:g}, or "
+                        f"{CPU_MEMORY_FRACTION * 100:.0f}%% of the available memory if that is less; docs/tiling.md)")
     add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--video", default=None, metavar="OUT.mp4",
@@ -183,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
                                ratio=args.ratio, target_mean=args.target_mean, max_ratio=args.max_ratio,
                                bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
                                two_pass=not args.one_pass, rotate=args.rotate, dng=args.dng,
-                               precision=args.precision, progress=not args.no_progress)
+                               precision=args.precision, progress=not args.no_progress,
+                               max_memory_gb=args.max_memory)
     except DeviceFailure as exc:  # sticky: nothing more can run on this GPU in this process
         print(f"error: {exc}; a CUDA error leaves the GPU unusable for the rest of the process: rerun the "
               f"remaining files (--set test.fast=false runs float32 eager, --device cpu avoids the GPU)",
