@@ -488,9 +488,10 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     multiple, smallest = tile_limits(model)
     side = int(math.sqrt(max(budget, 0.0) / tiles[0])) // multiple * multiple
     tile = max(side, -(-smallest // multiple) * multiple)
+    smallest_note = "" if side >= smallest else " (the smallest; they may need more)"
     return tile, (f"the whole frame needs about {need / gb:.1f} GB ({held / gb:.1f} GB held before), more than "
-                  f"{limit / gb:.1f} GB: tiles of {tile}"
-                  + ("" if side >= smallest else " (the smallest; they may need more)"))
+                  f"{limit / gb:.1f} GB: tiles of {tile}{smallest_note}; --max-memory "
+                  f"{math.ceil(need / gb * 10) / 10:g} would run it whole, sooner")
 
 
 def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off",
