@@ -16,6 +16,10 @@ Any Bayer RAW that LibRaw reads (ARW, DNG, NEF, CR2, ...) or a folder of them; X
     python scripts/infer.py -c configs/CANS_Plus/Sony.yaml --checkpoint ... --tile auto photo.ARW
     python scripts/infer.py ... --tile 512 --overlap 64 photo.ARW   # packed pixels
 
+On the CPU a photo that would need more than --max-memory (default 5.5 GB) runs in tiles by itself:
+
+    python scripts/infer.py ... --max-memory 12 big_photo.ARW       # more memory: whole, sooner
+
 A dark RAW sequence (a burst, a time-lapse, DNG video frames) as an MP4, in file-name order, one
 ratio for all frames, the colour held steady over 8 frames:
 
