@@ -259,10 +259,10 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
     input (:class:`Mosaic`)}``; H, W = the input mosaic's size (swapped when ``rotate`` applies a
     90-degree orientation). ``raw_mosaic``: also ``"raw_mosaic"``, the RAW output as the input's
     mosaic (:func:`output_mosaic`), for a DNG.
-    ``tile``: None (whole frame; on the CPU, 'auto'), packed pixels a side, or 'auto' (see
-    :mod:`cans.tiling`); on the CPU 'auto' keeps the process within ``max_memory_gb``
-    (:func:`cans.tiling.cpu_memory_limit`); ``auto_tiles``: the sizes 'auto' already chose, kept
-    across the files of a run (:func:`cans.tiling.run_with_fallback`)."""
+    ``tile``: None (whole frame), packed pixels a side, or 'auto' (see :mod:`cans.tiling`); on the
+    CPU 'auto' keeps the process within ``max_memory_gb`` (:func:`cans.tiling.cpu_memory_limit`);
+    ``auto_tiles``: the sizes 'auto' already chose, kept across the files of a run
+    (:func:`cans.tiling.run_with_fallback`)."""
 
     mosaic = read_mosaic(path)
     if isinstance(ratio, str):
@@ -279,8 +279,6 @@ def enhance(model: torch.nn.Module, path: str, ratio, device, *, amp: str = "off
         raise InferenceError(f"{path}: image of {h}x{w} pixels is too small; the model needs at least "
                              f"{net.min_input_size * b}x{net.min_input_size * b}")
     device = torch.device(device)
-    if tile is None and device.type == "cpu":   # the CPU has no out-of-memory error to fall back on: bound it
-        tile = "auto"
     rgb, raw, used = run_with_fallback(model, packed.to(device), tile=tile, overlap=overlap, two_pass=two_pass,
                                        amp=amp, log=log, name=path, auto_tiles=auto_tiles,
                                        max_memory_gb=max_memory_gb)
@@ -317,6 +315,7 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
     """
     files = list(inputs)
     model.eval()
+    tile = cpu_default_tile(tile, device)
     done, failed, used, tiles, auto_tiles, dngs = [], [], {}, {}, {}, {}
     start = time.perf_counter()
     bar = tqdm(files, desc="infer", unit="file", disable=not progress, dynamic_ncols=True)
@@ -342,6 +341,12 @@ def run_inference(model: torch.nn.Module, inputs: Iterable[str], out_dir: str, r
             failed.append((path, message))
             tqdm.write(f"FAILED {message}")
     return {"done": done, "failed": failed, "seconds": time.perf_counter() - start, "tiles": tiles, "dngs": dngs}
+
+
+def cpu_default_tile(tile, device):
+    """``tile`` as given; None on the CPU becomes 'auto': the CPU has no out-of-memory error to fall
+    back on, so photos keep to the memory bound (:func:`cans.tiling.cpu_tile`) unless told a tile."""
+    return "auto" if tile is None and torch.device(device).type == "cpu" else tile
 
 
 def output_name(path: str, used: Dict[str, str], log=print) -> str:
@@ -552,4 +557,5 @@ __all__ = ["Mosaic", "InferenceError", "DeviceFailure", "read_mosaic",
            "apply_orientation", "phase_offset", "periodic_pad", "auto_ratio",
            "prepare_input", "processed_image_kind", "find_inputs", "enhance", "check_tiling", "run_inference",
            "DEFAULT_TARGET_MEAN", "DEFAULT_MAX_RATIO", "check_not_an_export", "enhance_files", "find_export",
-           "load_runner", "Runner", "output_mosaic", "output_name", "run_settings", "write_raw_dng"]
+           "load_runner", "Runner", "output_mosaic", "output_name", "run_settings", "write_raw_dng",
+           "cpu_default_tile"]

@@ -477,7 +477,7 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     need = held + whole[1] + whole[0] * h * w
     gb = 2 ** 30
     if need <= limit:
-        return None, f"whole frame, about {need / gb:.1f} GB of {limit / gb:.1f} GB ({held / gb:.1f} GB held before)"
+        return None, f"whole frame, about {need / gb:.2f} GB of {limit / gb:.2f} GB ({held / gb:.2f} GB held before)"
     tiles = _cpu_memory(model, True) if two_pass else whole
     if release is not None:   # what the probes left in the runtime
         release()
@@ -489,8 +489,8 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     side = int(math.sqrt(max(budget, 0.0) / tiles[0])) // multiple * multiple
     tile = max(side, -(-smallest // multiple) * multiple)
     smallest_note = "" if side >= smallest else " (the smallest; they may need more)"
-    return tile, (f"the whole frame needs about {need / gb:.1f} GB ({held / gb:.1f} GB held before), more than "
-                  f"{limit / gb:.1f} GB: tiles of {tile}{smallest_note}; --max-memory "
+    return tile, (f"the whole frame needs about {need / gb:.2f} GB ({held / gb:.2f} GB held before), more than "
+                  f"{limit / gb:.2f} GB: tiles of {tile}{smallest_note}; --max-memory "
                   f"{math.ceil(need / gb * 10) / 10:g} would run it whole, sooner")
 
 
@@ -502,9 +502,13 @@ def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off
     None: the whole frame fits. ``log``: gets the CPU's reason."""
     device = torch.device(device)
     if device.type != "cuda":
-        tile, why = cpu_tile(model, frame_hw, cpu_memory_limit(max_memory_gb), two_pass)
+        limit = cpu_memory_limit(max_memory_gb)
+        tile, why = cpu_tile(model, frame_hw, limit, two_pass)
+        asked = CPU_MEMORY_LIMIT if max_memory_gb is None else max_memory_gb * 2 ** 30
+        lowered = (f"; --max-memory lowered to what the process holds plus {CPU_MEMORY_FRACTION * 100:.0f}% of the "
+                   f"available memory" if limit < asked else "")
         if log is not None:
-            log(f"packed {frame_hw[0]}x{frame_hw[1]}: {why} (--max-memory)")
+            log(f"packed {frame_hw[0]}x{frame_hw[1]}: {why} (--max-memory){lowered}")
         return tile
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)   # torch's own cache

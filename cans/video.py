@@ -28,6 +28,7 @@ from .inference import (
     DEFAULT_MAX_RATIO,
     DEFAULT_TARGET_MEAN,
     auto_ratio,
+    cpu_default_tile,
     enhance,
     find_inputs,
     load_runner,
@@ -177,14 +178,20 @@ def enhance_sequence(model: nn.Module, files: Sequence[str], out_path: str, rati
                      fps: float = DEFAULT_FPS, steady: int = 0, frames_dir: Optional[str] = None,
                      dng: bool = False, bits: int = 8, amp: str = "off", max_clip: Optional[float] = 1.0,
                      min_clip: Optional[float] = None, tile=None, overlap: int = DEFAULT_OVERLAP,
-                     two_pass: bool = True, rotate: bool = False, progress: bool = True) -> Dict[str, object]:
+                     two_pass: bool = True, rotate: bool = False, progress: bool = True,
+                     max_memory_gb: Optional[float] = None) -> Dict[str, object]:
     """Enhance ``files`` in order into the MP4 ``out_path``; ``steady``: the window of
     :class:`SteadyColour` in frames (0: off); ``frames_dir``: also each frame's PNG (and with ``dng``
     its DNG) there. A frame that fails stops the video (a gap would shift every later frame).
-    Returns ``{"frames", "seconds", "means": (N, 3) mean colour per frame, "flicker"}``."""
+    Without ``steady`` the frames keep to the CPU's memory bound as photos do
+    (:func:`cans.inference.cpu_default_tile`, ``max_memory_gb``), measured once for the sequence;
+    ``steady`` runs whole frames. Returns ``{"frames", "seconds", "means": (N, 3) mean colour per
+    frame, "flicker"}``."""
     if steady and tile is not None:
         raise InferenceError("--steady runs whole frames (its statistics are the frame's); leave --tile out")
     runner = SteadyColour(model, steady) if steady else model
+    tile = tile if steady else cpu_default_tile(tile, device)
+    auto_tiles: Dict = {}   # the sequence's one frame size: measured once
     model.eval()
     means: List[np.ndarray] = []
     used: Dict[str, str] = {}   # the frames' stems in frames_dir
@@ -194,7 +201,8 @@ def enhance_sequence(model: nn.Module, files: Sequence[str], out_path: str, rati
         for path in bar:
             result = enhance(runner, path, ratio, device, amp=amp, max_clip=max_clip, min_clip=min_clip, tile=tile,
                              overlap=overlap, two_pass=two_pass, rotate=rotate, log=tqdm.write,
-                             raw_mosaic=dng and frames_dir is not None)
+                             raw_mosaic=dng and frames_dir is not None, auto_tiles=auto_tiles,
+                             max_memory_gb=max_memory_gb)
             rgb = result["rgb"]
             means.append(rgb.double().mean(dim=(1, 2)).numpy())
             video.add(frame_to_uint8(rgb))
@@ -215,7 +223,8 @@ def enhance_video(inputs: Sequence[str], out_path: str, *, frames_dir: Optional[
                   target_mean: float = DEFAULT_TARGET_MEAN, max_ratio: float = DEFAULT_MAX_RATIO,
                   fps: float = DEFAULT_FPS, steady: int = 0, dng: bool = False, bits: int = 8, tile=None,
                   overlap: int = DEFAULT_OVERLAP, two_pass: bool = True, rotate: bool = False,
-                  precision: str = "f32", progress: bool = True, log=print) -> Dict[str, object]:
+                  precision: str = "f32", progress: bool = True, log=print,
+                  max_memory_gb: Optional[float] = None) -> Dict[str, object]:
     """``infer.py --video``: the RAW files and folders ``inputs`` (:func:`cans.inference.find_inputs`),
     sorted by file name, as the MP4 ``out_path``; the model as :func:`cans.inference.load_runner`
     picks it. Everything a user can get wrong (inputs, mixed frames, the output's folder) is
@@ -244,7 +253,8 @@ def enhance_video(inputs: Sequence[str], out_path: str, *, frames_dir: Optional[
     settings = run_settings(runner, amp, tile, overlap, log, precision)
     result = enhance_sequence(runner.model, files, out_path, float(ratio), runner.device, fps=fps, steady=steady,
                               frames_dir=frames_dir, dng=dng, bits=bits, tile=tile, overlap=overlap,
-                              two_pass=two_pass, rotate=rotate, progress=progress, **settings)
+                              two_pass=two_pass, rotate=rotate, progress=progress, max_memory_gb=max_memory_gb,
+                              **settings)
     result.update(ratio=float(ratio), files=files)
     return result
 

@@ -445,7 +445,7 @@ def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
     limit = 4e9
     assert tiling.cpu_tile(Pointwise(), (1000, 1500), limit)[0] is None        # 0.5 + 0.05 + 1.5 GB
     tile, why = tiling.cpu_tile(Pointwise(), (3000, 4000), limit)            # 12.55e9 bytes whole
-    assert tile % 16 == 0 and "tiles of" in why and "11.7 GB" in why   # GiB, as every figure printed
+    assert tile % 16 == 0 and "tiles of" in why and "11.69 GB" in why   # GiB, as every figure printed
 
     def planned(t):
         frame = tiling.frame_bytes_per_pixel(Pointwise()) * 3000 * 4000
@@ -464,16 +464,17 @@ def test_cpu_limit_is_the_smaller_of_the_setting_and_the_machine(monkeypatch):
     assert tiling.cpu_memory_limit(8) == 1e9 + tiling.CPU_MEMORY_FRACTION * 2e9
 
 
-def test_infer_bounds_memory_on_the_cpu_by_default(tmp_path, monkeypatch):
-    """infer.py on the CPU without --tile runs what the memory bound chose (here: tiles of 48);
-    --max-memory reaches the bound."""
+def test_infer_bounds_memory_on_the_cpu_by_default(tmp_path, monkeypatch, capsys):
+    """infer.py's photos on the CPU without --tile run what the memory bound chose (here: tiles of
+    48), measured once per size; --max-memory reaches the bound; a --tile of one's own is kept."""
     import numpy as np
 
-    from cans.inference import enhance
+    from cans.inference import run_inference
     from cans.io.dng import write_dng
 
-    path = str(tmp_path / "photo.dng")
-    write_dng(path, (600 + np.random.default_rng(0).random((192, 256)) * 400).astype(np.uint16))
+    paths = [str(tmp_path / f"photo{k}.dng") for k in range(2)]
+    for k, path in enumerate(paths):
+        write_dng(path, (600 + np.random.default_rng(k).random((192, 256)) * 400).astype(np.uint16))
     asked = []
 
     def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
@@ -482,11 +483,11 @@ def test_infer_bounds_memory_on_the_cpu_by_default(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
     monkeypatch.setattr(tiling, "available_memory", lambda: None)
-    lines = []
-    out = enhance(Pointwise(), path, 4.0, "cpu", log=lines.append, max_memory_gb=2)
-    assert out["tile"] == 48 and asked == [((96, 128), 2 * 2 ** 30)]
-    assert any("tiles of 48" in line for line in lines)
-    assert enhance(Pointwise(), path, 4.0, "cpu", tile=64)["tile"] == 64 and len(asked) == 1   # a --tile of one's own
+    out = run_inference(Pointwise(), paths, str(tmp_path / "out"), 4.0, "cpu", progress=False, max_memory_gb=2)
+    assert out["tiles"] == {p: 48 for p in paths} and asked == [((96, 128), 2 * 2 ** 30)]
+    assert "tiles of 48" in capsys.readouterr().out
+    out = run_inference(Pointwise(), paths[:1], str(tmp_path / "out2"), 4.0, "cpu", progress=False, tile=64)
+    assert out["tiles"] == {paths[0]: 64} and len(asked) == 1
 
 
 def test_max_memory_must_be_a_positive_number(capsys):

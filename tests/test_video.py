@@ -156,3 +156,23 @@ def test_frames_of_one_name_from_two_folders_keep_both_pngs(sequence, tmp_path, 
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())
     assert len(names) == 10 and "frame_000.png" in names and "frame_000_1.png" in names
     assert "note: frame_000.png is taken by" in capsys.readouterr().out
+
+
+def test_video_keeps_to_the_cpu_memory_bound_and_steady_runs_whole_frames(sequence, tmp_path, capsys, monkeypatch):
+    """--max-memory reaches the frames of a video (measured once for the sequence); --steady keeps
+    whole frames, its statistics being the frame's, whatever the bound."""
+    import cans.tiling as tiling
+
+    asked = []
+
+    def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
+        asked.append((tuple(frame_hw), limit))
+        return 32, "tiles of 32 (a stand-in)"
+
+    monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
+    monkeypatch.setattr(tiling, "available_memory", lambda: None)
+    assert _video(sequence, tmp_path, "--video", str(tmp_path / "a.mp4"), "--max-memory", "3") == 0
+    assert asked == [((48, 64), 3 * 2 ** 30)]                 # 5 frames, one measurement
+    assert "tiles of 32" in capsys.readouterr().out
+    assert _video(sequence, tmp_path, "--video", str(tmp_path / "b.mp4"), "--steady", "--max-memory", "3") == 0
+    assert len(asked) == 1

@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tile_arguments(p)
     p.add_argument("--max-memory", type=positive_gb, default=None, metavar="GB",
                    help="on the CPU: the most memory inference may hold; a photo that would need more runs in "
-                        f"two-pass tiles sized to fit (default {CPU_MEMORY_LIMIT / 2 ** 30:g}, or "
-                        f"{CPU_MEMORY_FRACTION * 100:.0f}%% of the available memory if that is less; docs/tiling.md)")
+                        f"two-pass tiles sized to fit (default {CPU_MEMORY_LIMIT / 2 ** 30:g}; any value is lowered to "
+                        f"what the process holds plus {CPU_MEMORY_FRACTION * 100:.0f}%% of the available memory "
+                        f"where that is less; GB = 2**30 bytes; docs/tiling.md)")
     add_trust_argument(p)
     p.add_argument("--rotate", action="store_true", help="apply the file's orientation flag to the output")
     p.add_argument("--video", default=None, metavar="OUT.mp4",
@@ -170,7 +171,7 @@ def run_video(args: argparse.Namespace) -> int:
                            steady=args.steady_window if args.steady else 0, dng=args.dng,
                            bits=16 if args.bits16 else 8, tile=args.tile, overlap=args.overlap,
                            two_pass=not args.one_pass, rotate=args.rotate, precision=args.precision,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, max_memory_gb=args.max_memory)
     n = result["frames"]
     print(f"summary: {n} frame(s) -> {args.video} at {args.fps:g} fps (ratio {result['ratio']:.1f}"
           + (f", steady colour over {min(args.steady_window, n)} frames" if args.steady else "")
