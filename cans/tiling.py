@@ -499,9 +499,11 @@ def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off
               log: Optional[Callable[[str], None]] = None) -> Optional[int]:
     """``--tile auto``: the largest tile that fits the free memory of a CUDA ``device``, or on the
     CPU that keeps the process within ``max_memory_gb`` (:func:`cpu_memory_limit`, :func:`cpu_tile`);
-    None: the whole frame fits. ``log``: gets the CPU's reason."""
+    None: the whole frame fits (and on any other device). ``log``: gets the CPU's reason."""
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type not in ("cuda", "cpu"):     # MPS: unified memory the process's size does not show
+        return None
+    if device.type == "cpu":
         limit = cpu_memory_limit(max_memory_gb)
         tile, why = cpu_tile(model, frame_hw, limit, two_pass)
         asked = CPU_MEMORY_LIMIT if max_memory_gb is None else max_memory_gb * 2 ** 30

@@ -497,3 +497,9 @@ def test_max_memory_must_be_a_positive_number(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert "--max-memory" in err[-1] and "gigabytes" in err[-1]
+
+
+def test_auto_on_a_device_other_than_cuda_or_cpu_runs_whole_frames(monkeypatch):
+    """MPS shares the machine's memory in a way the process's resident size does not show: no CPU probe."""
+    monkeypatch.setattr(tiling, "cpu_tile", lambda *a, **k: pytest.fail("the CPU probe ran for mps"))
+    assert tiling.auto_tile(Pointwise(), "mps", (4000, 6000)) is None
