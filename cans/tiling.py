@@ -138,6 +138,12 @@ class GlobalPoolStats:
         self.counts = {key: torch.ones(value.shape[-2:], dtype=torch.float64, device=value.device)
                        for key, value in means.items()}
 
+    def collect_whole_frame(self) -> None:
+        """Pass 1 over one tile that is the whole frame (``frame_hw``): a frame's own statistics."""
+        h, w = self.frame_hw
+        self.mode = "collect"
+        self.start_tile(0, 0, (h, w), (0, h), (0, w))
+
     def start_tile(self, y0: int, x0: int, tile_hw: Tuple[int, int], owned_y, owned_x) -> None:
         self.window = (y0, x0, owned_y[0], owned_y[1], owned_x[0], owned_x[1])
         self.tile_hw = tile_hw
@@ -366,8 +372,15 @@ def tile_for_memory(free_bytes: float, bytes_per_pixel: float, frame_hw: Sequenc
     h, w = frame_hw
     if bytes_per_pixel * h * w <= budget:
         return None
-    side = int(math.sqrt(budget / max(bytes_per_pixel, 1e-9))) // multiple * multiple
-    return max(side, -(-smallest // multiple) * multiple)
+    return largest_tile(budget, bytes_per_pixel, multiple, smallest)[0]
+
+
+def largest_tile(budget: float, bytes_per_pixel: float, multiple: int, smallest: int) -> Tuple[int, bool]:
+    """The largest square tile (a multiple of ``multiple``) whose ``bytes_per_pixel`` per packed
+    pixel fit ``budget`` bytes, never below ``smallest`` (rounded up to the multiple); and whether it
+    fits (False: the smallest, which needs more)."""
+    side = int(math.sqrt(max(budget, 0.0) / max(bytes_per_pixel, 1e-9))) // multiple * multiple
+    return max(side, -(-smallest // multiple) * multiple), side >= smallest
 
 
 @torch.no_grad()
@@ -410,8 +423,7 @@ def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[
         if tiled:
             stats = frame_stats(runner, (size, size))
             try:
-                stats.mode = "collect"
-                stats.start_tile(0, 0, (size, size), (0, size), (0, size))
+                stats.collect_whole_frame()
                 runner(x)
             finally:
                 stats.close()
@@ -425,6 +437,7 @@ def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[
     return per_pixel, max(p0 - held - per_pixel * s0 * s0, 0.0)
 
 
+_UNMEASURED = "the memory cannot be measured here (no /proc): whole frame"
 #: the figures :func:`cpu_tile` measured, per model: {model: {tiled: (per pixel, fixed)}}
 _CPU_MEMORY = weakref.WeakKeyDictionary()
 
@@ -446,10 +459,15 @@ def frame_bytes_per_pixel(model: nn.Module) -> int:
     return 2 * 4 * (c + 4 * b * b + 1)
 
 
+def _asked_memory(max_memory_gb: Optional[float]) -> float:
+    """Bytes of ``--max-memory`` as asked (default :data:`CPU_MEMORY_LIMIT`)."""
+    return CPU_MEMORY_LIMIT if max_memory_gb is None else float(max_memory_gb) * 2 ** 30
+
+
 def cpu_memory_limit(max_memory_gb: Optional[float] = None) -> float:
     """Bytes a CPU run may hold at its peak: ``max_memory_gb`` (default :data:`CPU_MEMORY_LIMIT`),
     lowered to what the process holds plus :data:`CPU_MEMORY_FRACTION` of the available memory."""
-    limit = CPU_MEMORY_LIMIT if max_memory_gb is None else float(max_memory_gb) * 2 ** 30
+    limit = _asked_memory(max_memory_gb)
     avail = available_memory()
     if avail is not None:
         limit = min(limit, (resident_memory() or 0) + CPU_MEMORY_FRACTION * avail)
@@ -473,7 +491,7 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     held = resident_memory() or 0
     whole = _cpu_memory(model, False)
     if whole is None:
-        return None, "the memory cannot be measured here (no /proc): whole frame"
+        return None, _UNMEASURED
     need = held + whole[1] + whole[0] * h * w
     gb = 2 ** 30
     if need <= limit:
@@ -482,13 +500,11 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     if release is not None:   # what the probes left in the runtime
         release()
     if tiles is None:
-        return None, "the memory cannot be measured here (no /proc): whole frame"
+        return None, _UNMEASURED
     # a tenth kept back: the figures come from small probes, and what a runtime keeps between runs varies
     budget = CPU_PLAN_SHARE * (limit - held - tiles[1]) - frame_bytes_per_pixel(model) * h * w
-    multiple, smallest = tile_limits(model)
-    side = int(math.sqrt(max(budget, 0.0) / tiles[0])) // multiple * multiple
-    tile = max(side, -(-smallest // multiple) * multiple)
-    smallest_note = "" if side >= smallest else " (the smallest; they may need more)"
+    tile, fits = largest_tile(budget, tiles[0], *tile_limits(model))
+    smallest_note = "" if fits else " (the smallest; they may need more)"
     return tile, (f"the whole frame needs about {need / gb:.2f} GB ({held / gb:.2f} GB held before), more than "
                   f"{limit / gb:.2f} GB: tiles of {tile}{smallest_note}; --max-memory "
                   f"{math.ceil(need / gb * 10) / 10:g} would run it whole, sooner")
@@ -506,9 +522,8 @@ def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off
     if device.type == "cpu":
         limit = cpu_memory_limit(max_memory_gb)
         tile, why = cpu_tile(model, frame_hw, limit, two_pass)
-        asked = CPU_MEMORY_LIMIT if max_memory_gb is None else max_memory_gb * 2 ** 30
         lowered = (f"; --max-memory lowered to what the process holds plus {CPU_MEMORY_FRACTION * 100:.0f}% of the "
-                   f"available memory" if limit < asked else "")
+                   f"available memory" if limit < _asked_memory(max_memory_gb) else "")
         if log is not None:
             log(f"packed {frame_hw[0]}x{frame_hw[1]}: {why} (--max-memory){lowered}")
         return tile

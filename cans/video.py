@@ -74,10 +74,8 @@ class SteadyColour(ModelWrapper):
         pads = self.frame_pads(x)
         xp = reflect_pad(x, pads)
         stats = frame_stats(net, tuple(xp.shape[-2:]))
-        hp, wp = xp.shape[-2:]
         try:
-            stats.mode = "collect"
-            stats.start_tile(0, 0, (hp, wp), (0, hp), (0, wp))
+            stats.collect_whole_frame()
             net(xp)
             frame = stats.means()
             if self.history and {k: v.shape for k, v in frame.items()} != \

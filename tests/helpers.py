@@ -168,3 +168,20 @@ class IdentityPairs(Dataset):
         clean = torch.rand(4, 52, 52, generator=g)
         return {"noisy_raw": clean, "clean_raw": clean, "clean_rgb": torch.rand(3, 104, 104, generator=g),
                 "ratio": 100.0, "img_file": f"./Sony/short/1000{i}_00_0.1s.ARW", "lbl_file": f"gt{i}"}
+
+
+def fake_cpu_bound(monkeypatch, tile: int) -> list:
+    """Stand in for the CPU's memory probe (cans.tiling.cpu_tile): every frame gets ``tile``; the
+    list returned records each call's (packed (h, w), limit in bytes). The machine's available
+    memory is unknown, so a --max-memory is taken as given."""
+    import cans.tiling as tiling
+
+    asked = []
+
+    def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
+        asked.append((tuple(frame_hw), limit))
+        return tile, f"tiles of {tile} (a stand-in)"
+
+    monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
+    monkeypatch.setattr(tiling, "available_memory", lambda: None)
+    return asked

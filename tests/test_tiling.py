@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 import torch.nn as nn
-from helpers import REPO
+from helpers import REPO, fake_cpu_bound
 
 from cans import machine, tiling
 from cans.inference import apply_orientation
@@ -475,14 +475,7 @@ def test_infer_bounds_memory_on_the_cpu_by_default(tmp_path, monkeypatch, capsys
     paths = [str(tmp_path / f"photo{k}.dng") for k in range(2)]
     for k, path in enumerate(paths):
         write_dng(path, (600 + np.random.default_rng(k).random((192, 256)) * 400).astype(np.uint16))
-    asked = []
-
-    def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
-        asked.append((tuple(frame_hw), limit))
-        return 48, "tiles of 48 (a stand-in)"
-
-    monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
-    monkeypatch.setattr(tiling, "available_memory", lambda: None)
+    asked = fake_cpu_bound(monkeypatch, 48)
     out = run_inference(Pointwise(), paths, str(tmp_path / "out"), 4.0, "cpu", progress=False, max_memory_gb=2)
     assert out["tiles"] == {p: 48 for p in paths} and asked == [((96, 128), 2 * 2 ** 30)]
     assert "tiles of 48" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, fake_cpu_bound
 
 from cans.cli import infer as cmd_infer
 from cans.errors import InferenceError
@@ -161,16 +161,7 @@ def test_frames_of_one_name_from_two_folders_keep_both_pngs(sequence, tmp_path, 
 def test_video_keeps_to_the_cpu_memory_bound_and_steady_runs_whole_frames(sequence, tmp_path, capsys, monkeypatch):
     """--max-memory reaches the frames of a video (measured once for the sequence); --steady keeps
     whole frames, its statistics being the frame's, whatever the bound."""
-    import cans.tiling as tiling
-
-    asked = []
-
-    def fake_cpu_tile(model, frame_hw, limit, two_pass=True):
-        asked.append((tuple(frame_hw), limit))
-        return 32, "tiles of 32 (a stand-in)"
-
-    monkeypatch.setattr(tiling, "cpu_tile", fake_cpu_tile)
-    monkeypatch.setattr(tiling, "available_memory", lambda: None)
+    asked = fake_cpu_bound(monkeypatch, 32)
     assert _video(sequence, tmp_path, "--video", str(tmp_path / "a.mp4"), "--max-memory", "3") == 0
     assert asked == [((48, 64), 3 * 2 ** 30)]                 # 5 frames, one measurement
     assert "tiles of 32" in capsys.readouterr().out

@@ -98,11 +98,8 @@ class Query(nn.Sequential):
         self.adaptive_size = adaptive_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm, depthwise, pool, project = self
-        x = norm(x)
-        if pooled_form_applies(self.adaptive_size, None, depthwise):
-            return project(pooled_conv(x, self.adaptive_size, depthwise))
-        return project(pool(depthwise(x)))
+        norm, depthwise, _, project = self   # the pool module: pooled_conv pools as it does
+        return project(pooled_conv(norm(x), self.adaptive_size, depthwise))
 
 
 class _InteractiveHead:
