@@ -429,7 +429,9 @@ def test_tiles_keep_a_cpu_run_within_the_bound():
     lines = []
     assert machine.reset_peak_memory()
     rgb, raw, used = run_with_fallback(model, x, tile="auto", overlap=16, max_memory_gb=limit_gb, log=lines.append)
-    assert machine.peak_memory() <= limit_gb * 2 ** 30 + 20 * 2 ** 20   # 20 MB for the interpreter's own
+    # 48 MB for the interpreter's own (after the runtimes' tests, 20 MB was once 2 MB short); the
+    # whole frame would be about 100 MB over
+    assert machine.peak_memory() <= limit_gb * 2 ** 30 + 48 * 2 ** 20
     assert used is not None and used < 640 and raw.shape[-2:] == (640, 768)
     assert any("more than" in line and f"tiles of {used}" in line for line in lines), lines
     expected, _ = TiledModel(Pointwise(), used, 16)(x)

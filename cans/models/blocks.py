@@ -44,6 +44,12 @@ class LayerNorm2d(nn.Module):
 
     def _normalise(self, x: torch.Tensor, eps: float) -> torch.Tensor:
         mean = x.mean(dim=1, keepdim=True)
+        if exporting():
+            # the same variance as the channels' L2 norm of x - mean, squared: the runtime reduces
+            # it in one pass, where the squares would be a full-resolution map of their own
+            centred = x - mean
+            var = torch.linalg.vector_norm(centred, 2, dim=1, keepdim=True).square() / x.shape[1]
+            return centred * torch.rsqrt(var + eps) * self.g + self.b
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
         return (x - mean) * torch.rsqrt(var + eps) * self.g + self.b
 
@@ -213,7 +219,8 @@ def pooled_conv(x: torch.Tensor, size: int, depthwise: nn.Conv2d, pointwise: Opt
         return adaptive_pool(conv_chunks(x, parts, pointwise, depthwise)[part], size)
     reflect = depthwise.padding_mode == "reflect"
     h, w = x.shape[-2], x.shape[-1]
-    sums = _shifted_window_sums(_shifted_window_sums(x, 2, size, reflect), 3, size, reflect)  # (B, C, 3s, 3s)
+    # columns first: a runtime's channels-last layout sums along the width fast, along the height slowly
+    sums = _shifted_window_sums(_shifted_window_sums(x, 3, size, reflect), 2, size, reflect)  # (B, C, 3s, 3s)
     if pointwise is not None:    # a 1x1 convolution commutes with the sums (its bias: reflect only, below)
         n = pointwise.out_channels // parts
         sums = torch.einsum("nc,bcyx->bnyx", pointwise.weight[part * n:(part + 1) * n, :, 0, 0], sums)
@@ -233,13 +240,17 @@ def projected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     """``out(channel_attention(query, key, value))``, ``out`` a 1x1 convolution.
 
     Exported, ``out``'s weight is multiplied into the (B, C, C) affinity first, so the full
-    resolution map goes through one product instead of two."""
+    resolution map goes through one product instead of two; with one image (the export's batch)
+    that product is a 1x1 convolution whose weights are the product: it runs in the layout of the
+    convolutions around it, where a matrix product over (C, H W) needs the map reordered twice."""
     if not exporting():
         return out(channel_attention(query, key, value))
     h, w = value.shape[-2:]
     q = rearrange(query, "b c h w -> b c (h w)")
     k = rearrange(key, "b c h w -> b c (h w)")
     mix = out.weight[:, :, 0, 0] @ torch.softmax(q @ k.transpose(-2, -1), dim=-1)   # (B, C, C)
+    if value.shape[0] == 1:
+        return F.conv2d(value, mix[0, :, :, None, None], out.bias)
     y = mix @ rearrange(value, "b c h w -> b c (h w)")
     if out.bias is not None:
         y = y + out.bias[:, None]

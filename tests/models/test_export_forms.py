@@ -86,13 +86,26 @@ def test_pooled_form_leaves_the_pooling_points_to_a_tap(monkeypatch):
     assert not blocks.pooled_form_applies(2, _conv(4, 4, bias=True), dw)   # a bias under zero padding
 
 
-def test_projected_attention_exported_equals_attention_then_projection(monkeypatch):
-    q, k = torch.randn(2, 5, 2, 2, dtype=torch.float64), torch.randn(2, 5, 2, 2, dtype=torch.float64)
-    v = torch.randn(2, 5, 7, 9, dtype=torch.float64)
+@pytest.mark.parametrize("batch", [1, 2])   # one image: a 1x1 convolution; more: matrix products
+def test_projected_attention_exported_equals_attention_then_projection(monkeypatch, batch):
+    q, k = torch.randn(batch, 5, 2, 2, dtype=torch.float64), torch.randn(batch, 5, 2, 2, dtype=torch.float64)
+    v = torch.randn(batch, 5, 7, 9, dtype=torch.float64)
     out = _conv(5, 5)
     expected = out(blocks.channel_attention(q, k, v))
     monkeypatch.setattr(blocks, "exporting", lambda: True)
     torch.testing.assert_close(blocks.projected_attention(q, k, v, out), expected, rtol=0, atol=1e-10)
+
+
+def test_layernorm_exported_equals_the_reference_form(monkeypatch):
+    """The variance from the channels' L2 norm equals the mean of the squared deviations."""
+    norm = blocks.LayerNorm2d(6).double()
+    with torch.no_grad():
+        norm.g.normal_(), norm.b.normal_()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64) * 3 + 1
+    x[0, :, 0, 0] = 0.25        # a pixel with equal channels: the variance is 0, eps alone remains
+    expected = norm(x)
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
