@@ -315,14 +315,19 @@ def _openvino_core():
     return _OV_CORE[0]
 
 
-def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
+def _openvino_config(threads: Optional[int], precision: str) -> Dict[str, Any]:
     """OpenVINO's CPU plugin in ``precision`` (float32 unless asked: it would otherwise pick
-    bfloat16 where the CPU has it). Returns ``run(feeds) -> [outputs]`` (numpy arrays, in the
-    graph's output order)."""
-    config = {"INFERENCE_PRECISION_HINT": precision}
+    bfloat16 where the CPU has it), on ``threads`` threads (its default: every core)."""
+    config: Dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = _openvino_core().compile_model(path, "CPU", config)
+    return config
+
+
+def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
+    """The export compiled by OpenVINO (:func:`_openvino_config`). Returns ``run(feeds) -> [outputs]``
+    (numpy arrays, in the graph's output order)."""
+    compiled = _openvino_core().compile_model(path, "CPU", _openvino_config(threads, precision))
     outputs = list(compiled.outputs)
 
     def run(feeds):
@@ -331,6 +336,22 @@ def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
     # OpenVINO keeps the buffers of the largest input it ran until told otherwise
     run.release = compiled.release_memory
     return run
+
+
+def openvino_counters(path: str, x: np.ndarray, threads: Optional[int] = None,
+                      precision: str = "f32") -> Dict[str, float]:
+    """Where OpenVINO spends one run of the export on ``x`` (1, C, h, w): its per-layer counters
+    (``PERF_COUNT``) summed by operator type, in seconds, largest first; ``"total"`` their sum.
+    The run after a first, untimed one (which includes the runtime's setup)."""
+    config = {**_openvino_config(threads, precision), "PERF_COUNT": "YES"}
+    request = _openvino_core().compile_model(path, "CPU", config).create_infer_request()
+    for _ in range(2):
+        request.infer({INPUT_NAME: x})
+    by_type: Dict[str, float] = {}
+    for layer in request.get_profiling_info():
+        by_type[layer.node_type] = by_type.get(layer.node_type, 0.0) + layer.real_time.total_seconds()
+    ordered = dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
+    return {"total": sum(ordered.values()), **ordered}
 
 
 def _release(run) -> None:

@@ -460,6 +460,19 @@ def test_bf16_precision_runs_openvino_in_bfloat16_and_stays_close(exported, runn
         OnnxModel(exported["onnx"], runtime="onnxruntime", precision="bf16")
 
 
+def test_openvino_counters_say_where_a_run_goes_by_operator_type(exported):
+    """The per-layer counters of one run, summed by operator type: the graph's convolutions are
+    there, every figure is a duration, the largest come first and the total is their sum."""
+    from cans.onnx_model import openvino_counters
+
+    x = np.random.default_rng(0).random((1, 4, 64, 96), dtype=np.float32)
+    counters = openvino_counters(exported["onnx"], x, threads=1)
+    kinds = {k: v for k, v in counters.items() if k != "total"}
+    assert "Convolution" in kinds and kinds["Convolution"] > 0 and min(kinds.values()) >= 0
+    assert list(kinds.values()) == sorted(kinds.values(), reverse=True)
+    assert counters["total"] == pytest.approx(sum(kinds.values()))
+
+
 def test_precision_table_compares_bf16_with_f32_on_raw_files(exported, tmp_path, capsys):
     from cans.cli import precision_table
 

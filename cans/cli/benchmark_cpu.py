@@ -4,6 +4,7 @@ ONNX Runtime, and OpenVINO when it is installed; each with its RGB PSNR against 
     python scripts/benchmark_cpu.py                                   # CANS++ Sony, a full frame (packed 1424 x 2128)
     python scripts/benchmark_cpu.py --size 256 384 --out cpu.json     # a quick look
     python scripts/benchmark_cpu.py --modes eager onnxruntime --checkpoint pretrained_weights/CANS_Plus/Sony.pth
+    python scripts/benchmark_cpu.py --modes openvino --counters       # and where OpenVINO spends the frame
 
 Each mode runs in a process of its own (its peak memory is its own); seeded random weights unless
 --checkpoint. Prints the JSON, then a Markdown table on stderr; --out writes the JSON, --table the
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one mode may take (default 3600)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--table", default=None, help="write the Markdown table here")
+    p.add_argument("--counters", action="store_true",
+                   help="also where OpenVINO spends a frame: its per-layer counters by operator type, from one "
+                        "more run of each OpenVINO mode after the timed ones (in the JSON and the table)")
     return p
 
 
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         check_checkpoint_path(args.checkpoint)
     report = run_cpu_benchmark(cfg["model"], args.modes, args.size, checkpoint=args.checkpoint,
                                warmup=args.warmup, iters=args.iters, threads=args.threads,
-                               timeout_s=args.timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
+                               timeout_s=args.timeout, counters=args.counters,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     print(text)
     table = format_cpu_table(report)

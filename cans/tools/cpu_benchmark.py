@@ -27,7 +27,7 @@ import numpy as np
 from ..engine.checkpoint import load_model_weights
 from ..evaluate.metrics import fidelity_psnr
 from ..models import build_model
-from ..onnx_model import OnnxModel, export_onnx
+from ..onnx_model import OnnxModel, export_onnx, openvino_counters
 
 MODES = ("eager", "compile", "onnxruntime", "openvino", "openvino_bf16")
 #: the modes that run the export: runtime and precision
@@ -72,9 +72,11 @@ def _input(net, size: Sequence[int], seed: int) -> np.ndarray:
 
 def run_mode(mode: str, model_cfg: Mapping[str, Any], size: Sequence[int], work: str, *,
              checkpoint: Optional[str] = None, warmup: int = 1, iters: int = 3, seed: int = 0,
-             threads: Optional[int] = None) -> Dict[str, Any]:
+             threads: Optional[int] = None, counters: bool = False) -> Dict[str, Any]:
     """Run one mode in this process; the RGB output goes to ``<work>/<mode>.npy``. Returns the
-    mode's fields (``seconds``: the timed runs, ``setup_s``, ``peak_rss_gb``)."""
+    mode's fields (``seconds``: the timed runs, ``setup_s``, ``peak_rss_gb``; with ``counters``, an
+    OpenVINO mode adds ``counters``: :func:`cans.onnx_model.openvino_counters` of one more run,
+    after the timed ones and the peak)."""
     import torch
 
     if threads:
@@ -101,10 +103,10 @@ def run_mode(mode: str, model_cfg: Mapping[str, Any], size: Sequence[int], work:
         return {"setup_s": time.perf_counter() - start, "peak_rss_gb": _peak_rss_gb()}
     elif mode in EXPORT_MODES:   # as infer.py runs them (cans.onnx_model.OnnxModel)
         runtime, precision = EXPORT_MODES[mode]
-        runner = OnnxModel(os.path.join(work, "model.onnx"), threads, runtime=runtime, precision=precision).run_numpy
+        exported = OnnxModel(os.path.join(work, "model.onnx"), threads, runtime=runtime, precision=precision)
 
         def run():
-            return runner(x)[0]
+            return exported.run_numpy(x)[0]
     else:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     for _ in range(warmup):
@@ -115,7 +117,11 @@ def run_mode(mode: str, model_cfg: Mapping[str, Any], size: Sequence[int], work:
         out = run()
         seconds.append(time.perf_counter() - start)
     np.save(os.path.join(work, f"{mode}.npy"), np.asarray(out, dtype=np.float32))
-    return {"seconds": seconds, "setup_s": setup, "peak_rss_gb": _peak_rss_gb()}
+    result = {"seconds": seconds, "setup_s": setup, "peak_rss_gb": _peak_rss_gb()}
+    if counters and mode in EXPORT_MODES and EXPORT_MODES[mode][0] == "openvino":
+        exported.release_memory()
+        result["counters"] = openvino_counters(exported.path, x, threads, EXPORT_MODES[mode][1])
+    return result
 
 
 def _unavailable(mode: str) -> str:
@@ -130,9 +136,10 @@ def _unavailable(mode: str) -> str:
 
 def run_cpu_benchmark(model_cfg: Mapping[str, Any], modes: Sequence[str], size: Sequence[int], *,
                       checkpoint: Optional[str] = None, warmup: int = 1, iters: int = 3, seed: int = 0,
-                      threads: Optional[int] = None, timeout_s: float = 3600.0, log=print) -> Dict[str, Any]:
+                      threads: Optional[int] = None, timeout_s: float = 3600.0, counters: bool = False,
+                      log=print) -> Dict[str, Any]:
     """Every mode in a child process, then each output compared with eager's; the report dict.
-    ``eager`` always runs (first): it is the reference."""
+    ``eager`` always runs (first): it is the reference. ``counters``: see :func:`run_mode`."""
     import torch
 
     modes = ["eager"] + [m for m in modes if m != "eager"]
@@ -150,7 +157,7 @@ def run_cpu_benchmark(model_cfg: Mapping[str, Any], modes: Sequence[str], size: 
         def child(mode: str) -> Dict[str, Any]:
             spec = json.dumps({"mode": mode, "model": dict(model_cfg), "size": list(size), "work": work,
                                "checkpoint": checkpoint, "warmup": warmup, "iters": iters, "seed": seed,
-                               "threads": threads})
+                               "threads": threads, "counters": counters})
             try:
                 proc = subprocess.run(_child_command(spec), capture_output=True, text=True, timeout=timeout_s,
                                       cwd=_repo_root())
@@ -249,13 +256,31 @@ def format_cpu_table(report: Mapping[str, Any]) -> str:
                      f"{r['setup_s']:.0f} s | {r['peak_rss_gb']:.1f} GB | {psnr} |")
     if report.get("fastest_faithful"):
         lines += ["", f"fastest faithful float32 mode (RGB PSNR >= {FAITHFUL_PSNR:g} dB): {report['fastest_faithful']}"]
+    for mode, r in report["modes"].items():
+        if r.get("counters"):
+            lines += ["", *_counters_table(mode, r["counters"])]
     return "\n".join(lines) + "\n"
+
+
+def _counters_table(mode: str, counters: Mapping[str, float], rows: int = 12) -> List[str]:
+    """OpenVINO's per-layer counters of ``mode`` by operator type: the largest ``rows``, then the rest."""
+    total = counters["total"]
+    kinds = [(k, v) for k, v in counters.items() if k != "total"]
+    lines = [f"{mode}: OpenVINO's per-layer counters, one run ({total:.2f} s in all)", "",
+             "| operator (OpenVINO's name) | seconds | share |", "|---|---:|---:|"]
+    for kind, seconds in kinds[:rows]:
+        lines.append(f"| {kind} | {seconds:.3f} | {100 * seconds / total:.1f} % |")
+    rest = sum(v for _, v in kinds[rows:])
+    if rest:
+        lines.append(f"| {len(kinds) - rows} others | {rest:.3f} | {100 * rest / total:.1f} % |")
+    return lines
 
 
 def _child(spec_json: str) -> int:
     spec = json.loads(spec_json)
     result = run_mode(spec["mode"], spec["model"], spec["size"], spec["work"], checkpoint=spec["checkpoint"],
-                      warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], threads=spec["threads"])
+                      warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], threads=spec["threads"],
+                      counters=spec.get("counters", False))
     print(json.dumps(result), flush=True)
     return 0
 

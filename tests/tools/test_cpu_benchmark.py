@@ -1,6 +1,7 @@
 """scripts/benchmark_cpu.py / cans.tools.cpu_benchmark: every mode in a child process of its own, the
 comparison with eager (PSNR, speed-up, the fastest faithful mode), skipped and failing modes, the table."""
 import json
+import os
 import sys
 
 import numpy as np
@@ -97,3 +98,43 @@ def test_a_lower_precision_mode_is_never_the_fastest_faithful_one(tmp_path):
 def test_bad_values_are_one_line_before_anything_runs(args, name, capsys):
     code = cmd_benchmark_cpu.main(args + ["--modes", "eager"])
     one_error_line(code, capsys.readouterr().err, name)
+
+
+def test_counters_come_from_one_more_run_of_an_openvino_mode_after_the_timed_ones(tmp_path, monkeypatch):
+    """--counters: an OpenVINO mode frees the timed runs' buffers, then its counters are taken in its
+    precision and threads; other modes take none; the table shows them by operator type."""
+    calls = []
+
+    class FakeExport:
+        def __init__(self, path, threads, runtime, precision):
+            self.path, self.runtime = path, runtime
+
+        def run_numpy(self, x):
+            calls.append("run")
+            return np.zeros((1, 3, 2, 2), np.float32), None
+
+        def release_memory(self):
+            calls.append("release")
+
+    def counters(path, x, threads, precision):
+        calls.append(("counters", os.path.basename(path), x.shape, threads, precision))
+        return {"total": 3.0, "Convolution": 2.0, "Add": 0.5, "Pad": 0.5}
+
+    monkeypatch.setattr(cb, "OnnxModel", FakeExport)
+    monkeypatch.setattr(cb, "openvino_counters", counters)
+    cfg = {"type": "CANS_Plus", "width": 4, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1], "middle_blk_num": 1}
+    result = cb.run_mode("openvino_bf16", cfg, (32, 48), str(tmp_path), warmup=0, iters=2, threads=1, counters=True)
+    assert calls == ["run", "run", "release", ("counters", "model.onnx", (1, 4, 32, 48), 1, "bf16")]
+    assert result["counters"]["Convolution"] == 2.0 and len(result["seconds"]) == 2
+    calls.clear()
+    assert "counters" not in cb.run_mode("onnxruntime", cfg, (32, 48), str(tmp_path), warmup=0, iters=1,
+                                         counters=True)
+    assert calls == ["run"]
+    report = {"cpu": "x", "cores": 2, "torch_threads": 2, "torch": "2", "packed_size": [32, 48],
+              "model": cfg, "iters": 2, "warmup": 0, "date": "d",
+              "modes": {"openvino_bf16": {"status": "ok", "median_s": 1.0, "speedup_vs_eager": 1.0, "setup_s": 0,
+                                          "peak_rss_gb": 1.0, "rgb_psnr_vs_eager": 70.0,
+                                          "counters": result["counters"]}}}
+    table = cb.format_cpu_table(report)
+    assert "openvino_bf16: OpenVINO's per-layer counters, one run (3.00 s in all)" in table
+    assert "| Convolution | 2.000 | 66.7 % |" in table and "| Pad | 0.500 | 16.7 % |" in table
