@@ -17,7 +17,8 @@ from .files import atomic_writer
 def to_hwc_array(image, bits: int = 8) -> np.ndarray:
     """(3, H, W) tensor/array in [0, 1] -> (H, W, 3) uint8 or uint16 array (rounded; NaN as 0).
     In PyTorch, on its threads: a full-frame photo in a quarter of numpy's time."""
-    image = torch.as_tensor(np.asarray(image, dtype=np.float32) if not isinstance(image, torch.Tensor) else image)
+    if not isinstance(image, torch.Tensor):
+        image = torch.as_tensor(np.asarray(image, dtype=np.float32))
     image = image.detach().to("cpu", torch.float32)
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")

@@ -74,10 +74,16 @@ def exporting() -> bool:
     return bool(is_exporting is not None and is_exporting())
 
 
+def _window(i, n, size: int):
+    """Window ``i`` of adaptive average pooling over ``n`` samples, ``[floor(i n / size),
+    ceil((i + 1) n / size))``, as ``nn.AdaptiveAvgPool2d`` places it: ints, or tensors for a tensor
+    ``i`` (``n`` may be a traced size either way)."""
+    return (i * n) // size, ((i + 1) * n + size - 1) // size
+
+
 def _windows(n, size: int):
-    """The ``size`` windows ``[floor(i n / size), ceil((i + 1) n / size))`` of adaptive average
-    pooling over ``n`` samples (``n`` may be a traced size), as ``nn.AdaptiveAvgPool2d`` places them."""
-    return [((i * n) // size, ((i + 1) * n + size - 1) // size) for i in range(size)]
+    """The ``size`` windows (start, stop) of :func:`_window` over ``n`` samples."""
+    return [_window(i, n, size) for i in range(size)]
 
 
 def _span(x: torch.Tensor, dim: int, start, stop) -> torch.Tensor:
@@ -89,8 +95,10 @@ def _span(x: torch.Tensor, dim: int, start, stop) -> torch.Tensor:
 def _window_lengths(n, size: int, like: torch.Tensor) -> torch.Tensor:
     """(size,): the length of each pooling window over ``n`` samples, as a tensor of ``like``'s dtype
     (built from ``arange`` so that a traced ``n`` stays symbolic)."""
-    i = torch.arange(size, device=like.device)
-    return (((i + 1) * n + size - 1) // size - (i * n) // size).to(like.dtype)
+    start, stop = _window(torch.arange(size, device=like.device), n, size)
+    return (stop - start).to(like.dtype)
+
+
 #: set only inside :func:`pool_tap` (the tile graph of an ONNX export, cans.onnx_model; two-pass tiles,
 #: cans.tiling.GlobalPoolStats): every pooling point calls it with (its input, its pooled value) and
 #: uses what it returns

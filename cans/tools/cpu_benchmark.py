@@ -280,7 +280,7 @@ def _child(spec_json: str) -> int:
     spec = json.loads(spec_json)
     result = run_mode(spec["mode"], spec["model"], spec["size"], spec["work"], checkpoint=spec["checkpoint"],
                       warmup=spec["warmup"], iters=spec["iters"], seed=spec["seed"], threads=spec["threads"],
-                      counters=spec.get("counters", False))
+                      counters=spec["counters"])
     print(json.dumps(result), flush=True)
     return 0
 
