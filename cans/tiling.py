@@ -480,7 +480,8 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     resident memory on the CPU, None when the whole frame fits; and a line saying why, for the log.
 
     Measured (:func:`measure_cpu_memory`, once per model) on the model that runs, whole frame first;
-    the tiles leave room for the frame's own buffers (:func:`frame_bytes_per_pixel`). An export's
+    the whole frame and the tiles alike leave room for the frame's own buffers
+    (:func:`frame_bytes_per_pixel`). An export's
     runtime is told to free its buffers first (``release_memory``). Where the memory cannot be
     measured the whole frame runs."""
     h, w = int(frame_hw[0]), int(frame_hw[1])
@@ -492,7 +493,7 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     whole = _cpu_memory(model, False)
     if whole is None:
         return None, _UNMEASURED
-    need = held + whole[1] + whole[0] * h * w
+    need = held + whole[1] + (whole[0] + frame_bytes_per_pixel(model)) * h * w   # the network's and the frame's
     gb = 2 ** 30
     if need <= limit:
         return None, f"whole frame, about {need / gb:.2f} GB of {limit / gb:.2f} GB ({held / gb:.2f} GB held before)"

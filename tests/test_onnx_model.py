@@ -460,6 +460,34 @@ def test_bf16_precision_runs_openvino_in_bfloat16_and_stays_close(exported, runn
         OnnxModel(exported["onnx"], runtime="onnxruntime", precision="bf16")
 
 
+def test_openvino_compiles_the_whole_frame_graph_for_each_size(exported, runners, monkeypatch):
+    """OnnxModel's OpenVINO runs the whole-frame graph compiled for the input's size: the outputs of
+    the graph compiled for any size, a compile only when the size changes, and a size the graph
+    cannot take is an InferenceError naming the file and the size. The tile graph (tiles of several
+    sizes in turn) stays compiled for any size."""
+    from cans.errors import InferenceError
+    from cans.onnx_model import INPUT_NAME, _openvino_runner, _SizedOpenVINORunner
+
+    model = runners["openvino"]
+    assert isinstance(model._run, _SizedOpenVINORunner)
+    model.pool_stats((64, 96)).close()
+    assert not isinstance(model._tiles, _SizedOpenVINORunner)
+    sized, any_size = _SizedOpenVINORunner(exported["onnx"], None), _openvino_runner(exported["onnx"], None)
+    compiles = []
+    compile_size = sized._compile
+    monkeypatch.setattr(sized, "_compile", lambda size: compiles.append(size) or compile_size(size))
+    gen = np.random.default_rng(0)
+    inputs = {size: gen.random((1, 4) + size, dtype=np.float32) for size in [(49, 51), (64, 96)]}
+    for size in [(49, 51), (49, 51), (64, 96), (49, 51)]:
+        got, want = sized({INPUT_NAME: inputs[size]}), any_size({INPUT_NAME: inputs[size]})
+        assert [g.shape for g in got] == [w.shape for w in want] == [(1, 3, 2 * size[0], 2 * size[1]), (1, 4) + size]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-5)
+    assert compiles == [(1, 4, 49, 51), (1, 4, 64, 96), (1, 4, 49, 51)]
+    with pytest.raises(InferenceError, match=r"tiny\.onnx: OpenVINO cannot compile it for an input of 1x4x2x2"):
+        sized({INPUT_NAME: np.zeros((1, 4, 2, 2), np.float32)})
+
+
 def test_openvino_counters_say_where_a_run_goes_by_operator_type(exported):
     """The per-layer counters of one run, summed by operator type: the graph's convolutions are
     there, every figure is a duration, the largest come first and the total is their sum."""

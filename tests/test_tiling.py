@@ -445,13 +445,17 @@ def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
     monkeypatch.setattr(tiling, "_cpu_memory", lambda model, tiled: figures[tiled])
     monkeypatch.setattr(tiling, "resident_memory", lambda: 500e6)
     limit = 4e9
-    assert tiling.cpu_tile(Pointwise(), (1000, 1500), limit)[0] is None        # 0.5 + 0.05 + 1.5 GB
-    tile, why = tiling.cpu_tile(Pointwise(), (3000, 4000), limit)            # 12.55e9 bytes whole
-    assert tile % 16 == 0 and "tiles of" in why and "11.69 GB" in why   # GiB, as every figure printed
+    frame = tiling.frame_bytes_per_pixel(Pointwise())
+    assert tiling.cpu_tile(Pointwise(), (1000, 1500), limit)[0] is None        # 0.5 + 0.05 + 1.5 GB and the frame's
+    tile, why = tiling.cpu_tile(Pointwise(), (3000, 4000), limit)            # 12.55e9 bytes and the frame's whole
+    whole_gib = (12.55e9 + frame * 3000 * 4000) / 2 ** 30                   # GiB, as every figure printed
+    assert tile % 16 == 0 and "tiles of" in why and f"{whole_gib:.2f} GB" in why
+    # a frame that fits on the network's figure alone, but not with its own buffers, runs in tiles
+    hw = (1000, int((limit - 550e6) / 1000.0 / 1000) - 10)
+    assert tiling.cpu_tile(Pointwise(), hw, limit)[0] is not None
 
     def planned(t):
-        frame = tiling.frame_bytes_per_pixel(Pointwise()) * 3000 * 4000
-        return 500e6 + figures[True][1] + (figures[True][0] * t * t + frame) / tiling.CPU_PLAN_SHARE
+        return 500e6 + figures[True][1] + (figures[True][0] * t * t + frame * 3000 * 4000) / tiling.CPU_PLAN_SHARE
 
     assert planned(tile) <= limit < planned(tile + 16)
     assert tiling.cpu_tile(Pointwise(), (3000, 4000), limit, two_pass=False)[0] > tile   # one pass: 1000 B
