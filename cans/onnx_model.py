@@ -338,13 +338,25 @@ def _openvino_runner(path: str, threads: Optional[int], precision: str = "f32"):
     return run
 
 
+def _compile_for_size(path: str, model, size: Sequence[int], config: Mapping[str, Any]):
+    """``model`` (the ``openvino.Model`` read from ``path``) compiled for an input of ``size``;
+    an :class:`InferenceError` naming the file and the size where it does not compile."""
+    import openvino as ov
+
+    model = model.clone()
+    try:
+        model.reshape({INPUT_NAME: ov.PartialShape(list(size))})
+        return _openvino_core().compile_model(model, "CPU", dict(config))
+    except Exception as exc:
+        raise InferenceError(f"{path}: OpenVINO cannot compile it for an input of "
+                             f"{'x'.join(map(str, size))} ({runtime_error_text(exc)})") from None
+
+
 class _SizedOpenVINORunner:
-    """The export compiled by OpenVINO for the size of the input it runs, compiled again when the
-    size changes (about a second for the paper's CANS++); the previous size's compiled model is
-    dropped first. Against one compile for every size, a full Sony frame holds 2.1 instead of 3.3
-    GB and a 24 MP photo 3.9 instead of 6.3 GB, and the first call is faster (docs/performance.md).
-    ``run(feeds) -> [outputs]`` as :func:`_openvino_runner`; a size that does not compile raises
-    :class:`InferenceError`."""
+    """The export compiled by OpenVINO for the size of the input it runs (:func:`_compile_for_size`),
+    compiled again when the size changes; the previous size's compiled model is dropped first.
+    Against one compile for every size it holds less memory and its first call is faster
+    (docs/performance.md). ``run(feeds) -> [outputs]`` as :func:`_openvino_runner`."""
 
     def __init__(self, path: str, threads: Optional[int], precision: str = "f32"):
         self.path = path
@@ -354,16 +366,8 @@ class _SizedOpenVINORunner:
         self.compiled = None
 
     def _compile(self, size: Tuple[int, ...]) -> None:
-        import openvino as ov
-
         self.compiled = self.size = None   # the last size's buffers go before the next size's come
-        model = self.model.clone()
-        try:
-            model.reshape({INPUT_NAME: ov.PartialShape(list(size))})
-            self.compiled = _openvino_core().compile_model(model, "CPU", self.config)
-        except Exception as exc:
-            raise InferenceError(f"{self.path}: OpenVINO cannot compile it for an input of "
-                                 f"{'x'.join(map(str, size))} ({runtime_error_text(exc)})") from None
+        self.compiled = _compile_for_size(self.path, self.model, size, self.config)
         self.size = size
 
     def __call__(self, feeds):
@@ -380,11 +384,13 @@ class _SizedOpenVINORunner:
 
 def openvino_counters(path: str, x: np.ndarray, threads: Optional[int] = None,
                       precision: str = "f32") -> Dict[str, float]:
-    """Where OpenVINO spends one run of the export on ``x`` (1, C, h, w): its per-layer counters
-    (``PERF_COUNT``) summed by operator type, in seconds, largest first; ``"total"`` their sum.
-    The run after a first, untimed one (which includes the runtime's setup)."""
+    """Where OpenVINO spends one run of the export on ``x`` (1, C, h, w), compiled for its size as
+    :class:`OnnxModel` runs a whole frame: its per-layer counters (``PERF_COUNT``) summed by operator
+    type, in seconds, largest first; ``"total"`` their sum. The run after a first, untimed one
+    (which includes the runtime's setup)."""
     config = {**_openvino_config(threads, precision), "PERF_COUNT": "YES"}
-    request = _openvino_core().compile_model(path, "CPU", config).create_infer_request()
+    model = _openvino_core().read_model(path)
+    request = _compile_for_size(path, model, x.shape, config).create_infer_request()
     for _ in range(2):
         request.infer({INPUT_NAME: x})
     by_type: Dict[str, float] = {}

@@ -481,9 +481,8 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
 
     Measured (:func:`measure_cpu_memory`, once per model) on the model that runs, whole frame first;
     the whole frame and the tiles alike leave room for the frame's own buffers
-    (:func:`frame_bytes_per_pixel`). An export's
-    runtime is told to free its buffers first (``release_memory``). Where the memory cannot be
-    measured the whole frame runs."""
+    (:func:`frame_bytes_per_pixel`). An export's runtime is told to free its buffers first
+    (``release_memory``). Where the memory cannot be measured the whole frame runs."""
     h, w = int(frame_hw[0]), int(frame_hw[1])
     release = getattr(unwrap_model(model), "release_memory", None)   # an export's runtime buffers
     if release is not None:
