@@ -3,11 +3,14 @@ the two-pass statistics hooks, --tile auto arithmetic, the out-of-memory fallbac
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn as nn
-from helpers import REPO, fake_cpu_bound
+from helpers import REPO, TESTS, fake_cpu_bound
 
 from cans import machine, tiling
 from cans.inference import apply_orientation
@@ -417,10 +420,10 @@ def test_cpu_memory_probe_measures_what_a_pass_holds():
     assert 0.95 * Hungry.PER_PIXEL <= per_tile <= 1.5 * Hungry.PER_PIXEL
 
 
-@needs_proc
-def test_tiles_keep_a_cpu_run_within_the_bound():
-    """A frame that would need about 500 MB whole runs in tiles, and the process's peak (the probes
-    included) stays within the bound it was given; the output is the two-pass tiles' one."""
+def bounded_tile_run():
+    """A frame that would need about 600 MB whole runs in tiles, and the process's peak (the probes
+    included) stays within the bound it was given; the output is the two-pass tiles' one. Run by
+    the test below in a process of its own, as ``infer.py`` runs."""
     model, x = Hungry(), torch.rand(1, 4, 640, 768)
     model.PER_PIXEL = 1024
     machine.trim_memory()
@@ -429,13 +432,23 @@ def test_tiles_keep_a_cpu_run_within_the_bound():
     lines = []
     assert machine.reset_peak_memory()
     rgb, raw, used = run_with_fallback(model, x, tile="auto", overlap=16, max_memory_gb=limit_gb, log=lines.append)
-    # 48 MB for the interpreter's own (after the runtimes' tests, 20 MB was once 2 MB short); the
-    # whole frame would be about 100 MB over
-    assert machine.peak_memory() <= limit_gb * 2 ** 30 + 48 * 2 ** 20
+    over = (machine.peak_memory() - limit_gb * 2 ** 30) / 2 ** 20
+    assert over <= 32, f"{over:.0f} MB over the bound: {lines}"    # 32 MB for the interpreter's own
     assert used is not None and used < 640 and raw.shape[-2:] == (640, 768)
     assert any("more than" in line and f"tiles of {used}" in line for line in lines), lines
     expected, _ = TiledModel(Pointwise(), used, 16)(x)
     torch.testing.assert_close(rgb, expected)
+
+
+@needs_proc
+def test_tiles_keep_a_cpu_run_within_the_bound():
+    """:func:`bounded_tile_run` in a fresh interpreter: after hundreds of tests in this one, its
+    heap made the same run's peak 60 MB higher once (CI), which no user's ``infer.py`` has."""
+    code = "import test_tiling; test_tiling.bounded_tile_run()"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))
+    done = subprocess.run([sys.executable, "-c", code], cwd=TESTS, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
