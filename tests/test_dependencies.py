@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 #: the import name of a distribution, where the two differ
-IMPORT_NAME = {"pyyaml": "yaml", "scikit-image": "skimage", "tensorboard": "torch.utils.tensorboard"}
+IMPORT_NAME = {"pyyaml": "yaml", "scikit-image": "skimage", "tensorboard": "torch.utils.tensorboard", "onnx-ir": "onnx_ir"}
 #: imported only where present (guarded by try / except ImportError), never required
 OPTIONAL = {"triton"}
 #: what the tests need, not the package
@@ -93,5 +93,5 @@ def test_the_cpu_runtimes_are_an_extra_and_the_tests_another():
     """The ONNX export and the CPU runtimes (docs/inference.md) are the ``cpu`` extra: a GPU install
     can leave them out; pytest is the ``test`` extra."""
     groups = _pyproject()
-    assert set(groups["cpu"]) == {"onnx", "onnxscript", "onnxruntime", "openvino"}, groups["cpu"]
+    assert set(groups["cpu"]) == {"onnx", "onnxscript", "onnx-ir", "onnxruntime", "openvino"}, groups["cpu"]
     assert set(groups["test"]) == FOR_TESTS and "torch" in groups["dependencies"], groups

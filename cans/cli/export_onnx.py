@@ -9,7 +9,7 @@ included. The file holds the config, block size and the weights' git blob id as 
 the export, the runtime and PyTorch are run on inputs that need padding and compared; the file is
 written only when they agree (RGB PSNR at least 60 dB). Default --out: the checkpoint's path with
 .onnx, where infer.py on the CPU looks for it. Beside it goes X.tiles.onnx, the tile graph that
-two-pass tiles (--tile) run. About two minutes for the paper's CANS++ on 2 CPU cores: each step
+two-pass tiles (--tile) run. About a minute for the paper's CANS++ on 2 CPU cores: each step
 (tracing, converting, each checked size) is printed as it starts, with estimates of what is left.
 Details: docs/inference.md.
 """
