@@ -85,7 +85,7 @@ HANG_SCRIPT = textwrap.dedent("""
     real = tr.train_step
     def step(batch):
         if du.get_rank() == 1 and tr.step == 2:
-            time.sleep(10)  # a rank that stops responding (hung, stopped, swapping) for longer than dist_timeout
+            time.sleep(6)  # a rank that stops responding (hung, stopped, swapping) for longer than dist_timeout
         return real(batch)
     tr.train_step = step
     try:

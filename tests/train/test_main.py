@@ -119,20 +119,12 @@ def _subprocess_cfg(out, synthetic):
             "train.valid_per_epoch=100", "train.num_threads=1"]
 
 
-def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
-    """The default config (no train.deterministic, a persistent DataLoader worker): a run killed with
-    SIGKILL in its second epoch and resumed from last.pth ends with the weights of a run never killed."""
+def _killed_in_epoch_2_then_resumed(killed, synthetic, env):
+    """A run in ``killed`` SIGKILLed in its second epoch, then resumed from its last.pth to the end;
+    returns that checkpoint's path."""
     import subprocess
     import time
 
-    from cans.synthetic import ensure_synthetic
-    ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    straight = subprocess.run(_subprocess_cfg(tmp_path / "a", synthetic), capture_output=True, text=True,
-                              timeout=300, env=env)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-
-    killed = tmp_path / "b"
     proc = subprocess.Popen(_subprocess_cfg(killed, synthetic), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
     log, deadline = killed / "train.log", time.time() + 300
@@ -149,6 +141,28 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
                              text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "took over the run folder's lock" in log.read_text()
+    return last
+
+
+def test_kill_9_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic):
+    """The default config (no train.deterministic, a persistent DataLoader worker): a run killed with
+    SIGKILL in its second epoch and resumed from last.pth ends with the weights of a run never killed
+    (which runs beside it, one thread each)."""
+    import subprocess
+
+    from cans.synthetic import ensure_synthetic
+    ensure_synthetic(load_config(str(REPO / "configs" / "demo.yaml"), TINY + synthetic), log=lambda m: None)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(tmp_path / "a.err", "w") as err:
+        straight = subprocess.Popen(_subprocess_cfg(tmp_path / "a", synthetic), stdout=subprocess.DEVNULL,
+                                    stderr=err, env=env)
+        try:
+            last = _killed_in_epoch_2_then_resumed(tmp_path / "b", synthetic, env)
+            straight.wait(timeout=300)
+        finally:
+            if straight.poll() is None:
+                straight.kill()
+    assert straight.returncode == 0, (tmp_path / "a.err").read_text()[-2000:]
     a = load_checkpoint(str(tmp_path / "a" / "checkpoints" / "last.pth"))
     b = load_checkpoint(str(last))
     assert a["step"] == b["step"] and b["epoch"] == 2
