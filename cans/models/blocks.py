@@ -40,18 +40,32 @@ class LayerNorm2d(nn.Module):
         if (self.amp_float32 and x.dtype in (torch.bfloat16, torch.float16)
                 and torch.is_autocast_enabled(x.device.type)):
             return self._normalise(x.float(), 1e-5)
-        return self._normalise(x, 1e-5 if x.dtype == torch.float32 else 1e-3)
+        return self._normalise(x, self.eps_for(x.dtype))
+
+    @staticmethod
+    def eps_for(dtype: torch.dtype) -> float:
+        """The reference's eps: 1e-5 for float32, 1e-3 for any other dtype."""
+        return 1e-5 if dtype == torch.float32 else 1e-3
 
     def _normalise(self, x: torch.Tensor, eps: float) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
         if exporting():
-            # the same variance as the channels' L2 norm of x - mean, squared: the runtime reduces
-            # it in one pass, where the squares would be a full-resolution map of their own
-            centred = x - mean
-            var = torch.linalg.vector_norm(centred, 2, dim=1, keepdim=True).square() / x.shape[1]
-            return centred * torch.rsqrt(var + eps) * self.g + self.b
+            return self.standardised(x, eps) * self.g + self.b
+        mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)
         return (x - mean) * torch.rsqrt(var + eps) * self.g + self.b
+
+    def standardised(self, x: torch.Tensor, eps: Optional[float] = None) -> torch.Tensor:
+        """The exported form before the affine ``g``, ``b``: ``(x - mean) / sqrt(var + eps)`` per
+        pixel, the variance from the channels' L2 norm of ``x - mean``, squared (the runtime
+        reduces it in one pass, where the squares would be a full-resolution map of their own).
+        LayerNorms of the same input share it; each applies its affine where that is linear to do
+        (``affine`` of :func:`pooled_conv` and :func:`conv_chunk`). ``eps``: by default as
+        :meth:`forward` chooses it for ``x``'s dtype."""
+        if eps is None:
+            eps = self.eps_for(x.dtype)
+        centred = x - x.mean(dim=1, keepdim=True)
+        var = torch.linalg.vector_norm(centred, 2, dim=1, keepdim=True).square() / x.shape[1]
+        return centred * torch.rsqrt(var + eps)
 
 
 def channel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -140,12 +154,24 @@ def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
 # export checks at least 60 dB against PyTorch; measured about 143 dB).
 # ---------------------------------------------------------------------------------------------
 
-def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int) -> torch.Tensor:
+#: a per-channel affine ``(scale, shift)``, each (1, C, 1, 1), still to be applied to an input
+Affine = Tuple[torch.Tensor, torch.Tensor]
+
+
+def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int,
+               affine: Optional[Affine] = None) -> torch.Tensor:
     """Output channels ``[part C/parts, (part+1) C/parts)`` of ``conv`` applied to ``x``. For a
-    depthwise ``conv`` (groups == channels), ``x`` holds that part's input channels only."""
+    depthwise ``conv`` (groups == channels), ``x`` holds that part's input channels only.
+    ``affine``: ``conv`` applied to ``x * scale + shift``, folded into a 1x1 ``conv``'s weights."""
     n = conv.out_channels // parts
     weight = conv.weight[part * n:(part + 1) * n]
     bias = None if conv.bias is None else conv.bias[part * n:(part + 1) * n]
+    if affine is not None:
+        if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.padding != (0, 0):
+            raise ValueError("_conv_part: an affine folds into an unpadded 1x1 convolution only")
+        scale, shift = affine
+        folded = weight[:, :, 0, 0] @ shift.reshape(-1)
+        weight, bias = weight * scale.reshape(1, -1, 1, 1), folded if bias is None else bias + folded
     groups = n if conv.groups == conv.out_channels else conv.groups
     if conv.groups not in (1, conv.out_channels):
         raise ValueError(f"_conv_part: a grouped convolution ({conv.groups} groups) cannot be split")
@@ -169,9 +195,10 @@ def conv_chunks(x: torch.Tensor, parts: int, pointwise: nn.Conv2d,
 
 
 def conv_chunk(x: torch.Tensor, part: int, parts: int, pointwise: nn.Conv2d,
-               depthwise: Optional[nn.Conv2d] = None) -> torch.Tensor:
-    """Chunk ``part`` of :func:`conv_chunks`, computed alone (the convolutions' rows of that chunk)."""
-    y = _conv_part(pointwise, x, part, parts)
+               depthwise: Optional[nn.Conv2d] = None, affine: Optional[Affine] = None) -> torch.Tensor:
+    """Chunk ``part`` of :func:`conv_chunks`, computed alone (the convolutions' rows of that chunk);
+    with ``affine``, of ``x * scale + shift``, folded into the 1x1 ``pointwise``."""
+    y = _conv_part(pointwise, x, part, parts, affine)
     return y if depthwise is None else _conv_part(depthwise, y, part, parts)
 
 
@@ -213,14 +240,19 @@ def pooled_form_applies(size: int, pointwise: Optional[nn.Conv2d], depthwise: nn
 
 
 def pooled_conv(x: torch.Tensor, size: int, depthwise: nn.Conv2d, pointwise: Optional[nn.Conv2d] = None,
-                part: int = 0, parts: int = 1) -> torch.Tensor:
+                part: int = 0, parts: int = 1, affine: Optional[Affine] = None) -> torch.Tensor:
     """``adaptive_pool(conv_chunks(x, parts, pointwise, depthwise)[part], size)`` (no ``pointwise``:
-    of ``depthwise(x)``), (B, C/parts, size, size).
+    of ``depthwise(x)``), (B, C/parts, size, size); with ``affine``, of ``x * scale + shift``.
 
     Exported, the chunk is never made at full resolution: both convolutions are linear, so the
     pooled value is the depthwise kernel applied to the pointwise map of the input's window means
     shifted by one pixel each way (:func:`_shifted_window_sums`). This skips two thirds of each
-    GCP's convolutions at full resolution and the heads' query and key maps (a sixth of a frame)."""
+    GCP's convolutions at full resolution and the heads' query and key maps (a sixth of a frame).
+    An ``affine`` is applied to the window sums (reflect padding: every shifted window holds as
+    many pixels as its own), so the affine map is not made either."""
+    if affine is not None and (not pooled_form_applies(size, pointwise, depthwise)
+                               or depthwise.padding_mode != "reflect"):
+        x, affine = x * affine[0] + affine[1], None
     if not pooled_form_applies(size, pointwise, depthwise):
         if pointwise is None:
             return adaptive_pool(depthwise(x), size)
@@ -229,6 +261,10 @@ def pooled_conv(x: torch.Tensor, size: int, depthwise: nn.Conv2d, pointwise: Opt
     h, w = x.shape[-2], x.shape[-1]
     # columns first: a runtime's channels-last layout sums along the width fast, along the height slowly
     sums = _shifted_window_sums(_shifted_window_sums(x, 3, size, reflect), 2, size, reflect)  # (B, C, 3s, 3s)
+    if affine is not None:      # each sum is of (window height x width) pixels, shifted or not
+        area = _window_lengths(h, size, x)[:, None] * _window_lengths(w, size, x)[None, :]       # (s, s)
+        counts = area[:, None, :, None].expand(size, 3, size, 3).reshape(3 * size, 3 * size)
+        sums = sums * affine[0] + affine[1] * counts
     if pointwise is not None:    # a 1x1 convolution commutes with the sums (its bias: reflect only, below)
         n = pointwise.out_channels // parts
         sums = torch.einsum("nc,bcyx->bnyx", pointwise.weight[part * n:(part + 1) * n, :, 0, 0], sums)

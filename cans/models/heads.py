@@ -68,10 +68,13 @@ class SharedKV(nn.Sequential):
 
     def forward(self, x: torch.Tensor):
         norm, pointwise, depthwise = self
+        if pooled_form_applies(self.adaptive_size, pointwise, depthwise):
+            # exported: k is only pooled, and the LayerNorm's affine goes into k's pooled sums and
+            # v's 1x1 convolution, so the features' standardised map is the one the queries use too
+            std, affine = norm.standardised(x), (norm.g, norm.b)
+            return (pooled_conv(std, self.adaptive_size, depthwise, pointwise, 0, 2, affine),
+                    conv_chunk(std, 1, 2, pointwise, depthwise, affine))
         x = norm(x)
-        if pooled_form_applies(self.adaptive_size, pointwise, depthwise):   # exported: k is only pooled
-            return (pooled_conv(x, self.adaptive_size, depthwise, pointwise, 0, 2),
-                    conv_chunk(x, 1, 2, pointwise, depthwise))
         k, v = conv_chunks(x, 2, pointwise, depthwise)
         return adaptive_pool(k, self.adaptive_size), v
 
@@ -99,6 +102,11 @@ class Query(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm, depthwise, _, project = self   # the pool module: pooled_conv pools as it does
+        if pooled_form_applies(self.adaptive_size, None, depthwise):
+            # exported: the LayerNorm's affine applied to the pooled sums of the standardised map
+            # that the shared key/value and the other head's query compute alike (one map for all)
+            return project(pooled_conv(norm.standardised(x), self.adaptive_size, depthwise,
+                                       affine=(norm.g, norm.b)))
         return project(pooled_conv(norm(x), self.adaptive_size, depthwise))
 
 

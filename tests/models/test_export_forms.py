@@ -72,6 +72,29 @@ def test_pooled_convolution_equals_pooling_the_full_map(monkeypatch, size, hw, m
                                alone, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_an_affine_folded_into_the_pooled_sums_and_the_1x1_is_the_affine_map_convolved(monkeypatch, mode, size):
+    """``affine=(scale, shift)``: what the convolutions and the pooling give for ``x * scale + shift``;
+    in the window sums under reflect padding, applied to the map first under zero padding (where
+    a shifted window at the border holds one pixel less)."""
+    x = torch.randn(2, 6, 13, 17, dtype=torch.float64)
+    scale, shift = torch.randn(1, 6, 1, 1, dtype=torch.float64), torch.randn(1, 6, 1, 1, dtype=torch.float64)
+    pw, dw = _conv(6, 12, bias=mode == "reflect"), _conv(12, 12, 3, groups=12, mode=mode)
+    alone = _conv(6, 6, 3, groups=6, mode=mode)
+    affine_map = x * scale + shift
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    for part in (0, 1):
+        torch.testing.assert_close(blocks.pooled_conv(x, size, dw, pw, part, 2, (scale, shift)),
+                                   blocks.pooled_conv(affine_map, size, dw, pw, part, 2), rtol=0, atol=1e-10)
+        torch.testing.assert_close(blocks.conv_chunk(x, part, 2, pw, dw, (scale, shift)),
+                                   blocks.conv_chunk(affine_map, part, 2, pw, dw), rtol=0, atol=1e-10)
+    torch.testing.assert_close(blocks.pooled_conv(x, size, alone, affine=(scale, shift)),
+                               F.adaptive_avg_pool2d(alone(affine_map), size), rtol=0, atol=1e-10)
+    with pytest.raises(ValueError, match="1x1"):
+        blocks.conv_chunk(x, 0, 1, _conv(6, 6, 3), None, (scale, shift))
+
+
 def test_pooled_form_leaves_the_pooling_points_to_a_tap(monkeypatch):
     """With a pooling tap (two-pass tiles, the tile graph) every pooling point's input is made."""
     monkeypatch.setattr(blocks, "exporting", lambda: True)
@@ -109,10 +132,17 @@ def test_layernorm_exported_equals_the_reference_form(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
-def test_the_network_in_its_exported_forms_equals_the_network(monkeypatch, kind):
+@pytest.mark.parametrize("trained", [False, True])
+def test_the_network_in_its_exported_forms_equals_the_network(monkeypatch, kind, trained):
+    """Seeded (every LayerNorm's affine the identity, so the CANS++ heads' three LayerNorms of the
+    same features are one) and with LayerNorm affines of their own, as trained weights have them."""
     torch.manual_seed(0)
     net = build_model({"type": kind, "width": 8, "enc_blk_nums": [1, 1], "dec_blk_nums": [1, 1],
                        "middle_blk_num": 1}).double().eval()
+    if trained:
+        with torch.no_grad():
+            for norm in (m for m in net.modules() if isinstance(m, blocks.LayerNorm2d)):
+                norm.g.add_(0.3 * torch.randn_like(norm.g)), norm.b.add_(0.3 * torch.randn_like(norm.b))
     x = torch.rand(1, 4, 27, 38, dtype=torch.float64)
     with torch.no_grad():
         expected = net(x)
