@@ -36,8 +36,10 @@ CPU_MEMORY_LIMIT = 5.5 * 2 ** 30
 CPU_MEMORY_FRACTION = 0.8
 #: the share of the room left that the CPU's tiles plan to fill (:func:`cpu_tile`)
 CPU_PLAN_SHARE = 0.9
-#: the packed sizes of the CPU memory probe (:func:`measure_cpu_memory`)
-CPU_PROBE_SIZES = (256, 512)
+#: the packed sizes of the CPU memory probe (:func:`measure_cpu_memory`): of the whole-frame pass,
+#: and of a tile's first pass, which holds eight times as much a pixel through an export's tile
+#: graph (its probe at 512 took 1.5 GB: more than a small --max-memory)
+CPU_PROBE_SIZES = {False: (256, 512), True: (128, 256)}
 
 
 def frame_padding(net: nn.Module, h: int, w: int, m: int) -> Tuple[int, int, int, int]:
@@ -408,7 +410,7 @@ def measure_bytes_per_pixel(model: nn.Module, device: torch.device, amp: str = "
 def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[float, float]]:
     """What one pass of ``model`` adds to the process's resident memory on the CPU, as
     ``(bytes per packed pixel, fixed bytes)``: the per-pixel figure is how much the process's peak
-    grows from one probe of :data:`CPU_PROBE_SIZES` to the next, the fixed part what the first
+    grows from one probe of :data:`CPU_PROBE_SIZES` (``tiled``'s) to the next, the fixed part what the first
     probe's peak holds beyond that above the memory held before. ``tiled``: a tile of the two-pass
     tiles' first pass (for an ONNX export its tile graph, which also returns what every pooling
     point pooled). None where the peak cannot be reset (not Linux). It measures the process, so
@@ -416,7 +418,7 @@ def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[
     runner = unwrap_model(model)
     held = resident_memory()
     peaks = []
-    for size in CPU_PROBE_SIZES:
+    for size in CPU_PROBE_SIZES[tiled]:
         x = torch.zeros(1, int(runner.in_channel), size, size)
         if held is None or not reset_peak_memory():
             return None
@@ -432,7 +434,7 @@ def measure_cpu_memory(model: nn.Module, tiled: bool = False) -> Optional[Tuple[
         peaks.append(peak_memory())
     if None in peaks:
         return None
-    (s0, s1), (p0, p1) = CPU_PROBE_SIZES, peaks
+    (s0, s1), (p0, p1) = CPU_PROBE_SIZES[tiled], peaks
     per_pixel = max((p1 - p0) / float(s1 * s1 - s0 * s0), 1.0)
     return per_pixel, max(p0 - held - per_pixel * s0 * s0, 0.0)
 

@@ -8,7 +8,7 @@ ONNX Runtime, and OpenVINO when it is installed; each with its RGB PSNR against 
 
 Each mode runs in a process of its own (its peak memory is its own); seeded random weights unless
 --checkpoint. Prints the JSON, then a Markdown table on stderr; --out writes the JSON, --table the
-table. What the modes are and the figures measured here: docs/performance.md ("Without an NVIDIA GPU").
+table. What the modes are and the figures measured here: docs/performance.md ("On the CPU").
 """
 from __future__ import annotations
 
