@@ -284,7 +284,8 @@ class TiledModel(ModelWrapper):
 
     tile: packed pixels a side (rounded down to the model's multiple, at least its smallest input);
     overlap: packed pixels shared by neighbouring tiles; two_pass: frame-wide pooled statistics.
-    ``calls`` records the (h, w) of every input the wrapped model received (tests, logs).
+    ``calls`` records the (h, w) of every input the wrapped model received (tests, logs);
+    ``progress`` is called with (tile passes done, in all) after each, both passes counted.
     The input is first reflect-padded to the model's multiple, exactly as the model pads a whole
     frame; origins are spaced ``tile - overlap`` apart rounded down to the multiple, the last tile
     flush with the frame's end; the blended output is cropped back like the model's.
@@ -317,6 +318,7 @@ class TiledModel(ModelWrapper):
         ys = tile_starts(hp, th, self.overlap, self.multiple)
         xs = tile_starts(wp, tw, self.overlap, self.multiple)
         stats = frame_stats(self._runner, (hp, wp)) if self.two_pass else None
+        self._done, self._total = 0, len(ys) * len(xs) * (1 if stats is None else 2)
         try:
             if stats is not None:
                 stats.mode = "collect"
@@ -325,6 +327,7 @@ class TiledModel(ModelWrapper):
                         stats.start_tile(y0, x0, (th, tw), _owned(ys, ky, th, hp, self.multiple),
                                          _owned(xs, kx, tw, wp, self.multiple))
                         self._run(xp[..., y0:y0 + th, x0:x0 + tw])
+                        self._tick()
                 stats.mode = "apply"
             rgb, raw = self._blend(xp, ys, xs, th, tw, stats)
         finally:
@@ -332,13 +335,17 @@ class TiledModel(ModelWrapper):
                 stats.close()
         return self.crop(rgb, raw, pads, (h, w))
 
+    def _tick(self) -> None:
+        """One more tile pass done: ``progress(done, total)``, both passes counted."""
+        self._done += 1
+        if self.progress is not None:
+            self.progress(self._done, self._total)
+
     def _blend(self, xp, ys, xs, th, tw, stats):
         b = self.block_size
         n, _, hp, wp = xp.shape
         rgb_acc = raw_acc = None
         weight = torch.zeros(hp, wp, dtype=torch.float32, device=xp.device)
-        total = len(ys) * len(xs)
-        done = 0
         for ky, y0 in enumerate(ys):
             wy = _ramp(hp, ys, ky, th)
             for kx, x0 in enumerate(xs):
@@ -353,9 +360,7 @@ class TiledModel(ModelWrapper):
                 wgt_rgb = wgt.repeat_interleave(b, 0).repeat_interleave(b, 1)
                 rgb_acc[..., y0 * b:(y0 + th) * b, x0 * b:(x0 + tw) * b] += rgb.float() * wgt_rgb
                 weight[y0:y0 + th, x0:x0 + tw] += wgt
-                done += 1
-                if self.progress is not None:
-                    self.progress(done, total)
+                self._tick()
         raw_acc /= weight
         rgb_acc /= weight.repeat_interleave(b, 0).repeat_interleave(b, 1)
         return rgb_acc, raw_acc
@@ -542,7 +547,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: int = DEFAULT_OVERLAP,
                       two_pass: bool = True, amp: str = "off", log: Callable[[str], None] = print,
                       name: str = "", auto_tiles: Optional[Dict[Tuple[int, int], Optional[int]]] = None,
-                      max_memory_gb: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
+                      max_memory_gb: Optional[float] = None, progress: Optional[Callable[[int, int], None]] = None,
+                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
     """Run ``model`` on ``x`` whole (``tile`` None), tiled (an int) or with ``tile='auto'``.
 
     Out of memory -> a message and a retry in smaller tiles (the ``auto`` estimate first, then
@@ -552,6 +558,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
     once per input size (packed (h, w)) and reuses the tile that ran (the one :func:`auto_tile`
     chose, or the smaller one an out-of-memory retry fell back to) for the next inputs of that size.
     ``max_memory_gb``: on the CPU, the bound ``'auto'`` keeps to (:func:`cpu_memory_limit`).
+    ``progress``: in tiles, called with (tile passes done, in all) after each (:class:`TiledModel`).
     """
 
     device = x.device
@@ -570,7 +577,7 @@ def run_with_fallback(model: nn.Module, x: torch.Tensor, *, tile=None, overlap: 
             tile = auto_tiles[(h, w)]
     while True:
         # a tile the fallback chose may be small: keep the overlap below half of it
-        runner = model if tile is None else TiledModel(model, tile, min(overlap, tile // 2), two_pass)
+        runner = model if tile is None else TiledModel(model, tile, min(overlap, tile // 2), two_pass, progress)
         try:
             with autocast_context(device, amp):
                 rgb, raw = runner(x)

@@ -13,7 +13,7 @@ import torch.nn as nn
 from helpers import REPO, TESTS, fake_cpu_bound
 
 from cans import machine, tiling
-from cans.inference import apply_orientation
+from cans.inference import TileBar, apply_orientation
 from cans.models import build_model
 from cans.tiling import (
     FallbackModel,
@@ -449,6 +449,28 @@ def test_tiles_keep_a_cpu_run_within_the_bound():
     done = subprocess.run([sys.executable, "-c", code], cwd=TESTS, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_tiles_report_each_pass_of_both(capsys):
+    """``progress(done, total)`` after every tile pass, the two passes counted in one total; infer's
+    run shows them as a second bar ("tiles") while a photo runs in tiles."""
+    calls = []
+    x = torch.rand(1, 4, 70, 90)
+    tiled = TiledModel(Pointwise(), 48, 16, two_pass=True, progress=lambda done, total: calls.append((done, total)))
+    tiled(x)
+    n = len(tiled.calls) // 2
+    assert n > 1 and calls == [(k, 2 * n) for k in range(1, 2 * n + 1)]
+    calls.clear()
+    TiledModel(Pointwise(), 48, 16, two_pass=False, progress=lambda done, total: calls.append((done, total)))(x)
+    assert calls == [(k, n) for k in range(1, n + 1)]
+    bar = TileBar()
+    for done in range(1, 5):
+        bar(done, 4)
+    assert bar.bar.n == 4 and "tiles" in capsys.readouterr().err
+    bar(1, 6)                       # the next photo's tiles: a bar of its own
+    assert bar.bar.total == 6 and bar.bar.n == 1
+    bar.close()
+    assert bar.bar is None
 
 
 def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
