@@ -23,6 +23,7 @@ from cans.cli import infer as cmd_infer
 from cans.cli import test as cmd_test
 from cans.evaluate.metrics import fidelity_psnr  # noqa: E402
 from cans.models import build_model  # noqa: E402
+from cans.models.blocks import LayerNorm2d  # noqa: E402
 from cans.models.published import git_blob_id  # noqa: E402
 from cans.onnx_model import OnnxModel, compare_with_pytorch, default_onnx_path, read_metadata  # noqa: E402
 
@@ -42,6 +43,9 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     net = build_model(TINY).eval()
+    with torch.no_grad():   # LayerNorm affines of their own, as trained weights have (seeded: the identity)
+        for norm in (m for m in net.modules() if isinstance(m, LayerNorm2d)):
+            norm.g.add_(0.2 * torch.randn_like(norm.g)), norm.b.add_(0.2 * torch.randn_like(norm.b))
     ckpt = folder / "tiny.pth"
     torch.save({"model": net.state_dict()}, ckpt)
     cfg = _config(folder, extra=f"data:\n  data_path: {folder / 'SID'}\n  num_workers: 0\n"
