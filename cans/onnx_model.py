@@ -125,7 +125,7 @@ def model_facts(net: nn.Module) -> Dict[str, int]:
 
 
 #: the tile graph's export time as a share of the model graph's, for the estimate the export prints
-#: (measured 0.6 on the paper's CANS++: 15 against 25 s)
+#: (as measured on the paper's CANS++: docs/inference.md)
 TILE_GRAPH_SHARE = 0.6
 
 #: the steps torch.onnx.export(verbose=True) announces ("[torch.onnx] Run decompositions..."), as
@@ -176,11 +176,10 @@ def _exporter_steps(what: str, log: Optional[Callable[[str], None]], start: floa
 def _optimize_graph(program, what: str, log: Optional[Callable[[str], None]], start: float) -> None:
     """What ``torch.onnx.export(optimize=True)`` does to the graph, less onnxscript's pattern
     rewrites: inlining, constant folding, unused nodes removed, constants lifted to initializers,
-    duplicate initializers and common subexpressions merged (the two heads' LayerNorm statistics of
-    the same features are computed once). The rewrites took 45 % of the paper CANS++'s export (52.6
-    against 29.0 s) and changed nothing OpenVINO runs: the compiled graph has the same 1497 nodes
-    either way and the same output, bit for bit; the file keeps 10 ``Unsqueeze`` of the shape
-    arithmetic more."""
+    duplicate initializers and common subexpressions merged (so the CANS++ heads' three LayerNorms
+    of the same features make one standardised map). The rewrites took almost half of the export's
+    time and change nothing OpenVINO compiles (docs/performance.md, "The export skips onnxscript's
+    pattern rewrites")."""
     from onnx_ir.passes import common
     from onnxscript.optimizer import fold_constants
 
@@ -223,7 +222,7 @@ def export_onnx(model: nn.Module, path: str, *, config: Optional[Mapping[str, An
     h, w = example_hw or (-(-max(lo, 4 * m) // m) * m, -(-max(lo, 6 * m) // m) * m)
     x = torch.rand(1, facts["in_channel"], h, w, generator=torch.Generator().manual_seed(0))
     dims = {2: torch.export.Dim("height", min=lo, max=MAX_SIDE), 3: torch.export.Dim("width", min=lo, max=MAX_SIDE)}
-    kwargs = {"opset_version": opset, "optimize": False} if opset else {"optimize": False}   # _optimize_graph
+    kwargs = {"optimize": False, **({"opset_version": opset} if opset else {})}   # then _optimize_graph
     # the exporter warns once per torchvision operator it cannot register when torchvision (not a
     # dependency here) is missing: noise for a model that uses none of them
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")

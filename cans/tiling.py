@@ -36,9 +36,9 @@ CPU_MEMORY_LIMIT = 5.5 * 2 ** 30
 CPU_MEMORY_FRACTION = 0.8
 #: the share of the room left that the CPU's tiles plan to fill (:func:`cpu_tile`)
 CPU_PLAN_SHARE = 0.9
-#: the packed sizes of the CPU memory probe (:func:`measure_cpu_memory`): of the whole-frame pass,
-#: and of a tile's first pass, which holds eight times as much a pixel through an export's tile
-#: graph (its probe at 512 took 1.5 GB: more than a small --max-memory)
+#: the packed sizes of the CPU memory probe (:func:`measure_cpu_memory`), of the whole-frame pass
+#: and of a tile's first pass: smaller, because that pass holds several times as much a pixel
+#: (an export's tile graph), and its probe must stay within a small --max-memory
 CPU_PROBE_SIZES = {False: (256, 512), True: (128, 256)}
 
 
