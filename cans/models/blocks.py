@@ -39,7 +39,7 @@ class LayerNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.amp_float32 and x.dtype in (torch.bfloat16, torch.float16)
                 and torch.is_autocast_enabled(x.device.type)):
-            return self._normalise(x.float(), 1e-5)
+            x = x.float()
         return self._normalise(x, self.eps_for(x.dtype))
 
     @staticmethod
@@ -250,14 +250,13 @@ def pooled_conv(x: torch.Tensor, size: int, depthwise: nn.Conv2d, pointwise: Opt
     GCP's convolutions at full resolution and the heads' query and key maps (a sixth of a frame).
     An ``affine`` is applied to the window sums (reflect padding: every shifted window holds as
     many pixels as its own), so the affine map is not made either."""
-    if affine is not None and (not pooled_form_applies(size, pointwise, depthwise)
-                               or depthwise.padding_mode != "reflect"):
+    applies, reflect = pooled_form_applies(size, pointwise, depthwise), depthwise.padding_mode == "reflect"
+    if affine is not None and not (applies and reflect):
         x, affine = x * affine[0] + affine[1], None
-    if not pooled_form_applies(size, pointwise, depthwise):
+    if not applies:
         if pointwise is None:
             return adaptive_pool(depthwise(x), size)
         return adaptive_pool(conv_chunks(x, parts, pointwise, depthwise)[part], size)
-    reflect = depthwise.padding_mode == "reflect"
     h, w = x.shape[-2], x.shape[-1]
     # columns first: a runtime's channels-last layout sums along the width fast, along the height slowly
     sums = _shifted_window_sums(_shifted_window_sums(x, 3, size, reflect), 2, size, reflect)  # (B, C, 3s, 3s)
