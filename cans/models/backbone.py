@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .blocks import CNPBlock
+from .blocks import CNPBlock, upsample
 
 
 class Backbone(nn.Module):
@@ -49,5 +49,5 @@ class Backbone(nn.Module):
             x = down(x)
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            x = decoder(up(x) + skip)
+            x = decoder(upsample(up, x) + skip)
         return self.ending(x)

@@ -61,11 +61,18 @@ class LayerNorm2d(nn.Module):
         LayerNorms of the same input share it; each applies its affine where that is linear to do
         (``affine`` of :func:`pooled_conv` and :func:`conv_chunk`). ``eps``: by default as
         :meth:`forward` chooses it for ``x``'s dtype."""
+        centred, scale = self.centred_and_scale(x, eps)
+        return centred * scale
+
+    def centred_and_scale(self, x: torch.Tensor, eps: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The two factors of :meth:`standardised`: ``x - mean`` (B, C, H, W) and ``1 / sqrt(var +
+        eps)`` (B, 1, H, W), for a form that applies the scale after a 1x1 convolution
+        (:meth:`SGU.of_layer_norm`)."""
         if eps is None:
             eps = self.eps_for(x.dtype)
         centred = x - x.mean(dim=1, keepdim=True)
         var = torch.linalg.vector_norm(centred, 2, dim=1, keepdim=True).square() / x.shape[1]
-        return centred * torch.rsqrt(var + eps)
+        return centred, torch.rsqrt(var + eps)
 
 
 def channel_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -158,11 +165,11 @@ def adaptive_pool(x: torch.Tensor, size: int) -> torch.Tensor:
 Affine = Tuple[torch.Tensor, torch.Tensor]
 
 
-def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int,
-               affine: Optional[Affine] = None) -> torch.Tensor:
-    """Output channels ``[part C/parts, (part+1) C/parts)`` of ``conv`` applied to ``x``. For a
-    depthwise ``conv`` (groups == channels), ``x`` holds that part's input channels only.
-    ``affine``: ``conv`` applied to ``x * scale + shift``, folded into a 1x1 ``conv``'s weights."""
+def _part_weights(conv: nn.Conv2d, part: int, parts: int,
+                  affine: Optional[Affine] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The weight and bias (or None) of ``conv``'s output channels ``[part C/parts, (part+1)
+    C/parts)``; with ``affine``, of that part applied to ``x * scale + shift`` instead of ``x`` (a 1x1
+    ``conv`` only): the scale goes into the weights, the shift through them into the bias."""
     n = conv.out_channels // parts
     weight = conv.weight[part * n:(part + 1) * n]
     bias = None if conv.bias is None else conv.bias[part * n:(part + 1) * n]
@@ -172,6 +179,16 @@ def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int,
         scale, shift = affine
         folded = weight[:, :, 0, 0] @ shift.reshape(-1)
         weight, bias = weight * scale.reshape(1, -1, 1, 1), folded if bias is None else bias + folded
+    return weight, bias
+
+
+def _conv_part(conv: nn.Conv2d, x: torch.Tensor, part: int, parts: int,
+               affine: Optional[Affine] = None) -> torch.Tensor:
+    """Output channels ``[part C/parts, (part+1) C/parts)`` of ``conv`` applied to ``x``. For a
+    depthwise ``conv`` (groups == channels), ``x`` holds that part's input channels only.
+    ``affine``: ``conv`` applied to ``x * scale + shift``, folded into a 1x1 ``conv``'s weights."""
+    n = conv.out_channels // parts
+    weight, bias = _part_weights(conv, part, parts, affine)
     groups = n if conv.groups == conv.out_channels else conv.groups
     if conv.groups not in (1, conv.out_channels):
         raise ValueError(f"_conv_part: a grouped convolution ({conv.groups} groups) cannot be split")
@@ -300,6 +317,19 @@ def projected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     return rearrange(y, "b c (h w) -> b c h w", h=h, w=w)
 
 
+def upsample(up: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``up(x)``: ``up`` is a 1x1 convolution without bias, then ``nn.PixelShuffle(r)``; (B, r r C,
+    H, W) -> (B, C, r H, r W). Exported, one transposed convolution of kernel and stride ``r`` with
+    the same weights: the same sums, without the pixel shuffle's pass over the upsampled map."""
+    conv, shuffle = up
+    if not exporting():
+        return up(x)
+    r = shuffle.upscale_factor
+    # output channel (c, i, j) of the 1x1 convolution is pixel (i, j) of channel c after the shuffle
+    weight = conv.weight[:, :, 0, 0].reshape(conv.out_channels // (r * r), r, r, -1).permute(3, 0, 1, 2)
+    return F.conv_transpose2d(x, weight, stride=r)
+
+
 class AdaptivePool2d(nn.AdaptiveAvgPool2d):
     """``nn.AdaptiveAvgPool2d`` (a square output) that stays shape-generic when exported
     (:func:`adaptive_pool`)."""
@@ -321,6 +351,20 @@ class SGU(nn.Module):
         x1, x2 = conv_chunks(x, 2, self.pconv1)
         return self.pconv2(x1 * x2)
 
+    def of_layer_norm(self, x: torch.Tensor, norm: "LayerNorm2d") -> torch.Tensor:
+        """``self(norm(x))``. Exported, the normalised map is never made: ``pconv1`` (its halves, the
+        LayerNorm's affine folded in) runs on ``x - mean``, and the LayerNorm's per-pixel scale, which
+        a 1x1 convolution commutes with, is applied to its output in the gate's product, which the
+        runtime fuses into one pass (a full-resolution pass less per block; docs/performance.md)."""
+        if not exporting():
+            return self(norm(x))
+        centred, scale = norm.centred_and_scale(x)
+        halves = []
+        for part in (0, 1):
+            weight, bias = _part_weights(self.pconv1, part, 2, (norm.g, norm.b))
+            halves.append(F.conv2d(centred, weight) * scale + bias.reshape(1, -1, 1, 1))
+        return self.pconv2(halves[0] * halves[1])
+
 
 class RDE(nn.Module):
     """Refined detail extractor (residual): dwconv 7x7 reflect -> LayerNorm2d -> SGU."""
@@ -333,7 +377,7 @@ class RDE(nn.Module):
         self.SGU = SGU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.SGU(self.norm(self.dconv(x))) + x
+        return self.SGU.of_layer_norm(self.dconv(x), self.norm) + x
 
 
 class GCP(nn.Module):

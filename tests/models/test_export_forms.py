@@ -1,8 +1,8 @@
 """The forms the model takes while torch.export traces it (the ONNX export): adaptive pooling over
 slices gives nn.AdaptiveAvgPool2d's windows at any size, overlapping ones included; the chunked
-convolutions, the pooled convolutions and the projected attention compute what the reference forms
-compute; the whole network in its exported forms equals the network; outside tracing the forward
-is the plain one."""
+convolutions, the pooled convolutions, the projected attention, the RDE's gate on its LayerNorm and
+the upsampling compute what the reference forms compute; the whole network in its exported forms
+equals the network; outside tracing the forward is the plain one."""
 import pytest
 import torch
 import torch.nn as nn
@@ -129,6 +129,31 @@ def test_layernorm_exported_equals_the_reference_form(monkeypatch):
     expected = norm(x)
     monkeypatch.setattr(blocks, "exporting", lambda: True)
     torch.testing.assert_close(norm(x), expected, rtol=0, atol=1e-10)
+
+
+def test_the_gate_of_a_layer_norm_exported_equals_the_gate_of_the_normalised_map(monkeypatch):
+    """The RDE's SGU on a LayerNorm: the per-pixel scale applied after the 1x1 convolution and the
+    affine folded into it give the same gate, a pixel of zero variance included."""
+    norm, sgu = blocks.LayerNorm2d(6).double(), blocks.SGU(6).double()
+    with torch.no_grad():
+        for p in (*norm.parameters(), *sgu.parameters()):
+            p.normal_()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64) * 3 + 1
+    x[1, :, 2, 3] = -0.5
+    expected = sgu(norm(x))
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    torch.testing.assert_close(sgu.of_layer_norm(x, norm), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_upsampling_exported_equals_the_convolution_then_the_pixel_shuffle(monkeypatch, factor):
+    up = nn.Sequential(_conv(5, 4 * factor * factor, bias=False), nn.PixelShuffle(factor))
+    x = torch.randn(2, 5, 6, 9, dtype=torch.float64)
+    expected = up(x)
+    monkeypatch.setattr(blocks, "exporting", lambda: True)
+    got = blocks.upsample(up, x)
+    assert got.shape == expected.shape == (2, 4, 6 * factor, 9 * factor)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
