@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 
@@ -488,6 +489,15 @@ def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
     # a frame that fits on the network's figure alone, but not with its own buffers, runs in tiles
     hw = (1000, int((limit - 550e6) / 1000.0 / 1000) - 10)
     assert tiling.cpu_tile(Pointwise(), hw, limit)[0] is not None
+    # whole while it needs no more than nine tenths of the room left; the line names the bound that would
+    room = tiling.CPU_PLAN_SHARE * (limit - 500e6)
+    width = int((room - 50e6) / (1000.0 + frame) / 1000)
+    assert tiling.cpu_tile(Pointwise(), (1000, width), limit)[0] is None
+    over, line = tiling.cpu_tile(Pointwise(), (1000, width + 2), limit)
+    assert over is not None
+    asked = float(re.search(r"--max-memory ([0-9.]+) would run it whole", line).group(1)) * 2 ** 30
+    assert tiling.cpu_tile(Pointwise(), (1000, width + 2), asked)[0] is None
+    assert tiling.cpu_tile(Pointwise(), (1000, width + 2), asked - 0.1 * 2 ** 30)[0] is not None
 
     def planned(t):
         return 500e6 + figures[True][1] + (figures[True][0] * t * t + frame * 3000 * 4000) / tiling.CPU_PLAN_SHARE
