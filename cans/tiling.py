@@ -488,9 +488,12 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
     resident memory on the CPU, None when the whole frame fits; and a line saying why, for the log.
 
     Measured (:func:`measure_cpu_memory`, once per model) on the model that runs, whole frame first;
-    the whole frame and the tiles alike leave room for the frame's own buffers
-    (:func:`frame_bytes_per_pixel`). An export's runtime is told to free its buffers first
-    (``release_memory``). Where the memory cannot be measured the whole frame runs."""
+    the whole frame and the tiles alike plan within :data:`CPU_PLAN_SHARE` of the room above what
+    the process holds, with the frame's own buffers (:func:`frame_bytes_per_pixel`): the figures
+    come from small probes (a 24 MP photo whole peaked 2 % above its estimate, a Sony frame 10 %
+    below). An export's runtime is told to free its buffers before each probe (``release_memory``),
+    and the C library's free memory is handed back before the tile probe. Where the memory cannot
+    be measured the whole frame runs."""
     h, w = int(frame_hw[0]), int(frame_hw[1])
     release = getattr(unwrap_model(model), "release_memory", None)   # an export's runtime buffers
     if release is not None:
@@ -502,27 +505,28 @@ def cpu_tile(model: nn.Module, frame_hw: Sequence[int], limit: float, two_pass: 
         return None, _UNMEASURED
     need = held + whole[1] + (whole[0] + frame_bytes_per_pixel(model)) * h * w   # the network's and the frame's
     gb = 2 ** 30
-    # a tenth of the room kept back, for the whole frame as for tiles: the figures come from small
-    # probes (a 24 MP photo whole peaked 2 % above its estimate, a Sony frame 10 % below)
-    if need - held <= CPU_PLAN_SHARE * (limit - held):
+    planned = held + CPU_PLAN_SHARE * (limit - held)
+    if need <= planned:
         return None, f"whole frame, about {need / gb:.2f} GB of {limit / gb:.2f} GB ({held / gb:.2f} GB held before)"
-    if release is not None:   # what the probes left in the runtime
-        release()
-    # and in the C library: freed, a whole-frame probe's buffers would serve the tile probe's first
-    # size and not its second, so its growth per pixel would read low (3.9 against 5.2 KB measured)
-    trim_memory()
-    tiles = _cpu_memory(model, True) if two_pass else whole
+    tiles = whole
+    if two_pass:
+        if release is not None:   # what the probe left in the runtime
+            release()
+        # and in the C library: freed, a whole-frame probe's buffers would serve the tile probe's first
+        # size and not its second, so its growth per pixel would read low (3.9 against 5.35 KB measured)
+        trim_memory()
+        tiles = _cpu_memory(model, True)
     if release is not None:
         release()
     if tiles is None:
         return None, _UNMEASURED
-    # a tenth kept back: the figures come from small probes, and what a runtime keeps between runs varies
     budget = CPU_PLAN_SHARE * (limit - held - tiles[1]) - frame_bytes_per_pixel(model) * h * w
     tile, fits = largest_tile(budget, tiles[0], *tile_limits(model))
     smallest_note = "" if fits else " (the smallest; they may need more)"
-    return tile, (f"the whole frame needs about {need / gb:.2f} GB ({held / gb:.2f} GB held before), more than "
-                  f"{limit / gb:.2f} GB: tiles of {tile}{smallest_note}; --max-memory "
-                  f"{math.ceil((held + (need - held) / CPU_PLAN_SHARE) / gb * 10) / 10:g} would run it whole, sooner")
+    enough = math.ceil((held + (need - held) / CPU_PLAN_SHARE) / gb * 10) / 10
+    return tile, (f"the whole frame needs about {need / gb:.2f} GB ({held / gb:.2f} GB held before), more than the "
+                  f"{planned / gb:.2f} GB planned within {limit / gb:.2f} GB: tiles of {tile}{smallest_note}; "
+                  f"--max-memory {enough:g} would run it whole, sooner")
 
 
 def auto_tile(model: nn.Module, device, frame_hw: Sequence[int], amp: str = "off",

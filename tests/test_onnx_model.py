@@ -2,10 +2,12 @@
 tiny CANS++ at the paper's depth (about 25 s), then OpenVINO and ONNX Runtime against PyTorch at sizes
 that need padding, on DNG files, a real camera RAW and a small test set; the one-line errors (missing
 runtime, not an ONNX file, another model's config)."""
+import datetime
 import json
 import os
 import re
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("rawpy")
 pytest.importorskip("tifffile")
 
+from cans import onnx_model  # noqa: E402
 from cans.cli import export_onnx as cmd_export_onnx
 from cans.cli import infer as cmd_infer
 from cans.cli import test as cmd_test
@@ -508,11 +511,6 @@ def test_openvino_counters_say_where_a_run_goes_by_operator_type(exported):
 def test_openvino_counters_leave_the_first_run_out(monkeypatch):
     """A request's counters are the mean over its runs so far (as OpenVINO's CPU plugin keeps them);
     the first run, which touches every buffer for the first time, is taken out of the figures."""
-    import datetime
-    import types
-
-    import cans.onnx_model as om
-
     durations = {"conv": [9.0, 2.0, 3.0], "pad": [4.0, 0.5, 0.5]}   # seconds of runs 1, 2, 3
 
     class Request:
@@ -525,9 +523,9 @@ def test_openvino_counters_leave_the_first_run_out(monkeypatch):
             return [types.SimpleNamespace(node_name=name, node_type=name.title(), real_time=datetime.timedelta(
                 seconds=sum(d[:self.runs]) / self.runs)) for name, d in durations.items()]
 
-    monkeypatch.setattr(om, "_openvino_core", lambda: types.SimpleNamespace(read_model=lambda path: None))
-    monkeypatch.setattr(om, "_compile_for_size", lambda *a: types.SimpleNamespace(create_infer_request=Request))
-    counters = om.openvino_counters("any.onnx", np.zeros((1, 4, 8, 8), np.float32))
+    monkeypatch.setattr(onnx_model, "_openvino_core", lambda: types.SimpleNamespace(read_model=lambda path: None))
+    monkeypatch.setattr(onnx_model, "_compile_for_size", lambda *a: types.SimpleNamespace(create_infer_request=Request))
+    counters = onnx_model.openvino_counters("any.onnx", np.zeros((1, 4, 8, 8), np.float32))
     assert counters == pytest.approx({"total": 3.0, "Conv": 2.5, "Pad": 0.5})
     assert list(counters) == ["total", "Conv", "Pad"]
 

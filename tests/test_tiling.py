@@ -494,7 +494,8 @@ def test_cpu_tiles_are_the_largest_within_the_room_left(monkeypatch):
     width = int((room - 50e6) / (1000.0 + frame) / 1000)
     assert tiling.cpu_tile(Pointwise(), (1000, width), limit)[0] is None
     over, line = tiling.cpu_tile(Pointwise(), (1000, width + 2), limit)
-    assert over is not None
+    planned = (500e6 + room) / 2 ** 30
+    assert over is not None and f"more than the {planned:.2f} GB planned within {limit / 2 ** 30:.2f} GB" in line
     asked = float(re.search(r"--max-memory ([0-9.]+) would run it whole", line).group(1)) * 2 ** 30
     assert tiling.cpu_tile(Pointwise(), (1000, width + 2), asked)[0] is None
     assert tiling.cpu_tile(Pointwise(), (1000, width + 2), asked - 0.1 * 2 ** 30)[0] is not None

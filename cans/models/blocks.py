@@ -175,7 +175,7 @@ def _part_weights(conv: nn.Conv2d, part: int, parts: int,
     bias = None if conv.bias is None else conv.bias[part * n:(part + 1) * n]
     if affine is not None:
         if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.padding != (0, 0):
-            raise ValueError("_conv_part: an affine folds into an unpadded 1x1 convolution only")
+            raise ValueError("_part_weights: an affine folds into an unpadded 1x1 convolution only")
         scale, shift = affine
         folded = weight[:, :, 0, 0] @ shift.reshape(-1)
         weight, bias = weight * scale.reshape(1, -1, 1, 1), folded if bias is None else bias + folded
@@ -324,6 +324,9 @@ def upsample(up: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     conv, shuffle = up
     if not exporting():
         return up(x)
+    if conv.bias is not None or conv.kernel_size != (1, 1) or conv.groups != 1 or conv.stride != (1, 1):
+        # a bias differs between the r x r pixels of a channel, which a transposed convolution's cannot
+        raise ValueError("upsample: a 1x1 convolution without bias, ungrouped, stride 1, is what folds")
     r = shuffle.upscale_factor
     # output channel (c, i, j) of the 1x1 convolution is pixel (i, j) of channel c after the shuffle
     weight = conv.weight[:, :, 0, 0].reshape(conv.out_channels // (r * r), r, r, -1).permute(3, 0, 1, 2)
@@ -351,7 +354,7 @@ class SGU(nn.Module):
         x1, x2 = conv_chunks(x, 2, self.pconv1)
         return self.pconv2(x1 * x2)
 
-    def of_layer_norm(self, x: torch.Tensor, norm: "LayerNorm2d") -> torch.Tensor:
+    def of_layer_norm(self, x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
         """``self(norm(x))``. Exported, the normalised map is never made: ``pconv1`` (its halves, the
         LayerNorm's affine folded in) runs on ``x - mean``, and the LayerNorm's per-pixel scale, which
         a 1x1 convolution commutes with, is applied to its output in the gate's product, which the

@@ -154,6 +154,9 @@ def test_upsampling_exported_equals_the_convolution_then_the_pixel_shuffle(monke
     got = blocks.upsample(up, x)
     assert got.shape == expected.shape == (2, 4, 6 * factor, 9 * factor)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    # a bias differs between the pixels a channel's r x r outputs go to: not a transposed convolution's
+    with pytest.raises(ValueError, match="without bias"):
+        blocks.upsample(nn.Sequential(_conv(5, 4 * factor * factor), nn.PixelShuffle(factor)), x)
 
 
 @pytest.mark.parametrize("kind", ["CANS", "CANS_Plus"])
